@@ -1,0 +1,18 @@
+"""softmaxkit: the softmax family, done right.
+
+Dense ops (:func:`softmax`, :func:`log_softmax`, :func:`logsumexp`) over any
+axis with temperature, masks, weights, dtype control and ``out=``, under one
+written edge-case contract (``docs/dense.md``).  :mod:`softmaxkit.reference`
+holds float64 NumPy twins of every public function.
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from .softmax import log_softmax, logsumexp, softmax
+
+try:
+    __version__ = version("softmaxkit")
+except PackageNotFoundError:  # running from a source tree without installation
+    __version__ = "0.0.0+unknown"
+
+__all__ = ["__version__", "log_softmax", "logsumexp", "softmax"]

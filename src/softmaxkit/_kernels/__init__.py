@@ -1,0 +1,1 @@
+"""Private Numba kernels.  They see C-contiguous (or strided) rows and never validate."""

@@ -1,0 +1,157 @@
+"""Argument validation shared by every public function.
+
+Every check raises a built-in exception whose message names the argument, the
+constraint and the offending value (array-api-extra / opt_einsum style).  Nothing
+here computes results; drivers receive already-normalised arguments.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from numpy.exceptions import AxisError
+
+__all__ = [
+    "as_input_array",
+    "check_out",
+    "normalize_axis",
+    "resolve_dtype",
+    "validate_temperature",
+    "validate_weights",
+    "validate_where",
+]
+
+_FLOAT_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
+
+
+def as_input_array(x: Any, name: str = "x") -> np.ndarray:
+    """Convert ``x`` to an ndarray, rejecting dtypes with no softmax meaning.
+
+    Complex, object, string, bytes, datetime and structured inputs raise ``TypeError``.
+    No copy is made when ``x`` already is an ndarray.
+    """
+    if isinstance(x, np.ndarray):
+        arr = x
+    else:
+        try:
+            arr = np.asarray(x)
+        except (ValueError, TypeError) as exc:  # ragged lists and the like
+            raise TypeError(f"{name} must be array-like with a numeric dtype; got {exc}") from None
+    kind = arr.dtype.kind
+    if kind not in "biuf":
+        raise TypeError(
+            f"{name} must have a real floating, integer or bool dtype; got dtype {arr.dtype}"
+        )
+    if kind == "f" and arr.dtype not in _FLOAT_DTYPES:
+        raise TypeError(f"{name} has unsupported floating dtype {arr.dtype}; use float16/32/64")
+    return arr
+
+
+def resolve_dtype(in_dtype: np.dtype, dtype: Any) -> tuple[np.dtype, np.dtype]:
+    """Return ``(compute_dtype, output_dtype)`` for an input dtype and ``dtype=``.
+
+    Policy (documented in docs/dense.md):
+
+    * ``dtype=None``: float32/float64 stay as they are; float16 is computed in float32
+      and returned as float16; integer and bool input is computed in float64.
+    * ``dtype=`` a floating dtype: the output has that dtype; float16 output is computed
+      in float32.
+    """
+    if dtype is None:
+        out = in_dtype if in_dtype.kind == "f" else np.dtype(np.float64)
+    else:
+        try:
+            out = np.dtype(dtype)
+        except TypeError:
+            raise TypeError(f"dtype must be a floating dtype; got {dtype!r}") from None
+        if out not in _FLOAT_DTYPES:
+            raise TypeError(
+                f"dtype must be one of float16, float32, float64; got {out} (from {dtype!r})"
+            )
+    compute = np.dtype(np.float32) if out == np.float16 else out
+    return compute, out
+
+
+def normalize_axis(axis: Any, ndim: int, name: str = "axis") -> tuple[int, ...]:
+    """Normalise ``axis`` (int, tuple of ints or None) to a sorted tuple of axes.
+
+    ``None`` means every axis.  Negative axes count from the end.  Raises
+    ``numpy.exceptions.AxisError`` for an axis out of range, ``ValueError`` for a
+    repeated axis and ``TypeError`` for anything that is not an integer.
+    """
+    if axis is None:
+        return tuple(range(ndim))
+    items: Sequence[Any] = axis if isinstance(axis, tuple | list) else (axis,)
+    result = []
+    for a in items:
+        if isinstance(a, bool) or not isinstance(a, numbers.Integral):
+            raise TypeError(f"{name} must be an int, a tuple of ints or None; got {axis!r}")
+        a = int(a)
+        if not -ndim <= a < ndim:
+            raise AxisError(a, ndim, msg_prefix=name)
+        result.append(a % ndim if ndim else a)
+    if len(set(result)) != len(result):
+        raise ValueError(f"{name} contains a repeated axis: {axis!r} (ndim {ndim})")
+    return tuple(sorted(result))
+
+
+def validate_temperature(temperature: Any) -> float:
+    """Return ``temperature`` as a Python float; it must be finite and > 0."""
+    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
+        if isinstance(temperature, np.ndarray) and temperature.ndim == 0:
+            return validate_temperature(temperature.item())
+        raise TypeError(f"temperature must be a real number; got {temperature!r}")
+    t = float(temperature)
+    if not (math.isfinite(t) and t > 0.0):
+        raise ValueError(f"temperature must be finite and > 0; got {temperature!r}")
+    return t
+
+
+def validate_where(where: Any, shape: tuple[int, ...]) -> np.ndarray | None:
+    """Broadcast a boolean mask to ``shape`` (a read-only view, no copy)."""
+    if where is None:
+        return None
+    w = np.asarray(where)
+    if w.dtype != np.bool_:
+        raise TypeError(f"where must be a boolean array; got dtype {w.dtype}")
+    try:
+        return np.broadcast_to(w, shape)
+    except ValueError:
+        raise ValueError(
+            f"where with shape {w.shape} cannot be broadcast to the input shape {shape}"
+        ) from None
+
+
+def validate_weights(b: Any, shape: tuple[int, ...], dtype: Any = None) -> np.ndarray | None:
+    """Broadcast the ``b`` weights of logsumexp to ``shape``.
+
+    The (small) original array is cast to ``dtype`` before broadcasting, so no
+    full-size temporary is made.
+    """
+    if b is None:
+        return None
+    w = as_input_array(b, "b")
+    if dtype is not None:
+        w = w.astype(dtype, copy=False)
+    try:
+        return np.broadcast_to(w, shape)
+    except ValueError:
+        raise ValueError(
+            f"b with shape {w.shape} cannot be broadcast to the input shape {shape}"
+        ) from None
+
+
+def check_out(out: Any, shape: tuple[int, ...], dtype: np.dtype, name: str = "out") -> None:
+    """Check a user-supplied ``out=`` array: an ndarray of exactly ``shape`` and ``dtype``."""
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"{name} must be a numpy.ndarray; got {type(out).__name__}")
+    if out.shape != shape:
+        raise ValueError(f"{name} has shape {out.shape}; expected {shape}")
+    if out.dtype != dtype:
+        raise TypeError(f"{name} has dtype {out.dtype}; expected {dtype}")
+    if not out.flags.writeable:
+        raise ValueError(f"{name} is read-only; it must be writeable")

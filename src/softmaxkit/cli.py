@@ -1,0 +1,75 @@
+"""The ``softmaxkit`` command line.
+
+Each family contributes its subcommands and its ``demo`` steps from a plugin
+module listed in ``_PLUGINS``.  A plugin module defines
+
+* ``register(subparsers)``: add its subcommands; each sets ``func=`` to a callable
+  ``(args) -> int``;
+* ``DEMO_STEPS``: a list of callables ``(out) -> None`` that print one demo
+  section each to the text stream ``out``.
+
+``main`` turns every user error (``ValueError``, ``TypeError``, ``OSError``) into a
+one-line message on stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+from typing import TextIO
+
+__all__ = ["main"]
+
+_PLUGINS = ("softmaxkit._cli_dense",)
+
+
+def _plugins():
+    return [importlib.import_module(name) for name in _PLUGINS]
+
+
+def run_demo(out: TextIO) -> int:
+    """Print every plugin's demo steps, in order."""
+    out.write("softmaxkit demo: what goes wrong with the textbook formulas, and our answer\n")
+    for plugin in _plugins():
+        for step in plugin.DEMO_STEPS:
+            out.write("\n")
+            step(out)
+    out.write("\nAll demo steps done.\n")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="softmaxkit",
+        description="The softmax family done right: apply the ops to .npy files, check int8 "
+        "cases, benchmark, and tour the library (softmaxkit demo).",
+    )
+    parser.add_argument("--version", action="version", version=f"softmaxkit {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    demo = sub.add_parser("demo", help="tour the library on built-in inputs (no input needed)")
+    demo.set_defaults(func=lambda args: run_demo(sys.stdout))
+    for plugin in _plugins():
+        plugin.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``softmaxkit`` and ``python -m softmaxkit``; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "func", None) is None:
+        parser.print_help()
+        return 0
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("softmaxkit: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, TypeError, OSError, MemoryError) as exc:
+        msg = str(exc) or type(exc).__name__
+        print(f"softmaxkit {args.command}: error: {msg}", file=sys.stderr)
+        return 2

@@ -1,0 +1,286 @@
+"""Dense softmax, log_softmax and logsumexp.
+
+Public layer: validate, normalise ``axis``, choose a driver.  The edge-case
+contract implemented here is the table in ``docs/dense.md``.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import numpy as np
+
+from . import _eager
+from ._validate import (
+    as_input_array,
+    check_out,
+    normalize_axis,
+    resolve_dtype,
+    validate_temperature,
+    validate_weights,
+    validate_where,
+)
+
+__all__ = ["log_softmax", "logsumexp", "softmax"]
+
+
+def _foreign(x: Any) -> str | None:
+    """Name of the non-NumPy driver that should handle ``x``, if any."""
+    mod = type(x).__module__.split(".")[0]
+    if mod == "dask" and "dask" in sys.modules:
+        return "dask"
+    if mod in ("torch", "cupy", "jax", "jaxlib", "array_api_strict"):
+        return "array_api"
+    return None
+
+
+def _dispatch(name: str, x: Any, *args: Any, **kwargs: Any) -> Any:
+    kind = _foreign(x)
+    if kind == "dask":
+        from . import _dask
+
+        return getattr(_dask, name)(x, *args, **kwargs)
+    from . import _array_api
+
+    return getattr(_array_api, name)(x, *args, **kwargs)
+
+
+def _softmax_impl(x, axis, temperature, where, dtype, out, log):
+    arr = as_input_array(x)
+    axes = normalize_axis(axis, arr.ndim)
+    t = validate_temperature(temperature)
+    mask = validate_where(where, arr.shape)
+    compute, out_dtype = resolve_dtype(arr.dtype, dtype)
+    if out is None:
+        out = np.empty(arr.shape, dtype=out_dtype)
+    else:
+        check_out(out, arr.shape, out_dtype)
+    return _eager.dense_softmax(arr, axes, t, mask, compute, out, log)
+
+
+def softmax(x, /, axis=-1, *, temperature=1.0, where=None, dtype=None, out=None):
+    r"""Softmax over one or several axes.
+
+    .. math::
+
+        \operatorname{softmax}(x)_i = \frac{\exp(x_i / T - m)}{\sum_j \exp(x_j / T - m)},
+        \qquad m = \max_j x_j / T
+
+    Subtracting the row maximum ``m`` makes every exponent <= 0: nothing overflows,
+    and the largest term is exactly 1, so the denominator is >= 1.
+
+    Parameters
+    ----------
+    x : array_like
+        Input logits.  float16/float32/float64 are kept; integer and bool input is
+        computed in float64.  Complex, object and string input raise ``TypeError``.
+    axis : int, tuple of ints or None, default -1
+        Axis or axes normalised jointly (a tuple reduces over all of them together,
+        like ``scipy.special.softmax``); None means every axis.  Note that SciPy's
+        default is ``axis=None``; ours is the last axis, as in PyTorch and JAX.
+    temperature : float, default 1.0
+        The op acts on ``x / temperature``; must be finite and > 0.
+    where : array_like of bool, optional
+        Mask broadcastable to ``x``; masked-out elements take no part and get 0.
+    dtype : dtype, optional
+        Output dtype (float16, float32 or float64).  float16 is computed with
+        float32 arithmetic.
+    out : ndarray, optional
+        Array of the input's shape and of the output dtype to write into;
+        ``out=x`` computes in place.
+
+    Returns
+    -------
+    ndarray
+        Probabilities of the input's shape; each row sums to 1.
+
+    Notes
+    -----
+    Edge cases (the contract in ``docs/dense.md``): a row that is empty, all
+    ``-inf`` or fully masked gives all zeros; a row with ``k`` entries equal to
+    ``+inf`` gives ``1/k`` there and 0 elsewhere; a row containing NaN gives NaN
+    everywhere.  No floating-point warning is emitted.
+
+    Peak extra memory: none beyond the output when the reduced axes are the
+    trailing, contiguous axes and no dtype conversion is needed; otherwise one
+    temporary of the input's size in the computation dtype (and one for ``where``
+    when it has to be transposed).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from softmaxkit import softmax
+    >>> softmax([1000.0, 1000.0, -np.inf])
+    array([0.5, 0.5, 0. ])
+    >>> softmax(np.array([[1.0, 2.0], [3.0, 4.0]]), axis=0).round(4)
+    array([[0.1192, 0.1192],
+           [0.8808, 0.8808]])
+    """
+    if _foreign(x):
+        return _dispatch(
+            "softmax", x, axis=axis, temperature=temperature, where=where, dtype=dtype, out=out
+        )
+    res = _softmax_impl(x, axis, temperature, where, dtype, out, False)
+    return res[()] if res.ndim == 0 and out is None else res
+
+
+def log_softmax(x, /, axis=-1, *, temperature=1.0, where=None, dtype=None, out=None):
+    r"""Logarithm of the softmax, computed without forming the softmax.
+
+    .. math::
+
+        \operatorname{log\_softmax}(x)_i = x_i / T - \operatorname{logsumexp}(x / T)
+        = (x_i / T - m) - \log\Big(1 + \sum_{j \ne k} e^{x_j / T - m}\Big)
+
+    where ``k`` is the position of the maximum ``m``; the ``log1p`` keeps full
+    relative accuracy for the dominant entry (``log(softmax(x))`` would round it
+    to 0).
+
+    Parameters
+    ----------
+    x, axis, temperature, where, dtype, out
+        As for :func:`softmax`.  Masked-out elements get ``-inf``.
+
+    Returns
+    -------
+    ndarray
+        Log-probabilities of the input's shape.
+
+    Notes
+    -----
+    Edge cases: an empty, all ``-inf`` or fully masked row gives all ``-inf``; a
+    row with ``k`` entries equal to ``+inf`` gives ``-log(k)`` there and ``-inf``
+    elsewhere; a NaN row gives NaN.  Peak extra memory as for :func:`softmax`.
+
+    Examples
+    --------
+    >>> from softmaxkit import log_softmax
+    >>> log_softmax([0.0, 0.0])
+    array([-0.69314718, -0.69314718])
+    >>> float(log_softmax([0.0, -40.0])[0])  # -log1p(exp(-40)); log(softmax) gives 0.0
+    -4.248354255291589e-18
+    """
+    if _foreign(x):
+        return _dispatch(
+            "log_softmax", x, axis=axis, temperature=temperature, where=where, dtype=dtype, out=out
+        )
+    res = _softmax_impl(x, axis, temperature, where, dtype, out, True)
+    return res[()] if res.ndim == 0 and out is None else res
+
+
+def logsumexp(
+    x,
+    /,
+    axis=-1,
+    *,
+    b=None,
+    keepdims=False,
+    return_sign=False,
+    temperature=1.0,
+    where=None,
+    dtype=None,
+    out=None,
+):
+    r"""Logarithm of the sum of exponentials, ``log(sum(b * exp(x / T)))``.
+
+    .. math::
+
+        \operatorname{logsumexp}(x) = m + \log\Big(b_k + \sum_{j \ne k} b_j e^{x_j/T - m}\Big)
+        = m + \log|b_k| + \operatorname{log1p}\Big(\frac{1}{b_k}\sum_{j \ne k} b_j e^{x_j/T-m}\Big)
+
+    with ``m`` the largest ``x_j / T`` among entries with ``b_j != 0`` and ``k``
+    its first position.
+
+    Parameters
+    ----------
+    x : array_like
+        Input values (dtype rules as for :func:`softmax`).
+    axis : int, tuple of ints or None, default -1
+        Axes to reduce over jointly; None reduces over all.  SciPy's default is None.
+    b : array_like, optional
+        Weights broadcastable to ``x`` (SciPy semantics): entries with ``b == 0``
+        are ignored even where ``x`` is inf or NaN; negative weights are allowed.
+    keepdims : bool, default False
+        Keep the reduced axes with size 1.
+    return_sign : bool, default False
+        Also return the sign of the (weighted) sum.  Without it, a negative sum
+        gives NaN, as in SciPy.
+    temperature : float, default 1.0
+        The op acts on ``x / temperature``; finite and > 0.
+    where : array_like of bool, optional
+        Mask broadcastable to ``x``; masked-out elements take no part.
+    dtype : dtype, optional
+        Output dtype (float16, float32, float64).
+    out : ndarray, optional
+        Array of the reduced shape and output dtype for the result.
+
+    Returns
+    -------
+    lse : ndarray or scalar
+        The reduced result; a NumPy scalar when it is 0-d and ``out`` is None.
+    sign : ndarray or scalar
+        Only with ``return_sign``: +1, -1, 0 (a sum that is exactly zero, including
+        an empty or all ``-inf`` row) or NaN.
+
+    Notes
+    -----
+    Edge cases: an empty, all ``-inf`` or fully masked row gives ``-inf`` (sign 0;
+    SciPy returns sign -1 for an empty row); a row with ``+inf`` gives ``+inf``
+    (NaN when the weights of the ``+inf`` entries cancel); a NaN row gives NaN.
+
+    Peak extra memory: two float64 values per output element, plus the temporary
+    described for :func:`softmax` when the layout needs it.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from softmaxkit import logsumexp
+    >>> float(logsumexp([1000.0, 1000.0]))  # 1000 + log 2, no overflow
+    1000.6931471805599
+    >>> logsumexp([[1.0, 2.0], [3.0, -np.inf]], axis=1)
+    array([2.31326169, 3.        ])
+    >>> logsumexp([1.0, 2.0], b=[1.0, -1.0], return_sign=True)
+    (np.float64(1.5413248546129181), np.float64(-1.0))
+    """
+    if _foreign(x):
+        return _dispatch(
+            "logsumexp",
+            x,
+            axis=axis,
+            b=b,
+            keepdims=keepdims,
+            return_sign=return_sign,
+            temperature=temperature,
+            where=where,
+            dtype=dtype,
+            out=out,
+        )
+    arr = as_input_array(x)
+    axes = normalize_axis(axis, arr.ndim)
+    t = validate_temperature(temperature)
+    mask = validate_where(where, arr.shape)
+    compute, out_dtype = resolve_dtype(arr.dtype, dtype)
+    weights = validate_weights(b, arr.shape, compute)
+    if keepdims:
+        shape = tuple(1 if i in axes else s for i, s in enumerate(arr.shape))
+    else:
+        shape = tuple(s for i, s in enumerate(arr.shape) if i not in axes)
+    if out is not None:
+        check_out(out, shape, out_dtype)
+    lse, sign = _eager.dense_logsumexp(arr, axes, t, mask, weights, compute)
+    if not return_sign:
+        # log of a negative sum is NaN (SciPy's convention); assigned, not computed,
+        # so no "invalid value" warning is raised.
+        lse[sign < 0] = np.nan
+    lse = lse.reshape(shape)
+    if out is None:
+        res = lse.astype(out_dtype, copy=False)
+        res = res[()] if res.ndim == 0 else res
+    else:
+        out[...] = lse
+        res = out
+    if return_sign:
+        sgn = sign.reshape(shape).astype(out_dtype, copy=False)
+        return res, (sgn[()] if sgn.ndim == 0 else sgn)
+    return res
