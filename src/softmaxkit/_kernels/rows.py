@@ -165,3 +165,27 @@ def softmax_rows(x, mask, dummy_b, T, has_mask, log, out):
                     out[i, j] = d - ls
                 else:
                     out[i, j] = math.exp(d) / s
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def state_rows(x, mask, b, T, has_mask, has_b, m_out, s_out):
+    """The mergeable (m, s) state of each row, in float64.
+
+    ``m`` is the max of the included ``x / T`` and ``s = sum_j w_j exp(x_j / T - m)``.
+    Special rows: empty or all ``-inf`` -> (-inf, 0); ``+inf`` present -> (+inf, total
+    weight of the +inf entries); NaN -> (NaN, NaN).  See ``softmaxkit._state``.
+    """
+    for i in prange(x.shape[0]):
+        code, m, _k, r, wk, winf = _row_state(x, mask, b, i, T, has_mask, has_b)
+        if code == NAN:
+            m_out[i] = np.nan
+            s_out[i] = np.nan
+        elif code == EMPTY:
+            m_out[i] = -np.inf
+            s_out[i] = 0.0
+        elif code == POSINF:
+            m_out[i] = np.inf
+            s_out[i] = winf
+        else:
+            m_out[i] = m
+            s_out[i] = wk + r

@@ -1,16 +1,10 @@
-"""Pure-NumPy float64 twins of the public functions (the test oracle).
-
-Same signatures and the same edge-case contract as the fast functions, written
-for clarity with whole-array NumPy operations (no Numba, no chunking, no
-``out=``).  Results are always float64.  Tests compare the fast paths against
-these, and these against mpmath and scipy.special.
-"""
+"""Reference twins of the dense ops: softmax, log_softmax, logsumexp (float64 NumPy)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from ._validate import (
+from .._validate import (
     as_input_array,
     normalize_axis,
     validate_temperature,
