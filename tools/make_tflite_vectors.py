@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tflite_softmax_model import RESOLVERS, build_model, run_model  # noqa: E402
+from tflite_softmax_model import RESOLVERS, build_model, run_model
 
 OUT = Path(__file__).resolve().parent.parent / "tests" / "data" / "tflite"
 RNG = np.random.default_rng(20261122)
@@ -108,7 +108,12 @@ def cases():
 
     # 8-bit softmax over many scales, betas, shapes and value spreads
     shapes = [(1, 1), (5, 1), (3, 2), (7, 13), (4, 3, 10), (2, 2, 2, 9), (64, 100), (8, 1000)]
-    for in_t, out_t in [("int8", "int8"), ("uint8", "uint8"), ("int8", "int16"), ("uint8", "int16")]:
+    for in_t, out_t in [
+        ("int8", "int8"),
+        ("uint8", "uint8"),
+        ("int8", "int16"),
+        ("uint8", "int16"),
+    ]:
         dt = np.dtype(in_t)
         for k, scale in enumerate(log_scales(-25.5, 3.0, 12)):
             beta = [1.0, 1.0, 0.5, 2.0, 0.1, 3.7][k % 6]
@@ -277,7 +282,9 @@ def main() -> None:
     }
     (OUT / "cases.json").write_text(json.dumps(info, indent=1) + "\n")
     size = (OUT / "vectors.npz").stat().st_size
-    print(f"{len(meta)} cases, vectors.npz {size / 1e6:.2f} MB; rows differing {n_rows_diff}/{n_rows}")
+    print(
+        f"{len(meta)} cases, vectors.npz {size / 1e6:.2f} MB; rows differing {n_rows_diff}/{n_rows}"
+    )
 
 
 if __name__ == "__main__":

@@ -131,7 +131,9 @@ def _as_float32(value: Any, name: str) -> float:
 def _positive_scale(input_scale: Any) -> float:
     s = _as_float32(input_scale, "input_scale")
     if not s > 0.0:
-        raise ValueError(f"input_scale must be > 0 (after rounding to float32); got {input_scale!r}")
+        raise ValueError(
+            f"input_scale must be > 0 (after rounding to float32); got {input_scale!r}"
+        )
     return s
 
 
@@ -223,10 +225,10 @@ def log_softmax_params(input_scale):
     Raises
     ------
     ValueError
-        Where TFLite's Prepare aborts: ``input_scale <= 2^-26`` (as for softmax)
-        and also when the reverse factor ``2^(31 - shift) / multiplier`` is not
-        in (0, 1), which happens when ``shift == 0``, i.e. roughly
-        ``input_scale < 2^-25``.
+        Where TFLite's Prepare aborts: ``input_scale <= 2^-26``, as for softmax.
+        Its second check (the reverse factor ``2^(31 - shift) / multiplier`` must
+        lie in (0, 1)) then always holds, since valid parameters have
+        ``shift >= 1``; it is still checked here.
 
     Notes
     -----
@@ -235,21 +237,16 @@ def log_softmax_params(input_scale):
     Examples
     --------
     >>> from softmaxkit.quantized import log_softmax_params
-    >>> log_softmax_params(1 / 16)
-    LogSoftmaxParams(multiplier=1073741824, shift=23, diff_min=-248, reverse_multiplier=1073741824, reverse_shift=22)
+    >>> tuple(log_softmax_params(1 / 16))
+    (1073741824, 23, -248, 1073741824, 21)
     """
     p = softmax_params(input_scale, 1.0)
-    if p.shift == 0:
-        # C: (1 << 31) overflows int to INT_MIN, so the factor is negative and
-        # TFLITE_CHECK_GT(double_multiplier, 0.) aborts.
-        real = float(-(1 << 31)) / p.multiplier
-    else:
-        real = float(1 << (31 - p.shift)) / p.multiplier
-    if not 0.0 < real < 1.0:
+    real = float(1 << (31 - p.shift)) / p.multiplier  # p.shift >= 1 since r > 1
+    if not 0.0 < real < 1.0:  # pragma: no cover - cannot happen for valid parameters
         raise ValueError(
-            f"input_scale={input_scale!r} is too small for TFLite's 8-bit LOG_SOFTMAX: the "
-            f"reverse scaling factor 2**(31-shift)/multiplier = {real!r} is not in (0, 1) "
-            f"(QuantizeMultiplierSmallerThanOneExp aborts); input_scale must be about > 2**-25"
+            f"input_scale={input_scale!r}: TFLite's 8-bit LOG_SOFTMAX reverse scaling factor "
+            f"2**(31-shift)/multiplier = {real!r} is not in (0, 1) "
+            f"(QuantizeMultiplierSmallerThanOneExp aborts)"
         )
     rq, rshift = _quantize_multiplier(real)
     if rshift > 0:  # pragma: no cover - real < 1 gives shift <= 0
@@ -397,10 +394,13 @@ def _rows(arr: np.ndarray, axis: Any) -> tuple[np.ndarray, int]:
     if arr.ndim == 0:
         raise ValueError("x_q must have at least one dimension (TFLite requires rank >= 1)")
     if isinstance(axis, tuple | list):
-        raise TypeError(f"axis must be a single int (quantized softmax has one row axis); got {axis!r}")
+        raise TypeError(
+            f"axis must be a single int (quantized softmax has one row axis); got {axis!r}"
+        )
     (ax,) = normalize_axis(axis, arr.ndim)
     moved = np.moveaxis(arr, ax, -1)
-    return np.ascontiguousarray(moved).reshape(-1, arr.shape[ax]), ax
+    rows = int(np.prod(moved.shape[:-1], dtype=np.int64))
+    return np.ascontiguousarray(moved).reshape(rows, arr.shape[ax]), ax
 
 
 def _unrows(out2: np.ndarray, arr: np.ndarray, ax: int) -> np.ndarray:
@@ -518,9 +518,10 @@ def softmax(x_q, /, input_scale, *, beta=1.0, axis=-1, output_dtype=None, kernel
     ValueError
         ``beta <= 0``; ``beta * input_scale <= 2^-26`` for 8-bit input and the
         reference kernel (TFLite's reference Prepare aborts; the optimized
-        kernel's Prepare has no such check), or a row on which TFLite's reference kernel aborts (its sum of exps reaches
-        512: e.g. 512 equal values; use ``kernel="optimized"`` for those) or on
-        which the int32 sum of exps would wrap around (> 4096 values at the max).
+        kernel's Prepare has no such check); a row on which TFLite's reference
+        kernel aborts (its sum of exps reaches 512: e.g. 512 equal values; use
+        ``kernel="optimized"`` for those) or on which the int32 sum of exps
+        would wrap around (> 4096 values at the max).
 
     Notes
     -----
@@ -542,8 +543,8 @@ def softmax(x_q, /, input_scale, *, beta=1.0, axis=-1, output_dtype=None, kernel
     >>> softmax(x, 1 / 255)
     array([[-57, -70, -79, -86, -92],
            [-94, -88, -54, -91, -56]], dtype=int8)
-    >>> softmax(x.reshape(1, 10), 1 / 255)  # read as one row of 10
-    array([[ -93, -100, -104, -107, -111, -111, -108,  -90, -109,  -91]], dtype=int8)
+    >>> softmax(x.reshape(1, 10), 1 / 255).tolist()  # read as one row of 10
+    [[-93, -100, -104, -107, -111, -111, -108, -90, -109, -91]]
     """
     arr = _as_quantized(x_q)
     kernel = _check_kernel(kernel)
@@ -599,9 +600,8 @@ def log_softmax(x_q, /, input_scale, *, axis=-1, kernel="reference"):
     TypeError
         Input dtype other than int8 or uint8.
     ValueError
-        Where TFLite's reference Prepare aborts (``input_scale`` below about
-        2^-25, see :func:`log_softmax_params`; the optimized kernel has no such
-        check), or a
+        Where TFLite's reference Prepare aborts (``input_scale <= 2^-26``, see
+        :func:`log_softmax_params`; the optimized kernel has no such check), or a
         row whose int32 sum of exps would wrap around (> 4096 values at the max).
 
     Notes
@@ -619,7 +619,9 @@ def log_softmax(x_q, /, input_scale, *, axis=-1, kernel="reference"):
 
     arr = _as_quantized(x_q)
     if arr.dtype == _I16:
-        raise TypeError("log_softmax supports int8 and uint8 input (TFLite has no int16 LOG_SOFTMAX)")
+        raise TypeError(
+            "log_softmax supports int8 and uint8 input (TFLite has no int16 LOG_SOFTMAX)"
+        )
     kernel = _check_kernel(kernel)
     s = _positive_scale(input_scale)
     p = log_softmax_params(s) if kernel == "reference" else None
@@ -682,7 +684,7 @@ def _cmsis(x, num_rows, row_size, mult, shift, diff_min, in_dtype, out_dtype, na
     return _softmax8(x2, params, np.dtype(out_dtype), "reference", 1.0, 1.0, name)
 
 
-def softmax_s8(input, /, num_rows, row_size, mult, shift, diff_min):  # noqa: A002
+def softmax_s8(input, /, num_rows, row_size, mult, shift, diff_min):
     """CMSIS-NN ``arm_softmax_s8``: int8 -> int8 softmax from precomputed parameters.
 
     Same arithmetic as TFLite's reference kernel (:func:`softmax` with
@@ -729,7 +731,7 @@ def softmax_s8(input, /, num_rows, row_size, mult, shift, diff_min):  # noqa: A0
     return _cmsis(input, num_rows, row_size, mult, shift, diff_min, _I8, _I8, "softmax_s8")
 
 
-def softmax_s8_s16(input, /, num_rows, row_size, mult, shift, diff_min):  # noqa: A002
+def softmax_s8_s16(input, /, num_rows, row_size, mult, shift, diff_min):
     """CMSIS-NN ``arm_softmax_s8_s16``: int8 -> int16 (scale 1/65536, zero point -32768).
 
     As :func:`softmax_s8` with a 16-bit output.  Peak extra memory: as for
@@ -745,7 +747,7 @@ def softmax_s8_s16(input, /, num_rows, row_size, mult, shift, diff_min):  # noqa
     return _cmsis(input, num_rows, row_size, mult, shift, diff_min, _I8, _I16, "softmax_s8_s16")
 
 
-def softmax_u8(input, /, num_rows, row_size, mult, shift, diff_min):  # noqa: A002
+def softmax_u8(input, /, num_rows, row_size, mult, shift, diff_min):
     """CMSIS-NN ``arm_softmax_u8``: uint8 -> uint8 (scale 1/256, zero point 0).
 
     As :func:`softmax_s8` for unsigned input.  Peak extra memory: as for

@@ -348,7 +348,17 @@ def softmax_float_rows(x, table, out_scale, zero_point, out_min, out_max, trunc,
 
 @njit(cache=True, nogil=True, parallel=True)
 def log_softmax_fixed_rows(
-    x, exp, keep, diff_q5, rev_multiplier, rev_shift, diff_min, zero_point, out_min, out_max, out,
+    x,
+    exp,
+    keep,
+    diff_q5,
+    rev_multiplier,
+    rev_shift,
+    diff_min,
+    zero_point,
+    out_min,
+    out_max,
+    out,
     status,
 ):
     """TFLite reference LogSoftmax (int8: reference_integer_ops, uint8: reference_ops).
