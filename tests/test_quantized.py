@@ -171,7 +171,7 @@ def _float_softmax(x, scale, beta=1.0):
 _scales = st.floats(-20.0, 3.0).map(lambda e: float(np.float32(2.0**e)))
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(
     n=st.integers(1, 600),
     lo=st.integers(-128, 127),
@@ -351,3 +351,39 @@ def test_import_softmaxkit_does_not_import_numba_or_quantized():
         "assert 'numba' not in sys.modules and 'softmaxkit.quantized' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def test_cli_int8(capsys, tmp_path):
+    from softmaxkit.cli import main
+
+    argv = ["int8", "--input-scale", "0.00392", "--rows", "2", *map(str, SEED.tolist())]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "[[-57 -70 -79 -86 -92]\n [-94 -88 -54 -91 -56]]" in text
+    assert "multiplier 1077521408, shift 19, diff_min -3968" in text
+    f = tmp_path / "x.npy"
+    np.save(f, np.full((2, 512), 3, np.int8))
+    assert main(["int8", "--input-scale", "0.1", "--npy", str(f)]) == 2
+    assert "aborts" in capsys.readouterr().err
+    out = tmp_path / "y.npy"
+    argv = ["int8", "--input-scale", "0.1", "--npy", str(f), "--kernel", "optimized"]
+    assert main([*argv, "--out", str(out)]) == 0
+    assert np.all(np.load(out) == -127)
+    assert main(["int8", "--input-scale", "0.1", "300"]) == 2
+    assert "outside the int8 range" in capsys.readouterr().err
+
+
+def test_demo_step():
+    import io
+
+    from softmaxkit._cli_quantized import DEMO_STEPS
+
+    buf = io.StringIO()
+    for step in DEMO_STEPS:
+        step(buf)
+    text = buf.getvalue()
+    assert "[-57, -70, -79, -86, -92, -94, -88, -54, -91, -56]  (exact)" in text
+    assert "[-93, -100, -104, -107, -111, -111, -108, -90, -109, -91]" in text
