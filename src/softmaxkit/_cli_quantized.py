@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 from typing import TextIO
 
 import numpy as np
@@ -98,9 +97,7 @@ def _step_int8(out: TextIO) -> None:
     out.write(f"   input  = {_SEED}\n")
     out.write(f"   expected (CMSIS-NN unit test)       = {_SEED_EXPECTED}\n")
     out.write("   input scale 1/255, beta 1, output scale 1/256 and zero point -128\n")
-    out.write(
-        f"   derived: multiplier {p.multiplier}, shift {p.shift}, diff_min {p.diff_min}\n"
-    )
+    out.write(f"   derived: multiplier {p.multiplier}, shift {p.shift}, diff_min {p.diff_min}\n")
     two = Q.softmax(x.reshape(2, 5), 1 / 255)
     one = Q.softmax(x.reshape(1, 10), 1 / 255)
     out.write(f"   softmaxkit, as 2 rows of 5          = {two.ravel().tolist()}  (exact)\n")
