@@ -256,11 +256,18 @@ def _source(src, axis, where):
 # -- the two passes ----------------------------------------------------------------
 
 
-def _per_block_limit(dtype: np.dtype, memory: int, workers: int) -> int:
+# The budget is split into _SLOTS blocks, of which at most _SLOTS are in flight (so at
+# most _SLOTS - 1 worker threads).  The block size depends on the budget only, never
+# on the number of workers, so results are bit-identical for any ``workers`` (guarded
+# by tests/test_stream.py::test_results_do_not_depend_on_workers).
+_SLOTS = 8
+
+
+def _per_block_limit(dtype: np.dtype, memory: int) -> int:
     # per element of a block in flight: the block copy, its float64 rows, the float64
     # result and the output copy
     per = 2 * dtype.itemsize + 24
-    return max(1, memory // (per * (workers + 1)))
+    return max(1, memory // (per * _SLOTS))
 
 
 def _ordered(pool, fn, items: Iterator, workers: int):
@@ -353,10 +360,10 @@ def _state_pass(source, t, limit, workers, pbar):
 def _setup(src, axis, temperature, where, memory, workers):
     t = validate_temperature(temperature)
     mem = parse_memory(memory)
-    w = _workers(workers)
+    w = min(_workers(workers), _SLOTS - 1)
     source = _source(src, axis, where)
     dt = source.dtype if source.dtype is not None else np.dtype(np.float64)
-    return source, t, _per_block_limit(dt, mem, w), w
+    return source, t, _per_block_limit(dt, mem), w
 
 
 def normalizer(src, axis, temperature, where, memory, workers, progress):
@@ -369,7 +376,7 @@ def normalizer(src, axis, temperature, where, memory, workers, progress):
     finally:
         if pbar is not None:
             pbar.close()
-    return Normalizer._raw(m, s, t)
+    return Normalizer._raw(np.asarray(m), np.asarray(s), t)
 
 
 def logsumexp(src, axis, temperature, where, memory, workers, progress):

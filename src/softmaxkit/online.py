@@ -294,7 +294,7 @@ class Normalizer:
         self._check_other(other)
         m, s = _state.merge(self._m, self._s, other._m, other._s)
         d = np.promote_types(self.dtype, other.dtype)
-        return type(self)._raw(m.astype(d), s.astype(d), self._temperature)
+        return type(self)._raw(np.array(m, dtype=d), np.array(s, dtype=d), self._temperature)
 
     def __or__(self, other):
         if not isinstance(other, Normalizer):
