@@ -8,6 +8,13 @@ holds float64 NumPy twins of every public function.
 
 from importlib.metadata import PackageNotFoundError, version
 
+from .online import (
+    Normalizer,
+    stream_logsumexp,
+    stream_normalizer,
+    stream_softmax,
+    topk_softmax,
+)
 from .softmax import log_softmax, logsumexp, softmax
 
 try:
@@ -15,4 +22,14 @@ try:
 except PackageNotFoundError:  # running from a source tree without installation
     __version__ = "0.0.0+unknown"
 
-__all__ = ["__version__", "log_softmax", "logsumexp", "softmax"]
+__all__ = [
+    "Normalizer",
+    "__version__",
+    "log_softmax",
+    "logsumexp",
+    "softmax",
+    "stream_logsumexp",
+    "stream_normalizer",
+    "stream_softmax",
+    "topk_softmax",
+]

@@ -22,7 +22,11 @@ from typing import TextIO
 
 __all__ = ["main"]
 
-_PLUGINS = ("softmaxkit._cli_dense", "softmaxkit._cli_quantized")
+_PLUGINS = (
+    "softmaxkit._cli_dense",
+    "softmaxkit._cli_online",
+    "softmaxkit._cli_quantized",
+)
 
 
 def _plugins():

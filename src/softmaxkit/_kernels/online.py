@@ -1,0 +1,282 @@
+"""Numba kernels of the online normalizer: state folding, normalising, fused top-k.
+
+Kernels see 2-D arrays ``x[R, n]`` whose rows are (parts of) the reductions; a
+mask has the same shape (possibly a broadcast view) and is only read when
+``has_mask``.  Values are ``v = x / T`` computed in float64.  No user-facing
+errors are raised here; the drivers validate.
+
+The state conventions are those of ``softmaxkit._state``: ``(m, s)`` with
+``s = sum_j exp(v_j - m)``, identity ``(-inf, 0)``, ``(+inf, count of +inf)``
+for rows holding ``+inf`` and ``(NaN, NaN)`` for rows holding NaN.
+
+``fold_rows`` and ``normalize_rows`` are serial (``nogil=True``, no ``prange``):
+the streaming driver runs them on several Python threads at once, one chunk each,
+which would nest badly with Numba's own parallel layer.  ``topk_rows`` is an
+eager kernel and uses ``prange`` over rows.
+
+Accumulator: float64 everywhere, with block summation (``_BLOCK`` terms per
+partial sum, error ~ (_BLOCK + n/_BLOCK) eps rather than n eps).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+_BLOCK = 256
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _merge1(m1, s1, m2, s2):
+    """Merge two scalar states.  ``exp(mi - m)`` is exactly 1 when ``mi == m`` so that
+    -inf/-inf (empty + empty) and +inf/+inf never form ``inf - inf`` (guarded by
+    ``tests/test_online.py::test_empty_merge_empty_is_empty``)."""
+    if m1 != m1 or m2 != m2 or s1 != s1 or s2 != s2:
+        return np.nan, np.nan
+    m = m1 if m1 >= m2 else m2
+    a = 1.0 if m1 == m else math.exp(m1 - m)
+    b = 1.0 if m2 == m else math.exp(m2 - m)
+    return m, s1 * a + s2 * b
+
+
+@njit(cache=True, nogil=True)
+def fold_rows(x, mask, has_mask, T, m, s):
+    """Fold the rows of ``x[R, n]`` into the states ``m[R]``, ``s[R]`` in place.
+
+    Pass structure per row: pass 1 max of the included ``v`` (NaN and +inf
+    detected), pass 2 the block-summed ``sum exp(v - max)``; then one merge into
+    the running state.  The chunk is small (bounded by the memory budget) so the
+    second pass reads from cache.
+    """
+    R, n = x.shape
+    for i in range(R):
+        mx = -np.inf
+        nan = False
+        ninf = 0.0
+        for j in range(n):
+            if has_mask and not mask[i, j]:
+                continue
+            v = np.float64(x[i, j]) / T
+            if v != v:
+                nan = True
+                break
+            if v > mx:
+                mx = v
+            if v == np.inf:
+                ninf += 1.0
+        if nan:
+            cm, cs = np.nan, np.nan
+        elif mx == -np.inf:
+            cm, cs = -np.inf, 0.0
+        elif mx == np.inf:
+            cm, cs = np.inf, ninf
+        else:
+            total = 0.0
+            block = 0.0
+            c = 0
+            for j in range(n):
+                if has_mask and not mask[i, j]:
+                    continue
+                block += math.exp(np.float64(x[i, j]) / T - mx)
+                c += 1
+                if c == _BLOCK:
+                    total += block
+                    block = 0.0
+                    c = 0
+            cm, cs = mx, total + block
+        m[i], s[i] = _merge1(m[i], s[i], cm, cs)
+
+
+@njit(cache=True, nogil=True)
+def normalize_rows(x, mask, has_mask, T, m, s, log, out):
+    """``out[i, j] = exp(v_ij - m_i) / s_i`` (or ``v_ij - m_i - log s_i`` when ``log``).
+
+    One pass, writing.  By state: NaN -> NaN; empty (-inf, 0) -> 0 / -inf; +inf
+    state -> ``1/s`` (``-log s``) at the +inf entries, 0 (-inf) elsewhere; masked
+    entries -> 0 / -inf.
+    """
+    R, n = x.shape
+    for i in range(R):
+        mi = m[i]
+        si = s[i]
+        if mi != mi or si != si:
+            for j in range(n):
+                out[i, j] = np.nan
+        elif mi == -np.inf:
+            for j in range(n):
+                out[i, j] = -np.inf if log else 0.0
+        elif mi == np.inf:
+            for j in range(n):
+                hit = np.float64(x[i, j]) / T == np.inf and (not has_mask or mask[i, j])
+                if log:
+                    out[i, j] = -math.log(si) if hit else -np.inf
+                else:
+                    out[i, j] = 1.0 / si if hit else 0.0
+        else:
+            ls = math.log(si)
+            for j in range(n):
+                if has_mask and not mask[i, j]:
+                    out[i, j] = -np.inf if log else 0.0
+                    continue
+                d = np.float64(x[i, j]) / T - mi
+                if log:
+                    out[i, j] = d - ls
+                else:
+                    out[i, j] = math.exp(d) / si
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _gt(a, b):
+    """Ranking order of top-k keys: NaN above everything (as ``torch.topk``)."""
+    if a != a:
+        return b == b
+    return a > b
+
+
+# exp on [-708, 0] for the vectorised sums: exp(d) = 2^q * exp(r), q = round(d / ln 2),
+# |r| <= ln(2)/2, exp(r) by its Taylor polynomial of degree 12 (truncation < 2e-16
+# relative); 2^q is built from the exponent bits.  Inputs below -708 (and -inf) are
+# clamped: their term (< 4e-308) cannot change a sum that is >= 1.  Guarded by
+# tests/test_online.py::test_topk_float64_accuracy.
+_LOG2E = 1.4426950408889634
+_LN2_HI = 0.6931471803691238
+_LN2_LO = 1.9082149292705877e-10
+_C = (
+    1.0,
+    1.0,
+    0.5,
+    1.0 / 6,
+    1.0 / 24,
+    1.0 / 120,
+    1.0 / 720,
+    1.0 / 5040,
+    1.0 / 40320,
+    1.0 / 362880,
+    1.0 / 3628800,
+    1.0 / 39916800,
+    1.0 / 479001600,
+)
+
+
+@njit(cache=True, nogil=True, fastmath={"reassoc", "contract", "nsz", "arcp"})
+def _sum_exp(vt, cnt, m, pb, ib, fb):
+    """sum_{j < cnt} exp(vt[j] - m) for m finite and vt[j] <= m (vectorisable loops)."""
+    for j in range(cnt):
+        d = vt[j] - m
+        d = d if d > -708.0 else -708.0
+        q = math.floor(d * _LOG2E + 0.5)
+        r = (d - q * _LN2_HI) - q * _LN2_LO
+        p = _C[12]
+        p = p * r + _C[11]
+        p = p * r + _C[10]
+        p = p * r + _C[9]
+        p = p * r + _C[8]
+        p = p * r + _C[7]
+        p = p * r + _C[6]
+        p = p * r + _C[5]
+        p = p * r + _C[4]
+        p = p * r + _C[3]
+        p = p * r + _C[2]
+        p = p * r + _C[1]
+        p = p * r + _C[0]
+        pb[j] = p
+        ib[j] = (np.int64(q) + 1023) << 52
+    acc = 0.0
+    for j in range(cnt):
+        acc += pb[j] * fb[j]
+    return acc
+
+
+_TILE = 512
+
+
+@njit(cache=True, nogil=True, parallel=True, fastmath={"reassoc", "contract", "nsz", "arcp"})
+def topk_rows(x, mask, has_mask, T, k, probs, idx):
+    """Top-k of the softmax of each row of ``x[R, n]``, in one pass over the row.
+
+    The row is read once, in tiles of ``_TILE`` values held in cache.  Per tile: the
+    tile maximum (NaN detected); the online normalizer update of Milakov &
+    Gimelshein (arXiv:1805.02867): when the maximum grows, ``s <- s exp(m_old -
+    m_new)``, then ``s += sum exp(v - m)`` over the tile (vectorised exp, float64);
+    and, only when the tile maximum beats the current k-th best key, an insertion
+    of the tile's entries into a sorted buffer of the ``k`` best keys.  Keys are
+    ``v = x / T`` (masked entries rank as ``-inf``, NaN above ``+inf`` as in
+    ``torch.topk``); an entry enters only when strictly greater than the current
+    k-th, so ties stay ordered by index.  Afterwards the ``k`` probabilities are
+    ``exp(v - m) / s``.  Accumulator float64.
+    """
+    R, n = x.shape
+    for i in prange(R):
+        bufv = np.empty(k, dtype=np.float64)
+        bufi = np.empty(k, dtype=np.int64)
+        vt = np.empty(_TILE, dtype=np.float64)
+        pb = np.empty(_TILE, dtype=np.float64)
+        ib = np.empty(_TILE, dtype=np.int64)
+        fb = ib.view(np.float64)
+        cnt = 0
+        m = -np.inf
+        s = 0.0
+        nan = False
+        for t0 in range(0, n, _TILE):
+            tn = min(_TILE, n - t0)
+            tmax = -np.inf
+            tnan = False
+            if has_mask:
+                for j in range(tn):
+                    v = np.float64(x[i, t0 + j]) / T
+                    v = v if mask[i, t0 + j] else -np.inf
+                    vt[j] = v
+                    tmax = v if v > tmax else tmax
+                    tnan |= v != v
+            else:
+                for j in range(tn):
+                    v = np.float64(x[i, t0 + j]) / T
+                    vt[j] = v
+                    tmax = v if v > tmax else tmax
+                    tnan |= v != v
+            # -- top-k insertion (rare once the buffer is full) --
+            if tnan or cnt < k or tmax > bufv[k - 1]:
+                for j in range(tn):
+                    key = vt[j]
+                    if has_mask and not mask[i, t0 + j]:
+                        key = -np.inf
+                    if cnt < k or _gt(key, bufv[k - 1]):
+                        pos = cnt if cnt < k else k - 1
+                        while pos > 0 and _gt(key, bufv[pos - 1]):
+                            bufv[pos] = bufv[pos - 1]
+                            bufi[pos] = bufi[pos - 1]
+                            pos -= 1
+                        bufv[pos] = key
+                        bufi[pos] = t0 + j
+                        if cnt < k:
+                            cnt += 1
+            # -- online normalizer --
+            if tnan:
+                nan = True
+            if nan or tmax == -np.inf:
+                continue
+            if tmax == np.inf or m == np.inf:
+                if m != np.inf:
+                    m = np.inf
+                    s = 0.0
+                for j in range(tn):
+                    if vt[j] == np.inf:
+                        s += 1.0
+                continue
+            if tmax > m:
+                s *= math.exp(m - tmax)  # exp(-inf) = 0 for the first tile
+                m = tmax
+            s += _sum_exp(vt, tn, m, pb, ib, fb)
+        for q in range(k):
+            v = bufv[q]
+            idx[i, q] = bufi[q]
+            if nan:
+                probs[i, q] = np.nan
+            elif m == -np.inf:
+                probs[i, q] = 0.0
+            elif m == np.inf:
+                probs[i, q] = 1.0 / s if v == np.inf else 0.0
+            else:
+                probs[i, q] = math.exp(v - m) / s
