@@ -18,7 +18,10 @@ def _prepare(x, axis, temperature, where, b=None):
     arr = as_input_array(x)
     axes = normalize_axis(axis, arr.ndim)
     t = validate_temperature(temperature)
-    a = arr.astype(np.float64) / t
+    # x / T may overflow to +-inf for a tiny T; the +inf rows of the contract then
+    # apply, exactly as in the fast path (which also divides in float64).
+    with np.errstate(over="ignore"):
+        a = arr.astype(np.float64) / t
     include = np.ones(a.shape, dtype=bool)
     if where is not None:
         include &= validate_where(where, a.shape)
