@@ -8,6 +8,7 @@ from .._validate import (
     as_input_array,
     normalize_axis,
     validate_temperature,
+    validate_weights,
     validate_where,
 )
 
@@ -27,7 +28,7 @@ def _prepare(x, axis, temperature, where, b=None):
         include &= validate_where(where, a.shape)
     w = np.ones(a.shape)
     if b is not None:
-        w = np.broadcast_to(as_input_array(b, "b").astype(np.float64), a.shape)
+        w = validate_weights(b, a.shape, np.float64)
         include &= w != 0
     return a, axes, include, w
 
