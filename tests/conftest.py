@@ -25,6 +25,15 @@ settings.register_profile("thorough", parent=settings.get_profile("softmaxkit"),
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "softmaxkit"))
 
 
+def pytest_configure(config):
+    # hypothesis's failure report imports something that imports mypy_extensions, whose
+    # DeprecationWarning (with filterwarnings = error) turned every failing hypothesis
+    # test into a pytest INTERNALERROR that hid the failure itself.
+    config.addinivalue_line(
+        "filterwarnings", "ignore:mypy_extensions.TypedDict is deprecated:DeprecationWarning"
+    )
+
+
 @pytest.fixture(params=OPS)
 def op(request) -> str:
     """The name of each dense op: softmax, log_softmax, logsumexp."""

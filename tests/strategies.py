@@ -70,7 +70,7 @@ def assert_close(got: Any, want: Any, op: str, dtype: Any, err_msg: str = "") ->
     """Compare with the reference at ``dtype``'s tolerance; NaN and +-inf must match exactly."""
     rtol, atol = tolerance(op, dtype)
     got = np.asarray(got, dtype=np.float64)
-    with np.errstate(over="ignore"):  # the ideal result is the reference rounded to dtype
+    with np.errstate(all="ignore"):  # the ideal result is the reference rounded to dtype
         want = np.asarray(want, dtype=np.float64).astype(dtype).astype(np.float64)
     assert got.shape == want.shape, (got.shape, want.shape, err_msg)
     np.testing.assert_allclose(got, want, rtol=rtol, atol=atol, err_msg=err_msg)

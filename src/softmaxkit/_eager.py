@@ -81,7 +81,7 @@ def dense_softmax(
         moved = np.moveaxis(out, axes, tuple(range(out.ndim - len(axes), out.ndim)))
         # Rounding to a narrower out dtype may overflow (log_softmax -7e4 -> float16
         # -inf): the correctly rounded value, so the cast warning is silenced.
-        with np.errstate(over="ignore"):
+        with np.errstate(over="ignore", under="ignore"):
             moved[...] = target.reshape(moved.shape)
     return out
 

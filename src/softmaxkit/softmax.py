@@ -277,8 +277,9 @@ def logsumexp(
         lse[sign < 0] = np.nan
     lse = lse.reshape(shape)
     # Rounding to a narrower output dtype may overflow to +-inf (e.g. 7e4 -> float16):
-    # that is the correctly rounded result, so NumPy's cast warning is silenced here.
-    with np.errstate(over="ignore"):
+    # that is the correctly rounded result, so NumPy's cast warning is silenced here
+    # (and underflow, which only warns when a user has asked for it with np.seterr).
+    with np.errstate(over="ignore", under="ignore"):
         if out is None:
             res = lse.astype(out_dtype, copy=False)
             res = res[()] if res.ndim == 0 else res

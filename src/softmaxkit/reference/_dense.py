@@ -55,7 +55,7 @@ def _stats(a, include, w):
     maximal term split off so that ``log1p`` keeps relative accuracy.
     """
     r, n = a.shape
-    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore", under="ignore"):
         has_nan = np.any(include & (np.isnan(a) | np.isnan(w)), axis=1, keepdims=True)
         vals = np.where(include & ~np.isnan(a), a, -np.inf)
         m = np.max(vals, axis=1, keepdims=True, initial=-np.inf)
@@ -110,7 +110,7 @@ def _softmax_like(x, axis, temperature, where, log):
     a, moved = _to_rows(a0, axes)
     include = _to_rows(include0, axes)[0]
     m, total, _, _, has_nan, logabs = _stats(a, include, _to_rows(w0, axes)[0])
-    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore", under="ignore"):
         hit = include & (a == np.inf)
         count = np.maximum(np.sum(hit, axis=1, keepdims=True), 1)
         if log:
