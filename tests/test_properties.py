@@ -58,7 +58,7 @@ def test_shift_invariance(dx, c):
 def test_rows_sum_to_one(x, dtype, data):
     x = x.astype(dtype)
     n = x.shape[1]
-    eps = np.finfo(dtype).eps
+    eps = float(np.finfo(dtype).eps)
     p = softmax(x).astype(np.float64)
     np.testing.assert_allclose(p.sum(axis=1), 1.0, rtol=0, atol=n * eps)
     # with a mask: rows with an included element sum to 1, fully masked rows to 0
