@@ -72,14 +72,17 @@ def dense_softmax(
         x2,
         mask2 if mask2 is not None else _dummy(x2.shape, np.bool_),
         _dummy(x2.shape, compute),
-        compute.type(temperature),
+        np.float64(temperature),  # float64: float32(T) can round to 0 or inf
         mask2 is not None,
         log,
         target,
     )
     if target is not out2:
         moved = np.moveaxis(out, axes, tuple(range(out.ndim - len(axes), out.ndim)))
-        moved[...] = target.reshape(moved.shape)
+        # Rounding to a narrower out dtype may overflow (log_softmax -7e4 -> float16
+        # -inf): the correctly rounded value, so the cast warning is silenced.
+        with np.errstate(over="ignore", under="ignore"):
+            moved[...] = target.reshape(moved.shape)
     return out
 
 
@@ -107,7 +110,7 @@ def dense_logsumexp(
             x2,
             mask2 if mask2 is not None else _dummy(x2.shape, np.bool_),
             b2 if b2 is not None else _dummy(x2.shape, compute),
-            compute.type(temperature),
+            np.float64(temperature),  # float64: float32(T) can round to 0 or inf
             mask2 is not None,
             b2 is not None,
             lse,

@@ -58,8 +58,11 @@ def resolve_dtype(in_dtype: np.dtype, dtype: Any) -> tuple[np.dtype, np.dtype]:
 
     * ``dtype=None``: float32/float64 stay as they are; float16 is computed in float32
       and returned as float16; integer and bool input is computed in float64.
-    * ``dtype=`` a floating dtype: the output has that dtype; float16 output is computed
-      in float32.
+    * ``dtype=`` a floating dtype: the output has that dtype.
+    * The computation dtype is the wider of the input's (float64 for integer and
+      bool input) and the output's, and at least float32: a float64 input is never
+      rounded to float32 before the computation (``softmax([1e300, 2e300],
+      dtype=np.float32)`` is ``[0, 1]``, not ``[0.5, 0.5]`` from two ``inf``).
     """
     if dtype is None:
         out = in_dtype if in_dtype.kind == "f" else np.dtype(np.float64)
@@ -72,7 +75,8 @@ def resolve_dtype(in_dtype: np.dtype, dtype: Any) -> tuple[np.dtype, np.dtype]:
             raise TypeError(
                 f"dtype must be one of float16, float32, float64; got {out} (from {dtype!r})"
             )
-    compute = np.dtype(np.float32) if out == np.float16 else out
+    wide = in_dtype if in_dtype.kind == "f" else np.dtype(np.float64)
+    compute = np.promote_types(np.promote_types(wide, out), np.float32)
     return compute, out
 
 
@@ -85,15 +89,21 @@ def normalize_axis(axis: Any, ndim: int, name: str = "axis") -> tuple[int, ...]:
     """
     if axis is None:
         return tuple(range(ndim))
-    items: Sequence[Any] = axis if isinstance(axis, tuple | list) else (axis,)
+    scalar = not isinstance(axis, tuple | list)
+    items: Sequence[Any] = (axis,) if scalar else axis
     result = []
     for a in items:
         if isinstance(a, bool) or not isinstance(a, numbers.Integral):
             raise TypeError(f"{name} must be an int, a tuple of ints or None; got {axis!r}")
         a = int(a)
+        if ndim == 0 and scalar and a in (0, -1):
+            # NumPy reductions accept an int axis 0 or -1 on a 0-d array (the value is
+            # its own one-element row): np.sum(np.float64(5), axis=-1) == 5.  Without
+            # this the default axis=-1 would reject every scalar input.
+            return ()
         if not -ndim <= a < ndim:
             raise AxisError(a, ndim, msg_prefix=name)
-        result.append(a % ndim if ndim else a)
+        result.append(a % ndim)
     if len(set(result)) != len(result):
         raise ValueError(f"{name} contains a repeated axis: {axis!r} (ndim {ndim})")
     return tuple(sorted(result))

@@ -84,8 +84,8 @@ def softmax(x, /, axis=-1, *, temperature=1.0, where=None, dtype=None, out=None)
     where : array_like of bool, optional
         Mask broadcastable to ``x``; masked-out elements take no part and get 0.
     dtype : dtype, optional
-        Output dtype (float16, float32 or float64).  float16 is computed with
-        float32 arithmetic.
+        Output dtype (float16, float32 or float64).  The computation uses the
+        wider of the input and output precision, at least float32.
     out : ndarray, optional
         Array of the input's shape and of the output dtype to write into;
         ``out=x`` computes in place.
@@ -261,7 +261,9 @@ def logsumexp(
     t = validate_temperature(temperature)
     mask = validate_where(where, arr.shape)
     compute, out_dtype = resolve_dtype(arr.dtype, dtype)
-    weights = validate_weights(b, arr.shape, compute)
+    # Weights are cast to float64 (the kernels' accumulator): a float32 cast could
+    # overflow a large weight to inf or round a small one.
+    weights = validate_weights(b, arr.shape, np.float64)
     if keepdims:
         shape = tuple(1 if i in axes else s for i, s in enumerate(arr.shape))
     else:
@@ -274,12 +276,16 @@ def logsumexp(
         # so no "invalid value" warning is raised.
         lse[sign < 0] = np.nan
     lse = lse.reshape(shape)
-    if out is None:
-        res = lse.astype(out_dtype, copy=False)
-        res = res[()] if res.ndim == 0 else res
-    else:
-        out[...] = lse
-        res = out
+    # Rounding to a narrower output dtype may overflow to +-inf (e.g. 7e4 -> float16):
+    # that is the correctly rounded result, so NumPy's cast warning is silenced here
+    # (and underflow, which only warns when a user has asked for it with np.seterr).
+    with np.errstate(over="ignore", under="ignore"):
+        if out is None:
+            res = lse.astype(out_dtype, copy=False)
+            res = res[()] if res.ndim == 0 else res
+        else:
+            out[...] = lse
+            res = out
     if return_sign:
         sgn = sign.reshape(shape).astype(out_dtype, copy=False)
         return res, (sgn[()] if sgn.ndim == 0 else sgn)

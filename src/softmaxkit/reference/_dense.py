@@ -8,6 +8,7 @@ from .._validate import (
     as_input_array,
     normalize_axis,
     validate_temperature,
+    validate_weights,
     validate_where,
 )
 
@@ -18,13 +19,16 @@ def _prepare(x, axis, temperature, where, b=None):
     arr = as_input_array(x)
     axes = normalize_axis(axis, arr.ndim)
     t = validate_temperature(temperature)
-    a = arr.astype(np.float64) / t
+    # x / T may overflow to +-inf for a tiny T; the +inf rows of the contract then
+    # apply, exactly as in the fast path (which also divides in float64).
+    with np.errstate(over="ignore"):
+        a = arr.astype(np.float64) / t
     include = np.ones(a.shape, dtype=bool)
     if where is not None:
         include &= validate_where(where, a.shape)
     w = np.ones(a.shape)
     if b is not None:
-        w = np.broadcast_to(as_input_array(b, "b").astype(np.float64), a.shape)
+        w = validate_weights(b, a.shape, np.float64)
         include &= w != 0
     return a, axes, include, w
 
@@ -51,7 +55,7 @@ def _stats(a, include, w):
     maximal term split off so that ``log1p`` keeps relative accuracy.
     """
     r, n = a.shape
-    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore", under="ignore"):
         has_nan = np.any(include & (np.isnan(a) | np.isnan(w)), axis=1, keepdims=True)
         vals = np.where(include & ~np.isnan(a), a, -np.inf)
         m = np.max(vals, axis=1, keepdims=True, initial=-np.inf)
@@ -106,7 +110,7 @@ def _softmax_like(x, axis, temperature, where, log):
     a, moved = _to_rows(a0, axes)
     include = _to_rows(include0, axes)[0]
     m, total, _, _, has_nan, logabs = _stats(a, include, _to_rows(w0, axes)[0])
-    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore", under="ignore"):
         hit = include & (a == np.inf)
         count = np.maximum(np.sum(hit, axis=1, keepdims=True), 1)
         if log:
