@@ -536,10 +536,25 @@ def stream_logsumexp(
 ):
     """``logsumexp(x / T)`` over ``axis`` of a source larger than memory, in one pass.
 
-    Arguments as for :func:`stream_normalizer`.  Returns an array of the batch
-    shape (a NumPy scalar when it is 0-d) in the dtype the dense
-    :func:`softmaxkit.logsumexp` would give; edge cases as the dense op.  Peak extra
-    memory: about ``memory``.
+    The source is read block by block; every block's (m, s) state is merged into
+    the running :class:`Normalizer`, then ``m + log(s)`` is returned.
+
+    Parameters
+    ----------
+    src : str, path, ndarray or iterable of ndarrays
+        A ``.npy`` file (memory-mapped), an array, or chunks along ``axis``.
+    axis, temperature, where, memory, workers, progress
+        As for :func:`stream_normalizer`.
+
+    Returns
+    -------
+    ndarray or scalar
+        An array of the batch shape (a NumPy scalar when it is 0-d) in the dtype the
+        dense :func:`softmaxkit.logsumexp` would give; edge cases as the dense op.
+
+    Notes
+    -----
+    Peak extra memory: about ``memory``.
 
     Examples
     --------
