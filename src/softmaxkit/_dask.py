@@ -1,0 +1,373 @@
+"""Dask driver: the dense ops on ``dask.array.Array`` inputs, lazily.
+
+Imported only when the input already is a dask array (``softmax._foreign``), so
+``import softmaxkit`` never imports dask.  One algorithm, several drivers: every
+op here is built from the mergeable ``(m, s)`` state of :mod:`softmaxkit._state`
+in three steps (flox's chunk / combine / aggregate):
+
+1. **chunk** -- :func:`block_states`: one ``blockwise`` task per block of ``x`` runs
+   :func:`softmaxkit._state.chunk_state` (the same Numba kernel as the NumPy path)
+   and returns the block's state with size-1 reduced axes;
+2. **combine / aggregate** -- :func:`state`: ``dask.array.reduction`` merges the
+   states along the reduced axes in a tree (``split_every`` honoured, from the
+   argument or ``dask.config``), with :func:`softmaxkit._state.merge`;
+3. **finalize** -- reductions (``logsumexp``) map :func:`softmaxkit._state.finalize`
+   over the state; elementwise outputs (``softmax``) use :func:`map_with_state`, a
+   ``blockwise`` map that hands each block of ``x`` its rows' final state.
+
+So ``logsumexp`` reads the data once and ``softmax`` twice (the state reduction,
+then the normalising map).  The state travels as a structured array
+(:data:`STATE`, fields ``m`` and ``s``, float64), so dask concatenates, pickles
+and ships it like any other array.
+
+Adding an op: see ``docs/scaling.md`` ("Adding an op to the Dask driver").
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Any
+
+import dask.array as da
+import numpy as np
+
+from ._state import chunk_state, finalize, merge
+from ._validate import (
+    as_input_array,
+    normalize_axis,
+    resolve_dtype,
+    validate_temperature,
+)
+
+__all__ = [
+    "STATE",
+    "Prepared",
+    "align",
+    "block_states",
+    "log_softmax",
+    "logsumexp",
+    "map_with_state",
+    "prepare",
+    "softmax",
+    "state",
+]
+
+#: dtype of a lazily reduced state: running max ``m`` and scaled sum ``s``.
+STATE = np.dtype([("m", np.float64), ("s", np.float64)])
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Validated arguments of an op on a dask array ``x``.
+
+    ``where`` (if any) is a boolean dask array with exactly ``x``'s shape and chunks.
+    ``axes`` is sorted and non-negative; ``compute``/``out_dtype`` follow the dense
+    dtype policy (:func:`softmaxkit._validate.resolve_dtype`).
+    """
+
+    x: Any
+    axes: tuple[int, ...]
+    temperature: float
+    where: Any
+    compute: np.dtype
+    out_dtype: np.dtype
+
+    @property
+    def batch_axes(self) -> tuple[int, ...]:
+        return tuple(i for i in range(self.x.ndim) if i not in self.axes)
+
+
+def _check_dtype(dt: np.dtype, name: str) -> None:
+    # Reuse the NumPy path's dtype rules (and messages) on a 0-size stand-in.
+    as_input_array(np.empty((0,), dtype=dt), name)
+
+
+def _no_out(out: Any) -> None:
+    if out is not None:
+        raise TypeError(
+            "out is not supported for dask arrays (results are lazy: use .compute() or "
+            f"dask.array.store); got out of type {type(out).__name__}"
+        )
+
+
+def align(a: Any, x: Any, name: str, *, dtype: Any = None, kind: str = "any") -> Any:
+    """Turn ``a`` (NumPy array-like or dask array) into a dask array shaped and chunked like ``x``.
+
+    Broadcasting follows NumPy.  ``kind="bool"`` requires a boolean dtype (``where``),
+    ``kind="real"`` a real numeric one (``b``).  A small NumPy operand stays small in
+    the graph: it is broadcast lazily, never materialised at ``x``'s size.
+    """
+    if not isinstance(a, da.Array):
+        a = np.asarray(a)
+    if kind == "bool" and a.dtype != np.bool_:
+        raise TypeError(f"{name} must be a boolean array; got dtype {a.dtype}")
+    if kind == "real":
+        _check_dtype(a.dtype, name)
+    try:
+        if np.broadcast_shapes(a.shape, x.shape) != x.shape:
+            raise ValueError
+    except ValueError:
+        raise ValueError(
+            f"{name} with shape {a.shape} cannot be broadcast to the input shape {x.shape}"
+        ) from None
+    if dtype is not None and a.dtype != dtype:
+        a = a.astype(dtype)
+    a = da.asarray(a)
+    lead = x.ndim - a.ndim
+    if lead:
+        a = a[(None,) * lead]
+    chunks = tuple(
+        x.chunks[i] if a.shape[i] == x.shape[i] else (1,) * len(a.chunks[i]) for i in range(x.ndim)
+    )
+    if a.chunks != chunks:
+        a = a.rechunk(chunks)
+    if a.shape != x.shape:
+        a = da.broadcast_to(a, x.shape, chunks=x.chunks)
+    return a
+
+
+def prepare(x, axis, temperature, where, dtype, out=None) -> Prepared:
+    """Validate the arguments shared by every op (same rules and messages as NumPy)."""
+    _check_dtype(x.dtype, "x")
+    _no_out(out)
+    axes = normalize_axis(axis, x.ndim)
+    t = validate_temperature(temperature)
+    compute, out_dtype = resolve_dtype(x.dtype, dtype)
+    w = None if where is None else align(where, x, "where", kind="bool")
+    return Prepared(x, axes, t, w, compute, out_dtype)
+
+
+# --------------------------------------------------------------------- state reduction
+
+
+def _block_state(xb, *rest, axes, temperature, compute, has_where, has_b):
+    """chunk step: the block's (m, s) as a STATE array with size-1 reduced axes."""
+    rest = list(rest)
+    wb = rest.pop(0) if has_where else None
+    bb = rest.pop(0) if has_b else None
+    m, s = chunk_state(xb, axes, temperature, wb, bb, compute)
+    shape = tuple(1 if i in axes else n for i, n in enumerate(xb.shape))
+    out = np.empty(shape, dtype=STATE)
+    out["m"] = m.reshape(shape)
+    out["s"] = s.reshape(shape)
+    return out
+
+
+def block_states(p: Prepared, b: Any = None) -> Any:
+    """Per-block states (one blockwise task per block of ``x``), size 1 along ``p.axes``.
+
+    ``b`` is an optional weight array already aligned with :func:`align`.
+    """
+    ind = tuple(range(p.x.ndim))
+    args: list[Any] = [p.x, ind]
+    if p.where is not None:
+        args += [p.where, ind]
+    if b is not None:
+        args += [b, ind]
+    return da.blockwise(
+        _block_state,
+        ind,
+        *args,
+        adjust_chunks={a: 1 for a in p.axes},
+        dtype=STATE,
+        meta=np.empty((0,) * p.x.ndim, dtype=STATE),
+        axes=p.axes,
+        temperature=p.temperature,
+        compute=p.compute,
+        has_where=p.where is not None,
+        has_b=b is not None,
+    )
+
+
+def _identity(a, axis=None, keepdims=None):
+    return a  # block_states already reduced every block to size 1 along ``axis``
+
+
+def _merge_along(a, axis, keepdims):
+    """combine / aggregate step: merge the states of ``a`` along ``axis`` (a tuple)."""
+    axis = tuple(sorted(axis))
+    k = len(axis)
+    moved = np.moveaxis(a, axis, tuple(range(a.ndim - k, a.ndim)))
+    batch = moved.shape[: a.ndim - k]
+    flat = moved.reshape((*batch, -1))
+    m = np.full(batch, -np.inf)
+    s = np.zeros(batch)
+    for j in range(flat.shape[-1]):  # at most split_every states
+        m, s = merge(m, s, flat[..., j]["m"], flat[..., j]["s"])
+    shape = tuple(1 if i in axis else n for i, n in enumerate(a.shape)) if keepdims else batch
+    out = np.empty(shape, dtype=STATE)
+    out["m"] = m.reshape(shape)
+    out["s"] = s.reshape(shape)
+    return out
+
+
+def state(
+    p: Prepared, b: Any = None, *, keepdims: bool = False, split_every: Any = None
+) -> Any:
+    """The lazy (m, s) state of every row of ``p.x`` over ``p.axes`` (a STATE dask array).
+
+    Shaped like the batch (reduced axes dropped, or size 1 with ``keepdims``) and
+    chunked like ``x`` along the batch axes.  Reads ``x`` once.
+    """
+    blocks = block_states(p, b)
+    if not p.axes:
+        return blocks
+    return da.reduction(
+        blocks,
+        chunk=_identity,
+        combine=_merge_along,
+        aggregate=_merge_along,
+        axis=p.axes,
+        keepdims=keepdims,
+        dtype=STATE,
+        split_every=split_every,
+        concatenate=True,
+        meta=np.empty((0,) * (p.x.ndim if keepdims else p.x.ndim - len(p.axes)), dtype=STATE),
+        name="softmaxkit-state",
+    )
+
+
+def map_with_state(func, p: Prepared, st: Any, *operands: Any, dtype: Any, **kwargs: Any) -> Any:
+    """Map ``func(x_block, state_block, *operand_blocks, **kwargs)`` over the blocks of ``x``.
+
+    ``st`` is the output of :func:`state` (``keepdims=False``); each call receives
+    the state of its block's rows (batch shape of the block, reduced axes dropped) and
+    the matching blocks of ``operands`` (aligned like ``x``, or None to skip).  The
+    result has ``x``'s shape and chunks.
+    """
+    ind = tuple(range(p.x.ndim))
+    args: list[Any] = [p.x, ind, st, p.batch_axes]
+    flags = []
+    for op in operands:
+        flags.append(op is not None)
+        if op is not None:
+            args += [op, ind]
+    return da.blockwise(
+        func,
+        ind,
+        *args,
+        dtype=dtype,
+        meta=np.empty((0,) * p.x.ndim, dtype=dtype),
+        present=tuple(flags),
+        **kwargs,
+    )
+
+
+def _expand(a, axes):
+    return np.expand_dims(a, axes) if axes else a
+
+
+# ------------------------------------------------------------------------ dense ops
+
+
+def _normalize_block(xb, st, *rest, present, axes, temperature, compute, out_dtype, log):
+    """Softmax / log_softmax of one block given its rows' final state (NumPy, float64)."""
+    wb = rest[0] if present[0] else None
+    m = _expand(st["m"], axes)
+    s = _expand(st["s"], axes)
+    v = (xb.astype(compute, copy=False) / compute.type(temperature)).astype(np.float64)
+    # Local errstate: +inf - +inf and exp overflow appear in rows whose result is
+    # overwritten below (+inf rows, empty rows); the contract values are assigned,
+    # never computed from those intermediates (guarded by test_dask::test_contract_cells).
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        if log:
+            res = (v - m) - np.log(s)
+            inf_val = -np.log(s)
+        else:
+            res = np.exp(v - m) / s
+            inf_val = 1.0 / s
+        hit = v == np.inf
+        if wb is not None:
+            hit &= wb
+        res = np.where(m == np.inf, np.where(hit, inf_val, -np.inf if log else 0.0), res)
+        empty = -np.inf if log else 0.0
+        res = np.where(m == -np.inf, empty, res)
+        if wb is not None:
+            res = np.where(wb, res, empty)
+        res = np.where(np.isnan(m), np.nan, res)
+    return res.astype(out_dtype, copy=False)
+
+
+def _softmax(x, axis, temperature, where, dtype, out, split_every, log):
+    p = prepare(x, axis, temperature, where, dtype, out)
+    st = state(p, split_every=split_every)
+    return map_with_state(
+        _normalize_block,
+        p,
+        st,
+        p.where,
+        dtype=p.out_dtype,
+        axes=p.axes,
+        temperature=p.temperature,
+        compute=p.compute,
+        out_dtype=p.out_dtype,
+        log=log,
+    )
+
+
+def softmax(x, /, axis=-1, *, temperature=1.0, where=None, dtype=None, out=None, split_every=None):
+    """Lazy :func:`softmaxkit.softmax` of a dask array (two reads of ``x``).
+
+    ``where`` may be a NumPy or dask boolean array broadcastable to ``x``; ``out`` must
+    be None.  ``split_every`` is passed to the state's tree reduction (default: dask's
+    ``split_every`` config).
+    """
+    return _softmax(x, axis, temperature, where, dtype, out, split_every, log=False)
+
+
+def log_softmax(
+    x, /, axis=-1, *, temperature=1.0, where=None, dtype=None, out=None, split_every=None
+):
+    """Lazy :func:`softmaxkit.log_softmax` of a dask array (two reads of ``x``)."""
+    return _softmax(x, axis, temperature, where, dtype, out, split_every, log=True)
+
+
+def _lse_block(st, out_dtype, keep_negative):
+    lse, sign = finalize(st["m"], st["s"])
+    if not keep_negative:
+        lse = np.where(sign < 0, np.nan, lse)  # SciPy: log of a negative sum is NaN
+    return lse.astype(out_dtype, copy=False)
+
+
+def _sign_block(st, out_dtype):
+    return finalize(st["m"], st["s"])[1].astype(out_dtype, copy=False)
+
+
+def logsumexp(
+    x,
+    /,
+    axis=-1,
+    *,
+    b=None,
+    keepdims=False,
+    return_sign=False,
+    temperature=1.0,
+    where=None,
+    dtype=None,
+    out=None,
+    split_every=None,
+):
+    """Lazy :func:`softmaxkit.logsumexp` of a dask array (one read of ``x``).
+
+    Returns a dask array (0-d for a full reduction), or two with ``return_sign``.
+    ``b`` and ``where`` may be NumPy or dask arrays; ``out`` must be None.
+    """
+    p = prepare(x, axis, temperature, where, dtype, out)
+    bb = None if b is None else align(b, x, "b", dtype=p.compute, kind="real")
+    st = state(p, bb, keepdims=keepdims, split_every=split_every)
+    meta = np.empty((0,) * st.ndim, dtype=p.out_dtype)
+    lse = st.map_blocks(
+        functools.partial(_lse_block, out_dtype=p.out_dtype, keep_negative=return_sign),
+        dtype=p.out_dtype,
+        meta=meta,
+    )
+    if not return_sign:
+        return lse
+    sign = st.map_blocks(
+        functools.partial(_sign_block, out_dtype=p.out_dtype), dtype=p.out_dtype, meta=meta
+    )
+    return lse, sign
