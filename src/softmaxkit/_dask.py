@@ -265,30 +265,42 @@ def _expand(a, axes):
 
 
 def _normalize_block(xb, st, *rest, present, axes, temperature, compute, out_dtype, log):
-    """Softmax / log_softmax of one block given its rows' final state (NumPy, float64)."""
+    """Softmax / log_softmax of one block given its rows' final state (NumPy, float64).
+
+    Regular rows take two passes over a float64 temporary (``v - m``, then ``exp`` and
+    ``/ s``, or ``- log s``); the contract cells (+inf, empty and NaN rows, masked
+    entries) are then assigned, never computed, and only when present.
+    """
     wb = rest[0] if present[0] else None
     m = _expand(st["m"], axes)
     s = _expand(st["s"], axes)
-    v = (xb.astype(compute, copy=False) / compute.type(temperature)).astype(np.float64)
-    # Local errstate: +inf - +inf and exp overflow appear in rows whose result is
-    # overwritten below (+inf rows, empty rows); the contract values are assigned,
-    # never computed from those intermediates (guarded by test_dask::test_contract_cells).
+    v = xb.astype(compute, copy=False)
+    if temperature != 1.0:
+        v = v / compute.type(temperature)
+    empty = -np.inf if log else 0.0
+    # Local errstate: in +inf, empty (m = -inf) and NaN rows, ``v - m`` forms
+    # inf - inf; those rows are overwritten below with the contract values
+    # (guarded by test_dask.py::test_contract_cells).
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        res = np.subtract(v, m, dtype=np.float64)
         if log:
-            res = (v - m) - np.log(s)
-            inf_val = -np.log(s)
+            res -= np.log(s)
         else:
-            res = np.exp(v - m) / s
-            inf_val = 1.0 / s
-        hit = v == np.inf
-        if wb is not None:
-            hit &= wb
-        res = np.where(m == np.inf, np.where(hit, inf_val, -np.inf if log else 0.0), res)
-        empty = -np.inf if log else 0.0
-        res = np.where(m == -np.inf, empty, res)
-        if wb is not None:
-            res = np.where(wb, res, empty)
-        res = np.where(np.isnan(m), np.nan, res)
+            np.exp(res, out=res)
+            res /= s
+        special = ~np.isfinite(st["m"])
+        if special.any():
+            m_b = np.broadcast_to(m, res.shape)
+            hit = v == np.inf
+            if wb is not None:
+                hit &= wb
+            inf_val = -np.log(s) if log else 1.0 / s
+            posinf = m_b == np.inf
+            np.copyto(res, np.where(hit, inf_val, empty), where=posinf)
+            np.copyto(res, empty, where=m_b == -np.inf)
+            np.copyto(res, np.nan, where=np.isnan(m_b))
+    if wb is not None:
+        np.copyto(res, empty, where=~wb & ~np.isnan(np.broadcast_to(m, res.shape)))
     return res.astype(out_dtype, copy=False)
 
 
