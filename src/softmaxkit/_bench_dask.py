@@ -16,6 +16,7 @@ from __future__ import annotations
 import atexit
 import threading
 import time
+import warnings
 from typing import Any
 
 import numpy as np
@@ -75,14 +76,18 @@ def _measured(client, fn):
 def _cluster(memory_limit: str):
     from distributed import Client, LocalCluster
 
-    cluster = LocalCluster(
-        n_workers=2,
-        threads_per_worker=1,
-        processes=True,
-        host="127.0.0.1",
-        dashboard_address=None,
-        memory_limit=memory_limit,
-    )
+    with warnings.catch_warnings():
+        # dashboard off, but the scheduler's HTTP server (loopback) still tries port
+        # 8787 and warns when another cluster holds it
+        warnings.filterwarnings("ignore", message="Port 8787 is already in use")
+        cluster = LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+            memory_limit=memory_limit,
+        )
     client = Client(cluster, set_as_default=False)
 
     def close():

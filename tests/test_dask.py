@@ -1,0 +1,317 @@
+"""The Dask driver: lazy graphs, equality with the NumPy path, a real distributed cluster.
+
+The NumPy path (itself tested against the float64 reference and mpmath) is the
+oracle here: the Dask driver runs the same per-block kernel and must agree with it
+on any chunking, up to the rounding of the merges.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import warnings
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+da = pytest.importorskip("dask.array")
+dask = pytest.importorskip("dask")
+
+import softmaxkit as sk  # noqa: E402
+from softmaxkit import _dask  # noqa: E402
+
+OPS = {"softmax": sk.softmax, "log_softmax": sk.log_softmax, "logsumexp": sk.logsumexp}
+
+
+def _fail_scheduler(dsk, keys, **kwargs):
+    raise AssertionError("a dask computation ran while only a graph was being built")
+
+
+def _close(actual, expected, op):
+    actual = np.asarray(actual)
+    expected = np.asarray(expected)
+    assert actual.shape == expected.shape
+    assert actual.dtype == expected.dtype
+    # Special values must agree exactly (contract cells); finite ones within the
+    # rounding of a different merge order.  log_softmax's dominant entry: the
+    # state (m, s) keeps s = 1 + r, so -log1p(r) becomes -log(s) (absolute error
+    # ~eps instead of relative; docs/scaling.md).
+    np.testing.assert_array_equal(np.isnan(actual), np.isnan(expected))
+    np.testing.assert_array_equal(
+        np.isinf(actual) & (actual > 0), np.isinf(expected) & (expected > 0)
+    )
+    np.testing.assert_array_equal(
+        np.isinf(actual) & (actual < 0), np.isinf(expected) & (expected < 0)
+    )
+    tiny = np.finfo(expected.dtype).eps
+    rtol = 1e-12 if expected.dtype == np.float64 else 4 * tiny
+    atol = 4 * tiny if op == "log_softmax" else 0.0
+    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=atol)
+
+
+# ----------------------------------------------------------------------------- laziness
+
+
+def test_import_softmaxkit_does_not_import_dask():
+    code = (
+        "import sys, numpy as np, softmaxkit as sk; sk.softmax(np.ones(3)); "
+        "sk.logsumexp(np.ones(3)); assert 'dask' not in sys.modules, 'dask imported'"
+    )
+    env = dict(os.environ)
+    src = os.path.join(os.path.dirname(sk.__file__), os.pardir)
+    env["PYTHONPATH"] = os.path.abspath(src) + os.pathsep + env.get("PYTHONPATH", "")
+    subprocess.run([sys.executable, "-c", code], check=True, env=env)
+
+
+def test_building_the_graph_computes_nothing():
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((6, 10, 8))
+    x = da.from_array(a, chunks=(4, 3, 5))
+    mask_np = rng.random((10, 8)) > 0.5
+    mask_da = da.from_array(rng.random((6, 10, 8)) > 0.5, chunks=(2, 5, 4))
+    b_da = da.from_array(rng.random((8,)), chunks=3)
+    with dask.config.set(scheduler=_fail_scheduler):
+        y = sk.softmax(x, axis=(0, 2), where=mask_np, temperature=2.0, dtype=np.float32)
+        assert isinstance(y, da.Array)
+        assert y.shape == a.shape and y.dtype == np.float32 and y.chunks == x.chunks
+        y = sk.log_softmax(x, axis=None, where=mask_da)
+        assert y.shape == a.shape and y.dtype == np.float64 and y.chunks == x.chunks
+        lse, sign = sk.logsumexp(x, axis=1, b=b_da, return_sign=True, keepdims=True)
+        assert isinstance(lse, da.Array) and isinstance(sign, da.Array)
+        assert lse.shape == (6, 1, 8) and lse.chunks == ((4, 2), (1,), (5, 3))
+        s = sk.logsumexp(x, axis=None)
+        assert s.shape == () and s.dtype == np.float64
+        h = sk.logsumexp(x.astype(np.float16), axis=-1)
+        assert h.dtype == np.float16 and h.chunks == ((4, 2), (3, 3, 3, 1))
+        with pytest.raises(AssertionError, match="computation ran"):
+            s.compute()
+
+
+def test_errors_match_numpy_path():
+    x = da.ones((3, 4), chunks=2)
+    with pytest.raises(np.exceptions.AxisError):
+        sk.softmax(x, axis=2)
+    with pytest.raises(ValueError, match="repeated axis"):
+        sk.logsumexp(x, axis=(1, -1))
+    with pytest.raises(ValueError, match="temperature"):
+        sk.log_softmax(x, temperature=0.0)
+    with pytest.raises(TypeError, match="boolean"):
+        sk.softmax(x, where=np.ones(4))
+    with pytest.raises(ValueError, match="cannot be broadcast"):
+        sk.softmax(x, where=np.ones(3, bool))
+    with pytest.raises(ValueError, match="b with shape"):
+        sk.logsumexp(x, b=np.ones(5))
+    with pytest.raises(TypeError, match="dtype"):
+        sk.softmax(x.astype(np.complex128))
+    with pytest.raises(TypeError, match="out is not supported"):
+        sk.softmax(x, out=np.empty((3, 4)))
+
+
+# ----------------------------------------------------------------- equality with NumPy
+
+
+def test_contract_cells():
+    """Every cell of the edge-case contract, with the special row split across chunks."""
+    a = np.array(
+        [
+            [0.5, -1.0, 2.0, 3.0, -0.25, 1.0],  # regular
+            [-np.inf] * 6,  # all -inf
+            [1.0, np.inf, 0.0, -np.inf, np.inf, 2.0],  # two +inf in different chunks
+            [1.0, 2.0, 3.0, 4.0, 5.0, np.nan],  # NaN in the last chunk
+            [np.nan, np.inf, -np.inf, 1.0, 2.0, 3.0],  # NaN wins over inf
+            [1.0, 2.0, 3.0, 4.0, 5.0, 6.0],  # fully masked below
+        ]
+    )
+    where = np.ones(a.shape, bool)
+    where[5] = False
+    where[0, 3] = False
+    x = da.from_array(a, chunks=(2, 2))
+    with dask.config.set(scheduler="sync"):
+        for name, f in OPS.items():
+            for w in (None, where):
+                _close(f(x, where=w).compute(), f(a, where=w), name)
+            _close(f(x[:, :0]).compute(), f(a[:, :0]), name)  # size-0 reduction
+        got = sk.softmax(x, where=where).compute()
+        np.testing.assert_array_equal(got[1], 0.0)
+        np.testing.assert_array_equal(got[2], [0, 0.5, 0, 0, 0.5, 0])
+        assert np.isnan(got[3]).all() and np.isnan(got[4]).all()
+        np.testing.assert_array_equal(got[5], 0.0)
+        lse, sign = sk.logsumexp(x, b=np.array([1.0, -1, 1, -1, 1, -1]), return_sign=True)
+        e_lse, e_sign = sk.logsumexp(a, b=np.array([1.0, -1, 1, -1, 1, -1]), return_sign=True)
+        _close(lse.compute(), e_lse, "logsumexp")
+        np.testing.assert_array_equal(sign.compute(), e_sign)
+
+
+def _chunking(draw, n):
+    if n == 0:
+        return (0,)
+    cuts = sorted(draw(st.sets(st.integers(1, n - 1), max_size=4))) if n > 1 else []
+    edges = [0, *cuts, n]
+    return tuple(edges[i + 1] - edges[i] for i in range(len(edges) - 1))
+
+
+@st.composite
+def _cases(draw):
+    ndim = draw(st.integers(1, 3))
+    shape = tuple(draw(st.lists(st.integers(0, 7), min_size=ndim, max_size=ndim)))
+    chunks = tuple(_chunking(draw, n) for n in shape)
+    dtype = draw(st.sampled_from([np.float64, np.float32, np.int16]))
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    a = (rng.standard_normal(shape) * draw(st.sampled_from([1.0, 30.0]))).astype(dtype)
+    if dtype != np.int16 and a.size and draw(st.booleans()):
+        for v in (np.inf, -np.inf, np.nan):
+            if draw(st.booleans()):
+                a.flat[rng.integers(a.size)] = v
+    axis = draw(
+        st.one_of(
+            st.none(),
+            st.integers(-ndim, ndim - 1),
+            st.sets(st.integers(0, ndim - 1), min_size=1).map(tuple),
+        )
+    )
+    op = draw(st.sampled_from(sorted(OPS)))
+    kw = {"axis": axis, "temperature": draw(st.sampled_from([1.0, 0.5, 3.0]))}
+    if draw(st.booleans()):
+        wshape = shape[draw(st.integers(0, ndim)) :]
+        mask = rng.random(wshape) > 0.3
+        kw["where"] = mask if draw(st.booleans()) else da.from_array(mask, chunks=2)
+    if op == "logsumexp":
+        kw["keepdims"] = draw(st.booleans())
+        if draw(st.booleans()) and ndim:
+            kw["b"] = rng.standard_normal(shape[-1:]) * (rng.random(shape[-1:]) > 0.2)
+            kw["return_sign"] = True
+    split_every = draw(st.sampled_from([None, 2, 3]))
+    return op, a, chunks, kw, split_every
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_cases())
+def test_equals_numpy_path_on_random_chunkings(case):
+    op, a, chunks, kw, split_every = case
+    x = da.from_array(a, chunks=chunks)
+    expected = OPS[op](a, **{k: (np.asarray(v) if k == "where" else v) for k, v in kw.items()})
+    with dask.config.set(scheduler="sync"):
+        got = getattr(_dask, op)(x, split_every=split_every, **kw)
+        got = dask.compute(got)[0]
+    if kw.get("return_sign"):
+        _close(got[0], expected[0], op)
+        np.testing.assert_array_equal(np.asarray(got[1]), np.asarray(expected[1]))
+    else:
+        _close(got, expected, op)
+
+
+def test_split_every_config_is_honoured():
+    x = da.ones((4, 64), chunks=(4, 1))
+    narrow = sk.logsumexp(x, axis=-1)
+    with dask.config.set(split_every=2):
+        deep = sk.logsumexp(x, axis=-1)
+    layers = lambda y: sum("softmaxkit-state" in k for k in y.dask.layers)  # noqa: E731
+    assert layers(deep) > layers(narrow)
+    with dask.config.set(scheduler="sync"):
+        np.testing.assert_allclose(deep.compute(), np.log(64.0) + 1.0, rtol=1e-15)
+        np.testing.assert_allclose(narrow.compute(), np.log(64.0) + 1.0, rtol=1e-15)
+
+
+# ------------------------------------------------------------ a real distributed cluster
+
+MEMORY_LIMIT = 400 * 2**20
+
+
+@pytest.fixture(scope="module")
+def client():
+    distributed = pytest.importorskip("distributed")
+    pytest.importorskip("psutil")
+    with warnings.catch_warnings():
+        # With the dashboard off, the scheduler's small HTTP server (health routes,
+        # loopback) still tries port 8787 and warns when another cluster holds it.
+        warnings.filterwarnings("ignore", message="Port 8787 is already in use")
+        cluster = distributed.LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+            memory_limit=MEMORY_LIMIT,
+        )
+    with cluster, distributed.Client(cluster, set_as_default=False) as c:
+        yield c
+
+
+@pytest.mark.slow
+def test_cluster_results_equal_numpy(client):
+    rng = np.random.default_rng(7)
+    a = rng.standard_normal((40, 30, 50)) * 20
+    a[3, 4, :] = -np.inf
+    a[5, :, 7] = np.inf
+    a[6, 2, 9] = np.nan
+    mask = rng.random((30, 50)) > 0.2
+    b = rng.standard_normal(50)
+    x = da.from_array(a, chunks=(16, 7, 9))
+    cases = [
+        ("softmax", {"axis": (1, 2), "where": mask, "temperature": 2.5}),
+        ("log_softmax", {"axis": 0}),
+        ("logsumexp", {"axis": None}),
+        ("logsumexp", {"axis": (0, 2), "b": b, "keepdims": True, "return_sign": True}),
+        ("softmax", {"axis": -1, "dtype": np.float32}),
+    ]
+    lazy = [OPS[op](x, **kw) for op, kw in cases]
+    results = dask.compute(*lazy, scheduler=client)
+    for (op, kw), got in zip(cases, results, strict=True):
+        expected = OPS[op](a, **kw)
+        if kw.get("return_sign"):
+            _close(got[0], expected[0], op)
+            np.testing.assert_array_equal(got[1], expected[1])
+        else:
+            _close(got, expected, op)
+
+
+def _slow_identity(block):
+    time.sleep(0.05)
+    return block
+
+
+@pytest.mark.slow
+def test_worker_killed_midway_result_still_correct(client):
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((64, 4000))
+    x = da.from_array(a, chunks=(8, 250)).map_blocks(_slow_identity)  # 128 tasks of 50 ms
+    fut = client.compute(sk.softmax(x, axis=-1).sum(axis=-1) + sk.logsumexp(x, axis=-1))
+    pids = client.run(os.getpid)
+    victim = pids[sorted(pids)[0]]
+    # Wait until the victim holds finished results, then kill it without warning.
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        held = client.has_what().get(sorted(pids)[0], ())
+        if len(held) >= 10 or fut.done():
+            break
+        time.sleep(0.05)
+    assert not fut.done(), "computation finished before the worker could be killed"
+    os.kill(victim, signal.SIGKILL)
+    got = fut.result(timeout=60)
+    np.testing.assert_allclose(got, 1.0 + sk.logsumexp(a, axis=-1), rtol=1e-13)
+    assert victim not in client.run(os.getpid).values()  # the nanny started a new process
+
+
+@pytest.mark.slow
+def test_logsumexp_larger_than_cluster_memory(client):
+    from softmaxkit._bench_dask import peak_rss, start_peak_sampler
+
+    total_limit = 2 * MEMORY_LIMIT
+    rng = da.random.default_rng(20261122)
+    x = rng.standard_normal((16384, 16384), chunks=(512, 2048))  # 2 GiB, 8 MiB blocks
+    assert x.nbytes > 2 * total_limit
+    client.run(start_peak_sampler)
+    lse = client.compute(sk.logsumexp(x, axis=-1)).result()
+    peaks = client.run(peak_rss)
+    assert len(peaks) == 2
+    for addr, peak in peaks.items():
+        assert 0 < peak < MEMORY_LIMIT, (addr, peak / 2**20)
+    head = x[:4].compute(scheduler="sync")  # the same seed regenerates the same rows
+    np.testing.assert_allclose(lse[:4], sk.logsumexp(head, axis=-1), rtol=1e-14)
+    assert lse.shape == (16384,) and np.all(np.isfinite(lse))
