@@ -162,9 +162,13 @@ def cases(quick: bool) -> list[Case]:
     return out
 
 
-def main(quick: bool = False, repeats: int = 1) -> None:  # pragma: no cover - manual run
+def main(
+    quick: bool = False, repeats: int = 1, only: str | None = None
+) -> None:  # pragma: no cover
     """Run the cases once each and print time, throughput and peak worker memory."""
     for case in cases(quick):
+        if only and case.op != only:
+            continue
         for name, fn in case.impls.items():
             for _ in range(repeats):
                 t0 = time.perf_counter()
@@ -184,4 +188,8 @@ if __name__ == "__main__":  # pragma: no cover
 
     from softmaxkit._bench_dask import main as _main  # workers must unpickle by module name
 
-    _main(quick="--quick" in sys.argv, repeats=2 if "--repeat" in sys.argv else 1)
+    _main(
+        quick="--quick" in sys.argv,
+        repeats=2 if "--repeat" in sys.argv else 1,
+        only=next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--only=")), None),
+    )
