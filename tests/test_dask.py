@@ -315,3 +315,68 @@ def test_logsumexp_larger_than_cluster_memory(client):
     head = x[:4].compute(scheduler="sync")  # the same seed regenerates the same rows
     np.testing.assert_allclose(lse[:4], sk.logsumexp(head, axis=-1), rtol=1e-14)
     assert lse.shape == (16384,) and np.all(np.isfinite(lse))
+
+
+# ------------------------------------------------------------------------------ top-k
+
+
+def _topk_reference(a, k, axis, temperature=1.0, where=None):
+    """Dense softmax, then a stable ranking: NaN first, decreasing x/T, ties by index."""
+    p = sk.softmax(a, axis=axis, temperature=temperature, where=where)
+    v = a / temperature
+    mask = np.ones(a.shape, bool) if where is None else np.broadcast_to(where, a.shape)
+    isnan = np.isnan(v) & mask
+    key = np.where(isnan, 0.0, np.where(mask, v, -np.inf))
+    ax = axis % a.ndim
+    idx = np.broadcast_to(
+        np.expand_dims(np.arange(a.shape[ax]), tuple(i for i in range(a.ndim) if i != ax)),
+        a.shape,
+    )
+
+    def mv(t):
+        return np.moveaxis(t, ax, -1)
+
+    order = np.lexsort((mv(idx), -mv(key), ~mv(isnan)), axis=-1)[..., :k]
+    probs = np.take_along_axis(mv(p), order, -1)
+    return np.moveaxis(probs, -1, ax), np.moveaxis(order, -1, ax)
+
+
+@pytest.mark.parametrize("chunks", [(4, 3), (6, 13), (1, 5)])
+@pytest.mark.parametrize("axis", [-1, 0])
+@pytest.mark.parametrize("masked", [False, True])
+def test_topk_softmax_matches_dense(chunks, axis, masked):
+    rng = np.random.default_rng(11)
+    a = np.round(rng.standard_normal((6, 13)) * 2, 1)  # rounding makes ties
+    a[0, [3, 7]] = 5.0
+    a[1] = -np.inf
+    a[2, [2, 9]] = np.inf
+    a[3, 4] = np.nan
+    where = rng.random(a.shape) > 0.3 if masked else None
+    if masked:
+        where[4] = False
+    x = da.from_array(a, chunks=chunks)
+    with dask.config.set(scheduler="sync"):
+        for k in (0, 1, 3, a.shape[axis]):
+            for split_every in (None, 2):
+                p, i = _dask.topk_softmax(
+                    x, k, axis=axis, where=where, temperature=0.5, split_every=split_every
+                )
+                ep, ei = _topk_reference(a, k, axis, temperature=0.5, where=where)
+                assert p.shape == ep.shape and i.dtype == np.int64 and p.dtype == np.float64
+                p, i = dask.compute(p, i)
+                np.testing.assert_array_equal(i, ei)
+                np.testing.assert_allclose(p, ep, rtol=1e-13, atol=0)
+
+
+def test_topk_softmax_lazy_and_errors():
+    x = da.ones((5, 20), chunks=(2, 6), dtype=np.float32)
+    with dask.config.set(scheduler=_fail_scheduler):
+        p, i = _dask.topk_softmax(x, 4)
+        assert p.shape == (5, 4) and p.chunks == ((2, 2, 1), (4,)) and p.dtype == np.float32
+        assert i.shape == (5, 4) and i.dtype == np.int64
+    with pytest.raises(ValueError, match="k must satisfy"):
+        _dask.topk_softmax(x, 21)
+    with pytest.raises(ValueError, match="k must satisfy"):
+        _dask.topk_softmax(x, -1)
+    with pytest.raises(TypeError, match="axis must be an int"):
+        _dask.topk_softmax(x, 2, axis=(0, 1))
