@@ -551,3 +551,431 @@ def topk_softmax(x, k, /, axis=-1, *, temperature=1.0, where=None, split_every=N
 
 def _indices(c):
     return c["i"]
+
+
+# ------------------------------------------------------------------------ cross-entropy
+# Argument checks with the messages of the losses family (softmaxkit._losscommon at
+# integration; kept local so this driver does not depend on that module's layout).
+
+_REDUCTIONS = ("mean", "sum", "none")
+
+
+def _real_in(name, value, lo, hi=np.inf):
+    if isinstance(value, bool) or not isinstance(value, int | float | np.floating | np.integer):
+        raise TypeError(f"{name} must be a real number; got {value!r}")
+    v = float(value)
+    if not (np.isfinite(v) and lo <= v <= hi):
+        raise ValueError(f"{name} must be finite and in [{lo}, {hi}]; got {value!r}")
+    return v
+
+
+def _at(pos) -> str:
+    return f"target[{', '.join(str(int(i)) for i in pos)}]" if len(pos) else "target"
+
+
+def _check_index_block(t, n_classes, ignore_index, block_info=None):
+    """Validate a block of class-index targets at compute time; return it as int64.
+
+    Errors name the first bad position in the whole target array (dask cannot
+    know the values while building the graph).
+    """
+    offset = [lo for lo, _ in block_info[0]["array-location"]] if block_info else [0] * t.ndim
+    if t.dtype.kind == "f":
+        with np.errstate(invalid="ignore"):
+            bad = ~np.isfinite(t) | (np.floor(t) != t) | (np.abs(t) >= 2.0**62)
+        if bad.any():
+            pos = np.argwhere(bad)[0]
+            raise ValueError(
+                f"class-index target must hold integers in [0, {n_classes}); "
+                f"{_at(pos + offset)} = {t[tuple(pos)].item()!r}"
+            )
+    ti = t.astype(np.int64)
+    valid = (ti >= 0) & (ti < n_classes)
+    if ignore_index is not None:
+        valid |= ti == ignore_index
+    if not valid.all():
+        pos = np.argwhere(~valid)[0]
+        extra = f" or ignore_index={ignore_index}" if ignore_index is not None else ""
+        raise ValueError(
+            f"{_at(pos + offset)} = {ti[tuple(pos)]} is not a class index in "
+            f"[0, {n_classes}){extra}"
+        )
+    return ti
+
+
+def _q_block(cls, tgt, wb, ninc, cw, *, ax, eps, kind, ignore_index, n_classes):
+    """(q, cls_w) of one block: the smoothed target and the per-class weight (or None).
+
+    ``cls`` holds the global class indices of the block (1-D, along ``ax``), ``tgt``
+    the index targets (batch shape) or the probability block, ``wb`` the mask block,
+    ``ninc`` the number of included classes per row (batch shape; None = all
+    ``n_classes``), ``cw`` the block's class weights (or None).
+    """
+    ndim = np.ndim(tgt) + (kind == "index")
+    clsx = np.expand_dims(cls, tuple(i for i in range(ndim) if i != ax))
+    if kind == "index":
+        t = np.expand_dims(tgt, ax)
+        if ignore_index is not None:
+            t = np.where(t == ignore_index, 0, t)
+        a = (clsx == t).astype(np.float64)
+    else:
+        a = tgt.astype(np.float64, copy=False)
+    q = a
+    if eps:
+        u = 1.0 / (np.expand_dims(np.maximum(ninc, 1), ax) if ninc is not None else n_classes)
+        u = np.broadcast_to(u, np.broadcast_shapes(np.shape(u), a.shape, clsx.shape))
+        if wb is not None:
+            u = np.where(wb, u, 0.0)
+        q = (1 - eps) * a + eps * u
+    cls_w = None
+    if kind == "prob" and cw is not None:
+        cls_w = np.expand_dims(cw, tuple(i for i in range(q.ndim) if i != ax))
+    return q, cls_w
+
+
+def _unpack(rest, present):
+    it = iter(rest)
+    return [next(it) if flag else None for flag in present]
+
+
+def _ce_block(xb, st, cls, tgt, *rest, present, ax, eps, kind, ignore_index, n_classes, T, compute):
+    """Per block: the partial row sums of ``cls_w q (-log_softmax)`` and ``cls_w q``."""
+    wb, ninc, cw = _unpack(rest, present)
+    lp = _normalize_block(
+        xb,
+        st,
+        wb,
+        present=(wb is not None,),
+        axes=(ax,),
+        temperature=T,
+        compute=compute,
+        out_dtype=np.float64,
+        log=True,
+    )
+    q, cls_w = _q_block(
+        cls,
+        tgt,
+        wb,
+        ninc,
+        cw,
+        ax=ax,
+        eps=eps,
+        kind=kind,
+        ignore_index=ignore_index,
+        n_classes=n_classes,
+    )
+    wq = q if cls_w is None else cls_w * q
+    with np.errstate(invalid="ignore"):  # q == 0 at -inf log-probabilities: excluded
+        terms = np.where(q != 0, wq * -lp, 0.0)
+    out = np.empty(tuple(1 if i == ax else n for i, n in enumerate(terms.shape)), dtype=_CE)
+    out["ce"] = terms.sum(axis=ax, keepdims=True)
+    out["wq"] = np.broadcast_to(wq, terms.shape).sum(axis=ax, keepdims=True)
+    return out
+
+
+_CE = np.dtype([("ce", np.float64), ("wq", np.float64)])
+_ROWS = np.dtype(
+    [
+        ("part", np.float64),
+        ("zpart", np.float64),
+        ("active", np.bool_),
+        ("row_w", np.float64),
+        ("lse", np.float64),
+    ]
+)
+
+
+def _ce_rows(sums, st, *rest, present, z, ignore_index, kind, w):
+    """Per-row loss pieces: ``part = w_t ce``, ``zpart = z lse^2``, ``active``, ``w_t``."""
+    (t,) = _unpack(rest, present)
+    lse = _finalize(st)[0]
+    ce = sums["ce"]
+    ignored = np.zeros(ce.shape, bool) if t is None or ignore_index is None else t == ignore_index
+    if kind == "index" and w is not None:
+        row_w = w[np.where(ignored, 0, t)]
+    else:
+        row_w = np.ones(ce.shape)
+    empty = ~(lse > -np.inf) & ~np.isnan(lse)
+    active = ~ignored & ~empty
+    out = np.empty(ce.shape, dtype=_ROWS)
+    with np.errstate(invalid="ignore", over="ignore"):
+        out["part"] = np.where(active & (row_w != 0), row_w * ce, 0.0)
+        out["zpart"] = np.where(active, z * lse**2, 0.0) if z > 0 else 0.0
+    out["active"] = active
+    out["row_w"] = row_w
+    out["lse"] = lse
+    return out
+
+
+def _ce_grad_block(
+    xb,
+    st,
+    rows,
+    wq,
+    sa,
+    sb,
+    cls,
+    tgt,
+    *rest,
+    present,
+    ax,
+    eps,
+    kind,
+    ignore_index,
+    n_classes,
+    T,
+    compute,
+    z,
+    out_dtype,
+):
+    """Per block: ``(sa w_t (wq p - cls_w q) + sb 2 z lse p) / T`` (0 off the active rows)."""
+    wb, ninc, cw = _unpack(rest, present)
+    p = _normalize_block(
+        xb,
+        st,
+        wb,
+        present=(wb is not None,),
+        axes=(ax,),
+        temperature=T,
+        compute=compute,
+        out_dtype=np.float64,
+        log=False,
+    )
+    q, cls_w = _q_block(
+        cls,
+        tgt,
+        wb,
+        ninc,
+        cw,
+        ax=ax,
+        eps=eps,
+        kind=kind,
+        ignore_index=ignore_index,
+        n_classes=n_classes,
+    )
+    row_w = np.expand_dims(rows["row_w"], ax)
+    active = np.expand_dims(rows["active"], ax)
+    lse = np.expand_dims(rows["lse"], ax)
+    with np.errstate(invalid="ignore", over="ignore"):
+        g_ce = row_w * (np.expand_dims(wq, ax) * p - (q if cls_w is None else cls_w * q))
+        g = sa * g_ce
+        if z > 0:
+            g = g + sb * np.where(p > 0, 2 * z * lse * p, 0.0)
+        g = g / T
+    if wb is not None:
+        g = np.where(wb, g, 0.0)
+    g = np.where(active, g, 0.0)
+    g = np.where(np.isnan(lse) & active, np.nan, g)
+    return g.astype(out_dtype, copy=False)
+
+
+def cross_entropy(
+    logits,
+    target,
+    /,
+    *,
+    axis=-1,
+    weight=None,
+    ignore_index=None,
+    label_smoothing=0.0,
+    reduction="mean",
+    z_loss=0.0,
+    temperature=1.0,
+    where=None,
+    return_grad=False,
+    out=None,
+    split_every=None,
+):
+    """Lazy ``softmaxkit.cross_entropy`` of dask logits (loss, and the gradient).
+
+    Same formulas and conventions as the NumPy path (docs/losses.md): index or
+    probability targets (NumPy or dask), class ``weight``, ``ignore_index``,
+    ``label_smoothing`` (uniform over the included classes), ``reduction``,
+    ``z_loss``, ``temperature``, ``where``.  Passes: the ``(m, s)`` state (one read
+    of the logits), then one blockwise pass that sums ``q (-log_softmax)`` per row
+    (and, with ``return_grad``, writes the gradient from the same blocks).  The loss
+    is a lazy 0-d array (``"mean"``/``"sum"``) or batch-shaped (``"none"``).  Bad
+    class indices raise ``ValueError`` naming the position when computed.
+    """
+    x = logits
+    if (isinstance(axis, tuple | list) and len(axis) != 1) or axis is None:
+        raise TypeError(f"axis must be a single int (the class axis) for losses; got {axis!r}")
+    if x.ndim == 0:
+        raise ValueError("logits must have at least one dimension (the classes); got a 0-d array")
+    p = prepare(x, axis, temperature, where, None, out)
+    (ax,) = p.axes
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"reduction must be one of {_REDUCTIONS}; got {reduction!r}")
+    eps = _real_in("label_smoothing", label_smoothing, 0.0, 1.0)
+    z = _real_in("z_loss", z_loss, 0.0)
+    if ignore_index is not None and (
+        isinstance(ignore_index, bool) or not isinstance(ignore_index, int | np.integer)
+    ):
+        raise TypeError(f"ignore_index must be an int or None; got {ignore_index!r}")
+    ii = None if ignore_index is None else int(ignore_index)
+    C = x.shape[ax]
+    w = None
+    if weight is not None:
+        w = as_input_array(np.asarray(weight), "weight").astype(np.float64)
+        if w.shape != (C,):
+            raise ValueError(f"weight must have shape ({C},) (one per class); got {w.shape}")
+        if not np.all(np.isfinite(w)):
+            bad = int(np.argwhere(~np.isfinite(w))[0][0])
+            raise ValueError(f"weight must be finite; weight[{bad}] = {w[bad]}")
+    batch = tuple(n for i, n in enumerate(x.shape) if i != ax)
+    bchunks = tuple(c for i, c in enumerate(x.chunks) if i != ax)
+    ind = tuple(range(x.ndim))
+    bind = tuple(i for i in ind if i != ax)
+    tshape = tuple(np.shape(target))
+    tdtype = target.dtype if isinstance(target, da.Array) else np.asarray(target).dtype
+    if tshape == x.shape and tshape != batch:
+        kind = "prob"
+        if tdtype.kind not in "biuf":
+            raise TypeError(f"probability target must be real numbers; got dtype {tdtype}")
+        tgt = align(target, x, "target", dtype=np.float64)
+        tind = ind
+    elif tshape == batch:
+        kind = "index"
+        if tdtype.kind not in "iuf":
+            raise TypeError(f"class-index target must have an integer dtype; got dtype {tdtype}")
+        tgt = da.asarray(target)
+        if tgt.chunks != bchunks:
+            tgt = tgt.rechunk(bchunks)
+        tgt = tgt.map_blocks(
+            _check_index_block, C, ii, dtype=np.int64, meta=np.empty((0,) * len(batch), np.int64)
+        )
+        tind = bind
+    else:
+        raise ValueError(
+            f"target has shape {tshape}; expected {batch} (class indices) or "
+            f"{tuple(x.shape)} (class probabilities) for logits of shape {tuple(x.shape)} "
+            f"with class axis {ax}"
+        )
+    st = state(p, split_every=split_every)
+    ninc = None
+    if p.where is not None and eps:
+        ninc = p.where.sum(axis=ax, dtype=np.int64, split_every=split_every)
+    cls = da.arange(C, chunks=(x.chunks[ax],), dtype=np.int64)
+    cw = None if w is None or kind == "index" else da.from_array(w, chunks=(x.chunks[ax],))
+    opt_args: list[Any] = []
+    present = []
+    for arr, idx in ((p.where, ind), (ninc, bind), (cw, (ax,))):
+        present.append(arr is not None)
+        if arr is not None:
+            opt_args += [arr, idx]
+    common = dict(
+        present=tuple(present),
+        ax=ax,
+        eps=eps,
+        kind=kind,
+        ignore_index=ii,
+        n_classes=C,
+        T=p.temperature,
+        compute=p.compute,
+    )
+    partial = da.blockwise(
+        _ce_block,
+        ind,
+        x,
+        ind,
+        st,
+        bind,
+        cls,
+        (ax,),
+        tgt,
+        tind,
+        *opt_args,
+        adjust_chunks={ax: 1},
+        dtype=_CE,
+        meta=np.empty((0,) * x.ndim, dtype=_CE),
+        **common,
+    )
+    sums = da.reduction(
+        partial,
+        chunk=_identity,
+        combine=_sum_fields,
+        aggregate=_sum_fields,
+        axis=ax,
+        keepdims=False,
+        dtype=_CE,
+        split_every=split_every,
+        concatenate=True,
+        meta=np.empty((0,) * len(batch), dtype=_CE),
+        name="softmaxkit-ce",
+    )
+    rows = da.blockwise(
+        _ce_rows,
+        bind,
+        sums,
+        bind,
+        st,
+        bind,
+        *((tgt, bind) if kind == "index" else ()),
+        dtype=_ROWS,
+        meta=np.empty((0,) * len(batch), dtype=_ROWS),
+        present=(kind == "index",),
+        z=z,
+        ignore_index=ii,
+        kind=kind,
+        w=w,
+    )
+    active = rows["active"]
+    count = active.sum(split_every=split_every)
+    part_sum = rows["part"].sum(split_every=split_every)
+    z_sum = rows["zpart"].sum(split_every=split_every)
+    if kind == "index":
+        wsum = da.where(active, rows["row_w"], 0.0).sum(split_every=split_every)
+    else:
+        wsum = count.astype(np.float64)
+    if reduction == "mean":
+        sa = da.where(wsum != 0, 1.0 / da.where(wsum != 0, wsum, 1.0), 0.0)
+        sb = da.where(count != 0, 1.0 / da.maximum(count, 1), 0.0)
+        loss = part_sum * sa + z_sum * sb
+    elif reduction == "sum":
+        sa = sb = da.asarray(1.0)
+        loss = part_sum + z_sum
+    else:
+        sa = sb = da.asarray(1.0)
+        loss = rows["part"] + rows["zpart"]
+    loss = loss.astype(p.out_dtype)
+    if not return_grad:
+        return loss
+    grad = da.blockwise(
+        _ce_grad_block,
+        ind,
+        x,
+        ind,
+        st,
+        bind,
+        rows,
+        bind,
+        sums["wq"],
+        bind,
+        sa,
+        (),
+        sb,
+        (),
+        cls,
+        (ax,),
+        tgt,
+        tind,
+        *opt_args,
+        dtype=p.out_dtype,
+        meta=np.empty((0,) * x.ndim, dtype=p.out_dtype),
+        z=z,
+        out_dtype=p.out_dtype,
+        **common,
+    )
+    return loss, grad
+
+
+def _sum_fields(a, axis, keepdims):
+    out = np.empty(
+        tuple(1 if i in axis else n for i, n in enumerate(a.shape))
+        if keepdims
+        else tuple(n for i, n in enumerate(a.shape) if i not in axis),
+        dtype=a.dtype,
+    )
+    for f in a.dtype.names:
+        out[f] = a[f].sum(axis=axis, keepdims=keepdims)
+    return out
