@@ -24,6 +24,7 @@ dask = pytest.importorskip("dask")
 
 import softmaxkit as sk  # noqa: E402
 from softmaxkit import _dask  # noqa: E402
+from softmaxkit import reference as ref  # noqa: E402
 
 OPS = {"softmax": sk.softmax, "log_softmax": sk.log_softmax, "logsumexp": sk.logsumexp}
 
@@ -380,3 +381,179 @@ def test_topk_softmax_lazy_and_errors():
         _dask.topk_softmax(x, -1)
     with pytest.raises(TypeError, match="axis must be an int"):
         _dask.topk_softmax(x, 2, axis=(0, 1))
+
+
+# ----------------------------------------------------------------------- cross-entropy
+
+
+def _ce_formula(x, t, *, weight=None, eps=0.0, reduction="mean", z=0.0, T=1.0, where=None):
+    """Explicit float64 formula for index targets (rows on axis 0, classes on axis 1).
+
+    loss_i = w_{t_i} sum_c q_ic (-log_softmax(x_i / T)_c) + z lse_i^2 over the counted
+    rows (not ignored (t = -100), not empty), q = (1 - eps) onehot(t) + eps / n_included;
+    "mean" divides the first sum by sum w_t and the z-term by the count.
+    """
+    R, C = x.shape
+    inc = np.ones(x.shape, bool) if where is None else np.broadcast_to(where, x.shape)
+    lp = ref.log_softmax(x, temperature=T, where=inc)
+    lse = ref.logsumexp(x, temperature=T, where=inc)
+    w = np.ones(C) if weight is None else weight
+    parts, zparts, ws = [], [], []
+    for i in range(R):
+        if t[i] == -100 or lse[i] == -np.inf:
+            continue
+        q = (1 - eps) * (np.arange(C) == t[i]) + eps * inc[i] / max(inc[i].sum(), 1)
+        with np.errstate(invalid="ignore"):
+            ce = np.sum(np.where(q != 0, q * -lp[i], 0.0))
+        parts.append(w[t[i]] * ce)
+        zparts.append(z * lse[i] ** 2)
+        ws.append(w[t[i]])
+    if reduction == "sum":
+        return sum(parts) + sum(zparts)
+    return (sum(parts) / sum(ws) if ws else 0.0) + (sum(zparts) / len(ws) if ws else 0.0)
+
+
+def _ce_case():
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((9, 13)) * 3
+    x[1] = -np.inf  # empty row: not counted
+    t = rng.integers(0, 13, 9)
+    t[4] = -100  # ignored
+    where = rng.random(x.shape) > 0.25
+    where[np.arange(9), np.where(t < 0, 0, t)] = True  # target classes included: finite loss
+    return x, t, where, rng.random(13) + 0.5
+
+
+@pytest.mark.parametrize("chunks", [(4, 5), (9, 13), (2, 1)])
+def test_cross_entropy_matches_formula(chunks):
+    x, t, where, w = _ce_case()
+    xd = da.from_array(x, chunks=chunks)
+    with dask.config.set(scheduler="sync"):
+        for kw in (
+            {},
+            {"weight": w, "reduction": "sum"},
+            {"eps": 0.2, "z": 1e-2, "T": 2.0},
+            {"where": where, "eps": 0.1, "weight": w},
+            {"where": where, "z": 0.5, "reduction": "sum"},
+        ):
+            got = _dask.cross_entropy(
+                xd,
+                t,
+                ignore_index=-100,
+                weight=kw.get("weight"),
+                label_smoothing=kw.get("eps", 0.0),
+                reduction=kw.get("reduction", "mean"),
+                z_loss=kw.get("z", 0.0),
+                temperature=kw.get("T", 1.0),
+                where=kw.get("where"),
+                split_every=2,
+            )
+            assert got.shape == () and got.dtype == np.float64
+            np.testing.assert_allclose(got.compute(), _ce_formula(x, t, **kw), rtol=1e-12)
+
+
+def test_cross_entropy_gradient_central_differences():
+    x, t, where, w = _ce_case()
+    x = x[[0, 2, 3, 4, 5]]
+    t = t[[0, 2, 3, 4, 5]]
+    where = where[[0, 2, 3, 4, 5]]
+    kw = {"weight": w, "eps": 0.1, "z": 0.05, "T": 1.5, "where": where}
+    with dask.config.set(scheduler="sync"):
+        loss, grad = _dask.cross_entropy(
+            da.from_array(x, chunks=(2, 4)),
+            t,
+            ignore_index=-100,
+            weight=w,
+            label_smoothing=0.1,
+            z_loss=0.05,
+            temperature=1.5,
+            where=where,
+            return_grad=True,
+        )
+        loss, grad = dask.compute(loss, grad)
+    h = 1e-6
+    fd = np.zeros_like(x)
+    for idx in np.ndindex(x.shape):
+        if not where[idx]:
+            continue
+        xp, xm = x.copy(), x.copy()
+        xp[idx] += h
+        xm[idx] -= h
+        fd[idx] = (_ce_formula(xp, t, **kw) - _ce_formula(xm, t, **kw)) / (2 * h)
+    np.testing.assert_allclose(loss, _ce_formula(x, t, **kw), rtol=1e-12)
+    np.testing.assert_allclose(grad, fd, rtol=1e-6, atol=1e-8)
+    assert np.all(grad[3] == 0.0)  # the ignored row
+
+
+def test_cross_entropy_matches_torch():
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((8, 6, 5)) * 2  # classes on axis 1 (PyTorch's layout)
+    t = rng.integers(0, 6, (8, 5))
+    t[0, :2] = -100
+    y = rng.random((8, 6, 5))
+    y /= y.sum(axis=1, keepdims=True)
+    w = rng.random(6) + 0.5
+    xd = da.from_array(x, chunks=(3, 4, 2))
+    with dask.config.set(scheduler="sync"):
+        for target, weight, eps, red in (
+            (t, w, 0.0, "mean"),
+            (t, None, 0.15, "mean"),
+            (t, w, 0.0, "none"),
+            (y, w, 0.1, "mean"),
+            (y, None, 0.0, "sum"),
+        ):
+            tt = torch.tensor(x, requires_grad=True)
+            expected = F.cross_entropy(
+                tt,
+                torch.tensor(target),
+                weight=None if weight is None else torch.tensor(weight),
+                ignore_index=-100,
+                label_smoothing=eps,
+                reduction=red,
+            )
+            expected.sum().backward()
+            loss, grad = _dask.cross_entropy(
+                xd,
+                target,
+                axis=1,
+                weight=weight,
+                ignore_index=-100,
+                label_smoothing=eps,
+                reduction=red,
+                return_grad=True,
+            )
+            loss, grad = dask.compute(loss, grad)
+            np.testing.assert_allclose(loss, expected.detach().numpy(), rtol=1e-12)
+            np.testing.assert_allclose(grad, tt.grad.numpy(), rtol=1e-10, atol=1e-15)
+
+
+def test_cross_entropy_edge_cases_and_errors():
+    x = da.from_array(np.arange(12.0).reshape(3, 4), chunks=(2, 3))
+    with dask.config.set(scheduler="sync"):
+        loss, grad = _dask.cross_entropy(x, [-1, -1, -1], ignore_index=-1, return_grad=True)
+        assert loss.compute() == 0.0  # every target ignored: 0, not NaN
+        np.testing.assert_array_equal(grad.compute(), 0.0)
+        bad = _dask.cross_entropy(x, np.array([0, 1, 7]))  # lazy: raises when computed
+        with pytest.raises(ValueError, match=r"target\[2\] = 7 is not a class index in \[0, 4\)"):
+            bad.compute()
+        with pytest.raises(ValueError, match=r"target\[1\] = 1.5"):
+            _dask.cross_entropy(x, np.array([0.0, 1.5, 2.0])).compute()
+    with pytest.raises(ValueError, match="target has shape"):
+        _dask.cross_entropy(x, np.zeros(4, int))
+    with pytest.raises(TypeError, match="integer dtype"):
+        _dask.cross_entropy(x, np.zeros(3, bool))
+    with pytest.raises(ValueError, match="reduction must be one of"):
+        _dask.cross_entropy(x, [0, 1, 2], reduction="avg")
+    with pytest.raises(ValueError, match="label_smoothing"):
+        _dask.cross_entropy(x, [0, 1, 2], label_smoothing=1.5)
+    with pytest.raises(ValueError, match="weight must have shape"):
+        _dask.cross_entropy(x, [0, 1, 2], weight=np.ones(3))
+    with pytest.raises(TypeError, match="single int"):
+        _dask.cross_entropy(x, [0, 1, 2], axis=(0, 1))
+    with dask.config.set(scheduler=_fail_scheduler):
+        loss, grad = _dask.cross_entropy(
+            x, da.from_array(np.array([0, 1, 2]), chunks=1), reduction="none", return_grad=True
+        )
+        assert loss.shape == (3,) and grad.shape == (3, 4) and grad.chunks == x.chunks
