@@ -107,6 +107,11 @@ def test_size_zero_reductions(lib):
     np.testing.assert_array_equal(_np(lse), [-np.inf] * 3)
     np.testing.assert_array_equal(_np(sign), [0.0] * 3)
     np.testing.assert_array_equal(_np(sk.logsumexp(x, axis=0)), np.zeros(0))
+    for v in (2.0, np.inf, -np.inf, np.nan):  # 0-d input, axis=None: stays a 0-d array
+        for op in OPS:
+            got = getattr(sk, op)(_make(lib, np.array(v)), axis=None)
+            assert tuple(got.shape) == ()
+            np.testing.assert_array_equal(_np(got), getattr(ref, op)(v, axis=None))
 
 
 @pytest.mark.parametrize("lib", LIBS)

@@ -137,6 +137,8 @@ def test_contract_cells():
             for w in (None, where):
                 _close(f(x, where=w).compute(), f(a, where=w), name)
             _close(f(x[:, :0]).compute(), f(a[:, :0]), name)  # size-0 reduction
+            for v in (2.0, np.inf, -np.inf, np.nan):  # 0-d input, axis=None
+                _close(f(da.asarray(np.float64(v)), axis=None).compute(), f(v, axis=None), name)
         got = sk.softmax(x, where=where).compute()
         np.testing.assert_array_equal(got[1], 0.0)
         np.testing.assert_array_equal(got[2], [0, 0.5, 0, 0, 0.5, 0])

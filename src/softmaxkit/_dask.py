@@ -303,7 +303,7 @@ def _normalize_block(xb, st, *rest, present, axes, temperature, compute, out_dty
     # inf - inf; those rows are overwritten below with the contract values
     # (guarded by test_dask.py::test_contract_cells).
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-        res = np.subtract(v, m, dtype=np.float64)
+        res = np.asarray(np.subtract(v, m, dtype=np.float64))  # 0-d blocks give scalars
         if log:
             res -= np.log(s)
         else:
