@@ -559,3 +559,75 @@ def test_cross_entropy_edge_cases_and_errors():
             x, da.from_array(np.array([0, 1, 2]), chunks=1), reduction="none", return_grad=True
         )
         assert loss.shape == (3,) and grad.shape == (3, 4) and grad.chunks == x.chunks
+
+
+# ------------------------------------------------------------------------------- VJPs
+
+
+def _vjp_case():
+    rng = np.random.default_rng(21)
+    x = rng.standard_normal((6, 9)) * 3
+    x[1] = -np.inf
+    x[2, 3] = np.inf
+    x[3, 4] = np.nan
+    where = rng.random(x.shape) > 0.3
+    where[5] = False
+    g = rng.standard_normal(x.shape)
+    g[1, 2] = np.inf  # on an empty row: the VJP is still 0
+    return x, where, g
+
+
+@pytest.mark.parametrize("log", [False, True])
+@pytest.mark.parametrize("masked", [False, True])
+def test_softmax_vjps_match_formula(log, masked):
+    x, where, g = _vjp_case()
+    where = where if masked else None
+    fwd = ref.log_softmax if log else ref.softmax
+    fn = _dask.log_softmax_vjp if log else _dask.softmax_vjp
+    for axis, T in ((-1, 1.0), (0, 2.0), (None, 0.5)):
+        y = fwd(x, axis=axis, temperature=T, where=where)
+        inc = np.ones(x.shape, bool) if where is None else where
+        ax = tuple(range(2)) if axis is None else axis
+        with np.errstate(invalid="ignore", over="ignore"):
+            if log:
+                acc = np.sum(np.where(inc, g, 0.0), axis=ax, keepdims=True)
+                e = np.where(inc & np.any(inc & (y != -np.inf), ax, keepdims=True),
+                             (g - np.exp(y) * acc) / T, 0.0)  # fmt: skip
+            else:
+                acc = np.sum(np.where(inc & (y != 0), g * y, 0.0), axis=ax, keepdims=True)
+                e = np.where(inc & (y != 0), y * (g - acc) / T, 0.0)
+        with dask.config.set(scheduler="sync"):
+            got = fn(da.from_array(y, chunks=(2, 4)), g, axis=axis, temperature=T, where=where)
+            got = got.compute()
+        np.testing.assert_allclose(got, e, rtol=1e-13, atol=1e-15)
+        if axis == -1:
+            assert np.all(got[1] == 0.0)  # empty row, even where g is inf
+
+
+def test_vjps_match_torch_autograd():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((5, 7, 3)) * 2
+    g = rng.standard_normal(x.shape)
+    gl = rng.standard_normal((5, 3))
+    b = rng.random((7, 1)) + 0.1  # broadcasts along the class axis 1
+    xd = da.from_array(x, chunks=(2, 3, 2))
+    for fwd, vjp in (
+        (torch.softmax, _dask.softmax_vjp),
+        (torch.log_softmax, _dask.log_softmax_vjp),
+    ):
+        tx = torch.tensor(x, requires_grad=True)
+        y = fwd(tx / 1.5, dim=1)
+        y.backward(torch.tensor(g))
+        with dask.config.set(scheduler="sync"):
+            got = vjp(da.from_array(y.detach().numpy(), chunks=(2, 3, 2)), g, axis=1,
+                      temperature=1.5).compute()  # fmt: skip
+        np.testing.assert_allclose(got, tx.grad.numpy(), rtol=1e-12, atol=1e-15)
+    for weights in (None, b):
+        tx = torch.tensor(x, requires_grad=True)
+        bt = 1.0 if weights is None else torch.tensor(weights)[None]
+        lse = torch.log(torch.sum(bt * torch.exp(tx / 0.7), dim=1))
+        lse.backward(torch.tensor(gl))
+        with dask.config.set(scheduler="sync"):
+            got = _dask.logsumexp_vjp(xd, gl, axis=1, b=weights, temperature=0.7).compute()
+        np.testing.assert_allclose(got, tx.grad.numpy(), rtol=1e-12, atol=1e-15)
