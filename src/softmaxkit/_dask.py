@@ -1,4 +1,9 @@
-"""Dask driver: the dense ops on ``dask.array.Array`` inputs, lazily.
+"""Dask driver: the softmax family on ``dask.array.Array`` inputs, lazily.
+
+Ops: ``softmax``, ``log_softmax``, ``logsumexp`` (dispatched from the public
+functions), and ``topk_softmax``, ``cross_entropy``, ``softmax_vjp``,
+``log_softmax_vjp``, ``logsumexp_vjp`` with the signatures of the NumPy functions
+of the online and losses families (plus ``split_every=`` everywhere).
 
 Imported only when the input already is a dask array (``softmax._foreign``), so
 ``import softmaxkit`` never imports dask.  One algorithm, several drivers: every
