@@ -163,7 +163,7 @@ def _cases(draw):
     ndim = draw(st.integers(1, 3))
     shape = tuple(draw(st.lists(st.integers(0, 7), min_size=ndim, max_size=ndim)))
     chunks = tuple(_chunking(draw, n) for n in shape)
-    dtype = draw(st.sampled_from([np.float64, np.float32, np.int16]))
+    dtype = draw(st.sampled_from([np.float64, np.float32, np.float16, np.int16]))
     seed = draw(st.integers(0, 2**32 - 1))
     rng = np.random.default_rng(seed)
     a = (rng.standard_normal(shape) * draw(st.sampled_from([1.0, 30.0]))).astype(dtype)
@@ -180,6 +180,9 @@ def _cases(draw):
     )
     op = draw(st.sampled_from(sorted(OPS)))
     kw = {"axis": axis, "temperature": draw(st.sampled_from([1.0, 0.5, 3.0]))}
+    out_dtype = draw(st.sampled_from([None, None, np.float32, np.float64]))
+    if out_dtype is not None:
+        kw["dtype"] = out_dtype
     if draw(st.booleans()):
         wshape = shape[draw(st.integers(0, ndim)) :]
         mask = rng.random(wshape) > 0.3
