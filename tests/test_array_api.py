@@ -99,6 +99,21 @@ def test_contract_cells(lib, dtype, op, masked):
 
 
 @pytest.mark.parametrize("lib", LIBS)
+@pytest.mark.parametrize("op", OPS)
+def test_all_finite_fast_path(lib, op):
+    """Rows with a finite max take a six-pass path; it keeps the log1p split."""
+    a = CELLS[[0, 6, 7]]
+    for axis in (-1, 0, None):
+        got = getattr(sk, op)(_make(lib, a), axis=axis, temperature=0.5)
+        _check(got, getattr(ref, op)(a, axis=axis, temperature=0.5), "float64")
+    if op == "log_softmax":  # -log1p(exp(-40)) at the dominant entry, not 0.0
+        got = _np(sk.log_softmax(_make(lib, np.array([0.0, -40.0]))))
+        assert got[0] == -4.248354255291589e-18
+    if op == "logsumexp":
+        assert float(_np(sk.logsumexp(_make(lib, np.array([0.0, -40.0]))))) == 4.248354255291589e-18
+
+
+@pytest.mark.parametrize("lib", LIBS)
 def test_size_zero_reductions(lib):
     x = _make(lib, np.ones((3, 0)))
     assert tuple(sk.softmax(x).shape) == (3, 0)
