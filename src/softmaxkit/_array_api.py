@@ -5,7 +5,12 @@ One generic implementation written against the Array API standard (through
 Results are arrays of the caller's namespace on the caller's device; nothing
 is copied to the host.  NumPy input never comes here (it keeps the Numba path).
 
-Algorithm (whole-array, three reductions over ``axes`` with ``keepdims``):
+Fast path: without ``where``/``b``, when every row has a finite max (one check on
+the batch-sized max), six passes: ``m``, ``d = v - m``, ``e = exp(d)``, then
+``e / sum e`` (torch, one axis: ``torch.softmax``), ``d - log sum e`` or
+``m + log sum e`` with the log1p split below.
+
+General path (whole-array, three reductions over ``axes`` with ``keepdims``):
 
 * ``include = where & (b != 0)``; a row is NaN if an included ``x / T`` or ``b`` is NaN;
 * ``m = max(x / T)`` over included entries (-inf for none);
@@ -43,6 +48,12 @@ from ._validate import normalize_axis, validate_temperature
 __all__ = ["log_softmax", "logsumexp", "softmax"]
 
 _NAMES = ("float16", "float32", "float64")
+
+
+def is_torch_namespace(xp) -> bool:
+    from array_api_compat import is_torch_namespace as check
+
+    return check(xp)
 
 
 def _namespace(x: Any):
@@ -182,12 +193,12 @@ class _Prep:
         return fn(a, axis=self.axes, keepdims=True)
 
     def fast(self):
-        """``(d, e, m)`` with ``d = v - m``, ``e = exp(d)`` for an unmasked, unweighted
-        call whose every row has a finite max (no NaN, no +inf, not all -inf), else None.
+        """The row max ``m`` of an unmasked, unweighted call whose every row has a
+        finite max (no NaN, no +inf, not all -inf), else None.
 
-        Six whole-array passes instead of ~25 for :meth:`stats`; the one check on
-        ``m`` (batch-sized) decides.  Under a tracing JIT (``jax.jit``) the check
-        cannot be made and the general path is taken.
+        Such calls take a six-pass path instead of the ~25 passes of :meth:`stats`;
+        the one check on ``m`` (batch-sized) decides.  Under a tracing JIT
+        (``jax.jit``) the check cannot be made and the general path is taken.
         """
         if self.include is not None or self.w is not None:
             return None
@@ -197,10 +208,7 @@ class _Prep:
             ok = bool(xp.all(xp.isfinite(m)))
         except Exception:  # a tracer (jax.jit): take the general path
             ok = False
-        if not ok:
-            return None
-        d = self.v - m
-        return d, xp.exp(d), m
+        return m if ok else None
 
     def fast_logabs(self, d, e):
         """log of the row sums of ``e``, split at the maxima (``d == 0``) for log1p."""
@@ -266,9 +274,16 @@ def _softmax(x, axis, temperature, where, dtype, out, log):
         xp = p.xp
         if p.empty:
             return _finish(p, xp.zeros(p.shape, dtype=p.compute, device=p.dev), out)
-        fast = p.fast()
-        if fast is not None:
-            d, e, _ = fast
+        m = p.fast()
+        if m is not None:
+            if not log and len(p.axes) == 1 and is_torch_namespace(xp):
+                # torch's native softmax: same result on rows with a finite max (the
+                # contract cells all have a non-finite max and take the path below)
+                import torch
+
+                return _finish(p, torch.softmax(p.v, dim=p.axes[0]), out)
+            d = p.v - m
+            e = xp.exp(d)
             res = d - p.fast_logabs(d, e) if log else e / p._red(xp.sum, e)
             return _finish(p, res, out)
         vals, m, c, r, at_max, nan_row = p.stats()
@@ -322,9 +337,9 @@ def logsumexp(
         if p.empty:
             lse = xp.full(kshape, -np.inf, dtype=p.compute, device=p.dev)
             sign = xp.zeros(kshape, dtype=p.compute, device=p.dev)
-        elif (fast := p.fast()) is not None:
-            d, e, m = fast
-            lse = m + p.fast_logabs(d, e)
+        elif (m := p.fast()) is not None:
+            d = p.v - m
+            lse = m + p.fast_logabs(d, xp.exp(d))
             sign = xp.ones(lse.shape, dtype=p.compute, device=p.dev)
         else:
             _, m, c, r, _, nan_row = p.stats()
