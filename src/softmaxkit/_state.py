@@ -77,5 +77,9 @@ def finalize(m, s):
         lse = np.where(s == 0, -np.inf, m + np.log(np.abs(s)))
         lse = np.where(np.isinf(m) & (m > 0) & (s != 0), np.inf, lse)
     sign = np.sign(s)
-    lse = np.where(np.isnan(s) | np.isnan(m), np.nan, lse)
+    # +inf entries whose weights cancel (s == 0 at m == +inf) are inf - inf: NaN,
+    # as in the dense kernel; NaN states stay NaN.
+    bad = np.isnan(s) | np.isnan(m) | ((m == np.inf) & (s == 0))
+    lse = np.where(bad, np.nan, lse)
+    sign = np.where(bad, np.nan, sign)
     return lse, sign
