@@ -53,7 +53,7 @@ def _softmax_impl(x, axis, temperature, where, dtype, out, log):
     mask = validate_where(where, arr.shape)
     compute, out_dtype = resolve_dtype(arr.dtype, dtype)
     if out is None:
-        out = np.empty(arr.shape, dtype=out_dtype)
+        out = np.empty_like(arr, dtype=out_dtype)  # x's memory layout: no transposed copy
     else:
         check_out(out, arr.shape, out_dtype)
     return _eager.dense_softmax(arr, axes, t, mask, compute, out, log)
