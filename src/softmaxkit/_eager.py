@@ -96,12 +96,12 @@ def plan(a: np.ndarray, axes: tuple[int, ...]):
     return None
 
 
-def _block_view(a: np.ndarray, P: int, n: int, Q: int) -> np.ndarray:
-    """The dense ``[P, n, Q]`` view of an array whose plan is (P, n, Q)."""
-    isz = a.itemsize
-    return np.lib.stride_tricks.as_strided(
-        a, (P, n, Q), (n * Q * isz, Q * isz, isz), writeable=a.flags.writeable
-    )
+def _block_view(a: np.ndarray, P: int, n: int, Q: int, order) -> np.ndarray:
+    """The dense ``[P, n, Q]`` view of an array whose plan is (P, n, Q, order)."""
+    if a.flags.c_contiguous:
+        return a.reshape(P, n, Q)
+    full = list(order) + [i for i in range(a.ndim) if i not in order]
+    return a.transpose(full).reshape(P, n, Q)  # C-contiguous after the transpose: a view
 
 
 def _aux_view(w: np.ndarray, order, axes, P: int, n: int, Q: int) -> np.ndarray:
@@ -180,7 +180,11 @@ def dense_softmax(
         return out
     rows, cols = _kernels()
     xk, T, invT, compute = _prepare(x, axes, temperature, compute)
-    outk = out.view(np.uint16) if out.dtype == np.float16 else out
+    outk = out
+    if out.dtype == np.float16:
+        # float16 is written as its bits from float32; from float64 NumPy does the one
+        # correct rounding (LLVM has no double -> half conversion here)
+        outk = out.view(np.uint16) if compute == np.float32 else out
     p = plan(xk, axes)
     copied = p is None
     if copied:
@@ -190,20 +194,25 @@ def dense_softmax(
         Q = 1
         x3 = xk.reshape(P, n, 1)
         m3 = None if where is None else np.ascontiguousarray(rows_view(where, axes))[:, :, None]
-        target = np.empty(xk.shape, dtype=outk.dtype)
+        tdt = compute if outk.dtype == np.float16 else outk.dtype
+        target = np.empty(xk.shape, dtype=tdt)
         o3 = target.reshape(P, n, 1)
     else:
         P, n, Q, order = p
-        x3 = _block_view(xk, P, n, Q)
+        x3 = _block_view(xk, P, n, Q, order)
         m3 = None if where is None else _aux_view(where, order, axes, P, n, Q)
         target = outk
-        if plan(outk, axes) != p or (_shares(xk, outk) and xk.strides != outk.strides):
+        if (
+            plan(outk, axes) != p
+            or (_shares(xk, outk) and xk.strides != outk.strides)
+            or outk.dtype == np.float16
+        ):
             # out in another layout (or overlapping x differently): write a private
             # buffer in x's layout, then copy
-            target = np.empty_like(xk, dtype=outk.dtype)
+            target = np.empty_like(xk, dtype=compute if outk.dtype == np.float16 else outk.dtype)
             if plan(target, axes) != p:  # pragma: no cover - empty_like keeps the order
                 target = np.ascontiguousarray(target)
-        o3 = _block_view(target, P, n, Q)
+        o3 = _block_view(target, P, n, Q, order)
     if Q == 1:
         rows.softmax_rows2d(
             x3[:, :, 0], None if m3 is None else m3[:, :, 0], o3[:, :, 0], T, invT, log
@@ -251,7 +260,7 @@ def dense_logsumexp(
         b3 = None if b is None else np.ascontiguousarray(rows_view(b, axes))[:, :, None]
     else:
         P, n, Q, order = p
-        x3 = _block_view(xk, P, n, Q)
+        x3 = _block_view(xk, P, n, Q, order)
         m3 = None if where is None else _aux_view(where, order, axes, P, n, Q)
         b3 = None if b is None else _aux_view(b, order, axes, P, n, Q)
     buf_l = np.empty((P, Q))

@@ -6,6 +6,7 @@ contract implemented here is the table in ``docs/dense.md``.
 
 from __future__ import annotations
 
+import math
 import sys
 from typing import Any
 
@@ -46,7 +47,59 @@ def _dispatch(name: str, x: Any, *args: Any, **kwargs: Any) -> Any:
     return getattr(_array_api, name)(x, *args, **kwargs)
 
 
+_TINY = 16  # rows up to this length with default options skip the kernels
+
+
+def _tiny_state(x, axis, temperature):
+    """(vals, m, r, w0) for a short finite 1-D float row with default options, else None.
+
+    A row of 3 through validation + driver + kernel costs ~10x NumPy's stable
+    formula; this path keeps the same formulas (ties ``w0``, the rest ``r``, so
+    ``log S = log1p(r)`` for one maximum) in Python floats (float64) instead.  Only
+    exact types are accepted, so every other call takes the validated path.
+    """
+    if not (
+        type(x) is np.ndarray
+        and x.ndim == 1
+        and 0 < x.shape[0] <= _TINY
+        and (x.dtype.char == "d" or x.dtype.char == "f")
+        and (axis == -1 or axis == 0)
+        and type(axis) is int
+        and type(temperature) is float
+        and temperature == 1.0
+    ):
+        return None
+    vals = x.tolist()
+    total = sum(vals)
+    if total - total != 0.0:  # NaN, +-inf (or overflow): the kernels handle those
+        return None
+    m = max(vals)
+    r = 0.0
+    w0 = 0
+    for v in vals:
+        if v == m:
+            w0 += 1
+        else:
+            r += math.exp(v - m)
+    return vals, m, r, w0
+
+
+def _tiny_log_sum(r, w0):
+    if w0 == 1 and r <= 1.0:
+        return math.log1p(r)
+    return math.log(w0) + math.log1p(r / w0) if r <= w0 else math.log(w0 + r)
+
+
 def _softmax_impl(x, axis, temperature, where, dtype, out, log):
+    if where is None and dtype is None and out is None:
+        st = _tiny_state(x, axis, temperature)
+        if st is not None:
+            vals, m, r, w0 = st
+            if log:
+                ls = _tiny_log_sum(r, w0)
+                return np.array([(v - m) - ls for v in vals], dtype=x.dtype)
+            s = w0 + r
+            return np.array([math.exp(v - m) / s for v in vals], dtype=x.dtype)
     arr = as_input_array(x)
     axes = normalize_axis(axis, arr.ndim)
     t = validate_temperature(temperature)
@@ -256,6 +309,12 @@ def logsumexp(
             dtype=dtype,
             out=out,
         )
+    if b is None and where is None and dtype is None and out is None and not keepdims:
+        st = _tiny_state(x, axis, temperature)
+        if st is not None:
+            _vals, m, r, w0 = st
+            lse0 = x.dtype.type(m + _tiny_log_sum(r, w0))
+            return (lse0, x.dtype.type(1.0)) if return_sign else lse0
     arr = as_input_array(x)
     axes = normalize_axis(axis, arr.ndim)
     t = validate_temperature(temperature)

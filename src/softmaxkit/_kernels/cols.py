@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from .exp import FASTMATH, exp_, fmax
 from .rows import EMPTY, FINITE, NAN, _classify, _log_sum, _winf_ovf, ld, st
@@ -240,23 +240,14 @@ def _sm_task(t, x, mask, out, has_mask, T, invT, log, nqb, njc, jcs, M, Rr, W, p
     _col_write(x, mask, out, has_mask, p, q0, q1, j0, j1, T, invT, log, m, r, w0)
 
 
-@njit(fastmath=FASTMATH, cache=True, parallel=True)
-def softmax_par(x, mask, out, has_mask, T, invT, log, nqb, njc, jcs):
-    """out = softmax over axis 1 of x[P, n, Q] (log_softmax when ``log``)."""
-    P, n, Q = x.shape
-    ntask = P * nqb * njc
-    if njc == 1:
-        M = np.empty((1, 1, 1))
-        for t in prange(ntask):
-            _sm_task(t, x, mask, out, has_mask, T, invT, log, nqb, 1, n, M, M, M, 0)
-        return
-    M = np.empty((P, njc, Q))
-    Rr = np.empty((P, njc, Q))
-    W = np.empty((P, njc, Q))
-    for t in prange(ntask):
-        _sm_task(t, x, mask, out, has_mask, T, invT, log, nqb, njc, jcs, M, Rr, W, 1)
-    for t in prange(ntask):
-        _sm_task(t, x, mask, out, has_mask, T, invT, log, nqb, njc, jcs, M, Rr, W, 2)
+_KW = {"fastmath": FASTMATH, "cache": True, "nogil": True}
+
+
+@njit(**_KW)
+def softmax_range(x, mask, out, has_mask, T, invT, log, nqb, njc, jcs, M, Rr, W, phase, t0, t1):
+    """Tasks t0:t1 of softmax over axis 1 of x[P, n, Q] (phase: see ``_sm_task``)."""
+    for t in range(t0, t1):
+        _sm_task(t, x, mask, out, has_mask, T, invT, log, nqb, njc, jcs, M, Rr, W, phase)
 
 
 @njit(fastmath=FASTMATH, cache=True)
@@ -274,20 +265,22 @@ def _lse_task(t, x, mask, b, has_mask, has_b, invT, nqb, njc, jcs, M, Rr, W):
         W[p, jc, q0 + q] = w0[q]
 
 
-@njit(fastmath=FASTMATH, cache=True, parallel=True)
-def logsumexp_par(x, mask, b, has_mask, has_b, T, invT, nqb, njc, jcs, lse, sign):
-    """lse[p, q], sign[p, q] over axis 1 of x[P, n, Q]."""
-    P, n, Q = x.shape
-    M = np.empty((P, njc, Q))
-    Rr = np.empty((P, njc, Q))
-    W = np.empty((P, njc, Q))
-    for t in prange(P * nqb * njc):
+@njit(**_KW)
+def logsumexp_range(x, mask, b, has_mask, has_b, invT, nqb, njc, jcs, M, Rr, W, t0, t1):
+    """Column states of tasks t0:t1 into M, Rr, W[P, njc, Q]."""
+    for t in range(t0, t1):
         _lse_task(t, x, mask, b, has_mask, has_b, invT, nqb, njc, jcs, M, Rr, W)
+
+
+@njit(**_KW)
+def logsumexp_finish_range(x, mask, b, has_mask, has_b, T, invT, njc, M, Rr, W, lse, sign, t0, t1):
+    """Merge the row-chunk states and finalise lse[p, :], sign[p, :] for p in t0:t1."""
+    _P, _n, Q = x.shape
     inv64 = np.float64(invT)
-    for p in prange(P):
-        m = np.zeros(Q)
-        r = np.zeros(Q)
-        w0 = np.zeros(Q)
+    m = np.zeros(Q)
+    r = np.zeros(Q)
+    w0 = np.zeros(Q)
+    for p in range(t0, t1):
         _merge_cols(M, Rr, W, p, 0, Q, njc, inv64, m, r, w0)
         for q in range(Q):
             code, mT = _classify(ld(m[q], invT), r[q], w0[q], T)
@@ -304,14 +297,9 @@ def logsumexp_par(x, mask, b, has_mask, has_b, T, invT, nqb, njc, jcs, lse, sign
             else:
                 winf = w0[q]
                 if m[q] != np.inf:
-                    winf = _winf_ovf(
-                        x[p, :, q],
-                        mask[p, :, q] if has_mask else mask[0, 0, :n],
-                        b[p, :, q] if has_b else b[0, 0, :n],
-                        has_mask,
-                        has_b,
-                        T,
-                    )
+                    mc = mask[p, :, q] if has_mask else mask[0, 0, :]
+                    bc = b[p, :, q] if has_b else b[0, 0, :]
+                    winf = _winf_ovf(x[p, :, q], mc, bc, has_mask, has_b, T)
                 if winf != winf or winf == 0:
                     lse[p, q] = np.nan
                     sign[p, q] = np.nan
@@ -320,18 +308,22 @@ def logsumexp_par(x, mask, b, has_mask, has_b, T, invT, nqb, njc, jcs, lse, sign
                     sign[p, q] = 1.0 if winf > 0 else -1.0
 
 
-_DUMMY_MASK = np.ones((1, 1, QB), dtype=np.bool_)
-_DUMMY_B = np.ones((1, 1, QB), dtype=np.float64)
+def _dummy3(dtype):
+    # read-only, non-contiguous: the same Numba type as a broadcast mask
+    return np.lib.stride_tricks.as_strided(
+        np.ones(QB + 1, dtype), (1, 1, QB), (0, 0, 1 if dtype == np.bool_ else 8), writeable=False
+    )
 
 
-def _split(P, n, Q):
-    import numba
+_DUMMY_MASK = _dummy3(np.bool_)
+_DUMMY_B = _dummy3(np.float64)
 
-    nt = numba.get_num_threads()
+
+def _split(P, n, Q, nt):
     nqb = -(-Q // QB)
     base = P * nqb
     njc = 1
-    if base < 4 * nt and n >= 2 * 256:
+    if nt > 1 and base < 4 * nt and n >= 2 * 256:
         njc = min(-(-4 * nt // base), n // 256)
     jcs = -(-n // njc)
     njc = -(-n // jcs)
@@ -339,37 +331,87 @@ def _split(P, n, Q):
 
 
 def softmax_cols3d(x, mask, out, T, invT, log):
-    """Driver-facing call for softmax / log_softmax over axis 1 of ``x[P, n, Q]``."""
-    nqb, njc, jcs = _split(*x.shape)
+    """softmax / log_softmax over axis 1 of dense ``x[P, n, Q]`` into ``out``."""
+    from ._parallel import run, threads_for
+
+    P, n, Q = x.shape
+    nt = threads_for(x.size)
+    nqb, njc, jcs = _split(P, n, Q, nt)
     has_mask = mask is not None
-    softmax_par(
-        x,
-        _DUMMY_MASK if mask is None else mask,
-        out,
-        has_mask,
-        np.float64(T),
-        invT,
-        log,
-        nqb,
-        njc,
-        jcs,
-    )
+    mask = _DUMMY_MASK if mask is None else mask
+    T = np.float64(T)
+    ntask = P * nqb * njc
+    if njc == 1:
+        M = np.empty((1, 1, 1))
+        run(softmax_range, ntask, nt, x, mask, out, has_mask, T, invT, log, nqb, 1, n, M, M, M, 0)
+        return
+    M, Rr, W = (np.empty((P, njc, Q)) for _ in range(3))
+    for phase in (1, 2):
+        run(
+            softmax_range,
+            ntask,
+            nt,
+            x,
+            mask,
+            out,
+            has_mask,
+            T,
+            invT,
+            log,
+            nqb,
+            njc,
+            jcs,
+            M,
+            Rr,
+            W,
+            phase,
+        )
 
 
 def logsumexp_cols3d(x, mask, b, T, invT, lse, sign):
-    """Driver-facing call for logsumexp over axis 1 of ``x[P, n, Q]`` -> ``lse[P, Q]``."""
-    nqb, njc, jcs = _split(*x.shape)
-    logsumexp_par(
+    """logsumexp over axis 1 of dense ``x[P, n, Q]`` -> ``lse[P, Q]``, ``sign[P, Q]``."""
+    from ._parallel import run, threads_for
+
+    P, n, Q = x.shape
+    nt = threads_for(x.size)
+    nqb, njc, jcs = _split(P, n, Q, nt)
+    has_mask, has_b = mask is not None, b is not None
+    mask = _DUMMY_MASK if mask is None else mask
+    b = _DUMMY_B if b is None else b
+    T = np.float64(T)
+    M, Rr, W = (np.empty((P, njc, Q)) for _ in range(3))
+    run(
+        logsumexp_range,
+        P * nqb * njc,
+        nt,
         x,
-        _DUMMY_MASK if mask is None else mask,
-        _DUMMY_B if b is None else b,
-        mask is not None,
-        b is not None,
-        np.float64(T),
+        mask,
+        b,
+        has_mask,
+        has_b,
         invT,
         nqb,
         njc,
         jcs,
+        M,
+        Rr,
+        W,
+    )
+    run(
+        logsumexp_finish_range,
+        P,
+        nt if P > 1 else 1,
+        x,
+        mask,
+        b,
+        has_mask,
+        has_b,
+        T,
+        invT,
+        njc,
+        M,
+        Rr,
+        W,
         lse,
         sign,
     )

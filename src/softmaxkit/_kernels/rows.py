@@ -39,7 +39,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange, types
+from numba import njit, types
 from numba.extending import overload
 
 from .exp import FASTMATH, exp_, f16_to_f32, f32_to_f16, fmax
@@ -78,7 +78,7 @@ def st(v, o):  # pragma: no cover - jitted code only
 @overload(st)
 def _st_ov(v, o):
     if o.dtype == types.uint16:
-        return lambda v, o: f32_to_f16(v)
+        return lambda v, o: f32_to_f16(np.float32(v))
     if o.dtype == types.float32:
         return lambda v, o: np.float32(v)
     return lambda v, o: np.float64(v)
@@ -492,184 +492,68 @@ def _lse_tile(t, x, T, invT, rows_per_tile, lse, sign):
         _lse_finish(i0 + r, x, x, x, False, False, M[r], Rr[r], W[r], T, lse, sign)
 
 
-@njit(fastmath=FASTMATH, cache=True, parallel=True)
-def softmax_short(x, out, T, invT, log, rows_per_tile):
-    """softmax / log_softmax of short rows (n <= SHORT), tiles of rows in parallel."""
-    ntile = -(-x.shape[0] // rows_per_tile)
-    for t in prange(ntile):
+# --------------------------------------------------------------------------- range kernels
+# Every kernel below is serial and nogil and works on a task range [t0, t1); the
+# runner (``_parallel.run``) splits the tasks over ``numba.get_num_threads()`` Python
+# threads.  We tried ``parallel=True`` + ``prange``: same speed, but every parfor
+# recompiles its inlined body (measured 4-15 s per kernel and dtype against 1-3 s).
+_KW = {"fastmath": FASTMATH, "cache": True, "nogil": True}
+
+
+@njit(**_KW)
+def softmax_short_range(x, out, T, invT, log, rows_per_tile, t0, t1):
+    """softmax / log_softmax of short rows (n <= SHORT), tiles t0:t1 of rows."""
+    for t in range(t0, t1):
         _softmax_tile(t, x, out, T, invT, log, rows_per_tile)
 
 
-@njit(fastmath=FASTMATH, cache=True, parallel=True)
-def logsumexp_short(x, T, invT, rows_per_tile, lse, sign):
-    """logsumexp of short rows (n <= SHORT), tiles of rows in parallel."""
-    ntile = -(-x.shape[0] // rows_per_tile)
-    for t in prange(ntile):
+@njit(**_KW)
+def logsumexp_short_range(x, T, invT, rows_per_tile, lse, sign, t0, t1):
+    """logsumexp of short rows (n <= SHORT), tiles t0:t1 of rows."""
+    for t in range(t0, t1):
         _lse_tile(t, x, T, invT, rows_per_tile, lse, sign)
 
 
-# --------------------------------------------------------------------------- kernels
-def _chunking(R, n, nch):
-    cs = -(-n // nch)
-    cs = -(-cs // 64) * 64
-    return cs, -(-n // cs)
-
-
-@njit(fastmath=FASTMATH, cache=True, parallel=True)
-def softmax_par(x, mask, out, has_mask, T, invT, log, nch, cs):
-    """out = softmax(x / T) (log_softmax when ``log``) per row, rows in parallel.
-
-    ``nch > 1`` splits each row into ``nch`` chunks of ``cs`` values reduced in
-    parallel (pass 1), merged, then written in parallel (pass 2).
-    """
-    R = x.shape[0]
-    if nch == 1:
-        for i in prange(R):
-            _softmax_row(i, x, mask, out, has_mask, T, invT, log)
-        return
-    ntask = R * nch
-    M = np.empty(ntask)
-    Rr = np.empty(ntask)
-    W = np.empty(ntask)
-    for t in prange(ntask):
-        _chunk_task(t, x, mask, mask, has_mask, False, nch, cs, invT, M, Rr, W)
-    for t in prange(ntask):
-        _write_task(t, x, mask, out, has_mask, nch, cs, T, invT, log, M, Rr, W)
-
-
-@njit(fastmath=FASTMATH, cache=True)
-def softmax_ser(x, mask, out, has_mask, T, invT, log):
-    """Serial twin of :func:`softmax_par` for small inputs (no thread start-up)."""
-    for i in range(x.shape[0]):
+@njit(**_KW)
+def softmax_range(x, mask, out, has_mask, T, invT, log, t0, t1):
+    """Rows t0:t1: pass 1 (online max+sum), pass 2 (write), one row at a time."""
+    for i in range(t0, t1):
         _softmax_row(i, x, mask, out, has_mask, T, invT, log)
 
 
-@njit(fastmath=FASTMATH, cache=True, parallel=True)
-def logsumexp_par(x, mask, b, has_mask, has_b, T, invT, nch, cs, lse, sign):
-    """lse[i], sign[i] = log|sum_j b_ij exp(x_ij / T)| and its sign; one read of x."""
-    R = x.shape[0]
-    if nch == 1:
-        for i in prange(R):
-            _lse_row(i, x, mask, b, has_mask, has_b, T, invT, lse, sign)
-        return
-    ntask = R * nch
-    M = np.empty(ntask)
-    Rr = np.empty(ntask)
-    W = np.empty(ntask)
-    for t in prange(ntask):
+@njit(**_KW)
+def logsumexp_range(x, mask, b, has_mask, has_b, T, invT, lse, sign, t0, t1):
+    """Rows t0:t1 of logsumexp: one read of each row."""
+    for i in range(t0, t1):
+        _lse_row(i, x, mask, b, has_mask, has_b, T, invT, lse, sign)
+
+
+@njit(**_KW)
+def chunk_states_range(x, mask, b, has_mask, has_b, nch, cs, invT, M, Rr, W, t0, t1):
+    """Long rows split in ``nch`` chunks of ``cs`` values: states of tasks t0:t1."""
+    for t in range(t0, t1):
         _chunk_task(t, x, mask, b, has_mask, has_b, nch, cs, invT, M, Rr, W)
+
+
+@njit(**_KW)
+def chunk_write_range(x, mask, out, has_mask, nch, cs, T, invT, log, M, Rr, W, t0, t1):
+    """Pass 2 of split rows: merge the row's chunk states, write chunk t."""
+    for t in range(t0, t1):
+        _write_task(t, x, mask, out, has_mask, nch, cs, T, invT, log, M, Rr, W)
+
+
+@njit(**_KW)
+def chunk_lse_finish(x, mask, b, has_mask, has_b, nch, T, invT, M, Rr, W, lse, sign):
     inv64 = np.float64(invT)
-    for i in range(R):
+    for i in range(x.shape[0]):
         m, r, w0 = _merge(M, Rr, W, i * nch, nch, inv64)
         _lse_finish(i, x, mask, b, has_mask, has_b, ld(m, invT), r, w0, T, lse, sign)
 
 
-@njit(fastmath=FASTMATH, cache=True)
-def logsumexp_ser(x, mask, b, has_mask, has_b, T, invT, lse, sign):
-    """Serial twin of :func:`logsumexp_par` for small inputs."""
-    for i in range(x.shape[0]):
-        _lse_row(i, x, mask, b, has_mask, has_b, T, invT, lse, sign)
-
-
-# --------------------------------------------------------------------------- entry points
-PAR_MIN = 1 << 15  # below this many elements the serial kernels win (no thread start-up)
-CHUNK_MIN = 1 << 15  # shortest chunk worth a task of its own
-
-
-def n_chunks(R: int, n: int) -> int:
-    """How many parallel chunks to split each row into (1: rows are enough work)."""
-    import numba
-
-    nt = numba.get_num_threads()
-    if R >= 4 * nt or n < 2 * CHUNK_MIN:
-        return 1
-    return max(1, min(-(-4 * nt // R), n // CHUNK_MIN))
-
-
-def inv_temperature(T: float, compute: np.dtype):
-    """``1/T`` in the compute dtype, or None when it is not a finite normal number."""
-    with np.errstate(over="ignore", divide="ignore"):
-        inv = compute.type(np.float64(1.0) / np.float64(T))
-    if not (np.isfinite(inv) and inv >= np.finfo(compute).tiny):
-        return None
-    return inv
-
-
-def softmax_rows2d(x, mask, out, T, invT, log):
-    """Driver-facing call: choose serial / parallel and the chunking."""
-    has_mask = mask is not None
-    if mask is None:
-        mask = _DUMMY_MASK
-    R, n = x.shape
-    T = np.float64(T)
-    if R * n < PAR_MIN:
-        softmax_ser(x, mask, out, has_mask, T, invT, log)
-        return
-    if n <= SHORT and not has_mask:
-        softmax_short(x, out, T, invT, log, max(1, _TILE // n))
-        return
-    nch = n_chunks(R, n)
-    cs, nch = _chunking(R, n, nch)
-    softmax_par(x, mask, out, has_mask, T, invT, log, nch, cs)
-
-
-def logsumexp_rows2d(x, mask, b, T, invT, lse, sign):
-    has_mask = mask is not None
-    has_b = b is not None
-    mask = _DUMMY_MASK if mask is None else mask
-    b = _DUMMY_B if b is None else b
-    R, n = x.shape
-    T = np.float64(T)
-    if R * n < PAR_MIN:
-        logsumexp_ser(x, mask, b, has_mask, has_b, T, invT, lse, sign)
-        return
-    if n <= SHORT and not has_mask and not has_b:
-        logsumexp_short(x, T, invT, max(1, _TILE // n), lse, sign)
-        return
-    cs, nch = _chunking(R, n, n_chunks(R, n))
-    logsumexp_par(x, mask, b, has_mask, has_b, T, invT, nch, cs, lse, sign)
-
-
-_DUMMY_MASK = np.ones((1, 1), dtype=np.bool_)
-_DUMMY_B = np.ones((1, 1), dtype=np.float64)
-
-
-def state_rows(x, mask, b, T, has_mask, has_b, m_out, s_out):
-    """The mergeable (m, s) state of each row of ``x[R, n]``, in float64.
-
-    ``m`` is the max of the included ``x / T`` and ``s = sum_j w_j exp(x_j / T - m)``.
-    Special rows: empty or all ``-inf`` -> (-inf, 0); ``+inf`` present -> (+inf, total
-    weight of the +inf entries); NaN -> (NaN, NaN).  See ``softmaxkit._state``.
-    Same kernel as logsumexp (one read of ``x``); ``s = w0 + r``.
-    """
-    x = np.asarray(x)
-    if x.dtype == np.float16:
-        x = x.view(np.uint16)
-    compute = np.dtype(np.float64) if x.dtype == np.float64 else np.dtype(np.float32)
-    T = float(T)
-    invT = inv_temperature(T, compute)
-    if invT is None:
-        with np.errstate(over="ignore"):
-            x = (x.astype(np.float64) if x.dtype != np.uint16 else x.view(np.float16)) / T
-        T, invT = 1.0, np.float64(1.0)
-    if x.dtype not in (np.float32, np.float64, np.uint16):
-        x = x.astype(np.float64)
-        invT = np.float64(invT)
-    if not x.flags.c_contiguous:
-        x = np.ascontiguousarray(x)
-    R = x.shape[0]
-    if R == 0:
-        return
-    if x.shape[1] == 0:
-        m_out[:] = -np.inf
-        s_out[:] = 0.0
-        return
-    _state_call(x, mask if has_mask else None, b if has_b else None, T, invT, m_out, s_out)
-
-
-@njit(cache=True, parallel=True)
-def _state_par(x, mask, b, has_mask, has_b, T, invT, m_out, s_out):
-    for i in prange(x.shape[0]):
+@njit(**_KW)
+def state_range(x, mask, b, has_mask, has_b, T, invT, m_out, s_out, t0, t1):
+    """(m, s) state rows t0:t1 in float64 (``softmaxkit._state`` conventions)."""
+    for i in range(t0, t1):
         mr = mask[i] if has_mask else mask[0]
         br = b[i] if has_b else b[0]
         m, r, w0 = _chunk_state(x[i], mr, br, has_mask, has_b, 0, x.shape[1], invT)
@@ -688,13 +572,132 @@ def _state_par(x, mask, b, has_mask, has_b, T, invT, m_out, s_out):
             s_out[i] = w0 + r
 
 
-def _state_call(x, mask, b, T, invT, m_out, s_out):
+# --------------------------------------------------------------------------- entry points
+CHUNK_MIN = 1 << 15  # shortest chunk worth a task of its own
+
+
+def _dummy2(dtype):
+    # read-only and non-contiguous, so it has the same Numba type as a broadcast mask
+    return np.lib.stride_tricks.as_strided(np.ones(2, dtype), (1, 1), (0, 2), writeable=False)
+
+
+_DUMMY_MASK = _dummy2(np.bool_)
+_DUMMY_B = _dummy2(np.float64)
+
+
+def n_chunks(R: int, n: int, nt: int) -> int:
+    """How many parallel chunks to split each row into (1: rows are enough work)."""
+    if nt == 1 or R >= 4 * nt or n < 2 * CHUNK_MIN:
+        return 1
+    return max(1, min(-(-4 * nt // R), n // CHUNK_MIN))
+
+
+def _chunking(n, nch):
+    cs = -(-n // nch)
+    cs = -(-cs // 64) * 64
+    return cs, -(-n // cs)
+
+
+def inv_temperature(T: float, compute: np.dtype):
+    """``1/T`` in the compute dtype, or None when it is not a finite normal number."""
+    if T == 1.0:
+        return compute.type(1.0)
+    with np.errstate(over="ignore", divide="ignore"):
+        inv = compute.type(np.float64(1.0) / np.float64(T))
+    if not (np.isfinite(inv) and inv >= np.finfo(compute).tiny):
+        return None
+    return inv
+
+
+def softmax_rows2d(x, mask, out, T, invT, log):
+    """softmax / log_softmax over the rows of C-contiguous ``x[R, n]`` into ``out``."""
+    from ._parallel import run, threads_for
+
+    has_mask = mask is not None
+    mask = _DUMMY_MASK if mask is None else mask
+    R, n = x.shape
+    T = np.float64(T)
+    nt = threads_for(x.size)
+    if n <= SHORT and not has_mask:
+        rpt = max(1, _TILE // n)
+        run(softmax_short_range, -(-R // rpt), nt, x, out, T, invT, log, rpt)
+        return
+    nch = n_chunks(R, n, nt)
+    if nch == 1:
+        run(softmax_range, R, nt, x, mask, out, has_mask, T, invT, log)
+        return
+    cs, nch = _chunking(n, nch)
+    M, Rr, W = np.empty(R * nch), np.empty(R * nch), np.empty(R * nch)
+    run(chunk_states_range, R * nch, nt, x, mask, mask, has_mask, False, nch, cs, invT, M, Rr, W)
+    run(chunk_write_range, R * nch, nt, x, mask, out, has_mask, nch, cs, T, invT, log, M, Rr, W)
+
+
+def logsumexp_rows2d(x, mask, b, T, invT, lse, sign):
+    """(log|sum|, sign) over the rows of C-contiguous ``x[R, n]`` (float64 outputs)."""
+    from ._parallel import run, threads_for
+
     has_mask = mask is not None
     has_b = b is not None
-    _state_par(
+    mask = _DUMMY_MASK if mask is None else mask
+    b = _DUMMY_B if b is None else b
+    R, n = x.shape
+    T = np.float64(T)
+    nt = threads_for(x.size)
+    if n <= SHORT and not has_mask and not has_b:
+        rpt = max(1, _TILE // n)
+        run(logsumexp_short_range, -(-R // rpt), nt, x, T, invT, rpt, lse, sign)
+        return
+    nch = n_chunks(R, n, nt)
+    if nch == 1:
+        run(logsumexp_range, R, nt, x, mask, b, has_mask, has_b, T, invT, lse, sign)
+        return
+    cs, nch = _chunking(n, nch)
+    M, Rr, W = np.empty(R * nch), np.empty(R * nch), np.empty(R * nch)
+    run(chunk_states_range, R * nch, nt, x, mask, b, has_mask, has_b, nch, cs, invT, M, Rr, W)
+    chunk_lse_finish(x, mask, b, has_mask, has_b, nch, T, invT, M, Rr, W, lse, sign)
+
+
+def state_rows(x, mask, b, T, has_mask, has_b, m_out, s_out):
+    """The mergeable (m, s) state of each row of ``x[R, n]``, in float64.
+
+    ``m`` is the max of the included ``x / T`` and ``s = sum_j w_j exp(x_j / T - m)``.
+    Special rows: empty or all ``-inf`` -> (-inf, 0); ``+inf`` present -> (+inf, total
+    weight of the +inf entries); NaN -> (NaN, NaN).  See ``softmaxkit._state``.
+    Same pass as logsumexp (one read of ``x``); ``s = w0 + r``.
+    """
+    from ._parallel import run, threads_for
+
+    x = np.asarray(x)
+    if x.dtype == np.float16:
+        x = x.view(np.uint16)
+    compute = np.dtype(np.float64) if x.dtype == np.float64 else np.dtype(np.float32)
+    if x.dtype not in (np.float32, np.float64, np.uint16):
+        x = x.astype(np.float64)
+        compute = np.dtype(np.float64)
+    T = float(T)
+    invT = inv_temperature(T, compute)
+    if invT is None:
+        with np.errstate(over="ignore", under="ignore"):
+            x = (x.view(np.float16) if x.dtype == np.uint16 else x).astype(np.float64) / T
+        T, invT = 1.0, np.float64(1.0)
+    if not x.flags.c_contiguous:
+        x = np.ascontiguousarray(x)
+    R = x.shape[0]
+    if R == 0:
+        return
+    if x.shape[1] == 0:
+        m_out[:] = -np.inf
+        s_out[:] = 0.0
+        return
+    mask = mask if has_mask else _DUMMY_MASK
+    b = b if has_b else _DUMMY_B
+    run(
+        state_range,
+        R,
+        threads_for(x.size),
         x,
-        _DUMMY_MASK if mask is None else mask,
-        _DUMMY_B if b is None else b,
+        mask,
+        b,
         has_mask,
         has_b,
         np.float64(T),
