@@ -302,6 +302,73 @@ def _write_row(xr, mr, orow, has_mask, lo, hi, m, r, w0, T, invT, log):
 
 
 @njit(fastmath=FASTMATH, cache=True)
+def _bsum_store(xr, orow, lo, hi, m, invT):
+    """``_bsum`` that also stores ``exp((x - m) / T)`` into ``orow[lo:hi]``."""
+    z = ld(0.0, m)
+    one = ld(1.0, m)
+    s = z
+    c = z
+    xs, os = xr[lo:hi], orow[lo:hi]
+    for j in range(xs.shape[0]):
+        v = ld(xs[j], m)
+        e = exp_((v - m) * invT)
+        os[j] = e
+        s += z if v >= m else e
+        c += one if v == m else z
+    return s, c
+
+
+@njit(fastmath=FASTMATH, cache=True)
+def _scale(orow, lo, hi, f):
+    os = orow[lo:hi]
+    for j in range(os.shape[0]):
+        os[j] = os[j] * f
+
+
+STORE_MAX = 1 << 16  # rows up to 256 KiB of float32 stay in L2 between the two passes
+
+
+@njit(fastmath=FASTMATH, cache=True)
+def _softmax_row_store(xr, orow, T, invT):
+    """softmax of one row that fits in L2: pass 1 stores the exps, pass 2 rescales.
+
+    Pass 1 writes ``exp((x - m_b) / T)`` with the running max ``m_b`` of each block;
+    pass 2 multiplies block b by ``exp((m_b - m) / T) / S`` -- one multiply per value
+    instead of a second exp (the input is still read once; ``out`` is re-read from
+    cache).
+    """
+    n = xr.shape[0]
+    ninf = ld(-np.inf, invT)
+    nb = -(-n // _BLOCK)
+    mbs = np.empty(nb)
+    m = ninf
+    r = 0.0
+    w0 = 0.0
+    inv64 = np.float64(invT)
+    for b in range(nb):
+        blo = b * _BLOCK
+        bhi = min(blo + _BLOCK, n)
+        bm = _bmax(xr, blo, bhi, ninf)
+        if bm > m:
+            sc = math.exp((np.float64(m) - np.float64(bm)) * inv64)
+            r = (r + w0) * sc
+            w0 = 0.0
+            m = bm
+        mbs[b] = m
+        bs, bc = _bsum_store(xr, orow, blo, bhi, m, invT)
+        r += np.float64(bs)
+        w0 += np.float64(bc)
+    code, _mT = _classify(m, r, w0, T)
+    if code != FINITE:
+        _write_row(xr, xr, orow, False, 0, n, m, r, w0, T, invT, False)
+        return
+    invS = 1.0 / (w0 + r)
+    for b in range(nb):
+        f = invS if mbs[b] == m else math.exp((mbs[b] - np.float64(m)) * inv64) * invS
+        _scale(orow, b * _BLOCK, min(b * _BLOCK + _BLOCK, n), ld(f, invT))
+
+
+@njit(fastmath=FASTMATH, cache=True)
 def _softmax_row(i, x, mask, out, has_mask, T, invT, log):
     n = x.shape[1]
     xr = x[i]
@@ -522,6 +589,13 @@ def softmax_range(x, mask, out, has_mask, T, invT, log, t0, t1):
 
 
 @njit(**_KW)
+def softmax_store_range(x, out, T, invT, t0, t1):
+    """Rows t0:t1 of softmax (no mask, out in the compute dtype, rows <= STORE_MAX)."""
+    for i in range(t0, t1):
+        _softmax_row_store(x[i], out[i], T, invT)
+
+
+@njit(**_KW)
 def logsumexp_range(x, mask, b, has_mask, has_b, T, invT, lse, sign, t0, t1):
     """Rows t0:t1 of logsumexp: one read of each row."""
     for i in range(t0, t1):
@@ -623,6 +697,9 @@ def softmax_rows2d(x, mask, out, T, invT, log):
         run(softmax_short_range, -(-R // rpt), nt, x, out, T, invT, log, rpt)
         return
     nch = n_chunks(R, n, nt)
+    if nch == 1 and not log and not has_mask and n <= STORE_MAX and out.dtype == invT.dtype:
+        run(softmax_store_range, R, nt, x, out, T, invT)
+        return
     if nch == 1:
         run(softmax_range, R, nt, x, mask, out, has_mask, T, invT, log)
         return
