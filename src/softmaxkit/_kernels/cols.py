@@ -19,11 +19,11 @@ import math
 import numpy as np
 from numba import njit
 
-from .exp import FASTMATH, exp_, fmax
+from .exp import FASTMATH, expd, fmax
 from .rows import EMPTY, FINITE, NAN, _classify, _log_sum, _winf_ovf, ld, st
 
-QB = 512  # columns per task (2 KiB of float32 per row slice)
-JB = 16  # rows per tile
+QB = 256  # columns per task (1 KiB of float32 per row slice)
+JB = 32  # rows per tile
 
 
 @njit(fastmath=FASTMATH, cache=True)
@@ -45,7 +45,7 @@ def _csum_plain(xr, m, invT, bs, bc):
     one = ld(1.0, invT)
     for q in range(bs.shape[0]):
         v = ld(xr[q], invT)
-        e = exp_((v - m[q]) * invT)
+        e = expd(v, m[q], invT)
         bs[q] += z if v >= m[q] else e
         bc[q] += one if v == m[q] else z
 
@@ -59,7 +59,7 @@ def _csum(xr, mr, br, has_mask, has_b, m, invT, bs, bc):
             w = np.float64(br[q])
             inc = inc and w != 0
         v = ld(xr[q], invT)
-        e = exp_((v - m[q]) * invT)
+        e = expd(v, m[q], invT)
         bs[q] += w * e if inc and not v >= m[q] else 0.0
         bc[q] += w if inc and v == m[q] else 0.0
 
@@ -67,8 +67,11 @@ def _csum(xr, mr, br, has_mask, has_b, m, invT, bs, bc):
 @njit(fastmath=FASTMATH, cache=True)
 def _cwrite(xr, orow, m, invT, c, log):
     for q in range(orow.shape[0]):
-        d = (ld(xr[q], invT) - m[q]) * invT
-        orow[q] = st(d - c[q] if log else exp_(d) * c[q], orow)
+        v = ld(xr[q], invT)
+        if log:
+            orow[q] = st((v - m[q]) * invT - c[q], orow)
+        else:
+            orow[q] = st(expd(v, m[q], invT) * c[q], orow)
 
 
 @njit(fastmath=FASTMATH, cache=True)
@@ -76,11 +79,11 @@ def _cwrite_m(xr, mr, orow, m, invT, c, log):
     z = ld(0.0, invT)
     ninf = ld(-np.inf, invT)
     for q in range(orow.shape[0]):
-        d = (ld(xr[q], invT) - m[q]) * invT
+        v = ld(xr[q], invT)
         if log:
-            orow[q] = st(d - c[q] if mr[q] else ninf, orow)
+            orow[q] = st((v - m[q]) * invT - c[q] if mr[q] else ninf, orow)
         else:
-            orow[q] = st(exp_(d) * c[q] if mr[q] else z, orow)
+            orow[q] = st(expd(v, m[q], invT) * c[q] if mr[q] else z, orow)
 
 
 @njit(fastmath=FASTMATH, cache=True)

@@ -42,7 +42,7 @@ import numpy as np
 from numba import njit, types
 from numba.extending import overload
 
-from .exp import FASTMATH, exp_, f16_to_f32, f32_to_f16, fmax
+from .exp import FASTMATH, expd, f16_to_f32, f32_to_f16, fmax
 
 _BLOCK = 2048  # 8 KiB of float32: the max and the sum sub-passes share L1
 
@@ -116,7 +116,7 @@ def _bsum(xr, lo, hi, m, invT):
     xs = xr[lo:hi]
     for j in range(xs.shape[0]):
         v = ld(xs[j], m)
-        e = exp_((v - m) * invT)
+        e = expd(v, m, invT)
         s += z if v >= m else e
         c += one if v == m else z
     return s, c
@@ -134,7 +134,7 @@ def _bsum_m(xr, mr, br, has_mask, has_b, lo, hi, m, invT):
             w = np.float64(bs[j])
             inc = inc and w != 0
         v = ld(xs[j], m)
-        e = exp_((v - m) * invT)
+        e = expd(v, m, invT)
         s += w * e if inc and not v >= m else 0.0
         c += w if inc and v == m else 0.0
     return s, c
@@ -144,7 +144,7 @@ def _bsum_m(xr, mr, br, has_mask, has_b, lo, hi, m, invT):
 def _wsm(xr, orow, lo, hi, m, invT, invS):
     xs, os = xr[lo:hi], orow[lo:hi]
     for j in range(xs.shape[0]):
-        os[j] = st(exp_((ld(xs[j], m) - m) * invT) * invS, os)
+        os[j] = st(expd(ld(xs[j], m), m, invT) * invS, os)
 
 
 @njit(fastmath=FASTMATH, cache=True)
@@ -160,11 +160,11 @@ def _wsm_m(xr, mr, orow, lo, hi, m, invT, invS, log):
     ninf = ld(-np.inf, m)
     xs, ms, os = xr[lo:hi], mr[lo:hi], orow[lo:hi]
     for j in range(xs.shape[0]):
-        d = (ld(xs[j], m) - m) * invT
+        v = ld(xs[j], m)
         if log:
-            os[j] = st(d - invS if ms[j] else ninf, os)
+            os[j] = st((v - m) * invT - invS if ms[j] else ninf, os)
         else:
-            os[j] = st(exp_(d) * invS if ms[j] else zero, os)
+            os[j] = st(expd(v, m, invT) * invS if ms[j] else zero, os)
 
 
 # --------------------------------------------------------------------------- row pieces
@@ -311,7 +311,7 @@ def _bsum_store(xr, orow, lo, hi, m, invT):
     xs, os = xr[lo:hi], orow[lo:hi]
     for j in range(xs.shape[0]):
         v = ld(xs[j], m)
-        e = exp_((v - m) * invT)
+        e = expd(v, m, invT)
         os[j] = e
         s += z if v >= m else e
         c += one if v == m else z
@@ -364,8 +364,14 @@ def _softmax_row_store(xr, orow, T, invT):
         return
     invS = 1.0 / (w0 + r)
     for b in range(nb):
+        lo = b * _BLOCK
+        hi = min(lo + _BLOCK, n)
+        if mbs[b] == -np.inf:
+            # every value of the block so far was -inf (the stored exps are NaN)
+            _fill(orow, lo, hi, ld(0.0, invT))
+            continue
         f = invS if mbs[b] == m else math.exp((mbs[b] - np.float64(m)) * inv64) * invS
-        _scale(orow, b * _BLOCK, min(b * _BLOCK + _BLOCK, n), ld(f, invT))
+        _scale(orow, lo, hi, ld(f, invT))
 
 
 @njit(fastmath=FASTMATH, cache=True)
@@ -456,7 +462,7 @@ def _fill(a, lo, hi, v):
 @njit(fastmath=FASTMATH, cache=True)
 def _exp_tile(xs, mb, eb, invT):
     for k in range(xs.shape[0]):
-        eb[k] = exp_((ld(xs[k], invT) - mb[k]) * invT)
+        eb[k] = expd(ld(xs[k], invT), mb[k], invT)
 
 
 @njit(fastmath=FASTMATH, cache=True)
