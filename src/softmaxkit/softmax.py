@@ -155,10 +155,17 @@ def softmax(x, /, axis=-1, *, temperature=1.0, where=None, dtype=None, out=None)
     ``+inf`` gives ``1/k`` there and 0 elsewhere; a row containing NaN gives NaN
     everywhere.  No floating-point warning is emitted.
 
-    Peak extra memory: none beyond the output when the reduced axes are the
-    trailing, contiguous axes and no dtype conversion is needed; otherwise one
-    temporary of the input's size in the computation dtype (and one for ``where``
-    when it has to be transposed).
+    Peak extra memory: none beyond the output (O(rows) float64 state) for float16,
+    float32 and float64 input stored densely (C or F order, or any transpose of
+    them) whose reduced axes are adjacent in memory -- any single axis, ``None``,
+    trailing tuples: the fused kernels read ``x`` in place, convert float16 block
+    by block, and never transpose.  Otherwise: one copy of the input with the
+    reduced axes moved last (strided input, or reduced axes separated in memory
+    such as ``(0, 2)`` of a C array) plus one output-sized buffer; integer and bool
+    input: one float64 copy; an ``out`` laid out differently from ``x``, or float16
+    output computed in float64: one output-sized buffer; a ``where`` whose strides
+    do not follow ``x``'s layout: one bool copy (broadcast masks are read in place).
+    Details and measurements: ``docs/performance.md``.
 
     Examples
     --------
@@ -282,8 +289,10 @@ def logsumexp(
     SciPy returns sign -1 for an empty row); a row with ``+inf`` gives ``+inf``
     (NaN when the weights of the ``+inf`` entries cancel); a NaN row gives NaN.
 
-    Peak extra memory: two float64 values per output element, plus the temporary
-    described for :func:`softmax` when the layout needs it.
+    Peak extra memory: a few float64 values per output element (the per-row
+    ``(m, s)`` state and the sign) and nothing input-sized, except the copies
+    described for :func:`softmax` when the layout needs one (``b`` is read in place
+    when it is broadcast).
 
     Examples
     --------
