@@ -142,6 +142,8 @@ def _aux_view(w: np.ndarray, order, axes, P: int, n: int, Q: int) -> np.ndarray:
 
 def _compute_input(x: np.ndarray, compute: np.dtype) -> np.ndarray:
     """The array the kernels read: float16 as bits, float32/64 as is, others cast."""
+    if not x.dtype.isnative:  # Numba reads native byte order only
+        x = x.astype(x.dtype.newbyteorder("="))
     if x.dtype == np.float16:
         return x.view(np.uint16) if compute == np.float32 else x.astype(compute)
     if x.dtype in (np.float32, np.float64):
@@ -194,7 +196,7 @@ def dense_softmax(
         Q = 1
         x3 = xk.reshape(P, n, 1)
         m3 = None if where is None else np.ascontiguousarray(rows_view(where, axes))[:, :, None]
-        tdt = compute if outk.dtype == np.float16 else outk.dtype
+        tdt = compute if outk.dtype == np.float16 else outk.dtype.newbyteorder("=")
         target = np.empty(xk.shape, dtype=tdt)
         o3 = target.reshape(P, n, 1)
     else:
@@ -206,10 +208,12 @@ def dense_softmax(
             plan(outk, axes) != p
             or (_shares(xk, outk) and xk.strides != outk.strides)
             or outk.dtype == np.float16
+            or not outk.dtype.isnative
         ):
             # out in another layout (or overlapping x differently): write a private
             # buffer in x's layout, then copy
-            target = np.empty_like(xk, dtype=compute if outk.dtype == np.float16 else outk.dtype)
+            tdt = compute if outk.dtype == np.float16 else outk.dtype.newbyteorder("=")
+            target = np.empty_like(xk, dtype=tdt)
             if plan(target, axes) != p:  # pragma: no cover - empty_like keeps the order
                 target = np.ascontiguousarray(target)
         o3 = _block_view(target, P, n, Q, order)

@@ -8,12 +8,14 @@ run on the calling thread (thread hand-off costs ~20 µs).
 
 from __future__ import annotations
 
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
 PAR_MIN = 1 << 18  # elements; below this one thread is faster than a hand-off
 
 _POOL: ThreadPoolExecutor | None = None
+_POOL_PID = -1
 _LOCK = threading.Lock()
 
 
@@ -27,15 +29,16 @@ def threads_for(size: int) -> int:
 
 
 def _pool() -> ThreadPoolExecutor:
-    global _POOL
+    global _POOL, _POOL_PID
     with _LOCK:
-        if _POOL is None:
+        if _POOL is None or _POOL_PID != os.getpid():  # a forked child has no threads
             import numba
 
             _POOL = ThreadPoolExecutor(
                 max_workers=max(1, int(numba.config.NUMBA_NUM_THREADS)),
                 thread_name_prefix="softmaxkit",
             )
+            _POOL_PID = os.getpid()
         return _POOL
 
 
