@@ -23,6 +23,7 @@ def test_every_case_runs_once(tiny_shapes):
     for r in results:
         ours = r["impls"]["softmaxkit"]
         assert ours["vs_baseline"] == 1.0
+        assert r["impls"]["softmaxkit out="]["vs_baseline"] == 1.0
         assert ours["max_error"] is not None
         # float32 contract bounds (the check mixes relative and absolute scales)
         assert ours["max_error"] < 1e-5
