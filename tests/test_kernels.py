@@ -23,7 +23,7 @@ RNG = np.random.default_rng(12345)
 # PAR_MIN (threads), SHORT (tiles), STORE_MAX, CHUNK_MIN (split rows), column kernels.
 PATHS = {
     "tiny-rows": ((7, 5), -1),
-    "short-tiles": ((3000, 100), -1),
+    "short-tiles": ((3000, 40), -1),
     "rows": ((40, 3000), -1),
     "long-rows-split": ((2, 150_000), -1),
     "huge-row-split": ((1, 300_000), -1),
