@@ -1,21 +1,47 @@
-"""Eager NumPy driver: lay the reduced axes out as contiguous rows, call a kernel.
+"""Eager NumPy driver: find a copy-free row or column layout, call a fused kernel.
 
 The public layer (``softmax.py``) has validated every argument; this module only
 moves data.  Kernels are imported lazily so that ``import softmaxkit`` does not
 import Numba.
+
+Layouts.  The array is looked at in memory order (axes sorted by stride, size-1
+axes dropped); when it is dense in that order and the reduced axes form one run,
+it is viewed without a copy as ``[P, n, Q]`` (reduce the middle axis):
+
+* ``Q == 1``: rows (C order, reduced axes trailing) -> the row kernels;
+* ``Q > 1``: columns (e.g. axis 0 of a C array, or the last axis of an F array)
+  -> the column kernels, which stream over the ``n`` reduced rows with per-column
+  state, ``Q`` values at a time (no transpose);
+* otherwise (non-dense strides, several separated runs of reduced axes) the
+  reduced axes are moved last into one contiguous copy of the input.
+
+float16 is read and written as its bits (uint16) and converted inside the kernels.
+Integer and bool inputs are converted to float64 first (one temporary).
+Peak extra memory is therefore zero beyond the output for float16/32/64 input in a
+dense layout (plus O(rows) float64 state when long rows are split), otherwise one
+input-sized temporary (and one output-sized temporary when ``out`` has a layout
+different from the input's).
 """
 
 from __future__ import annotations
+
+import itertools
+import math
 
 import numpy as np
 
 __all__ = ["dense_logsumexp", "dense_softmax", "rows_view"]
 
+_KERNELS = None
+
 
 def _kernels():
-    from ._kernels import rows
+    global _KERNELS
+    if _KERNELS is None:
+        from ._kernels import cols, rows
 
-    return rows
+        _KERNELS = (rows, cols)
+    return _KERNELS
 
 
 def rows_view(a: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
@@ -27,25 +53,119 @@ def rows_view(a: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
     k = len(axes)
     moved = np.moveaxis(a, axes, tuple(range(a.ndim - k, a.ndim))) if k else a
     batch = moved.shape[: a.ndim - k]
-    n = int(np.prod(moved.shape[a.ndim - k :], dtype=np.int64))
-    r = int(np.prod(batch, dtype=np.int64))
+    n = math.prod(moved.shape[a.ndim - k :])
+    r = math.prod(batch)
     return moved.reshape(r, n)
+
+
+def plan(a: np.ndarray, axes: tuple[int, ...]):
+    """``(P, n, Q, order)`` when ``a`` is a dense ``[P, n, Q]`` block in memory order.
+
+    ``order`` is the axis order (largest stride first) that makes ``a`` C-contiguous;
+    None when the layout needs a copy.
+    """
+    shape, strides = a.shape, a.strides
+    keep = [i for i in range(a.ndim) if shape[i] != 1]
+    order = sorted(keep, key=lambda i: -strides[i])
+    step = a.itemsize
+    for i in reversed(order):
+        if strides[i] != step:
+            return None
+        step *= shape[i]
+    runs: list[list] = []
+    for i in order:
+        red = i in axes
+        if runs and runs[-1][0] == red:
+            runs[-1][1] *= shape[i]
+        else:
+            runs.append([red, shape[i]])
+    kinds = [r[0] for r in runs]
+    sizes = [r[1] for r in runs]
+    if kinds == []:
+        return 1, 1, 1, order
+    if kinds == [True]:
+        return 1, sizes[0], 1, order
+    if kinds == [False]:
+        return sizes[0], 1, 1, order
+    if kinds == [False, True]:
+        return sizes[0], sizes[1], 1, order
+    if kinds == [True, False]:
+        return 1, sizes[0], sizes[1], order
+    if kinds == [False, True, False]:
+        return sizes[0], sizes[1], sizes[2], order
+    return None
+
+
+def _block_view(a: np.ndarray, P: int, n: int, Q: int, order) -> np.ndarray:
+    """The dense ``[P, n, Q]`` view of an array whose plan is (P, n, Q, order)."""
+    if a.flags.c_contiguous:
+        return a.reshape(P, n, Q)
+    full = list(order) + [i for i in range(a.ndim) if i not in order]
+    return a.transpose(full).reshape(P, n, Q)  # C-contiguous after the transpose: a view
+
+
+def _aux_view(w: np.ndarray, order, axes, P: int, n: int, Q: int) -> np.ndarray:
+    """``where``/``b`` (same shape as x, any strides, usually broadcast) as ``[P, n, Q]``.
+
+    Merges the axes of each run of ``order`` when their strides allow it (dense or all
+    zero); else a dense copy in the input's memory order (one bool/float temporary).
+    """
+    groups: list[list[int]] = []
+    for i in order:
+        red = i in axes
+        if groups and (groups[-1][0] in axes) == red:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    strides = []
+    for g in groups:
+        if all(w.strides[k] == 0 for k in g):
+            strides.append(0)
+            continue
+        if any(w.strides[a] != w.strides[b] * w.shape[b] for a, b in itertools.pairwise(g)):
+            full = list(order) + [i for i in range(w.ndim) if i not in order]
+            return np.ascontiguousarray(w.transpose(full)).reshape(P, n, Q)
+        strides.append(w.strides[g[-1]])
+    kinds = [g[0] in axes for g in groups]
+    sp, sn, sq = 0, 0, 0
+    k = 0
+    if k < len(kinds) and not kinds[k]:
+        sp = strides[k]
+        k += 1
+    if k < len(kinds) and kinds[k]:
+        sn = strides[k]
+        k += 1
+    if k < len(kinds):
+        sq = strides[k]
+    return np.lib.stride_tricks.as_strided(w, (P, n, Q), (sp, sn, sq), writeable=False)
+
+
+def _compute_input(x: np.ndarray, compute: np.dtype) -> np.ndarray:
+    """The array the kernels read: float16 as bits, float32/64 as is, others cast."""
+    if not x.dtype.isnative:  # Numba reads native byte order only
+        x = x.astype(x.dtype.newbyteorder("="))
+    if x.dtype == np.float16:
+        return x.view(np.uint16) if compute == np.float32 else x.astype(compute)
+    if x.dtype in (np.float32, np.float64):
+        return x
+    return x.astype(compute)
 
 
 def _shares(a: np.ndarray | None, b: np.ndarray | None) -> bool:
     return a is not None and b is not None and np.may_share_memory(a, b)
 
 
-def _same_view(a: np.ndarray, b: np.ndarray) -> bool:
-    return (
-        a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
-        and a.strides == b.strides
-        and a.shape == b.shape
-    )
-
-
-def _dummy(shape: tuple[int, int], dtype) -> np.ndarray:
-    return np.broadcast_to(np.ones(1, dtype=dtype), shape)
+def _prepare(x, axes, temperature, compute):
+    """(xk, T, invT, compute) with the tiny-temperature fallback applied."""
+    rows, _ = _kernels()
+    invT = rows.inv_temperature(temperature, compute)
+    if invT is None:
+        # 1/T overflows (or underflows) the compute dtype: divide once in float64 and
+        # use T = 1 -- exactly the reference's x / T, including overflow to +-inf.
+        with np.errstate(over="ignore", under="ignore"):
+            xk = x.astype(np.float64) / temperature
+        return xk, 1.0, np.float64(1.0), np.dtype(np.float64)
+    return _compute_input(x, compute), float(temperature), invT, compute
 
 
 def dense_softmax(
@@ -60,29 +180,57 @@ def dense_softmax(
     """Write softmax (or log_softmax) of ``x`` over ``axes`` into ``out`` and return it."""
     if x.size == 0:
         return out
-    x2 = rows_view(x, axes).astype(compute, copy=False)
-    mask2 = rows_view(where, axes) if where is not None else None
-    out2 = rows_view(out, axes)
-    direct = out.dtype == compute and np.may_share_memory(out2, out)
-    if direct and _shares(x2, out2) and not _same_view(x2, out2):
-        x2 = x2.copy()  # out overlaps the input in another layout: read a private copy
-    target = out2 if direct else np.empty(x2.shape, dtype=compute)
-    k = _kernels()
-    k.softmax_rows(
-        x2,
-        mask2 if mask2 is not None else _dummy(x2.shape, np.bool_),
-        _dummy(x2.shape, compute),
-        np.float64(temperature),  # float64: float32(T) can round to 0 or inf
-        mask2 is not None,
-        log,
-        target,
-    )
-    if target is not out2:
-        moved = np.moveaxis(out, axes, tuple(range(out.ndim - len(axes), out.ndim)))
-        # Rounding to a narrower out dtype may overflow (log_softmax -7e4 -> float16
-        # -inf): the correctly rounded value, so the cast warning is silenced.
-        with np.errstate(over="ignore", under="ignore"):
-            moved[...] = target.reshape(moved.shape)
+    rows, cols = _kernels()
+    xk, T, invT, compute = _prepare(x, axes, temperature, compute)
+    outk = out
+    if out.dtype == np.float16:
+        # float16 is written as its bits from float32; from float64 NumPy does the one
+        # correct rounding (LLVM has no double -> half conversion here)
+        outk = out.view(np.uint16) if compute == np.float32 else out
+    p = plan(xk, axes)
+    copied = p is None
+    if copied:
+        # no copy-free layout: one contiguous copy with the reduced axes last
+        xk = np.ascontiguousarray(rows_view(xk, axes))
+        P, n = xk.shape
+        Q = 1
+        x3 = xk.reshape(P, n, 1)
+        m3 = None if where is None else np.ascontiguousarray(rows_view(where, axes))[:, :, None]
+        tdt = compute if outk.dtype == np.float16 else outk.dtype.newbyteorder("=")
+        target = np.empty(xk.shape, dtype=tdt)
+        o3 = target.reshape(P, n, 1)
+    else:
+        P, n, Q, order = p
+        x3 = _block_view(xk, P, n, Q, order)
+        m3 = None if where is None else _aux_view(where, order, axes, P, n, Q)
+        target = outk
+        if (
+            plan(outk, axes) != p
+            or (_shares(xk, outk) and xk.strides != outk.strides)
+            or outk.dtype == np.float16
+            or not outk.dtype.isnative
+        ):
+            # out in another layout (or overlapping x differently): write a private
+            # buffer in x's layout, then copy
+            tdt = compute if outk.dtype == np.float16 else outk.dtype.newbyteorder("=")
+            target = np.empty_like(xk, dtype=tdt)
+            if plan(target, axes) != p:  # pragma: no cover - empty_like keeps the order
+                target = np.ascontiguousarray(target)
+        o3 = _block_view(target, P, n, Q, order)
+    if Q == 1:
+        rows.softmax_rows2d(
+            x3[:, :, 0], None if m3 is None else m3[:, :, 0], o3[:, :, 0], T, invT, log
+        )
+    else:
+        cols.softmax_cols3d(x3, m3, o3, T, invT, log)
+    if target is not outk:
+        # rounding to a narrower out dtype may overflow: the correctly rounded inf
+        with np.errstate(over="ignore"):
+            if copied:
+                moved = np.moveaxis(outk, axes, tuple(range(out.ndim - len(axes), out.ndim)))
+                moved[...] = target.reshape(moved.shape)
+            else:
+                outk[...] = target
     return out
 
 
@@ -94,26 +242,49 @@ def dense_logsumexp(
     b: np.ndarray | None,
     compute: np.dtype,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Return ``(lse, sign)`` in ``compute`` dtype, shaped like the batch (reduced) shape."""
+    """Return ``(lse, sign)`` in float64, shaped like the batch (reduced) shape."""
     batch = tuple(s for i, s in enumerate(x.shape) if i not in axes)
-    x2 = rows_view(x, axes).astype(compute, copy=False)
-    r = x2.shape[0]
-    lse = np.empty(r, dtype=np.float64)
-    sign = np.empty(r, dtype=np.float64)
-    if x2.shape[1] == 0:
+    nbatch = math.prod(batch)
+    lse = np.empty(nbatch, dtype=np.float64)
+    sign = np.empty(nbatch, dtype=np.float64)
+    if x.size == 0:
         lse.fill(-np.inf)
         sign.fill(0.0)
-    elif r:
-        mask2 = rows_view(where, axes) if where is not None else None
-        b2 = rows_view(b, axes) if b is not None else None
-        _kernels().logsumexp_rows(
-            x2,
-            mask2 if mask2 is not None else _dummy(x2.shape, np.bool_),
-            b2 if b2 is not None else _dummy(x2.shape, compute),
-            np.float64(temperature),  # float64: float32(T) can round to 0 or inf
-            mask2 is not None,
-            b2 is not None,
-            lse,
-            sign,
+        return lse.reshape(batch), sign.reshape(batch)
+    rows, cols = _kernels()
+    xk, T, invT, compute = _prepare(x, axes, temperature, compute)
+    p = plan(xk, axes)
+    if p is None:
+        xk = np.ascontiguousarray(rows_view(xk, axes))
+        P, n = xk.shape
+        Q = 1
+        order = [i for i in range(x.ndim) if i not in axes] + list(axes)
+        x3 = xk.reshape(P, n, 1)
+        m3 = None if where is None else np.ascontiguousarray(rows_view(where, axes))[:, :, None]
+        b3 = None if b is None else np.ascontiguousarray(rows_view(b, axes))[:, :, None]
+    else:
+        P, n, Q, order = p
+        x3 = _block_view(xk, P, n, Q, order)
+        m3 = None if where is None else _aux_view(where, order, axes, P, n, Q)
+        b3 = None if b is None else _aux_view(b, order, axes, P, n, Q)
+    buf_l = np.empty((P, Q))
+    buf_s = np.empty((P, Q))
+    if Q == 1:
+        rows.logsumexp_rows2d(
+            x3[:, :, 0],
+            None if m3 is None else m3[:, :, 0],
+            None if b3 is None else b3[:, :, 0],
+            T,
+            invT,
+            buf_l[:, 0],
+            buf_s[:, 0],
         )
+    else:
+        cols.logsumexp_cols3d(x3, m3, b3, T, invT, buf_l, buf_s)
+    # (P, Q) follows the memory order of the kept axes: put them back in axis order
+    kept = [i for i in order if i not in axes]
+    kshape = [x.shape[i] for i in kept]
+    perm = tuple(int(k) for k in np.argsort(kept))
+    lse[...] = buf_l.reshape(kshape).transpose(perm).reshape(-1)
+    sign[...] = buf_s.reshape(kshape).transpose(perm).reshape(-1)
     return lse.reshape(batch), sign.reshape(batch)

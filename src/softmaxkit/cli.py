@@ -26,6 +26,7 @@ _PLUGINS = (
     "softmaxkit._cli_dense",
     "softmaxkit._cli_online",
     "softmaxkit._cli_quantized",
+    "softmaxkit._cli_bench",
 )
 
 

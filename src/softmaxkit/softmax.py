@@ -6,6 +6,7 @@ contract implemented here is the table in ``docs/dense.md``.
 
 from __future__ import annotations
 
+import math
 import sys
 from typing import Any
 
@@ -46,14 +47,66 @@ def _dispatch(name: str, x: Any, *args: Any, **kwargs: Any) -> Any:
     return getattr(_array_api, name)(x, *args, **kwargs)
 
 
+_TINY = 16  # rows up to this length with default options skip the kernels
+
+
+def _tiny_state(x, axis, temperature):
+    """(vals, m, r, w0) for a short finite 1-D float row with default options, else None.
+
+    A row of 3 through validation + driver + kernel costs ~10x NumPy's stable
+    formula; this path keeps the same formulas (ties ``w0``, the rest ``r``, so
+    ``log S = log1p(r)`` for one maximum) in Python floats (float64) instead.  Only
+    exact types are accepted, so every other call takes the validated path.
+    """
+    if not (
+        type(x) is np.ndarray
+        and x.ndim == 1
+        and 0 < x.shape[0] <= _TINY
+        and (x.dtype.char == "d" or x.dtype.char == "f")
+        and type(axis) is int
+        and (axis == -1 or axis == 0)
+        and type(temperature) is float
+        and temperature == 1.0
+    ):
+        return None
+    vals = x.tolist()
+    total = sum(vals)
+    if total - total != 0.0:  # NaN, +-inf (or overflow): the kernels handle those
+        return None
+    m = max(vals)
+    r = 0.0
+    w0 = 0
+    for v in vals:
+        if v == m:
+            w0 += 1
+        else:
+            r += math.exp(v - m)
+    return vals, m, r, w0
+
+
+def _tiny_log_sum(r, w0):
+    if w0 == 1 and r <= 1.0:
+        return math.log1p(r)
+    return math.log(w0) + math.log1p(r / w0) if r <= w0 else math.log(w0 + r)
+
+
 def _softmax_impl(x, axis, temperature, where, dtype, out, log):
+    if where is None and dtype is None and out is None:
+        st = _tiny_state(x, axis, temperature)
+        if st is not None:
+            vals, m, r, w0 = st
+            if log:
+                ls = _tiny_log_sum(r, w0)
+                return np.array([(v - m) - ls for v in vals], dtype=x.dtype)
+            s = w0 + r
+            return np.array([math.exp(v - m) / s for v in vals], dtype=x.dtype)
     arr = as_input_array(x)
     axes = normalize_axis(axis, arr.ndim)
     t = validate_temperature(temperature)
     mask = validate_where(where, arr.shape)
     compute, out_dtype = resolve_dtype(arr.dtype, dtype)
     if out is None:
-        out = np.empty(arr.shape, dtype=out_dtype)
+        out = np.empty_like(arr, dtype=out_dtype)  # x's memory layout: no transposed copy
     else:
         check_out(out, arr.shape, out_dtype)
     return _eager.dense_softmax(arr, axes, t, mask, compute, out, log)
@@ -102,10 +155,17 @@ def softmax(x, /, axis=-1, *, temperature=1.0, where=None, dtype=None, out=None)
     ``+inf`` gives ``1/k`` there and 0 elsewhere; a row containing NaN gives NaN
     everywhere.  No floating-point warning is emitted.
 
-    Peak extra memory: none beyond the output when the reduced axes are the
-    trailing, contiguous axes and no dtype conversion is needed; otherwise one
-    temporary of the input's size in the computation dtype (and one for ``where``
-    when it has to be transposed).
+    Peak extra memory: none beyond the output (O(rows) float64 state) for float16,
+    float32 and float64 input stored densely (C or F order, or any transpose of
+    them) whose reduced axes are adjacent in memory -- any single axis, ``None``,
+    trailing tuples: the fused kernels read ``x`` in place, convert float16 block
+    by block, and never transpose.  Otherwise: one copy of the input with the
+    reduced axes moved last (strided input, or reduced axes separated in memory
+    such as ``(0, 2)`` of a C array) plus one output-sized buffer; integer and bool
+    input: one float64 copy; an ``out`` laid out differently from ``x``, or float16
+    output computed in float64: one output-sized buffer; a ``where`` whose strides
+    do not follow ``x``'s layout: one bool copy (broadcast masks are read in place).
+    Details and measurements: ``docs/performance.md``.
 
     Examples
     --------
@@ -229,8 +289,10 @@ def logsumexp(
     SciPy returns sign -1 for an empty row); a row with ``+inf`` gives ``+inf``
     (NaN when the weights of the ``+inf`` entries cancel); a NaN row gives NaN.
 
-    Peak extra memory: two float64 values per output element, plus the temporary
-    described for :func:`softmax` when the layout needs it.
+    Peak extra memory: a few float64 values per output element (the per-row
+    ``(m, s)`` state and the sign) and nothing input-sized, except the copies
+    described for :func:`softmax` when the layout needs one (``b`` is read in place
+    when it is broadcast).
 
     Examples
     --------
@@ -256,6 +318,12 @@ def logsumexp(
             dtype=dtype,
             out=out,
         )
+    if b is None and where is None and dtype is None and out is None and not keepdims:
+        st = _tiny_state(x, axis, temperature)
+        if st is not None:
+            _vals, m, r, w0 = st
+            lse0 = x.dtype.type(m + _tiny_log_sum(r, w0))
+            return (lse0, x.dtype.type(1.0)) if return_sign else lse0
     arr = as_input_array(x)
     axes = normalize_axis(axis, arr.ndim)
     t = validate_temperature(temperature)

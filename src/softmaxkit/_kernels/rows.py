@@ -1,22 +1,37 @@
-"""Row kernels for softmax, log_softmax and logsumexp (Numba).
+"""Fused row kernels for softmax, log_softmax, logsumexp and the (m, s) state (Numba).
 
-Kernels see 2-D arrays ``x[R, n]`` whose rows are the reductions.  ``mask`` and
-``b`` have the same shape but may be broadcast views (zero strides); when a
-caller has no mask or no weights it passes a broadcast ``True`` / ``1`` and sets
-``has_mask`` / ``has_b`` to False so the loads are skipped.  No user-facing
+Kernels see 2-D arrays ``x[R, n]`` whose rows are the reductions (C-contiguous
+rows: the driver guarantees it).  ``x`` is float32, float64 or uint16 (the bits
+of float16, widened to float32 in registers block by block: Numba has no CPU
+float16).  The computation dtype is the dtype of the ``invT`` argument; ``out``
+is float32, float64 or uint16 (float16 bits, one correct rounding).  ``mask`` and
+``b`` are 2-D arrays of any strides (zero strides for broadcasting); callers
+without one pass a dummy and ``has_mask`` / ``has_b`` = False.  No user-facing
 errors are raised here.
 
-Pass structure (per row):
+Per row (or per chunk of a long row) we keep the online state
 
-* pass 1: max ``m`` of the included values ``v = x / T`` and the index ``k`` of its
-  first occurrence; NaN detection (``NaN`` wins over everything);
-* pass 2: ``r = sum_{j != k} w_j exp(v_j - m)`` (the max term excluded, so that
-  ``log(s) = log(w_k) + log1p(r / w_k)`` keeps full relative accuracy when one
-  value dominates -- guarded by ``test_accuracy.py::test_float64_vs_mpmath``);
-* pass 3 (softmax/log_softmax only): write.
+    m  = max of the included x                 (compute dtype; -inf when none)
+    r  = sum_{x_j < m} w_j exp((x_j - m) / T)  (float64)
+    w0 = sum_{x_j == m} w_j                    (float64: the weight of the ties)
 
-Accumulator: float64 for every input dtype, summed in blocks of ``_BLOCK``
-values (error ~ (_BLOCK + n/_BLOCK) eps instead of n eps).
+so the row's sum is ``S = w0 + r`` and ``log S = log(w0) + log1p(r / w0)`` keeps
+full relative accuracy when the maximum dominates (``log(S)`` would round
+``1 + 1e-20`` to 0; guarded by ``tests/test_kernels.py::test_log1p_dominant``).
+Special rows fall out of the same formulas with no branch in the hot loops:
+``x_j >= m`` excludes the max terms, ``-inf - -inf`` and ``inf - inf`` (never
+NaN in the sum); an included NaN fails ``x_j >= m`` and makes ``r`` NaN; a row
+with ``+inf`` has ``m = inf``, ``r = 0`` and ``w0`` = weight of its +inf entries.
+
+Pass structure (per row): pass 1 reads the row once, block by block (``_BLOCK``
+values, L1-resident): a vectorised max of the block (``llvm.maxnum``), a rescale
+of (r, w0) when the max grew, then the vectorised sum of ``exp`` over the same
+block from L1; pass 2 (softmax / log_softmax only) writes the output.  A few
+long rows are split into chunks reduced in parallel and merged with the (max,
+sum) rule.  Accumulators: the block sum in the compute dtype (at most
+``_BLOCK / 16`` terms per SIMD lane), blocks combined in float64.  Threads: the
+``prange`` loops use Numba's thread pool (``NUMBA_NUM_THREADS``,
+``numba.set_num_threads``).
 """
 
 from __future__ import annotations
@@ -24,159 +39,605 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit, types
+from numba.extending import overload
 
-_BLOCK = 256
+from .exp import FASTMATH, expd, f16_to_f32, f32_to_f16, fmax
 
-# Row classification codes, shared with the drivers.
+_BLOCK = 2048  # 8 KiB of float32: the max and the sum sub-passes share L1
+
+# Row classification codes.
 FINITE = 0
-EMPTY = 1  # no included value, or every included value is -inf (m == -inf)
-POSINF = 2  # at least one included +inf
-NAN = 3  # an included NaN (in x, or in the weight b)
+EMPTY = 1  # no included value, all included values -inf, or m / T overflows to -inf
+POSINF = 2  # an included +inf (or m / T overflows to +inf)
+NAN = 3  # an included NaN (in x or in the weight b)
 
 
-@njit(cache=True, nogil=True)
-def _row_state(x, mask, b, i, T, has_mask, has_b):
-    """Return (code, m, k, r, wk, winf) for row ``i``.
+# --------------------------------------------------------------------------- conversions
+def ld(v, like):  # pragma: no cover - jitted code only
+    """``v`` (float16 bits, float32, float64) converted to the type of ``like``."""
+    raise NotImplementedError
 
-    ``winf`` is the total weight of the +inf entries (their count without ``b``).
+
+@overload(ld)
+def _ld_ov(v, like):
+    if v == types.uint16:
+        if like == types.float32:
+            return lambda v, like: f16_to_f32(v)
+        return lambda v, like: np.float64(f16_to_f32(v))
+    if like == types.float32:
+        return lambda v, like: np.float32(v)
+    return lambda v, like: np.float64(v)
+
+
+def st(v, o):  # pragma: no cover - jitted code only
+    """``v`` converted to the element type of array ``o`` (uint16 = float16 bits)."""
+    raise NotImplementedError
+
+
+@overload(st)
+def _st_ov(v, o):
+    if o.dtype == types.uint16:
+        return lambda v, o: f32_to_f16(np.float32(v))
+    if o.dtype == types.float32:
+        return lambda v, o: np.float32(v)
+    return lambda v, o: np.float64(v)
+
+
+# --------------------------------------------------------------------------- hot loops
+# Small @njit helpers: loops written inline in a prange body do not vectorise.
+@njit(fastmath=FASTMATH, cache=True)
+def _bmax(xr, lo, hi, ninf):
+    # loops run over slices from index 0: with an arbitrary start LLVM cannot drop
+    # Numba's negative-index wraparound and the loads become gathers (10x slower)
+    xs = xr[lo:hi]
+    m = ninf
+    for j in range(xs.shape[0]):
+        m = fmax(m, ld(xs[j], ninf))
+    return m
+
+
+@njit(fastmath=FASTMATH, cache=True)
+def _bmax_m(xr, mr, br, has_mask, has_b, lo, hi, ninf):
+    xs, ms, bs = xr[lo:hi], mr[lo:hi], br[lo:hi]
+    m = ninf
+    for j in range(xs.shape[0]):
+        inc = (not has_mask or ms[j]) and (not has_b or bs[j] != 0)
+        m = fmax(m, ld(xs[j], ninf) if inc else ninf)
+    return m
+
+
+@njit(fastmath=FASTMATH, cache=True)
+def _bsum(xr, lo, hi, m, invT):
+    z = ld(0.0, m)
+    one = ld(1.0, m)
+    s = z
+    c = z
+    xs = xr[lo:hi]
+    for j in range(xs.shape[0]):
+        v = ld(xs[j], m)
+        e = expd(v, m, invT)
+        s += z if v >= m else e
+        c += one if v == m else z
+    return s, c
+
+
+@njit(fastmath=FASTMATH, cache=True)
+def _bsum_m(xr, mr, br, has_mask, has_b, lo, hi, m, invT):
+    s = 0.0
+    c = 0.0
+    xs, ms, bs = xr[lo:hi], mr[lo:hi], br[lo:hi]
+    for j in range(xs.shape[0]):
+        inc = not has_mask or ms[j]
+        w = 1.0
+        if has_b:
+            w = np.float64(bs[j])
+            inc = inc and w != 0
+        v = ld(xs[j], m)
+        e = expd(v, m, invT)
+        s += w * e if inc and not v >= m else 0.0
+        c += w if inc and v == m else 0.0
+    return s, c
+
+
+@njit(fastmath=FASTMATH, cache=True)
+def _wsm(xr, orow, lo, hi, m, invT, invS):
+    xs, os = xr[lo:hi], orow[lo:hi]
+    for j in range(xs.shape[0]):
+        os[j] = st(expd(ld(xs[j], m), m, invT) * invS, os)
+
+
+@njit(fastmath=FASTMATH, cache=True)
+def _wlsm(xr, orow, lo, hi, m, invT, lS):
+    xs, os = xr[lo:hi], orow[lo:hi]
+    for j in range(xs.shape[0]):
+        os[j] = st((ld(xs[j], m) - m) * invT - lS, os)
+
+
+@njit(fastmath=FASTMATH, cache=True)
+def _wsm_m(xr, mr, orow, lo, hi, m, invT, invS, log):
+    zero = ld(0.0, m)
+    ninf = ld(-np.inf, m)
+    xs, ms, os = xr[lo:hi], mr[lo:hi], orow[lo:hi]
+    for j in range(xs.shape[0]):
+        v = ld(xs[j], m)
+        if log:
+            os[j] = st((v - m) * invT - invS if ms[j] else ninf, os)
+        else:
+            os[j] = st(expd(v, m, invT) * invS if ms[j] else zero, os)
+
+
+# --------------------------------------------------------------------------- row pieces
+@njit(fastmath=FASTMATH, cache=True)
+def _chunk_state(xr, mr, br, has_mask, has_b, lo, hi, invT):
+    """(m, r, w0) of ``xr[lo:hi]``: one read of the data, blockwise online max+sum."""
+    ninf = ld(-np.inf, invT)
+    m = ninf
+    r = 0.0
+    w0 = 0.0
+    inv64 = np.float64(invT)
+    plain = not has_mask and not has_b
+    for blo in range(lo, hi, _BLOCK):
+        bhi = min(blo + _BLOCK, hi)
+        if plain:
+            bm = _bmax(xr, blo, bhi, ninf)
+        else:
+            bm = _bmax_m(xr, mr, br, has_mask, has_b, blo, bhi, ninf)
+        if bm > m:
+            # the old max and its ties become ordinary terms; exp(-inf) = 0 for m = -inf
+            sc = math.exp((np.float64(m) - np.float64(bm)) * inv64)
+            r = (r + w0) * sc
+            w0 = 0.0
+            m = bm
+        if plain:
+            bs, bc = _bsum(xr, blo, bhi, m, invT)
+            r += np.float64(bs)
+            w0 += np.float64(bc)
+        else:
+            bs, bc = _bsum_m(xr, mr, br, has_mask, has_b, blo, bhi, m, invT)
+            r += bs
+            w0 += bc
+    return m, r, w0
+
+
+@njit(cache=True)
+def _merge(M, Rr, W, base, nch, inv64):
+    """Merge the chunk states ``base .. base+nch-1`` with the (max, sum) rule."""
+    m = M[base]
+    for c in range(1, nch):
+        m = max(m, M[base + c])
+    r = 0.0
+    w0 = 0.0
+    for c in range(nch):
+        mc = M[base + c]
+        if mc == m:
+            r += Rr[base + c]
+            w0 += W[base + c]
+        else:
+            r += (Rr[base + c] + W[base + c]) * math.exp((mc - m) * inv64)
+    return m, r, w0
+
+
+@njit(cache=True)
+def _winf_ovf(xr, mr, br, has_mask, has_b, T):
+    """Total weight of the entries with x / T == +inf (m finite, m / T overflowed)."""
+    wi = 0.0
+    for j in range(xr.shape[0]):
+        if has_mask and not mr[j]:
+            continue
+        w = 1.0
+        if has_b:
+            w = np.float64(br[j])
+            if w == 0:
+                continue
+        if ld(xr[j], 0.0) / T == np.inf:
+            wi += w
+    return wi
+
+
+@njit(cache=True)
+def _classify(m, r, w0, T):
+    """(code, m / T) of a merged row state."""
+    if r != r or w0 != w0 or m != m:
+        return NAN, np.nan
+    mT = np.float64(m) / T
+    if mT == -np.inf:
+        return EMPTY, mT
+    if mT == np.inf:
+        return POSINF, mT
+    return FINITE, mT
+
+
+@njit(cache=True)
+def _log_sum(r, w0):
+    """(log|w0 + r|, sign) with the log1p split on the tie weight ``w0``."""
+    total = w0 + r
+    if total == 0:
+        return -np.inf, 0.0
+    sgn = 1.0 if total > 0 else -1.0
+    if w0 == 1.0:  # the common case (one maximum, no weights): one libm call
+        if r <= 1.0:
+            return math.log1p(r), sgn
+        return math.log(total), sgn
+    if w0 != 0:
+        ratio = r / w0
+        if ratio > -1.0 and ratio <= 1.0:
+            return math.log(abs(w0)) + math.log1p(ratio), sgn
+    return math.log(abs(total)), sgn
+
+
+@njit(fastmath=FASTMATH, cache=True)
+def _write_row(xr, mr, orow, has_mask, lo, hi, m, r, w0, T, invT, log):
+    """Pass 2 for ``xr[lo:hi]`` given the merged row state."""
+    code, _mT = _classify(m, r, w0, T)
+    if code == FINITE:
+        lS, _ = _log_sum(r, w0)
+        if log:
+            c = ld(lS, invT)
+            if has_mask:
+                _wsm_m(xr, mr, orow, lo, hi, m, invT, c, True)
+            else:
+                _wlsm(xr, orow, lo, hi, m, invT, c)
+        else:
+            c = ld(1.0 / (w0 + r), invT)
+            if has_mask:
+                _wsm_m(xr, mr, orow, lo, hi, m, invT, c, False)
+            else:
+                _wsm(xr, orow, lo, hi, m, invT, c)
+    elif code == NAN:
+        for j in range(lo, hi):
+            orow[j] = st(np.nan, orow)
+    elif code == EMPTY:
+        v = -np.inf if log else 0.0
+        for j in range(lo, hi):
+            orow[j] = st(v, orow)
+    else:
+        # +inf row: 1/k (or -log k) at the +inf entries of x / T, 0 (-inf) elsewhere
+        winf = w0 if m == np.inf else _winf_ovf(xr, mr, mr, has_mask, False, T)
+        hitv = -math.log(winf) if log else 1.0 / winf
+        other = -np.inf if log else 0.0
+        for j in range(lo, hi):
+            hit = ld(xr[j], 0.0) / T == np.inf and (not has_mask or mr[j])
+            orow[j] = st(hitv if hit else other, orow)
+
+
+@njit(fastmath=FASTMATH, cache=True)
+def _bsum_store(xr, orow, lo, hi, m, invT):
+    """``_bsum`` that also stores ``exp((x - m) / T)`` into ``orow[lo:hi]``."""
+    z = ld(0.0, m)
+    one = ld(1.0, m)
+    s = z
+    c = z
+    xs, os = xr[lo:hi], orow[lo:hi]
+    for j in range(xs.shape[0]):
+        v = ld(xs[j], m)
+        e = expd(v, m, invT)
+        os[j] = e
+        s += z if v >= m else e
+        c += one if v == m else z
+    return s, c
+
+
+@njit(fastmath=FASTMATH, cache=True)
+def _scale(orow, lo, hi, f):
+    os = orow[lo:hi]
+    for j in range(os.shape[0]):
+        os[j] = os[j] * f
+
+
+STORE_MAX = 1 << 16  # rows up to 256 KiB of float32 stay in L2 between the two passes
+
+
+@njit(fastmath=FASTMATH, cache=True)
+def _softmax_row_store(xr, orow, T, invT):
+    """softmax of one row that fits in L2: pass 1 stores the exps, pass 2 rescales.
+
+    Pass 1 writes ``exp((x - m_b) / T)`` with the running max ``m_b`` of each block;
+    pass 2 multiplies block b by ``exp((m_b - m) / T) / S`` -- one multiply per value
+    instead of a second exp (the input is still read once; ``out`` is re-read from
+    cache).
     """
+    n = xr.shape[0]
+    ninf = ld(-np.inf, invT)
+    nb = -(-n // _BLOCK)
+    mbs = np.empty(nb)
+    m = ninf
+    r = 0.0
+    w0 = 0.0
+    inv64 = np.float64(invT)
+    for b in range(nb):
+        blo = b * _BLOCK
+        bhi = min(blo + _BLOCK, n)
+        bm = _bmax(xr, blo, bhi, ninf)
+        if bm > m:
+            sc = math.exp((np.float64(m) - np.float64(bm)) * inv64)
+            r = (r + w0) * sc
+            w0 = 0.0
+            m = bm
+        mbs[b] = m
+        bs, bc = _bsum_store(xr, orow, blo, bhi, m, invT)
+        r += np.float64(bs)
+        w0 += np.float64(bc)
+    code, _mT = _classify(m, r, w0, T)
+    if code != FINITE:
+        _write_row(xr, xr, orow, False, 0, n, m, r, w0, T, invT, False)
+        return
+    invS = 1.0 / (w0 + r)
+    for b in range(nb):
+        lo = b * _BLOCK
+        hi = min(lo + _BLOCK, n)
+        if mbs[b] == -np.inf:
+            # every value of the block so far was -inf (the stored exps are NaN)
+            _fill(orow, lo, hi, ld(0.0, invT))
+            continue
+        f = invS if mbs[b] == m else math.exp((mbs[b] - np.float64(m)) * inv64) * invS
+        _scale(orow, lo, hi, ld(f, invT))
+
+
+@njit(fastmath=FASTMATH, cache=True)
+def _softmax_row(i, x, mask, out, has_mask, T, invT, log):
     n = x.shape[1]
-    m = -np.inf
-    k = -1
-    winf = 0.0
-    for j in range(n):
-        if has_mask and not mask[i, j]:
-            continue
-        w = 1.0
-        if has_b:
-            w = b[i, j]
-            if w == 0:
-                continue
-            if w != w:
-                return NAN, np.nan, -1, np.nan, np.nan, np.nan
-        v = x[i, j] / T
-        if v != v:
-            return NAN, np.nan, -1, np.nan, np.nan, np.nan
-        if v > m:
-            m = v
-            k = j
-        if v == np.inf:
-            winf += w
-    if k < 0:
-        return EMPTY, -np.inf, -1, 0.0, 0.0, 0.0
-    if m == np.inf:
-        return POSINF, m, k, 0.0, 0.0, winf
-    wk = 1.0
-    if has_b:
-        wk = b[i, k]
-    total = 0.0
-    block = 0.0
-    c = 0
-    for j in range(n):
-        if j == k:
-            continue
-        if has_mask and not mask[i, j]:
-            continue
-        w = 1.0
-        if has_b:
-            w = b[i, j]
-            if w == 0:
-                continue
-        block += w * math.exp(x[i, j] / T - m)
-        c += 1
-        if c == _BLOCK:
-            total += block
-            block = 0.0
-            c = 0
-    total += block
-    return FINITE, m, k, total, wk, 0.0
+    xr = x[i]
+    mr = mask[i] if has_mask else mask[0]
+    m, r, w0 = _chunk_state(xr, mr, mr, has_mask, False, 0, n, invT)
+    _write_row(xr, mr, out[i], has_mask, 0, n, m, r, w0, T, invT, log)
 
 
-@njit(cache=True, nogil=True, parallel=True)
-def logsumexp_rows(x, mask, b, T, has_mask, has_b, lse, sign):
-    """lse[i], sign[i] = log|sum_j b_ij exp(x_ij / T)| and its sign, per row."""
-    for i in prange(x.shape[0]):
-        code, m, _k, r, wk, winf = _row_state(x, mask, b, i, T, has_mask, has_b)
-        if code == NAN:
+@njit(fastmath=FASTMATH, cache=True)
+def _chunk_task(t, x, mask, b, has_mask, has_b, nch, cs, invT, M, Rr, W):
+    i = t // nch
+    lo = (t % nch) * cs
+    hi = min(lo + cs, x.shape[1])
+    mr = mask[i] if has_mask else mask[0]
+    br = b[i] if has_b else b[0]
+    m, r, w0 = _chunk_state(x[i], mr, br, has_mask, has_b, lo, hi, invT)
+    M[t] = m
+    Rr[t] = r
+    W[t] = w0
+
+
+@njit(fastmath=FASTMATH, cache=True)
+def _write_task(t, x, mask, out, has_mask, nch, cs, T, invT, log, M, Rr, W):
+    i = t // nch
+    lo = (t % nch) * cs
+    hi = min(lo + cs, x.shape[1])
+    m, r, w0 = _merge(M, Rr, W, i * nch, nch, np.float64(invT))
+    mr = mask[i] if has_mask else mask[0]
+    _write_row(x[i], mr, out[i], has_mask, lo, hi, ld(m, invT), r, w0, T, invT, log)
+
+
+@njit(cache=True)
+def _lse_finish(i, x, mask, b, has_mask, has_b, m, r, w0, T, lse, sign):
+    code, mT = _classify(m, r, w0, T)
+    if code == NAN:
+        lse[i] = np.nan
+        sign[i] = np.nan
+    elif code == EMPTY:
+        lse[i] = -np.inf
+        sign[i] = 0.0
+    elif code == POSINF:
+        winf = w0
+        if m != np.inf:
+            mr = mask[i] if has_mask else mask[0]
+            br = b[i] if has_b else b[0]
+            winf = _winf_ovf(x[i], mr, br, has_mask, has_b, T)
+        if winf != winf or winf == 0:  # +inf entries whose weights cancel: inf - inf
             lse[i] = np.nan
             sign[i] = np.nan
-        elif code == EMPTY:
-            lse[i] = -np.inf
-            sign[i] = 0.0
-        elif code == POSINF:
-            if winf != winf:
-                lse[i] = np.nan
-                sign[i] = np.nan
-            elif winf == 0:
-                # +inf entries whose weights cancel: inf - inf
-                lse[i] = np.nan
-                sign[i] = np.nan
-            else:
-                lse[i] = np.inf
-                sign[i] = 1.0 if winf > 0 else -1.0
         else:
-            total = wk + r
-            if total == 0:
-                lse[i] = -np.inf
-                sign[i] = 0.0
-            elif total != total:
-                lse[i] = np.nan
-                sign[i] = np.nan
-            else:
-                ratio = r / wk
-                if ratio > -1.0 and ratio <= 1.0:
-                    la = math.log(abs(wk)) + math.log1p(ratio)
-                else:
-                    la = math.log(abs(total))
-                lse[i] = m + la
-                sign[i] = 1.0 if total > 0 else -1.0
+            lse[i] = np.inf
+            sign[i] = 1.0 if winf > 0 else -1.0
+    else:
+        la, sg = _log_sum(r, w0)
+        lse[i] = mT + la if sg != 0 else -np.inf
+        sign[i] = sg
 
 
-@njit(cache=True, nogil=True, parallel=True)
-def softmax_rows(x, mask, dummy_b, T, has_mask, log, out):
-    """out = softmax(x / T) (or log_softmax when ``log``) per row; masked -> 0 / -inf."""
+@njit(fastmath=FASTMATH, cache=True)
+def _lse_row(i, x, mask, b, has_mask, has_b, T, invT, lse, sign):
+    mr = mask[i] if has_mask else mask[0]
+    br = b[i] if has_b else b[0]
+    m, r, w0 = _chunk_state(x[i], mr, br, has_mask, has_b, 0, x.shape[1], invT)
+    _lse_finish(i, x, mask, b, has_mask, has_b, m, r, w0, T, lse, sign)
+
+
+# --------------------------------------------------------------------------- short rows
+# Rows of at most SHORT values are processed a tile of ~_TILE values at a time, so that the
+# exp runs as one vectorised loop over many rows (per-row loops of 10 values would be
+# scalar remainder loops): per tile, (1) row max broadcast into ``mb``; (2)
+# ``e = exp((x - mb) / T)`` over the whole tile; (3) per row r, w0 from ``e`` (L1-hot),
+# scale into ``cb``; (4) write ``e * cb`` (or ``(x - mb) / T - cb``).  Special rows
+# (NaN, +-inf max) are rewritten by the general row code afterwards.
+SHORT = 48  # measured: tiles win up to n = 32, the row kernels from n = 64
+_TILE = 4096
+
+
+@njit(fastmath=FASTMATH, cache=True)
+def _fill(a, lo, hi, v):
+    s = a[lo:hi]
+    for j in range(s.shape[0]):
+        s[j] = v
+
+
+@njit(fastmath=FASTMATH, cache=True)
+def _exp_tile(xs, mb, eb, invT):
+    for k in range(xs.shape[0]):
+        eb[k] = expd(ld(xs[k], invT), mb[k], invT)
+
+
+@njit(fastmath=FASTMATH, cache=True)
+def _row_r_w0(xs, eb, lo, hi, m):
+    r = 0.0
+    w0 = 0.0
+    for j in range(lo, hi):
+        v = ld(xs[j], m)
+        if v >= m:
+            if v == m:
+                w0 += 1.0
+        else:
+            r += np.float64(eb[j])
+    return r, w0
+
+
+@njit(fastmath=FASTMATH, cache=True)
+def _scale_tile(eb, cb, os):
+    for k in range(eb.shape[0]):
+        os[k] = st(eb[k] * cb[k], os)
+
+
+@njit(fastmath=FASTMATH, cache=True)
+def _logw_tile(xs, mb, cb, os, invT):
+    for k in range(xs.shape[0]):
+        os[k] = st((ld(xs[k], invT) - mb[k]) * invT - cb[k], os)
+
+
+@njit(fastmath=FASTMATH, cache=True)
+def _tile_states(x, i0, i1, invT, mb, eb, M, Rr, W):
+    """Row states of rows i0:i1 (short rows) into M, Rr, W[0 : i1 - i0]."""
     n = x.shape[1]
-    for i in prange(x.shape[0]):
-        code, m, _k, r, _wk, winf = _row_state(x, mask, dummy_b, i, T, has_mask, False)
-        if code == NAN:
-            for j in range(n):
-                out[i, j] = np.nan
-        elif code == EMPTY:
-            for j in range(n):
-                out[i, j] = -np.inf if log else 0.0
-        elif code == POSINF:
-            lk = math.log(winf)
-            for j in range(n):
-                hit = x[i, j] / T == np.inf and (not has_mask or mask[i, j])
-                if log:
-                    out[i, j] = -lk if hit else -np.inf
-                else:
-                    out[i, j] = 1.0 / winf if hit else 0.0
+    nr = i1 - i0
+    xs = x[i0:i1].reshape(nr * n)
+    ninf = ld(-np.inf, invT)
+    for r in range(nr):
+        m = _bmax(xs, r * n, r * n + n, ninf)
+        M[r] = m
+        # a special row gets a harmless shift (its exp values are not used)
+        _fill(mb, r * n, r * n + n, m if (m > ninf and m < -ninf) else ld(0.0, invT))
+    _exp_tile(xs, mb[: nr * n], eb[: nr * n], invT)
+    for r in range(nr):
+        rr, ww = _row_r_w0(xs, eb, r * n, r * n + n, M[r])
+        Rr[r] = rr
+        W[r] = ww
+    return xs
+
+
+@njit(fastmath=FASTMATH, cache=True)
+def _softmax_tile(t, x, out, T, invT, log, rows_per_tile):
+    R, n = x.shape
+    i0 = t * rows_per_tile
+    i1 = min(i0 + rows_per_tile, R)
+    nr = i1 - i0
+    mb = np.empty(nr * n, dtype=np.full(1, invT).dtype)
+    eb = np.empty_like(mb)
+    M = np.empty(nr, dtype=mb.dtype)
+    Rr = np.empty(nr)
+    W = np.empty(nr)
+    xs = _tile_states(x, i0, i1, invT, mb, eb, M, Rr, W)
+    os = out[i0:i1].reshape(nr * n)
+    nspecial = 0
+    for r in range(nr):
+        code, _ = _classify(M[r], Rr[r], W[r], T)
+        if code != FINITE:
+            nspecial += 1
+            continue
+        if log:
+            lS, _s = _log_sum(Rr[r], W[r])
+            _fill(eb, r * n, r * n + n, ld(lS, invT))
         else:
-            s = 1.0 + r
-            ls = math.log1p(r)
-            for j in range(n):
-                if has_mask and not mask[i, j]:
-                    out[i, j] = -np.inf if log else 0.0
-                    continue
-                d = x[i, j] / T - m
-                if log:
-                    out[i, j] = d - ls
-                else:
-                    out[i, j] = math.exp(d) / s
+            # mb is free once the exps are in eb: it takes the per-row 1/S
+            _fill(mb, r * n, r * n + n, ld(1.0 / (W[r] + Rr[r]), invT))
+    if log:
+        _logw_tile(xs, mb, eb, os, invT)
+    else:
+        _scale_tile(eb, mb, os)
+    if nspecial:
+        for r in range(nr):
+            code, _ = _classify(M[r], Rr[r], W[r], T)
+            if code != FINITE:
+                _write_row(
+                    x[i0 + r], x[i0 + r], out[i0 + r], False, 0, n, M[r], Rr[r], W[r], T, invT, log
+                )
 
 
-@njit(cache=True, nogil=True, parallel=True)
-def state_rows(x, mask, b, T, has_mask, has_b, m_out, s_out):
-    """The mergeable (m, s) state of each row, in float64.
+@njit(fastmath=FASTMATH, cache=True)
+def _lse_tile(t, x, T, invT, rows_per_tile, lse, sign):
+    R, n = x.shape
+    i0 = t * rows_per_tile
+    i1 = min(i0 + rows_per_tile, R)
+    nr = i1 - i0
+    mb = np.empty(nr * n, dtype=np.full(1, invT).dtype)
+    eb = np.empty_like(mb)
+    M = np.empty(nr, dtype=mb.dtype)
+    Rr = np.empty(nr)
+    W = np.empty(nr)
+    _tile_states(x, i0, i1, invT, mb, eb, M, Rr, W)
+    for r in range(nr):
+        _lse_finish(i0 + r, x, x, x, False, False, M[r], Rr[r], W[r], T, lse, sign)
 
-    ``m`` is the max of the included ``x / T`` and ``s = sum_j w_j exp(x_j / T - m)``.
-    Special rows: empty or all ``-inf`` -> (-inf, 0); ``+inf`` present -> (+inf, total
-    weight of the +inf entries); NaN -> (NaN, NaN).  See ``softmaxkit._state``.
-    """
-    for i in prange(x.shape[0]):
-        code, m, _k, r, wk, winf = _row_state(x, mask, b, i, T, has_mask, has_b)
+
+# --------------------------------------------------------------------------- range kernels
+# Every kernel below is serial and nogil and works on a task range [t0, t1); the
+# runner (``_parallel.run``) splits the tasks over ``numba.get_num_threads()`` Python
+# threads.  We tried ``parallel=True`` + ``prange``: same speed, but every parfor
+# recompiles its inlined body (measured 4-15 s per kernel and dtype against 1-3 s).
+_KW = {"fastmath": FASTMATH, "cache": True, "nogil": True}
+
+
+@njit(**_KW)
+def softmax_short_range(x, out, T, invT, log, rows_per_tile, t0, t1):
+    """softmax / log_softmax of short rows (n <= SHORT), tiles t0:t1 of rows."""
+    for t in range(t0, t1):
+        _softmax_tile(t, x, out, T, invT, log, rows_per_tile)
+
+
+@njit(**_KW)
+def logsumexp_short_range(x, T, invT, rows_per_tile, lse, sign, t0, t1):
+    """logsumexp of short rows (n <= SHORT), tiles t0:t1 of rows."""
+    for t in range(t0, t1):
+        _lse_tile(t, x, T, invT, rows_per_tile, lse, sign)
+
+
+@njit(**_KW)
+def softmax_range(x, mask, out, has_mask, T, invT, log, t0, t1):
+    """Rows t0:t1: pass 1 (online max+sum), pass 2 (write), one row at a time."""
+    for i in range(t0, t1):
+        _softmax_row(i, x, mask, out, has_mask, T, invT, log)
+
+
+@njit(**_KW)
+def softmax_store_range(x, out, T, invT, t0, t1):
+    """Rows t0:t1 of softmax (no mask, out in the compute dtype, rows <= STORE_MAX)."""
+    for i in range(t0, t1):
+        _softmax_row_store(x[i], out[i], T, invT)
+
+
+@njit(**_KW)
+def logsumexp_range(x, mask, b, has_mask, has_b, T, invT, lse, sign, t0, t1):
+    """Rows t0:t1 of logsumexp: one read of each row."""
+    for i in range(t0, t1):
+        _lse_row(i, x, mask, b, has_mask, has_b, T, invT, lse, sign)
+
+
+@njit(**_KW)
+def chunk_states_range(x, mask, b, has_mask, has_b, nch, cs, invT, M, Rr, W, t0, t1):
+    """Long rows split in ``nch`` chunks of ``cs`` values: states of tasks t0:t1."""
+    for t in range(t0, t1):
+        _chunk_task(t, x, mask, b, has_mask, has_b, nch, cs, invT, M, Rr, W)
+
+
+@njit(**_KW)
+def chunk_write_range(x, mask, out, has_mask, nch, cs, T, invT, log, M, Rr, W, t0, t1):
+    """Pass 2 of split rows: merge the row's chunk states, write chunk t."""
+    for t in range(t0, t1):
+        _write_task(t, x, mask, out, has_mask, nch, cs, T, invT, log, M, Rr, W)
+
+
+@njit(**_KW)
+def chunk_lse_finish(x, mask, b, has_mask, has_b, nch, T, invT, M, Rr, W, lse, sign):
+    inv64 = np.float64(invT)
+    for i in range(x.shape[0]):
+        m, r, w0 = _merge(M, Rr, W, i * nch, nch, inv64)
+        _lse_finish(i, x, mask, b, has_mask, has_b, ld(m, invT), r, w0, T, lse, sign)
+
+
+@njit(**_KW)
+def state_range(x, mask, b, has_mask, has_b, T, invT, m_out, s_out, t0, t1):
+    """(m, s) state rows t0:t1 in float64 (``softmaxkit._state`` conventions)."""
+    for i in range(t0, t1):
+        mr = mask[i] if has_mask else mask[0]
+        br = b[i] if has_b else b[0]
+        m, r, w0 = _chunk_state(x[i], mr, br, has_mask, has_b, 0, x.shape[1], invT)
+        code, mT = _classify(m, r, w0, T)
         if code == NAN:
             m_out[i] = np.nan
             s_out[i] = np.nan
@@ -185,7 +646,145 @@ def state_rows(x, mask, b, T, has_mask, has_b, m_out, s_out):
             s_out[i] = 0.0
         elif code == POSINF:
             m_out[i] = np.inf
-            s_out[i] = winf
+            s_out[i] = w0 if m == np.inf else _winf_ovf(x[i], mr, br, has_mask, has_b, T)
         else:
-            m_out[i] = m
-            s_out[i] = wk + r
+            m_out[i] = mT
+            s_out[i] = w0 + r
+
+
+# --------------------------------------------------------------------------- entry points
+CHUNK_MIN = 1 << 15  # shortest chunk worth a task of its own
+
+
+def _dummy2(dtype):
+    # read-only and non-contiguous, so it has the same Numba type as a broadcast mask
+    return np.lib.stride_tricks.as_strided(np.ones(2, dtype), (1, 1), (0, 2), writeable=False)
+
+
+_DUMMY_MASK = _dummy2(np.bool_)
+_DUMMY_B = _dummy2(np.float64)
+
+
+def n_chunks(R: int, n: int, nt: int) -> int:
+    """How many parallel chunks to split each row into (1: rows are enough work)."""
+    if nt == 1 or R >= 4 * nt or n < 2 * CHUNK_MIN:
+        return 1
+    return max(1, min(-(-4 * nt // R), n // CHUNK_MIN))
+
+
+def _chunking(n, nch):
+    cs = -(-n // nch)
+    cs = -(-cs // 64) * 64
+    return cs, -(-n // cs)
+
+
+def inv_temperature(T: float, compute: np.dtype):
+    """``1/T`` in the compute dtype, or None when it is not a finite normal number."""
+    if T == 1.0:
+        return compute.type(1.0)
+    with np.errstate(over="ignore", divide="ignore"):
+        inv = compute.type(np.float64(1.0) / np.float64(T))
+    if not (np.isfinite(inv) and inv >= np.finfo(compute).tiny):
+        return None
+    return inv
+
+
+def softmax_rows2d(x, mask, out, T, invT, log):
+    """softmax / log_softmax over the rows of C-contiguous ``x[R, n]`` into ``out``."""
+    from ._parallel import run, threads_for
+
+    has_mask = mask is not None
+    mask = _DUMMY_MASK if mask is None else mask
+    R, n = x.shape
+    T = np.float64(T)
+    nt = threads_for(x.size)
+    if n <= SHORT and not has_mask:
+        rpt = max(1, _TILE // n)
+        run(softmax_short_range, -(-R // rpt), nt, x, out, T, invT, log, rpt)
+        return
+    nch = n_chunks(R, n, nt)
+    if nch == 1 and not log and not has_mask and n <= STORE_MAX and out.dtype == invT.dtype:
+        run(softmax_store_range, R, nt, x, out, T, invT)
+        return
+    if nch == 1:
+        run(softmax_range, R, nt, x, mask, out, has_mask, T, invT, log)
+        return
+    cs, nch = _chunking(n, nch)
+    M, Rr, W = np.empty(R * nch), np.empty(R * nch), np.empty(R * nch)
+    run(chunk_states_range, R * nch, nt, x, mask, mask, has_mask, False, nch, cs, invT, M, Rr, W)
+    run(chunk_write_range, R * nch, nt, x, mask, out, has_mask, nch, cs, T, invT, log, M, Rr, W)
+
+
+def logsumexp_rows2d(x, mask, b, T, invT, lse, sign):
+    """(log|sum|, sign) over the rows of C-contiguous ``x[R, n]`` (float64 outputs)."""
+    from ._parallel import run, threads_for
+
+    has_mask = mask is not None
+    has_b = b is not None
+    mask = _DUMMY_MASK if mask is None else mask
+    b = _DUMMY_B if b is None else b
+    R, n = x.shape
+    T = np.float64(T)
+    nt = threads_for(x.size)
+    if n <= SHORT and not has_mask and not has_b:
+        rpt = max(1, _TILE // n)
+        run(logsumexp_short_range, -(-R // rpt), nt, x, T, invT, rpt, lse, sign)
+        return
+    nch = n_chunks(R, n, nt)
+    if nch == 1:
+        run(logsumexp_range, R, nt, x, mask, b, has_mask, has_b, T, invT, lse, sign)
+        return
+    cs, nch = _chunking(n, nch)
+    M, Rr, W = np.empty(R * nch), np.empty(R * nch), np.empty(R * nch)
+    run(chunk_states_range, R * nch, nt, x, mask, b, has_mask, has_b, nch, cs, invT, M, Rr, W)
+    chunk_lse_finish(x, mask, b, has_mask, has_b, nch, T, invT, M, Rr, W, lse, sign)
+
+
+def state_rows(x, mask, b, T, has_mask, has_b, m_out, s_out):
+    """The mergeable (m, s) state of each row of ``x[R, n]``, in float64.
+
+    ``m`` is the max of the included ``x / T`` and ``s = sum_j w_j exp(x_j / T - m)``.
+    Special rows: empty or all ``-inf`` -> (-inf, 0); ``+inf`` present -> (+inf, total
+    weight of the +inf entries); NaN -> (NaN, NaN).  See ``softmaxkit._state``.
+    Same pass as logsumexp (one read of ``x``); ``s = w0 + r``.
+    """
+    from ._parallel import run, threads_for
+
+    x = np.asarray(x)
+    if x.dtype == np.float16:
+        x = x.view(np.uint16)
+    compute = np.dtype(np.float64) if x.dtype == np.float64 else np.dtype(np.float32)
+    if x.dtype not in (np.float32, np.float64, np.uint16):
+        x = x.astype(np.float64)
+        compute = np.dtype(np.float64)
+    T = float(T)
+    invT = inv_temperature(T, compute)
+    if invT is None:
+        with np.errstate(over="ignore", under="ignore"):
+            x = (x.view(np.float16) if x.dtype == np.uint16 else x).astype(np.float64) / T
+        T, invT = 1.0, np.float64(1.0)
+    if not x.flags.c_contiguous:
+        x = np.ascontiguousarray(x)
+    R = x.shape[0]
+    if R == 0:
+        return
+    if x.shape[1] == 0:
+        m_out[:] = -np.inf
+        s_out[:] = 0.0
+        return
+    mask = mask if has_mask else _DUMMY_MASK
+    b = b if has_b else _DUMMY_B
+    run(
+        state_range,
+        R,
+        threads_for(x.size),
+        x,
+        mask,
+        b,
+        has_mask,
+        has_b,
+        np.float64(T),
+        invT,
+        m_out,
+        s_out,
+    )

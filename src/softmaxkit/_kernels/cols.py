@@ -1,0 +1,420 @@
+"""Column kernels: reduce the middle axis of a dense ``x[P, n, Q]`` without a transpose.
+
+Used for a non-last reduction axis of a C array (``axis=0`` of ``[n, Q]``), the last
+axis of an F array, and any dense layout whose reduced axes form one run in memory.
+Each task owns ``QB`` adjacent columns of one ``p`` (and, when there are too few such
+tasks for the threads, a chunk of the ``n`` rows, merged afterwards with the (max,
+sum) rule).  It streams over the reduced rows in tiles of ``JB`` rows with
+per-column state -- the same state as the row kernels (``rows.py``):
+``m`` (compute dtype), ``r = sum_{x<m} w exp((x-m)/T)`` and ``w0 = sum_{x==m} w``
+(float64, tile sums in the compute dtype) -- all loops vectorised along ``q``
+(contiguous).  Pass 1: per tile, column max, rescale, column sums (the tile is
+cache-resident for the second sub-pass); pass 2 (softmax): write.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+from .exp import FASTMATH, expd, fmax
+from .rows import EMPTY, FINITE, NAN, _classify, _log_sum, _winf_ovf, ld, st
+
+QB = 256  # columns per task (1 KiB of float32 per row slice)
+JB = 32  # rows per tile
+
+
+@njit(fastmath=FASTMATH, cache=True)
+def _cmax(xr, mr, br, has_mask, has_b, bm, ninf):
+    for q in range(bm.shape[0]):
+        inc = (not has_mask or mr[q]) and (not has_b or br[q] != 0)
+        bm[q] = fmax(bm[q], ld(xr[q], ninf) if inc else ninf)
+
+
+@njit(fastmath=FASTMATH, cache=True)
+def _cmax_plain(xr, bm, ninf):
+    for q in range(bm.shape[0]):
+        bm[q] = fmax(bm[q], ld(xr[q], ninf))
+
+
+@njit(fastmath=FASTMATH, cache=True)
+def _csum_plain(xr, m, invT, bs, bc):
+    z = ld(0.0, invT)
+    one = ld(1.0, invT)
+    for q in range(bs.shape[0]):
+        v = ld(xr[q], invT)
+        e = expd(v, m[q], invT)
+        bs[q] += z if v >= m[q] else e
+        bc[q] += one if v == m[q] else z
+
+
+@njit(fastmath=FASTMATH, cache=True)
+def _csum(xr, mr, br, has_mask, has_b, m, invT, bs, bc):
+    for q in range(bs.shape[0]):
+        inc = not has_mask or mr[q]
+        w = 1.0
+        if has_b:
+            w = np.float64(br[q])
+            inc = inc and w != 0
+        v = ld(xr[q], invT)
+        e = expd(v, m[q], invT)
+        bs[q] += w * e if inc and not v >= m[q] else 0.0
+        bc[q] += w if inc and v == m[q] else 0.0
+
+
+@njit(fastmath=FASTMATH, cache=True)
+def _cwrite(xr, orow, m, invT, c, log):
+    for q in range(orow.shape[0]):
+        v = ld(xr[q], invT)
+        if log:
+            orow[q] = st((v - m[q]) * invT - c[q], orow)
+        else:
+            orow[q] = st(expd(v, m[q], invT) * c[q], orow)
+
+
+@njit(fastmath=FASTMATH, cache=True)
+def _cwrite_m(xr, mr, orow, m, invT, c, log):
+    z = ld(0.0, invT)
+    ninf = ld(-np.inf, invT)
+    for q in range(orow.shape[0]):
+        v = ld(xr[q], invT)
+        if log:
+            orow[q] = st((v - m[q]) * invT - c[q] if mr[q] else ninf, orow)
+        else:
+            orow[q] = st(expd(v, m[q], invT) * c[q] if mr[q] else z, orow)
+
+
+@njit(fastmath=FASTMATH, cache=True)
+def _col_state(x, mask, b, has_mask, has_b, p, q0, q1, j0, j1, invT, m, r, w0):
+    """Fill (m, r, w0) for columns q0:q1 of block p over reduced rows j0:j1."""
+    nq = q1 - q0
+    ninf = ld(-np.inf, invT)
+    inv64 = np.float64(invT)
+    bm = np.full(nq, ninf)
+    bs = np.zeros(nq, dtype=m.dtype)  # plain path: tile sums in the compute dtype
+    bc = np.zeros(nq, dtype=m.dtype)
+    bs64 = np.zeros(nq)  # weighted / masked path: float64
+    bc64 = np.zeros(nq)
+    m[:] = ninf
+    r[:] = 0.0
+    w0[:] = 0.0
+    plain = not has_mask and not has_b
+    for t0 in range(j0, j1, JB):
+        t1 = min(t0 + JB, j1)
+        bm[:] = ninf
+        for j in range(t0, t1):
+            if plain:
+                _cmax_plain(x[p, j, q0:q1], bm, ninf)
+            else:
+                mr = mask[p, j, q0:q1] if has_mask else mask[0, 0, :nq]
+                br = b[p, j, q0:q1] if has_b else b[0, 0, :nq]
+                _cmax(x[p, j, q0:q1], mr, br, has_mask, has_b, bm, ninf)
+        for q in range(nq):
+            if bm[q] > m[q]:
+                sc = math.exp((np.float64(m[q]) - np.float64(bm[q])) * inv64)
+                r[q] = (r[q] + w0[q]) * sc
+                w0[q] = 0.0
+                m[q] = bm[q]
+        if plain:
+            bs[:] = 0.0
+            bc[:] = 0.0
+            for j in range(t0, t1):
+                _csum_plain(x[p, j, q0:q1], m, invT, bs, bc)
+            for q in range(nq):
+                r[q] += np.float64(bs[q])
+                w0[q] += np.float64(bc[q])
+        else:
+            bs64[:] = 0.0
+            bc64[:] = 0.0
+            for j in range(t0, t1):
+                mr = mask[p, j, q0:q1] if has_mask else mask[0, 0, :nq]
+                br = b[p, j, q0:q1] if has_b else b[0, 0, :nq]
+                _csum(x[p, j, q0:q1], mr, br, has_mask, has_b, m, invT, bs64, bc64)
+            for q in range(nq):
+                r[q] += bs64[q]
+                w0[q] += bc64[q]
+
+
+@njit(fastmath=FASTMATH, cache=True)
+def _col_write(x, mask, out, has_mask, p, q0, q1, j0, j1, T, invT, log, m, r, w0):
+    """Pass 2 for columns q0:q1 of block p, rows j0:j1, given merged column states."""
+    nq = q1 - q0
+    mm = np.full(nq, invT)
+    c = np.full(nq, invT)
+    nspecial = 0
+    for q in range(nq):
+        code, _ = _classify(m[q], r[q], w0[q], T)
+        if code == FINITE:
+            mm[q] = m[q]
+            lS, _s = _log_sum(r[q], w0[q])
+            c[q] = ld(lS, invT) if log else ld(1.0 / (w0[q] + r[q]), invT)
+        else:
+            mm[q] = ld(0.0, invT)
+            c[q] = ld(0.0, invT)
+            nspecial += 1
+    for j in range(j0, j1):
+        if has_mask:
+            _cwrite_m(x[p, j, q0:q1], mask[p, j, q0:q1], out[p, j, q0:q1], mm, invT, c, log)
+        else:
+            _cwrite(x[p, j, q0:q1], out[p, j, q0:q1], mm, invT, c, log)
+    if nspecial == 0:
+        return
+    for q in range(nq):
+        code, _ = _classify(m[q], r[q], w0[q], T)
+        if code == FINITE:
+            continue
+        qq = q0 + q
+        if code == NAN:
+            for j in range(j0, j1):
+                out[p, j, qq] = st(np.nan, out)
+        elif code == EMPTY:
+            v = -np.inf if log else 0.0
+            for j in range(j0, j1):
+                out[p, j, qq] = st(v, out)
+        else:
+            winf = w0[q]
+            if m[q] != np.inf:
+                mc = mask[p, :, qq] if has_mask else mask[0, 0, :]
+                winf = _winf_ovf(x[p, :, qq], mc, mc, has_mask, False, T)
+            hitv = -math.log(winf) if log else 1.0 / winf
+            other = -np.inf if log else 0.0
+            for j in range(j0, j1):
+                hit = ld(x[p, j, qq], 0.0) / T == np.inf and (not has_mask or mask[p, j, qq])
+                out[p, j, qq] = st(hitv if hit else other, out)
+
+
+@njit(fastmath=FASTMATH, cache=True)
+def _merge_cols(M, Rr, W, p, q0, q1, njc, inv64, m, r, w0):
+    """Merge the njc row-chunk states of columns q0:q1 (arrays [P, njc, Q])."""
+    for q in range(q1 - q0):
+        mx = M[p, 0, q0 + q]
+        for c in range(1, njc):
+            mx = max(mx, M[p, c, q0 + q])
+        rs = 0.0
+        ws = 0.0
+        for c in range(njc):
+            mc = M[p, c, q0 + q]
+            if mc == mx:
+                rs += Rr[p, c, q0 + q]
+                ws += W[p, c, q0 + q]
+            else:
+                rs += (Rr[p, c, q0 + q] + W[p, c, q0 + q]) * math.exp((mc - mx) * inv64)
+        m[q] = mx
+        r[q] = rs
+        w0[q] = ws
+
+
+@njit(fastmath=FASTMATH, cache=True)
+def _task_bounds(t, Q, n, nqb, njc, jcs):
+    pq = t // njc
+    jc = t % njc
+    p = pq // nqb
+    q0 = (pq % nqb) * QB
+    q1 = min(q0 + QB, Q)
+    j0 = jc * jcs
+    j1 = min(j0 + jcs, n)
+    return p, q0, q1, j0, j1, jc
+
+
+@njit(fastmath=FASTMATH, cache=True)
+def _sm_task(t, x, mask, out, has_mask, T, invT, log, nqb, njc, jcs, M, Rr, W, phase):
+    """One (p, column block, row chunk) task; phase 0 fused, 1 state only, 2 merge+write."""
+    _P, n, Q = x.shape
+    p, q0, q1, j0, j1, jc = _task_bounds(t, Q, n, nqb, njc, jcs)
+    nq = q1 - q0
+    m = np.full(nq, invT)
+    r = np.zeros(nq)
+    w0 = np.zeros(nq)
+    if phase != 2:
+        _col_state(x, mask, mask, has_mask, False, p, q0, q1, j0, j1, invT, m, r, w0)
+    if phase == 1:
+        for q in range(nq):
+            M[p, jc, q0 + q] = m[q]
+            Rr[p, jc, q0 + q] = r[q]
+            W[p, jc, q0 + q] = w0[q]
+        return
+    if phase == 2:
+        m64 = np.zeros(nq)
+        _merge_cols(M, Rr, W, p, q0, q1, njc, np.float64(invT), m64, r, w0)
+        for q in range(nq):
+            m[q] = ld(m64[q], invT)
+    _col_write(x, mask, out, has_mask, p, q0, q1, j0, j1, T, invT, log, m, r, w0)
+
+
+_KW = {"fastmath": FASTMATH, "cache": True, "nogil": True}
+
+
+@njit(**_KW)
+def softmax_range(x, mask, out, has_mask, T, invT, log, nqb, njc, jcs, M, Rr, W, phase, t0, t1):
+    """Tasks t0:t1 of softmax over axis 1 of x[P, n, Q] (phase: see ``_sm_task``)."""
+    for t in range(t0, t1):
+        _sm_task(t, x, mask, out, has_mask, T, invT, log, nqb, njc, jcs, M, Rr, W, phase)
+
+
+@njit(fastmath=FASTMATH, cache=True)
+def _lse_task(t, x, mask, b, has_mask, has_b, invT, nqb, njc, jcs, M, Rr, W):
+    _P, n, Q = x.shape
+    p, q0, q1, j0, j1, jc = _task_bounds(t, Q, n, nqb, njc, jcs)
+    nq = q1 - q0
+    m = np.full(nq, invT)
+    r = np.zeros(nq)
+    w0 = np.zeros(nq)
+    _col_state(x, mask, b, has_mask, has_b, p, q0, q1, j0, j1, invT, m, r, w0)
+    for q in range(nq):
+        M[p, jc, q0 + q] = m[q]
+        Rr[p, jc, q0 + q] = r[q]
+        W[p, jc, q0 + q] = w0[q]
+
+
+@njit(**_KW)
+def logsumexp_range(x, mask, b, has_mask, has_b, invT, nqb, njc, jcs, M, Rr, W, t0, t1):
+    """Column states of tasks t0:t1 into M, Rr, W[P, njc, Q]."""
+    for t in range(t0, t1):
+        _lse_task(t, x, mask, b, has_mask, has_b, invT, nqb, njc, jcs, M, Rr, W)
+
+
+@njit(**_KW)
+def logsumexp_finish_range(x, mask, b, has_mask, has_b, T, invT, njc, M, Rr, W, lse, sign, t0, t1):
+    """Merge the row-chunk states and finalise lse[p, :], sign[p, :] for p in t0:t1."""
+    _P, _n, Q = x.shape
+    inv64 = np.float64(invT)
+    m = np.zeros(Q)
+    r = np.zeros(Q)
+    w0 = np.zeros(Q)
+    for p in range(t0, t1):
+        _merge_cols(M, Rr, W, p, 0, Q, njc, inv64, m, r, w0)
+        for q in range(Q):
+            code, mT = _classify(ld(m[q], invT), r[q], w0[q], T)
+            if code == NAN:
+                lse[p, q] = np.nan
+                sign[p, q] = np.nan
+            elif code == EMPTY:
+                lse[p, q] = -np.inf
+                sign[p, q] = 0.0
+            elif code == FINITE:
+                la, sg = _log_sum(r[q], w0[q])
+                lse[p, q] = mT + la if sg != 0 else -np.inf
+                sign[p, q] = sg
+            else:
+                winf = w0[q]
+                if m[q] != np.inf:
+                    mc = mask[p, :, q] if has_mask else mask[0, 0, :]
+                    bc = b[p, :, q] if has_b else b[0, 0, :]
+                    winf = _winf_ovf(x[p, :, q], mc, bc, has_mask, has_b, T)
+                if winf != winf or winf == 0:
+                    lse[p, q] = np.nan
+                    sign[p, q] = np.nan
+                else:
+                    lse[p, q] = np.inf
+                    sign[p, q] = 1.0 if winf > 0 else -1.0
+
+
+def _dummy3(dtype):
+    # read-only, non-contiguous: the same Numba type as a broadcast mask
+    return np.lib.stride_tricks.as_strided(
+        np.ones(QB + 1, dtype), (1, 1, QB), (0, 0, 1 if dtype == np.bool_ else 8), writeable=False
+    )
+
+
+_DUMMY_MASK = _dummy3(np.bool_)
+_DUMMY_B = _dummy3(np.float64)
+
+
+def _split(P, n, Q, nt):
+    nqb = -(-Q // QB)
+    base = P * nqb
+    njc = 1
+    if nt > 1 and base < 4 * nt and n >= 2 * 256:
+        njc = min(-(-4 * nt // base), n // 256)
+    jcs = -(-n // njc)
+    njc = -(-n // jcs)
+    return nqb, njc, jcs
+
+
+def softmax_cols3d(x, mask, out, T, invT, log):
+    """softmax / log_softmax over axis 1 of dense ``x[P, n, Q]`` into ``out``."""
+    from ._parallel import run, threads_for
+
+    P, n, Q = x.shape
+    nt = threads_for(x.size)
+    nqb, njc, jcs = _split(P, n, Q, nt)
+    has_mask = mask is not None
+    mask = _DUMMY_MASK if mask is None else mask
+    T = np.float64(T)
+    ntask = P * nqb * njc
+    if njc == 1:
+        M = np.empty((1, 1, 1))
+        run(softmax_range, ntask, nt, x, mask, out, has_mask, T, invT, log, nqb, 1, n, M, M, M, 0)
+        return
+    M, Rr, W = (np.empty((P, njc, Q)) for _ in range(3))
+    for phase in (1, 2):
+        run(
+            softmax_range,
+            ntask,
+            nt,
+            x,
+            mask,
+            out,
+            has_mask,
+            T,
+            invT,
+            log,
+            nqb,
+            njc,
+            jcs,
+            M,
+            Rr,
+            W,
+            phase,
+        )
+
+
+def logsumexp_cols3d(x, mask, b, T, invT, lse, sign):
+    """logsumexp over axis 1 of dense ``x[P, n, Q]`` -> ``lse[P, Q]``, ``sign[P, Q]``."""
+    from ._parallel import run, threads_for
+
+    P, n, Q = x.shape
+    nt = threads_for(x.size)
+    nqb, njc, jcs = _split(P, n, Q, nt)
+    has_mask, has_b = mask is not None, b is not None
+    mask = _DUMMY_MASK if mask is None else mask
+    b = _DUMMY_B if b is None else b
+    T = np.float64(T)
+    M, Rr, W = (np.empty((P, njc, Q)) for _ in range(3))
+    run(
+        logsumexp_range,
+        P * nqb * njc,
+        nt,
+        x,
+        mask,
+        b,
+        has_mask,
+        has_b,
+        invT,
+        nqb,
+        njc,
+        jcs,
+        M,
+        Rr,
+        W,
+    )
+    run(
+        logsumexp_finish_range,
+        P,
+        nt if P > 1 else 1,
+        x,
+        mask,
+        b,
+        has_mask,
+        has_b,
+        T,
+        invT,
+        njc,
+        M,
+        Rr,
+        W,
+        lse,
+        sign,
+    )

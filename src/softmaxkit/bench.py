@@ -1,0 +1,336 @@
+"""The benchmark runner behind ``softmaxkit bench``.
+
+Every family module named in ``_BENCH_FAMILIES`` contributes ``cases(quick)`` (see
+``softmaxkit._benchcore.Case``).  For each case the runner
+
+1. calls every implementation once (warm-up: compiles, faults pages in), keeps
+   its result for ``case.check`` (max error against the float64 reference) and
+   measures its peak extra memory (``tracemalloc``: NumPy allocations; PyTorch's
+   allocator is not traced, so torch shows "n/a");
+2. times all implementations *interleaved* (one call of each per round, the order
+   rotating), plus a bandwidth floor: a Numba kernel that reads the input and
+   writes an output of the same size on the same threads as softmaxkit;
+3. reports medians, each peer's time as a multiple of softmaxkit's, and every
+   implementation's floor fraction (floor time / its time).
+
+Nothing is written unless an output path is given.
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib
+import json
+import platform
+import statistics
+import time
+import tracemalloc
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from ._benchcore import Case
+
+__all__ = ["format_markdown", "format_table", "machine", "plot", "run_cases", "select_cases"]
+
+_BENCH_FAMILIES = ("softmaxkit._bench_dense",)
+
+
+def select_cases(quick: bool, families: Sequence[str] | None = None) -> list[Case]:
+    """Collect the cases of every family (or of ``families`` only: "dense", ...)."""
+    out: list[Case] = []
+    known = [m.rsplit("_bench_", 1)[-1] for m in _BENCH_FAMILIES]
+    if families:
+        bad = sorted(set(families) - set(known))
+        if bad:
+            raise ValueError(f"--family must be among {known}; got {bad}")
+    for mod, fam in zip(_BENCH_FAMILIES, known, strict=True):
+        if families and fam not in families:
+            continue
+        out.extend(importlib.import_module(mod).cases(quick))
+    return out
+
+
+# --------------------------------------------------------------------------- floor
+_FLOOR_BLOCK = 1 << 16
+
+
+def _floor_kernel():
+    from numba import njit
+
+    @njit(nogil=True, cache=True)
+    def copy_range(x, o, t0, t1):  # pragma: no cover - jitted
+        n = x.shape[0]
+        for t in range(t0, t1):
+            lo = t * _FLOOR_BLOCK
+            hi = min(lo + _FLOOR_BLOCK, n)
+            xs = x[lo:hi]
+            os = o[lo:hi]
+            for j in range(xs.shape[0]):
+                os[j] = xs[j]
+
+    return copy_range
+
+
+_COPY = None
+
+
+def _floor_impl(x: np.ndarray) -> Callable[[], Any]:
+    """Read ``x`` and write a same-size output on softmaxkit's threads."""
+    global _COPY
+    from ._kernels._parallel import run, threads_for
+
+    if _COPY is None:
+        _COPY = _floor_kernel()
+    flat = np.ascontiguousarray(x).reshape(-1)
+    out = np.empty_like(flat)
+    ntask = -(-flat.size // _FLOOR_BLOCK)
+    nt = threads_for(flat.size)
+    copy = _COPY
+    return lambda: run(copy, ntask, nt, flat, out)
+
+
+# --------------------------------------------------------------------------- running
+def _peak_bytes(f: Callable[[], Any]) -> int:
+    gc.collect()
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        res = f()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    del res
+    return int(peak)
+
+
+def run_cases(
+    cases: Sequence[Case],
+    *,
+    repeats: int = 7,
+    budget_s: float = 3.0,
+    memory: bool = True,
+    progress: Callable[[str], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Time every case; return one result dict per case (see module docstring)."""
+    results = []
+    for k, case in enumerate(cases):
+        if progress:
+            progress(f"[{k + 1}/{len(cases)}] {case.family} {case.op} {case.label}")
+        impls = dict(case.impls)
+        get_input = case.extra.get("input")
+        if get_input is not None and case.nbytes:
+            impls["floor"] = _floor_impl(get_input())
+        errors: dict[str, float | None] = {}
+        first: dict[str, float] = {}
+        failed: dict[str, str] = {}
+        for name, f in list(impls.items()):
+            try:
+                t0 = time.perf_counter()
+                res = f()
+                first[name] = time.perf_counter() - t0
+            except Exception as exc:  # a peer that cannot do this case
+                failed[name] = f"{type(exc).__name__}: {exc}"[:120]
+                del impls[name]
+                continue
+            if case.check is not None and name != "floor":
+                try:
+                    errors[name] = float(case.check(res))
+                except Exception:  # a result of another type (torch tensor)
+                    try:
+                        errors[name] = float(case.check(np.asarray(res)))
+                    except Exception:
+                        errors[name] = None
+            del res
+        peaks: dict[str, int | None] = {}
+        if memory:
+            for name, f in impls.items():
+                if name == "floor" or name.startswith("torch"):
+                    peaks[name] = None
+                    continue
+                peaks[name] = _peak_bytes(f)
+        # second warm-up, then interleaved rounds
+        for f in impls.values():
+            f()
+        per_round = sum(first.values())
+        n = int(max(3, min(repeats, budget_s / max(per_round, 1e-9))))
+        times: dict[str, list[float]] = {name: [] for name in impls}
+        names = list(impls)
+        for r in range(n):
+            order = names[r % len(names) :] + names[: r % len(names)]
+            for name in order:
+                f = impls[name]
+                t0 = time.perf_counter()
+                f()
+                times[name].append(time.perf_counter() - t0)
+        med = {name: statistics.median(v) for name, v in times.items()}
+        base = med.get(case.baseline)
+        floor = med.get("floor")
+        row: dict[str, Any] = {
+            "family": case.family,
+            "op": case.op,
+            "label": case.label,
+            "baseline": case.baseline,
+            "repeats": n,
+            "nbytes": case.nbytes,
+            "impls": {},
+            "failed": failed,
+        }
+        base_out = med.get(case.baseline + " out=")
+        for name, t in med.items():
+            # out= peers are compared with our out= call, plain peers with our plain call
+            b = base_out if (name.endswith(" out=") and base_out) else base
+            row["impls"][name] = {
+                "median_s": t,
+                "vs_baseline": (t / b) if b else None,
+                "floor_fraction": (floor / t) if floor else None,
+                "max_error": errors.get(name),
+                "peak_extra_bytes": peaks.get(name),
+            }
+        results.append(row)
+        release = case.extra.get("release")
+        impls.clear()
+        if release is not None:
+            release()
+        gc.collect()
+    return results
+
+
+# --------------------------------------------------------------------------- reports
+def machine() -> dict[str, Any]:
+    """A short description of the machine and the library versions."""
+    import numba
+
+    info: dict[str, Any] = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "numpy": np.__version__,
+        "numba": numba.__version__,
+        "numba_threads": numba.get_num_threads(),
+    }
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    info["cpu"] = line.split(":", 1)[1].strip()
+                    break
+        import os
+
+        info["cpus"] = os.cpu_count()
+    except OSError:
+        pass
+    for mod in ("scipy", "torch"):
+        try:
+            info[mod] = importlib.import_module(mod).__version__
+        except ImportError:
+            pass
+    try:
+        import os
+
+        info["loadavg"] = os.getloadavg()
+    except OSError:
+        pass
+    return info
+
+
+_PEERS = ("numpy", "scipy", "torch", "torch out=")
+
+
+def _fmt_ms(t: float | None) -> str:
+    return "-" if t is None else f"{t * 1e3:.2f}"
+
+
+def _rows(results: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    header = ["op", "input", "ours ms", "ours out= ms"]
+    header += [f"{p} x" for p in _PEERS]
+    header += ["floor %", "out= floor %", "max err", "out= peak extra (x input)"]
+    rows = []
+    for r in results:
+        im = r["impls"]
+        ours = im.get(r["baseline"], {})
+        ours_out = im.get(r["baseline"] + " out=", {})
+        line = [
+            r["op"],
+            r["label"],
+            _fmt_ms(ours.get("median_s")),
+            _fmt_ms(ours_out.get("median_s")),
+        ]
+        for p in _PEERS:
+            v = im.get(p, {}).get("vs_baseline")
+            line.append("-" if v is None else f"{v:.1f}")
+        for d in (ours, ours_out):
+            ff = d.get("floor_fraction")
+            line.append("-" if ff is None else f"{100 * ff:.0f}")
+        err = ours.get("max_error")
+        line.append("-" if err is None else f"{err:.1e}")
+        pk = ours_out.get("peak_extra_bytes", ours.get("peak_extra_bytes"))
+        nb = r.get("nbytes") or 0
+        line.append("-" if pk is None or not nb else f"{pk / (nb / 2):.2f}")
+        rows.append(line)
+    return header, rows
+
+
+def format_table(results: list[dict[str, Any]]) -> str:
+    """Plain-text table: our times, each peer's time as a multiple of ours, floor %."""
+    header, rows = _rows(results)
+    widths = [
+        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)
+    ]
+    lines = ["  ".join(h.rjust(w) for h, w in zip(header, widths, strict=True))]
+    for r in rows:
+        lines.append("  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)))
+    lines.append(
+        "peer columns: peer time / softmaxkit time (higher = we are faster; 'out=' peers "
+        "against our out= call); floor %: time of a read+write copy of the input on the "
+        "same threads / our time"
+    )
+    return "\n".join(lines)
+
+
+def format_markdown(results: list[dict[str, Any]], info: dict[str, Any] | None = None) -> str:
+    """The same table in Markdown, with the machine description."""
+    header, rows = _rows(results)
+    out = []
+    if info:
+        out.append("Machine: " + ", ".join(f"{k} {v}" for k, v in info.items()) + "\n")
+    out.append("| " + " | ".join(header) + " |")
+    out.append("|" + "|".join("---:" if i > 1 else "---" for i in range(len(header))) + "|")
+    for r in rows:
+        out.append("| " + " | ".join(r) + " |")
+    return "\n".join(out) + "\n"
+
+
+def plot(results: list[dict[str, Any]], path: str) -> None:
+    """Bar chart of every peer's time relative to softmaxkit (log scale) to ``path``."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise OSError(
+            "--plot needs matplotlib: pip install 'softmaxkit[plot]' (or pip install matplotlib)"
+        ) from None
+    labels = [f"{r['op']}\n{r['label']}" for r in results]
+    peers = [p for p in _PEERS if any(p in r["impls"] for r in results)]
+    fig, ax = plt.subplots(figsize=(max(8, 0.55 * len(results)), 5))
+    width = 0.8 / max(1, len(peers))
+    for k, p in enumerate(peers):
+        vals = [r["impls"].get(p, {}).get("vs_baseline") or np.nan for r in results]
+        ax.bar(np.arange(len(results)) + k * width, vals, width, label=p)
+    ax.axhline(1.0, color="k", lw=0.8)
+    ax.set_yscale("log")
+    ax.set_ylabel("peer time / softmaxkit time")
+    ax.set_xticks(np.arange(len(results)) + 0.4 - width / 2)
+    ax.set_xticklabels(labels, rotation=90, fontsize=6)
+    ax.legend(fontsize=8)
+    ax.set_title("softmaxkit bench (higher = softmaxkit faster)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def to_json(results: list[dict[str, Any]], info: dict[str, Any], command: str) -> str:
+    return json.dumps({"command": command, "machine": info, "results": results}, indent=1)

@@ -1,0 +1,69 @@
+"""Smoke test of ``softmaxkit bench``: every dense case runs once on tiny shapes."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from softmaxkit import _bench_dense, bench, cli
+
+
+@pytest.fixture
+def tiny_shapes(monkeypatch):
+    monkeypatch.setattr(_bench_dense, "QUICK_SHAPES", [((3, 50), -1), ((40, 6), 0)])
+
+
+def test_every_case_runs_once(tiny_shapes):
+    cases = bench.select_cases(quick=True, families=["dense"])
+    assert {c.op for c in cases} == {"softmax", "log_softmax", "logsumexp"}
+    results = bench.run_cases(cases, repeats=1, budget_s=0.0)
+    assert len(results) == len(cases) == 2 * 2 * 3
+    for r in results:
+        ours = r["impls"]["softmaxkit"]
+        assert ours["vs_baseline"] == 1.0
+        assert r["impls"]["softmaxkit out="]["vs_baseline"] == 1.0
+        assert ours["max_error"] is not None
+        # float32 contract bounds (the check mixes relative and absolute scales)
+        assert ours["max_error"] < 1e-5
+        assert "floor" in r["impls"]
+        for name in ("numpy", "scipy"):
+            assert r["impls"][name]["max_error"] < 1e-5
+    text = bench.format_table(results)
+    assert "softmax" in text and "floor %" in text
+    md = bench.format_markdown(results, bench.machine())
+    assert md.count("\n|") >= len(results)
+
+
+def test_cli_writes_only_requested_files(tiny_shapes, tmp_path, capsys):
+    js = tmp_path / "b.json"
+    md = tmp_path / "b.md"
+    argv = ["bench", "--quick", "--op", "logsumexp", "--repeats", "1", "--budget", "0"]
+    assert cli.main([*argv, "--json", str(js), "--markdown", str(md)]) == 0
+    data = json.loads(js.read_text())
+    assert len(data["results"]) == 4 and "machine" in data
+    assert "| op |" in md.read_text()
+    assert "logsumexp" in capsys.readouterr().out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.json", "b.md"]
+
+
+def test_cli_errors(capsys):
+    assert cli.main(["bench", "--family", "nope"]) == 2
+    assert "--family must be among" in capsys.readouterr().err
+    assert cli.main(["bench", "--repeats", "0"]) == 2
+
+
+def test_plot(tiny_shapes, tmp_path):
+    pytest.importorskip("matplotlib")
+    cases = [c for c in bench.select_cases(quick=True) if c.op == "softmax"][:2]
+    results = bench.run_cases(cases, repeats=1, budget_s=0.0, memory=False)
+    png = tmp_path / "b.png"
+    bench.plot(results, str(png))
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_floor_kernel_copies():
+    x = np.arange(200_000, dtype=np.float32)
+    f = bench._floor_impl(x)
+    f()
