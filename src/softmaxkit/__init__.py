@@ -8,6 +8,23 @@ holds float64 NumPy twins of every public function.
 
 from importlib.metadata import PackageNotFoundError, version
 
+from .grad import (
+    CrossEntropyLoss,
+    LogSoftmax,
+    Softmax,
+    log_softmax_vjp,
+    logsumexp_vjp,
+    softmax_jacobian,
+    softmax_jvp,
+    softmax_vjp,
+)
+from .losses import (
+    cross_entropy,
+    linear_cross_entropy,
+    max_margin_loss,
+    max_margin_loss_split,
+    multiclass_hinge_loss,
+)
 from .softmax import log_softmax, logsumexp, softmax
 
 try:
@@ -15,4 +32,22 @@ try:
 except PackageNotFoundError:  # running from a source tree without installation
     __version__ = "0.0.0+unknown"
 
-__all__ = ["__version__", "log_softmax", "logsumexp", "softmax"]
+__all__ = [
+    "CrossEntropyLoss",
+    "LogSoftmax",
+    "Softmax",
+    "__version__",
+    "cross_entropy",
+    "linear_cross_entropy",
+    "log_softmax",
+    "log_softmax_vjp",
+    "logsumexp",
+    "logsumexp_vjp",
+    "max_margin_loss",
+    "max_margin_loss_split",
+    "multiclass_hinge_loss",
+    "softmax",
+    "softmax_jacobian",
+    "softmax_jvp",
+    "softmax_vjp",
+]

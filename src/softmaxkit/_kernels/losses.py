@@ -505,3 +505,44 @@ def lce_grad_chunk(zc, mask, has_mask, tloc, invT, eps, lse, cnt, a, b, z, activ
         t = tloc[i]
         if t >= 0:
             out[i, t] -= invT * ai * (1.0 - eps)
+
+
+# ---------------------------------------------------------------------------
+# VJPs of the dense ops, from the forward output y.
+# ---------------------------------------------------------------------------
+
+
+@njit(cache=True, nogil=True, parallel=True, fastmath=_FM)
+def softmax_vjp_rows(y, g, mask, has_mask, invT, log, out):
+    """Row VJP from the forward output ``y`` (float64 row accumulator).
+
+    softmax: ``out = y (g - sum_j g_j y_j) / T``; entries with ``y == 0`` (masked,
+    -inf, underflow) get exactly 0, so an empty row gives 0 even where ``g`` is
+    inf.  log_softmax: ``out = (g - exp(y) sum_j g_j) / T``; a row whose included
+    ``y`` are all -inf (empty / fully masked) gives 0.  Masked entries give 0.
+    Two passes per row: the reduction, then the write.
+    """
+    R, n = y.shape
+    for i in prange(R):
+        acc = 0.0
+        nonempty = False
+        for j in range(n):
+            if has_mask and not mask[i, j]:
+                continue
+            yj = y[i, j]
+            if log:
+                acc += g[i, j]
+                if yj != -np.inf:
+                    nonempty = True
+            elif yj != 0:
+                acc += g[i, j] * yj
+        for j in range(n):
+            yj = y[i, j]
+            if (has_mask and not mask[i, j]) or (log and not nonempty):
+                out[i, j] = 0.0
+            elif log:
+                out[i, j] = (g[i, j] - math.exp(yj) * acc) * invT
+            elif yj != 0:
+                out[i, j] = yj * (g[i, j] - acc) * invT
+            else:
+                out[i, j] = 0.0
