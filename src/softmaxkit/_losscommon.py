@@ -110,7 +110,7 @@ def parse_target(
             pos = np.argwhere(bad)[0]
             raise ValueError(
                 f"class-index target must hold integers; {_at(pos)} = "
-                f"{t[tuple(pos)]!r} is not an integer"
+                f"{t[tuple(pos)].item()!r} is not an integer"
             )
         if t.size and np.abs(t).max() >= 2.0**62:
             pos = np.argwhere(np.abs(t) >= 2.0**62)[0]

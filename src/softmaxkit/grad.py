@@ -65,6 +65,9 @@ def _vjp(y, g, axis, temperature, where, out, log):
         return out
     y2 = np.ascontiguousarray(rows_view(ya, axes), dtype=compute)
     g2 = np.ascontiguousarray(rows_view(ga, axes), dtype=compute)
+    # read-only arrays are another Numba type: copy rather than compile twice
+    y2 = y2 if y2.flags.writeable else y2.copy()
+    g2 = g2 if g2.flags.writeable else g2.copy()
     if mask is not None:
         m2 = np.ascontiguousarray(rows_view(mask, axes))
     else:

@@ -219,8 +219,14 @@ def cross_entropy(
 
     axes = (ax,)
     x2 = np.ascontiguousarray(rows_view(arr, axes), dtype=compute)
+    if not x2.flags.writeable:
+        # read-only input: the kernels are compiled for writeable arrays only (a
+        # read-only array is another Numba type, i.e. another compile)
+        x2 = x2.copy()
     R = x2.shape[0]
     mask2 = np.ascontiguousarray(rows_view(mask, axes)) if mask is not None else None
+    if mask2 is not None and not mask2.flags.writeable:
+        mask2 = mask2.copy()
     k = _k()
     dummy_mask = mask2 if mask2 is not None else np.ones((1, 1), dtype=np.bool_)
     if mask2 is None:
@@ -261,6 +267,7 @@ def cross_entropy(
         )  # fmt: skip
     else:
         y2 = np.ascontiguousarray(rows_view(tgt, axes), dtype=np.float64)
+        y2 = y2 if y2.flags.writeable else y2.copy()
         active = nonempty
         wt = np.ones(R)
         a, b, wsum, count = _scales(kind, wt, active, reduction, z)
