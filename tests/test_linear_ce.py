@@ -33,7 +33,8 @@ OPTS = [
 @pytest.mark.parametrize("opts", OPTS)
 @pytest.mark.parametrize("chunk", [1, 5, 23, 100])
 @pytest.mark.parametrize("with_bias", [False, True])
-def test_matches_materialised(opts, chunk, with_bias):
+@pytest.mark.parametrize("strategy", ["vocab", "rows"])
+def test_matches_materialised(opts, chunk, with_bias, strategy):
     opts = dict(opts)
     h, W, b, t = _data()
     V = W.shape[0]
@@ -49,7 +50,7 @@ def test_matches_materialised(opts, chunk, with_bias):
         opts["where"] = mask
     bias = b if with_bias else None
     loss, (dh, dW, db) = sk.linear_cross_entropy(
-        h, W, t, bias=bias, chunk_size=chunk, return_grad=True, **opts
+        h, W, t, bias=bias, chunk_size=chunk, strategy=strategy, return_grad=True, **opts
     )
     rl, (rdh, rdW, rdb) = ref.linear_cross_entropy(h, W, t, bias=bias, return_grad=True, **opts)
     np.testing.assert_allclose(loss, rl, rtol=1e-12, atol=1e-13)
@@ -118,14 +119,15 @@ def test_never_materialises_the_logits():
     h, W, _, t = _data(N=N, d=d, V=V, seed=6)
     sk.linear_cross_entropy(h[:2], W[:50], t[:2] % 50, chunk_size=10, return_grad=True)  # warm
     logits_bytes = N * V * 8
-    tracemalloc.start()
-    try:
-        sk.linear_cross_entropy(h, W, t, chunk_size=512, return_grad=True)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
     grads = (N * d + V * d) * 8  # the outputs themselves
-    assert peak - grads < logits_bytes / 10, (peak, logits_bytes)
+    for kw in [dict(strategy="vocab", chunk_size=512), dict(strategy="rows", chunk_size=16), dict()]:
+        tracemalloc.start()
+        try:
+            sk.linear_cross_entropy(h, W, t, return_grad=True, **kw)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert peak - grads < logits_bytes / 10, (kw, peak, logits_bytes)
 
 
 def test_errors():
@@ -136,6 +138,8 @@ def test_errors():
         sk.linear_cross_entropy(h, W, np.full((11, 23), 1 / 23))
     with pytest.raises(ValueError, match=r"target\[0\] = 23 is not a class index in \[0, 23\)"):
         sk.linear_cross_entropy(h, W, np.full(11, 23))
+    with pytest.raises(ValueError, match="strategy must be one of"):
+        sk.linear_cross_entropy(h, W, t, strategy="fast")
     with pytest.raises(ValueError, match="chunk_size must be >= 1"):
         sk.linear_cross_entropy(h, W, t, chunk_size=0)
     with pytest.raises(ValueError, match=r"bias must have shape \(23,\)"):

@@ -79,6 +79,16 @@ def _row_losses(kind, wt, ce, lse, active, z):
     return part, zp
 
 
+def _compose(part, zp, reduction, wsum, count, batch, out_dtype):
+    if reduction == "none":
+        loss: Any = (part + zp).reshape(batch).astype(out_dtype)
+        return loss[()] if loss.ndim == 0 else loss
+    if reduction == "sum":
+        return _scalar(np.sum(part) + np.sum(zp), out_dtype)
+    val = (np.sum(part) / wsum if wsum != 0 else 0.0) + (np.sum(zp) / count if count else 0.0)
+    return _scalar(val, out_dtype)
+
+
 def cross_entropy(
     logits,
     target,
@@ -278,16 +288,8 @@ def cross_entropy(
         )  # fmt: skip
 
     part, zp = _row_losses(kind, wt, ce, lse, active, z)
-    if reduction == "none":
-        batch = arr.shape[:ax] + arr.shape[ax + 1 :]
-        loss: Any = (part + zp).reshape(batch).astype(out_dtype)
-        if loss.ndim == 0:
-            loss = loss[()]
-    elif reduction == "sum":
-        loss = _scalar(np.sum(part) + np.sum(zp), out_dtype)
-    else:
-        val = (np.sum(part) / wsum if wsum != 0 else 0.0) + (np.sum(zp) / count if count else 0.0)
-        loss = _scalar(val, out_dtype)
+    batch = arr.shape[:ax] + arr.shape[ax + 1 :]
+    loss = _compose(part, zp, reduction, wsum, count, batch, out_dtype)
     if not return_grad:
         return loss
     if out is None:
@@ -313,6 +315,7 @@ def linear_cross_entropy(
     *,
     bias=None,
     chunk_size=None,
+    strategy="auto",
     weight=None,
     ignore_index=None,
     label_smoothing=0.0,
@@ -328,8 +331,8 @@ def linear_cross_entropy(
     options and conventions, class axis last) but the vocabulary is walked in chunks
     of ``chunk_size`` classes: pass 1 folds each logits chunk ``[N, chunk]`` into the
     online normalizer state ``(m, s)`` (merge as in ``softmaxkit._state``) and gives
-    ``lse``; pass 2 (only with ``return_grad``) recomputes each chunk, turns it into
-    ``dlogits`` in place and accumulates
+    ``lse``; with ``return_grad`` (``strategy="vocab"``) pass 2 recomputes each
+    chunk, turns it into ``dlogits`` in place and accumulates
 
     .. math::
 
@@ -347,8 +350,17 @@ def linear_cross_entropy(
         they would be as large as the logits).
     bias : array_like, shape (V,), optional
     chunk_size : int, optional
-        Classes per chunk; default: as many as fit a 32 MiB logits buffer
-        (at least 128).
+        The block size: classes per vocabulary chunk (``strategy="vocab"``) or
+        samples per row block (``"rows"``).  Default: as many as fit a 32 MiB
+        logits buffer (vocab: at least 128 classes; rows: at most N/16).
+    strategy : {"auto", "vocab", "rows"}, default "auto"
+        ``"vocab"``: walk the vocabulary in chunks ``[N, chunk]`` with the online
+        ``(m, s)`` merge; with ``return_grad`` a second walk recomputes each chunk
+        (4 matmuls of size ``N V d`` in all).  ``"rows"`` (gradients only): blocks
+        of rows with their full-vocabulary logits ``[rows, V]``, turned into dlogits
+        in place by the fused cross-entropy kernel: 3 matmuls, no recomputation.
+        ``"auto"``: "vocab" for the loss alone (1 matmul), "rows" with
+        ``return_grad``.
     weight, ignore_index, label_smoothing, reduction, z_loss, temperature, where
         As for :func:`cross_entropy`; ``where`` must broadcast to ``(..., V)``.
     return_grad : bool, default False
@@ -362,10 +374,11 @@ def linear_cross_entropy(
 
     Notes
     -----
-    Peak extra memory: one ``[N, chunk]`` logits buffer and an ``[N, d]`` scratch,
-    plus O(N) float64 row state, instead of the ``[N, V]`` logits and their
-    gradient.  Time: 2 matmuls of size ``N V d`` without gradients (1 materialised),
-    4 with gradients (3 materialised).
+    Peak extra memory: one logits buffer (``[N, chunk]`` or ``[rows, V]``, 32 MiB
+    by default), an ``[N, d]`` (vocab) or a ``[slab, d]`` scratch a quarter of that size (rows) and O(N)
+    float64 row state -- never the ``[N, V]`` logits or their gradient.  Time: 1
+    matmul of size ``N V d`` for the loss alone, 3 with gradients ("rows"; 4 with
+    "vocab"), as many as the materialised computation.
 
     Examples
     --------
@@ -424,10 +437,24 @@ def linear_cross_entropy(
         chunk = int(chunk_size)
     chunk = max(1, min(chunk, V))
 
+    strategies = ("auto", "vocab", "rows")
+    if strategy not in strategies:
+        raise ValueError(f"strategy must be one of {strategies}; got {strategy!r}")
     k = _k()
     t1 = tgt.reshape(-1)
     ignored = (t1 == ii) if ii is not None else np.zeros(N, dtype=np.bool_)
     tsafe = np.where(ignored, 0, t1)
+    if return_grad and strategy != "vocab":
+        if strategy == "rows" and chunk_size is not None:
+            rows = int(chunk_size)
+        else:
+            # as many rows as fit the buffer budget, at most N/16 so that the
+            # buffers stay >= 10x smaller than the logits
+            rows = _CHUNK_BYTES // max(1, V * compute.itemsize)
+            rows = min(rows, -(-N // 16))
+        rows = max(1, min(rows, N))
+        return _lce_rows(h2, W2, bvec, mask2, tsafe, ignored, cw, invT, eps, z, reduction,
+                         rows, h.shape, out_dtype)  # fmt: skip
     buf = np.empty(N * chunk, dtype=compute)
     ones_mask = np.ones((1, 1), dtype=np.bool_)
 
@@ -470,15 +497,7 @@ def linear_cross_entropy(
     wt = cw[tsafe] if cw is not None else np.ones(N)
     a, b, wsum, count = _scales("index", wt, active, reduction, z)
     part, zp = _row_losses("index", wt, ce, lse, active, z)
-    if reduction == "none":
-        loss: Any = (part + zp).reshape(h.shape[:-1]).astype(out_dtype)
-        if loss.ndim == 0:
-            loss = loss[()]
-    elif reduction == "sum":
-        loss = _scalar(np.sum(part) + np.sum(zp), out_dtype)
-    else:
-        val = (np.sum(part) / wsum if wsum != 0 else 0.0) + (np.sum(zp) / count if count else 0.0)
-        loss = _scalar(val, out_dtype)
+    loss = _compose(part, zp, reduction, wsum, count, h.shape[:-1], out_dtype)
     if not return_grad:
         return loss
 
@@ -497,13 +516,66 @@ def linear_cross_entropy(
         np.matmul(zc.T, h2, out=d_W[v0:v1])
         if d_b is not None:
             np.sum(zc, axis=0, out=d_b[v0:v1])
-    d_h = d_h.reshape(h.shape).astype(out_dtype, copy=False)
-    grads = (
-        d_h,
+    return loss, _grads_out(d_h, d_W, d_b, h.shape, out_dtype)
+
+
+def _grads_out(d_h, d_W, d_b, hshape, out_dtype):
+    return (
+        d_h.reshape(hshape).astype(out_dtype, copy=False),
         d_W.astype(out_dtype, copy=False),
         d_b.astype(out_dtype, copy=False) if d_b is not None else None,
     )
-    return loss, grads
+
+
+def _lce_rows(h2, W2, bvec, mask2, tsafe, ignored, cw, invT, eps, z, reduction, rows, hshape,
+              out_dtype):  # fmt: skip
+    """Row-blocked linear CE with gradients: 3 matmuls, no recomputation.
+
+    Each block of ``rows`` samples gets its full-vocabulary logits ``[rows, V]`` from
+    one matmul; the fused kernel turns them into dlogits in place; then
+    ``d_h[block] = G W`` and ``d_W += G^T h[block]`` (in column slabs so no
+    ``[V, d]`` temporary is made).
+    """
+    N, d = h2.shape
+    V = W2.shape[0]
+    compute = h2.dtype
+    k = _k()
+    nonempty = mask2.any(axis=1) if mask2 is not None else np.ones(N, dtype=np.bool_)
+    active = nonempty & ~ignored
+    wt = cw[tsafe] if cw is not None else np.ones(N)
+    a, b, wsum, count = _scales("index", wt, active, reduction, z)
+    buf = np.empty(rows * V, dtype=compute)
+    ones_mask = np.ones((1, 1), dtype=np.bool_)
+    d_h = np.empty((N, d), dtype=compute)
+    d_W = np.zeros((V, d), dtype=compute)
+    d_b = np.zeros(V, dtype=compute) if bvec is not None else None
+    slab = max(1, min(V, rows * V // max(1, 4 * d)))  # slab scratch <= 1/4 logits block
+    tmp = np.empty(slab * d, dtype=compute)
+    ce = np.empty(N)
+    lse = np.empty(N)
+    for r0 in range(0, N, rows):
+        r1 = min(N, r0 + rows)
+        zb = buf[: (r1 - r0) * V].reshape(r1 - r0, V)
+        hb = h2[r0:r1]
+        np.matmul(hb, W2.T, out=zb)
+        if bvec is not None:
+            zb += bvec
+        mb = mask2[r0:r1] if mask2 is not None else np.broadcast_to(ones_mask, zb.shape)
+        k.ce_index_rows(
+            zb, tsafe[r0:r1], mb, mask2 is not None, invT, eps, z, a[r0:r1], b[r0:r1],
+            active[r0:r1], True, zb, ce[r0:r1], lse[r0:r1],
+        )  # fmt: skip
+        np.matmul(zb, W2, out=d_h[r0:r1])
+        for v0 in range(0, V, slab):
+            v1 = min(V, v0 + slab)
+            t = tmp[: (v1 - v0) * d].reshape(v1 - v0, d)
+            np.matmul(zb[:, v0:v1].T, hb, out=t)
+            d_W[v0:v1] += t
+        if d_b is not None:
+            d_b += zb.sum(axis=0)
+    part, zp = _row_losses("index", wt, ce, lse, active, z)
+    loss = _compose(part, zp, reduction, wsum, count, hshape[:-1], out_dtype)
+    return loss, _grads_out(d_h, d_W, d_b, hshape, out_dtype)
 
 
 # ---------------------------------------------------------------------------
