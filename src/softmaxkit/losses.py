@@ -375,10 +375,10 @@ def linear_cross_entropy(
     Notes
     -----
     Peak extra memory: one logits buffer (``[N, chunk]`` or ``[rows, V]``, 32 MiB
-    by default), an ``[N, d]`` (vocab) or a ``[slab, d]`` scratch a quarter of that size (rows) and O(N)
-    float64 row state -- never the ``[N, V]`` logits or their gradient.  Time: 1
-    matmul of size ``N V d`` for the loss alone, 3 with gradients ("rows"; 4 with
-    "vocab"), as many as the materialised computation.
+    by default), an ``[N, d]`` scratch (vocab) or a ``[slab, d]`` one a quarter of
+    the buffer (rows), and O(N) float64 row state -- never the ``[N, V]`` logits
+    or their gradient.  Time: 1 matmul of size ``N V d`` for the loss alone, 3
+    with gradients ("rows"; 4 with "vocab"), as many as materialising.
 
     Examples
     --------
