@@ -120,7 +120,11 @@ def test_never_materialises_the_logits():
     sk.linear_cross_entropy(h[:2], W[:50], t[:2] % 50, chunk_size=10, return_grad=True)  # warm
     logits_bytes = N * V * 8
     grads = (N * d + V * d) * 8  # the outputs themselves
-    for kw in [dict(strategy="vocab", chunk_size=512), dict(strategy="rows", chunk_size=16), dict()]:
+    for kw in [
+        dict(strategy="vocab", chunk_size=512),
+        dict(strategy="rows", chunk_size=16),
+        dict(),
+    ]:
         tracemalloc.start()
         try:
             sk.linear_cross_entropy(h, W, t, return_grad=True, **kw)

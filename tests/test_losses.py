@@ -469,3 +469,19 @@ def test_no_mutation_of_inputs():
     W = rng.normal(size=(7, C))
     W.setflags(write=False)
     sk.linear_cross_entropy(x, W, t, return_grad=True, chunk_size=3)
+
+
+def test_demo_steps_of_the_losses_plugin():
+    import io
+
+    from softmaxkit import _cli_losses, cli
+
+    assert "softmaxkit._cli_losses" in cli._PLUGINS
+    buf = io.StringIO()
+    for step in _cli_losses.DEMO_STEPS:
+        step(buf)
+    text = buf.getvalue()
+    assert "[inf inf inf]" in text and "[1803.6253 1603.2224 1402.8196]" in text
+    assert "nan" in text.split("naive gradient")[1].split("\n")[0]
+    assert "softmaxkit.max_margin_loss(scores, 2)      = 1.4" in text
+    assert "all -inf row: naive gradient [nan nan nan], softmax_vjp [0. 0. 0.]" in text

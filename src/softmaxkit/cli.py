@@ -22,7 +22,7 @@ from typing import TextIO
 
 __all__ = ["main"]
 
-_PLUGINS = ("softmaxkit._cli_dense",)
+_PLUGINS = ("softmaxkit._cli_dense", "softmaxkit._cli_losses")
 
 
 def _plugins():
