@@ -485,3 +485,25 @@ def test_demo_steps_of_the_losses_plugin():
     assert "nan" in text.split("naive gradient")[1].split("\n")[0]
     assert "softmaxkit.max_margin_loss(scores, 2)      = 1.4" in text
     assert "all -inf row: naive gradient [nan nan nan], softmax_vjp [0. 0. 0.]" in text
+
+
+def test_shapes_dtypes_and_empty_inputs():
+    loss, g = sk.cross_entropy(np.zeros((0, 5)), np.zeros(0, int), return_grad=True)
+    assert loss == 0.0 and g.shape == (0, 5)
+    loss, g = sk.cross_entropy(np.zeros((3, 0)), np.zeros((3, 0)), return_grad=True)
+    assert loss == 0.0 and g.shape == (3, 0)
+    # 1-D logits with a scalar index target; float16 computed in float32
+    x = np.array([1.0, 2.0, 3.0])
+    loss, g = sk.cross_entropy(x, 2, return_grad=True)
+    p = np.exp(x) / np.exp(x).sum()
+    np.testing.assert_allclose(loss, -np.log(p[2]), rtol=1e-14)
+    np.testing.assert_allclose(g, p - [0, 0, 1], rtol=1e-14)
+    l16, g16 = sk.cross_entropy(x.astype(np.float16), 2, return_grad=True)
+    assert l16.dtype == np.float16 and g16.dtype == np.float16
+    np.testing.assert_allclose(g16, g, rtol=2e-3, atol=1e-3)
+    lint, _ = sk.cross_entropy(np.array([[1, 2, 3]]), [2], return_grad=True)
+    assert lint.dtype == np.float64
+    with pytest.raises(ValueError, match=r"target = 5 is not a class index"):
+        sk.cross_entropy(x, 5)
+    assert sk.multiclass_hinge_loss(np.zeros((0, 3)), np.zeros(0, int)) == 0.0
+    assert sk.max_margin_loss(np.zeros(0), 2) == 0.0
