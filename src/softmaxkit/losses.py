@@ -565,9 +565,9 @@ def _lce_rows(h2, W2, bvec, mask2, tsafe, ignored, cw, invT, eps, z, reduction, 
             zb, tsafe[r0:r1], mb, mask2 is not None, invT, eps, z, a[r0:r1], b[r0:r1],
             active[r0:r1], True, zb, ce[r0:r1], lse[r0:r1],
         )  # fmt: skip
-        # (no out= here: NumPy's matmul with out= was measured 2-10x slower for
-        # this small-output, long-K shape)
-        d_h[r0:r1] = zb @ W2
+        # d_h block = G W, computed as (W^T G^T)^T: OpenBLAS was measured ~3x
+        # faster on this transposed form of the small-output, long-K product
+        d_h[r0:r1] = (W2.T @ zb.T).T
         for v0 in range(0, V, slab):
             v1 = min(V, v0 + slab)
             t = tmp[: (v1 - v0) * d].reshape(v1 - v0, d)
