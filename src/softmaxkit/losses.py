@@ -79,6 +79,14 @@ def _row_losses(kind, wt, ce, lse, active, z):
     return part, zp
 
 
+def _same_memory(a, b):
+    return (
+        a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
+        and a.strides == b.strides
+        and a.shape == b.shape
+    )
+
+
 def _compose(part, zp, reduction, wsum, count, batch, out_dtype):
     if reduction == "none":
         loss: Any = (part + zp).reshape(batch).astype(out_dtype)
@@ -254,10 +262,7 @@ def cross_entropy(
             if g2.flags.c_contiguous and np.may_share_memory(g2, out):
                 direct = True
                 grad2 = g2
-                if np.may_share_memory(x2, g2) and not (
-                    x2.__array_interface__["data"][0] == g2.__array_interface__["data"][0]
-                    and x2.strides == g2.strides
-                ):
+                if np.may_share_memory(x2, g2) and not _same_memory(x2, g2):
                     x2 = x2.copy()  # overlapping in another layout: read a private copy
         if grad2 is None:
             grad2 = np.empty(x2.shape, dtype=compute)
@@ -275,7 +280,7 @@ def cross_entropy(
         a, b, wsum, count = _scales(kind, wt, active, reduction, z)
         k.ce_index_rows(
             x2, tsafe, dummy_mask, mask2 is not None, invT, eps, z, a, b, active,
-            return_grad, grad2, ce, lse,
+            return_grad, grad2, ce, lse, bool(return_grad and _same_memory(x2, grad2)),
         )  # fmt: skip
     else:
         y2 = np.ascontiguousarray(rows_view(tgt, axes), dtype=np.float64)
@@ -563,7 +568,7 @@ def _lce_rows(h2, W2, bvec, mask2, tsafe, ignored, cw, invT, eps, z, reduction, 
         mb = mask2[r0:r1] if mask2 is not None else np.broadcast_to(ones_mask, zb.shape)
         k.ce_index_rows(
             zb, tsafe[r0:r1], mb, mask2 is not None, invT, eps, z, a[r0:r1], b[r0:r1],
-            active[r0:r1], True, zb, ce[r0:r1], lse[r0:r1],
+            active[r0:r1], True, zb, ce[r0:r1], lse[r0:r1], True,
         )  # fmt: skip
         # d_h block = G W, computed as (W^T G^T)^T: OpenBLAS was measured ~3x
         # faster on this transposed form of the small-output, long-K product
