@@ -1,13 +1,39 @@
 """softmaxkit: the softmax family, done right.
 
-Dense ops (:func:`softmax`, :func:`log_softmax`, :func:`logsumexp`) over any
-axis with temperature, masks, weights, dtype control and ``out=``, under one
-written edge-case contract (``docs/dense.md``).  :mod:`softmaxkit.reference`
-holds float64 NumPy twins of every public function.
+* Dense ops (:func:`softmax`, :func:`log_softmax`, :func:`logsumexp`) over any axis
+  with temperature, masks, weights, dtype control and ``out=``, under one written
+  edge-case contract (``docs/dense.md``).
+* The online normalizer (:class:`Normalizer`), streaming over data larger than
+  memory, fused :func:`topk_softmax` (``docs/online.md``).
+* Losses and gradients: :func:`cross_entropy`, :func:`linear_cross_entropy`,
+  max-margin and hinge losses, VJPs, JVPs, Jacobians and layers (``docs/losses.md``).
+* :mod:`softmaxkit.quantized`: int8/uint8/int16 softmax bit-exact with TensorFlow
+  Lite and CMSIS-NN (``docs/quantized.md``).
+* Dask arrays and any Array API array go through the same public functions
+  (``docs/scaling.md``).
+
+:mod:`softmaxkit.reference` holds float64 NumPy twins of every public function.
 """
 
 from importlib.metadata import PackageNotFoundError, version
 
+from .grad import (
+    CrossEntropyLoss,
+    LogSoftmax,
+    Softmax,
+    log_softmax_vjp,
+    logsumexp_vjp,
+    softmax_jacobian,
+    softmax_jvp,
+    softmax_vjp,
+)
+from .losses import (
+    cross_entropy,
+    linear_cross_entropy,
+    max_margin_loss,
+    max_margin_loss_split,
+    multiclass_hinge_loss,
+)
 from .online import (
     Normalizer,
     stream_logsumexp,
@@ -23,11 +49,24 @@ except PackageNotFoundError:  # running from a source tree without installation
     __version__ = "0.0.0+unknown"
 
 __all__ = [
+    "CrossEntropyLoss",
+    "LogSoftmax",
     "Normalizer",
+    "Softmax",
     "__version__",
+    "cross_entropy",
+    "linear_cross_entropy",
     "log_softmax",
+    "log_softmax_vjp",
     "logsumexp",
+    "logsumexp_vjp",
+    "max_margin_loss",
+    "max_margin_loss_split",
+    "multiclass_hinge_loss",
     "softmax",
+    "softmax_jacobian",
+    "softmax_jvp",
+    "softmax_vjp",
     "stream_logsumexp",
     "stream_normalizer",
     "stream_softmax",

@@ -25,6 +25,7 @@ __all__ = ["main"]
 _PLUGINS = (
     "softmaxkit._cli_dense",
     "softmaxkit._cli_online",
+    "softmaxkit._cli_losses",
     "softmaxkit._cli_quantized",
     "softmaxkit._cli_bench",
 )

@@ -7,5 +7,29 @@ these against mpmath, scipy.special and PyTorch.  One private module per family.
 """
 
 from ._dense import log_softmax, logsumexp, softmax
+from ._losses import (
+    cross_entropy,
+    linear_cross_entropy,
+    log_softmax_vjp,
+    logsumexp_vjp,
+    max_margin_loss,
+    max_margin_loss_split,
+    multiclass_hinge_loss,
+    softmax_jacobian,
+    softmax_vjp,
+)
 
-__all__ = ["log_softmax", "logsumexp", "softmax"]
+__all__ = [
+    "cross_entropy",
+    "linear_cross_entropy",
+    "log_softmax",
+    "log_softmax_vjp",
+    "logsumexp",
+    "logsumexp_vjp",
+    "max_margin_loss",
+    "max_margin_loss_split",
+    "multiclass_hinge_loss",
+    "softmax",
+    "softmax_jacobian",
+    "softmax_vjp",
+]

@@ -1,0 +1,598 @@
+"""Fused loss + gradient row kernels (Numba): cross-entropy and linear cross-entropy.
+
+Kernels see 2-D C-contiguous rows ``x[R, C]`` (the class axis last).  ``mask`` has
+the same shape but may be a broadcast view; callers without a mask pass a
+broadcast ``True`` and ``has_mask=False``.  No user-facing errors are raised here:
+the public layer (``softmaxkit.losses``) has validated targets and options.
+
+Per-row outputs shared by every cross-entropy kernel:
+
+* ``lse[i]``: logsumexp of the included ``v = x / T`` (float64);
+* ``ce[i]``: the *unweighted* smoothed cross-entropy ``H(q_i, p_i)`` for index
+  targets, or the class-weighted ``sum_c w_c q_c (lse - v_c)`` for probability
+  targets (float64);
+* ``grad[i, :]`` (when ``want_grad``) ``= invT * (a_i (W_i p - w*q) + b_i 2 z lse_i p)``
+  where ``a_i`` and ``b_i`` are the per-row scales of the cross-entropy and
+  z-loss parts chosen by the caller for the reduction.
+
+Accumulators: float64 for every input dtype.  Exponentials: on the fast path of
+float32 rows (no mask, every value finite) a vectorisable float32 ``exp``
+(``_exp32``, max relative error ~2 ulp; guarded by
+``tests/test_losses.py::test_fast_exp_accuracy``); otherwise ``math.exp`` in
+float64.  fastmath never includes ``nnan``/``ninf``.
+
+Pass structure of the fused cross-entropy kernels, per row (a 32000-class float32
+row is 128 KB and stays in L2 between passes, so memory traffic is one read of
+the logits and one write of the gradient):
+
+* pass 1: max ``m`` and the plain sum of the row (a non-finite sum sends the row
+  to the exact scalar path, which handles NaN / +-inf per the dense contract);
+* pass 2: ``s = sum exp(v - m)`` and ``sum (v - m)`` (label smoothing); when a
+  gradient is wanted the exponentials are stored in ``grad`` (so ``out=logits``
+  works: the logits of the row are no longer needed after this pass);
+* pass 3: scale the stored exponentials into the gradient in place.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange, types
+from numba.extending import intrinsic, overload
+
+_FM = {"nsz", "arcp", "contract", "afn", "reassoc"}  # never nnan / ninf
+
+# Constants of the float32 exp: Cody-Waite split of ln 2 and the Taylor
+# coefficients 1/k! (degree 7: truncation error 0.347^8/8! = 5e-9 < eps32 / 2).
+_LOG2E = np.float32(1.4426950408889634)
+_LN2_HI = np.float32(0.693359375)
+_LN2_LO = np.float32(-2.12194440e-4)
+_EXP_LO = np.float32(-87.33654)  # below: the result is < FLT_MIN and flushed to 0
+
+
+@intrinsic
+def _bits_to_f32(typingctx, v):
+    """Reinterpret the bits of an int32 as a float32 (an LLVM bitcast: vectorises)."""
+    if v != types.int32:
+        return None
+    sig = types.float32(types.int32)
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], context.get_value_type(types.float32))
+
+    return sig, codegen
+
+
+@njit(cache=True, inline="always", fastmath=_FM)
+def _exp32(d):
+    """exp(d) for float32 ``d <= 0`` (finite): range reduction + degree-7 polynomial.
+
+    Pure arithmetic and a bitcast, so LLVM vectorises loops that call it (SciPy's
+    and NumPy's exp are not vectorised by Numba without SVML).
+    """
+    dd = max(d, _EXP_LO)
+    n = math.floor(dd * _LOG2E + np.float32(0.5))
+    r = dd - n * _LN2_HI
+    r = r - n * _LN2_LO
+    p = np.float32(1.0 / 5040.0)
+    p = p * r + np.float32(1.0 / 720.0)
+    p = p * r + np.float32(1.0 / 120.0)
+    p = p * r + np.float32(1.0 / 24.0)
+    p = p * r + np.float32(1.0 / 6.0)
+    p = p * r + np.float32(0.5)
+    p = p * r + np.float32(1.0)
+    p = p * r + np.float32(1.0)
+    scale = _bits_to_f32(np.int32((np.int32(n) + np.int32(127)) << np.int32(23)))
+    res = p * scale
+    return res if d > _EXP_LO else np.float32(0.0)
+
+
+@njit(cache=True, fastmath=_FM)
+def exp32_array(d, out):
+    """Apply ``_exp32`` elementwise (used by the accuracy test)."""
+    for j in range(d.shape[0]):
+        out[j] = _exp32(d[j])
+
+
+@njit(cache=True, nogil=True)
+def row_nonempty(x, mask, has_mask, out):
+    """out[i] = True when row i has an included entry that is not -inf (NaN counts).
+
+    Scans each row only until the first such entry: O(R) for ordinary rows.
+    """
+    for i in range(x.shape[0]):
+        found = False
+        for j in range(x.shape[1]):
+            if has_mask and not mask[i, j]:
+                continue
+            if not (x[i, j] == -np.inf):
+                found = True
+                break
+        out[i] = found
+
+
+# ---------------------------------------------------------------------------
+# Fast path: no mask, finite row.  Separate float32 / float64 row helpers.
+# ---------------------------------------------------------------------------
+
+
+@njit(cache=True, nogil=True, fastmath=_FM)
+def _max_sum_row(xr, invT):
+    m = -np.inf
+    tot = 0.0
+    for j in range(xr.shape[0]):
+        v = xr[j]
+        m = max(m, v)
+        tot += v
+    return m * invT, tot
+
+
+@njit(cache=True, nogil=True, fastmath=_FM)
+def _sum_exp_f32(xr, invT, m, gr, store):
+    """(sum exp(v - m), sum (v - m)) over a float32 row; stores exp in gr if ``store``."""
+    t32 = np.float32(invT)
+    m32 = np.float32(m)
+    s = 0.0
+    sd = 0.0
+    if store:
+        for j in range(xr.shape[0]):
+            d = xr[j] * t32 - m32
+            e = _exp32(d)
+            gr[j] = e
+            s += e
+            sd += d
+    else:
+        for j in range(xr.shape[0]):
+            d = xr[j] * t32 - m32
+            s += _exp32(d)
+            sd += d
+    return s, sd
+
+
+@njit(cache=True, nogil=True, fastmath=_FM)
+def _sum_exp_inplace_f32(gr, invT, m):
+    """As ``_sum_exp_f32`` with the row overwritten by its exponentials.
+
+    One array only: with two arguments that alias (``out=logits``), LLVM's runtime
+    overlap check fails and the loop runs scalar (measured 5-10x slower).
+    """
+    t32 = np.float32(invT)
+    m32 = np.float32(m)
+    s = 0.0
+    sd = 0.0
+    for j in range(gr.shape[0]):
+        d = gr[j] * t32 - m32
+        e = _exp32(d)
+        gr[j] = e
+        s += e
+        sd += d
+    return s, sd
+
+
+@njit(cache=True, nogil=True, fastmath=_FM)
+def _sum_exp_inplace_f64(gr, invT, m):
+    s = 0.0
+    sd = 0.0
+    for j in range(gr.shape[0]):
+        d = gr[j] * invT - m
+        e = math.exp(d)
+        gr[j] = e
+        s += e
+        sd += d
+    return s, sd
+
+
+def _sum_exp_inplace(gr, invT, m):
+    """Dispatch on the row dtype."""
+
+
+@overload(_sum_exp_inplace, jit_options={"fastmath": _FM})
+def _sum_exp_inplace_impl(gr, invT, m):
+    if gr.dtype == types.float32:
+        return lambda gr, invT, m: _sum_exp_inplace_f32(gr, invT, m)
+    return lambda gr, invT, m: _sum_exp_inplace_f64(gr, invT, m)
+
+
+@njit(cache=True, nogil=True, fastmath=_FM)
+def _sum_exp_f64(xr, invT, m, gr, store):
+    s = 0.0
+    sd = 0.0
+    for j in range(xr.shape[0]):
+        d = xr[j] * invT - m
+        e = math.exp(d)
+        if store:
+            gr[j] = e
+        s += e
+        sd += d
+    return s, sd
+
+
+def _sum_exp(xr, invT, m, gr, store):
+    """Dispatch on the row dtype (float32: vectorised ``_exp32``; else ``math.exp``)."""
+
+
+@overload(_sum_exp, jit_options={"fastmath": _FM})
+def _sum_exp_impl(xr, invT, m, gr, store):
+    if xr.dtype == types.float32:
+        return lambda xr, invT, m, gr, store: _sum_exp_f32(xr, invT, m, gr, store)
+    return lambda xr, invT, m, gr, store: _sum_exp_f64(xr, invT, m, gr, store)
+
+
+@njit(cache=True, nogil=True, fastmath=_FM)
+def _scale_shift_row(gr, c, off):
+    """gr = gr * c - off, in the row's dtype."""
+    cc = gr.dtype.type(c)
+    oo = gr.dtype.type(off)
+    for j in range(gr.shape[0]):
+        gr[j] = gr[j] * cc - oo
+
+
+# ---------------------------------------------------------------------------
+# Exact scalar path for one row (mask, -inf, +inf, NaN), index targets.
+# ---------------------------------------------------------------------------
+
+
+@njit(cache=True, nogil=True)
+def _index_row_general(x, mask, has_mask, i, t, invT, eps, z, a, b, want_grad, grad):
+    """Returns (ce, lse) of row i and writes its gradient (exact scalar code)."""
+    n = x.shape[1]
+    m = -np.inf
+    nan = False
+    ninf = 0  # number of included +inf entries
+    cnt = 0
+    for j in range(n):
+        if has_mask and not mask[i, j]:
+            continue
+        v = x[i, j] * invT
+        cnt += 1
+        if v != v:
+            nan = True
+        elif v > m:
+            m = v
+        if v == np.inf:
+            ninf += 1
+    if nan:
+        if want_grad:
+            for j in range(n):
+                grad[i, j] = np.nan
+        return np.nan, np.nan
+    vt = x[i, t] * invT
+    t_in = (not has_mask) or mask[i, t]
+    if ninf > 0:
+        # softmax is 1/k on the k +inf entries, 0 elsewhere; lse = +inf
+        lk = math.log(ninf)
+        ce = 0.0
+        if 1.0 - eps > 0:
+            ce += (1.0 - eps) * (lk if (t_in and vt == np.inf) else np.inf)
+        if eps > 0:
+            ce += np.inf if cnt > ninf else eps * lk
+        if want_grad:
+            for j in range(n):
+                inc = (not has_mask) or mask[i, j]
+                if not inc:
+                    grad[i, j] = 0.0
+                    continue
+                p = 1.0 / ninf if x[i, j] * invT == np.inf else 0.0
+                q = eps / cnt + ((1.0 - eps) if j == t else 0.0)
+                gz = 2.0 * z * np.inf * p if (z > 0 and p > 0) else 0.0
+                grad[i, j] = invT * (a * (p - q) + b * gz)
+        return ce, np.inf
+    s = 0.0
+    sd = 0.0
+    for j in range(n):
+        if has_mask and not mask[i, j]:
+            continue
+        d = x[i, j] * invT - m
+        s += math.exp(d)
+        sd += d
+    ls = math.log(s)
+    lse = m + ls
+    ce = 0.0
+    if 1.0 - eps > 0:
+        ce += (1.0 - eps) * ((ls - (vt - m)) if t_in else np.inf)
+    if eps > 0:
+        ce += eps * (ls - sd / cnt)
+    if want_grad:
+        inv_s = 1.0 / s
+        for j in range(n):
+            if has_mask and not mask[i, j]:
+                grad[i, j] = 0.0
+                continue
+            p = math.exp(x[i, j] * invT - m) * inv_s
+            q = eps / cnt + ((1.0 - eps) if j == t else 0.0)
+            grad[i, j] = invT * (a * (p - q) + b * 2.0 * z * lse * p)
+    return ce, lse
+
+
+@njit(cache=True, nogil=True, parallel=True, fastmath=_FM)
+def ce_index_rows(
+    x, tgt, mask, has_mask, invT, eps, z, a, b, active, want_grad, grad, ce, lse, inplace
+):
+    """Fused cross-entropy with class-index targets, per row (see the module docstring).
+
+    ``tgt[i]`` is a valid class index for active rows.  Inactive rows (ignored or
+    empty) get ``ce = 0``, ``lse = -inf`` and a zero gradient.  Index targets with
+    smoothing ``eps`` use ``q = (1 - eps) onehot(t) + eps / C_i`` with ``C_i`` the
+    number of included classes.  ``inplace``: ``grad`` is ``x`` itself
+    (``out=logits``); the fast path then reads and writes through one array.
+    """
+    R, n = x.shape
+    for i in prange(R):
+        if not active[i]:
+            ce[i] = 0.0
+            lse[i] = -np.inf
+            if want_grad:
+                for j in range(n):
+                    grad[i, j] = 0.0
+            continue
+        t = tgt[i]
+        if has_mask:
+            ce[i], lse[i] = _index_row_general(
+                x, mask, has_mask, i, t, invT, eps, z, a[i], b[i], want_grad, grad
+            )
+            continue
+        xr = x[i]
+        m, tot = _max_sum_row(xr, invT)
+        if not math.isfinite(tot) or not math.isfinite(m):
+            ce[i], lse[i] = _index_row_general(
+                x, mask, has_mask, i, t, invT, eps, z, a[i], b[i], want_grad, grad
+            )
+            continue
+        vt = xr[t] * invT  # read before the row may be overwritten (out=logits)
+        gr = grad[i]
+        if inplace and want_grad:
+            s, sd = _sum_exp_inplace(gr, invT, m)
+        else:
+            s, sd = _sum_exp(xr, invT, m, gr, want_grad)
+        ls = math.log(s)
+        lrow = m + ls
+        lse[i] = lrow
+        ce[i] = (1.0 - eps) * (ls - (vt - m)) + eps * (ls - sd / n)
+        if want_grad:
+            # grad_j = invT (c p_j - a q_j), c = a + 2 b z lse, p_j = e_j / s
+            c = a[i] + 2.0 * b[i] * z * lrow
+            _scale_shift_row(gr, invT * c / s, invT * a[i] * eps / n)
+            gr[t] -= invT * a[i] * (1.0 - eps)
+
+
+# ---------------------------------------------------------------------------
+# Probability targets (exact scalar code, float64 accumulation).
+# ---------------------------------------------------------------------------
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def ce_prob_rows(
+    x, y, cw, has_w, mask, has_mask, invT, eps, z, a, b, active, want_grad, grad, ce, lse
+):
+    """Fused cross-entropy with probability targets ``y`` (same shape as ``x``).
+
+    ``q = (1 - eps) y + eps / C_i`` on included classes; terms with ``q == 0`` are
+    0 even where ``log p = -inf``.  ``ce = sum_c w_c q_c (lse - v_c)``; the gradient
+    of the cross-entropy part is ``(sum_c w_c q_c) p - w * q``.
+    """
+    R, n = x.shape
+    for i in prange(R):
+        if not active[i]:
+            ce[i] = 0.0
+            lse[i] = -np.inf
+            if want_grad:
+                for j in range(n):
+                    grad[i, j] = 0.0
+            continue
+        m = -np.inf
+        nan = False
+        ninf = 0
+        cnt = 0
+        for j in range(n):
+            if has_mask and not mask[i, j]:
+                continue
+            v = x[i, j] * invT
+            cnt += 1
+            if v != v or y[i, j] != y[i, j]:
+                nan = True
+            elif v > m:
+                m = v
+            if v == np.inf:
+                ninf += 1
+        if nan:
+            ce[i] = np.nan
+            lse[i] = np.nan
+            if want_grad:
+                for j in range(n):
+                    grad[i, j] = np.nan
+            continue
+        s = 0.0
+        wq = 0.0
+        acc = 0.0  # sum w q (v - m) over q != 0
+        bad = False  # q > 0 on a class with p == 0 (masked, or -inf while finite max)
+        for j in range(n):
+            w = cw[j] if has_w else 1.0
+            inc = (not has_mask) or mask[i, j]
+            q = ((1.0 - eps) * y[i, j] + eps / cnt) if inc else (1.0 - eps) * y[i, j]
+            if q == 0:
+                if inc and ninf == 0:
+                    s += math.exp(x[i, j] * invT - m)
+                continue
+            if not inc:
+                bad = True
+                continue
+            v = x[i, j] * invT
+            wq += w * q
+            if ninf > 0:
+                if v != np.inf:
+                    bad = True
+                continue
+            d = v - m
+            s += math.exp(d)
+            if d == -np.inf:
+                bad = True
+            else:
+                acc += w * q * d
+        if ninf > 0:
+            lrow = np.inf
+            ls = math.log(ninf)  # -log p on the +inf entries
+            ce[i] = np.inf if bad else wq * ls
+        else:
+            ls = math.log(s)
+            lrow = m + ls
+            ce[i] = np.inf if bad else wq * ls - acc
+        lse[i] = lrow
+        if want_grad:
+            for j in range(n):
+                inc = (not has_mask) or mask[i, j]
+                if not inc:
+                    grad[i, j] = 0.0
+                    continue
+                w = cw[j] if has_w else 1.0
+                q = (1.0 - eps) * y[i, j] + eps / cnt
+                v = x[i, j] * invT
+                if ninf > 0:
+                    p = 1.0 / ninf if v == np.inf else 0.0
+                    gz = 2.0 * z * np.inf * p if (z > 0 and p > 0) else 0.0
+                else:
+                    p = math.exp(v - m) / s
+                    gz = 2.0 * z * lrow * p
+                grad[i, j] = invT * (a[i] * (wq * p - w * q) + b[i] * gz)
+
+
+# ---------------------------------------------------------------------------
+# Linear cross-entropy: chunk kernels (logits chunk [N, c] from a BLAS matmul).
+# ---------------------------------------------------------------------------
+
+
+@njit(cache=True, nogil=True, parallel=True, fastmath=_FM)
+def lce_state_update(zc, mask, has_mask, invT, m, s, sd, cnt):
+    """Fold a logits chunk into the per-row online state (m, s) and sum(v - m).
+
+    ``sd`` holds ``sum (v - m)`` relative to the current ``m`` (shifted when m
+    grows: ``sd += cnt * (m_old - m_new)``).  Masked entries are skipped;
+    ``cnt`` counts included entries.  Non-finite values follow the (m, s) merge
+    conventions of ``softmaxkit._state`` (NaN wins; +inf rows get m = +inf).
+    """
+    R, c = zc.shape
+    for i in prange(R):
+        mi = m[i]
+        cmax = -np.inf
+        k = 0
+        nan = False
+        for j in range(c):
+            if has_mask and not mask[i, j]:
+                continue
+            v = zc[i, j] * invT
+            k += 1
+            if v != v:
+                nan = True
+            cmax = max(cmax, v)
+        if nan or mi != mi:
+            m[i] = np.nan
+            s[i] = np.nan
+            sd[i] = np.nan
+            continue
+        if k == 0:
+            continue
+        mn = max(mi, cmax)
+        if mn == -np.inf:
+            cnt[i] += k
+            continue
+        if mn == np.inf:
+            # +inf rows: s counts the +inf entries (exact merge convention)
+            add = 0.0
+            for j in range(c):
+                if has_mask and not mask[i, j]:
+                    continue
+                if zc[i, j] * invT == np.inf:
+                    add += 1.0
+            s[i] = (s[i] if mi == np.inf else 0.0) + add
+            sd[i] = -np.inf
+            m[i] = np.inf
+            cnt[i] += k
+            continue
+        scale = 1.0 if mi == mn else math.exp(mi - mn)
+        acc = 0.0
+        accd = 0.0
+        for j in range(c):
+            if has_mask and not mask[i, j]:
+                continue
+            d = zc[i, j] * invT - mn
+            acc += math.exp(d)
+            accd += d
+        if cnt[i] > 0 and mi != mn:
+            sd[i] += cnt[i] * (mi - mn)
+        s[i] = s[i] * scale + acc
+        sd[i] += accd
+        cnt[i] += k
+        m[i] = mn
+
+
+@njit(cache=True, nogil=True, parallel=True, fastmath=_FM)
+def lce_grad_chunk(zc, mask, has_mask, tloc, invT, eps, lse, cnt, a, b, z, active, out):
+    """Turn a logits chunk into its gradient in place: ``out = dloss/dlogits``.
+
+    ``tloc[i]`` is the target's column inside this chunk or -1; ``lse`` the final
+    per-row logsumexp.  Same formula as ``ce_index_rows``.
+    """
+    R, c = zc.shape
+    for i in prange(R):
+        if not active[i]:
+            for j in range(c):
+                out[i, j] = 0.0
+            continue
+        L = lse[i]
+        ai = a[i]
+        cz = ai + 2.0 * b[i] * z * L
+        off = ai * eps / cnt[i] if cnt[i] > 0 else 0.0
+        for j in range(c):
+            if has_mask and not mask[i, j]:
+                out[i, j] = 0.0
+                continue
+            v = zc[i, j] * invT
+            if L == np.inf:
+                p = 0.0 if v != np.inf else np.nan  # caller handles +inf rows exactly
+            else:
+                p = math.exp(v - L)
+            out[i, j] = invT * (cz * p - off)
+        t = tloc[i]
+        if t >= 0:
+            out[i, t] -= invT * ai * (1.0 - eps)
+
+
+# ---------------------------------------------------------------------------
+# VJPs of the dense ops, from the forward output y.
+# ---------------------------------------------------------------------------
+
+
+@njit(cache=True, nogil=True, parallel=True, fastmath=_FM)
+def softmax_vjp_rows(y, g, mask, has_mask, invT, log, out):
+    """Row VJP from the forward output ``y`` (float64 row accumulator).
+
+    softmax: ``out = y (g - sum_j g_j y_j) / T``; entries with ``y == 0`` (masked,
+    -inf, underflow) get exactly 0, so an empty row gives 0 even where ``g`` is
+    inf.  log_softmax: ``out = (g - exp(y) sum_j g_j) / T``; a row whose included
+    ``y`` are all -inf (empty / fully masked) gives 0.  Masked entries give 0.
+    Two passes per row: the reduction, then the write.
+    """
+    R, n = y.shape
+    for i in prange(R):
+        acc = 0.0
+        nonempty = False
+        for j in range(n):
+            if has_mask and not mask[i, j]:
+                continue
+            yj = y[i, j]
+            if log:
+                acc += g[i, j]
+                if yj != -np.inf:
+                    nonempty = True
+            elif yj != 0:
+                acc += g[i, j] * yj
+        for j in range(n):
+            yj = y[i, j]
+            if (has_mask and not mask[i, j]) or (log and not nonempty):
+                out[i, j] = 0.0
+            elif log:
+                out[i, j] = (g[i, j] - math.exp(yj) * acc) * invT
+            elif yj != 0:
+                out[i, j] = yj * (g[i, j] - acc) * invT
+            else:
+                out[i, j] = 0.0

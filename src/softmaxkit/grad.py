@@ -1,0 +1,424 @@
+"""Gradients of the dense ops (VJPs, JVP, Jacobian) and NumPy layer objects.
+
+Conventions (derivations in ``docs/losses.md``):
+
+* Reverse mode takes what a forward pass saves.  :func:`softmax_vjp` and
+  :func:`log_softmax_vjp` take the forward *output* ``y`` (as PyTorch's autograd
+  saves the result of softmax), never the input, so no exponential is recomputed
+  for softmax.  :func:`logsumexp_vjp` takes the *input* ``x`` (its output alone
+  does not determine the gradient).
+* Forward mode takes the primal input: :func:`softmax_jvp` returns
+  ``(y, dy)`` like ``jax.jvp``.
+* ``temperature`` and ``where`` must be those of the forward call: every op acts on
+  ``x / T``, so each gradient carries a factor ``1 / T``; masked-out entries get 0.
+* The gradient of an empty, all -inf or fully masked row is 0, never NaN
+  (jax#6811, pytorch#31829 give NaN).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._eager import rows_view
+from ._validate import (
+    as_input_array,
+    check_out,
+    normalize_axis,
+    resolve_dtype,
+    validate_temperature,
+    validate_weights,
+    validate_where,
+)
+from .losses import cross_entropy
+from .softmax import logsumexp, softmax
+
+__all__ = [
+    "CrossEntropyLoss",
+    "LogSoftmax",
+    "Softmax",
+    "log_softmax_vjp",
+    "logsumexp_vjp",
+    "softmax_jacobian",
+    "softmax_jvp",
+    "softmax_vjp",
+]
+
+
+def _vjp(y, g, axis, temperature, where, out, log):
+    ya = as_input_array(y, "y")
+    axes = normalize_axis(axis, ya.ndim)
+    invT = 1.0 / validate_temperature(temperature)
+    mask = validate_where(where, ya.shape)
+    compute, out_dtype = resolve_dtype(ya.dtype, None)
+    ga = as_input_array(g, "g")
+    try:
+        ga = np.broadcast_to(ga, ya.shape)
+    except ValueError:
+        raise ValueError(
+            f"g with shape {ga.shape} cannot be broadcast to y's shape {ya.shape}"
+        ) from None
+    if out is None:
+        out = np.empty(ya.shape, dtype=out_dtype)
+    else:
+        check_out(out, ya.shape, out_dtype)
+    if ya.size == 0:
+        return out
+    y2 = np.ascontiguousarray(rows_view(ya, axes), dtype=compute)
+    g2 = np.ascontiguousarray(rows_view(ga, axes), dtype=compute)
+    # read-only arrays are another Numba type: copy rather than compile twice
+    y2 = y2 if y2.flags.writeable else y2.copy()
+    g2 = g2 if g2.flags.writeable else g2.copy()
+    if mask is not None:
+        m2 = np.ascontiguousarray(rows_view(mask, axes))
+    else:
+        m2 = np.broadcast_to(np.ones((1, 1), dtype=np.bool_), y2.shape)
+    res = np.empty(y2.shape, dtype=compute)
+    from ._kernels import losses as k
+
+    k.softmax_vjp_rows(y2, g2, m2, mask is not None, invT, log, res)
+    moved = np.moveaxis(out, axes, tuple(range(out.ndim - len(axes), out.ndim)))
+    moved[...] = res.reshape(moved.shape)
+    return out
+
+
+def softmax_vjp(y, g, /, axis=-1, *, temperature=1.0, where=None, out=None):
+    r"""Vector-Jacobian product of :func:`softmaxkit.softmax`, from its output.
+
+    .. math::
+
+        \frac{\partial L}{\partial x} = \frac{1}{T}\, y \odot \Big(g - \sum_j g_j y_j\Big),
+        \qquad y = \operatorname{softmax}(x / T)
+
+    Parameters
+    ----------
+    y : array_like
+        The forward output ``softmax(x, axis, temperature=T, where=where)``.
+    g : array_like
+        Upstream gradient ``dL/dy``, broadcastable to ``y``.
+    axis, temperature, where
+        Those of the forward call.
+    out : ndarray, optional
+        Where to write the result (``y``'s shape and floating dtype).
+
+    Returns
+    -------
+    ndarray
+        ``dL/dx``, shape of ``y``.  0 on masked entries and on empty / all -inf /
+        fully masked rows (where ``y`` is 0), even where ``g`` is infinite.
+
+    Notes
+    -----
+    Peak extra memory: one temporary of ``y``'s size in the computation dtype
+    (plus contiguous copies when the axes are not trailing).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from softmaxkit import softmax, softmax_vjp
+    >>> y = softmax(np.array([1.0, 2.0, 3.0]))
+    >>> softmax_vjp(y, np.array([1.0, 0.0, 0.0])).round(6)  # row 0 of the Jacobian
+    array([ 0.081925, -0.022033, -0.059892])
+    >>> softmax_vjp(np.zeros(3), np.full(3, np.inf))  # a fully masked row: 0, not NaN
+    array([0., 0., 0.])
+    """
+    return _vjp(y, g, axis, temperature, where, out, False)
+
+
+def log_softmax_vjp(y, g, /, axis=-1, *, temperature=1.0, where=None, out=None):
+    r"""Vector-Jacobian product of :func:`softmaxkit.log_softmax`, from its output.
+
+    .. math::
+
+        \frac{\partial L}{\partial x} = \frac{1}{T}\Big(g - e^{y} \sum_j g_j\Big),
+        \qquad y = \operatorname{log\_softmax}(x / T)
+
+    Parameters
+    ----------
+    y : array_like
+        The forward output ``log_softmax(x, axis, temperature=T, where=where)``.
+    g : array_like
+        Upstream gradient, broadcastable to ``y``.
+    axis, temperature, where, out
+        As for :func:`softmax_vjp`.
+
+    Returns
+    -------
+    ndarray
+        0 on masked entries and on rows whose included ``y`` are all -inf.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from softmaxkit import log_softmax, log_softmax_vjp
+    >>> y = log_softmax(np.array([0.0, 0.0]))
+    >>> log_softmax_vjp(y, np.array([1.0, 0.0]))
+    array([ 0.5, -0.5])
+    >>> log_softmax_vjp(np.full(2, -np.inf), np.ones(2))  # empty row
+    array([0., 0.])
+    """
+    return _vjp(y, g, axis, temperature, where, out, True)
+
+
+def logsumexp_vjp(x, g, /, axis=-1, *, b=None, keepdims=False, temperature=1.0, where=None):
+    r"""Vector-Jacobian product of :func:`softmaxkit.logsumexp`, from its input.
+
+    .. math::
+
+        \frac{\partial L}{\partial x_i} = \frac{g}{T}\,
+        \frac{b_i e^{x_i/T}}{\sum_j b_j e^{x_j/T}}
+        = \frac{g}{T}\operatorname{softmax}(x/T)_i \quad (b = 1)
+
+    Parameters
+    ----------
+    x : array_like
+        The forward input.
+    g : array_like
+        Upstream gradient with the shape of the forward output (reduced, or with
+        size-1 axes when ``keepdims``).
+    axis, b, keepdims, temperature, where
+        Those of the forward call.  With ``b``, the gradient is that of
+        ``log|sum b e^{x/T}|``.
+
+    Returns
+    -------
+    ndarray
+        Shape of ``x``, float dtype; 0 for empty / all -inf / fully masked rows.
+
+    Examples
+    --------
+    >>> from softmaxkit import logsumexp_vjp
+    >>> logsumexp_vjp([0.0, 0.0, -float("inf")], 2.0)
+    array([1., 1., 0.])
+    """
+    a = as_input_array(x)
+    axes = normalize_axis(axis, a.ndim)
+    t = validate_temperature(temperature)
+    ga = np.asarray(g, dtype=np.float64)
+    if not keepdims:
+        ga = np.expand_dims(ga, axes)
+    compute, out_dtype = resolve_dtype(a.dtype, None)
+    if b is None:
+        p = softmax(a, axis=axes, temperature=t, where=where, dtype=compute)
+        res = ga * p / t
+    else:
+        bw = validate_weights(b, a.shape, np.float64)
+        lse, sign = logsumexp(
+            a,
+            axis=axes,
+            b=bw,
+            keepdims=True,
+            return_sign=True,
+            temperature=t,
+            where=where,
+            dtype=np.float64,
+        )
+        mask = validate_where(where, a.shape)
+        with np.errstate(invalid="ignore", over="ignore"):
+            r = bw * np.exp(a.astype(np.float64) / t - lse) * sign
+        ok = np.isfinite(lse) & (bw != 0)
+        if mask is not None:
+            ok = ok & mask
+        r = np.where(ok, r, np.where(np.isnan(lse), np.nan, 0.0))
+        res = ga * r / t
+    try:
+        res = np.broadcast_to(res, a.shape)
+    except ValueError:
+        raise ValueError(f"g with shape {np.shape(g)} does not match the reduced shape") from None
+    return np.array(res, dtype=out_dtype)
+
+
+def softmax_jvp(x, v, /, axis=-1, *, temperature=1.0, where=None):
+    r"""Jacobian-vector product of :func:`softmaxkit.softmax`: returns ``(y, dy)``.
+
+    .. math::
+
+        y = \operatorname{softmax}(x/T), \qquad
+        dy = \frac{1}{T}\, y \odot \Big(v - \sum_j v_j y_j\Big)
+
+    (the softmax Jacobian is symmetric, so this is :func:`softmax_vjp` with ``v``).
+
+    Parameters
+    ----------
+    x : array_like
+        The primal input.
+    v : array_like
+        The tangent, broadcastable to ``x``.
+    axis, temperature, where
+        As for :func:`softmaxkit.softmax`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from softmaxkit import softmax_jvp
+    >>> y, dy = softmax_jvp(np.array([0.0, 0.0]), np.array([1.0, 0.0]))
+    >>> y, dy
+    (array([0.5, 0.5]), array([ 0.25, -0.25]))
+    """
+    y = softmax(x, axis=axis, temperature=temperature, where=where)
+    return y, softmax_vjp(y, v, axis=axis, temperature=temperature, where=where)
+
+
+def softmax_jacobian(x, /, axis=-1, *, temperature=1.0, where=None):
+    r"""The dense Jacobian of :func:`softmaxkit.softmax` for each row.
+
+    .. math::
+
+        J_{ij} = \frac{\partial y_i}{\partial x_j} = \frac{1}{T}(y_i\,\delta_{ij} - y_i y_j)
+
+    Parameters
+    ----------
+    x : array_like
+        The input.
+    axis : int, tuple of ints or None, default -1
+        The softmax axes; a tuple is flattened in C order (the axes moved last).
+    temperature, where
+        As for :func:`softmaxkit.softmax`; masked rows and columns are 0.
+
+    Returns
+    -------
+    ndarray
+        Shape ``batch + (n, n)`` with ``batch`` the non-reduced axes of ``x`` in
+        order and ``n`` the product of the reduced sizes.
+
+    Notes
+    -----
+    Peak extra memory: the result, ``n**2`` values per row.
+
+    Examples
+    --------
+    >>> from softmaxkit import softmax_jacobian
+    >>> softmax_jacobian([0.0, 0.0])
+    array([[ 0.25, -0.25],
+           [-0.25,  0.25]])
+    """
+    a = as_input_array(x)
+    axes = normalize_axis(axis, a.ndim)
+    t = validate_temperature(temperature)
+    y = softmax(a, axis=axes, temperature=t, where=where)
+    y2 = rows_view(np.asarray(y), axes)
+    n = y2.shape[1]
+    J = np.einsum("ri,rj->rij", -y2, y2)
+    idx = np.arange(n)
+    J[:, idx, idx] += y2
+    J /= np.asarray(t, dtype=J.dtype)
+    batch = tuple(s for i, s in enumerate(a.shape) if i not in axes)
+    return J.reshape(*batch, n, n)
+
+
+# ---------------------------------------------------------------------------
+# Layer objects
+# ---------------------------------------------------------------------------
+
+
+class _Layer:
+    def __call__(self, *args, **kwargs):
+        return self.forward(*args, **kwargs)
+
+    def _need(self, attr):
+        if getattr(self, attr, None) is None:
+            raise RuntimeError(f"{type(self).__name__}.backward called before forward")
+
+
+class Softmax(_Layer):
+    """Softmax layer for NumPy networks: ``forward(x)`` and the true ``backward(grad)``.
+
+    Unlike the pass-through shortcut of some tutorials (``backward`` returning its
+    input, valid only when fused with a cross-entropy), ``backward`` returns the
+    real vector-Jacobian product :func:`softmax_vjp` of the saved output.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from softmaxkit import Softmax
+    >>> layer = Softmax()
+    >>> y = layer.forward(np.array([[0.0, 0.0]]))
+    >>> layer.backward(np.array([[1.0, 0.0]]))
+    array([[ 0.25, -0.25]])
+    """
+
+    def __init__(self, axis=-1, *, temperature=1.0):
+        self.axis = axis
+        self.temperature = validate_temperature(temperature)
+        self._y = None
+        self._where = None
+
+    def forward(self, x, where=None):
+        self._where = where
+        self._y = softmax(x, axis=self.axis, temperature=self.temperature, where=where)
+        return self._y
+
+    def backward(self, grad):
+        self._need("_y")
+        return softmax_vjp(
+            self._y, grad, axis=self.axis, temperature=self.temperature, where=self._where
+        )
+
+
+class LogSoftmax(Softmax):
+    """Log-softmax layer: ``forward(x)`` and ``backward(grad)`` (:func:`log_softmax_vjp`).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from softmaxkit import LogSoftmax
+    >>> layer = LogSoftmax()
+    >>> _ = layer.forward(np.array([0.0, 0.0]))
+    >>> layer.backward(np.array([1.0, 0.0]))
+    array([ 0.5, -0.5])
+    """
+
+    def forward(self, x, where=None):
+        from .softmax import log_softmax
+
+        self._where = where
+        self._y = log_softmax(x, axis=self.axis, temperature=self.temperature, where=where)
+        return self._y
+
+    def backward(self, grad):
+        self._need("_y")
+        return log_softmax_vjp(
+            self._y, grad, axis=self.axis, temperature=self.temperature, where=self._where
+        )
+
+
+class CrossEntropyLoss(_Layer):
+    """Cross-entropy layer: ``forward(logits, target)`` -> loss, ``backward(grad=1.0)`` -> dlogits.
+
+    Takes the options of :func:`softmaxkit.cross_entropy`.  ``forward`` computes the
+    loss and its gradient in one fused pass; ``backward`` scales the saved gradient
+    by the upstream gradient (a scalar for "mean"/"sum", one value per sample for
+    "none").
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from softmaxkit import CrossEntropyLoss
+    >>> loss_fn = CrossEntropyLoss()
+    >>> float(loss_fn.forward(np.array([[0.0, 0.0]]), np.array([0])))
+    0.6931471805599453
+    >>> loss_fn.backward()
+    array([[-0.5,  0.5]])
+    """
+
+    def __init__(self, *, axis=-1, **options):
+        if "return_grad" in options or "out" in options:
+            raise TypeError(
+                "CrossEntropyLoss takes the cross_entropy options except return_grad/out"
+            )
+        self.axis = axis
+        self.options = options
+        self._grad = None
+
+    def forward(self, logits, target, where=None):
+        loss, self._grad = cross_entropy(
+            logits, target, axis=self.axis, where=where, return_grad=True, **self.options
+        )
+        return loss
+
+    def backward(self, grad=1.0):
+        self._need("_grad")
+        g = np.asarray(grad, dtype=self._grad.dtype)
+        if g.ndim:
+            ax = normalize_axis(self.axis, self._grad.ndim)[0]
+            g = np.expand_dims(g, ax)
+        return self._grad * g

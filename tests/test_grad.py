@@ -1,0 +1,224 @@
+"""Tests of softmaxkit.grad: VJPs, JVP, Jacobian and layers vs PyTorch autograd."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import softmaxkit as sk
+from softmaxkit import reference as ref
+
+torch = pytest.importorskip("torch")
+
+
+def _rng(seed=0):
+    return np.random.default_rng(seed)
+
+
+def _torch_axis(axis, ndim):
+    return tuple(a % ndim for a in axis) if isinstance(axis, tuple) else axis
+
+
+def _torch_softmax(xt, axis, T, log):
+    # softmax over several axes jointly: logsumexp over the tuple
+    v = xt / T
+    lse = torch.logsumexp(v, dim=axis, keepdim=True)
+    ls = v - lse
+    return ls if log else torch.exp(ls)
+
+
+AXES = [-1, 0, 1, (0, 2)]
+
+
+@pytest.mark.parametrize("axis", AXES)
+@pytest.mark.parametrize("T", [1.0, 0.6])
+@pytest.mark.parametrize("log", [False, True])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_vjp_vs_torch(axis, T, log, dtype):
+    rng = _rng(1)
+    x = (rng.normal(size=(3, 4, 5)) * 3).astype(dtype)
+    g = rng.normal(size=x.shape).astype(dtype)
+    xt = torch.tensor(x, requires_grad=True)
+    yt = _torch_softmax(xt, _torch_axis(axis, 3), T, log)
+    yt.backward(torch.tensor(g))
+    fwd = sk.log_softmax if log else sk.softmax
+    vjp = sk.log_softmax_vjp if log else sk.softmax_vjp
+    y = fwd(x, axis=axis, temperature=T)
+    dx = vjp(y, g, axis=axis, temperature=T)
+    assert dx.dtype == dtype
+    tol = 1e-12 if dtype == np.float64 else 3e-6
+    np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=tol, atol=tol)
+    # float64 reference twins (from the input, via the dense Jacobian)
+    rvjp = ref.log_softmax_vjp if log else ref.softmax_vjp
+    np.testing.assert_allclose(
+        rvjp(x.astype(np.float64), g, axis=axis, temperature=T),
+        xt.grad.numpy(),
+        rtol=max(tol, 1e-11),
+        atol=max(tol, 1e-11),
+    )
+
+
+@pytest.mark.parametrize("keepdims", [False, True])
+@pytest.mark.parametrize("axis", [-1, (0, 1)])
+def test_logsumexp_vjp_vs_torch(axis, keepdims):
+    rng = _rng(2)
+    x = rng.normal(size=(3, 4, 5))
+    xt = torch.tensor(x, requires_grad=True)
+    out = torch.logsumexp(xt / 0.7, dim=_torch_axis(axis, 3), keepdim=keepdims)
+    g = rng.normal(size=tuple(out.shape))
+    out.backward(torch.tensor(g))
+    dx = sk.logsumexp_vjp(x, g, axis=axis, keepdims=keepdims, temperature=0.7)
+    np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(
+        ref.logsumexp_vjp(x, g, axis=axis, keepdims=keepdims, temperature=0.7),
+        xt.grad.numpy(),
+        rtol=1e-12,
+    )
+
+
+def test_logsumexp_vjp_with_b_vs_finite_differences():
+    rng = _rng(3)
+    x = rng.normal(size=(2, 4))
+    b = np.array([1.0, -0.5, 2.0, 0.0])
+    g = np.array([0.3, -1.2])
+    dx = sk.logsumexp_vjp(x, g, b=b)
+    h = 1e-6
+    fd = np.zeros_like(x)
+    for idx in np.ndindex(x.shape):
+        xp, xm = x.copy(), x.copy()
+        xp[idx] += h
+        xm[idx] -= h
+        fp = sk.logsumexp(xp, b=b, return_sign=True)[0]
+        fm = sk.logsumexp(xm, b=b, return_sign=True)[0]
+        fd[idx] = np.sum(g * (fp - fm)) / (2 * h)
+    np.testing.assert_allclose(dx, fd, rtol=1e-6, atol=1e-9)
+
+
+def test_masked_and_empty_rows_give_zero_not_nan():
+    x = np.array([[1.0, 2.0, 3.0], [-np.inf, -np.inf, -np.inf], [0.5, 0.1, 0.2]])
+    where = np.array([[True, False, True], [True, True, True], [False, False, False]])
+    g = np.array([[1.0, np.inf, -2.0], [np.inf, 1.0, 2.0], [np.nan, 1.0, np.inf]])
+    for log in (False, True):
+        fwd = sk.log_softmax if log else sk.softmax
+        vjp = sk.log_softmax_vjp if log else sk.softmax_vjp
+        y = fwd(x, where=where)
+        dx = vjp(y, g, where=where)
+        assert np.all(dx[1:] == 0), (log, dx)
+        assert dx[0, 1] == 0
+        # row 0 equals the VJP of the two included entries alone
+        y0 = fwd(x[0, [0, 2]])
+        np.testing.assert_allclose(dx[0, [0, 2]], vjp(y0, g[0, [0, 2]]))
+    dl = sk.logsumexp_vjp(x, np.ones(3), where=where)
+    assert np.all(dl[1:] == 0)
+    # PyTorch gives NaN for the all -inf row (pytorch#31829)
+    xt = torch.tensor(x[1:2], requires_grad=True)
+    torch.softmax(xt, -1).sum().backward()
+    assert np.isnan(xt.grad.numpy()).all()
+
+
+def test_jvp_vs_torch():
+    rng = _rng(4)
+    x = rng.normal(size=(3, 6))
+    v = rng.normal(size=x.shape)
+    y, dy = sk.softmax_jvp(x, v, temperature=1.5)
+    # torch.autograd.functional.jvp (double-backward trick; torch.func.jvp warns)
+    ty, tdy = torch.autograd.functional.jvp(
+        lambda a: torch.softmax(a / 1.5, -1), torch.tensor(x), torch.tensor(v)
+    )
+    np.testing.assert_allclose(y, ty.numpy(), rtol=1e-14)
+    np.testing.assert_allclose(dy, tdy.numpy(), rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("axis", [-1, 0, (0, 2)])
+def test_jacobian_vs_torch(axis):
+    rng = _rng(5)
+    x = rng.normal(size=(2, 3, 4))
+    J = sk.softmax_jacobian(x, axis=axis, temperature=0.8)
+    np.testing.assert_allclose(J, ref.softmax_jacobian(x, axis=axis, temperature=0.8), rtol=1e-13)
+    # per-row comparison with torch's dense Jacobian
+    from softmaxkit._eager import rows_view
+    from softmaxkit._validate import normalize_axis
+
+    axes = normalize_axis(axis, 3)
+    rows = rows_view(x, axes)
+    n = rows.shape[1]
+    Jr = J.reshape(-1, n, n)
+    for i, r in enumerate(rows):
+        tj = torch.autograd.functional.jacobian(
+            lambda a: torch.softmax(a / 0.8, -1), torch.tensor(np.ascontiguousarray(r))
+        )
+        np.testing.assert_allclose(Jr[i], tj.numpy(), rtol=1e-12, atol=1e-15)
+    batch = tuple(s for i, s in enumerate(x.shape) if i not in axes)
+    assert J.shape == (*batch, n, n)
+
+
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(1, 8), seed=st.integers(0, 2**16), T=st.floats(0.2, 5.0))
+def test_vjp_equals_jacobian_transpose_product(n, seed, T):
+    rng = _rng(seed)
+    x = rng.normal(size=(2, n)) * 4
+    g = rng.normal(size=(2, n))
+    J = sk.softmax_jacobian(x, temperature=T)
+    y = sk.softmax(x, temperature=T)
+    np.testing.assert_allclose(
+        sk.softmax_vjp(y, g, temperature=T), np.einsum("rij,ri->rj", J, g), atol=1e-13
+    )
+    # the Jacobian is symmetric, rows sum to 0
+    np.testing.assert_allclose(J, np.swapaxes(J, -1, -2), atol=1e-15)
+    np.testing.assert_allclose(J.sum(-1), 0, atol=1e-14)
+
+
+def test_layers_true_gradients():
+    rng = _rng(6)
+    x = rng.normal(size=(4, 5))
+    g = rng.normal(size=(4, 5))
+    t = rng.integers(0, 5, 4)
+    xt = torch.tensor(x, requires_grad=True)
+    torch.softmax(xt, 1).backward(torch.tensor(g))
+    layer = sk.Softmax(axis=1)
+    layer.forward(x)
+    np.testing.assert_allclose(layer.backward(g), xt.grad.numpy(), rtol=1e-12)
+    assert not np.allclose(layer.backward(g), g)  # not the seed's pass-through shortcut
+    # LogSoftmax + NLL chained == CrossEntropyLoss
+    ls = sk.LogSoftmax()
+    y = ls.forward(x)
+    onehot = np.eye(5)[t]
+    nll_grad = -onehot / 4
+    ce = sk.CrossEntropyLoss()
+    loss = ce.forward(x, t)
+    np.testing.assert_allclose(loss, -(y * onehot).sum() / 4)
+    np.testing.assert_allclose(ls.backward(nll_grad), ce.backward(), atol=1e-15)
+    # reduction="none": backward takes one upstream value per sample
+    cen = sk.CrossEntropyLoss(reduction="none", label_smoothing=0.1)
+    cen.forward(x, t)
+    up = rng.normal(size=4)
+    xt = torch.tensor(x, requires_grad=True)
+    torch.nn.functional.cross_entropy(
+        xt, torch.tensor(t), reduction="none", label_smoothing=0.1
+    ).backward(torch.tensor(up))
+    np.testing.assert_allclose(cen.backward(up), xt.grad.numpy(), rtol=1e-12)
+    with pytest.raises(RuntimeError, match="before forward"):
+        sk.Softmax().backward(g)
+    with pytest.raises(TypeError, match="return_grad"):
+        sk.CrossEntropyLoss(return_grad=True)
+
+
+def test_grad_errors_and_no_mutation():
+    y = sk.softmax(np.array([[1.0, 2.0], [3.0, 4.0]]))
+    y.setflags(write=False)
+    g = np.ones((2, 2))
+    g.setflags(write=False)
+    y0 = y.copy()
+    sk.softmax_vjp(y, g)
+    sk.log_softmax_vjp(np.log(y), g)
+    np.testing.assert_array_equal(y, y0)
+    with pytest.raises(ValueError, match="cannot be broadcast"):
+        sk.softmax_vjp(y, np.ones(3))
+    with pytest.raises(ValueError, match="temperature"):
+        sk.softmax_vjp(y, g, temperature=-1)
+    out = np.empty((2, 2))
+    assert sk.softmax_vjp(y, g, out=out) is out
+    with pytest.raises(ValueError, match="out has shape"):
+        sk.softmax_vjp(y, g, out=np.empty(3))
