@@ -636,3 +636,31 @@ def test_vjps_match_torch_autograd():
         with dask.config.set(scheduler="sync"):
             got = _dask.logsumexp_vjp(xd, gl, axis=1, b=weights, temperature=0.7).compute()
         np.testing.assert_allclose(got, tx.grad.numpy(), rtol=1e-12, atol=1e-15)
+
+
+# ------------------------------------------------------------------ public dispatch
+
+
+def test_public_functions_dispatch_dask_arrays():
+    """Every public function with a Dask path returns a lazy result equal to NumPy's."""
+    import softmaxkit as sk
+
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((6, 10))
+    d = da.from_array(x, chunks=(3, 4))
+    t = np.arange(6) % 10
+    y = sk.softmax(x)
+    g = rng.standard_normal((6, 10))
+    cases = [
+        (sk.topk_softmax(d, 3)[0], sk.topk_softmax(x, 3)[0]),
+        (sk.cross_entropy(d, t), sk.cross_entropy(x, t)),
+        (sk.softmax_vjp(da.from_array(y, chunks=(3, 4)), g), sk.softmax_vjp(y, g)),
+        (
+            sk.log_softmax_vjp(da.from_array(np.log(y), chunks=(3, 4)), g),
+            sk.log_softmax_vjp(np.log(y), g),
+        ),
+        (sk.logsumexp_vjp(d, np.ones(6)), sk.logsumexp_vjp(x, np.ones(6))),
+    ]
+    for lazy, eager in cases:
+        assert isinstance(lazy, da.Array)
+        np.testing.assert_allclose(lazy.compute(scheduler="sync"), eager, rtol=1e-12, atol=1e-15)

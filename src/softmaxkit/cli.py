@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import io
+import re
 import sys
 from collections.abc import Sequence
 from typing import TextIO
@@ -31,6 +33,9 @@ _PLUGINS = (
 )
 
 
+_STEP_PREFIX = re.compile(r"^(?:[A-Za-z]+ )?\d+\.\s+")
+
+
 def _plugins():
     return [importlib.import_module(name) for name in _PLUGINS]
 
@@ -38,10 +43,16 @@ def _plugins():
 def run_demo(out: TextIO) -> int:
     """Print every plugin's demo steps, in order."""
     out.write("softmaxkit demo: what goes wrong with the textbook formulas, and our answer\n")
+    number = 0
     for plugin in _plugins():
         for step in plugin.DEMO_STEPS:
-            out.write("\n")
-            step(out)
+            number += 1
+            buf = io.StringIO()
+            step(buf)
+            # Steps are numbered here, in tour order; a step's own "N." prefix is dropped.
+            title, _, body = buf.getvalue().partition("\n")
+            title = _STEP_PREFIX.sub("", title, count=1)
+            out.write(f"\n{number}. {title}\n{body}")
     out.write("\nAll demo steps done.\n")
     return 0
 

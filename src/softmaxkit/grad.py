@@ -30,7 +30,7 @@ from ._validate import (
     validate_where,
 )
 from .losses import cross_entropy
-from .softmax import logsumexp, softmax
+from .softmax import _foreign, logsumexp, softmax
 
 __all__ = [
     "CrossEntropyLoss",
@@ -121,6 +121,10 @@ def softmax_vjp(y, g, /, axis=-1, *, temperature=1.0, where=None, out=None):
     >>> softmax_vjp(np.zeros(3), np.full(3, np.inf))  # a fully masked row: 0, not NaN
     array([0., 0., 0.])
     """
+    if _foreign(y) == "dask":
+        from . import _dask
+
+        return _dask.softmax_vjp(y, g, axis=axis, temperature=temperature, where=where, out=out)
     return _vjp(y, g, axis, temperature, where, out, False)
 
 
@@ -156,6 +160,10 @@ def log_softmax_vjp(y, g, /, axis=-1, *, temperature=1.0, where=None, out=None):
     >>> log_softmax_vjp(np.full(2, -np.inf), np.ones(2))  # empty row
     array([0., 0.])
     """
+    if _foreign(y) == "dask":
+        from . import _dask
+
+        return _dask.log_softmax_vjp(y, g, axis=axis, temperature=temperature, where=where, out=out)
     return _vjp(y, g, axis, temperature, where, out, True)
 
 
@@ -190,6 +198,12 @@ def logsumexp_vjp(x, g, /, axis=-1, *, b=None, keepdims=False, temperature=1.0, 
     >>> logsumexp_vjp([0.0, 0.0, -float("inf")], 2.0)
     array([1., 1., 0.])
     """
+    if _foreign(x) == "dask":
+        from . import _dask
+
+        return _dask.logsumexp_vjp(
+            x, g, axis=axis, b=b, keepdims=keepdims, temperature=temperature, where=where
+        )
     a = as_input_array(x)
     axes = normalize_axis(axis, a.ndim)
     t = validate_temperature(temperature)

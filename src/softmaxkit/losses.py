@@ -30,6 +30,7 @@ from ._validate import (
     validate_temperature,
     validate_where,
 )
+from .softmax import _foreign
 
 __all__ = [
     "cross_entropy",
@@ -218,6 +219,23 @@ def cross_entropy(
     >>> float(cross_entropy(logits, [-100, -100], ignore_index=-100))  # all ignored
     0.0
     """
+    if _foreign(logits) == "dask":
+        from . import _dask
+
+        return _dask.cross_entropy(
+            logits,
+            target,
+            axis=axis,
+            weight=weight,
+            ignore_index=ignore_index,
+            label_smoothing=label_smoothing,
+            reduction=reduction,
+            z_loss=z_loss,
+            temperature=temperature,
+            where=where,
+            return_grad=return_grad,
+            out=out,
+        )
     arr = as_input_array(logits, "logits")
     ax = class_axis(axis, arr.ndim)
     reduction = check_reduction(reduction)

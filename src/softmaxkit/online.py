@@ -30,6 +30,7 @@ from ._validate import (
     validate_temperature,
     validate_where,
 )
+from .softmax import _foreign
 
 __all__ = [
     "Normalizer",
@@ -438,6 +439,10 @@ def topk_softmax(x, k, /, axis=-1, *, temperature=1.0, where=None):
     >>> p.round(4), i
     (array([0.3995, 0.3995, 0.147 ]), array([1, 2, 3]))
     """
+    if _foreign(x) == "dask":
+        from . import _dask
+
+        return _dask.topk_softmax(x, k, axis=axis, temperature=temperature, where=where)
     from ._kernels import online as kern
 
     arr = as_input_array(x)
