@@ -34,11 +34,22 @@ from ._benchcore import Case
 
 __all__ = ["format_markdown", "format_table", "machine", "plot", "run_cases", "select_cases"]
 
-_BENCH_FAMILIES = ("softmaxkit._bench_dense",)
+_BENCH_FAMILIES = (
+    "softmaxkit._bench_dense",
+    "softmaxkit._bench_online",
+    "softmaxkit._bench_losses",
+    "softmaxkit._bench_dask",
+)
+# Run only when asked for with --family: the Dask case starts a LocalCluster and moves
+# ~8 GB through it (minutes per round).
+_OPT_IN = ("dask",)
 
 
 def select_cases(quick: bool, families: Sequence[str] | None = None) -> list[Case]:
-    """Collect the cases of every family (or of ``families`` only: "dense", ...)."""
+    """Collect the cases of every family (or of ``families`` only: "dense", ...).
+
+    Without ``families``, every family but the opt-in ones (``dask``) runs.
+    """
     out: list[Case] = []
     known = [m.rsplit("_bench_", 1)[-1] for m in _BENCH_FAMILIES]
     if families:
@@ -46,7 +57,7 @@ def select_cases(quick: bool, families: Sequence[str] | None = None) -> list[Cas
         if bad:
             raise ValueError(f"--family must be among {known}; got {bad}")
     for mod, fam in zip(_BENCH_FAMILIES, known, strict=True):
-        if families and fam not in families:
+        if (families and fam not in families) or (not families and fam in _OPT_IN):
             continue
         out.extend(importlib.import_module(mod).cases(quick))
     return out
@@ -176,6 +187,9 @@ def run_cases(
             "nbytes": case.nbytes,
             "impls": {},
             "failed": failed,
+            "extra": {
+                k: v for k, v in case.extra.items() if isinstance(v, (int, float, str, dict))
+            },
         }
         base_out = med.get(case.baseline + " out=")
         for name, t in med.items():
@@ -272,15 +286,78 @@ def _rows(results: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
-def format_table(results: list[dict[str, Any]]) -> str:
-    """Plain-text table: our times, each peer's time as a multiple of ours, floor %."""
-    header, rows = _rows(results)
+def _ours(r: dict[str, Any]) -> str | None:
+    for name in r["impls"]:
+        if name.startswith("softmaxkit"):
+            return name
+    return None
+
+
+def _generic_rows(results: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """One line per implementation, for the families whose peers differ per case."""
+    header = ["family", "op", "input", "implementation", "median ms", "x softmaxkit"]
+    header += ["max err", "peak extra MB", "notes"]
+    rows = []
+    for r in results:
+        ours = _ours(r)
+        t_ours = r["impls"].get(ours, {}).get("median_s") if ours else None
+        for name, d in r["impls"].items():
+            if name == "floor":
+                continue
+            t = d.get("median_s")
+            ratio = "-" if not (t and t_ours) else f"{t / t_ours:.2f}"
+            err = d.get("max_error")
+            pk = d.get("peak_extra_bytes")
+            notes = "; ".join(
+                f"{k} {v[name]}"
+                for k, v in r.get("extra", {}).items()
+                if isinstance(v, dict) and name in v
+            )
+            rows.append(
+                [
+                    r["family"],
+                    r["op"],
+                    r["label"],
+                    name,
+                    _fmt_ms(t),
+                    ratio,
+                    "-" if err is None else f"{err:.1e}",
+                    "-" if pk is None else f"{pk / 2**20:.0f}",
+                    str(notes),
+                ]
+            )
+    return header, rows
+
+
+def _split(results: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    dense = [r for r in results if r["family"] == "dense"]
+    return dense, [r for r in results if r["family"] != "dense"]
+
+
+def _text(header: list[str], rows: list[list[str]]) -> list[str]:
     widths = [
         max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)
     ]
     lines = ["  ".join(h.rjust(w) for h, w in zip(header, widths, strict=True))]
     for r in rows:
         lines.append("  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)))
+    return lines
+
+
+def format_table(results: list[dict[str, Any]]) -> str:
+    """Plain-text tables: dense ops (peers as multiples of our time, floor %), then the
+    other families (one line per implementation, 'x softmaxkit' = its time / ours)."""
+    dense, other = _split(results)
+    lines = []
+    if other:
+        lines += _text(*_generic_rows(other))
+        lines.append("x softmaxkit: implementation time / softmaxkit time (higher = we are faster)")
+        if not dense:
+            return "\n".join(lines)
+        lines.append("")
+    results = dense
+    header, rows = _rows(results)
+    lines += _text(header, rows)
     lines.append(
         "peer columns: peer time / softmaxkit time (higher = we are faster; 'out=' peers "
         "against our out= call); floor %: time of a read+write copy of the input on the "
@@ -290,16 +367,23 @@ def format_table(results: list[dict[str, Any]]) -> str:
 
 
 def format_markdown(results: list[dict[str, Any]], info: dict[str, Any] | None = None) -> str:
-    """The same table in Markdown, with the machine description."""
-    header, rows = _rows(results)
+    """The same tables in Markdown, with the machine description."""
+    dense, other = _split(results)
     out = []
     if info:
         out.append("Machine: " + ", ".join(f"{k} {v}" for k, v in info.items()) + "\n")
-    out.append("| " + " | ".join(header) + " |")
-    out.append("|" + "|".join("---:" if i > 1 else "---" for i in range(len(header))) + "|")
-    for r in rows:
-        out.append("| " + " | ".join(r) + " |")
-    return "\n".join(out) + "\n"
+    for part, rows_of, first_num in ((dense, _rows, 2), (other, _generic_rows, 4)):
+        if not part:
+            continue
+        header, rows = rows_of(part)
+        out.append("| " + " | ".join(header) + " |")
+        out.append(
+            "|" + "|".join("---:" if i >= first_num else "---" for i in range(len(header))) + "|"
+        )
+        for r in rows:
+            out.append("| " + " | ".join(r) + " |")
+        out.append("")
+    return "\n".join(out)
 
 
 def plot(results: list[dict[str, Any]], path: str) -> None:
@@ -313,6 +397,7 @@ def plot(results: list[dict[str, Any]], path: str) -> None:
         raise OSError(
             "--plot needs matplotlib: pip install 'softmaxkit[plot]' (or pip install matplotlib)"
         ) from None
+    results = _split(results)[0] or results  # the plot shows the dense peers
     labels = [f"{r['op']}\n{r['label']}" for r in results]
     peers = [p for p in _PEERS if any(p in r["impls"] for r in results)]
     fig, ax = plt.subplots(figsize=(max(8, 0.55 * len(results)), 5))
@@ -333,4 +418,12 @@ def plot(results: list[dict[str, Any]], path: str) -> None:
 
 
 def to_json(results: list[dict[str, Any]], info: dict[str, Any], command: str) -> str:
-    return json.dumps({"command": command, "machine": info, "results": results}, indent=1)
+    return json.dumps(
+        {"command": command, "machine": info, "results": results}, indent=1, default=_jsonable
+    )
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, np.generic):
+        return v.item()
+    return str(v)
