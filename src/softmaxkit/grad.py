@@ -150,6 +150,11 @@ def log_softmax_vjp(y, g, /, axis=-1, *, temperature=1.0, where=None, out=None):
     ndarray
         0 on masked entries and on rows whose included ``y`` are all -inf.
 
+    Notes
+    -----
+    Peak extra memory: as :func:`softmax_vjp`, one temporary of ``y``'s size (plus
+    contiguous copies when the axes are not trailing).
+
     Examples
     --------
     >>> import numpy as np
@@ -191,6 +196,11 @@ def logsumexp_vjp(x, g, /, axis=-1, *, b=None, keepdims=False, temperature=1.0, 
     -------
     ndarray
         Shape of ``x``, float dtype; 0 for empty / all -inf / fully masked rows.
+
+    Notes
+    -----
+    Peak extra memory: without ``b``, the softmax of ``x`` and the product (two arrays
+    of ``x``'s size); with ``b``, about four float64 temporaries of ``x``'s size.
 
     Examples
     --------
@@ -259,6 +269,15 @@ def softmax_jvp(x, v, /, axis=-1, *, temperature=1.0, where=None):
         The tangent, broadcastable to ``x``.
     axis, temperature, where
         As for :func:`softmaxkit.softmax`.
+
+    Returns
+    -------
+    y, dy : ndarray
+        The softmax and its directional derivative, both of ``x``'s shape.
+
+    Notes
+    -----
+    Peak extra memory: the two outputs plus the temporary of :func:`softmax_vjp`.
 
     Examples
     --------

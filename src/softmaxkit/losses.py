@@ -706,6 +706,17 @@ def max_margin_loss(scores, /, num_negatives, *, margin=1.0, reduction="sum", re
     margin, reduction, return_grad
         As for :func:`max_margin_loss_split`; the gradient has the shape of ``scores``.
 
+    Returns
+    -------
+    loss : float or ndarray
+        The reduced loss (per group with ``reduction="none"``); with ``return_grad``
+        the pair ``(loss, grad)``.
+
+    Notes
+    -----
+    Peak extra memory: two float64 arrays of the negatives' shape (``B·N`` values),
+    plus the gradient when asked for.
+
     Examples
     --------
     >>> from softmaxkit import max_margin_loss
@@ -780,6 +791,17 @@ def multiclass_hinge_loss(
     return_grad : bool, default False
         Also return the (sub)gradient w.r.t. the logits; 0 at the kinks; for
         Crammer–Singer the first maximising ``j`` gets it.
+
+    Returns
+    -------
+    loss : float or ndarray
+        The reduced loss (per sample with ``reduction="none"``); with ``return_grad``
+        the pair ``(loss, grad)``, ``grad`` of the logits' shape.
+
+    Notes
+    -----
+    Peak extra memory: a few float64 temporaries of the logits' size (vectorised
+    NumPy, no Numba kernel).
 
     Examples
     --------
