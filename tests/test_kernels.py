@@ -309,3 +309,33 @@ def test_exp_special_values():
         got = np.empty_like(x)
         exp_array(x, got)
         np.testing.assert_array_equal(got, np.array([0.0, np.nan, 1.0, 1.0, 1.0, 0.0], dtype))
+
+
+@pytest.mark.parametrize("T", [1.0, 2.0 / 3.0])
+def test_expd32_argument_is_exact(T):
+    # Adversarial float32 rows: a non-dyadic max and x - m in [-13.7, -5] (p down to
+    # ~1e-6) whose differences are not representable in float32.  A plain float32
+    # argument (v - m) * invT carries up to |d| * 2**-23 relative error into p (measured
+    # here: 5.9e-7 at T = 1, 1.1e-6 at T = 2/3); the kernels' exp carries the argument
+    # exactly (TwoSum + FMA product error): measured 1.5e-7 and 1.7e-7 (the former
+    # float64 reduction: 1.9e-7 and 1.7e-7).
+    # invT = 1.5 is exact in float32 for T = 2/3, so only the kernel's rounding counts.
+    rng = np.random.default_rng(2024)
+    worst = 0.0
+    for shape, axis in (((4, 4096), -1), ((1, 150_000), -1), ((4096, 4), 0), ((200, 40), -1)):
+        for m0 in (0.3, 37.1, -101.7, 1000.37):
+            x = (m0 + rng.uniform(-13.7 * T, -5.0 * T, shape)).astype(np.float32)
+            if axis == 0:
+                x[0] = np.float32(m0)
+            else:
+                x[:, 0] = np.float32(m0)
+            got = sk.softmax(x, axis=axis, temperature=T).astype(np.float64)
+            want = ref.softmax(x, axis=axis, temperature=T)
+            big = want >= 1e-6
+            assert big.sum() > x.size // 3
+            worst = max(worst, float(np.max(np.abs(got[big] - want[big]) / want[big])))
+            for op in ("log_softmax", "logsumexp"):
+                g = np.asarray(getattr(sk, op)(x, axis=axis, temperature=T), np.float64)
+                w = getattr(ref, op)(x, axis=axis, temperature=T)
+                assert np.max(np.abs(g - w) / (1 + np.abs(w))) < 2.5e-7
+    assert worst < 4e-7

@@ -9,7 +9,9 @@ per-column state -- the same state as the row kernels (``rows.py``):
 ``m`` (compute dtype), ``r = sum_{x<m} w exp((x-m)/T)`` and ``w0 = sum_{x==m} w``
 (float64, tile sums in the compute dtype) -- all loops vectorised along ``q``
 (contiguous).  Pass 1: per tile, column max, rescale, column sums (the tile is
-cache-resident for the second sub-pass); pass 2 (softmax): write.
+cache-resident for the second sub-pass); pass 2 (softmax): write.  The exp is
+``exp.expd`` (float32: all-float32 lanes with the argument ``(x - m) / T`` carried
+exactly, see ``exp._expd32``).
 """
 
 from __future__ import annotations

@@ -29,7 +29,9 @@ of (r, w0) when the max grew, then the vectorised sum of ``exp`` over the same
 block from L1; pass 2 (softmax / log_softmax only) writes the output.  A few
 long rows are split into chunks reduced in parallel and merged with the (max,
 sum) rule.  Accumulators: the block sum in the compute dtype (at most
-``_BLOCK / 16`` terms per SIMD lane), blocks combined in float64.  Threads: the
+``_BLOCK / 16`` terms per SIMD lane), blocks combined in float64.  The exp is
+``exp.expd``: for float32, 16 float32 lanes with the argument ``(x - m) / T``
+carried exactly as a float32 pair (``exp._expd32``).  Threads: the
 ``prange`` loops use Numba's thread pool (``NUMBA_NUM_THREADS``,
 ``numba.set_num_threads``).
 """
