@@ -572,8 +572,10 @@ def _lce_rows(h2, W2, bvec, mask2, tsafe, ignored, cw, invT, eps, z, reduction, 
     buf = np.empty(rows * V, dtype=compute)
     ones_mask = np.ones((1, 1), dtype=np.bool_)
     d_h = np.empty((N, d), dtype=compute)
-    d_W = np.zeros((V, d), dtype=compute)
-    d_b = np.zeros(V, dtype=compute) if bvec is not None else None
+    # the first block writes d_W / d_b directly: zeros only when there is no block
+    alloc = np.zeros if N == 0 else np.empty
+    d_W = alloc((V, d), dtype=compute)
+    d_b = alloc(V, dtype=compute) if bvec is not None else None
     slab = max(1, min(V, rows * V // max(1, 4 * d)))  # slab scratch <= 1/4 logits block
     tmp = np.empty(slab * d, dtype=compute)
     ce = np.empty(N)
@@ -593,6 +595,12 @@ def _lce_rows(h2, W2, bvec, mask2, tsafe, ignored, cw, invT, eps, z, reduction, 
         # d_h block = G W, computed as (W^T G^T)^T: OpenBLAS was measured ~3x
         # faster on this transposed form of the small-output, long-K product
         d_h[r0:r1] = (W2.T @ zb.T).T
+        if r0 == 0:
+            # first block: written straight into d_W (no zero fill, no add pass)
+            np.matmul(zb.T, hb, out=d_W)
+            if d_b is not None:
+                np.sum(zb, axis=0, out=d_b)
+            continue
         for v0 in range(0, V, slab):
             v1 = min(V, v0 + slab)
             t = tmp[: (v1 - v0) * d].reshape(v1 - v0, d)
