@@ -559,7 +559,7 @@ def _lce_rows(h2, W2, bvec, mask2, tsafe, ignored, cw, invT, eps, z, reduction, 
     Each block of ``rows`` samples gets its full-vocabulary logits ``[rows, V]`` from
     one matmul; the fused kernel turns them into dlogits in place; then
     ``d_h[block] = G W`` and ``d_W += G^T h[block]`` (in column slabs so no
-    ``[V, d]`` temporary is made).
+    ``[V, d]`` temporary is made; the first block writes ``d_W`` directly).
     """
     N, d = h2.shape
     V = W2.shape[0]
