@@ -595,19 +595,21 @@ def _lce_rows(h2, W2, bvec, mask2, tsafe, ignored, cw, invT, eps, z, reduction, 
         # d_h block = G W, computed as (W^T G^T)^T: OpenBLAS was measured ~3x
         # faster on this transposed form of the small-output, long-K product
         d_h[r0:r1] = (W2.T @ zb.T).T
-        if r0 == 0:
-            # first block: written straight into d_W (no zero fill, no add pass)
-            np.matmul(zb.T, hb, out=d_W)
-            if d_b is not None:
-                np.sum(zb, axis=0, out=d_b)
-            continue
         for v0 in range(0, V, slab):
             v1 = min(V, v0 + slab)
+            if r0 == 0:
+                # first block: straight into d_W (no zero fill, no add pass); in
+                # slabs too, as one [V, d] product was measured ~10 % slower
+                np.matmul(zb[:, v0:v1].T, hb, out=d_W[v0:v1])
+                continue
             t = tmp[: (v1 - v0) * d].reshape(v1 - v0, d)
             np.matmul(zb[:, v0:v1].T, hb, out=t)
             d_W[v0:v1] += t
         if d_b is not None:
-            d_b += zb.sum(axis=0)
+            if r0 == 0:
+                np.sum(zb, axis=0, out=d_b)
+            else:
+                d_b += zb.sum(axis=0)
     part, zp = _row_losses("index", wt, ce, lse, active, z)
     loss = _compose(part, zp, reduction, wsum, count, hshape[:-1], out_dtype)
     return loss, _grads_out(d_h, d_W, d_b, hshape, out_dtype)
