@@ -559,7 +559,7 @@ def _lce_rows(h2, W2, bvec, mask2, tsafe, ignored, cw, invT, eps, z, reduction, 
     Each block of ``rows`` samples gets its full-vocabulary logits ``[rows, V]`` from
     one matmul; the fused kernel turns them into dlogits in place; then
     ``d_h[block] = G W`` and ``d_W += G^T h[block]`` (in column slabs so no
-    ``[V, d]`` temporary is made).
+    ``[V, d]`` temporary is made; the first block writes ``d_W`` directly).
     """
     N, d = h2.shape
     V = W2.shape[0]
@@ -572,8 +572,10 @@ def _lce_rows(h2, W2, bvec, mask2, tsafe, ignored, cw, invT, eps, z, reduction, 
     buf = np.empty(rows * V, dtype=compute)
     ones_mask = np.ones((1, 1), dtype=np.bool_)
     d_h = np.empty((N, d), dtype=compute)
-    d_W = np.zeros((V, d), dtype=compute)
-    d_b = np.zeros(V, dtype=compute) if bvec is not None else None
+    # the first block writes d_W / d_b directly: zeros only when there is no block
+    alloc = np.zeros if N == 0 else np.empty
+    d_W = alloc((V, d), dtype=compute)
+    d_b = alloc(V, dtype=compute) if bvec is not None else None
     slab = max(1, min(V, rows * V // max(1, 4 * d)))  # slab scratch <= 1/4 logits block
     tmp = np.empty(slab * d, dtype=compute)
     ce = np.empty(N)
@@ -595,11 +597,19 @@ def _lce_rows(h2, W2, bvec, mask2, tsafe, ignored, cw, invT, eps, z, reduction, 
         d_h[r0:r1] = (W2.T @ zb.T).T
         for v0 in range(0, V, slab):
             v1 = min(V, v0 + slab)
+            if r0 == 0:
+                # first block: straight into d_W (no zero fill, no add pass); in
+                # slabs too, as one [V, d] product was measured ~10 % slower
+                np.matmul(zb[:, v0:v1].T, hb, out=d_W[v0:v1])
+                continue
             t = tmp[: (v1 - v0) * d].reshape(v1 - v0, d)
             np.matmul(zb[:, v0:v1].T, hb, out=t)
             d_W[v0:v1] += t
         if d_b is not None:
-            d_b += zb.sum(axis=0)
+            if r0 == 0:
+                np.sum(zb, axis=0, out=d_b)
+            else:
+                d_b += zb.sum(axis=0)
     part, zp = _row_losses("index", wt, ce, lse, active, z)
     loss = _compose(part, zp, reduction, wsum, count, hshape[:-1], out_dtype)
     return loss, _grads_out(d_h, d_W, d_b, hshape, out_dtype)
