@@ -66,14 +66,16 @@ def test_matches_materialised(opts, chunk, with_bias, strategy):
     )
 
 
+# Class weights together with label smoothing differ from PyTorch on purpose
+# (pytorch#104776; docs/losses.md): that combination is compared with the float64
+# formula in test_losses.py instead.
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
-@pytest.mark.parametrize("smoothing", [0.0, 0.1])
-@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize(
+    ("smoothing", "weighted"), [(0.0, False), (0.1, False), (0.0, True)], ids=str
+)
 def test_vs_torch(reduction, smoothing, weighted):
     torch = pytest.importorskip("torch")
     F = torch.nn.functional
-    if weighted and smoothing:
-        pytest.skip("weights + smoothing with index targets: documented difference")
     h, W, b, t = _data(N=9, d=5, V=31, seed=3)
     t[4] = -100
     w = np.random.default_rng(4).uniform(0.5, 2, 31) if weighted else None
