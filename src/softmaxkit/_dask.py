@@ -38,6 +38,7 @@ from typing import Any
 import dask.array as da
 import numpy as np
 
+from ._losscommon import _at, check_real, check_reduction
 from ._state import chunk_state, finalize, merge
 from ._validate import (
     as_input_array,
@@ -557,25 +558,6 @@ def _indices(c):
 
 
 # ------------------------------------------------------------------------ cross-entropy
-# Argument checks with the messages of the losses family (softmaxkit._losscommon at
-# integration; kept local so this driver does not depend on that module's layout).
-
-_REDUCTIONS = ("mean", "sum", "none")
-
-
-def _real_in(name, value, lo, hi=np.inf):
-    if isinstance(value, bool) or not isinstance(value, int | float | np.floating | np.integer):
-        raise TypeError(f"{name} must be a real number; got {value!r}")
-    v = float(value)
-    if not (np.isfinite(v) and lo <= v <= hi):
-        raise ValueError(f"{name} must be finite and in [{lo}, {hi}]; got {value!r}")
-    return v
-
-
-def _at(pos) -> str:
-    return f"target[{', '.join(str(int(i)) for i in pos)}]" if len(pos) else "target"
-
-
 def _check_index_block(t, n_classes, ignore_index, block_info=None):
     """Validate a block of class-index targets at compute time; return it as int64.
 
@@ -807,10 +789,9 @@ def cross_entropy(
         raise ValueError("logits must have at least one dimension (the classes); got a 0-d array")
     p = prepare(x, axis, temperature, where, None, out)
     (ax,) = p.axes
-    if reduction not in _REDUCTIONS:
-        raise ValueError(f"reduction must be one of {_REDUCTIONS}; got {reduction!r}")
-    eps = _real_in("label_smoothing", label_smoothing, 0.0, 1.0)
-    z = _real_in("z_loss", z_loss, 0.0)
+    reduction = check_reduction(reduction)
+    eps = check_real("label_smoothing", label_smoothing, 0.0, 1.0)
+    z = check_real("z_loss", z_loss, 0.0)
     if ignore_index is not None and (
         isinstance(ignore_index, bool) or not isinstance(ignore_index, int | np.integer)
     ):
