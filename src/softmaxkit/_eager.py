@@ -241,16 +241,24 @@ def dense_logsumexp(
     where: np.ndarray | None,
     b: np.ndarray | None,
     compute: np.dtype,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Return ``(lse, sign)`` in float64, shaped like the batch (reduced) shape."""
+    out_dtype: np.dtype | None = None,
+    need_sign: bool = True,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Return ``(lse, sign)`` shaped like the batch (reduced) shape.
+
+    ``lse`` is float64, or ``out_dtype`` when that is float32/float64 (the float64
+    result rounded once, written by the kernel: no float64 temporary); ``sign`` is
+    float64, or None when ``need_sign`` is False.
+    """
     batch = tuple(s for i, s in enumerate(x.shape) if i not in axes)
     nbatch = math.prod(batch)
-    lse = np.empty(nbatch, dtype=np.float64)
-    sign = np.empty(nbatch, dtype=np.float64)
+    ldt = out_dtype if out_dtype in (np.dtype(np.float32), np.dtype(np.float64)) else None
+    lse = np.empty(nbatch, dtype=ldt or np.float64)
+    sign = np.empty(nbatch if need_sign else 0, dtype=np.float64)
     if x.size == 0:
         lse.fill(-np.inf)
         sign.fill(0.0)
-        return lse.reshape(batch), sign.reshape(batch)
+        return lse.reshape(batch), (sign.reshape(batch) if need_sign else None)
     rows, cols = _kernels()
     xk, T, invT, compute = _prepare(x, axes, temperature, compute)
     p = plan(xk, axes)
@@ -267,6 +275,19 @@ def dense_logsumexp(
         x3 = _block_view(xk, P, n, Q, order)
         m3 = None if where is None else _aux_view(where, order, axes, P, n, Q)
         b3 = None if b is None else _aux_view(b, order, axes, P, n, Q)
+    kept = [i for i in order if i not in axes]
+    if Q == 1 and kept == sorted(kept):
+        # the kept axes are in axis order: the kernel writes the results in place
+        rows.logsumexp_rows2d(
+            x3[:, :, 0],
+            None if m3 is None else m3[:, :, 0],
+            None if b3 is None else b3[:, :, 0],
+            T,
+            invT,
+            lse,
+            sign,
+        )
+        return lse.reshape(batch), (sign.reshape(batch) if need_sign else None)
     buf_l = np.empty((P, Q))
     buf_s = np.empty((P, Q))
     if Q == 1:
@@ -282,9 +303,11 @@ def dense_logsumexp(
     else:
         cols.logsumexp_cols3d(x3, m3, b3, T, invT, buf_l, buf_s)
     # (P, Q) follows the memory order of the kept axes: put them back in axis order
-    kept = [i for i in order if i not in axes]
     kshape = [x.shape[i] for i in kept]
     perm = tuple(int(k) for k in np.argsort(kept))
-    lse[...] = buf_l.reshape(kshape).transpose(perm).reshape(-1)
+    with np.errstate(over="ignore"):  # a float32 lse may round to +-inf: correct
+        lse[...] = buf_l.reshape(kshape).transpose(perm).reshape(-1)
+    if not need_sign:
+        return lse.reshape(batch), None
     sign[...] = buf_s.reshape(kshape).transpose(perm).reshape(-1)
     return lse.reshape(batch), sign.reshape(batch)

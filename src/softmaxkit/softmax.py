@@ -338,8 +338,11 @@ def logsumexp(
         shape = tuple(s for i, s in enumerate(arr.shape) if i not in axes)
     if out is not None:
         check_out(out, shape, out_dtype)
-    lse, sign = _eager.dense_logsumexp(arr, axes, t, mask, weights, compute)
-    if not return_sign:
+    need_sign = return_sign or weights is not None
+    lse, sign = _eager.dense_logsumexp(
+        arr, axes, t, mask, weights, compute, out_dtype=out_dtype, need_sign=need_sign
+    )
+    if not return_sign and weights is not None:
         # log of a negative sum is NaN (SciPy's convention); assigned, not computed,
         # so no "invalid value" warning is raised.
         lse[sign < 0] = np.nan

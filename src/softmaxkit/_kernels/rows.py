@@ -44,7 +44,7 @@ import numpy as np
 from numba import njit, types
 from numba.extending import overload
 
-from .exp import FASTMATH, expd, f16_to_f32, f32_to_f16, fmax
+from .exp import FASTMATH, expd, f16_to_f32, f32_to_f16, fmax, log_sum_array
 
 _BLOCK = 2048  # 8 KiB of float32: the max and the sum sub-passes share L1
 
@@ -186,9 +186,12 @@ def _chunk_state(xr, mr, br, has_mask, has_b, lo, hi, invT):
         else:
             bm = _bmax_m(xr, mr, br, has_mask, has_b, blo, bhi, ninf)
         if bm > m:
-            # the old max and its ties become ordinary terms; exp(-inf) = 0 for m = -inf
-            sc = math.exp((np.float64(m) - np.float64(bm)) * inv64)
-            r = (r + w0) * sc
+            # the old max and its ties become ordinary terms (exp(-inf) = 0 for the
+            # first block without a libm call; a NaN in r survives the product)
+            if m == ninf:
+                r = (r + w0) * 0.0
+            else:
+                r = (r + w0) * math.exp((np.float64(m) - np.float64(bm)) * inv64)
             w0 = 0.0
             m = bm
         if plain:
@@ -341,6 +344,18 @@ def _softmax_row_store(xr, orow, T, invT):
     """
     n = xr.shape[0]
     ninf = ld(-np.inf, invT)
+    if n <= _BLOCK:
+        # one block: max, stored exps + sum, scale (no scratch, no libm call)
+        m = _bmax(xr, 0, n, ninf)
+        bs, bc = _bsum_store(xr, orow, 0, n, m, invT)
+        r = np.float64(bs)
+        w0 = np.float64(bc)
+        code, _mT = _classify(m, r, w0, T)
+        if code != FINITE:
+            _write_row(xr, xr, orow, False, 0, n, m, r, w0, T, invT, False)
+        else:
+            _scale(orow, 0, n, ld(1.0 / (w0 + r), invT))
+        return
     nb = -(-n // _BLOCK)
     mbs = np.empty(nb)
     m = ninf
@@ -413,10 +428,12 @@ def _lse_finish(i, x, mask, b, has_mask, has_b, m, r, w0, T, lse, sign):
     code, mT = _classify(m, r, w0, T)
     if code == NAN:
         lse[i] = np.nan
-        sign[i] = np.nan
+        if sign.shape[0]:
+            sign[i] = np.nan
     elif code == EMPTY:
         lse[i] = -np.inf
-        sign[i] = 0.0
+        if sign.shape[0]:
+            sign[i] = 0.0
     elif code == POSINF:
         winf = w0
         if m != np.inf:
@@ -425,14 +442,17 @@ def _lse_finish(i, x, mask, b, has_mask, has_b, m, r, w0, T, lse, sign):
             winf = _winf_ovf(x[i], mr, br, has_mask, has_b, T)
         if winf != winf or winf == 0:  # +inf entries whose weights cancel: inf - inf
             lse[i] = np.nan
-            sign[i] = np.nan
+            if sign.shape[0]:
+                sign[i] = np.nan
         else:
             lse[i] = np.inf
-            sign[i] = 1.0 if winf > 0 else -1.0
+            if sign.shape[0]:
+                sign[i] = 1.0 if winf > 0 else -1.0
     else:
         la, sg = _log_sum(r, w0)
         lse[i] = mT + la if sg != 0 else -np.inf
-        sign[i] = sg
+        if sign.shape[0]:
+            sign[i] = sg
 
 
 @njit(fastmath=FASTMATH, cache=True)
@@ -526,6 +546,9 @@ def _softmax_tile(t, x, out, T, invT, log, rows_per_tile):
     W = np.empty(nr)
     xs = _tile_states(x, i0, i1, invT, mb, eb, M, Rr, W)
     os = out[i0:i1].reshape(nr * n)
+    L = np.empty(nr if log else 0)
+    if log:
+        log_sum_array(W, Rr, L)
     nspecial = 0
     for r in range(nr):
         code, _ = _classify(M[r], Rr[r], W[r], T)
@@ -533,8 +556,7 @@ def _softmax_tile(t, x, out, T, invT, log, rows_per_tile):
             nspecial += 1
             continue
         if log:
-            lS, _s = _log_sum(Rr[r], W[r])
-            _fill(eb, r * n, r * n + n, ld(lS, invT))
+            _fill(eb, r * n, r * n + n, ld(L[r], invT))
         else:
             # mb is free once the exps are in eb: it takes the per-row 1/S
             _fill(mb, r * n, r * n + n, ld(1.0 / (W[r] + Rr[r]), invT))
@@ -552,19 +574,55 @@ def _softmax_tile(t, x, out, T, invT, log, rows_per_tile):
 
 
 @njit(fastmath=FASTMATH, cache=True)
+def _col_max(col, mc):
+    for k in range(mc.shape[0]):
+        mc[k] = fmax(mc[k], col[k])
+
+
+@njit(fastmath=FASTMATH, cache=True)
+def _col_sum(col, mc, sc, cc, invT):
+    z = ld(0.0, invT)
+    one = ld(1.0, invT)
+    for k in range(mc.shape[0]):
+        v = col[k]
+        m = mc[k]
+        e = expd(v, m, invT)
+        sc[k] += z if v >= m else e
+        cc[k] += one if v == m else z
+
+
+@njit(fastmath=FASTMATH, cache=True)
 def _lse_tile(t, x, T, invT, rows_per_tile, lse, sign):
+    """logsumexp of a tile of short rows, transposed so that SIMD lanes run across rows.
+
+    The tile ``x[i0:i1, :n]`` is copied column by column into ``tb[n, nr]`` (L1), then
+    the row maxima, exps and sums are vector loops over ``nr`` rows at a time (a row
+    of 10 values would otherwise be a scalar remainder loop); ``log(w0 + r)`` is one
+    vectorised loop per tile.
+    """
     R, n = x.shape
     i0 = t * rows_per_tile
     i1 = min(i0 + rows_per_tile, R)
     nr = i1 - i0
-    mb = np.empty(nr * n, dtype=np.full(1, invT).dtype)
-    eb = np.empty_like(mb)
-    M = np.empty(nr, dtype=mb.dtype)
-    Rr = np.empty(nr)
-    W = np.empty(nr)
-    _tile_states(x, i0, i1, invT, mb, eb, M, Rr, W)
+    dt = np.full(1, invT).dtype
+    tb = np.empty((n, nr), dtype=dt)
+    xs = x[i0:i1]
     for r in range(nr):
-        _lse_finish(i0 + r, x, x, x, False, False, M[r], Rr[r], W[r], T, lse, sign)
+        xr = xs[r]
+        for j in range(n):
+            tb[j, r] = ld(xr[j], invT)
+    M = np.full(nr, -np.inf, dtype=dt)
+    for j in range(n):
+        _col_max(tb[j], M)
+    Sc = np.zeros(nr, dtype=dt)
+    Cc = np.zeros(nr, dtype=dt)
+    for j in range(n):
+        _col_sum(tb[j], M, Sc, Cc, invT)
+    Rr = Sc.astype(np.float64)
+    W = Cc.astype(np.float64)
+    L = np.empty(nr)
+    log_sum_array(W, Rr, L)
+    _lse_finish_group(x, x, x, False, i0, i1, M, Rr, W, L, T, lse, sign)
 
 
 # --------------------------------------------------------------------------- range kernels
@@ -589,11 +647,52 @@ def logsumexp_short_range(x, T, invT, rows_per_tile, lse, sign, t0, t1):
         _lse_tile(t, x, T, invT, rows_per_tile, lse, sign)
 
 
+_GROUP = 256  # rows whose log(w0 + r) are taken together by the vectorised log
+
+
+@njit(fastmath=FASTMATH, cache=True)
+def _group_states(x, mask, has_mask, g0, g1, invT, M, Rr, W, L):
+    """States of rows g0:g1 (no weights) into M, Rr, W[0:g1-g0]; L = log(W + Rr)."""
+    n = x.shape[1]
+    for i in range(g0, g1):
+        mr = mask[i] if has_mask else mask[0]
+        m, r, w0 = _chunk_state(x[i], mr, mr, has_mask, False, 0, n, invT)
+        M[i - g0] = m
+        Rr[i - g0] = r
+        W[i - g0] = w0
+    log_sum_array(W, Rr, L[: g1 - g0])
+
+
 @njit(**_KW)
 def softmax_range(x, mask, out, has_mask, T, invT, log, t0, t1):
-    """Rows t0:t1: pass 1 (online max+sum), pass 2 (write), one row at a time."""
-    for i in range(t0, t1):
-        _softmax_row(i, x, mask, out, has_mask, T, invT, log)
+    """Rows t0:t1: pass 1 (online max+sum), pass 2 (write).
+
+    log_softmax takes its rows a group at a time, so that ``log(w0 + r)`` is one
+    vectorised loop per group instead of a libm call per row.
+    """
+    if not log:
+        for i in range(t0, t1):
+            _softmax_row(i, x, mask, out, has_mask, T, invT, log)
+        return
+    n = x.shape[1]
+    G = min(_GROUP, t1 - t0)
+    M = np.empty(G, dtype=np.full(1, invT).dtype)
+    Rr = np.empty(G)
+    W = np.empty(G)
+    L = np.empty(G)
+    for g0 in range(t0, t1, G):
+        g1 = min(g0 + G, t1)
+        _group_states(x, mask, has_mask, g0, g1, invT, M, Rr, W, L)
+        for i in range(g0, g1):
+            k = i - g0
+            mr = mask[i] if has_mask else mask[0]
+            code, _mT = _classify(M[k], Rr[k], W[k], T)
+            if code != FINITE:
+                _write_row(x[i], mr, out[i], has_mask, 0, n, M[k], Rr[k], W[k], T, invT, True)
+            elif has_mask:
+                _wsm_m(x[i], mr, out[i], 0, n, M[k], invT, ld(L[k], invT), True)
+            else:
+                _wlsm(x[i], out[i], 0, n, M[k], invT, ld(L[k], invT))
 
 
 @njit(**_KW)
@@ -605,9 +704,34 @@ def softmax_store_range(x, out, T, invT, t0, t1):
 
 @njit(**_KW)
 def logsumexp_range(x, mask, b, has_mask, has_b, T, invT, lse, sign, t0, t1):
-    """Rows t0:t1 of logsumexp: one read of each row."""
-    for i in range(t0, t1):
-        _lse_row(i, x, mask, b, has_mask, has_b, T, invT, lse, sign)
+    """Rows t0:t1 of logsumexp: one read of each row (groups of rows without ``b``)."""
+    if has_b:  # signed weights: the scalar log with its sign and log1p split
+        for i in range(t0, t1):
+            _lse_row(i, x, mask, b, has_mask, has_b, T, invT, lse, sign)
+        return
+    G = min(_GROUP, t1 - t0)
+    M = np.empty(G, dtype=np.full(1, invT).dtype)
+    Rr = np.empty(G)
+    W = np.empty(G)
+    L = np.empty(G)
+    for g0 in range(t0, t1, G):
+        g1 = min(g0 + G, t1)
+        _group_states(x, mask, has_mask, g0, g1, invT, M, Rr, W, L)
+        _lse_finish_group(x, mask, b, has_mask, g0, g1, M, Rr, W, L, T, lse, sign)
+
+
+@njit(cache=True)
+def _lse_finish_group(x, mask, b, has_mask, g0, g1, M, Rr, W, L, T, lse, sign):
+    """logsumexp of rows g0:g1 from their states and L = log(w0 + r) (no weights)."""
+    for i in range(g0, g1):
+        k = i - g0
+        code, mT = _classify(M[k], Rr[k], W[k], T)
+        if code == FINITE:
+            lse[i] = mT + L[k]
+            if sign.shape[0]:
+                sign[i] = 1.0
+        else:
+            _lse_finish(i, x, mask, b, has_mask, False, M[k], Rr[k], W[k], T, lse, sign)
 
 
 @njit(**_KW)
@@ -718,7 +842,11 @@ def softmax_rows2d(x, mask, out, T, invT, log):
 
 
 def logsumexp_rows2d(x, mask, b, T, invT, lse, sign):
-    """(log|sum|, sign) over the rows of C-contiguous ``x[R, n]`` (float64 outputs)."""
+    """(log|sum|, sign) over the rows of C-contiguous ``x[R, n]``.
+
+    ``lse`` is float64 or the compute dtype (the float64 result rounded once);
+    ``sign`` is float64, or empty when the caller does not need it.
+    """
     from ._parallel import run, threads_for
 
     has_mask = mask is not None
