@@ -404,3 +404,33 @@ def test_grouped_logsumexp_special_rows_and_dtypes(n, dtype):
     # float32 rounding of a float64 result to inf is the correct rounding, silently
     big = np.full((3, n), 3e38, np.float32)
     assert np.all(np.isinf(sk.logsumexp(big, temperature=0.5)))
+
+
+@pytest.mark.parametrize("T", [1.0, 0.7])
+def test_float32_state_switches_between_fast_and_tie_sums(T):
+    """float32 blocks with a finite max sum every exp as (S, 0); blocks whose running
+    max is +-inf keep the tie count.  Rows that switch between the two, block by block
+    (blocks of 2048 values), must give the reference results (T = 1 has its own exp)."""
+    n = 5000
+    x = _x((6, n), np.float32)
+    x[0, 4500] = np.inf  # +inf in the last block, after finite blocks
+    x[1, :2048] = -np.inf  # an all -inf first block, then finite values
+    x[2, 3000] = np.nan  # NaN in a middle block
+    x[3, 100] = np.inf  # +inf first, then more +inf (two ties) in a later block
+    x[3, 4000] = np.inf
+    x[4, :] = -np.inf
+    x[4, 4999] = 3.0  # the only finite value at the very end
+    x[5, 10:20] = 50.0  # ten tied maxima in the first block
+    with np.errstate(invalid="ignore"):
+        for op in ("softmax", "log_softmax", "logsumexp"):
+            got = getattr(sk, op)(x, temperature=T)
+            want = getattr(ref, op)(x, temperature=T)
+            _check(got, want, np.float32, op)
+            # the split-row (chunked) and store paths see the same rows
+            big = np.repeat(x[[0, 1, 2, 5]], 40, axis=1)  # 4 rows of 200000: split
+            _check(
+                getattr(sk, op)(big, temperature=T),
+                getattr(ref, op)(big, temperature=T),
+                np.float32,
+                op,
+            )

@@ -36,7 +36,17 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
-__all__ = ["FASTMATH", "exp_", "expd", "f16_to_f32", "f32_to_f16", "fmax", "log_sum_array"]
+__all__ = [
+    "FASTMATH",
+    "exp_",
+    "expd",
+    "expd_unit",
+    "f16_to_f32",
+    "f32_to_f16",
+    "fmax",
+    "is32",
+    "log_sum_array",
+]
 
 # reassoc/contract allow FMA and reassociated (vectorised) reductions; afn/arcp
 # cheaper division; nsz: sign of zero is irrelevant here.  Never nnan/ninf: -inf
@@ -282,6 +292,22 @@ def _expd32(v, m, invT):
     err = (v - (s - bb)) + (-m - bb)
     d = s * invT
     lo = err * invT + _fma(s, invT, -d)
+    return _exp32_pair(d, lo)
+
+
+@njit(fastmath={"contract"}, cache=True)
+def _expd32_unit(v, m):
+    # _expd32 for invT == 1: the TwoSum pair (s, err) is already the argument
+    s = v - m
+    bb = s - v
+    err = (v - (s - bb)) + (-m - bb)
+    return _exp32_pair(s, err)
+
+
+@njit(fastmath={"contract"}, cache=True)
+def _exp32_pair(d, lo):
+    # exp(d + lo) for a float32 pair with |lo| <= ulp(d): the reduction of _exp32 with
+    # lo added to the reduced argument
     xc = _LO32_FLUSH if d < _LO32_FLUSH else d
     lo = _F32(0.0) if d < _LO32_FLUSH else lo
     t = xc * _LOG2E_32 + _SHIFT32
@@ -300,6 +326,32 @@ def _expd32(v, m, invT):
 @njit(fastmath={"contract"}, cache=True)
 def _expd64(v, m, invT):
     return _exp64((v - m) * invT)
+
+
+def expd_unit(v, m):  # pragma: no cover - replaced by the overload inside jitted code
+    """``exp(v - m)`` in the dtype of ``v`` (jitted code only): ``expd`` with ``invT = 1``."""
+    raise NotImplementedError
+
+
+@overload(expd_unit, fastmath=FASTMATH)
+def _expd_unit_overload(v, m):
+    if v == types.float32:
+        return lambda v, m: _expd32_unit(v, m)
+    if v == types.float64:
+        return lambda v, m: _exp64(v - m)
+    return None
+
+
+def is32(v):  # pragma: no cover - replaced by the overload inside jitted code
+    """True (a compile-time constant) when ``v`` is float32 (jitted code only)."""
+    raise NotImplementedError
+
+
+@overload(is32)
+def _is32_overload(v):
+    if v == types.float32:
+        return lambda v: True
+    return lambda v: False
 
 
 def expd(v, m, invT):  # pragma: no cover - replaced by the overload inside jitted code
