@@ -434,3 +434,46 @@ def test_float32_state_switches_between_fast_and_tie_sums(T):
                 np.float32,
                 op,
             )
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_streaming_store_paths(monkeypatch, dtype):
+    """Write passes with non-temporal stores (``nt.nt_copy``), normally only for outputs
+    of 32 MiB and more, forced here on small arrays: split rows, unsplit rows longer
+    than STORE_MAX, an output whose start is not 64-byte aligned, in place."""
+    monkeypatch.setattr(rows, "NT_MIN_BYTES", 0)
+    for shape in ((2, 150_000), (1, 300_000), (8, 70_001)):
+        x = _x(shape, dtype)
+        x[0, 5] = np.inf if shape[0] > 1 else x[0, 5]  # a special row among them
+        for op in ("softmax", "log_softmax"):
+            want = getattr(ref, op)(x)
+            with np.errstate(invalid="ignore"):
+                _check(getattr(sk, op)(x), want, dtype, op)
+                buf = np.empty(x.size + 3, dtype)
+                out = buf[3:].reshape(shape)  # 12 or 24 bytes past the allocation
+                assert getattr(sk, op)(x, out=out) is out
+                _check(out, want, dtype, op)
+                y = x.copy()
+                getattr(sk, op)(y, out=y)
+                _check(y, want, dtype, op)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("path", list(PATHS))
+def test_in_place_special_rows(path, dtype):
+    """``out=x`` with +inf / NaN / -inf entries on every kernel path.  The store paths
+    (exps written over x in pass 1), short-row tiles and column kernels used to rebuild
+    a +inf row from x after x had been overwritten (softmax gave 0 instead of 1)."""
+    shape, axis = PATHS[path]
+    x = _x(shape, dtype)
+    # special values at positions that fall into different reduced slices
+    idx = [(0,) * x.ndim, tuple(min(1, s - 1) for s in shape), tuple(s - 1 for s in shape)]
+    x[idx[0]] = np.inf
+    x[idx[1]] = np.nan
+    x[idx[2]] = -np.inf
+    for op in ("softmax", "log_softmax"):
+        want = getattr(ref, op)(x, axis=axis)
+        y = x.copy()
+        with np.errstate(invalid="ignore"):
+            assert getattr(sk, op)(y, axis=axis, out=y) is y
+        _check(y, want, dtype, op)

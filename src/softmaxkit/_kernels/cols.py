@@ -157,14 +157,32 @@ def _col_write(x, mask, out, has_mask, p, q0, q1, j0, j1, T, invT, log, m, r, w0
             mm[q] = ld(0.0, invT)
             c[q] = ld(0.0, invT)
             nspecial += 1
+    # +inf columns: which entries are +inf (and their count) is read from x before the
+    # write loop, which overwrites x when out is x (in place)
+    hits = np.zeros((j1 - j0, nspecial), dtype=np.bool_)
+    winfs = np.zeros(nspecial)
+    k = 0
+    for q in range(nq if nspecial else 0):
+        code, _ = _classify(m[q], r[q], w0[q], T)
+        if code == FINITE:
+            continue
+        if code != NAN and code != EMPTY:
+            qq = q0 + q
+            winfs[k] = w0[q]
+            if m[q] != np.inf:
+                mc = mask[p, :, qq] if has_mask else mask[0, 0, :]
+                winfs[k] = _winf_ovf(x[p, :, qq], mc, mc, has_mask, False, T)
+            for j in range(j0, j1):
+                hit = ld(x[p, j, qq], 0.0) / T == np.inf and (not has_mask or mask[p, j, qq])
+                hits[j - j0, k] = hit
+        k += 1
     for j in range(j0, j1):
         if has_mask:
             _cwrite_m(x[p, j, q0:q1], mask[p, j, q0:q1], out[p, j, q0:q1], mm, invT, c, log)
         else:
             _cwrite(x[p, j, q0:q1], out[p, j, q0:q1], mm, invT, c, log)
-    if nspecial == 0:
-        return
-    for q in range(nq):
+    k = 0
+    for q in range(nq if nspecial else 0):
         code, _ = _classify(m[q], r[q], w0[q], T)
         if code == FINITE:
             continue
@@ -177,15 +195,11 @@ def _col_write(x, mask, out, has_mask, p, q0, q1, j0, j1, T, invT, log, m, r, w0
             for j in range(j0, j1):
                 out[p, j, qq] = st(v, out)
         else:
-            winf = w0[q]
-            if m[q] != np.inf:
-                mc = mask[p, :, qq] if has_mask else mask[0, 0, :]
-                winf = _winf_ovf(x[p, :, qq], mc, mc, has_mask, False, T)
-            hitv = -math.log(winf) if log else 1.0 / winf
+            hitv = -math.log(winfs[k]) if log else 1.0 / winfs[k]
             other = -np.inf if log else 0.0
             for j in range(j0, j1):
-                hit = ld(x[p, j, qq], 0.0) / T == np.inf and (not has_mask or mask[p, j, qq])
-                out[p, j, qq] = st(hitv if hit else other, out)
+                out[p, j, qq] = st(hitv if hits[j - j0, k] else other, out)
+        k += 1
 
 
 @njit(fastmath=FASTMATH, cache=True)
