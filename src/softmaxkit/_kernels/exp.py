@@ -236,18 +236,7 @@ def _exp32(x):
     # polynomial, exponent bits.  Results below FLT_MIN (x < -87.3) are flushed to 0
     # or a subnormal (error < 1.2e-38, far under the 1e-12 absolute bound); x = -inf
     # gives 0; NaN passes the clamp (a NaN compare is false) and gives NaN.
-    xc = _LO32_FLUSH if x < _LO32_FLUSH else x
-    t = xc * _LOG2E_32 + _SHIFT32
-    n = t - _SHIFT32
-    r = (xc - n * _LN2HI_32) - n * _LN2LO_32
-    g = _G32_5
-    g = g * r + _G32_4
-    g = g * r + _G32_3
-    g = g * r + _G32_2
-    g = g * r + _G32_1
-    g = g * r + _G32_0
-    p = _F32(1.0) + r * g
-    return p * _pow2_from_shifter32(t)
+    return _exp32_pair(x, _F32(0.0))
 
 
 @njit(fastmath={"contract"}, cache=True)
@@ -306,8 +295,9 @@ def _expd32_unit(v, m):
 
 @njit(fastmath={"contract"}, cache=True)
 def _exp32_pair(d, lo):
-    # exp(d + lo) for a float32 pair with |lo| <= ulp(d): the reduction of _exp32 with
-    # lo added to the reduced argument
+    # exp(d + lo) for a float32 pair with |lo| <= ulp(d) (lo = 0: plain exp(d)): clamp,
+    # shifter rounding, 2-step Cody-Waite with lo added to the reduced argument,
+    # degree-6 polynomial, exponent bits
     xc = _LO32_FLUSH if d < _LO32_FLUSH else d
     lo = _F32(0.0) if d < _LO32_FLUSH else lo
     t = xc * _LOG2E_32 + _SHIFT32

@@ -764,6 +764,15 @@ def _group_states(x, mask, has_mask, g0, g1, invT, M, Rr, W, L, out, touch, mbs)
     [4096, 32000] float32: 53 -> 34 ms).
     """
     n = x.shape[1]
+    if out is None:  # logsumexp: Numba prunes the other branch at compile time
+        for i in range(g0, g1):
+            mr = mask[i] if has_mask else mask[0]
+            m, r, w0 = _chunk_state(x[i], mr, mr, has_mask, False, 0, n, invT)
+            M[i - g0] = m
+            Rr[i - g0] = r
+            W[i - g0] = w0
+        log_sum_array(W, Rr, L[: g1 - g0])
+        return
     for i in range(g0, g1):
         mr = mask[i] if has_mask else mask[0]
         if touch:
@@ -792,24 +801,31 @@ _TOUCH_BYTES = 1 << 18  # rows per group in pass 1 + 2 whose output stays in L2
 
 
 @njit(**_KW)
-def softmax_range(x, mask, out, has_mask, T, invT, log, nt, touch_ok, t0, t1):
-    """Rows t0:t1: pass 1 (online max+sum), pass 2 (write).
+def softmax_range(x, mask, out, has_mask, T, invT, nt, t0, t1):
+    """softmax of rows t0:t1: pass 1 (online max+sum), pass 2 (write)."""
+    n = x.shape[1]
+    nt = nt and same_dtype(out, invT) and not has_mask
+    sb = np.empty(_BLOCK if nt else 0, dtype=out.dtype)
+    for i in range(t0, t1):
+        if nt:
+            xr = x[i]
+            m, r, w0 = _chunk_state(xr, xr, xr, False, False, 0, n, invT)
+            _write_row_nt(xr, out[i], 0, n, m, r, w0, T, invT, False, sb)
+        else:
+            _softmax_row(i, x, mask, out, has_mask, T, invT, False)
 
-    log_softmax takes its rows a group at a time, so that ``log(w0 + r)`` is one
-    vectorised loop per group instead of a libm call per row.
+
+@njit(**_KW)
+def log_softmax_range(x, mask, out, has_mask, T, invT, nt, touch_ok, t0, t1):
+    """log_softmax of rows t0:t1, a group of rows at a time: pass 1 for the group, one
+    vectorised ``log(w0 + r)`` for the group (instead of a libm call per row), pass 2.
+
+    ``nt``: streaming stores in pass 2; ``touch_ok``: pass 1 may write ``out`` (not in
+    place), see ``_group_states``.
     """
     n = x.shape[1]
     nt = nt and same_dtype(out, invT) and not has_mask
     sb = np.empty(_BLOCK if nt else 0, dtype=out.dtype)
-    if not log:
-        for i in range(t0, t1):
-            if nt:
-                xr = x[i]
-                m, r, w0 = _chunk_state(xr, xr, xr, False, False, 0, n, invT)
-                _write_row_nt(xr, out[i], 0, n, m, r, w0, T, invT, False, sb)
-            else:
-                _softmax_row(i, x, mask, out, has_mask, T, invT, log)
-        return
     touch = touch_ok and same_dtype(out, invT) and not has_mask and n <= STORE_MAX
     G = min(_GROUP, t1 - t0)
     if touch:  # the group's output rows must still be in L2 for pass 2
@@ -831,11 +847,7 @@ def softmax_range(x, mask, out, has_mask, T, invT, log, nt, touch_ok, t0, t1):
             elif has_mask:
                 _wsm_m(x[i], mr, out[i], 0, n, M[k], invT, ld(L[k], invT), True)
             elif nt:
-                c = ld(L[k], invT)
-                for blo in range(0, n, _BLOCK):
-                    bhi = min(blo + _BLOCK, n)
-                    _wlsm(x[i, blo:bhi], sb, 0, bhi - blo, M[k], invT, c)
-                    nt_copy(sb, out[i], blo, bhi)
+                _write_row_nt(x[i], out[i], 0, n, M[k], Rr[k], W[k], T, invT, True, sb)
             else:
                 _wlsm(x[i], out[i], 0, n, M[k], invT, ld(L[k], invT))
 
@@ -859,10 +871,9 @@ def logsumexp_range(x, mask, b, has_mask, has_b, T, invT, lse, sign, t0, t1):
     Rr = np.empty(G)
     W = np.empty(G)
     L = np.empty(G)
-    nowrite = np.empty((1, 1), dtype=M.dtype)  # logsumexp writes no row (touch=False)
     for g0 in range(t0, t1, G):
         g1 = min(g0 + G, t1)
-        _group_states(x, mask, has_mask, g0, g1, invT, M, Rr, W, L, nowrite, False, M)
+        _group_states(x, mask, has_mask, g0, g1, invT, M, Rr, W, L, None, False, M)
         _lse_finish_group(x, mask, b, has_mask, g0, g1, M, Rr, W, L, T, lse, sign)
 
 
@@ -1037,7 +1048,11 @@ def softmax_rows2d(x, mask, out, T, invT, log):
         run(softmax_store_range, R, nt, x, out, T, invT)
         return
     if nch == 1:
-        run(softmax_range, R, nt, x, mask, out, has_mask, T, invT, log, stream, not inplace)
+        if log:
+            args = (x, mask, out, has_mask, T, invT, stream, not inplace)
+            run(log_softmax_range, R, nt, *args)
+        else:
+            run(softmax_range, R, nt, x, mask, out, has_mask, T, invT, stream)
         return
     cs, nch = _chunking(n, nch)
     M, Rr, W = np.empty(R * nch), np.empty(R * nch), np.empty(R * nch)
