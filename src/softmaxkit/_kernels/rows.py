@@ -22,6 +22,9 @@ Special rows fall out of the same formulas with no branch in the hot loops:
 ``x_j >= m`` excludes the max terms, ``-inf - -inf`` and ``inf - inf`` (never
 NaN in the sum); an included NaN fails ``x_j >= m`` and makes ``r`` NaN; a row
 with ``+inf`` has ``m = inf``, ``r = 0`` and ``w0`` = weight of its +inf entries.
+float32 blocks whose running max is finite skip the tie split: they return
+``(S, 0)``, the plain sum of every exp (``_bsum``; docs/dense.md §6 on why the
+float32 contract does not need it).
 
 Pass structure (per row): pass 1 reads the row once, block by block (``_BLOCK``
 values, L1-resident): a vectorised max of the block (``llvm.maxnum``), a rescale
@@ -31,9 +34,13 @@ long rows are split into chunks reduced in parallel and merged with the (max,
 sum) rule.  Accumulators: the block sum in the compute dtype (at most
 ``_BLOCK / 16`` terms per SIMD lane), blocks combined in float64.  The exp is
 ``exp.expd``: for float32, 16 float32 lanes with the argument ``(x - m) / T``
-carried exactly as a float32 pair (``exp._expd32``).  Threads: the
-``prange`` loops use Numba's thread pool (``NUMBA_NUM_THREADS``,
-``numba.set_num_threads``).
+carried exactly as a float32 pair (``exp._expd32``; ``exp._expd32_unit`` when
+``T = 1``).  Rows are taken a group at a time where a log per row is needed, so
+that ``log(w0 + r)`` is one vectorised loop (``exp.log_sum_array``).  Outputs of
+32 MiB and more are written with streaming stores in the write pass of rows longer
+than L2 (``nt.py``).  Threads: the range kernels are serial and ``nogil``;
+``_parallel.run`` splits their task ranges over ``numba.get_num_threads()``
+threads.
 """
 
 from __future__ import annotations
