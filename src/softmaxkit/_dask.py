@@ -38,7 +38,7 @@ from typing import Any
 import dask.array as da
 import numpy as np
 
-from ._losscommon import _at, check_real, check_reduction
+from ._losscommon import _at, check_real, check_reduction, class_indices
 from ._state import chunk_state, finalize, merge
 from ._validate import (
     as_input_array,
@@ -577,18 +577,7 @@ def _check_index_block(t, n_classes, ignore_index, block_info=None):
                 f"class-index target must hold integers in [0, {n_classes}); "
                 f"{_at(pos + offset)} = {t[tuple(pos)].item()!r}"
             )
-    ti = t.astype(np.int64)
-    valid = (ti >= 0) & (ti < n_classes)
-    if ignore_index is not None:
-        valid |= ti == ignore_index
-    if not valid.all():
-        pos = np.argwhere(~valid)[0]
-        extra = f" or ignore_index={ignore_index}" if ignore_index is not None else ""
-        raise ValueError(
-            f"{_at(pos + offset)} = {ti[tuple(pos)]} is not a class index in "
-            f"[0, {n_classes}){extra}"
-        )
-    return ti
+    return class_indices(t, n_classes, ignore_index, offset)
 
 
 def _q_block(cls, tgt, wb, ninc, cw, *, ax, eps, kind, ignore_index, n_classes):
@@ -626,8 +615,11 @@ def _unpack(rest, present):
     return [next(it) if flag else None for flag in present]
 
 
-def _ce_block(xb, st, cls, tgt, *rest, present, ax, eps, kind, ignore_index, n_classes, T, compute):
-    """Per block: the partial row sums of ``cls_w q (-log_softmax)`` and ``cls_w q``."""
+def _block_terms(
+    xb, st, cls, tgt, rest, present, ax, eps, kind, ignore_index, n_classes, T, compute, log
+):
+    """What the loss and the gradient blocks share: the mask ``wb``, the block's
+    log-probabilities (``log``) or probabilities in float64, and ``(q, cls_w)``."""
     wb, ninc, cw = _unpack(rest, present)
     lp = _normalize_block(
         xb,
@@ -638,7 +630,7 @@ def _ce_block(xb, st, cls, tgt, *rest, present, ax, eps, kind, ignore_index, n_c
         temperature=T,
         compute=compute,
         out_dtype=np.float64,
-        log=True,
+        log=log,
     )
     q, cls_w = _q_block(
         cls,
@@ -651,6 +643,14 @@ def _ce_block(xb, st, cls, tgt, *rest, present, ax, eps, kind, ignore_index, n_c
         kind=kind,
         ignore_index=ignore_index,
         n_classes=n_classes,
+    )
+    return wb, lp, q, cls_w
+
+
+def _ce_block(xb, st, cls, tgt, *rest, present, ax, eps, kind, ignore_index, n_classes, T, compute):
+    """Per block: the partial row sums of ``cls_w q (-log_softmax)`` and ``cls_w q``."""
+    _wb, lp, q, cls_w = _block_terms(
+        xb, st, cls, tgt, rest, present, ax, eps, kind, ignore_index, n_classes, T, compute, True
     )
     wq = q if cls_w is None else cls_w * q
     with np.errstate(invalid="ignore"):  # q == 0 at -inf log-probabilities: excluded
@@ -717,29 +717,8 @@ def _ce_grad_block(
     out_dtype,
 ):
     """Per block: ``(sa w_t (wq p - cls_w q) + sb 2 z lse p) / T`` (0 off the active rows)."""
-    wb, ninc, cw = _unpack(rest, present)
-    p = _normalize_block(
-        xb,
-        st,
-        wb,
-        present=(wb is not None,),
-        axes=(ax,),
-        temperature=T,
-        compute=compute,
-        out_dtype=np.float64,
-        log=False,
-    )
-    q, cls_w = _q_block(
-        cls,
-        tgt,
-        wb,
-        ninc,
-        cw,
-        ax=ax,
-        eps=eps,
-        kind=kind,
-        ignore_index=ignore_index,
-        n_classes=n_classes,
+    wb, p, q, cls_w = _block_terms(
+        xb, st, cls, tgt, rest, present, ax, eps, kind, ignore_index, n_classes, T, compute, False
     )
     row_w = np.expand_dims(rows["row_w"], ax)
     active = np.expand_dims(rows["active"], ax)

@@ -117,16 +117,26 @@ def parse_target(
             raise ValueError(
                 f"{_at(pos)} = {t[tuple(pos)]!r} is not a class index in [0, {n_classes})"
             )
-    if kind == "u" and t.dtype.itemsize == 8 and t.size and t.max() > np.iinfo(np.int64).max:
-        t = np.minimum(t, np.uint64(np.iinfo(np.int64).max))
+    return "index", class_indices(t, n_classes, ignore_index)
+
+
+def class_indices(t: np.ndarray, n_classes: int, ignore_index, offset=None) -> np.ndarray:
+    """Integral-valued target ``t`` as int64, each a class in [0, n_classes) or
+    ``ignore_index``; the error names the first bad position (plus ``offset``, the
+    block's origin, for the Dask path).  uint64 values past the int64 range are
+    clamped first so that they are reported as out of range, not wrapped."""
+    if t.dtype.kind == "u" and t.dtype.itemsize == 8 and t.size:
+        if t.max() > np.iinfo(np.int64).max:
+            t = np.minimum(t, np.uint64(np.iinfo(np.int64).max))
     ti = t.astype(np.int64)
     valid = (ti >= 0) & (ti < n_classes)
     if ignore_index is not None:
         valid |= ti == ignore_index
     if not valid.all():
         pos = np.argwhere(~valid)[0]
+        at = pos if offset is None else pos + offset
         extra = f" or ignore_index={ignore_index}" if ignore_index is not None else ""
         raise ValueError(
-            f"{_at(pos)} = {ti[tuple(pos)]} is not a class index in [0, {n_classes}){extra}"
+            f"{_at(at)} = {ti[tuple(pos)]} is not a class index in [0, {n_classes}){extra}"
         )
-    return "index", ti
+    return ti
