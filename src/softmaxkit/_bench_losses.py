@@ -33,6 +33,14 @@ def _rss() -> int:
     return psutil.Process().memory_info().rss
 
 
+def _loss_grad_error(loss, grad, r_loss, r_grad, rows) -> float:
+    """Max of the loss's relative error and the gradient's (its first ``rows`` rows),
+    relative to the largest reference gradient entry."""
+    e1 = abs(float(loss) - r_loss) / abs(r_loss)
+    e2 = float(np.max(np.abs(np.asarray(grad)[:rows] - r_grad)) / np.max(np.abs(r_grad)))
+    return max(e1, e2)
+
+
 def _with_peak(name: str, fn: Callable[[], Any], extra: dict) -> Callable[[], Any]:
     """Wrap ``fn`` so each call records its peak RSS growth (MiB) in ``extra``."""
     try:
@@ -144,10 +152,7 @@ def _ce_case(N: int, C: int) -> Case:
 
     def check(res) -> float:
         loss, grad = res
-        r_loss, r_grad = reference()
-        e1 = abs(float(loss) - r_loss) / abs(r_loss)
-        e2 = float(np.max(np.abs(np.asarray(grad)[:rows] - r_grad)) / np.max(np.abs(r_grad)))
-        return max(e1, e2)
+        return _loss_grad_error(loss, grad, *reference(), rows)
 
     wrapped = {k: _with_peak(k, f, extra) for k, f in impls.items()}
     return Case(
@@ -235,10 +240,7 @@ def _linear_case(N: int, d: int, V: int) -> Case:
 
     def check(res) -> float:
         loss, (dh, _dW, _db) = res
-        r_loss, r_dh = reference()
-        e1 = abs(float(loss) - r_loss) / abs(r_loss)
-        e2 = float(np.max(np.abs(np.asarray(dh)[:rows] - r_dh)) / np.max(np.abs(r_dh)))
-        return max(e1, e2)
+        return _loss_grad_error(loss, dh, *reference(), rows)
 
     wrapped = {k: _with_peak(k, f, extra) for k, f in impls.items()}
     return Case(
