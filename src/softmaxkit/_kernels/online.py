@@ -25,6 +25,8 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from .exp import FASTMATH, exp_
+
 _BLOCK = 256
 
 
@@ -135,57 +137,14 @@ def _gt(a, b):
     return a > b
 
 
-# exp on [-708, 0] for the vectorised sums: exp(d) = 2^q * exp(r), q = round(d / ln 2),
-# |r| <= ln(2)/2, exp(r) by its Taylor polynomial of degree 12 (truncation < 2e-16
-# relative); 2^q is built from the exponent bits.  Inputs below -708 (and -inf) are
-# clamped: their term (< 4e-308) cannot change a sum that is >= 1.  Guarded by
-# tests/test_online.py::test_topk_float64_accuracy.
-_LOG2E = 1.4426950408889634
-_LN2_HI = 0.6931471803691238
-_LN2_LO = 1.9082149292705877e-10
-_C = (
-    1.0,
-    1.0,
-    0.5,
-    1.0 / 6,
-    1.0 / 24,
-    1.0 / 120,
-    1.0 / 720,
-    1.0 / 5040,
-    1.0 / 40320,
-    1.0 / 362880,
-    1.0 / 3628800,
-    1.0 / 39916800,
-    1.0 / 479001600,
-)
-
-
-@njit(cache=True, nogil=True, fastmath={"reassoc", "contract", "nsz", "arcp"})
-def _sum_exp(vt, cnt, m, pb, ib, fb):
-    """sum_{j < cnt} exp(vt[j] - m) for m finite and vt[j] <= m (vectorisable loops)."""
-    for j in range(cnt):
-        d = vt[j] - m
-        d = d if d > -708.0 else -708.0
-        q = math.floor(d * _LOG2E + 0.5)
-        r = (d - q * _LN2_HI) - q * _LN2_LO
-        p = _C[12]
-        p = p * r + _C[11]
-        p = p * r + _C[10]
-        p = p * r + _C[9]
-        p = p * r + _C[8]
-        p = p * r + _C[7]
-        p = p * r + _C[6]
-        p = p * r + _C[5]
-        p = p * r + _C[4]
-        p = p * r + _C[3]
-        p = p * r + _C[2]
-        p = p * r + _C[1]
-        p = p * r + _C[0]
-        pb[j] = p
-        ib[j] = (np.int64(q) + 1023) << 52
+@njit(cache=True, nogil=True, fastmath=FASTMATH)
+def _sum_exp(vt, cnt, m):
+    """sum_{j < cnt} exp(vt[j] - m) for m finite and vt[j] <= m: the row kernels'
+    vectorised exp (``exp.exp_``, float64, 1 ulp; -inf terms give exactly 0)."""
+    vs = vt[:cnt]
     acc = 0.0
-    for j in range(cnt):
-        acc += pb[j] * fb[j]
+    for j in range(vs.shape[0]):
+        acc += exp_(vs[j] - m)
     return acc
 
 
@@ -212,9 +171,6 @@ def topk_rows(x, mask, has_mask, T, k, probs, idx):
         bufv = np.empty(k, dtype=np.float64)
         bufi = np.empty(k, dtype=np.int64)
         vt = np.empty(_TILE, dtype=np.float64)
-        pb = np.empty(_TILE, dtype=np.float64)
-        ib = np.empty(_TILE, dtype=np.int64)
-        fb = ib.view(np.float64)
         cnt = 0
         m = -np.inf
         s = 0.0
@@ -268,7 +224,7 @@ def topk_rows(x, mask, has_mask, T, k, probs, idx):
             if tmax > m:
                 s *= math.exp(m - tmax)  # exp(-inf) = 0 for the first tile
                 m = tmax
-            s += _sum_exp(vt, tn, m, pb, ib, fb)
+            s += _sum_exp(vt, tn, m)
         for q in range(k):
             v = bufv[q]
             idx[i, q] = bufi[q]
