@@ -366,27 +366,29 @@ def _setup(src, axis, temperature, where, memory, workers):
     return source, t, _per_block_limit(dt, mem), w
 
 
-def normalizer(src, axis, temperature, where, memory, workers, progress):
-    from .online import Normalizer
-
+def _states_only(src, axis, temperature, where, memory, workers, progress, label):
+    """One state pass over ``src`` with its own progress bar: (source, T, m, s)."""
     source, t, limit, w = _setup(src, axis, temperature, where, memory, workers)
-    pbar = _progress(progress, source.count(limit), "state")
+    pbar = _progress(progress, source.count(limit), label)
     try:
         m, s = _state_pass(source, t, limit, w, pbar)
     finally:
         if pbar is not None:
             pbar.close()
+    return source, t, m, s
+
+
+def normalizer(src, axis, temperature, where, memory, workers, progress):
+    from .online import Normalizer
+
+    _, t, m, s = _states_only(src, axis, temperature, where, memory, workers, progress, "state")
     return Normalizer._raw(np.asarray(m), np.asarray(s), t)
 
 
 def logsumexp(src, axis, temperature, where, memory, workers, progress):
-    source, t, limit, w = _setup(src, axis, temperature, where, memory, workers)
-    pbar = _progress(progress, source.count(limit), "logsumexp")
-    try:
-        m, s = _state_pass(source, t, limit, w, pbar)
-    finally:
-        if pbar is not None:
-            pbar.close()
+    source, _, m, s = _states_only(
+        src, axis, temperature, where, memory, workers, progress, "logsumexp"
+    )
     lse, _ = _state.finalize(m, s)
     _, out_dtype = resolve_dtype(source.dtype, None)
     res = lse.astype(out_dtype)
