@@ -477,3 +477,21 @@ def test_in_place_special_rows(path, dtype):
         with np.errstate(invalid="ignore"):
             assert getattr(sk, op)(y, axis=axis, out=y) is y
         _check(y, want, dtype, op)
+
+
+@pytest.mark.parametrize("path", list(PATHS))
+def test_in_place_temperature_overflow(path):
+    """``out=x`` with a temperature < 1 that overflows finite ``x / T`` to +inf at
+    several entries of one reduced slice: the write pass counts those entries over the
+    whole slice, so a split row must not have been partly overwritten by then (the
+    answer was 1/2 and 1 instead of 1/3 each on the split-row paths)."""
+    shape, axis = PATHS[path]
+    x = _x(shape, np.float64)
+    flat = x.reshape(-1)
+    flat[[0, x.size // 4, x.size // 2, 3 * x.size // 4, x.size - 1]] = [1.5e308, 1.6e308, 1.7e308, 1.2e308, 1.0e308]
+    for op in ("softmax", "log_softmax"):
+        with np.errstate(over="ignore"):
+            want = getattr(ref, op)(x, axis=axis, temperature=0.5)
+            y = x.copy()
+            assert getattr(sk, op)(y, axis=axis, temperature=0.5, out=y) is y
+        _check(y, want, np.float64, op)

@@ -389,6 +389,10 @@ def softmax_cols3d(x, mask, out, T, invT, log):
     P, n, Q = x.shape
     nt = threads_for(x.size)
     nqb, njc, jcs = _split(P, n, Q, nt)
+    if T < 1 and np.may_share_memory(x, out):
+        # in place: a +inf column from finite x / T overflowing is counted over the
+        # whole column in the write pass (rows.softmax_rows2d): columns stay whole
+        njc, jcs = 1, n
     has_mask = mask is not None
     mask = _DUMMY_MASK if mask is None else mask
     T = np.float64(T)

@@ -1044,6 +1044,11 @@ def softmax_rows2d(x, mask, out, T, invT, log):
     inplace = np.may_share_memory(x, out)
     store = not log and not has_mask and out.dtype == invT.dtype and not inplace
     nch = n_chunks(R, n, nt)
+    if inplace and T < 1:
+        # a finite x whose x / T overflows makes a +inf row, whose write pass counts
+        # the overflowing entries over the whole row (_winf_ovf): with the row split,
+        # other tasks may already have overwritten their chunks.  Rows stay whole.
+        nch = 1
     if nch == 1 and store and n <= STORE_MAX:
         run(softmax_store_range, R, nt, x, out, T, invT)
         return
