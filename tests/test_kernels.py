@@ -75,7 +75,7 @@ def test_paths_match_reference(path, dtype):
         _check(getattr(sk, op)(x, axis=axis), getattr(ref, op)(x, axis=axis), dtype, op)
 
 
-@pytest.mark.parametrize("path", ["short-tiles", "rows", "long-rows-split", "cols-axis0"])
+@pytest.mark.parametrize("path", ["short-tiles", "mid-rows", "rows", "long-rows-split", "cols-axis0"])
 def test_temperature_mask_and_weights(path):
     shape, axis = PATHS[path]
     for dtype in (np.float32, np.float64):
@@ -91,6 +91,9 @@ def test_temperature_mask_and_weights(path):
             kw = {"axis": axis, "temperature": T, "where": where}
             for op in ("softmax", "log_softmax"):
                 _check(getattr(sk, op)(x, **kw), getattr(ref, op)(x, **kw), dtype, op)
+                # and unmasked (the store / small-row paths take no mask)
+                kw0 = {"axis": axis, "temperature": T}
+                _check(getattr(sk, op)(x, **kw0), getattr(ref, op)(x, **kw0), dtype, op)
             got, gs = sk.logsumexp(x, b=b, return_sign=True, **kw)
             want, ws = ref.logsumexp(x, b=b, return_sign=True, **kw)
             _check(got, want, dtype, "logsumexp")
