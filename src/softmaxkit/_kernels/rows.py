@@ -243,7 +243,7 @@ def _chunk_state(xr, mr, br, has_mask, has_b, lo, hi, invT):
 
 
 @njit(fastmath=FASTMATH, cache=True)
-def _state_small(xr, invT):
+def _state_small(xr, orow, touch, invT):
     """``_chunk_state`` of a whole row of at most ``_BLOCK`` values (no mask, no
     weights) with the loops written out: per-row overhead matters at n ~ 100."""
     n = xr.shape[0]
@@ -254,6 +254,10 @@ def _state_small(xr, invT):
     if not (m > ninf and m < -ninf):
         return _chunk_state(xr, xr, xr, False, False, 0, n, invT)
     if is32(m):  # (S, 0), as _bsum, whose extra branches cost ~6% here
+        if touch:
+            if invT == ld(1.0, invT):
+                return m, np.float64(_store_all_unit(xr, orow, m)), 0.0
+            return m, np.float64(_store_all(xr, orow, m, invT)), 0.0
         if invT == ld(1.0, invT):
             return m, np.float64(_sum_all_unit(xr, m)), 0.0
         return m, np.float64(_sum_all(xr, m, invT)), 0.0
@@ -816,10 +820,10 @@ def _group_states(x, mask, has_mask, g0, g1, invT, M, Rr, W, L, out, touch, mbs)
     n = x.shape[1]
     for i in range(g0, g1):
         mr = mask[i] if has_mask else mask[0]
-        if touch:
+        if n <= _BLOCK and not has_mask:
+            m, r, w0 = _state_small(x[i], out[i], touch, invT)
+        elif touch:
             m, r, w0 = _state_store(x[i], out[i], 0, n, invT, mbs)
-        elif n <= _BLOCK and not has_mask:
-            m, r, w0 = _state_small(x[i], invT)
         else:
             m, r, w0 = _chunk_state(x[i], mr, mr, has_mask, False, 0, n, invT)
         M[i - g0] = m
@@ -869,7 +873,7 @@ def log_softmax_range(x, mask, out, has_mask, T, invT, nt, touch_ok, t0, t1):
     n = x.shape[1]
     nt = nt and same_dtype(out, invT) and not has_mask
     sb = np.empty(_BLOCK if nt else 0, dtype=out.dtype)
-    touch = touch_ok and same_dtype(out, invT) and not has_mask and _BLOCK < n <= STORE_MAX
+    touch = touch_ok and same_dtype(out, invT) and not has_mask and n <= STORE_MAX
     G = min(_GROUP, t1 - t0)
     if touch:  # the group's output rows must still be in L2 for pass 2
         G = max(1, min(G, _TOUCH_BYTES // max(1, n * out.itemsize)))
