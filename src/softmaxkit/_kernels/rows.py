@@ -774,6 +774,8 @@ def _lse_tile(t, x, T, invT, rows_per_tile, lse, sign):
         _col_max(tb[j], M)
     Sc = np.zeros(nr, dtype=dt)
     Cc = np.zeros(nr, dtype=dt)
+    # with the tie split kept: a plain float32 sum per lane (40 terms in one lane,
+    # the max's 1 included) measured 4.7e-7 in test_expd32_argument_is_exact
     for j in range(n):
         _col_sum(tb[j], M, Sc, Cc, invT)
     Rr = Sc.astype(np.float64)
@@ -928,15 +930,25 @@ def logsumexp_range(x, mask, b, has_mask, has_b, T, invT, lse, sign, t0, t1):
 @njit(cache=True)
 def _lse_finish_group(x, mask, b, has_mask, g0, g1, M, Rr, W, L, T, lse, sign):
     """logsumexp of rows g0:g1 from their states and L = log(w0 + r) (no weights)."""
-    for i in range(g0, g1):
-        k = i - g0
-        code, mT = _classify(M[k], Rr[k], W[k], T)
-        if code == FINITE:
-            lse[i] = mT + L[k]
-            if sign.shape[0]:
-                sign[i] = 1.0
-        else:
-            _lse_finish(i, x, mask, b, has_mask, False, M[k], Rr[k], W[k], T, lse, sign)
+    # one vectorised loop for the finite rows (the common case), then the special
+    # rows one by one: a branchy _classify per row cost ~2.5 ns of the ~17 per row of
+    # logsumexp over rows of 10
+    nr = g1 - g0
+    ls = lse[g0:g1]
+    bad = 0
+    for k in range(nr):
+        mT = np.float64(M[k]) / T
+        ls[k] = mT + L[k]
+        ok = (Rr[k] == Rr[k]) & (W[k] == W[k]) & (mT > -np.inf) & (mT < np.inf)
+        bad += 0 if ok else 1
+    if sign.shape[0]:
+        sign[g0:g1] = 1.0
+    if bad:
+        for i in range(g0, g1):
+            k = i - g0
+            code, _mT = _classify(M[k], Rr[k], W[k], T)
+            if code != FINITE:
+                _lse_finish(i, x, mask, b, has_mask, False, M[k], Rr[k], W[k], T, lse, sign)
 
 
 @njit(**_KW)
