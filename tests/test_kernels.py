@@ -75,7 +75,9 @@ def test_paths_match_reference(path, dtype):
         _check(getattr(sk, op)(x, axis=axis), getattr(ref, op)(x, axis=axis), dtype, op)
 
 
-@pytest.mark.parametrize("path", ["short-tiles", "mid-rows", "rows", "long-rows-split", "cols-axis0"])
+@pytest.mark.parametrize(
+    "path", ["short-tiles", "mid-rows", "rows", "long-rows-split", "cols-axis0"]
+)
 def test_temperature_mask_and_weights(path):
     shape, axis = PATHS[path]
     for dtype in (np.float32, np.float64):
@@ -491,7 +493,8 @@ def test_in_place_temperature_overflow(path):
     shape, axis = PATHS[path]
     x = _x(shape, np.float64)
     flat = x.reshape(-1)
-    flat[[0, x.size // 4, x.size // 2, 3 * x.size // 4, x.size - 1]] = [1.5e308, 1.6e308, 1.7e308, 1.2e308, 1.0e308]
+    at = [0, x.size // 4, x.size // 2, 3 * x.size // 4, x.size - 1]
+    flat[at] = [1.5e308, 1.6e308, 1.7e308, 1.2e308, 1.0e308]
     for op in ("softmax", "log_softmax"):
         with np.errstate(over="ignore"):
             want = getattr(ref, op)(x, axis=axis, temperature=0.5)
