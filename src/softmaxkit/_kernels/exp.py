@@ -276,9 +276,7 @@ def _expd32(v, m, invT):
     # d < -88 (including v = -inf, where err would be NaN) flushes like _exp32 with
     # lo = 0; NaN in v or m gives NaN.  Guarded by tests/test_kernels.py::
     # test_temperature_mask_and_weights and test_expd32_argument_is_exact.
-    s = v - m
-    bb = s - v
-    err = (v - (s - bb)) + (-m - bb)
+    s, err = _two_sum(v, -m)
     d = s * invT
     lo = err * invT + _fma(s, invT, -d)
     return _exp32_pair(d, lo)
@@ -287,10 +285,17 @@ def _expd32(v, m, invT):
 @njit(fastmath={"contract"}, cache=True)
 def _expd32_unit(v, m):
     # _expd32 for invT == 1: the TwoSum pair (s, err) is already the argument
-    s = v - m
-    bb = s - v
-    err = (v - (s - bb)) + (-m - bb)
+    s, err = _two_sum(v, -m)
     return _exp32_pair(s, err)
+
+
+@njit(fastmath={"contract"}, cache=True)
+def _two_sum(a, b):
+    # (s, err) with s = fl(a + b) and s + err = a + b exactly (Knuth's TwoSum; needs
+    # IEEE order of operations: no reassoc, which is why these kernels take "contract")
+    s = a + b
+    bb = s - a
+    return s, (a - (s - bb)) + (b - bb)
 
 
 @njit(fastmath={"contract"}, cache=True)
@@ -427,9 +432,7 @@ def _log_sum_pair(w, r):
     # u (TwoSum) is put back into the reduced argument: u + c = 2^k (f + c 2^-k), so
     # a = (f - 1) + c 2^-k carries it (f - 1 is exact).  When r is far below the ulp
     # of w (u = w = 1) the result is a = r: log1p(r) to first order.
-    u = w + r
-    bb = u - w
-    c = (w - (u - bb)) + (r - bb)
+    u, c = _two_sum(w, r)
     f, k, sk = _log_split(u)
     a = (f - 1.0) + c * sk
     s = a / (f + 1.0)
