@@ -477,14 +477,10 @@ def _softmax_row_store(xr, orow, T, invT):
             for j in range(n):
                 orow[j] *= f
             return
-        bs, bc = _bsum_store(xr, orow, 0, n, m, invT)
-        r = np.float64(bs)
-        w0 = np.float64(bc)
-        code, _mT = _classify(m, r, w0, T)
-        if code != FINITE:
-            _write_row(xr, xr, orow, False, 0, n, m, r, w0, T, invT, False)
-        else:
-            _scale(orow, 0, n, ld(1.0 / (w0 + r), invT))
+        # a special row (max or max / T not finite): _write_row writes it from the
+        # state; the tie count w0 is the weight of the +inf entries
+        bs, bc = _bsum(xr, 0, n, m, invT)
+        _write_row(xr, xr, orow, False, 0, n, m, np.float64(bs), np.float64(bc), T, invT, False)
         return
     mbs = np.empty(-(-n // _BLOCK))
     m, r, w0 = _state_store(xr, orow, 0, n, invT, mbs)
@@ -550,11 +546,16 @@ def _softmax_row(i, x, mask, out, has_mask, T, invT):
     _write_row(xr, mr, out[i], has_mask, 0, n, m, r, w0, T, invT, False)
 
 
+@njit(cache=True)
+def _task_span(t, nch, cs, n):
+    """(row, lo, hi) of task t when each row of n values is cut into nch chunks of cs."""
+    lo = (t % nch) * cs
+    return t // nch, lo, min(lo + cs, n)
+
+
 @njit(fastmath=FASTMATH, cache=True)
 def _chunk_task(t, x, mask, b, has_mask, has_b, nch, cs, invT, M, Rr, W):
-    i = t // nch
-    lo = (t % nch) * cs
-    hi = min(lo + cs, x.shape[1])
+    i, lo, hi = _task_span(t, nch, cs, x.shape[1])
     mr = mask[i] if has_mask else mask[0]
     br = b[i] if has_b else b[0]
     m, r, w0 = _chunk_state(x[i], mr, br, has_mask, has_b, lo, hi, invT)
@@ -564,13 +565,16 @@ def _chunk_task(t, x, mask, b, has_mask, has_b, nch, cs, invT, M, Rr, W):
 
 
 @njit(fastmath=FASTMATH, cache=True)
-def _write_task(t, x, mask, out, has_mask, nch, cs, T, invT, log, M, Rr, W):
-    i = t // nch
-    lo = (t % nch) * cs
-    hi = min(lo + cs, x.shape[1])
+def _write_task(t, x, mask, out, has_mask, nch, cs, T, invT, log, M, Rr, W, nt, sb):
+    """Pass 2 of chunk t: merge its row's chunk states, write the chunk (streaming
+    stores through the scratch ``sb`` when ``nt``)."""
+    i, lo, hi = _task_span(t, nch, cs, x.shape[1])
     m, r, w0 = _merge(M, Rr, W, i * nch, nch, np.float64(invT))
-    mr = mask[i] if has_mask else mask[0]
-    _write_row(x[i], mr, out[i], has_mask, lo, hi, ld(m, invT), r, w0, T, invT, log)
+    if nt:
+        _write_row_nt(x[i], out[i], lo, hi, ld(m, invT), r, w0, T, invT, log, sb)
+    else:
+        mr = mask[i] if has_mask else mask[0]
+        _write_row(x[i], mr, out[i], has_mask, lo, hi, ld(m, invT), r, w0, T, invT, log)
 
 
 @njit(cache=True)
@@ -966,9 +970,7 @@ def chunk_store_range(x, out, nch, cs, invT, M, Rr, W, MB, t0, t1):
     """
     n = x.shape[1]
     for t in range(t0, t1):
-        i = t // nch
-        lo = (t % nch) * cs
-        hi = min(lo + cs, n)
+        i, lo, hi = _task_span(t, nch, cs, n)
         m, r, w0 = _state_store(x[i], out[i], lo, hi, invT, MB[t, : -(-(hi - lo) // _BLOCK)])
         M[t] = m
         Rr[t] = r
@@ -981,9 +983,7 @@ def chunk_scale_range(x, out, nch, cs, T, invT, M, Rr, W, MB, t0, t1):
     n = x.shape[1]
     inv64 = np.float64(invT)
     for t in range(t0, t1):
-        i = t // nch
-        lo = (t % nch) * cs
-        hi = min(lo + cs, n)
+        i, lo, hi = _task_span(t, nch, cs, n)
         m, r, w0 = _merge(M, Rr, W, i * nch, nch, inv64)
         mc = ld(m, invT)
         code, _mT = _classify(mc, r, w0, T)
@@ -998,16 +998,8 @@ def chunk_write_range(x, mask, out, has_mask, nch, cs, T, invT, log, M, Rr, W, n
     """Pass 2 of split rows: merge the row's chunk states, write chunk t."""
     nt = nt and same_dtype(out, invT) and not has_mask
     sb = np.empty(_BLOCK if nt else 0, dtype=out.dtype)
-    n = x.shape[1]
     for t in range(t0, t1):
-        if nt:
-            i = t // nch
-            lo = (t % nch) * cs
-            hi = min(lo + cs, n)
-            m, r, w0 = _merge(M, Rr, W, i * nch, nch, np.float64(invT))
-            _write_row_nt(x[i], out[i], lo, hi, ld(m, invT), r, w0, T, invT, log, sb)
-        else:
-            _write_task(t, x, mask, out, has_mask, nch, cs, T, invT, log, M, Rr, W)
+        _write_task(t, x, mask, out, has_mask, nch, cs, T, invT, log, M, Rr, W, nt, sb)
 
 
 @njit(**_KW)
