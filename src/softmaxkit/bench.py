@@ -94,12 +94,13 @@ def _floor_kernel():
 _COPY = None
 
 
-def _floor_impl(x: np.ndarray, nt: bool = False) -> Callable[[], Any]:
-    """Read ``x`` and write a same-size output on softmaxkit's threads.
+def _floor_impls(x: np.ndarray) -> dict[str, Callable[[], Any]]:
+    """``{"floor": ..., "floor nt": ...}``: read ``x`` and write a same-size output on
+    softmaxkit's threads, with plain and with streaming (non-temporal) stores; each
+    call returns the output (one buffer shared by both).
 
-    ``nt``: with streaming (non-temporal) stores, which skip the write-allocate read
-    of the output; faster than plain stores once the data exceeds the caches.  The
-    reported floor is the faster of the two copies.
+    Streaming stores skip the write-allocate read of the output: faster than plain
+    stores once the data exceeds the caches.  The reported floor is the faster copy.
     """
     global _COPY
     from ._kernels._parallel import run, threads_for
@@ -107,13 +108,20 @@ def _floor_impl(x: np.ndarray, nt: bool = False) -> Callable[[], Any]:
     if _COPY is None:
         _COPY = _floor_kernel()
     flat = np.ascontiguousarray(x).reshape(-1)
-    if flat.dtype not in (np.float32, np.float64):
-        nt = False
+    nt_ok = flat.dtype in (np.float32, np.float64)
     out = np.empty_like(flat)
     ntask = -(-flat.size // _FLOOR_BLOCK)
     nt_threads = threads_for(flat.size)
     copy = _COPY
-    return lambda: run(copy, ntask, nt_threads, flat, out, nt)
+
+    def make(nt: bool) -> Callable[[], Any]:
+        def floor() -> np.ndarray:
+            run(copy, ntask, nt_threads, flat, out, nt)
+            return out
+
+        return floor
+
+    return {"floor": make(False), "floor nt": make(nt_ok)}
 
 
 # --------------------------------------------------------------------------- running
@@ -146,8 +154,7 @@ def run_cases(
         impls = dict(case.impls)
         get_input = case.extra.get("input")
         if get_input is not None and case.nbytes:
-            impls["floor"] = _floor_impl(get_input())
-            impls["floor nt"] = _floor_impl(get_input(), nt=True)
+            impls.update(_floor_impls(get_input()))
         errors: dict[str, float | None] = {}
         first: dict[str, float] = {}
         failed: dict[str, str] = {}
