@@ -225,7 +225,9 @@ _G64 = (
 # Compiled with "contract" only (FMA allowed) and called, not Numba-inlined: with
 # "reassoc" LLVM may fold (x - n*hi) - n*lo into x - n*(hi + lo), or the shifter
 # trick (y + S) - S into y, and lose the Cody-Waite split.  LLVM still inlines the
-# call, keeping these per-instruction flags.
+# call, keeping these per-instruction flags.  The Horner chains (here and in the
+# log below) are written out: one _horner(t, coeffs) helper over the coefficient
+# tuples measured 30-45% slower per value (softmax rows of 128, logsumexp rows of 10).
 _SHIFT32 = _F32(12582912.0)  # 1.5 * 2**23: adding it rounds to an integer (ties even)
 _LO32_FLUSH = _F32(-88.0)  # n = -127 here: 2**n is built as exactly 0
 
