@@ -501,3 +501,41 @@ def test_in_place_temperature_overflow(path):
             y = x.copy()
             assert getattr(sk, op)(y, axis=axis, temperature=0.5, out=y) is y
         _check(y, want, np.float64, op)
+
+
+@pytest.mark.parametrize("ntask", [1, 2, 3, 7, 8, 9, 1000])
+@pytest.mark.parametrize("nt", [1, 2, 3])
+def test_parallel_run_covers_every_task_once(ntask, nt):
+    """_parallel.run: the ranges taken from the shared counter tile [0, ntask) exactly,
+    whichever thread takes them."""
+    import threading
+
+    from softmaxkit._kernels._parallel import run
+
+    seen = np.zeros(ntask, dtype=int)
+    threads = set()
+    lock = threading.Lock()
+
+    def kernel(scale, t0, t1):
+        assert scale == 2 and 0 <= t0 < t1 <= ntask
+        with lock:
+            seen[t0:t1] += 1
+            threads.add(threading.get_ident())
+
+    run(kernel, ntask, nt, 2)
+    np.testing.assert_array_equal(seen, 1)
+    # (which thread took which range is up to the scheduler: a fast worker may take all)
+    assert 1 <= len(threads) <= nt
+    run(kernel, 0, nt, 2)  # no task: no call
+    np.testing.assert_array_equal(seen, 1)
+
+
+def test_parallel_run_raises_a_worker_error():
+    from softmaxkit._kernels._parallel import run
+
+    def kernel(t0, t1):
+        if t0 > 0:
+            raise ValueError(f"task {t0}")
+
+    with pytest.raises(ValueError, match="task"):
+        run(kernel, 8, 2)
