@@ -23,7 +23,8 @@ RNG = np.random.default_rng(12345)
 # PAR_MIN (threads), SHORT (tiles), STORE_MAX, CHUNK_MIN (split rows), column kernels.
 PATHS = {
     "tiny-rows": ((7, 5), -1),
-    "short-tiles": ((3000, 40), -1),
+    "short-tiles": ((3000, 40), -1),  # softmax: the row kernel (n >= SHORT_STORE)
+    "short-tiles-10": ((20000, 10), -1),
     "rows": ((40, 3000), -1),
     "mid-rows": ((600, 128), -1),
     "long-rows-split": ((2, 150_000), -1),

@@ -618,13 +618,18 @@ def _lse_row(i, x, mask, b, has_mask, has_b, T, invT, lse, sign):
 
 
 # --------------------------------------------------------------------------- short rows
-# Rows of at most SHORT values are processed a tile of ~_TILE values at a time, so that the
-# exp runs as one vectorised loop over many rows (per-row loops of 10 values would be
-# scalar remainder loops): per tile, (1) row max broadcast into ``mb``; (2)
-# ``e = exp((x - mb) / T)`` over the whole tile; (3) per row r, w0 from ``e`` (L1-hot),
-# scale into ``cb``; (4) write ``e * cb`` (or ``(x - mb) / T - cb``).  Special rows
-# (NaN, +-inf max) are rewritten by the general row code afterwards.
-SHORT = 48  # measured: tiles win up to n = 32, the row kernels from n = 64
+# Rows of at most SHORT values are processed a tile of ~_TILE values at a time, copied
+# transposed into ``tb[n, nr]`` (L1) so that SIMD lanes run across rows: the row maxima,
+# exps and sums are vector loops over ``nr`` rows at a time (a row of 10 values would
+# otherwise be a scalar remainder loop, and per-row state a scalar loop each).
+# softmax / log_softmax write the tile back row-major from ``tb``.  Special rows (NaN,
+# +-inf max) are written by the general row code.
+SHORT = 48  # measured: tiles win up to n = 48, the row kernels from n = 64
+# softmax rows of at least SHORT_STORE values go to the store-then-scale row kernel
+# when it applies (``softmax_rows2d``): single thread, float64, n = 24 / 32 / 48:
+# 18.3 / 11.6 / 10.0 ms against the tile's 18.4 / 20.1 / 15.2 ms (float32: equal);
+# at n = 16 the tile wins (21 vs 21-23 ms float64, 11 vs 15 ms float32)
+SHORT_STORE = 24
 _TILE = 4096
 
 
@@ -636,113 +641,15 @@ def _fill(a, lo, hi, v):
 
 
 @njit(fastmath=FASTMATH, cache=True)
-def _exp_tile(xs, mb, eb, invT):
-    for k in range(xs.shape[0]):
-        eb[k] = expd(ld(xs[k], invT), mb[k], invT)
-
-
-@njit(fastmath=FASTMATH, cache=True)
-def _row_r_w0(xs, eb, lo, hi, m):
-    r = 0.0
-    w0 = 0.0
-    for j in range(lo, hi):
-        v = ld(xs[j], m)
-        if v >= m:
-            if v == m:
-                w0 += 1.0
-        else:
-            r += np.float64(eb[j])
-    return r, w0
-
-
-@njit(fastmath=FASTMATH, cache=True)
-def _scale_tile(eb, cb, os):
-    for k in range(eb.shape[0]):
-        os[k] = st(eb[k] * cb[k], os)
-
-
-@njit(fastmath=FASTMATH, cache=True)
-def _logw_tile(xs, mb, cb, os, invT):
-    for k in range(xs.shape[0]):
-        os[k] = st((ld(xs[k], invT) - mb[k]) * invT - cb[k], os)
-
-
-@njit(fastmath=FASTMATH, cache=True)
-def _tile_states(x, i0, i1, invT, mb, eb, M, Rr, W):
-    """Row states of rows i0:i1 (short rows) into M, Rr, W[0 : i1 - i0]."""
-    n = x.shape[1]
-    nr = i1 - i0
-    xs = x[i0:i1].reshape(nr * n)
-    ninf = ld(-np.inf, invT)
-    for r in range(nr):
-        m = _bmax(xs, r * n, r * n + n, ninf)
-        M[r] = m
-        # a special row gets a harmless shift (its exp values are not used)
-        _fill(mb, r * n, r * n + n, m if (m > ninf and m < -ninf) else ld(0.0, invT))
-    _exp_tile(xs, mb[: nr * n], eb[: nr * n], invT)
-    for r in range(nr):
-        rr, ww = _row_r_w0(xs, eb, r * n, r * n + n, M[r])
-        Rr[r] = rr
-        W[r] = ww
-    return xs
-
-
-@njit(fastmath=FASTMATH, cache=True)
-def _softmax_tile(t, x, out, T, invT, log, rows_per_tile):
-    R, n = x.shape
-    i0 = t * rows_per_tile
-    i1 = min(i0 + rows_per_tile, R)
-    nr = i1 - i0
-    mb = np.empty(nr * n, dtype=np.full(1, invT).dtype)
-    eb = np.empty_like(mb)
-    M = np.empty(nr, dtype=mb.dtype)
-    Rr = np.empty(nr)
-    W = np.empty(nr)
-    xs = _tile_states(x, i0, i1, invT, mb, eb, M, Rr, W)
-    os = out[i0:i1].reshape(nr * n)
-    L = np.empty(nr if log else 0)
-    if log:
-        log_sum_array(W, Rr, L)
-    nspecial = 0
-    for r in range(nr):
-        code, _ = _classify(M[r], Rr[r], W[r], T)
-        if code != FINITE:
-            nspecial += 1
-            continue
-        if log:
-            _fill(eb, r * n, r * n + n, ld(L[r], invT))
-        else:
-            # mb is free once the exps are in eb: it takes the per-row 1/S
-            _fill(mb, r * n, r * n + n, ld(1.0 / (W[r] + Rr[r]), invT))
-    # special rows (NaN, +-inf) are computed from x into a scratch first and copied in
-    # after the tile write: with out = x (in place) the tile write overwrites x
-    sp = np.empty((nspecial, n), dtype=out.dtype)
-    k = 0
-    for r in range(nr if nspecial else 0):
-        code, _ = _classify(M[r], Rr[r], W[r], T)
-        if code != FINITE:
-            _write_row(x[i0 + r], x[i0 + r], sp[k], False, 0, n, M[r], Rr[r], W[r], T, invT, log)
-            k += 1
-    if log:
-        _logw_tile(xs, mb, eb, os, invT)
-    else:
-        _scale_tile(eb, mb, os)
-    k = 0
-    for r in range(nr if nspecial else 0):
-        code, _ = _classify(M[r], Rr[r], W[r], T)
-        if code != FINITE:
-            out[i0 + r, :] = sp[k]
-            k += 1
-
-
-@njit(fastmath=FASTMATH, cache=True)
 def _col_max(col, mc):
     for k in range(mc.shape[0]):
         mc[k] = fmax(mc[k], col[k])
 
 
 @njit(fastmath=FASTMATH, cache=True)
-def _col_sum(col, mc, sc, cc, invT):
+def _col_sum(col, mc, sc, cc, invT, store):
+    """Add column ``col`` to the rows' sums ``sc`` (below the max) and tie counts ``cc``;
+    ``store``: the exps replace the column (softmax writes them scaled)."""
     z = ld(0.0, invT)
     one = ld(1.0, invT)
     for k in range(mc.shape[0]):
@@ -751,20 +658,16 @@ def _col_sum(col, mc, sc, cc, invT):
         e = expd(v, m, invT)
         sc[k] += z if v >= m else e
         cc[k] += one if v == m else z
+        if store:
+            col[k] = e
 
 
 @njit(fastmath=FASTMATH, cache=True)
-def _lse_tile(t, x, T, invT, rows_per_tile, lse, sign):
-    """logsumexp of a tile of short rows, transposed so that SIMD lanes run across rows.
-
-    The tile ``x[i0:i1, :n]`` is copied column by column into ``tb[n, nr]`` (L1), then
-    the row maxima, exps and sums are vector loops over ``nr`` rows at a time (a row
-    of 10 values would otherwise be a scalar remainder loop); ``log(w0 + r)`` is one
-    vectorised loop per tile.
-    """
-    R, n = x.shape
-    i0 = t * rows_per_tile
-    i1 = min(i0 + rows_per_tile, R)
+def _tile_states(x, i0, i1, invT, store):
+    """Rows i0:i1 of short rows transposed into ``tb[n, nr]`` (compute dtype), their
+    maxima ``M`` and float64 ``Rr`` (sum below the max) and ``W`` (tie count);
+    ``store``: ``tb`` then holds the exps instead of x."""
+    n = x.shape[1]
     nr = i1 - i0
     dt = np.full(1, invT).dtype
     tb = np.empty((n, nr), dtype=dt)
@@ -781,10 +684,70 @@ def _lse_tile(t, x, T, invT, rows_per_tile, lse, sign):
     # with the tie split kept: a plain float32 sum per lane (40 terms in one lane,
     # the max's 1 included) measured 4.7e-7 in test_expd32_argument_is_exact
     for j in range(n):
-        _col_sum(tb[j], M, Sc, Cc, invT)
-    Rr = Sc.astype(np.float64)
-    W = Cc.astype(np.float64)
-    L = np.empty(nr)
+        _col_sum(tb[j], M, Sc, Cc, invT, store)
+    return tb, M, Sc.astype(np.float64), Cc.astype(np.float64)
+
+
+@njit(fastmath=FASTMATH, cache=True)
+def _softmax_tile(t, x, out, T, invT, log, rows_per_tile):
+    """softmax / log_softmax of a tile of short rows, via ``_tile_states``.
+
+    Measured against the row-major tile it replaces (per-row max / state loops of 10
+    values): [1e6, 10] float32 softmax 21 -> 13 ms, float64 log_softmax 27 -> 17.5
+    ms (2 threads).
+    """
+    R, n = x.shape
+    i0 = t * rows_per_tile
+    i1 = min(i0 + rows_per_tile, R)
+    nr = i1 - i0
+    tb, M, Rr, W = _tile_states(x, i0, i1, invT, not log)
+    L = np.empty(nr if log else 0)
+    if log:
+        log_sum_array(W, Rr, L)
+    C = np.empty(nr, dtype=M.dtype)  # per row: log S, or 1 / S
+    bad = 0
+    for k in range(nr):
+        C[k] = ld(L[k], invT) if log else ld(1.0 / (W[k] + Rr[k]), invT)
+        mT = np.float64(M[k]) / T
+        ok = (Rr[k] == Rr[k]) & (W[k] == W[k]) & (mT > -np.inf) & (mT < np.inf)
+        bad += 0 if ok else 1
+    # special rows (NaN, +-inf) are computed from x into a scratch first and copied in
+    # after the tile write: with out = x (in place) the tile write overwrites x
+    sp = np.empty((bad, n), dtype=out.dtype)
+    k = 0
+    for r in range(nr if bad else 0):
+        code, _ = _classify(M[r], Rr[r], W[r], T)
+        if code != FINITE:
+            _write_row(x[i0 + r], x[i0 + r], sp[k], False, 0, n, M[r], Rr[r], W[r], T, invT, log)
+            k += 1
+    # back to row-major, a column at a time (strided stores: faster here than a row
+    # at a time with strided loads, 20 against 24 ms single-thread)
+    os = out[i0:i1].reshape(nr * n)
+    for j in range(n):
+        tj = tb[j]
+        if log:
+            for r in range(nr):
+                os[r * n + j] = st((tj[r] - M[r]) * invT - C[r], os)
+        else:
+            for r in range(nr):
+                os[r * n + j] = st(tj[r] * C[r], os)
+    k = 0
+    for r in range(nr if bad else 0):
+        code, _ = _classify(M[r], Rr[r], W[r], T)
+        if code != FINITE:
+            out[i0 + r, :] = sp[k]
+            k += 1
+
+
+@njit(fastmath=FASTMATH, cache=True)
+def _lse_tile(t, x, T, invT, rows_per_tile, lse, sign):
+    """logsumexp of a tile of short rows, via ``_tile_states`` (``log(w0 + r)`` is one
+    vectorised loop per tile)."""
+    R = x.shape[0]
+    i0 = t * rows_per_tile
+    i1 = min(i0 + rows_per_tile, R)
+    _tb, M, Rr, W = _tile_states(x, i0, i1, invT, False)
+    L = np.empty(i1 - i0)
     log_sum_array(W, Rr, L)
     _lse_finish_group(x, x, x, False, i0, i1, M, Rr, W, L, T, lse, sign)
 
@@ -1080,7 +1043,11 @@ def softmax_rows2d(x, mask, out, T, invT, log):
     R, n = x.shape
     T = np.float64(T)
     nt = threads_for(x.size)
-    if n <= SHORT and not has_mask:
+    # In place (out is x): the store paths overwrite x in pass 1, and a special row
+    # (+inf) is rewritten from x afterwards; they are skipped, as is the "touch".
+    inplace = np.may_share_memory(x, out)
+    store = not log and not has_mask and out.dtype == invT.dtype and not inplace
+    if n <= SHORT and not has_mask and not (store and n >= SHORT_STORE):
         rpt = max(1, _TILE // n)
         run(softmax_short_range, -(-R // rpt), nt, x, out, T, invT, log, rpt)
         return
@@ -1091,10 +1058,6 @@ def softmax_rows2d(x, mask, out, T, invT, log):
     # exps (store-then-scale, or the log_softmax "touch"), which measured faster than
     # streaming from a scratch row (34 against 59 ms on [4096, 32000] softmax).
     stream = out.nbytes >= NT_MIN_BYTES and out.dtype == invT.dtype and n > STORE_MAX
-    # In place (out is x): the store paths overwrite x in pass 1, and a special row
-    # (+inf) is rewritten from x afterwards; they are skipped, as is the "touch".
-    inplace = np.may_share_memory(x, out)
-    store = not log and not has_mask and out.dtype == invT.dtype and not inplace
     nch = n_chunks(R, n, nt)
     if inplace and T < 1:
         # a finite x whose x / T overflows makes a +inf row, whose write pass counts
