@@ -27,11 +27,18 @@ def test_every_case_runs_once(tiny_shapes):
         assert ours["max_error"] is not None
         # float32 contract bounds (the check mixes relative and absolute scales)
         assert ours["max_error"] < 1e-5
-        assert "floor" in r["impls"]
+        assert {"floor", "floor new", "floor read"} <= set(r["impls"])
+        assert r["extra"]["bound"] == ("floor read" if r["op"] == "logsumexp" else "floor new")
         for name in ("numpy", "scipy"):
             assert r["impls"][name]["max_error"] < 1e-5
     text = bench.format_table(results)
-    assert "softmax" in text and "floor %" in text
+    assert "softmax" in text and "floor %" in text and "reach x" in text
+    # reach x = min(torch, scipy) / the bound floor, from the same medians
+    r = results[0]
+    im = r["impls"]
+    want = min(im[p]["median_s"] for p in ("torch", "scipy") if p in im)
+    want /= im[r["extra"]["bound"]]["median_s"]
+    assert bench._reach(r) == f"{want:.1f}"
     md = bench.format_markdown(results, bench.machine())
     assert md.count("\n|") >= len(results)
 
@@ -67,10 +74,16 @@ def test_plot(tiny_shapes, tmp_path):
 def test_floor_kernel_copies(dtype):
     # an odd size from an unaligned start: the streaming copy's head and tail
     x = (np.arange(200_003, dtype=np.float64) % 2000).astype(dtype)[1:]
-    for name, f in bench._floor_impls(x).items():
-        out = f()
+    impls = bench._floor_impls(x)
+    assert set(impls) == {"floor", "floor nt", "floor new", "floor read"}
+    for name in ("floor", "floor nt", "floor new"):
+        out = impls[name]()
         out[...] = 0
-        np.testing.assert_array_equal(f(), x, err_msg=name)
+        np.testing.assert_array_equal(impls[name](), x, err_msg=name)
+    assert impls["floor new"]() is not impls["floor new"]()  # a fresh output per call
+    # the read floor reduces each block of the input to its max
+    blocks = np.array_split(x, np.arange(bench._FLOOR_BLOCK, x.size, bench._FLOOR_BLOCK))
+    np.testing.assert_array_equal(impls["floor read"](), [b.max() for b in blocks])
 
 
 def test_other_families_table_and_json():

@@ -11,9 +11,13 @@ Every family module named in ``_BENCH_FAMILIES`` contributes ``cases(quick)`` (s
    rotating), plus a bandwidth floor: a Numba kernel that reads the input and
    writes an output of the same size on the same threads as softmaxkit, once with
    plain stores and once with streaming (non-temporal) stores; the floor is the
-   faster of the two;
-3. reports medians, each peer's time as a multiple of softmaxkit's, and every
-   implementation's floor fraction (floor time / its time).
+   faster of the two.  Two lower bounds are timed with them: a copy into a freshly
+   allocated output ("floor new", what any call returning a new array pays) and
+   one read of the input ("floor read");
+3. reports medians, each peer's time as a multiple of softmaxkit's, every
+   implementation's floor fraction (floor time / its time) and, for the dense
+   ops, "reach x": the best multiple any implementation could show against the
+   nearer of PyTorch's plain call and SciPy (their time / the case's bound).
 
 Nothing is written unless an output path is given.
 """
@@ -69,9 +73,10 @@ def select_cases(quick: bool, families: Sequence[str] | None = None) -> list[Cas
 _FLOOR_BLOCK = 1 << 16
 
 
-def _floor_kernel():
+def _floor_kernels():
     from numba import njit
 
+    from ._kernels.exp import fmax
     from ._kernels.nt import nt_copy
 
     @njit(nogil=True, cache=True)
@@ -88,31 +93,50 @@ def _floor_kernel():
                 for j in range(xs.shape[0]):
                     os[j] = xs[j]
 
-    return copy_range
+    @njit(nogil=True, cache=True)
+    def max_range(x, o, t0, t1):  # pragma: no cover - jitted
+        # a vectorised max (llvm.maxnum) reads each value once: memory-bound
+        n = x.shape[0]
+        for t in range(t0, t1):
+            xs = x[t * _FLOOR_BLOCK : min((t + 1) * _FLOOR_BLOCK, n)]
+            m = xs[0]
+            for j in range(xs.shape[0]):
+                m = fmax(m, xs[j])
+            o[t] = m
+
+    return copy_range, max_range
 
 
-_COPY = None
+_KERNELS = None
 
 
 def _floor_impls(x: np.ndarray) -> dict[str, Callable[[], Any]]:
-    """``{"floor": ..., "floor nt": ...}``: read ``x`` and write a same-size output on
-    softmaxkit's threads, with plain and with streaming (non-temporal) stores; each
-    call returns the output (one buffer shared by both).
+    """The bandwidth floors of an input, each a call on softmaxkit's threads:
 
-    Streaming stores skip the write-allocate read of the output: faster than plain
-    stores once the data exceeds the caches.  The reported floor is the faster copy.
+    - ``"floor"`` / ``"floor nt"``: read ``x`` and write a same-size output, with plain
+      and with streaming (non-temporal) stores (one output buffer shared by both);
+      each returns the output.  Streaming stores skip the write-allocate read of the
+      output: faster once the data exceeds the caches.  The reported floor is the
+      faster copy.
+    - ``"floor new"``: allocate a fresh output (as any call that returns a new array
+      must), then copy into it (streaming stores from ``NT_MIN_BYTES`` on, as the
+      kernels do): a lower bound for a plain softmax / log_softmax call.
+    - ``"floor read"``: read ``x`` once (a vectorised max): a lower bound for an op
+      whose output is small (logsumexp).
     """
-    global _COPY
+    global _KERNELS
     from ._kernels._parallel import run, threads_for
+    from ._kernels.nt import NT_MIN_BYTES
 
-    if _COPY is None:
-        _COPY = _floor_kernel()
+    if _KERNELS is None:
+        _KERNELS = _floor_kernels()
+    copy, xmax = _KERNELS
     flat = np.ascontiguousarray(x).reshape(-1)
     nt_ok = flat.dtype in (np.float32, np.float64)
     out = np.empty_like(flat)
     ntask = -(-flat.size // _FLOOR_BLOCK)
+    maxes = np.empty(ntask, dtype=flat.dtype)
     nt_threads = threads_for(flat.size)
-    copy = _COPY
 
     def make(nt: bool) -> Callable[[], Any]:
         def floor() -> np.ndarray:
@@ -121,7 +145,21 @@ def _floor_impls(x: np.ndarray) -> dict[str, Callable[[], Any]]:
 
         return floor
 
-    return {"floor": make(False), "floor nt": make(nt_ok)}
+    def floor_new() -> np.ndarray:
+        fresh = np.empty_like(flat)
+        run(copy, ntask, nt_threads, flat, fresh, nt_ok and flat.nbytes >= NT_MIN_BYTES)
+        return fresh
+
+    def floor_read() -> np.ndarray:
+        run(xmax, ntask, nt_threads, flat, maxes)
+        return maxes
+
+    return {
+        "floor": make(False),
+        "floor nt": make(nt_ok),
+        "floor new": floor_new,
+        "floor read": floor_read,
+    }
 
 
 # --------------------------------------------------------------------------- running
@@ -283,7 +321,7 @@ def _fmt_ms(t: float | None) -> str:
 def _rows(results: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
     header = ["op", "input", "ours ms", "ours out= ms"]
     header += [f"{p} x" for p in _PEERS]
-    header += ["floor %", "out= floor %", "max err", "out= peak extra (x input)"]
+    header += ["reach x", "floor %", "out= floor %", "max err", "out= peak extra (x input)"]
     rows = []
     for r in results:
         im = r["impls"]
@@ -298,6 +336,7 @@ def _rows(results: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
         for p in _PEERS:
             v = im.get(p, {}).get("vs_baseline")
             line.append("-" if v is None else f"{v:.1f}")
+        line.append(_reach(r))
         for d in (ours, ours_out):
             ff = d.get("floor_fraction")
             line.append("-" if ff is None else f"{100 * ff:.0f}")
@@ -308,6 +347,18 @@ def _rows(results: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
         line.append("-" if pk is None or not nb else f"{pk / (nb / 2):.2f}")
         rows.append(line)
     return header, rows
+
+
+def _reach(r: dict[str, Any]) -> str:
+    """The best "x" any implementation could show against the nearer of PyTorch's plain
+    call and SciPy: min(their times) / the case's lower bound (``extra["bound"]``, a
+    floor measured in the same run: allocate + copy, or one read of the input)."""
+    im = r["impls"]
+    bound = im.get(r.get("extra", {}).get("bound", ""), {}).get("median_s")
+    peers = [im[p]["median_s"] for p in ("torch", "scipy") if p in im]
+    if not bound or not peers:
+        return "-"
+    return f"{min(peers) / bound:.1f}"
 
 
 def _ours(r: dict[str, Any]) -> str | None:
@@ -385,7 +436,10 @@ def format_table(results: list[dict[str, Any]]) -> str:
     lines.append(
         "peer columns: peer time / softmaxkit time (higher = we are faster; 'out=' peers "
         "against our out= call); floor %: time of the faster read+write copy of the input "
-        "(plain or streaming stores) on the same threads / our time"
+        "(plain or streaming stores) on the same threads / our time; reach x: "
+        "min(torch, scipy time) / a lower bound for any implementation (allocate + copy "
+        "for softmax and log_softmax, one read of the input for logsumexp): where it is "
+        "below 3, 3x faster than both is out of reach on this machine"
     )
     return "\n".join(lines)
 
