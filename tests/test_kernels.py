@@ -540,3 +540,30 @@ def test_parallel_run_raises_a_worker_error():
 
     with pytest.raises(ValueError, match="task"):
         run(kernel, 8, 2)
+
+
+def test_parallel_run_does_not_wait_for_a_busy_pool():
+    """With every pool worker busy (another caller's work), the calling thread takes all
+    ranges and run() returns without waiting for a worker to come free."""
+    import threading
+
+    from softmaxkit._kernels._parallel import _pool, run
+
+    pool = _pool()
+    release = threading.Event()
+    blockers = [pool.submit(release.wait, 30) for _ in range(pool._max_workers)]
+    try:
+        seen = np.zeros(8, dtype=int)
+
+        def kernel(t0, t1):
+            seen[t0:t1] += 1
+
+        done = threading.Event()
+        caller = threading.Thread(target=lambda: (run(kernel, 8, 2), done.set()))
+        caller.start()
+        assert done.wait(10), "run() waited for the busy pool"
+        np.testing.assert_array_equal(seen, 1)
+    finally:
+        release.set()
+        for b in blockers:
+            b.result()

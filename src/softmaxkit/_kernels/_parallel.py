@@ -74,4 +74,7 @@ def run(kernel, ntask: int, nt: int, *args) -> None:
     futs = [_pool().submit(work) for _ in range(1, nt)]
     work()  # the calling thread takes ranges too
     for f in futs:
-        f.result()
+        # a worker that has not started yet took no range: cancel it rather than wait
+        # for its wake-up (or for a pool busy with other callers) to find no work left
+        if not f.cancel():
+            f.result()
