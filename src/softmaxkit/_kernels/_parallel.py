@@ -3,7 +3,9 @@
 The thread count follows Numba's setting: ``numba.get_num_threads()`` (itself
 ``NUMBA_NUM_THREADS`` by default, changed with ``numba.set_num_threads``), so one
 knob controls every softmaxkit kernel.  Inputs smaller than ``PAR_MIN`` elements
-run on the calling thread (thread hand-off costs ~20 µs).
+run on the calling thread (thread hand-off costs ~20 µs).  Larger ones are cut into
+a few ranges per thread that the calling thread and the pool workers take from a
+shared counter (see :func:`run`).
 """
 
 from __future__ import annotations
