@@ -394,6 +394,18 @@ def test_topk_softmax_matches_dense(chunks, axis, masked):
                 np.testing.assert_allclose(p, ep, rtol=1e-13, atol=0)
 
 
+def test_float32_temperature_not_float32():
+    # the blocks' state takes T itself, not float32(T) (which shifted m by |m| * 2**-24:
+    # 2.8e-5 relative in every probability at |x| ~ 1000, T = 1.3)
+    rng = np.random.default_rng(6)
+    a = (rng.standard_normal((4, 50)) + 1000).astype(np.float32)
+    x = da.from_array(a, chunks=(2, 10))
+    with dask.config.set(scheduler="sync"):
+        for op in ("softmax", "log_softmax"):
+            got = getattr(_dask, op)(x, temperature=1.3).compute()
+            _close(got, getattr(sk, op)(a, temperature=1.3), op, scale=1000 / 1.3)
+
+
 def test_topk_softmax_lazy_and_errors():
     x = da.ones((5, 20), chunks=(2, 6), dtype=np.float32)
     with dask.config.set(scheduler=_fail_scheduler):

@@ -197,6 +197,22 @@ def test_float32_state_and_chunks():
     assert (st_ | Normalizer.empty((5,))).dtype == np.float64
 
 
+def test_float32_chunks_temperature_not_float32():
+    # float32 chunks with a temperature that float32 cannot hold: the state is of
+    # x / T with T itself (as the dense kernels), not of x / float32(T) -- that shifted
+    # m by |m| * 2**-24, 2.8e-5 relative in every probability at |x| ~ 1000, T = 1.3
+    rng = np.random.default_rng(4)
+    x = (rng.standard_normal((4, 60)) + 1000).astype(np.float32)
+    st_ = Normalizer.empty((4,), temperature=1.3)
+    for c in np.split(x, 3, axis=1):
+        st_.update(c)
+    want = softmaxkit.softmax(x.astype(np.float64), temperature=1.3)
+    # the dense float32 contract: 2e-6 relative where p >= 1e-6
+    got = st_.softmax(x)
+    big = want >= 1e-6
+    assert np.all(np.abs(got - want)[big] <= 2e-6 * want[big])
+
+
 def test_no_mutation_and_readonly_views():
     x = np.array([[1.0, 2.0, 3.0]])
     x0 = x.copy()

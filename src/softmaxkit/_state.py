@@ -45,7 +45,11 @@ def chunk_state(x, axes, temperature=1.0, where=None, b=None, compute=np.float64
             x2,
             mask2 if mask2 is not None else np.broadcast_to(np.ones(1, bool), x2.shape),
             b2 if b2 is not None else ones,
-            compute.type(temperature),
+            # T itself stays float64 (state_rows takes 1/T in the compute dtype and
+            # m = max x / T in float64, as the dense kernels do); rounding T to float32
+            # here shifted m by |m| * 2**-24 (1.4e-6 .. 3e-5 relative error in the
+            # probabilities of Dask float32 softmax at T = 1.3)
+            float(temperature),
             mask2 is not None,
             b2 is not None,
             m,
