@@ -295,6 +295,18 @@ def _expand(a, axes):
 # ------------------------------------------------------------------------ dense ops
 
 
+def _scaled64(xb, temperature):
+    """``x / T`` of a block in float64, rounded like the state's maximum ``m``.
+
+    A float32 ``x / T`` against the float64 ``m`` leaves the maximum's own argument
+    ``v - m`` away from 0: 6.6e-7 relative on a dominant probability (found by
+    hypothesis in test_equals_numpy_path_on_random_chunkings; 1.4e-6 in
+    ``topk_softmax``, test_topk_softmax_float32_temperature).
+    """
+    v = xb.astype(np.float64, copy=False)
+    return v / temperature if temperature != 1.0 else v
+
+
 def _normalize_block(xb, st, *rest, present, axes, temperature, compute, out_dtype, log):
     """Softmax / log_softmax of one block given its rows' final state (NumPy, float64).
 
@@ -305,12 +317,7 @@ def _normalize_block(xb, st, *rest, present, axes, temperature, compute, out_dty
     wb = rest[0] if present[0] else None
     m = _expand(st["m"], axes)
     s = _expand(st["s"], axes)
-    # x / T in float64, like the state's m (a float32 x / T rounds the maximum's own
-    # argument v - m away from 0: 6.6e-7 relative on a dominant probability, found by
-    # hypothesis in test_equals_numpy_path_on_random_chunkings)
-    v = xb.astype(np.float64, copy=False)
-    if temperature != 1.0:
-        v = v / temperature
+    v = _scaled64(xb, temperature)
     empty = -np.inf if log else 0.0
     # Local errstate: in +inf, empty (m = -inf) and NaN rows, ``v - m`` forms
     # inf - inf; those rows are overwritten below with the contract values
@@ -449,9 +456,7 @@ def _best_k(c, k, axis):
 def _block_topk(xb, ib, *rest, present, axis, k, temperature, compute):
     """Per block: the block's ``k`` best candidates along ``axis`` (size ``k``)."""
     wb = rest[0] if present[0] else None
-    v = xb.astype(compute, copy=False)
-    if temperature != 1.0:
-        v = v / compute.type(temperature)
+    v = _scaled64(xb, temperature)
     c = np.empty(xb.shape, dtype=TOPK)
     isnan = np.isnan(v)
     if wb is not None:
@@ -1029,7 +1034,7 @@ def log_softmax_vjp(y, g, /, axis=-1, *, temperature=1.0, where=None, out=None, 
 
 def _lse_vjp_block(xb, lse, sign, bb, *rest, present, temperature, compute):
     (wb,) = _unpack(rest, present)
-    v = xb.astype(compute, copy=False).astype(np.float64) / temperature
+    v = _scaled64(xb, temperature)
     with np.errstate(invalid="ignore", over="ignore"):
         r = bb * np.exp(v - lse) * sign
     ok = np.isfinite(lse) & (bb != 0)
