@@ -307,7 +307,7 @@ def _scaled64(xb, temperature):
     return v / temperature if temperature != 1.0 else v
 
 
-def _normalize_block(xb, st, *rest, present, axes, temperature, compute, out_dtype, log):
+def _normalize_block(xb, st, *rest, present, axes, temperature, out_dtype, log):
     """Softmax / log_softmax of one block given its rows' final state (NumPy, float64).
 
     Regular rows take two passes over a float64 temporary (``v - m``, then ``exp`` and
@@ -356,7 +356,6 @@ def _softmax(x, axis, temperature, where, dtype, out, split_every, log):
         dtype=p.out_dtype,
         axes=p.axes,
         temperature=p.temperature,
-        compute=p.compute,
         out_dtype=p.out_dtype,
         log=log,
     )
@@ -453,7 +452,7 @@ def _best_k(c, k, axis):
     return np.moveaxis(best, -1, axis)
 
 
-def _block_topk(xb, ib, *rest, present, axis, k, temperature, compute):
+def _block_topk(xb, ib, *rest, present, axis, k, temperature):
     """Per block: the block's ``k`` best candidates along ``axis`` (size ``k``)."""
     wb = rest[0] if present[0] else None
     v = _scaled64(xb, temperature)
@@ -527,7 +526,6 @@ def topk_softmax(x, k, /, axis=-1, *, temperature=1.0, where=None, split_every=N
         axis=ax,
         k=k,
         temperature=p.temperature,
-        compute=p.compute,
     )
     merge_k = functools.partial(_topk_combine, k=k)
     best = da.reduction(
@@ -620,9 +618,7 @@ def _unpack(rest, present):
     return [next(it) if flag else None for flag in present]
 
 
-def _block_terms(
-    xb, st, cls, tgt, rest, present, ax, eps, kind, ignore_index, n_classes, T, compute, log
-):
+def _block_terms(xb, st, cls, tgt, rest, present, ax, eps, kind, ignore_index, n_classes, T, log):
     """What the loss and the gradient blocks share: the mask ``wb``, the block's
     log-probabilities (``log``) or probabilities in float64, and ``(q, cls_w)``."""
     wb, ninc, cw = _unpack(rest, present)
@@ -633,7 +629,6 @@ def _block_terms(
         present=(wb is not None,),
         axes=(ax,),
         temperature=T,
-        compute=compute,
         out_dtype=np.float64,
         log=log,
     )
@@ -652,10 +647,10 @@ def _block_terms(
     return wb, lp, q, cls_w
 
 
-def _ce_block(xb, st, cls, tgt, *rest, present, ax, eps, kind, ignore_index, n_classes, T, compute):
+def _ce_block(xb, st, cls, tgt, *rest, present, ax, eps, kind, ignore_index, n_classes, T):
     """Per block: the partial row sums of ``cls_w q (-log_softmax)`` and ``cls_w q``."""
     _wb, lp, q, cls_w = _block_terms(
-        xb, st, cls, tgt, rest, present, ax, eps, kind, ignore_index, n_classes, T, compute, True
+        xb, st, cls, tgt, rest, present, ax, eps, kind, ignore_index, n_classes, T, True
     )
     wq = q if cls_w is None else cls_w * q
     with np.errstate(invalid="ignore"):  # q == 0 at -inf log-probabilities: excluded
@@ -717,13 +712,12 @@ def _ce_grad_block(
     ignore_index,
     n_classes,
     T,
-    compute,
     z,
     out_dtype,
 ):
     """Per block: ``(sa w_t (wq p - cls_w q) + sb 2 z lse p) / T`` (0 off the active rows)."""
     wb, p, q, cls_w = _block_terms(
-        xb, st, cls, tgt, rest, present, ax, eps, kind, ignore_index, n_classes, T, compute, False
+        xb, st, cls, tgt, rest, present, ax, eps, kind, ignore_index, n_classes, T, False
     )
     row_w = np.expand_dims(rows["row_w"], ax)
     active = np.expand_dims(rows["active"], ax)
@@ -842,7 +836,6 @@ def cross_entropy(
         ignore_index=ii,
         n_classes=C,
         T=p.temperature,
-        compute=p.compute,
     )
     partial = da.blockwise(
         _ce_block,
@@ -1032,7 +1025,7 @@ def log_softmax_vjp(y, g, /, axis=-1, *, temperature=1.0, where=None, out=None, 
     return _vjp(y, g, axis, temperature, where, out, split_every, log=True)
 
 
-def _lse_vjp_block(xb, lse, sign, bb, *rest, present, temperature, compute):
+def _lse_vjp_block(xb, lse, sign, bb, *rest, present, temperature):
     (wb,) = _unpack(rest, present)
     v = _scaled64(xb, temperature)
     with np.errstate(invalid="ignore", over="ignore"):
@@ -1076,7 +1069,7 @@ def logsumexp_vjp(
     r = da.blockwise(
         _lse_vjp_block, ind, x, ind, _expand_lazy(lse, p), ind, _expand_lazy(sign, p), ind,
         bb, ind, *opt, dtype=np.float64, meta=np.empty((0,) * x.ndim, dtype=np.float64),
-        present=(p.where is not None,), temperature=p.temperature, compute=p.compute,
+        present=(p.where is not None,), temperature=p.temperature,
     )  # fmt: skip
     return (gd * r / p.temperature).astype(p.out_dtype)
 
