@@ -119,12 +119,14 @@ def _floor_impls(x: np.ndarray) -> dict[str, Callable[[], Any]]:
       output: faster once the data exceeds the caches.  The reported floor is the
       faster copy.
     - ``"floor new"``: allocate a fresh output (as any call that returns a new array
-      must), then copy into it (streaming stores from ``NT_MIN_BYTES`` on, as the
-      kernels do): a lower bound for a plain softmax / log_softmax call.
+      must; 2 MiB-aligned like softmaxkit's own outputs, the cheaper allocation, see
+      ``_buffers``), then copy into it (streaming stores from ``NT_MIN_BYTES`` on, as
+      the kernels do): a lower bound for a plain softmax / log_softmax call.
     - ``"floor read"``: read ``x`` once (a vectorised max): a lower bound for an op
       whose output is small (logsumexp).
     """
     global _KERNELS
+    from ._buffers import empty_like
     from ._kernels._parallel import run, threads_for
     from ._kernels.nt import NT_MIN_BYTES
 
@@ -146,7 +148,7 @@ def _floor_impls(x: np.ndarray) -> dict[str, Callable[[], Any]]:
         return floor
 
     def floor_new() -> np.ndarray:
-        fresh = np.empty_like(flat)
+        fresh = empty_like(flat, flat.dtype)
         run(copy, ntask, nt_threads, flat, fresh, nt_ok and flat.nbytes >= NT_MIN_BYTES)
         return fresh
 

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from . import _eager
+from ._buffers import empty_like
 from ._validate import (
     as_input_array,
     check_out,
@@ -106,7 +107,7 @@ def _softmax_impl(x, axis, temperature, where, dtype, out, log):
     mask = validate_where(where, arr.shape)
     compute, out_dtype = resolve_dtype(arr.dtype, dtype)
     if out is None:
-        out = np.empty_like(arr, dtype=out_dtype)  # x's memory layout: no transposed copy
+        out = empty_like(arr, out_dtype)  # x's layout (no transposed copy), 2 MiB-aligned
     else:
         check_out(out, arr.shape, out_dtype)
     return _eager.dense_softmax(arr, axes, t, mask, compute, out, log)
@@ -165,6 +166,8 @@ def softmax(x, /, axis=-1, *, temperature=1.0, where=None, dtype=None, out=None)
     input: one float64 copy; an ``out`` laid out differently from ``x``, or float16
     output computed in float64: one output-sized buffer; a ``where`` whose strides
     do not follow ``x``'s layout: one bool copy (broadcast masks are read in place).
+    A new output of 4 MiB or more is placed at a 2 MiB (huge page) boundary of a
+    buffer 2 MiB larger, whose unused part is address space only (never written).
     Details and measurements: ``docs/performance.md``.
 
     Examples
