@@ -417,12 +417,15 @@ def test_grouped_logsumexp_special_rows_and_dtypes(n, dtype):
 
 
 @pytest.mark.parametrize("T", [1.0, 0.7])
-def test_float32_state_switches_between_fast_and_tie_sums(T):
-    """float32 blocks with a finite max sum every exp as (S, 0); blocks whose running
-    max is +-inf keep the tie count.  Rows that switch between the two, block by block
-    (blocks of 2048 values), must give the reference results (T = 1 has its own exp)."""
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_state_switches_between_fast_and_tie_sums(monkeypatch, T, dtype):
+    """Blocks with a finite max sum every exp as (S, 0) -- float32 always, float64 for
+    softmax (which uses only S); blocks whose running max is +-inf keep the tie count.
+    Rows that switch between the two, block by block (blocks of 2048 values), must give
+    the reference results (T = 1 has its own exp), in the row kernels (whole, split and
+    store-then-scale rows) and the column kernels (the same rows as columns)."""
     n = 5000
-    x = _x((6, n), np.float32)
+    x = _x((6, n), dtype)
     x[0, 4500] = np.inf  # +inf in the last block, after finite blocks
     x[1, :2048] = -np.inf  # an all -inf first block, then finite values
     x[2, 3000] = np.nan  # NaN in a middle block
@@ -435,15 +438,25 @@ def test_float32_state_switches_between_fast_and_tie_sums(T):
         for op in ("softmax", "log_softmax", "logsumexp"):
             got = getattr(sk, op)(x, temperature=T)
             want = getattr(ref, op)(x, temperature=T)
-            _check(got, want, np.float32, op)
-            # the split-row (chunked) and store paths see the same rows
+            _check(got, want, dtype, op)
+            xc = np.ascontiguousarray(x.T)  # columns: tiles of 32 rows switch likewise
+            got = getattr(sk, op)(xc, axis=0, temperature=T)
+            _check(got, want.T if op != "logsumexp" else want, dtype, op)
+            # the split-row (chunked) and store paths see the same rows; then softmax
+            # without store-then-scale (_chunk_state: rows whole, and split)
             big = np.repeat(x[[0, 1, 2, 5]], 40, axis=1)  # 4 rows of 200000: split
-            _check(
-                getattr(sk, op)(big, temperature=T),
-                getattr(ref, op)(big, temperature=T),
-                np.float32,
-                op,
-            )
+            for nostore in (False, True) if op == "softmax" else (False,):
+                if nostore:
+                    monkeypatch.setattr(rows, "STORE_MAX", 0)
+                    monkeypatch.setattr(rows, "STORE_CHUNKED_MAX", 0)
+                    _check(getattr(sk, op)(x, temperature=T), want, dtype, op)
+                _check(
+                    getattr(sk, op)(big, temperature=T),
+                    getattr(ref, op)(big, temperature=T),
+                    dtype,
+                    op,
+                )
+            monkeypatch.undo()
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -112,8 +112,12 @@ def _cwrite_m(xr, mr, orow, m, invT, c, log):
 
 
 @njit(fastmath=FASTMATH, cache=True)
-def _col_state(x, mask, b, has_mask, has_b, p, q0, q1, j0, j1, invT, m, r, w0):
-    """Fill (m, r, w0) for columns q0:q1 of block p over reduced rows j0:j1."""
+def _col_state(x, mask, b, has_mask, has_b, p, q0, q1, j0, j1, invT, m, r, w0, split):
+    """Fill (m, r, w0) for columns q0:q1 of block p over reduced rows j0:j1.
+
+    ``split`` False (softmax, which uses only ``S = w0 + r``): float64 columns with a
+    finite max take the plain sum too (``w0`` 0), as float32 always does.
+    """
     nq = q1 - q0
     ninf = ld(-np.inf, invT)
     inv64 = np.float64(invT)
@@ -145,9 +149,10 @@ def _col_state(x, mask, b, has_mask, has_b, p, q0, q1, j0, j1, invT, m, r, w0):
         if plain:
             bs[:] = 0.0
             bc[:] = 0.0
-            if is32(invT) and _all_finite(m):
-                # float32, every column max finite: plain sums of every exp, as in the
-                # row kernels (rows._bsum); the max terms are exactly 1, w0 stays 0
+            if (is32(invT) or not split) and _all_finite(m):
+                # float32 (or softmax), every column max finite: plain sums of every
+                # exp, as in the row kernels (rows._bsum); the max terms are exactly 1,
+                # w0 stays 0
                 if invT == 1:
                     for j in range(t0, t1):
                         _csum_all_unit(x[p, j, q0:q1], m, bs)
@@ -277,7 +282,7 @@ def _sm_task(t, x, mask, out, has_mask, T, invT, log, nqb, njc, jcs, M, Rr, W, p
     r = np.zeros(nq)
     w0 = np.zeros(nq)
     if phase != 2:
-        _col_state(x, mask, mask, has_mask, False, p, q0, q1, j0, j1, invT, m, r, w0)
+        _col_state(x, mask, mask, has_mask, False, p, q0, q1, j0, j1, invT, m, r, w0, log)
     if phase == 1:
         for q in range(nq):
             M[p, jc, q0 + q] = m[q]
@@ -310,7 +315,7 @@ def _lse_task(t, x, mask, b, has_mask, has_b, invT, nqb, njc, jcs, M, Rr, W):
     m = np.full(nq, invT)
     r = np.zeros(nq)
     w0 = np.zeros(nq)
-    _col_state(x, mask, b, has_mask, has_b, p, q0, q1, j0, j1, invT, m, r, w0)
+    _col_state(x, mask, b, has_mask, has_b, p, q0, q1, j0, j1, invT, m, r, w0, True)
     for q in range(nq):
         M[p, jc, q0 + q] = m[q]
         Rr[p, jc, q0 + q] = r[q]
