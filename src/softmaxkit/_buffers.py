@@ -10,9 +10,9 @@ each on the developer VM, against 0.1-0.2 ms per 2 MiB huge page).  Allocating
 lets every full 2 MiB span be one huge page; the unused head and tail are never
 written, so they cost address space, not memory.
 
-Measured on [65536, 128] softmax (plain call, interleaved with PyTorch calls,
-medians): float32 7.85 -> 6.58 ms, log_softmax 8.28 -> 7.14 ms, float64 softmax
-12.6 -> 11.3 ms (``docs/performance.md``, "Fresh outputs").
+Measured on [65536, 128] (plain call, interleaved with PyTorch calls, medians):
+float32 softmax 9.78 -> 5.52 ms, log_softmax 9.56 -> 6.28 ms, float64 softmax
+13.2 -> 10.5 ms (``docs/performance.md``, "Fresh outputs").
 """
 
 from __future__ import annotations
