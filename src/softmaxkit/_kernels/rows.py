@@ -307,6 +307,13 @@ def _winf_ovf(xr, mr, br, has_mask, has_b, T):
 
 
 @njit(cache=True)
+def _finite_state(mT, r, w0):
+    """``_classify(...)[0] == FINITE`` given ``mT = m / T``, branch-free (non-short-
+    circuit ``&``) so that loops over many rows' states stay vectorised."""
+    return (r == r) & (w0 == w0) & (mT > -np.inf) & (mT < np.inf)
+
+
+@njit(cache=True)
 def _classify(m, r, w0, T):
     """(code, m / T) of a merged row state."""
     if r != r or w0 != w0 or m != m:
@@ -715,8 +722,7 @@ def _softmax_tile(t, x, out, T, invT, log, rows_per_tile):
     for k in range(nr):
         C[k] = ld(L[k], invT) if log else ld(1.0 / (W[k] + Rr[k]), invT)
         mT = np.float64(M[k]) / T
-        ok = (Rr[k] == Rr[k]) & (W[k] == W[k]) & (mT > -np.inf) & (mT < np.inf)
-        bad += 0 if ok else 1
+        bad += 0 if _finite_state(mT, Rr[k], W[k]) else 1
     # special rows (NaN, +-inf) are computed from x into a scratch first and copied in
     # after the tile write: with out = x (in place) the tile write overwrites x
     sp = np.empty((bad, n), dtype=out.dtype)
@@ -912,8 +918,7 @@ def _lse_finish_group(x, mask, b, has_mask, g0, g1, M, Rr, W, L, T, lse, sign):
     for k in range(nr):
         mT = np.float64(M[k]) / T
         ls[k] = mT + L[k]
-        ok = (Rr[k] == Rr[k]) & (W[k] == W[k]) & (mT > -np.inf) & (mT < np.inf)
-        bad += 0 if ok else 1
+        bad += 0 if _finite_state(mT, Rr[k], W[k]) else 1
     if sign.shape[0]:
         sign[g0:g1] = 1.0
     if bad:
