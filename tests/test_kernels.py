@@ -21,7 +21,7 @@ from softmaxkit._state import chunk_state
 RNG = np.random.default_rng(12345)
 
 # One input per kernel path (shape, axis); sizes are chosen to cross the thresholds:
-# PAR_MIN (threads), SHORT (tiles), STORE_MAX, CHUNK_MIN (split rows), column kernels.
+# PAR_MIN (threads), SHORT (tiles), L2_ROW, CHUNK_MIN (split rows), column kernels.
 PATHS = {
     "tiny-rows": ((7, 5), -1),
     "short-tiles": ((3000, 40), -1),  # softmax: the row kernel (n >= SHORT_STORE)
@@ -29,6 +29,7 @@ PATHS = {
     "rows": ((40, 3000), -1),
     "mid-rows": ((600, 128), -1),
     "long-rows-split": ((2, 150_000), -1),
+    "long-rows-whole": ((16, 70_001), -1),  # longer than L2_ROW, enough rows: not split
     "huge-row-split": ((1, 300_000), -1),
     "cols-axis0": ((700, 300), 0),
     "cols-middle": ((3, 400, 90), 1),
@@ -447,8 +448,7 @@ def test_state_switches_between_fast_and_tie_sums(monkeypatch, T, dtype):
             big = np.repeat(x[[0, 1, 2, 5]], 40, axis=1)  # 4 rows of 200000: split
             for nostore in (False, True) if op == "softmax" else (False,):
                 if nostore:
-                    monkeypatch.setattr(rows, "STORE_MAX", 0)
-                    monkeypatch.setattr(rows, "STORE_CHUNKED_MAX", 0)
+                    monkeypatch.setattr(rows, "STORE", False)
                     _check(getattr(sk, op)(x, temperature=T), want, dtype, op)
                 _check(
                     getattr(sk, op)(big, temperature=T),
@@ -463,8 +463,9 @@ def test_state_switches_between_fast_and_tie_sums(monkeypatch, T, dtype):
 def test_streaming_store_paths(monkeypatch, dtype):
     """Write passes with non-temporal stores (``nt.nt_copy``), normally only for outputs
     of 32 MiB and more, forced here on small arrays: split rows, unsplit rows longer
-    than STORE_MAX, an output whose start is not 64-byte aligned, in place."""
+    than L2_ROW, an output whose start is not 64-byte aligned, in place."""
     monkeypatch.setattr(rows, "NT_MIN_BYTES", 0)
+    monkeypatch.setattr(rows, "STORE", False)  # softmax streams where it does not store
     for shape in ((2, 150_000), (1, 300_000), (8, 70_001)):
         x = _x(shape, dtype)
         x[0, 5] = np.inf if shape[0] > 1 else x[0, 5]  # a special row among them

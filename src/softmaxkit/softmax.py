@@ -156,7 +156,9 @@ def softmax(x, /, axis=-1, *, temperature=1.0, where=None, dtype=None, out=None)
     ``+inf`` gives ``1/k`` there and 0 elsewhere; a row containing NaN gives NaN
     everywhere.  No floating-point warning is emitted.
 
-    Peak extra memory: none beyond the output (O(rows) float64 state) for float16,
+    Peak extra memory: none beyond the output (O(rows) float64 state, plus one
+    float64 per 2048 values of the long rows in flight: the block maxima of
+    store-then-scale, at most 0.1% of the input) for float16,
     float32 and float64 input stored densely (C or F order, or any transpose of
     them) whose reduced axes are adjacent in memory -- any single axis, ``None``,
     trailing tuples: the fused kernels read ``x`` in place, convert float16 block

@@ -29,7 +29,8 @@ float32 contract does not need it).
 Pass structure (per row): pass 1 reads the row once, block by block (``_BLOCK``
 values, L1-resident): a vectorised max of the block (``llvm.maxnum``), a rescale
 of (r, w0) when the max grew, then the vectorised sum of ``exp`` over the same
-block from L1; pass 2 (softmax / log_softmax only) writes the output.  A few
+block from L1; pass 2 (softmax / log_softmax only) writes the output (softmax:
+pass 1 stores the exps and pass 2 rescales them, at every row length).  A few
 long rows are split into chunks reduced in parallel and merged with the (max,
 sum) rule.  Accumulators: the block sum in the compute dtype (at most
 ``_BLOCK / 16`` terms per SIMD lane), blocks combined in float64.  The exp is
@@ -37,8 +38,9 @@ sum) rule.  Accumulators: the block sum in the compute dtype (at most
 carried exactly as a float32 pair (``exp._expd32``; ``exp._expd32_unit`` when
 ``T = 1``).  Rows are taken a group at a time where a log per row is needed, so
 that ``log(w0 + r)`` is one vectorised loop (``exp.log_sum_array``).  Outputs of
-32 MiB and more are written with streaming stores in the write pass of rows longer
-than L2 (``nt.py``).  Threads: the range kernels are serial and ``nogil``;
+32 MiB and more are written with streaming stores in the write pass of unmasked
+rows longer than L2 that recomputes its values from ``x`` (log_softmax; softmax in
+place) (``nt.py``).  Threads: the range kernels are serial and ``nogil``;
 ``_parallel.run`` splits their task ranges over ``numba.get_num_threads()``
 threads.
 """
@@ -450,7 +452,7 @@ def _scale(orow, lo, hi, f):
         os[j] = os[j] * f
 
 
-STORE_MAX = 1 << 16  # rows up to 256 KiB of float32 stay in L2 between the two passes
+L2_ROW = 1 << 16  # rows up to 256 KiB of float32 stay in L2 between the two passes
 
 
 @njit(fastmath=FASTMATH, cache=True)
@@ -854,7 +856,7 @@ def log_softmax_range(x, mask, out, has_mask, T, invT, nt, touch_ok, t0, t1):
     n = x.shape[1]
     nt = nt and same_dtype(out, invT) and not has_mask
     sb = np.empty(_BLOCK if nt else 0, dtype=out.dtype)
-    touch = touch_ok and same_dtype(out, invT) and not has_mask and n <= STORE_MAX
+    touch = touch_ok and same_dtype(out, invT) and not has_mask and n <= L2_ROW
     G = min(_GROUP, t1 - t0)
     if touch:  # the group's output rows must still be in L2 for pass 2
         G = max(1, min(G, _TOUCH_BYTES // max(1, n * out.itemsize)))
@@ -882,7 +884,7 @@ def log_softmax_range(x, mask, out, has_mask, T, invT, nt, touch_ok, t0, t1):
 
 @njit(**_KW)
 def softmax_store_range(x, out, T, invT, t0, t1):
-    """Rows t0:t1 of softmax (no mask, out in the compute dtype, rows <= STORE_MAX)."""
+    """Rows t0:t1 of softmax by store-then-scale (no mask, out in the compute dtype)."""
     for i in range(t0, t1):
         _softmax_row_store(x[i], out[i], T, invT)
 
@@ -1010,8 +1012,10 @@ def state_range(x, mask, b, has_mask, has_b, T, invT, m_out, s_out, t0, t1):
 
 # --------------------------------------------------------------------------- entry points
 CHUNK_MIN = 1 << 15  # shortest chunk worth a task of its own
-# split rows up to this many bytes use store-then-scale (input + output stay in L3)
-STORE_CHUNKED_MAX = 8 << 20
+# softmax by store-then-scale wherever it applies (no mask, out in the compute dtype,
+# not in place): pass 2 rescales the stored exps instead of a second exp per value.
+# False only in tests, to reach the two-exp paths with plain arrays.
+STORE = True
 
 
 def _dummy2(dtype):
@@ -1059,25 +1063,32 @@ def softmax_rows2d(x, mask, out, T, invT, log):
     # In place (out is x): the store paths overwrite x in pass 1, and a special row
     # (+inf) is rewritten from x afterwards; they are skipped, as is the "touch".
     inplace = np.may_share_memory(x, out)
-    store = not log and not has_mask and out.dtype == invT.dtype and not inplace
+    store = STORE and not log and not has_mask and out.dtype == invT.dtype and not inplace
     if n <= SHORT and not has_mask and not (store and n >= SHORT_STORE):
         rpt = max(1, _TILE // n)
         run(softmax_short_range, -(-R // rpt), nt, x, out, T, invT, log, rpt)
         return
+    # softmax with ``store`` is store-then-scale at every row length, split or not:
+    # pass 2 re-reads the stored exps (from L2, L3 or memory) and multiplies, where the
+    # two-exp path computes every exp twice.  That costs more memory traffic (the
+    # output is read once more and write-allocated in pass 1) but the exp is the
+    # bottleneck: out=, medians, two-exp + streaming stores -> store-then-scale,
+    # [1, 3.2e7] float32 17.2 -> 13.9 ms, float64 47.5 -> 31.2 ms; [16, 2e6] float32
+    # 13.0 -> 7.8, float64 39.5 -> 26.6; [256, 131072] float64 36.1 -> 22.1.
     # Streaming stores for outputs bigger than the last-level cache (see nt.py), in the
-    # write pass of rows too long for L2 (split or not): measured [1, 3.2e7] float32
-    # softmax out= 17.7 -> 14.3 ms, log_softmax 20 -> 13 ms.  Rows that fit in L2 keep
-    # plain stores: their pass 1 already write-allocates the output while it computes
-    # exps (store-then-scale, or the log_softmax "touch"), which measured faster than
-    # streaming from a scratch row (34 against 59 ms on [4096, 32000] softmax).
-    stream = out.nbytes >= NT_MIN_BYTES and out.dtype == invT.dtype and n > STORE_MAX
+    # write pass of the other unmasked rows too long for L2 (log_softmax; softmax in
+    # place): measured [1, 3.2e7] float32 log_softmax out= 20 -> 13 ms.  Rows that
+    # fit in L2 keep plain stores: log_softmax's pass 1 already write-allocates the
+    # output while it computes exps (the "touch"), which measured faster than streaming
+    # from a scratch row.
+    stream = out.nbytes >= NT_MIN_BYTES and out.dtype == invT.dtype and n > L2_ROW
     nch = n_chunks(R, n, nt)
     if inplace and T < 1:
         # a finite x whose x / T overflows makes a +inf row, whose write pass counts
         # the overflowing entries over the whole row (_winf_ovf): with the row split,
         # other tasks may already have overwritten their chunks.  Rows stay whole.
         nch = 1
-    if nch == 1 and store and n <= STORE_MAX:
+    if nch == 1 and store:
         run(softmax_store_range, R, nt, x, out, T, invT)
         return
     if nch == 1:
@@ -1089,8 +1100,7 @@ def softmax_rows2d(x, mask, out, T, invT, log):
         return
     cs, nch = _chunking(n, nch)
     M, Rr, W = np.empty(R * nch), np.empty(R * nch), np.empty(R * nch)
-    if store and x.nbytes <= STORE_CHUNKED_MAX:
-        # the stored exps are still in cache for the rescale: one exp per value
+    if store:
         MB = np.empty((R * nch, -(-cs // _BLOCK)))
         run(chunk_store_range, R * nch, nt, x, out, nch, cs, invT, M, Rr, W, MB)
         # the rescale is ~0.06 ns per value: below 4M values a thread hand-off (~55 us
