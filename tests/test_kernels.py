@@ -14,7 +14,7 @@ import softmaxkit as sk
 from softmaxkit import _eager
 from softmaxkit import reference as ref
 from softmaxkit._buffers import HUGE_PAGE
-from softmaxkit._kernels import rows
+from softmaxkit._kernels import _parallel, rows
 from softmaxkit._kernels.exp import exp_array, log_sum_array
 from softmaxkit._state import chunk_state
 
@@ -28,12 +28,12 @@ PATHS = {
     "short-tiles-10": ((20000, 10), -1),
     "rows": ((40, 3000), -1),
     "mid-rows": ((600, 128), -1),
-    "long-rows-split": ((2, 150_000), -1),
+    "long-rows-split": ((2, 600_000), -1),
     "long-rows-whole": ((16, 70_001), -1),  # longer than L2_ROW, enough rows: not split
-    "huge-row-split": ((1, 300_000), -1),
+    "huge-row-split": ((1, 1_100_000), -1),
     "cols-axis0": ((700, 300), 0),
     "cols-middle": ((3, 400, 90), 1),
-    "cols-split": ((3000, 200), 0),
+    "cols-split": ((6000, 200), 0),
     "tuple-trailing": ((6, 7, 50), (1, 2)),
     "tuple-split-copy": ((6, 7, 50), (0, 2)),
     "all-axes": ((30, 40), None),
@@ -146,7 +146,7 @@ def test_special_rows(n, dtype):
 
 def test_special_rows_split_chunks():
     """A +inf / NaN / dominant value in a later chunk of a split row."""
-    n = 300_000
+    n = 1_100_000
     for pos, val in [(n - 5, np.inf), (n - 5, np.nan), (n - 5, 1e4), (10, 1e4)]:
         x = _x((1, n), np.float32)
         x[0, pos] = val
@@ -156,7 +156,7 @@ def test_special_rows_split_chunks():
 
 def test_log1p_dominant():
     """log S = log1p(r) when one maximum dominates: exp(-40) survives next to 1."""
-    for dtype, n in [(np.float64, 3), (np.float64, 5000), (np.float64, 200_000)]:
+    for dtype, n in [(np.float64, 3), (np.float64, 5000), (np.float64, 600_000)]:
         x = np.full((1, n), -40.0, dtype=dtype)
         x[0, 0] = 0.0
         want = np.log1p((n - 1) * np.exp(-40.0))
@@ -213,15 +213,30 @@ def test_float16_in_kernel_and_output_dtypes():
 
 
 def test_thread_count_follows_numba():
-    x = _x((3, 200_000), np.float32)
+    x = _x((3, 400_000), np.float32)
+    assert (
+        rows.n_chunks(3, 400_000, _parallel.threads_for(x.size)) > 1 or numba.get_num_threads() == 1
+    )
     want = sk.softmax(x)
     old = numba.get_num_threads()
     try:
         numba.set_num_threads(1)
-        assert rows.n_chunks(3, 200_000, 1) == 1
+        assert rows.n_chunks(3, 400_000, 1) == 1
         np.testing.assert_allclose(sk.softmax(x), want, rtol=1e-6, atol=1e-30)
     finally:
         numba.set_num_threads(old)
+
+
+def test_threads_for_weighs_the_dtype():
+    """One thread up to PAR_MIN units of work (a float32 value 1, a float64 value 2),
+    numba.get_num_threads() above."""
+    nt = numba.get_num_threads()
+    P = _parallel.PAR_MIN
+    assert _parallel.threads_for(P, 4) == 1
+    assert _parallel.threads_for(P + 1, 4) == nt
+    assert _parallel.threads_for(P // 2, 8) == 1
+    assert _parallel.threads_for(P // 2 + 1, 8) == nt
+    assert _parallel.threads_for(P, 2) == 1  # float16 bits: computed in float32
 
 
 def test_state_rows_matches_logsumexp():
@@ -445,7 +460,7 @@ def test_state_switches_between_fast_and_tie_sums(monkeypatch, T, dtype):
             _check(got, want.T if op != "logsumexp" else want, dtype, op)
             # the split-row (chunked) and store paths see the same rows; then softmax
             # without store-then-scale (_chunk_state: rows whole, and split)
-            big = np.repeat(x[[0, 1, 2, 5]], 40, axis=1)  # 4 rows of 200000: split
+            big = np.repeat(x[[0, 1, 2, 5]], 60, axis=1)  # 4 rows of 300000: split
             for nostore in (False, True) if op == "softmax" else (False,):
                 if nostore:
                     monkeypatch.setattr(rows, "STORE", False)
@@ -466,7 +481,7 @@ def test_streaming_store_paths(monkeypatch, dtype):
     than L2_ROW, an output whose start is not 64-byte aligned, in place."""
     monkeypatch.setattr(rows, "NT_MIN_BYTES", 0)
     monkeypatch.setattr(rows, "STORE", False)  # softmax streams where it does not store
-    for shape in ((2, 150_000), (1, 300_000), (8, 70_001)):
+    for shape in ((2, 600_000), (1, 1_100_000), (8, 70_001)):
         x = _x(shape, dtype)
         x[0, 5] = np.inf if shape[0] > 1 else x[0, 5]  # a special row among them
         for op in ("softmax", "log_softmax"):

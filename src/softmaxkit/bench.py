@@ -138,7 +138,7 @@ def _floor_impls(x: np.ndarray) -> dict[str, Callable[[], Any]]:
     out = np.empty_like(flat)
     ntask = -(-flat.size // _FLOOR_BLOCK)
     maxes = np.empty(ntask, dtype=flat.dtype)
-    nt_threads = threads_for(flat.size)
+    nt_threads = threads_for(flat.size, flat.itemsize)
 
     def make(nt: bool) -> Callable[[], Any]:
         def floor() -> np.ndarray:

@@ -392,7 +392,7 @@ def softmax_cols3d(x, mask, out, T, invT, log):
     from ._parallel import run, threads_for
 
     P, n, Q = x.shape
-    nt = threads_for(x.size)
+    nt = threads_for(x.size, invT.itemsize)
     nqb, njc, jcs = _split(P, n, Q, nt)
     if T < 1 and np.may_share_memory(x, out):
         # in place: a +inf column from finite x / T overflowing is counted over the
@@ -434,7 +434,7 @@ def logsumexp_cols3d(x, mask, b, T, invT, lse, sign):
     from ._parallel import run, threads_for
 
     P, n, Q = x.shape
-    nt = threads_for(x.size)
+    nt = threads_for(x.size, invT.itemsize)
     nqb, njc, jcs = _split(P, n, Q, nt)
     has_mask, has_b = mask is not None, b is not None
     mask = _DUMMY_MASK if mask is None else mask

@@ -1074,7 +1074,7 @@ def softmax_rows2d(x, mask, out, T, invT, log):
     mask = _DUMMY_MASK if mask is None else mask
     R, n = x.shape
     T = np.float64(T)
-    nt = threads_for(x.size)
+    nt = threads_for(x.size, invT.itemsize)
     # In place (out is x): the store paths overwrite x in pass 1, and a special row
     # (+inf) is rewritten from x afterwards; they are skipped, as is the "touch".
     inplace = np.may_share_memory(x, out)
@@ -1149,7 +1149,7 @@ def logsumexp_rows2d(x, mask, b, T, invT, lse, sign):
     b = _DUMMY_B if b is None else b
     R, n = x.shape
     T = np.float64(T)
-    nt = threads_for(x.size)
+    nt = threads_for(x.size, invT.itemsize)
     if n <= SHORT and not has_mask and not has_b:
         rpt = max(1, _TILE // n)
         run(logsumexp_short_range, -(-R // rpt), nt, x, T, invT, rpt, lse, sign)
@@ -1202,7 +1202,7 @@ def state_rows(x, mask, b, T, has_mask, has_b, m_out, s_out):
     run(
         state_range,
         R,
-        threads_for(x.size),
+        threads_for(x.size, invT.itemsize),
         x,
         mask,
         b,
