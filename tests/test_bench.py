@@ -109,3 +109,18 @@ def test_other_families_table_and_json():
     assert "family must be among" not in text
     defaults = {m.rsplit("_bench_", 1)[-1] for m in bench._BENCH_FAMILIES}
     assert {"dense", "online", "losses", "dask"} <= defaults
+
+
+def test_losses_quick_cases_run_once():
+    """Smoke test: every --quick losses case runs each implementation (one round)."""
+    from softmaxkit import _bench_losses
+
+    cases = _bench_losses.cases(True)
+    results = bench.run_cases(cases, repeats=1, budget_s=0.0, memory=False)
+    assert len(results) == len(cases) == 2
+    for r in results:
+        assert r["failed"] == {}
+        assert r["impls"]["softmaxkit"]["median_s"] > 0
+        for name, v in r["impls"].items():
+            if v["max_error"] is not None:
+                assert v["max_error"] < 1e-4, name
