@@ -461,18 +461,15 @@ L2_ROW = 1 << 16  # rows up to 256 KiB of float32 stay in L2 between the two pas
 
 @njit(fastmath=FASTMATH, cache=True)
 def _softmax_row_store(xr, orow, T, invT):
-    """softmax of one row that fits in L2: pass 1 stores the exps, pass 2 rescales.
+    """softmax of one row of more than ``_BLOCK`` values: pass 1 stores the exps, pass 2
+    rescales (rows of one block: ``_softmax_block_store``).
 
     Pass 1 writes ``exp((x - m_b) / T)`` with the running max ``m_b`` of each block;
     pass 2 multiplies block b by ``exp((m_b - m) / T) / S`` -- one multiply per value
-    instead of a second exp (the input is still read once; ``out`` is re-read from
-    cache).
+    instead of a second exp (the input is still read once; ``out`` is re-read, from
+    L2 for rows that fit there, else from L3 or memory).
     """
     n = xr.shape[0]
-    ninf = ld(-np.inf, invT)
-    if n <= _BLOCK:
-        _softmax_block_store(xr, orow, T, invT, _bmax(xr, 0, n, ninf))
-        return
     mbs = np.empty(-(-n // _BLOCK))
     m, r, w0 = _state_store(xr, orow, 0, n, invT, mbs, False)
     code, _mT = _classify(m, r, w0, T)
@@ -484,8 +481,8 @@ def _softmax_row_store(xr, orow, T, invT):
 
 @njit(fastmath=FASTMATH, cache=True)
 def _softmax_block_store(xr, orow, T, invT, m):
-    """``_softmax_row_store`` of a row of at most ``_BLOCK`` values whose max ``m`` is
-    known: stored exps + sum, scale (no scratch, no libm call)."""
+    """softmax of one row of at most ``_BLOCK`` values whose max ``m`` is known: stored
+    exps + sum, then scale (no scratch, no libm call)."""
     n = xr.shape[0]
     mT = np.float64(m) / T
     if mT > -np.inf and mT < np.inf:
