@@ -44,3 +44,131 @@ def test_plain_calls_return_aligned_correct_outputs(op, ref, order, axis):
     assert got.ctypes.data % _buffers.HUGE_PAGE == 0
     assert got.flags.c_contiguous == x.flags.c_contiguous
     np.testing.assert_allclose(got, ref(x, axis=axis), rtol=2e-6, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- reuse
+
+
+@pytest.fixture
+def cache():
+    """A fresh, empty cache with the default limit; the caller's limit restored after."""
+    old = sk.set_output_cache(0)
+    sk.set_output_cache(_buffers.DEFAULT_LIMIT)
+    yield _buffers
+    sk.set_output_cache(old)
+
+
+def _x(seed, shape=BIG, dtype=np.float32, order="C"):
+    x = np.random.default_rng(seed).standard_normal(shape) * 5
+    return np.asarray(x, dtype=dtype, order=order)
+
+
+@pytest.mark.parametrize("op, ref", [(sk.softmax, ref_softmax), (sk.log_softmax, ref_log_softmax)])
+@pytest.mark.parametrize("order, axis", [("C", -1), ("F", 0), ("C", 0)])
+def test_a_released_output_is_reused_and_fully_rewritten(cache, op, ref, order, axis):
+    first = op(_x(1, order=order), axis=axis)
+    ptr = first.ctypes.data
+    info = cache.output_cache_info()
+    del first  # the buffer goes back to the cache
+    assert cache.output_cache_info()["buffers"] == info["buffers"] + 1
+    x = _x(2, order=order)  # other values: a stale element would show
+    got = op(x, axis=axis)
+    assert got.ctypes.data == ptr
+    assert cache.output_cache_info()["hits"] == info["hits"] + 1
+    assert got.flags.c_contiguous == x.flags.c_contiguous and got.flags.writeable
+    np.testing.assert_allclose(got, ref(x, axis=axis), rtol=2e-6, atol=1e-6)
+
+
+def test_a_buffer_is_not_reused_while_a_view_of_it_lives(cache):
+    x = _x(3)
+    res = sk.softmax(x)
+    keep = res[5:9, ::3]  # a view keeps the whole buffer
+    want = keep.copy()
+    del res
+    assert cache.output_cache_info()["buffers"] == 0
+    others = [sk.softmax(_x(4)), sk.log_softmax(x)]
+    for o in others:
+        assert not np.shares_memory(o, keep)
+    np.testing.assert_array_equal(keep, want)
+    del keep
+    assert cache.output_cache_info()["buffers"] == 1
+
+
+def test_only_the_same_size_class_is_reused(cache):
+    a = sk.softmax(_x(5))
+    del a
+    b = sk.softmax(_x(5, shape=(4096, 1025)))  # 16 MiB: another size class
+    assert cache.output_cache_info()["buffers"] == 1
+    c = sk.softmax(_x(6, shape=(1025, 2048)))  # same bytes as BIG, another shape: reused
+    assert cache.output_cache_info()["buffers"] == 0
+    assert b.shape == (4096, 1025) and c.shape == (1025, 2048)
+
+
+def test_the_limit_bounds_the_cache_and_drops_the_oldest(cache):
+    size = -(-(BIG[0] * BIG[1] * 4) // _buffers.HUGE_PAGE) * _buffers.HUGE_PAGE
+    size += _buffers.HUGE_PAGE  # one buffer of BIG float32: 10 MiB
+    outs = [sk.softmax(_x(k)) for k in range(3)]
+    ptrs = [o.ctypes.data for o in outs]
+    assert sk.set_output_cache(2 * size) == _buffers.DEFAULT_LIMIT
+    while outs:  # released in order: the first one is dropped at the limit
+        outs.pop(0)
+    info = cache.output_cache_info()
+    assert info["buffers"] == 2 and info["cached_bytes"] == 2 * size
+    held = {r.ctypes.data + (-r.ctypes.data % _buffers.HUGE_PAGE) for r in cache._FREE}
+    assert held == set(ptrs[1:])
+    sk.set_output_cache(size - 1)  # smaller than a buffer: nothing kept
+    assert cache.output_cache_info()["cached_bytes"] == 0
+    res = sk.softmax(_x(8))
+    del res
+    assert cache.output_cache_info()["buffers"] == 0
+    sk.set_output_cache(0)
+    res = sk.softmax(_x(8))
+    del res
+    assert cache.output_cache_info()["cached_bytes"] == 0
+
+
+def test_threads_never_share_a_live_output(cache):
+    from concurrent.futures import ThreadPoolExecutor
+
+    xs = [_x(10 + k) for k in range(4)]
+    want = [ref_softmax(x) for x in xs]
+
+    def work(k):
+        for _ in range(6):
+            got = sk.softmax(xs[k])
+            np.testing.assert_allclose(got, want[k], rtol=2e-6, atol=1e-6)
+        return got
+
+    with ThreadPoolExecutor(4) as ex:
+        outs = list(ex.map(work, range(4)))
+    for k in range(4):
+        np.testing.assert_allclose(outs[k], want[k], rtol=2e-6, atol=1e-6)
+        for j in range(k):
+            assert not np.shares_memory(outs[k], outs[j])
+
+
+@pytest.mark.parametrize(
+    "text, want",
+    [("0", 0), ("1048576", 1 << 20), ("64M", 64 << 20), ("1g", 1 << 30), ("512KiB", 512 << 10)],
+)
+def test_the_environment_variable(monkeypatch, text, want):
+    assert _buffers._parse_limit(text) == want
+    monkeypatch.setitem(_buffers._STATE, "limit", None)  # read the environment again
+    monkeypatch.setenv(_buffers.ENV, text)
+    assert sk.output_cache_info()["limit"] == want
+
+
+@pytest.mark.parametrize("text", ["lots", "-1", "12X", "M"])
+def test_a_bad_environment_variable_is_named(monkeypatch, text):
+    monkeypatch.setitem(_buffers._STATE, "limit", None)
+    monkeypatch.setenv(_buffers.ENV, text)
+    with pytest.raises(ValueError, match=_buffers.ENV):
+        sk.output_cache_info()
+
+
+def test_set_output_cache_rejects_bad_limits():
+    with pytest.raises(ValueError, match="limit must be >= 0 bytes, got -1"):
+        sk.set_output_cache(-1)
+    for bad in ("1M", 1.5, True, None):
+        with pytest.raises(TypeError, match="limit must be an int"):
+            sk.set_output_cache(bad)

@@ -289,16 +289,29 @@ def test_peak_memory():
         _, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
         assert peak < x.nbytes / 50
-    for axis in (-1, 0):
-        sk.softmax(x, axis=axis)
-        tracemalloc.start()
-        res = sk.softmax(x, axis=axis)
-        _, peak = tracemalloc.get_traced_memory()
-        tracemalloc.stop()
-        # the output, in a buffer 2 MiB larger so that it starts on a huge page
-        # (softmaxkit._buffers; the unused 2 MiB is address space, never touched)
-        assert x.nbytes <= peak < 1.05 * x.nbytes + HUGE_PAGE
-        del res
+    old = sk.set_output_cache(0)  # every output fresh memory
+    try:
+        for axis in (-1, 0):
+            sk.softmax(x, axis=axis)
+            tracemalloc.start()
+            res = sk.softmax(x, axis=axis)
+            _, peak = tracemalloc.get_traced_memory()
+            tracemalloc.stop()
+            # the output, in a buffer 2 MiB larger so that it starts on a huge page
+            # (softmaxkit._buffers; the unused 2 MiB is address space, never touched)
+            assert x.nbytes <= peak < 1.05 * x.nbytes + HUGE_PAGE
+            del res
+        sk.set_output_cache(1 << 30)
+        for axis in (-1, 0):
+            sk.softmax(x, axis=axis)  # released at once: its buffer is cached
+            tracemalloc.start()
+            res = sk.softmax(x, axis=axis)  # takes it back: nothing input-sized
+            _, peak = tracemalloc.get_traced_memory()
+            tracemalloc.stop()
+            assert peak < x.nbytes / 16  # axis 0: a few float64 states per column
+            del res
+    finally:
+        sk.set_output_cache(old)
     sk.logsumexp(x, axis=0)  # warm: a first call's compile (or cache load) allocates
     tracemalloc.start()
     sk.logsumexp(x, axis=0)

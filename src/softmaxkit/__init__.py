@@ -17,6 +17,7 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
+from ._buffers import output_cache_info, set_output_cache
 from .grad import (
     CrossEntropyLoss,
     LogSoftmax,
@@ -63,6 +64,8 @@ __all__ = [
     "max_margin_loss",
     "max_margin_loss_split",
     "multiclass_hinge_loss",
+    "output_cache_info",
+    "set_output_cache",
     "softmax",
     "softmax_jacobian",
     "softmax_jvp",

@@ -1,34 +1,185 @@
-"""Fresh output arrays whose data start on a 2 MiB (huge page) boundary.
+"""Fresh output arrays: 2 MiB (huge page) aligned, and reused once released.
 
-A plain call (no ``out=``) writes every element of a new array, and on Linux the first
-write to each page of fresh memory faults it in.  NumPy asks for transparent huge pages
-(``madvise(MADV_HUGEPAGE)``) on allocations of 4 MiB and more, but ``malloc`` returns
-memory 16 bytes past a page boundary, so the first and last partial 2 MiB spans of
-the array fall back to 4 KiB pages, each faulted separately (about 2 microseconds
-each on the developer VM, against 0.1-0.2 ms per 2 MiB huge page).  Allocating
-2 MiB more and starting the array at the first 2 MiB boundary inside the buffer
-lets every full 2 MiB span be one huge page; the unused head and tail are never
-written, so they cost address space, not memory.
+Alignment.  A plain call (no ``out=``) writes every element of a new array, and on
+Linux the first write to each page of fresh memory faults it in.  NumPy asks for
+transparent huge pages (``madvise(MADV_HUGEPAGE)``) on allocations of 4 MiB and more,
+but ``malloc`` returns memory 16 bytes past a page boundary, so the first and last
+partial 2 MiB spans of the array fall back to 4 KiB pages, each faulted separately
+(about 2 microseconds each on the developer VM, against 0.1-0.2 ms per 2 MiB huge
+page).  Allocating 2 MiB more and starting the array at the first 2 MiB boundary
+inside the buffer lets every full 2 MiB span be one huge page; the unused head and
+tail are never written, so they cost address space, not memory.  Measured on
+[65536, 128] (plain call, interleaved with PyTorch calls, medians): float32 softmax
+9.78 -> 5.52 ms, log_softmax 9.56 -> 6.28 ms, float64 softmax 13.2 -> 10.5 ms
+(``docs/performance.md``, "Fresh outputs").
 
-Measured on [65536, 128] (plain call, interleaved with PyTorch calls, medians):
-float32 softmax 9.78 -> 5.52 ms, log_softmax 9.56 -> 6.28 ms, float64 softmax
-13.2 -> 10.5 ms (``docs/performance.md``, "Fresh outputs").
+Reuse.  Even a huge page costs its zeroing when first touched (a fresh 32 MiB output:
+about 2.1 ms, as long as the softmax itself on [65536, 128] float32).  When the last
+array using such a buffer is released, the buffer goes back to a small cache, and
+the next output of the same size class takes it with its pages already mapped.  The
+cache keeps the most recently released buffers up to ``limit`` bytes in all (default
+256 MiB; ``SOFTMAXKIT_OUTPUT_CACHE`` in the environment, e.g. ``0``, ``64M``, ``1G``;
+:func:`set_output_cache` at run time) and frees the oldest beyond it.  A buffer is
+never handed out while any array viewing it is alive: the output's ``base`` is a
+small lease object, and a ``weakref.finalize`` on it returns the buffer only once
+every view is gone.
 """
 
 from __future__ import annotations
+
+import os
+import threading
+import weakref
 
 import numpy as np
 
 HUGE_PAGE = 1 << 21
 ALIGN_MIN_BYTES = 1 << 22  # NumPy's own threshold for asking for huge pages
+DEFAULT_LIMIT = 256 << 20
+ENV = "SOFTMAXKIT_OUTPUT_CACHE"
+
+_LOCK = threading.RLock()  # re-entrant: a finalizer may run during a cache operation
+_FREE: list[np.ndarray] = []  # released buffers, oldest first
+_STATE = {"limit": None, "cached": 0, "hits": 0, "misses": 0}
+
+
+class _Lease:
+    """The ``base`` of an output array built on a cached buffer (keeps it alive)."""
+
+    __slots__ = ("__array_interface__", "__weakref__")
+
+
+def _parse_limit(text: str) -> int:
+    units = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    t = text.strip().upper().removesuffix("B").removesuffix("I")
+    num, unit = (t[:-1], t[-1]) if t and t[-1] in units else (t, "")
+    try:
+        val = int(float(num) * units[unit])
+    except ValueError:
+        val = -1
+    if val < 0:
+        raise ValueError(f"{ENV} must be a byte count such as 0, 67108864, 64M or 1G; got {text!r}")
+    return val
+
+
+def _limit() -> int:
+    lim = _STATE["limit"]
+    if lim is None:
+        env = os.environ.get(ENV)
+        lim = DEFAULT_LIMIT if env is None or not env.strip() else _parse_limit(env)
+        _STATE["limit"] = lim
+    return lim
+
+
+def _trim(limit: int) -> None:
+    while _FREE and _STATE["cached"] > limit:
+        _STATE["cached"] -= _FREE.pop(0).size
+
+
+def _give(raw: np.ndarray) -> None:
+    # the finalizer of a lease: the buffer's last view is gone
+    with _LOCK:
+        limit = _limit()
+        if raw.size > limit:
+            return
+        _FREE.append(raw)
+        _STATE["cached"] += raw.size
+        _trim(limit)
+
+
+def _take(cap: int) -> np.ndarray | None:
+    with _LOCK:
+        for k in range(len(_FREE) - 1, -1, -1):
+            if _FREE[k].size == cap:
+                raw = _FREE.pop(k)
+                _STATE["cached"] -= cap
+                _STATE["hits"] += 1
+                return raw
+        _STATE["misses"] += 1
+        return None
+
+
+def set_output_cache(limit: int) -> int:
+    """Set how much memory of released output buffers softmaxkit keeps for reuse.
+
+    Plain calls of :func:`softmaxkit.softmax` and :func:`softmaxkit.log_softmax`
+    whose output is 4 MiB or more take their output from buffers that earlier
+    outputs of the same size released, skipping the kernel's zeroing of fresh pages
+    (about 2 ms per 32 MiB on the developer machine).  Released buffers are kept,
+    most recent first, up to ``limit`` bytes in all; ``0`` turns the cache off and
+    frees what it holds.  The default is 256 MiB, or ``SOFTMAXKIT_OUTPUT_CACHE``
+    (bytes, or with a ``K`` / ``M`` / ``G`` suffix) when it is set.  A buffer is
+    reused only after every array viewing it has been released.  Peak extra memory:
+    none (this call only frees cached buffers when the limit shrinks).
+
+    Parameters
+    ----------
+    limit : int
+        Most bytes kept, ``>= 0``.
+
+    Returns
+    -------
+    int
+        The previous limit.
+
+    Examples
+    --------
+    >>> import softmaxkit as sk
+    >>> old = sk.set_output_cache(0)       # no cache: every output is fresh memory
+    >>> sk.output_cache_info()["cached_bytes"]
+    0
+    >>> sk.set_output_cache(old) == 0
+    True
+    """
+    if isinstance(limit, bool) or not isinstance(limit, (int, np.integer)):
+        raise TypeError(f"limit must be an int number of bytes, got {type(limit).__name__}")
+    if limit < 0:
+        raise ValueError(f"limit must be >= 0 bytes, got {limit}")
+    with _LOCK:
+        old = _limit()
+        _STATE["limit"] = int(limit)
+        _trim(int(limit))
+    return old
+
+
+def output_cache_info() -> dict[str, int]:
+    """The state of the cache of released output buffers (:func:`set_output_cache`).
+
+    Parameters
+    ----------
+    None
+
+    Returns
+    -------
+    dict
+        ``limit`` (bytes), ``cached_bytes`` and ``buffers`` (the memory held now, and
+        in how many released buffers), ``hits`` / ``misses`` (outputs of 4 MiB or
+        more taken from the cache / freshly allocated since the process started).
+
+    Examples
+    --------
+    >>> import softmaxkit as sk
+    >>> sorted(sk.output_cache_info())
+    ['buffers', 'cached_bytes', 'hits', 'limit', 'misses']
+    """
+    with _LOCK:
+        return {
+            "limit": _limit(),
+            "cached_bytes": _STATE["cached"],
+            "buffers": len(_FREE),
+            "hits": _STATE["hits"],
+            "misses": _STATE["misses"],
+        }
 
 
 def empty_like(arr: np.ndarray, dtype) -> np.ndarray:
     """``np.empty_like(arr, dtype=dtype)``, 2 MiB-aligned when it is 4 MiB or more.
 
     The result has ``arr``'s shape and memory order (C or Fortran; other layouts and
-    small arrays come from ``np.empty_like`` itself).  It is a view of a private
-    ``uint8`` buffer (``owndata`` is False), which no one else holds.
+    small arrays come from ``np.empty_like`` itself).  A large one is a view of a
+    private ``uint8`` buffer (``owndata`` is False; its ``base`` is a lease object),
+    taken from the cache of released buffers when one of the same size class is there
+    (module docstring); its contents are then whatever was last written to it.
     """
     dtype = np.dtype(dtype)
     nbytes = arr.size * dtype.itemsize
@@ -40,6 +191,18 @@ def empty_like(arr: np.ndarray, dtype) -> np.ndarray:
         order = "F"
     else:
         return np.empty_like(arr, dtype=dtype)
-    buf = np.empty(nbytes + HUGE_PAGE, dtype=np.uint8)
-    off = -buf.ctypes.data % HUGE_PAGE
-    return buf[off : off + nbytes].view(dtype).reshape(arr.shape, order=order)
+    cap = -(-nbytes // HUGE_PAGE) * HUGE_PAGE + HUGE_PAGE  # the size class
+    raw = _take(cap)
+    if raw is None:
+        raw = np.empty(cap, dtype=np.uint8)
+    ptr = raw.ctypes.data
+    lease = _Lease()
+    lease.__array_interface__ = {
+        "data": (ptr + (-ptr % HUGE_PAGE), False),
+        "shape": (arr.size,),
+        "typestr": dtype.str,
+        "version": 3,
+    }
+    fin = weakref.finalize(lease, _give, raw)
+    fin.atexit = False
+    return np.asarray(lease).reshape(arr.shape, order=order)

@@ -11,9 +11,10 @@ Every family module named in ``_BENCH_FAMILIES`` contributes ``cases(quick)`` (s
    rotating), plus a bandwidth floor: a Numba kernel that reads the input and
    writes an output of the same size on the same threads as softmaxkit, once with
    plain stores and once with streaming (non-temporal) stores; the floor is the
-   faster of the two.  Two lower bounds are timed with them: a copy into a freshly
-   allocated output ("floor new", what any call returning a new array pays) and
-   one read of the input ("floor read");
+   faster of the two.  Two lower bounds are timed with them: a copy into a new
+   output taken as softmaxkit's plain calls take theirs ("floor new", what any call
+   returning a new array pays; reused from the cache of released outputs, see
+   ``_buffers``) and one read of the input ("floor read");
 3. reports medians, each peer's time as a multiple of softmaxkit's, every
    implementation's floor fraction (floor time / its time) and, for the dense
    ops, "reach x": the best multiple any implementation could show against the
@@ -118,10 +119,11 @@ def _floor_impls(x: np.ndarray) -> dict[str, Callable[[], Any]]:
       each returns the output.  Streaming stores skip the write-allocate read of the
       output: faster once the data exceeds the caches.  The reported floor is the
       faster copy.
-    - ``"floor new"``: allocate a fresh output (as any call that returns a new array
-      must; 2 MiB-aligned like softmaxkit's own outputs, the cheaper allocation, see
-      ``_buffers``), then copy into it (streaming stores from ``NT_MIN_BYTES`` on, as
-      the kernels do): a lower bound for a plain softmax / log_softmax call.
+    - ``"floor new"``: take a new output (as any call that returns a new array must)
+      the way softmaxkit's plain calls do (``_buffers.empty_like``: 2 MiB-aligned, and
+      from 4 MiB on reused from the cache of released outputs), then copy into it
+      (streaming stores from ``NT_MIN_BYTES`` on, as the kernels do): a lower bound
+      for a plain softmax / log_softmax call.
     - ``"floor read"``: read ``x`` once (a vectorised max): a lower bound for an op
       whose output is small (logsumexp).
     """

@@ -77,15 +77,25 @@ def run(kernel, ntask: int, nt: int, *args) -> None:
     nch = min(ntask, _CHUNKS_PER_THREAD * nt)
     bounds = [ntask * k // nch for k in range(nch + 1)]
     counter = itertools.count()  # next() is atomic under the GIL
+    # A cancelled work item stays in the pool's queue until a worker pops it, so the
+    # closure must not keep the arrays alive after this call: it reaches them
+    # through ``held``, emptied on return (an output released by the caller then
+    # goes back to the output cache at once, ``_buffers``).
+    held = [args]
 
     def work():
-        while (k := next(counter)) < nch:
-            kernel(*args, bounds[k], bounds[k + 1])
+        a = held[0] if held else None
+        while a is not None and (k := next(counter)) < nch:
+            kernel(*a, bounds[k], bounds[k + 1])
 
-    futs = [_pool().submit(work) for _ in range(1, nt)]
-    work()  # the calling thread takes ranges too
-    for f in futs:
-        # a worker that has not started yet took no range: cancel it rather than wait
-        # for its wake-up (or for a pool busy with other callers) to find no work left
-        if not f.cancel():
-            f.result()
+    try:
+        futs = [_pool().submit(work) for _ in range(1, nt)]
+        work()  # the calling thread takes ranges too
+        for f in futs:
+            # a worker that has not started yet took no range: cancel it rather than
+            # wait for its wake-up (or for a pool busy with other callers) to find no
+            # work left
+            if not f.cancel():
+                f.result()
+    finally:
+        held.clear()
