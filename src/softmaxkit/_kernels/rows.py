@@ -822,6 +822,36 @@ def _group_states(x, mask, has_mask, g0, g1, invT, M, Rr, W, L, out, touch, mbs)
     [4096, 32000] float32: 53 -> 34 ms).
     """
     n = x.shape[1]
+    if n <= _BLOCK and not has_mask and is32(invT):
+        # float32: the max of row i + 1 before the exps of row i, as in
+        # softmax_store_range, and the sums called from here (through _state_small,
+        # whose fallback branch stays in the call, the same rows cost 72 ns).  Rows
+        # of 128, one thread, cache-resident, per row: 73 -> 58 ns (touch: 75 -> 63).
+        # float64 was 8-13% slower with the look-ahead, so it keeps the loop below.
+        ninf = ld(-np.inf, invT)
+        one = ld(1.0, invT)
+        mn = _bmax(x[g0], 0, n, ninf)
+        for i in range(g0, g1):
+            m = mn
+            mn = _bmax(x[i + 1], 0, n, ninf) if i + 1 < g1 else ninf
+            w0 = 0.0
+            if m > ninf and m < -ninf:  # (S, 0) as in _state_small
+                if touch:
+                    if invT == one:
+                        r = np.float64(_store_all_unit(x[i], out[i], m))
+                    else:
+                        r = np.float64(_store_all(x[i], out[i], m, invT))
+                elif invT == one:
+                    r = np.float64(_sum_all_unit(x[i], m))
+                else:
+                    r = np.float64(_sum_all(x[i], m, invT))
+            else:
+                m, r, w0 = _chunk_state(x[i], x[i], x[i], False, False, 0, n, invT, True)
+            M[i - g0] = m
+            Rr[i - g0] = r
+            W[i - g0] = w0
+        log_sum_array(W, Rr, L[: g1 - g0])
+        return
     for i in range(g0, g1):
         mr = mask[i] if has_mask else mask[0]
         if n <= _BLOCK and not has_mask:
