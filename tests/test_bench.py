@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import numpy as np
@@ -124,3 +125,20 @@ def test_losses_quick_cases_run_once():
         for name, v in r["impls"].items():
             if v["max_error"] is not None:
                 assert v["max_error"] < 1e-4, name
+
+
+def test_timing_order_puts_single_threaded_peers_after_torch():
+    names = ["softmaxkit", "softmaxkit out=", "numpy", "scipy", "torch", "torch out="]
+    names += ["floor", "floor nt", "floor new", "floor read"]
+    order = bench._timing_order(names)
+    assert sorted(order) == sorted(names)
+    assert order[-4:] == ["torch", "torch out=", "numpy", "scipy"]
+    # cyclically, and across the rotation of rounds, nothing multi-threaded of ours
+    # runs right after a PyTorch call
+    for r in range(len(order)):
+        rot = order[r:] + order[:r]
+        nxt = rot + order[r + 1 :] + order[: r + 1]
+        for a, b in itertools.pairwise(nxt):
+            if a.startswith("torch"):
+                assert b.startswith(("torch", "numpy", "scipy")), (a, b)
+    assert bench._timing_order(["b", "torch", "a"]) == ["b", "a", "torch"]
