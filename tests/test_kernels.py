@@ -156,7 +156,9 @@ def test_special_rows_split_chunks():
 
 def test_log1p_dominant():
     """log S = log1p(r) when one maximum dominates: exp(-40) survives next to 1."""
-    for dtype, n in [(np.float64, 3), (np.float64, 5000), (np.float64, 600_000)]:
+    # every row path: the tiny path (3), short-row tiles (20), rows of one block (100,
+    # 2000), of several blocks (5000), split rows (600_000)
+    for dtype, n in [(np.float64, k) for k in (3, 20, 100, 2000, 5000, 600_000)]:
         x = np.full((1, n), -40.0, dtype=dtype)
         x[0, 0] = 0.0
         want = np.log1p((n - 1) * np.exp(-40.0))

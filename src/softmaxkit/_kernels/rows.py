@@ -254,29 +254,6 @@ def _chunk_state(xr, mr, br, has_mask, has_b, lo, hi, invT, split):
     return m, r, w0
 
 
-@njit(fastmath=FASTMATH, cache=True)
-def _state_small(xr, orow, touch, invT):
-    """``_chunk_state`` of a whole row of at most ``_BLOCK`` values (no mask, no
-    weights) with the loops written out: per-row overhead matters at n ~ 100."""
-    n = xr.shape[0]
-    ninf = ld(-np.inf, invT)
-    m = ninf
-    for j in range(n):
-        m = fmax(m, ld(xr[j], ninf))
-    if not (m > ninf and m < -ninf):
-        return _chunk_state(xr, xr, xr, False, False, 0, n, invT, True)
-    if is32(m):  # (S, 0), as _bsum, whose extra branches cost ~6% here
-        if touch:
-            if invT == ld(1.0, invT):
-                return m, np.float64(_store_all_unit(xr, orow, m)), 0.0
-            return m, np.float64(_store_all(xr, orow, m, invT)), 0.0
-        if invT == ld(1.0, invT):
-            return m, np.float64(_sum_all_unit(xr, m)), 0.0
-        return m, np.float64(_sum_all(xr, m, invT)), 0.0
-    bs, bc = _bsum(xr, 0, n, m, invT, True)
-    return m, np.float64(bs), np.float64(bc)
-
-
 @njit(cache=True)
 def _merge(M, Rr, W, base, nch, inv64):
     """Merge the chunk states ``base .. base+nch-1`` with the (max, sum) rule."""
@@ -822,12 +799,14 @@ def _group_states(x, mask, has_mask, g0, g1, invT, M, Rr, W, L, out, touch, mbs)
     [4096, 32000] float32: 53 -> 34 ms).
     """
     n = x.shape[1]
-    if n <= _BLOCK and not has_mask and is32(invT):
-        # float32: the max of row i + 1 before the exps of row i, as in
-        # softmax_store_range, and the sums called from here (through _state_small,
-        # whose fallback branch stays in the call, the same rows cost 72 ns).  Rows
-        # of 128, one thread, cache-resident, per row: 73 -> 58 ns (touch: 75 -> 63).
-        # float64 was 8-13% slower with the look-ahead, so it keeps the loop below.
+    if n <= _BLOCK and not has_mask:
+        # Rows of one block: the max of row i + 1 before the exps of row i (as in
+        # softmax_store_range), and the sum loops called from this loop.  Through a
+        # per-row helper holding the special-row fallback (the former _state_small)
+        # the look-ahead gained nothing.  Rows of 128, one thread, cache-resident, per
+        # row: float32 pass 1 73 -> 58 ns (with the touch 75 -> 63), whole
+        # log_softmax 101 -> 90; float64 log_softmax 190-210 -> 175-192, logsumexp
+        # 154-179 -> 141-159.
         ninf = ld(-np.inf, invT)
         one = ld(1.0, invT)
         mn = _bmax(x[g0], 0, n, ninf)
@@ -835,7 +814,11 @@ def _group_states(x, mask, has_mask, g0, g1, invT, M, Rr, W, L, out, touch, mbs)
             m = mn
             mn = _bmax(x[i + 1], 0, n, ninf) if i + 1 < g1 else ninf
             w0 = 0.0
-            if m > ninf and m < -ninf:  # (S, 0) as in _state_small
+            if m > ninf and m < -ninf and not is32(invT):  # the tie split (log1p)
+                bs, bc = _bsum(x[i], 0, n, m, invT, True)
+                r = np.float64(bs)
+                w0 = np.float64(bc)
+            elif m > ninf and m < -ninf:  # float32: (S, 0), as _bsum gives it
                 if touch:
                     if invT == one:
                         r = np.float64(_store_all_unit(x[i], out[i], m))
@@ -845,7 +828,7 @@ def _group_states(x, mask, has_mask, g0, g1, invT, M, Rr, W, L, out, touch, mbs)
                     r = np.float64(_sum_all_unit(x[i], m))
                 else:
                     r = np.float64(_sum_all(x[i], m, invT))
-            else:
+            else:  # a special row (max +-inf or NaN): the general state
                 m, r, w0 = _chunk_state(x[i], x[i], x[i], False, False, 0, n, invT, True)
             M[i - g0] = m
             Rr[i - g0] = r
@@ -854,9 +837,7 @@ def _group_states(x, mask, has_mask, g0, g1, invT, M, Rr, W, L, out, touch, mbs)
         return
     for i in range(g0, g1):
         mr = mask[i] if has_mask else mask[0]
-        if n <= _BLOCK and not has_mask:
-            m, r, w0 = _state_small(x[i], out[i], touch, invT)
-        elif touch:
+        if touch:
             m, r, w0 = _state_store(x[i], out[i], 0, n, invT, mbs, True)
         else:
             m, r, w0 = _chunk_state(x[i], mr, mr, has_mask, False, 0, n, invT, True)
