@@ -1,5 +1,9 @@
 """Fresh outputs of the dense ops start on a 2 MiB boundary (softmaxkit._buffers)."""
 
+import os
+import threading
+import time
+
 import numpy as np
 import pytest
 
@@ -94,6 +98,17 @@ def test_a_buffer_is_not_reused_while_a_view_of_it_lives(cache):
     assert cache.output_cache_info()["buffers"] == 1
 
 
+def test_an_output_of_exactly_the_limit_is_kept(cache):
+    x = _x(9, shape=(2048, 1024))  # 8 MiB of float32, a 2 MiB multiple
+    sk.set_output_cache(x.nbytes)
+    res = sk.softmax(x)
+    del res
+    info = cache.output_cache_info()
+    assert info["buffers"] == 1 and info["cached_bytes"] == x.nbytes
+    sk.set_output_cache(x.nbytes - 1)
+    assert cache.output_cache_info()["buffers"] == 0
+
+
 def test_only_the_same_size_class_is_reused(cache):
     a = sk.softmax(_x(5))
     del a
@@ -105,8 +120,10 @@ def test_only_the_same_size_class_is_reused(cache):
 
 
 def test_the_limit_bounds_the_cache_and_drops_the_oldest(cache):
+    # one buffer of BIG float32 holds its size class, 8 MiB + 2 MiB (8.0078 MiB rounded
+    # up to 2 MiB); its 2 MiB of alignment slack is never written and not counted
     size = -(-(BIG[0] * BIG[1] * 4) // _buffers.HUGE_PAGE) * _buffers.HUGE_PAGE
-    size += _buffers.HUGE_PAGE  # one buffer of BIG float32: 10 MiB
+    assert size == 10 << 20
     outs = [sk.softmax(_x(k)) for k in range(3)]
     ptrs = [o.ctypes.data for o in outs]
     assert sk.set_output_cache(2 * size) == _buffers.DEFAULT_LIMIT
@@ -172,3 +189,37 @@ def test_set_output_cache_rejects_bad_limits():
     for bad in ("1M", 1.5, True, None):
         with pytest.raises(TypeError, match="limit must be an int"):
             sk.set_output_cache(bad)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_a_fork_while_the_lock_is_held_leaves_the_child_a_free_lock():
+    held, release = threading.Event(), threading.Event()
+
+    def hold():
+        with _buffers._LOCK:
+            held.set()
+            release.wait(10)
+
+    t = threading.Thread(target=hold)
+    t.start()
+    held.wait(10)
+    try:
+        pid = os.fork()
+        if pid == 0:  # the child: the cache must still work
+            code = 0 if sk.output_cache_info()["limit"] >= 0 else 1
+            os._exit(code)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            time.sleep(0.05)
+        else:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked child hung on the output cache's lock")
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        release.set()
+        t.join()

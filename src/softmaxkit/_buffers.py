@@ -17,7 +17,9 @@ Reuse.  Even a huge page costs its zeroing when first touched (a fresh 32 MiB ou
 about 2.1 ms, as long as the softmax itself on [65536, 128] float32).  When the last
 array using such a buffer is released, the buffer goes back to a small cache, and
 the next output of the same size class takes it with its pages already mapped.  The
-cache keeps the most recently released buffers up to ``limit`` bytes in all (default
+cache keeps the most recently released buffers up to ``limit`` bytes in all, each
+counted as its size class (the output's bytes rounded up to 2 MiB: the alignment
+slack is never written, so it is address space, not memory) (default
 256 MiB; ``SOFTMAXKIT_OUTPUT_CACHE`` in the environment, e.g. ``0``, ``64M``, ``1G``;
 :func:`set_output_cache` at run time) and frees the oldest beyond it.  A buffer is
 never handed out while any array viewing it is alive: the output's ``base`` is a
@@ -41,6 +43,16 @@ ENV = "SOFTMAXKIT_OUTPUT_CACHE"
 _LOCK = threading.RLock()  # re-entrant: a finalizer may run during a cache operation
 _FREE: list[np.ndarray] = []  # released buffers, oldest first
 _STATE = {"limit": None, "cached": 0, "hits": 0, "misses": 0}
+
+
+def _reset_lock_in_child() -> None:
+    # a fork while another thread held the lock would leave the child's copy locked
+    global _LOCK
+    _LOCK = threading.RLock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_lock_in_child)
 
 
 class _Lease:
@@ -73,18 +85,25 @@ def _limit() -> int:
 
 def _trim(limit: int) -> None:
     while _FREE and _STATE["cached"] > limit:
-        _STATE["cached"] -= _FREE.pop(0).size
+        _STATE["cached"] -= _held(_FREE.pop(0))
 
 
 def _give(raw: np.ndarray) -> None:
     # the finalizer of a lease: the buffer's last view is gone
     with _LOCK:
         limit = _limit()
-        if raw.size > limit:
+        if _held(raw) > limit:
             return
         _FREE.append(raw)
-        _STATE["cached"] += raw.size
+        _STATE["cached"] += _held(raw)
         _trim(limit)
+
+
+def _held(raw: np.ndarray) -> int:
+    # the memory a cached buffer holds: its size class, a multiple of 2 MiB.  The
+    # other 2 MiB of the buffer (the unaligned head and tail) are never written, so
+    # they are address space, not memory, and do not count against the limit.
+    return raw.size - HUGE_PAGE
 
 
 def _take(cap: int) -> np.ndarray | None:
@@ -92,7 +111,7 @@ def _take(cap: int) -> np.ndarray | None:
         for k in range(len(_FREE) - 1, -1, -1):
             if _FREE[k].size == cap:
                 raw = _FREE.pop(k)
-                _STATE["cached"] -= cap
+                _STATE["cached"] -= _held(raw)
                 _STATE["hits"] += 1
                 return raw
         _STATE["misses"] += 1
@@ -191,7 +210,7 @@ def empty_like(arr: np.ndarray, dtype) -> np.ndarray:
         order = "F"
     else:
         return np.empty_like(arr, dtype=dtype)
-    cap = -(-nbytes // HUGE_PAGE) * HUGE_PAGE + HUGE_PAGE  # the size class
+    cap = -(-nbytes // HUGE_PAGE) * HUGE_PAGE + HUGE_PAGE  # size class + alignment slack
     raw = _take(cap)
     if raw is None:
         raw = np.empty(cap, dtype=np.uint8)
