@@ -175,7 +175,7 @@ def test_the_environment_variable(monkeypatch, text, want):
     assert sk.output_cache_info()["limit"] == want
 
 
-@pytest.mark.parametrize("text", ["lots", "-1", "12X", "M"])
+@pytest.mark.parametrize("text", ["lots", "-1", "12X", "M", "inf", "nan"])
 def test_a_bad_environment_variable_is_named(monkeypatch, text):
     monkeypatch.setitem(_buffers._STATE, "limit", None)
     monkeypatch.setenv(_buffers.ENV, text)

@@ -17,11 +17,11 @@ Reuse.  Even a huge page costs its zeroing when first touched (a fresh 32 MiB ou
 about 2.1 ms, as long as the softmax itself on [65536, 128] float32).  When the last
 array using such a buffer is released, the buffer goes back to a small cache, and
 the next output of the same size class takes it with its pages already mapped.  The
-cache keeps the most recently released buffers up to ``limit`` bytes in all, each
-counted as its size class (the output's bytes rounded up to 2 MiB: the alignment
-slack is never written, so it is address space, not memory) (default
-256 MiB; ``SOFTMAXKIT_OUTPUT_CACHE`` in the environment, e.g. ``0``, ``64M``, ``1G``;
-:func:`set_output_cache` at run time) and frees the oldest beyond it.  A buffer is
+cache keeps the most recently released buffers up to ``limit`` bytes in all and frees
+the oldest beyond it.  The limit is 256 MiB by default, ``SOFTMAXKIT_OUTPUT_CACHE`` in
+the environment (e.g. ``0``, ``64M``, ``1G``), or :func:`set_output_cache` at run
+time.  Each buffer counts as its size class, the output's bytes rounded up to 2 MiB:
+the alignment slack is never written, so it is address space, not memory.  A buffer is
 never handed out while any array viewing it is alive: the output's ``base`` is a
 small lease object, and a ``weakref.finalize`` on it returns the buffer only once
 every view is gone.
@@ -67,7 +67,7 @@ def _parse_limit(text: str) -> int:
     num, unit = (t[:-1], t[-1]) if t and t[-1] in units else (t, "")
     try:
         val = int(float(num) * units[unit])
-    except ValueError:
+    except (ValueError, OverflowError):  # not a number, or inf
         val = -1
     if val < 0:
         raise ValueError(f"{ENV} must be a byte count such as 0, 67108864, 64M or 1G; got {text!r}")
