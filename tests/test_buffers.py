@@ -181,6 +181,8 @@ def test_a_bad_environment_variable_is_named(monkeypatch, text):
     monkeypatch.setenv(_buffers.ENV, text)
     with pytest.raises(ValueError, match=_buffers.ENV):
         sk.output_cache_info()
+    with pytest.raises(ValueError, match=_buffers.ENV):  # at the call, not at release
+        sk.softmax(np.zeros(BIG, dtype=np.float32))
 
 
 def test_set_output_cache_rejects_bad_limits():

@@ -108,6 +108,10 @@ def _held(raw: np.ndarray) -> int:
 
 def _take(cap: int) -> np.ndarray | None:
     with _LOCK:
+        # read the limit here, so that a bad SOFTMAXKIT_OUTPUT_CACHE fails the call
+        # that asked for an output, not the lease's finalizer later (where Python only
+        # prints "Exception ignored" and the buffer is dropped)
+        _limit()
         for k in range(len(_FREE) - 1, -1, -1):
             if _FREE[k].size == cap:
                 raw = _FREE.pop(k)
