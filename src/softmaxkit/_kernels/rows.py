@@ -818,7 +818,10 @@ def _group_states(x, mask, has_mask, g0, g1, invT, M, Rr, W, L, out, touch, mbs)
                 bs, bc = _bsum(x[i], 0, n, m, invT, True)
                 r = np.float64(bs)
                 w0 = np.float64(bc)
-            elif m > ninf and m < -ninf:  # float32: (S, 0), as _bsum gives it
+            elif m > ninf and m < -ninf:
+                # float32: (S, 0), the loops _bsum / _bsum_store would pick, called
+                # directly: through them (their slices and split branch) log_softmax
+                # took 100-106 instead of 89 ns per row, logsumexp 70 instead of 61
                 if touch:
                     if invT == one:
                         r = np.float64(_store_all_unit(x[i], out[i], m))
