@@ -615,3 +615,41 @@ def test_parallel_run_does_not_wait_for_a_busy_pool():
         release.set()
         for b in blockers:
             b.result()
+
+
+def test_row_view_reads_and_writes_each_row():
+    """``view.row`` (the reference-free row view of the row kernels) on C, strided,
+    broadcast (zero-stride) and read-only arrays: the right elements, writes land in
+    the array, and the parent's reference count is untouched."""
+    import sys
+
+    from numba import njit
+
+    from softmaxkit._kernels.view import row
+
+    @njit
+    def copy_rows(a, out):
+        for i in range(a.shape[0]):
+            ra = row(a, i)
+            ro = row(out, i)
+            for j in range(ra.shape[0]):
+                ro[j] = ra[j] + i
+
+    base = np.arange(7 * 12, dtype=np.float64).reshape(7, 12)
+    cases = [
+        base,  # C
+        base[::2, 1::3],  # strided both ways ('A')
+        np.asfortranarray(base),  # F
+        np.broadcast_to(np.arange(5.0), (4, 5)),  # zero stride, read-only
+    ]
+    for a in cases:
+        out = np.full(a.shape, np.nan)
+        before = sys.getrefcount(a)
+        copy_rows(a, out)
+        assert sys.getrefcount(a) == before
+        np.testing.assert_array_equal(out, a + np.arange(a.shape[0])[:, None])
+    # a strided output: the writes land in the right elements only
+    big = np.zeros((6, 10))
+    copy_rows(base[:3, :5], big[::2, ::2])
+    np.testing.assert_array_equal(big[::2, ::2], base[:3, :5] + np.arange(3)[:, None])
+    assert not big[1::2].any() and not big[:, 1::2].any()
