@@ -653,3 +653,29 @@ def test_row_view_reads_and_writes_each_row():
     copy_rows(base[:3, :5], big[::2, ::2])
     np.testing.assert_array_equal(big[::2, ::2], base[:3, :5] + np.arange(3)[:, None])
     assert not big[1::2].any() and not big[:, 1::2].any()
+
+
+def test_row_view_in_a_parfor():
+    """A store through ``row(a, i)`` as the last statement of a ``prange`` body is kept:
+    parfor dead-code elimination must know the view aliases ``a``."""
+    from numba import njit, prange
+
+    from softmaxkit._kernels.view import row
+
+    @njit
+    def scale(g, f):
+        for j in range(g.shape[0]):
+            g[j] = g[j] * f
+
+    @njit(parallel=True)
+    def kernel(grad, tgt):
+        for i in prange(grad.shape[0]):
+            gr = row(grad, i)
+            scale(gr, 2.0)
+            gr[tgt[i]] -= 1.0
+
+    g = np.ones((3, 4))
+    kernel(g, np.array([0, 1, 3]))
+    want = np.full((3, 4), 2.0)
+    want[[0, 1, 2], [0, 1, 3]] = 1.0
+    np.testing.assert_array_equal(g, want)

@@ -8,12 +8,18 @@ thread, cache-resident: the log_softmax write loop 25.8 ns per row through
 ``x[i]`` / ``out[i]`` views, 10.2 through ``row``).  The view built here has no
 meminfo (its reference counting is a null check), so it must not outlive ``a``:
 kernels only pass it down to helpers, never return or store it.
+
+Numba's dead-code elimination (run in ``parallel=True`` kernels) drops a store
+through an array it does not know to alias a live one: ``row`` is registered as
+returning an alias of its first argument (``ir_utils.alias_func_extensions``);
+without that, ``gr = row(grad, i); gr[t] -= c`` as the last statement of a ``prange``
+body was removed (tests/test_kernels.py::test_row_view_in_a_parfor).
 """
 
 from __future__ import annotations
 
 from numba import types
-from numba.core import cgutils
+from numba.core import cgutils, ir_utils
 from numba.extending import intrinsic
 
 
@@ -45,3 +51,10 @@ def row(typingctx, a, i):
         return view._getvalue()
 
     return rty(a, i), codegen
+
+
+def _row_alias(lhs, args, alias_map, arg_aliases):
+    ir_utils._add_alias(lhs, args[0].name, alias_map, arg_aliases)
+
+
+ir_utils.alias_func_extensions[("row", __name__)] = _row_alias
