@@ -222,3 +222,93 @@ def test_grad_errors_and_no_mutation():
     assert sk.softmax_vjp(y, g, out=out) is out
     with pytest.raises(ValueError, match="out has shape"):
         sk.softmax_vjp(y, g, out=np.empty(3))
+
+
+@pytest.mark.parametrize("log", [False, True])
+def test_vjp_writes_out_in_place(log):
+    # C-contiguous rows are written straight into out (no temporary); out may be y or
+    # g itself, but an out that overlaps y shifted by a row must not be written in place
+    rng = _rng(7)
+    fwd = sk.log_softmax if log else sk.softmax
+    vjp = sk.log_softmax_vjp if log else sk.softmax_vjp
+    x = rng.normal(size=(6, 5))
+    y = fwd(x)
+    g = rng.normal(size=x.shape)
+    want = vjp(y, g, out=np.empty_like(y), axis=1)
+    np.testing.assert_allclose(want, ref.log_softmax_vjp(x, g) if log else ref.softmax_vjp(x, g))
+    np.testing.assert_array_equal(vjp(y, g), want)
+    np.testing.assert_array_equal(vjp(y, g, axis=0), vjp(y.T.copy(), g.T.copy()).T)
+    for target in ("y", "g"):
+        yy, gg = y.copy(), g.copy()
+        res = vjp(yy, gg, out=yy if target == "y" else gg)
+        np.testing.assert_array_equal(res, want)
+    buf = np.empty((7, 5))
+    buf[:-1] = y
+    yy, out = buf[:-1], buf[1:]
+    np.testing.assert_array_equal(vjp(yy, g, out=out), want)
+    o32 = np.empty((6, 5), dtype=np.float32)
+    np.testing.assert_allclose(
+        vjp(y.astype(np.float32), g.astype(np.float32), out=o32), want, rtol=1e-5, atol=1e-6
+    )
+
+
+def test_vjp_peak_memory():
+    # C-contiguous y and g reduced over the last axis: nothing beyond the output
+    # (was a temporary of y's size plus a copy of g, made read-only by broadcast_to)
+    import tracemalloc
+
+    y = sk.softmax(_rng(8).normal(size=(256, 2048)))
+    g = np.ones_like(y)
+    out = np.empty_like(y)
+    calls = {
+        "softmax_vjp out=": (lambda: sk.softmax_vjp(y, g, out=out), 0),
+        "log_softmax_vjp out=": (lambda: sk.log_softmax_vjp(y, g, out=out), 0),
+        "softmax_vjp": (lambda: sk.softmax_vjp(y, g), y.nbytes),
+    }
+    for name, (call, allowed) in calls.items():
+        call()
+        tracemalloc.start()
+        try:
+            call()
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak <= allowed + 65536, (name, peak / y.nbytes)
+
+
+@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("log", [False, True])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_vjp_long_rows_with_special_entries(dtype, log, masked):
+    # rows long enough for the vectorised loops (and their remainders), with -inf
+    # logits (y = 0 / log y = -inf) where g is inf, masked entries, and an all -inf
+    # row: the float64 formula of the documented contract
+    rng = _rng(9)
+    x = rng.normal(size=(5, 203)) * 4
+    x[:, ::7] = -np.inf
+    x[3] = -np.inf
+    g = rng.normal(size=x.shape)
+    g[:, ::7] = np.inf
+    where = rng.random(x.shape) < 0.8 if masked else None
+    keep = np.ones(x.shape, bool) if where is None else where
+    T = 0.8
+    fwd = sk.log_softmax if log else sk.softmax
+    vjp = sk.log_softmax_vjp if log else sk.softmax_vjp
+    y = fwd(x.astype(dtype), temperature=T, where=where)
+    y64 = y.astype(np.float64)
+    g = g.astype(dtype).astype(np.float64)
+    with np.errstate(invalid="ignore"):
+        if log:
+            acc = np.where(keep, g, 0).sum(-1, keepdims=True)
+            alive = (keep & (y64 != -np.inf)).any(-1, keepdims=True)
+            want = np.where(keep & alive, (g - np.exp(y64) * acc) / T, 0.0)
+        else:
+            k = keep & (y64 != 0)
+            acc = np.where(k, g * y64, 0).sum(-1, keepdims=True)
+            want = np.where(k, y64 * (g - acc) / T, 0.0)
+    got = vjp(y, g.astype(dtype), temperature=T, where=where)
+    assert got.dtype == dtype
+    assert np.array_equal(np.isnan(got), np.isnan(want))
+    tol = 1e-12 if dtype == np.float64 else 2e-6
+    np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
+    assert np.all(got[3] == 0)

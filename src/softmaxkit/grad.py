@@ -52,7 +52,8 @@ def _vjp(y, g, axis, temperature, where, out, log):
     compute, out_dtype = resolve_dtype(ya.dtype, None)
     ga = as_input_array(g, "g")
     try:
-        ga = np.broadcast_to(ga, ya.shape)
+        # (broadcast_to gives a read-only view, which the kernel would copy)
+        ga = ga if ga.shape == ya.shape else np.broadcast_to(ga, ya.shape)
     except ValueError:
         raise ValueError(
             f"g with shape {ga.shape} cannot be broadcast to y's shape {ya.shape}"
@@ -72,13 +73,42 @@ def _vjp(y, g, axis, temperature, where, out, log):
         m2 = np.ascontiguousarray(rows_view(mask, axes))
     else:
         m2 = np.broadcast_to(np.ones((1, 1), dtype=np.bool_), y2.shape)
-    res = np.empty(y2.shape, dtype=compute)
     from ._kernels import losses as k
 
+    res = _direct_rows(out, axes, compute, (y2, g2))
+    if res is not None:
+        # out's rows are C-contiguous in the computation dtype: written in place
+        k.softmax_vjp_rows(y2, g2, m2, mask is not None, invT, log, res)
+        return out
+    res = np.empty(y2.shape, dtype=compute)
     k.softmax_vjp_rows(y2, g2, m2, mask is not None, invT, log, res)
     moved = np.moveaxis(out, axes, tuple(range(out.ndim - len(axes), out.ndim)))
     moved[...] = res.reshape(moved.shape)
     return out
+
+
+def _direct_rows(out, axes, compute, inputs):
+    """``out`` as the kernel's ``[R, n]`` output when it can be written in place, else None.
+
+    In place needs a C-contiguous writable view in the computation dtype whose memory
+    either is disjoint from each input or is that input exactly (``out=y`` or ``out=g``:
+    the kernel reads entry ``[i, j]`` before it writes it, and each row's reduction is
+    done before its write pass).
+    """
+    if out.dtype != compute:
+        return None
+    view = rows_view(out, axes)
+    if not (view.flags.c_contiguous and view.flags.writeable and np.shares_memory(view, out)):
+        return None
+    for a in inputs:
+        same = (
+            a.shape == view.shape
+            and a.strides == view.strides
+            and a.__array_interface__["data"][0] == view.__array_interface__["data"][0]
+        )
+        if not same and np.may_share_memory(a, view):
+            return None
+    return view
 
 
 def softmax_vjp(y, g, /, axis=-1, *, temperature=1.0, where=None, out=None):
@@ -108,8 +138,12 @@ def softmax_vjp(y, g, /, axis=-1, *, temperature=1.0, where=None, out=None):
 
     Notes
     -----
-    Peak extra memory: one temporary of ``y``'s size in the computation dtype
-    (plus contiguous copies when the axes are not trailing).
+    Peak extra memory: none beyond the output when the reduced axes are trailing,
+    ``y`` and ``g`` are C-contiguous and writable arrays of the output's dtype (and
+    ``g`` is not broadcast); otherwise one temporary of ``y``'s size in the
+    computation dtype plus the contiguous copies of ``y`` and ``g`` the layout needs
+    (a read-only or broadcast ``y`` or ``g`` is copied).  ``out=y`` (or ``out=g``)
+    works in place.
 
     Examples
     --------
@@ -152,8 +186,8 @@ def log_softmax_vjp(y, g, /, axis=-1, *, temperature=1.0, where=None, out=None):
 
     Notes
     -----
-    Peak extra memory: as :func:`softmax_vjp`, one temporary of ``y``'s size (plus
-    contiguous copies when the axes are not trailing).
+    Peak extra memory: as :func:`softmax_vjp` (none for C-contiguous inputs reduced
+    over trailing axes; otherwise one temporary of ``y``'s size plus copies).
 
     Examples
     --------
@@ -277,7 +311,8 @@ def softmax_jvp(x, v, /, axis=-1, *, temperature=1.0, where=None):
 
     Notes
     -----
-    Peak extra memory: the two outputs plus the temporary of :func:`softmax_vjp`.
+    Peak extra memory: the two outputs, plus what :func:`softmax_vjp` needs (nothing
+    for a C-contiguous ``x`` and ``v`` reduced over trailing axes).
 
     Examples
     --------

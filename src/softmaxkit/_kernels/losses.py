@@ -41,6 +41,9 @@ import numpy as np
 from numba import njit, prange, types
 from numba.extending import intrinsic, overload
 
+from .exp import exp_
+from .view import row
+
 _FM = {"nsz", "arcp", "contract", "afn", "reassoc"}  # never nnan / ninf
 
 # Constants of the float32 exp: Cody-Waite split of ln 2 and the Taylor
@@ -562,37 +565,80 @@ def lce_grad_chunk(zc, mask, has_mask, tloc, invT, eps, lse, cnt, a, b, z, activ
 # ---------------------------------------------------------------------------
 
 
+@njit(cache=True, nogil=True, fastmath=_FM)
+def _vjp_reduce(y, g, m, has_mask, log):
+    # pass 1 of a row (1-D views): softmax sum_j g_j y_j over included y_j != 0;
+    # log_softmax sum_j g_j over included entries, and the count of included
+    # y_j != -inf.  Selects, not branches, so the loops vectorise; the mask loops are
+    # separate so that the unmasked ones read no mask.
+    acc = 0.0
+    cnt = 0
+    n = y.shape[0]
+    if log:
+        if has_mask:
+            for j in range(n):
+                acc += np.float64(g[j]) if m[j] else 0.0
+                cnt += 1 if (m[j] and y[j] != -np.inf) else 0
+        else:
+            for j in range(n):
+                acc += np.float64(g[j])
+                cnt += 1 if y[j] != -np.inf else 0
+    elif has_mask:
+        for j in range(n):
+            yj = y[j]
+            acc += np.float64(g[j]) * yj if (m[j] and yj != 0) else 0.0
+    else:
+        for j in range(n):
+            yj = y[j]
+            acc += np.float64(g[j]) * yj if yj != 0 else 0.0
+    return acc, cnt
+
+
+@njit(cache=True, nogil=True, fastmath=_FM)
+def _vjp_write(y, g, m, has_mask, log, acc, invT, out):
+    # pass 2 of a row: the gradient, 0 on masked entries (and, for softmax, where
+    # y == 0, so an inf g there gives 0, not NaN)
+    n = y.shape[0]
+    if log:
+        if has_mask:
+            for j in range(n):
+                v = (g[j] - exp_(y[j]) * acc) * invT
+                out[j] = v if m[j] else 0.0
+        else:
+            for j in range(n):
+                out[j] = (g[j] - exp_(y[j]) * acc) * invT
+    elif has_mask:
+        for j in range(n):
+            yj = y[j]
+            v = yj * (g[j] - acc) * invT
+            out[j] = v if (m[j] and yj != 0) else 0.0
+    else:
+        for j in range(n):
+            yj = y[j]
+            v = yj * (g[j] - acc) * invT
+            out[j] = v if yj != 0 else 0.0
+
+
 @njit(cache=True, nogil=True, parallel=True, fastmath=_FM)
 def softmax_vjp_rows(y, g, mask, has_mask, invT, log, out):
     """Row VJP from the forward output ``y`` (float64 row accumulator).
 
     softmax: ``out = y (g - sum_j g_j y_j) / T``; entries with ``y == 0`` (masked,
     -inf, underflow) get exactly 0, so an empty row gives 0 even where ``g`` is
-    inf.  log_softmax: ``out = (g - exp(y) sum_j g_j) / T``; a row whose included
-    ``y`` are all -inf (empty / fully masked) gives 0.  Masked entries give 0.
-    Two passes per row: the reduction, then the write.
+    inf.  log_softmax: ``out = (g - exp(y) sum_j g_j) / T`` (``exp`` of
+    ``_kernels.exp``, 1 ulp); a row whose included ``y`` are all -inf (empty / fully
+    masked) gives 0.  Masked entries give 0.  Two passes per row: the reduction,
+    then the write (``out`` may be ``y`` or ``g`` itself: entry ``j`` is read before
+    it is written).  Rows go to helpers as reference-free views (``view.row``).
     """
-    R, n = y.shape
+    R = y.shape[0]
     for i in prange(R):
-        acc = 0.0
-        nonempty = False
-        for j in range(n):
-            if has_mask and not mask[i, j]:
-                continue
-            yj = y[i, j]
-            if log:
-                acc += g[i, j]
-                if yj != -np.inf:
-                    nonempty = True
-            elif yj != 0:
-                acc += g[i, j] * yj
-        for j in range(n):
-            yj = y[i, j]
-            if (has_mask and not mask[i, j]) or (log and not nonempty):
-                out[i, j] = 0.0
-            elif log:
-                out[i, j] = (g[i, j] - math.exp(yj) * acc) * invT
-            elif yj != 0:
-                out[i, j] = yj * (g[i, j] - acc) * invT
-            else:
-                out[i, j] = 0.0
+        yr = row(y, i)
+        gr = row(g, i)
+        mr = row(mask, i)
+        orow = row(out, i)
+        acc, cnt = _vjp_reduce(yr, gr, mr, has_mask, log)
+        if log and cnt == 0:
+            orow[:] = 0.0
+        else:
+            _vjp_write(yr, gr, mr, has_mask, log, acc, invT, orow)

@@ -13,7 +13,11 @@ Numba's dead-code elimination (run in ``parallel=True`` kernels) drops a store
 through an array it does not know to alias a live one: ``row`` is registered as
 returning an alias of its first argument (``ir_utils.alias_func_extensions``);
 without that, ``gr = row(grad, i); gr[t] -= c`` as the last statement of a ``prange``
-body was removed (tests/test_kernels.py::test_row_view_in_a_parfor).
+body was removed (tests/test_kernels.py::test_row_view_in_a_parfor).  The alias is only
+seen through a plain assignment: give each view its own statement.  With
+``yr, orow = row(y, i), row(out, i)`` (a tuple unpacked) Numba 0.68 lost it again and
+dropped ``orow[:] = 0.0`` in a ``prange`` body (found in ``softmax_vjp_rows``; guarded
+by tests/test_grad.py::test_vjp_long_rows_with_special_entries).
 """
 
 from __future__ import annotations
