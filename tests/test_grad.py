@@ -312,3 +312,39 @@ def test_vjp_long_rows_with_special_entries(dtype, log, masked):
     tol = 1e-12 if dtype == np.float64 else 2e-6
     np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
     assert np.all(got[3] == 0)
+
+
+def test_logsumexp_vjp_dtypes_errors_and_memory():
+    import tracemalloc
+
+    rng = _rng(10)
+    x = rng.normal(size=(4, 7)) * 3
+    g = rng.normal(size=4)
+    want = ref.logsumexp_vjp(x, g, temperature=0.7)
+    for dtype, tol in ((np.float64, 1e-13), (np.float32, 1e-6), (np.float16, 2e-3)):
+        xd = x.astype(dtype)
+        x0 = xd.copy()
+        got = sk.logsumexp_vjp(xd, g, temperature=0.7)
+        assert got.dtype == dtype
+        np.testing.assert_array_equal(xd, x0)
+        want_d = ref.logsumexp_vjp(xd.astype(np.float64), g, temperature=0.7)
+        np.testing.assert_allclose(got, want_d, rtol=tol, atol=tol)
+    np.testing.assert_allclose(
+        sk.logsumexp_vjp(x, g[:, None], keepdims=True), ref.logsumexp_vjp(x, g)
+    )
+    np.testing.assert_allclose(sk.logsumexp_vjp(x, g, temperature=0.7), want, rtol=1e-13)
+    for bad in (np.ones(5), np.ones((2, 4))):
+        with pytest.raises(ValueError, match="does not match the reduced shape"):
+            sk.logsumexp_vjp(x, bad)
+        with pytest.raises(ValueError, match="does not match the reduced shape"):
+            sk.logsumexp_vjp(x, bad, b=np.ones(7))
+    big = rng.normal(size=(256, 2048))
+    gb = np.ones(256)
+    sk.logsumexp_vjp(big, gb, temperature=2.0)
+    tracemalloc.start()
+    try:
+        sk.logsumexp_vjp(big, gb, temperature=2.0)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak <= big.nbytes + 65536, peak / big.nbytes  # the output alone (was 4x)
