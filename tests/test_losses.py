@@ -272,6 +272,38 @@ def test_out_and_in_place():
     np.testing.assert_allclose(gb, ga)
 
 
+def test_probability_targets_keep_their_dtype():
+    # a float32 probability target is read as it is: the same bits as its float64
+    # widening, and no float64 copy of the target (was twice the logits' size)
+    import tracemalloc
+
+    rng = np.random.default_rng(11)
+    x = (rng.standard_normal((64, 1000)) * 3).astype(np.float32)
+    q = sk.softmax(rng.standard_normal((64, 1000))).astype(np.float32)
+    q[:, :5] = 0
+    x[0, 3] = -np.inf
+    for kw in ({}, {"label_smoothing": 0.1, "weight": rng.random(1000)}, {"z_loss": 1e-3}):
+        a = sk.cross_entropy(x, q, return_grad=True, **kw)
+        b = sk.cross_entropy(x, q.astype(np.float64), return_grad=True, **kw)
+        np.testing.assert_array_equal(a[0], b[0])
+        np.testing.assert_array_equal(a[1], b[1])
+    np.testing.assert_allclose(
+        sk.cross_entropy(x, q, reduction="none"),
+        ref.cross_entropy(x.astype(np.float64), q.astype(np.float64), reduction="none"),
+        rtol=1e-6,
+    )
+    big = rng.standard_normal((256, 4096)).astype(np.float32)
+    qb = np.full(big.shape, 1 / 4096, dtype=np.float32)
+    sk.cross_entropy(big, qb)
+    tracemalloc.start()
+    try:
+        sk.cross_entropy(big, qb)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak <= 0.05 * big.nbytes, peak / big.nbytes
+
+
 def test_errors_name_the_position():
     x = np.zeros((3, 4))
     with pytest.raises(ValueError, match=r"target\[1\] = 4 is not a class index in \[0, 4\)"):

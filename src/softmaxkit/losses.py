@@ -301,7 +301,11 @@ def cross_entropy(
             return_grad, grad2, ce, lse, bool(return_grad and _same_memory(x2, grad2)),
         )  # fmt: skip
     else:
-        y2 = np.ascontiguousarray(rows_view(tgt, axes), dtype=np.float64)
+        # float32 / float64 targets are read as they are (the kernel widens each
+        # value exactly); converting a float32 target cost a float64 copy, twice
+        # the logits' size
+        tdt = tgt.dtype if tgt.dtype in (np.float32, np.float64) else np.float64
+        y2 = np.ascontiguousarray(rows_view(tgt, axes), dtype=tdt)
         y2 = y2 if y2.flags.writeable else y2.copy()
         active = nonempty
         wt = np.ones(R)
