@@ -304,6 +304,42 @@ def test_probability_targets_keep_their_dtype():
     assert peak <= 0.05 * big.nbytes, peak / big.nbytes
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize(
+    "opts",
+    [
+        {},
+        {"weight": True, "label_smoothing": 0.15},
+        {"label_smoothing": 0.1, "temperature": 1.3},
+        {"z_loss": 1e-2, "temperature": 0.7, "reduction": "sum"},
+        {"weight": True, "z_loss": 1e-3, "reduction": "none"},
+    ],
+)
+def test_probability_targets_long_rows_vs_reference(dtype, opts):
+    # rows long enough for the vectorised fast path (and its remainder loops), mixed
+    # with rows that take the exact path (an inf logit, a -inf logit, a NaN target)
+    rng = np.random.default_rng(12)
+    R, C = 7, 203
+    x = (rng.standard_normal((R, C)) * 4).astype(dtype)
+    q = rng.random((R, C))
+    q[:, ::5] = 0
+    q /= q.sum(-1, keepdims=True)
+    x[4, 7] = np.inf
+    x[5, 9] = -np.inf
+    q[5, 9] = 0
+    q[6, 3] = np.nan
+    kw = dict(opts)
+    if kw.pop("weight", False):
+        kw["weight"] = rng.random(C) + 0.5
+    kw.setdefault("reduction", "none")
+    loss, grad = sk.cross_entropy(x, q, return_grad=True, **kw)
+    rl, rg = ref.cross_entropy(x.astype(np.float64), q, return_grad=True, **kw)
+    tol = 1e-12 if dtype == np.float64 else 2e-6
+    np.testing.assert_allclose(loss, rl, rtol=tol, atol=tol)
+    np.testing.assert_allclose(grad, rg, rtol=tol, atol=tol)
+    assert np.isnan(grad[6]).all()
+
+
 def test_errors_name_the_position():
     x = np.zeros((3, 4))
     with pytest.raises(ValueError, match=r"target\[1\] = 4 is not a class index in \[0, 4\)"):
