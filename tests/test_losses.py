@@ -473,6 +473,55 @@ def test_weston_watkins_vs_torch(p, reduction, weighted):
     )
 
 
+@pytest.mark.parametrize("kind", ["weston_watkins", "crammer_singer"])
+@pytest.mark.parametrize("p", [1, 2])
+def test_hinge_blocks_of_rows(kind, p, monkeypatch):
+    # several blocks of rows (NaN and inf rows among them, classes on axis 0, mean
+    # reduction): the same results as one block, PyTorch for Weston-Watkins, and the
+    # peak memory of the gradient alone (was a few float64 copies of the logits)
+    import tracemalloc
+
+    from softmaxkit import losses as L
+
+    rng = _rng(21)
+    x = rng.normal(size=(700, 301)).astype(np.float32)
+    t = rng.integers(0, 301, 700)
+    x[5, 3] = np.nan
+    x[400, 7] = np.inf
+    w = rng.uniform(0.5, 2, 301)
+    opts = dict(p=p, kind=kind, weight=w, margin=0.7, return_grad=True)
+    for reduction in ("mean", "none"):
+        monkeypatch.setattr(L, "_HINGE_BLOCK", 2**14)  # blocks of 54 rows: 13 blocks
+        loss, g = sk.multiclass_hinge_loss(x.T, t, axis=0, reduction=reduction, **opts)
+        monkeypatch.setattr(L, "_HINGE_BLOCK", 10**9)
+        one_loss, one_g = sk.multiclass_hinge_loss(x, t, reduction=reduction, **opts)
+        monkeypatch.undo()
+        np.testing.assert_array_equal(loss, one_loss)
+        np.testing.assert_array_equal(g, one_g.T)
+        assert np.isnan(g[:, 5]).all()
+        assert not np.isnan(np.delete(g, 5, axis=1)).any()
+    if kind == "weston_watkins":
+        xt = torch.tensor(np.where(np.isnan(x), 0, x).astype(np.float64), requires_grad=True)
+        F.multi_margin_loss(xt, torch.tensor(t), p=p, margin=0.7, weight=torch.tensor(w)).backward()
+        ok = np.ones(700, bool)
+        ok[5] = False
+        got = sk.multiclass_hinge_loss(np.where(np.isnan(x), 0, x), t, **opts)[1]
+        np.testing.assert_allclose(got[ok], xt.grad.numpy()[ok], rtol=1e-6, atol=1e-9)
+    big = rng.normal(size=(4096, 512))
+    tb = rng.integers(0, 512, 4096)
+    monkeypatch.setattr(L, "_HINGE_BLOCK", 2**14)  # 16 blocks here (default: 8 MiB ones)
+    sk.multiclass_hinge_loss(big, tb, kind=kind, return_grad=True)
+    tracemalloc.start()
+    try:
+        sk.multiclass_hinge_loss(big, tb, kind=kind, return_grad=True)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    # the gradient plus a few block temporaries (128 KiB each); one block used to be
+    # the whole input: several times its size
+    assert peak <= big.nbytes + 4 * 2**20, peak / big.nbytes
+
+
 @pytest.mark.parametrize("p", [1, 2])
 def test_crammer_singer_vs_formula_and_fd(p):
     rng = _rng(13)

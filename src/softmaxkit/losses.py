@@ -814,8 +814,10 @@ def multiclass_hinge_loss(
 
     Notes
     -----
-    Peak extra memory: a few float64 temporaries of the logits' size (vectorised
-    NumPy, no Numba kernel).
+    Peak extra memory: the gradient (when asked for), O(rows) float64 per-sample
+    values, a few float64 temporaries of one block of rows (2^20 values, 8 MiB
+    each; vectorised NumPy, no Numba kernel), and a copy of the logits when the
+    class axis cannot be moved last without one.
 
     Examples
     --------
@@ -841,21 +843,60 @@ def multiclass_hinge_loss(
     if tk != "index":
         raise TypeError("multiclass_hinge_loss takes class-index targets")
     _, dtype = resolve_dtype(arr.dtype, None)
-    x = np.moveaxis(arr, ax, -1).astype(np.float64).reshape(-1, C)
-    t = tgt.reshape(-1)
-    R = x.shape[0]
+    moved = np.moveaxis(arr, ax, -1)
+    batch = moved.shape[:-1]
+    x_all = moved.reshape(-1, C)  # a view when the layout allows
+    t_all = tgt.reshape(-1)
+    R = x_all.shape[0]
+    scale = 1.0
+    if reduction == "mean":
+        scale = 1.0 / R if R else 0.0
+    per = np.empty(R)
+    grad = np.empty(moved.shape, dtype=dtype) if return_grad else None
+    g_all = grad.reshape(-1, C) if return_grad else None
+    # blocks of rows, so that the float64 temporaries are O(block), not O(logits)
+    step = max(1, _HINGE_BLOCK // max(C, 1))
+    for r0 in range(0, R, step):
+        r1 = min(R, r0 + step)
+        gx = _hinge_rows(x_all[r0:r1], t_all[r0:r1], cw, mg, p, kind, return_grad, per[r0:r1])
+        if return_grad:
+            gx *= scale
+            g_all[r0:r1] = gx
+    if reduction == "none":
+        loss: Any = per.reshape(batch).astype(dtype)
+        loss = loss[()] if loss.ndim == 0 else loss
+    elif reduction == "sum":
+        loss = _scalar(np.sum(per), dtype)
+    else:
+        loss = _scalar(np.mean(per) if R else 0.0, dtype)
+    if not return_grad:
+        return loss
+    return loss, np.moveaxis(grad, -1, ax)
+
+
+_HINGE_BLOCK = 2**20  # values per block of rows: 8 MiB of float64 per temporary
+# (NumPy asks for huge pages from 4 MiB on; with 512 KiB blocks the temporaries'
+# page faults made the loss slower than the whole-array version it replaces)
+
+
+def _hinge_rows(xb, t, cw, mg, p, kind, want_grad, per):
+    """Hinge losses of a block of rows into ``per``; the float64 gradient if wanted."""
+    x = xb.astype(np.float64)
+    R, C = x.shape
     rows = np.arange(R)
     xt = x[rows, t][:, None] if R else np.zeros((0, 1))
     wt = cw[t] if cw is not None else np.ones(R)
     onehot = np.zeros(x.shape, dtype=bool)
     onehot[rows, t] = True
+    gx = None
     if kind == "weston_watkins":
         viol = mg - xt + x
         h = np.where(onehot, 0.0, np.maximum(viol, 0.0))
-        per = wt * np.sum(h**p, axis=1) / C if C else np.zeros(R)
-        dh = np.where(onehot | ~(viol > 0), 0.0, p * h ** (p - 1)) * (wt / C)[:, None]
-        gx = dh.copy()
-        gx[rows, t] -= dh.sum(axis=1)
+        per[:] = wt * np.sum(h**p, axis=1) / C if C else np.zeros(R)
+        if want_grad:
+            dh = np.where(onehot | ~(viol > 0), 0.0, p * h ** (p - 1)) * (wt / C)[:, None]
+            gx = dh.copy()
+            gx[rows, t] -= dh.sum(axis=1)
     else:
         other = np.where(onehot, -np.inf, x)
         jstar = np.argmax(other, axis=1) if C > 1 else np.zeros(R, dtype=np.int64)
@@ -863,28 +904,15 @@ def multiclass_hinge_loss(
         with np.errstate(invalid="ignore"):
             viol = mg + mo - xt[:, 0]
             h = np.maximum(viol, 0.0)
-            per = wt * h**p
+            per[:] = wt * h**p
             dv = np.where(viol > 0, p * h ** (p - 1), 0.0) * wt
-        gx = np.zeros(x.shape)
-        if C > 1:
-            gx[rows, jstar] += dv
-            gx[rows, t] -= dv
-    per = np.where(np.isnan(x).any(axis=1), np.nan, per)
-    batch = arr.shape[:ax] + arr.shape[ax + 1 :]
-    if reduction == "none":
-        loss: Any = per.reshape(batch).astype(dtype)
-        loss = loss[()] if loss.ndim == 0 else loss
-        scale = 1.0
-    elif reduction == "sum":
-        loss = _scalar(np.sum(per), dtype)
-        scale = 1.0
-    else:
-        loss = _scalar(np.mean(per) if R else 0.0, dtype)
-        scale = 1.0 / R if R else 0.0
-    if not return_grad:
-        return loss
-    gx = gx * scale
-    gx = np.where(np.isnan(x).any(axis=1, keepdims=True), np.nan, gx)
-    moved_shape = tuple(np.moveaxis(np.empty(arr.shape, dtype=bool), ax, -1).shape)
-    grad = np.moveaxis(gx.reshape(moved_shape), -1, ax).astype(dtype)
-    return loss, grad
+        if want_grad:
+            gx = np.zeros(x.shape)
+            if C > 1:
+                gx[rows, jstar] += dv
+                gx[rows, t] -= dv
+    nan_rows = np.isnan(x).any(axis=1)
+    per[nan_rows] = np.nan
+    if want_grad:
+        gx[nan_rows] = np.nan
+    return gx
