@@ -473,53 +473,87 @@ def test_weston_watkins_vs_torch(p, reduction, weighted):
     )
 
 
+def _hinge_oracle(x, t, w, mg, p, kind):
+    # whole-array NumPy formulas in float64 (the pre-kernel implementation)
+    R, C = x.shape
+    rows = np.arange(R)
+    xt = x[rows, t][:, None]
+    wt = w[t]
+    onehot = np.zeros(x.shape, dtype=bool)
+    onehot[rows, t] = True
+    with np.errstate(invalid="ignore"):
+        if kind == "weston_watkins":
+            viol = mg - xt + x
+            h = np.where(onehot, 0.0, np.maximum(viol, 0.0))
+            per = wt * np.sum(h**p, axis=1) / C
+            dh = np.where(onehot | ~(viol > 0), 0.0, p * h ** (p - 1)) * (wt / C)[:, None]
+            gx = dh.copy()
+            gx[rows, t] -= dh.sum(axis=1)
+        else:
+            other = np.where(onehot, -np.inf, x)
+            js = np.argmax(other, axis=1)
+            viol = mg + other[rows, js] - xt[:, 0]
+            h = np.maximum(viol, 0.0)
+            per = wt * h**p
+            dv = np.where(viol > 0, p * h ** (p - 1), 0.0) * wt
+            gx = np.zeros(x.shape)
+            gx[rows, js] += dv
+            gx[rows, t] -= dv
+    bad = np.isnan(x).any(axis=1)
+    per[bad] = np.nan
+    gx[bad] = np.nan
+    return per, gx
+
+
 @pytest.mark.parametrize("kind", ["weston_watkins", "crammer_singer"])
 @pytest.mark.parametrize("p", [1, 2])
-def test_hinge_blocks_of_rows(kind, p, monkeypatch):
-    # several blocks of rows (NaN and inf rows among them, classes on axis 0, mean
-    # reduction): the same results as one block, PyTorch for Weston-Watkins, and the
-    # peak memory of the gradient alone (was a few float64 copies of the logits)
+def test_hinge_kernel_vs_numpy_formulas(kind, p):
+    # the Numba kernel against the whole-array NumPy formulas: NaN and inf rows, an
+    # inf target logit, classes on axis 0, both dtypes, mean and none reductions;
+    # PyTorch for Weston-Watkins; peak memory of the gradient alone (the NumPy
+    # version held several float64 copies of the logits)
     import tracemalloc
 
-    from softmaxkit import losses as L
-
     rng = _rng(21)
-    x = rng.normal(size=(700, 301)).astype(np.float32)
+    x = rng.normal(size=(700, 301))
     t = rng.integers(0, 301, 700)
     x[5, 3] = np.nan
     x[400, 7] = np.inf
+    x[401, t[401]] = np.inf
+    x[402, :] = -np.inf
+    t[10] = 0
+    x[10, [20, 30]] = 5.0  # a tie: the first maximising class gets Crammer-Singer's gradient
     w = rng.uniform(0.5, 2, 301)
     opts = dict(p=p, kind=kind, weight=w, margin=0.7, return_grad=True)
-    for reduction in ("mean", "none"):
-        monkeypatch.setattr(L, "_HINGE_BLOCK", 2**14)  # blocks of 54 rows: 13 blocks
-        loss, g = sk.multiclass_hinge_loss(x.T, t, axis=0, reduction=reduction, **opts)
-        monkeypatch.setattr(L, "_HINGE_BLOCK", 10**9)
-        one_loss, one_g = sk.multiclass_hinge_loss(x, t, reduction=reduction, **opts)
-        monkeypatch.undo()
-        np.testing.assert_array_equal(loss, one_loss)
-        np.testing.assert_array_equal(g, one_g.T)
-        assert np.isnan(g[:, 5]).all()
-        assert not np.isnan(np.delete(g, 5, axis=1)).any()
+    for dtype, tol in ((np.float64, 1e-13), (np.float32, 1e-6)):
+        xd = x.astype(dtype)
+        per, gx = _hinge_oracle(xd.astype(np.float64), t, w, 0.7, p, kind)
+        loss, g = sk.multiclass_hinge_loss(xd.T, t, axis=0, reduction="none", **opts)
+        assert loss.dtype == dtype and g.dtype == dtype
+        np.testing.assert_allclose(loss, per, rtol=tol, atol=tol)
+        np.testing.assert_allclose(g.T, gx, rtol=tol, atol=tol)
+        loss, g = sk.multiclass_hinge_loss(np.delete(xd, 5, 0), np.delete(t, 5), **opts)
+        keep = np.arange(700) != 5
+        with np.errstate(invalid="ignore"):
+            np.testing.assert_allclose(loss, np.mean(per[keep]), rtol=tol)
+        np.testing.assert_allclose(g, gx[keep] / 699, rtol=tol, atol=tol)
     if kind == "weston_watkins":
-        xt = torch.tensor(np.where(np.isnan(x), 0, x).astype(np.float64), requires_grad=True)
+        xs = np.where(np.isfinite(x), x, 0)
+        xt = torch.tensor(xs, requires_grad=True)
         F.multi_margin_loss(xt, torch.tensor(t), p=p, margin=0.7, weight=torch.tensor(w)).backward()
-        ok = np.ones(700, bool)
-        ok[5] = False
-        got = sk.multiclass_hinge_loss(np.where(np.isnan(x), 0, x), t, **opts)[1]
-        np.testing.assert_allclose(got[ok], xt.grad.numpy()[ok], rtol=1e-6, atol=1e-9)
+        got = sk.multiclass_hinge_loss(xs, t, **opts)[1]
+        np.testing.assert_allclose(got, xt.grad.numpy(), rtol=1e-12, atol=1e-15)
     big = rng.normal(size=(4096, 512))
     tb = rng.integers(0, 512, 4096)
-    monkeypatch.setattr(L, "_HINGE_BLOCK", 2**14)  # 16 blocks here (default: 8 MiB ones)
-    sk.multiclass_hinge_loss(big, tb, kind=kind, return_grad=True)
-    tracemalloc.start()
-    try:
-        sk.multiclass_hinge_loss(big, tb, kind=kind, return_grad=True)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    # the gradient plus a few block temporaries (128 KiB each); one block used to be
-    # the whole input: several times its size
-    assert peak <= big.nbytes + 4 * 2**20, peak / big.nbytes
+    for want_grad, allowed in ((True, big.nbytes), (False, 0)):
+        sk.multiclass_hinge_loss(big, tb, kind=kind, return_grad=want_grad)
+        tracemalloc.start()
+        try:
+            sk.multiclass_hinge_loss(big, tb, kind=kind, return_grad=want_grad)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak <= allowed + 2**18, (want_grad, peak / big.nbytes)
 
 
 @pytest.mark.parametrize("p", [1, 2])

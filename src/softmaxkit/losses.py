@@ -814,10 +814,12 @@ def multiclass_hinge_loss(
 
     Notes
     -----
-    Peak extra memory: the gradient (when asked for), O(rows) float64 per-sample
-    values, a few float64 temporaries of one block of rows (2^20 values, 8 MiB
-    each; vectorised NumPy, no Numba kernel), and a copy of the logits when the
-    class axis cannot be moved last without one.
+    One fused pass per row (Weston–Watkins: two with the gradient) in a Numba
+    kernel, float64 arithmetic for every dtype, rows in parallel.
+
+    Peak extra memory: the gradient (when asked for) and O(rows) float64 per-sample
+    values; plus a copy of the logits when the class axis is not the last,
+    contiguous one or the logits are read-only.
 
     Examples
     --------
@@ -842,26 +844,26 @@ def multiclass_hinge_loss(
     tk, tgt = parse_target(target, arr.shape, ax, None)
     if tk != "index":
         raise TypeError("multiclass_hinge_loss takes class-index targets")
-    _, dtype = resolve_dtype(arr.dtype, None)
+    compute, dtype = resolve_dtype(arr.dtype, None)
     moved = np.moveaxis(arr, ax, -1)
     batch = moved.shape[:-1]
-    x_all = moved.reshape(-1, C)  # a view when the layout allows
-    t_all = tgt.reshape(-1)
-    R = x_all.shape[0]
+    x2 = np.ascontiguousarray(moved.reshape(-1, C), dtype=compute)
+    if not x2.flags.writeable:
+        x2 = x2.copy()  # read-only arrays are another Numba type (another compile)
+    t2 = np.ascontiguousarray(tgt.reshape(-1), dtype=np.int64)
+    R = x2.shape[0]
     scale = 1.0
     if reduction == "mean":
         scale = 1.0 / R if R else 0.0
+    wt = cw[t2] if cw is not None else np.ones(R)
     per = np.empty(R)
-    grad = np.empty(moved.shape, dtype=dtype) if return_grad else None
-    g_all = grad.reshape(-1, C) if return_grad else None
-    # blocks of rows, so that the float64 temporaries are O(block), not O(logits)
-    step = max(1, _HINGE_BLOCK // max(C, 1))
-    for r0 in range(0, R, step):
-        r1 = min(R, r0 + step)
-        gx = _hinge_rows(x_all[r0:r1], t_all[r0:r1], cw, mg, p, kind, return_grad, per[r0:r1])
-        if return_grad:
-            gx *= scale
-            g_all[r0:r1] = gx
+    grad = np.empty(moved.shape, dtype=compute) if return_grad else None
+    g2 = grad.reshape(-1, C) if return_grad else np.empty((R, 0), dtype=compute)
+    if R:
+        _k().hinge_rows(
+            x2, t2, wt, float(mg), int(p), kind == "crammer_singer", bool(return_grad),
+            scale, per, g2,
+        )  # fmt: skip
     if reduction == "none":
         loss: Any = per.reshape(batch).astype(dtype)
         loss = loss[()] if loss.ndim == 0 else loss
@@ -871,48 +873,4 @@ def multiclass_hinge_loss(
         loss = _scalar(np.mean(per) if R else 0.0, dtype)
     if not return_grad:
         return loss
-    return loss, np.moveaxis(grad, -1, ax)
-
-
-_HINGE_BLOCK = 2**20  # values per block of rows: 8 MiB of float64 per temporary
-# (NumPy asks for huge pages from 4 MiB on; with 512 KiB blocks the temporaries'
-# page faults made the loss slower than the whole-array version it replaces)
-
-
-def _hinge_rows(xb, t, cw, mg, p, kind, want_grad, per):
-    """Hinge losses of a block of rows into ``per``; the float64 gradient if wanted."""
-    x = xb.astype(np.float64)
-    R, C = x.shape
-    rows = np.arange(R)
-    xt = x[rows, t][:, None] if R else np.zeros((0, 1))
-    wt = cw[t] if cw is not None else np.ones(R)
-    onehot = np.zeros(x.shape, dtype=bool)
-    onehot[rows, t] = True
-    gx = None
-    if kind == "weston_watkins":
-        viol = mg - xt + x
-        h = np.where(onehot, 0.0, np.maximum(viol, 0.0))
-        per[:] = wt * np.sum(h**p, axis=1) / C if C else np.zeros(R)
-        if want_grad:
-            dh = np.where(onehot | ~(viol > 0), 0.0, p * h ** (p - 1)) * (wt / C)[:, None]
-            gx = dh.copy()
-            gx[rows, t] -= dh.sum(axis=1)
-    else:
-        other = np.where(onehot, -np.inf, x)
-        jstar = np.argmax(other, axis=1) if C > 1 else np.zeros(R, dtype=np.int64)
-        mo = other[rows, jstar] if C > 1 else np.full(R, -np.inf)
-        with np.errstate(invalid="ignore"):
-            viol = mg + mo - xt[:, 0]
-            h = np.maximum(viol, 0.0)
-            per[:] = wt * h**p
-            dv = np.where(viol > 0, p * h ** (p - 1), 0.0) * wt
-        if want_grad:
-            gx = np.zeros(x.shape)
-            if C > 1:
-                gx[rows, jstar] += dv
-                gx[rows, t] -= dv
-    nan_rows = np.isnan(x).any(axis=1)
-    per[nan_rows] = np.nan
-    if want_grad:
-        gx[nan_rows] = np.nan
-    return gx
+    return loss, np.moveaxis(grad.astype(dtype, copy=False), -1, ax)
