@@ -679,3 +679,24 @@ def test_row_view_in_a_parfor():
     want = np.full((3, 4), 2.0)
     want[[0, 1, 2], [0, 1, 3]] = 1.0
     np.testing.assert_array_equal(g, want)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("n", [3, 100, 5000, 600000])
+def test_signed_weights_below_minus_one(dtype, n):
+    # one maximum of weight 1 and the other terms summing below -1: S < 0, so
+    # log|S| with sign -1 (the w0 == 1 shortcut used to take log1p(r) = NaN); every
+    # row path (one block, several blocks, split rows) and the column path
+    x = np.full(n, -0.25, dtype=dtype)
+    x[n // 2] = 0.0
+    b = np.full(n, -2.0 / n)
+    b[n // 2] = 1.0
+    b[0] = -1.0
+    S = 1.0 + np.sum(b * np.exp(x.astype(np.float64)), where=np.arange(n) != n // 2)
+    assert S < 0
+    want = np.log(abs(S))
+    for xx, bb, axis in ((x, b, -1), (x[None], b[None], 1), (x[:, None], b[:, None], 0)):
+        got, sign = sk.logsumexp(xx, axis=axis, b=bb, return_sign=True)
+        np.testing.assert_allclose(got, want, rtol=1e-6 if dtype == np.float32 else 1e-12)
+        assert np.all(sign == -1.0)
+        assert np.isnan(sk.logsumexp(xx, axis=axis, b=bb)).all()

@@ -321,9 +321,9 @@ def _log_sum(r, w0):
         return -np.inf, 0.0
     sgn = 1.0 if total > 0 else -1.0
     if w0 == 1.0:  # the common case (one maximum, no weights): one libm call
-        if r <= 1.0:
+        if r > -1.0 and r <= 1.0:  # (r < -1: signed weights, S < 0; log1p would be NaN)
             return math.log1p(r), sgn
-        return math.log(total), sgn
+        return math.log(abs(total)), sgn
     if w0 != 0:
         ratio = r / w0
         if ratio > -1.0 and ratio <= 1.0:
