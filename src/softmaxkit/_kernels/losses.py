@@ -16,10 +16,12 @@ Per-row outputs shared by every cross-entropy kernel:
   z-loss parts chosen by the caller for the reduction.
 
 Accumulators: float64 for every input dtype.  Exponentials: on the fast path of
-float32 rows (no mask, every value finite) a vectorisable float32 ``exp``
-(``_exp32``, max relative error ~2 ulp; guarded by
-``tests/test_losses.py::test_fast_exp_accuracy``); otherwise ``math.exp`` in
-float64.  fastmath never includes ``nnan``/``ninf``.
+float32 rows (no mask, every value finite) the vectorised float32 ``exp_`` of
+``_kernels/exp.py`` (1 ulp; the same exp as the dense kernels, guarded by
+``tests/test_kernels.py::test_exp32_exhaustive`` and, as used here,
+``tests/test_losses.py::test_fast_exp_accuracy``); otherwise ``math.exp`` in float64.
+The argument ``x / T - m`` is a plain float32 value here (the dense kernels carry it
+exactly).  fastmath never includes ``nnan``/``ninf``.
 
 Pass structure of the fused cross-entropy kernels, per row (a 32000-class float32
 row is 128 KB and stays in L2 between passes, so memory traffic is one read of
@@ -39,63 +41,12 @@ import math
 
 import numpy as np
 from numba import njit, prange, types
-from numba.extending import intrinsic, overload
+from numba.extending import overload
 
 from .exp import exp_, fmax
 from .view import row
 
 _FM = {"nsz", "arcp", "contract", "afn", "reassoc"}  # never nnan / ninf
-
-# Constants of the float32 exp: Cody-Waite split of ln 2 and the Taylor
-# coefficients 1/k! (degree 7: truncation error 0.347^8/8! = 5e-9 < eps32 / 2).
-_LOG2E = np.float32(1.4426950408889634)
-_LN2_HI = np.float32(0.693359375)
-_LN2_LO = np.float32(-2.12194440e-4)
-_EXP_LO = np.float32(-87.33654)  # below: the result is < FLT_MIN and flushed to 0
-
-
-@intrinsic
-def _bits_to_f32(typingctx, v):
-    """Reinterpret the bits of an int32 as a float32 (an LLVM bitcast: vectorises)."""
-    if v != types.int32:
-        return None
-    sig = types.float32(types.int32)
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], context.get_value_type(types.float32))
-
-    return sig, codegen
-
-
-@njit(cache=True, inline="always", fastmath=_FM)
-def _exp32(d):
-    """exp(d) for float32 ``d <= 0`` (finite): range reduction + degree-7 polynomial.
-
-    Pure arithmetic and a bitcast, so LLVM vectorises loops that call it (SciPy's
-    and NumPy's exp are not vectorised by Numba without SVML).
-    """
-    dd = max(d, _EXP_LO)
-    n = math.floor(dd * _LOG2E + np.float32(0.5))
-    r = dd - n * _LN2_HI
-    r = r - n * _LN2_LO
-    p = np.float32(1.0 / 5040.0)
-    p = p * r + np.float32(1.0 / 720.0)
-    p = p * r + np.float32(1.0 / 120.0)
-    p = p * r + np.float32(1.0 / 24.0)
-    p = p * r + np.float32(1.0 / 6.0)
-    p = p * r + np.float32(0.5)
-    p = p * r + np.float32(1.0)
-    p = p * r + np.float32(1.0)
-    scale = _bits_to_f32(np.int32((np.int32(n) + np.int32(127)) << np.int32(23)))
-    res = p * scale
-    return res if d > _EXP_LO else np.float32(0.0)
-
-
-@njit(cache=True, fastmath=_FM)
-def exp32_array(d, out):
-    """Apply ``_exp32`` elementwise (used by the accuracy test)."""
-    for j in range(d.shape[0]):
-        out[j] = _exp32(d[j])
 
 
 @njit(cache=True, nogil=True)
@@ -141,14 +92,14 @@ def _sum_exp_f32(xr, invT, m, gr, store):
     if store:
         for j in range(xr.shape[0]):
             d = xr[j] * t32 - m32
-            e = _exp32(d)
+            e = exp_(d)
             gr[j] = e
             s += e
             sd += d
     else:
         for j in range(xr.shape[0]):
             d = xr[j] * t32 - m32
-            s += _exp32(d)
+            s += exp_(d)
             sd += d
     return s, sd
 
@@ -166,7 +117,7 @@ def _sum_exp_inplace_f32(gr, invT, m):
     sd = 0.0
     for j in range(gr.shape[0]):
         d = gr[j] * t32 - m32
-        e = _exp32(d)
+        e = exp_(d)
         gr[j] = e
         s += e
         sd += d
@@ -212,7 +163,7 @@ def _sum_exp_f64(xr, invT, m, gr, store):
 
 
 def _sum_exp(xr, invT, m, gr, store):
-    """Dispatch on the row dtype (float32: vectorised ``_exp32``; else ``math.exp``)."""
+    """Dispatch on the row dtype (float32: the vectorised ``exp_``; else ``math.exp``)."""
 
 
 @overload(_sum_exp, jit_options={"fastmath": _FM})
