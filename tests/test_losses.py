@@ -659,3 +659,19 @@ def test_shapes_dtypes_and_empty_inputs():
         sk.cross_entropy(x, 5)
     assert sk.multiclass_hinge_loss(np.zeros((0, 3)), np.zeros(0, int)) == 0.0
     assert sk.max_margin_loss(np.zeros(0), 2) == 0.0
+
+
+@pytest.mark.parametrize("kind", ["weston_watkins", "crammer_singer"])
+def test_hinge_empty_inputs(kind):
+    # no rows, and no rows of no classes (reshape(-1, 0) used to raise)
+    for shape in ((0, 0), (0, 4), (2, 0, 3)):
+        x = np.zeros(shape)
+        t = np.zeros(shape[:1] + shape[2:] if len(shape) == 3 else shape[:1], int)
+        if len(shape) == 3:
+            with pytest.raises(ValueError, match="target"):
+                sk.multiclass_hinge_loss(x, t, axis=1, kind=kind)
+            continue
+        loss, g = sk.multiclass_hinge_loss(x, t, kind=kind, return_grad=True)
+        assert loss == 0.0 and g.shape == shape
+        per = sk.multiclass_hinge_loss(x, t, kind=kind, reduction="none")
+        assert per.shape == (0,)

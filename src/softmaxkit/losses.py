@@ -10,6 +10,7 @@ With ``return_grad=True`` every loss returns ``(loss, grad)``; with
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -847,18 +848,18 @@ def multiclass_hinge_loss(
     compute, dtype = resolve_dtype(arr.dtype, None)
     moved = np.moveaxis(arr, ax, -1)
     batch = moved.shape[:-1]
-    x2 = np.ascontiguousarray(moved.reshape(-1, C), dtype=compute)
+    R = math.prod(batch)  # (reshape(-1, C) fails for C == 0)
+    x2 = np.ascontiguousarray(moved.reshape(R, C), dtype=compute)
     if not x2.flags.writeable:
         x2 = x2.copy()  # read-only arrays are another Numba type (another compile)
     t2 = np.ascontiguousarray(tgt.reshape(-1), dtype=np.int64)
-    R = x2.shape[0]
     scale = 1.0
     if reduction == "mean":
         scale = 1.0 / R if R else 0.0
     wt = cw[t2] if cw is not None else np.ones(R)
     per = np.empty(R)
     grad = np.empty(moved.shape, dtype=compute) if return_grad else None
-    g2 = grad.reshape(-1, C) if return_grad else np.empty((R, 0), dtype=compute)
+    g2 = grad.reshape(R, C) if return_grad else np.empty((R, 0), dtype=compute)
     if R:
         _k().hinge_rows(
             x2, t2, wt, float(mg), int(p), kind == "crammer_singer", bool(return_grad),
