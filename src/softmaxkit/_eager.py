@@ -30,7 +30,7 @@ import math
 
 import numpy as np
 
-__all__ = ["dense_logsumexp", "dense_softmax", "rows_view"]
+__all__ = ["dense_logsumexp", "dense_softmax", "direct_rows", "rows_view", "same_memory"]
 
 _KERNELS = None
 
@@ -56,6 +56,27 @@ def rows_view(a: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
     n = math.prod(moved.shape[a.ndim - k :])
     r = math.prod(batch)
     return moved.reshape(r, n)
+
+
+def direct_rows(out: np.ndarray, axes: tuple[int, ...], dtype) -> np.ndarray | None:
+    """``rows_view(out, axes)`` when it is a view of ``out`` a kernel can write as
+    C-contiguous ``[R, n]`` rows of ``dtype``, else None (the caller uses a temporary).
+    """
+    if out.dtype != dtype:
+        return None
+    view = rows_view(out, axes)
+    if view.flags.c_contiguous and view.flags.writeable and np.may_share_memory(view, out):
+        return view
+    return None
+
+
+def same_memory(a: np.ndarray, b: np.ndarray) -> bool:
+    """True when ``a`` and ``b`` are the same elements in the same layout."""
+    return (
+        a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
+        and a.strides == b.strides
+        and a.shape == b.shape
+    )
 
 
 def plan(a: np.ndarray, axes: tuple[int, ...]):

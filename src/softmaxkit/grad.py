@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._eager import rows_view
+from ._eager import direct_rows, rows_view, same_memory
 from ._validate import (
     as_input_array,
     check_out,
@@ -95,18 +95,11 @@ def _direct_rows(out, axes, compute, inputs):
     the kernel reads entry ``[i, j]`` before it writes it, and each row's reduction is
     done before its write pass).
     """
-    if out.dtype != compute:
-        return None
-    view = rows_view(out, axes)
-    if not (view.flags.c_contiguous and view.flags.writeable and np.shares_memory(view, out)):
+    view = direct_rows(out, axes, compute)
+    if view is None:
         return None
     for a in inputs:
-        same = (
-            a.shape == view.shape
-            and a.strides == view.strides
-            and a.__array_interface__["data"][0] == view.__array_interface__["data"][0]
-        )
-        if not same and np.may_share_memory(a, view):
+        if np.may_share_memory(a, view) and not same_memory(a, view):
             return None
     return view
 
@@ -275,26 +268,25 @@ def logsumexp_vjp(x, g, /, axis=-1, *, b=None, keepdims=False, temperature=1.0, 
         # one more rounding
         np.multiply(p, (ga / t).astype(compute), out=p)
         return p if p.dtype == out_dtype else p.astype(out_dtype)
-    else:
-        bw = validate_weights(b, a.shape, np.float64)
-        lse, sign = logsumexp(
-            a,
-            axis=axes,
-            b=bw,
-            keepdims=True,
-            return_sign=True,
-            temperature=t,
-            where=where,
-            dtype=np.float64,
-        )
-        mask = validate_where(where, a.shape)
-        with np.errstate(invalid="ignore", over="ignore"):
-            r = bw * np.exp(a.astype(np.float64) / t - lse) * sign
-        ok = np.isfinite(lse) & (bw != 0)
-        if mask is not None:
-            ok = ok & mask
-        r = np.where(ok, r, np.where(np.isnan(lse), np.nan, 0.0))
-        res = ga * r / t
+    bw = validate_weights(b, a.shape, np.float64)
+    lse, sign = logsumexp(
+        a,
+        axis=axes,
+        b=bw,
+        keepdims=True,
+        return_sign=True,
+        temperature=t,
+        where=where,
+        dtype=np.float64,
+    )
+    mask = validate_where(where, a.shape)
+    with np.errstate(invalid="ignore", over="ignore"):
+        r = bw * np.exp(a.astype(np.float64) / t - lse) * sign
+    ok = np.isfinite(lse) & (bw != 0)
+    if mask is not None:
+        ok = ok & mask
+    r = np.where(ok, r, np.where(np.isnan(lse), np.nan, 0.0))
+    res = ga * r / t
     return np.array(np.broadcast_to(res, a.shape), dtype=out_dtype)
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ._eager import rows_view
+from ._eager import direct_rows, rows_view, same_memory
 from ._losscommon import (
     check_int_or_none,
     check_real,
@@ -79,14 +79,6 @@ def _row_losses(kind, wt, ce, lse, active, z):
     else:
         zp = np.zeros_like(part)
     return part, zp
-
-
-def _same_memory(a, b):
-    return (
-        a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
-        and a.strides == b.strides
-        and a.shape == b.shape
-    )
 
 
 def _compose(part, zp, reduction, wsum, count, batch, out_dtype):
@@ -276,13 +268,12 @@ def cross_entropy(
     if return_grad:
         if out is None:
             out = np.empty(arr.shape, dtype=out_dtype)
-        if out.dtype == compute:
-            g2 = rows_view(out, axes)
-            if g2.flags.c_contiguous and np.may_share_memory(g2, out):
-                direct = True
-                grad2 = g2
-                if np.may_share_memory(x2, g2) and not _same_memory(x2, g2):
-                    x2 = x2.copy()  # overlapping in another layout: read a private copy
+        g2 = direct_rows(out, axes, compute)
+        if g2 is not None:
+            direct = True
+            grad2 = g2
+            if np.may_share_memory(x2, g2) and not same_memory(x2, g2):
+                x2 = x2.copy()  # overlapping in another layout: read a private copy
         if grad2 is None:
             grad2 = np.empty(x2.shape, dtype=compute)
     else:
@@ -299,7 +290,7 @@ def cross_entropy(
         a, b, wsum, count = _scales(kind, wt, active, reduction, z)
         k.ce_index_rows(
             x2, tsafe, dummy_mask, mask2 is not None, invT, eps, z, a, b, active,
-            return_grad, grad2, ce, lse, bool(return_grad and _same_memory(x2, grad2)),
+            return_grad, grad2, ce, lse, bool(return_grad and same_memory(x2, grad2)),
         )  # fmt: skip
     else:
         # float32 / float64 targets are read as they are (the kernel widens each
@@ -815,8 +806,9 @@ def multiclass_hinge_loss(
 
     Notes
     -----
-    One fused pass per row (Weston–Watkins: two with the gradient) in a Numba
-    kernel, float64 arithmetic for every dtype, rows in parallel.
+    A Numba row kernel, float64 arithmetic for every dtype, rows in parallel:
+    Weston–Watkins one pass over the row (two with the gradient), Crammer–Singer one
+    pass for the maximum and a search for the first maximising class.
 
     Peak extra memory: the gradient (when asked for) and O(rows) float64 per-sample
     values; plus a copy of the logits when the class axis is not the last,
