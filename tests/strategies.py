@@ -34,6 +34,7 @@ __all__ = [
     "call",
     "call_reference",
     "finite_rows",
+    "lse_cancellation",
     "make_array",
     "masks_for",
     "result_dtype",
@@ -88,6 +89,20 @@ def call_reference(op: str, x: Any, axis: Any = -1, **kw: Any) -> Any:
     """Call the reference twin, dropping the options it does not have (``dtype``, ``out``)."""
     kw = {k: v for k, v in kw.items() if k not in ("dtype", "out")}
     return getattr(reference, op)(x, axis=axis, **kw)
+
+
+def lse_cancellation(x: Any, b: Any, axis: Any = -1, **kw: Any) -> np.ndarray:
+    """Condition ``sum|b e^x| / |sum b e^x|`` of each signed-weight logsumexp output.
+
+    From the float64 reference.  log|S| is only known to ``~eps`` times this,
+    absolutely; ``inf`` where the reference sum rounds to 0 (not even the sign is
+    known), NaN where ``sum|b e^x|`` is not finite (special rows: compare exactly).
+    """
+    x64 = np.asarray(x, dtype=np.float64)
+    with np.errstate(all="ignore"):
+        la = np.asarray(call_reference("logsumexp", x64, axis, b=np.abs(b), **kw))
+        ls = np.asarray(call_reference("logsumexp", x64, axis, b=b, return_sign=True, **kw)[0])
+        return np.where(np.isfinite(la), np.exp(la - ls), np.nan)
 
 
 # --------------------------------------------------------------------------- arrays
