@@ -110,9 +110,9 @@ def _cmd_softmax(args) -> int:
     from .online import stream_softmax
 
     out = args.output
+    _npyio.check_target(out)  # a special file or link is refused whatever its name
     if not out.endswith(".npy"):
         raise ValueError(f"output {out!r} must end in .npy")
-    _npyio.check_target(out)
     stream_softmax(
         _check_in(args.input),
         out,
@@ -148,8 +148,9 @@ def _cmd_logsumexp(args) -> int:
 
 
 def _cmd_topk(args) -> int:
-    from . import _stream
+    from . import _npyio, _stream
 
+    _npyio.check_target(args.output)
     if not args.output.endswith(".npz"):
         raise ValueError(f"output {args.output!r} must end in .npz")
     if isinstance(args.axis, tuple) or args.axis is None:
