@@ -133,8 +133,11 @@ class NpyIn:
                     shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
                 else:
                     shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
-            except (ValueError, EOFError, SyntaxError, OSError, TypeError, OverflowError) as exc:
-                raise ValueError(f"{p!r} is not a valid .npy file ({exc})") from None
+            except Exception as exc:  # any failure to parse a header
+                # (ValueError, EOFError, SyntaxError, tokenize.TokenError, OverflowError,
+                # found by tests/test_cli_fuzz.py) means the same thing to the user
+                detail = " ".join(str(exc).split()) or type(exc).__name__
+                raise ValueError(f"{p!r} is not a valid .npy file ({detail})") from None
             self.offset = f.tell()
         if check_dtype is not None:
             check_dtype(dtype, p)
