@@ -176,10 +176,12 @@ def test_big_endian_file_streams_right(tmp_path, cmd):
 # -- top-k over rows longer than a block -----------------------------------------------
 
 
+@pytest.mark.parametrize("memory", ["2K", "1M"])
 @pytest.mark.parametrize("axis", [-1, 0, 1])
-def test_topk_rows_longer_than_the_budget_match_dense(tmp_path, axis):
-    """topk reads rows in column chunks when they exceed the budget: same indices
-    (ties by index, NaN first, +inf rows) and probabilities as the dense kernel."""
+def test_topk_rows_longer_than_the_budget_match_dense(tmp_path, axis, memory):
+    """topk reads rows in column chunks when they exceed the budget or are strided in
+    the file, else blocks of whole rows: either way the same indices (ties by index,
+    NaN first, +inf rows) and probabilities as the dense kernel."""
     rng = np.random.default_rng(2)
     x = rng.normal(size=(3, 4000, 5)).astype(np.float32)
     x[0, 17, 0] = x[0, 3000, 0] = 9.0  # a tie across chunks
@@ -192,7 +194,7 @@ def test_topk_rows_longer_than_the_budget_match_dense(tmp_path, axis):
     path = tmp_path / "x.npy"
     np.save(path, x)
     k = 4
-    _stream.topk_to_file(path, tmp_path / "t.npz", k, axis, 1.5, "2K", False)
+    _stream.topk_to_file(path, tmp_path / "t.npz", k, axis, 1.5, memory, False)
     pw, iw = softmaxkit.topk_softmax(x, k, axis=axis, temperature=1.5)
     with np.load(tmp_path / "t.npz") as f:
         np.testing.assert_array_equal(f["indices"], iw)

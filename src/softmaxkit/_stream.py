@@ -491,19 +491,90 @@ def _merge_candidates(cv, ci, v, i, k):
     return np.take_along_axis(val, order, 1), np.take_along_axis(idx, order, 1)
 
 
+def _topk_whole_rows(f, k, ax, t, limit, progress, out_dtype):
+    """Rows are contiguous in the file and fit a block: blocks of whole rows, one
+    ``topk_softmax`` call (parallel over rows) per block, exactly the dense result."""
+    from .online import topk_softmax
+
+    oshape = (*f.shape[:ax], k, *f.shape[ax + 1 :])
+    probs = np.zeros(oshape, dtype=out_dtype)
+    idx = np.zeros(oshape, dtype=np.int64)
+    blocks = list(_blocks(f.shape, f.order, limit, whole=(ax,)))
+    pbar = _progress(progress, len(blocks), "topk")
+    try:
+        for sl in blocks:
+            start, count = _npyio.span(f.shape, f.order, sl)
+            blk = f.read(start, count).reshape(_block_shape(f.shape, sl), order=f.order)
+            p, i = topk_softmax(blk, k, axis=ax, temperature=t)
+            osl = (*sl[:ax], slice(None), *sl[ax + 1 :])
+            probs[osl] = p
+            idx[osl] = i
+            if pbar is not None:
+                pbar.update(1)
+    finally:
+        if pbar is not None:
+            pbar.close()
+    return probs, idx
+
+
+def _topk_row_chunks(f, k, ax, t, limit, progress, out_dtype):
+    """Rows longer than a block, or not contiguous in the file: blocks cut in memory
+    order; each adds its (m, s) state and its own top-k candidates to its rows'."""
+    from ._kernels import online as kern
+    from .online import topk_softmax
+
+    n = f.shape[ax]
+    batch = f.shape[:ax] + f.shape[ax + 1 :]
+    rows = math.prod(batch)
+    cv = np.full((rows, k), -np.inf)
+    ci = np.full((rows, k), np.iinfo(np.int64).max, dtype=np.int64)
+    gm = np.full(rows, -np.inf)
+    gs = np.zeros(rows)
+    row_ids = np.arange(rows).reshape(batch)
+    blocks = list(_blocks(f.shape, f.order, limit))
+    pbar = _progress(progress, len(blocks), "topk")
+    try:
+        for sl in blocks:
+            start, count = _npyio.span(f.shape, f.order, sl)
+            blk = f.read(start, count).reshape(_block_shape(f.shape, sl), order=f.order)
+            x2 = _rows(blk, (ax,))
+            del blk
+            r = row_ids[_batch_slices(sl, (ax,))].reshape(-1)
+            m = np.full(x2.shape[0], -np.inf)
+            s = np.zeros(x2.shape[0])
+            kern.fold_rows(x2, _ones_mask(x2.shape), False, t, m, s)
+            gm[r], gs[r] = _state.merge(gm[r], gs[r], m, s)
+            j = min(k, x2.shape[1])
+            if j:
+                _, li = topk_softmax(x2, j, axis=-1, temperature=t)
+                v = np.take_along_axis(x2, li, 1).astype(np.float64)
+                gi = li + sl[ax].indices(n)[0]
+                cv[r], ci[r] = _merge_candidates(cv[r], ci[r], v, gi, k)
+            if pbar is not None:
+                pbar.update(1)
+    finally:
+        if pbar is not None:
+            pbar.close()
+    probs = np.empty((rows, k))
+    kern.normalize_rows(cv, _ones_mask(cv.shape), False, t, gm, gs, False, probs)
+    oshape = (*batch, k)
+    probs_o = np.moveaxis(probs.reshape(oshape), -1, ax).astype(out_dtype)
+    idx_o = np.ascontiguousarray(np.moveaxis(ci.reshape(oshape), -1, ax))
+    return probs_o, idx_o
+
+
 def topk_to_file(src, dst, k, axis, temperature, memory, progress):
     """Top-k softmax of a ``.npy`` file into an ``.npz`` with arrays ``probabilities``
     and ``indices`` (atomic write).
 
-    The file is read block by block (``_blocks``, the same cut as the streaming
-    softmax), so a row longer than a block is read in column chunks: each chunk adds
-    its ``(m, s)`` state and its own top ``k`` candidates (value, global index) to the
-    row's, and the probabilities are ``exp(v / T - m) / s`` of the k survivors with
-    the row's final state.  Memory: the budget plus the two [rows, k] results.
+    Rows that are contiguous in the file and fit a block are read whole, many per
+    block (``_topk_whole_rows``).  Otherwise the file is read block by block in memory
+    order (``_blocks``, the cut of the streaming softmax), so a row longer than a
+    block is read in column chunks: each chunk adds its ``(m, s)`` state and its own
+    top ``k`` candidates (value, global index) to the row's, and the probabilities are
+    ``exp(v / T - m) / s`` of the k survivors with the row's final state
+    (``_topk_row_chunks``).  Memory: the budget plus the [rows, k] results.
     """
-    from ._kernels import online as kern
-    from .online import topk_softmax
-
     _npyio.check_target(dst)
     t = validate_temperature(temperature)
     mem = parse_memory(memory)
@@ -517,43 +588,12 @@ def topk_to_file(src, dst, k, axis, temperature, memory, progress):
             raise ValueError(f"k must satisfy 0 <= k <= {n} (the size of axis {axis}); got k={k}")
         # per element of a block: the read, its float64 rows, top-k work space
         limit = max(1, mem // (2 * f.dtype.itemsize + 16))
-        batch = f.shape[:ax] + f.shape[ax + 1 :]
-        rows = math.prod(batch)
-        cv = np.full((rows, k), -np.inf)
-        ci = np.full((rows, k), np.iinfo(np.int64).max, dtype=np.int64)
-        gm = np.full(rows, -np.inf)
-        gs = np.zeros(rows)
-        row_ids = np.arange(rows).reshape(batch)
-        blocks = list(_blocks(f.shape, f.order, limit))
-        pbar = _progress(progress, len(blocks), "topk")
-        try:
-            for sl in blocks:
-                start, count = _npyio.span(f.shape, f.order, sl)
-                blk = f.read(start, count).reshape(_block_shape(f.shape, sl), order=f.order)
-                x2 = _rows(blk, (ax,))
-                del blk
-                r = row_ids[_batch_slices(sl, (ax,))].reshape(-1)
-                m = np.full(x2.shape[0], -np.inf)
-                s = np.zeros(x2.shape[0])
-                kern.fold_rows(x2, _ones_mask(x2.shape), False, t, m, s)
-                gm[r], gs[r] = _state.merge(gm[r], gs[r], m, s)
-                j = min(k, x2.shape[1])
-                if j:
-                    _, li = topk_softmax(x2, j, axis=-1, temperature=t)
-                    v = np.take_along_axis(x2, li, 1).astype(np.float64)
-                    gi = li + sl[ax].indices(n)[0]
-                    cv[r], ci[r] = _merge_candidates(cv[r], ci[r], v, gi, k)
-                if pbar is not None:
-                    pbar.update(1)
-        finally:
-            if pbar is not None:
-                pbar.close()
+        _, out_dtype = resolve_dtype(f.dtype, None)
+        inner = ax == (len(f.shape) - 1 if f.order == "C" else 0)
+        if inner and n <= limit:
+            probs_o, idx_o = _topk_whole_rows(f, k, ax, t, limit, progress, out_dtype)
+        else:
+            probs_o, idx_o = _topk_row_chunks(f, k, ax, t, limit, progress, out_dtype)
     finally:
         f.close()
-    probs = np.empty((rows, k))
-    kern.normalize_rows(cv, _ones_mask(cv.shape), False, t, gm, gs, False, probs)
-    _, out_dtype = resolve_dtype(f.dtype, None)
-    oshape = (*batch[:ax], *batch[ax:], k)
-    probs_o = np.moveaxis(probs.reshape(oshape), -1, ax).astype(out_dtype)
-    idx_o = np.ascontiguousarray(np.moveaxis(ci.reshape(oshape), -1, ax))
     return _npyio.write_atomic(dst, lambda fh: np.savez(fh, probabilities=probs_o, indices=idx_o))
