@@ -173,6 +173,21 @@ def test_big_endian_file_streams_right(tmp_path, cmd):
             np.testing.assert_allclose(f["probabilities"], p, rtol=1e-13)
 
 
+def test_big_endian_arrays_and_chunks_stream_right(tmp_path):
+    """Big-endian in-memory sources (an array, an iterable of chunks) are converted
+    block by block too; they used to reach the kernels and fail Numba typing."""
+    x = np.random.default_rng(3).normal(size=(3, 50)) * 4
+    be = x.astype(">f8")
+    np.testing.assert_allclose(stream_logsumexp(be, memory="1K"), softmaxkit.logsumexp(x))
+    chunks = [be[:, :20], be[:, 20:]]
+    np.testing.assert_allclose(stream_logsumexp(chunks), softmaxkit.logsumexp(x), rtol=1e-14)
+    for src in (be, chunks):
+        out = stream_softmax(src, tmp_path / "p.npy", memory="1K")
+        got = np.load(out)
+        assert got.dtype == np.float64 and got.dtype.isnative
+        np.testing.assert_allclose(got, softmaxkit.softmax(x), rtol=1e-13)
+
+
 # -- top-k over rows longer than a block -----------------------------------------------
 
 

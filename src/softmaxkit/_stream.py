@@ -161,7 +161,8 @@ class _ArraySource:
             self.shape, self.dtype, self.order = file.shape, file.dtype, file.order
         else:
             self.shape = arr.shape
-            self.dtype = arr.dtype
+            # a big-endian array is converted block by block, as a big-endian file
+            self.dtype = arr.dtype if arr.dtype.isnative else arr.dtype.newbyteorder("=")
             self.order = "F" if arr.flags.f_contiguous and not arr.flags.c_contiguous else "C"
 
     def blocks(self, limit):
@@ -175,7 +176,7 @@ class _ArraySource:
                 _block_shape(self.shape, sl), order=self.order
             )
         else:
-            blk = np.array(self.arr[sl])  # a private in-memory copy of the block
+            blk = np.array(self.arr[sl], dtype=self.dtype)  # a private native copy
         mask = np.array(self.where[sl]) if self.where is not None else None
         return blk, mask
 
@@ -248,12 +249,6 @@ def _source(src, axis, where):
             raise
     if isinstance(src, np.ndarray):
         _check_dtype(src.dtype, "src")
-        if not src.dtype.isnative:
-            raise TypeError(
-                f"src has non-native byte order dtype {src.dtype}: convert it first, e.g. "
-                f"src.astype({src.dtype.newbyteorder('=').str!r}) (a .npy path is converted "
-                "block by block)"
-            )
         axes = normalize_axis(axis, src.ndim)
         return _ArraySource(src, None, axes, validate_where(where, src.shape))
     if isinstance(src, Iterable):
