@@ -233,8 +233,35 @@ def test_no_space_is_reported_before_pass_1(x_path, tmp_path, monkeypatch):
     monkeypatch.setattr(os, "posix_fallocate", full)
     monkeypatch.setattr(_stream, "_state_pass", no_pass)
     with pytest.raises(OSError, match="no space to write"):
-        stream_softmax(src, tmp_path / "o.npy")
+        stream_softmax(src, tmp_path / "o.npy", axis=0)  # axis 0: two passes
     assert sorted(os.listdir(tmp_path)) == ["x.npy"]
+
+
+@pytest.mark.parametrize("log", [False, True])
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_one_pass_equals_two_passes_bitwise(tmp_path, monkeypatch, order, log):
+    """Blocks of whole rows are normalised in one pass with their own state; that state
+    is the rows' final state exactly, so the output is bit-identical to two passes."""
+    x = np.asarray(np.random.default_rng(4).normal(size=(7, 9, 40)) * 30, order=order)
+    x[2, 3, 5] = np.inf
+    x[4, 1, :] = -np.inf
+    x[5, 0, 7] = np.nan
+    path = tmp_path / "x.npy"
+    np.save(path, x)
+    axis = -1 if order == "C" else 0
+    where = np.random.default_rng(5).random(x.shape) > 0.2
+    for w in (None, where):
+        one = np.load(stream_softmax(path, tmp_path / "a.npy", axis=axis, log=log, where=w,
+                                     memory="64K", temperature=0.7))  # fmt: skip
+        with monkeypatch.context() as mp:
+            mp.setattr(_stream, "_whole_rows", lambda *a: False)
+            two = np.load(stream_softmax(path, tmp_path / "b.npy", axis=axis, log=log,
+                                         where=w, memory="64K", temperature=0.7))  # fmt: skip
+        np.testing.assert_array_equal(one, two)
+        dense = (softmaxkit.log_softmax if log else softmaxkit.softmax)(
+            x, axis=axis, where=w, temperature=0.7
+        )
+        np.testing.assert_allclose(one, dense, rtol=1e-12, atol=1e-15)
 
 
 @pytest.fixture

@@ -404,7 +404,19 @@ def logsumexp(src, axis, temperature, where, memory, workers, progress):
 # -- softmax to a file -------------------------------------------------------------
 
 
+def _whole_rows(shape, order, axes, limit) -> bool:
+    """True when every block of ``_blocks(shape, order, limit)`` holds whole rows: the
+    reduced axes are the innermost in memory order and a row fits a block."""
+    nd = len(shape)
+    inner = list(range(nd - len(axes), nd)) if order == "C" else list(range(len(axes)))
+    return set(inner) == set(axes) and math.prod(shape[a] for a in axes) <= limit
+
+
 def softmax_to_file(src, dst, axis, log, temperature, where, dtype, memory, workers, progress):
+    """Streaming softmax into a ``.npy`` file.  When every block holds whole rows
+    (``_whole_rows``), one pass: each block's own state is its rows' final state
+    (merging with the identity is exact), so it is normalised and written at once and
+    the file is read once.  Otherwise the two passes of the module docstring."""
     from ._kernels import online as k
 
     _npyio.check_target(dst)
@@ -417,14 +429,19 @@ def softmax_to_file(src, dst, axis, log, temperature, where, dtype, memory, work
                 "an iterator can be read only once; stream_softmax reads its source twice: "
                 "pass a list or another re-iterable of chunks"
             )
+        one_pass = False
         if not isinstance(source, _IterSource):
             # shape and dtype known: reserve the output before any work, so a full disk
             # is reported at once (guarded by test_no_space_is_reported_before_pass_1)
             _, out_dtype = resolve_dtype(source.dtype, dtype)
             out = _npyio.NpyOut(dst, source.shape, out_dtype, source.order)
+            one_pass = _whole_rows(source.shape, source.order, source.axes, limit)
         n_blocks = source.count(limit)
-        pbar = _progress(progress, None if n_blocks is None else 2 * n_blocks, "softmax")
-        m, s = _state_pass(source, t, limit, w, pbar)
+        total = None if n_blocks is None else n_blocks * (1 if one_pass else 2)
+        pbar = _progress(progress, total, "softmax")
+        m = s = None
+        if not one_pass:
+            m, s = _state_pass(source, t, limit, w, pbar)
         if out is None:  # an iterable: its shape is known only now
             _, out_dtype = resolve_dtype(source.dtype, dtype)
             out = _npyio.NpyOut(dst, source.shape, out_dtype, source.order)
@@ -436,18 +453,18 @@ def softmax_to_file(src, dst, axis, log, temperature, where, dtype, memory, work
             blk, mask = load()
             x2 = _rows(blk, axes)
             mask2 = rows_view(mask, axes) if mask is not None else None
-            bs = _batch_slices(sl, axes)
+            mask2 = mask2 if mask2 is not None else _ones_mask(x2.shape)
+            has_mask = mask is not None
+            if one_pass:
+                bm = np.full(x2.shape[0], -np.inf)
+                bsum = np.zeros(x2.shape[0])
+                k.fold_rows(x2, mask2, has_mask, t, bm, bsum)
+            else:
+                bs = _batch_slices(sl, axes)
+                bm = np.ascontiguousarray(m[bs]).reshape(-1)
+                bsum = np.ascontiguousarray(s[bs]).reshape(-1)
             res = np.empty(x2.shape, dtype=np.float64)
-            k.normalize_rows(
-                x2,
-                mask2 if mask2 is not None else _ones_mask(x2.shape),
-                mask2 is not None,
-                t,
-                np.ascontiguousarray(m[bs]).reshape(-1),
-                np.ascontiguousarray(s[bs]).reshape(-1),
-                log,
-                res,
-            )
+            k.normalize_rows(x2, mask2, has_mask, t, bm, bsum, log, res)
             del x2
             nd = blk.ndim
             ob = np.empty(blk.shape, dtype=out_dtype, order=order)
