@@ -10,7 +10,9 @@ range.  A block may hold whole rows, parts of rows, or both:
   into the global state **in block order** in the main thread, so the result does
   not depend on the number of workers;
 * pass 2 (softmax only): each block is normalised with its rows' final state
-  (``normalize_rows``) and written to the output file at the same place.
+  (``normalize_rows``) and written to the output file at the same place;
+* when every block holds whole rows, softmax is one pass: a block's own state is its
+  rows' final state, so it is normalised and written at once (``_whole_rows``).
 
 Files are read with ``preadv`` into a fresh buffer per block and outputs written with
 ``pwritev`` (``_npyio``): nothing is memory-mapped, so resident memory is the blocks in
