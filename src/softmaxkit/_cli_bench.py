@@ -9,6 +9,8 @@ __all__ = ["DEMO_STEPS", "register"]
 
 
 def register(subparsers) -> None:
+    from .bench import _BENCH_FAMILIES, _OPT_IN
+
     p = subparsers.add_parser(
         "bench",
         help="time softmaxkit against NumPy, SciPy and PyTorch (interleaved, medians)",
@@ -18,8 +20,13 @@ def register(subparsers) -> None:
         "an output path is given.",
     )
     p.add_argument("--quick", action="store_true", help="reduced shapes (under a minute)")
+    names = [m.rsplit("_bench_", 1)[-1] for m in _BENCH_FAMILIES]
+    listed = ", ".join(f"{n} (opt-in)" if n in _OPT_IN else n for n in names)
     p.add_argument(
-        "--family", action="append", metavar="NAME", help="only this family (repeatable): dense"
+        "--family",
+        action="append",
+        metavar="NAME",
+        help=f"only this family (repeatable): {listed}; default: all but the opt-in ones",
     )
     p.add_argument("--op", action="append", metavar="OP", help="only this op (repeatable)")
     p.add_argument("--repeats", type=int, default=7, help="max timed rounds per case (7)")

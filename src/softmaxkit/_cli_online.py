@@ -4,8 +4,8 @@ and the demo step of the seed notebook (two halves merged)."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-from pathlib import Path
 from typing import TextIO
 
 import numpy as np
@@ -31,27 +31,86 @@ def _progress(args) -> bool:
     return not args.quiet and sys.stderr.isatty()
 
 
+def _physical_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
+        return None
+
+
+def _memory(text: str) -> int:
+    """--memory: parsed as the API does, and refused above this machine's RAM."""
+    from ._stream import parse_memory
+
+    try:
+        value = parse_memory(text)
+    except (ValueError, TypeError) as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    ram = _physical_memory()
+    if ram is not None and value > ram:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} ({value} bytes) is more than this machine's memory ({ram} bytes); "
+            "the budget must fit in RAM"
+        )
+    return value
+
+
+def _usable_cores() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _workers(text: str) -> int:
+    cores = _usable_cores()
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an int; got {text!r}") from None
+    if not 1 <= value <= cores:
+        raise argparse.ArgumentTypeError(
+            f"must be between 1 and the {cores} usable cores of this machine; got {text!r}"
+        )
+    return value
+
+
 def _check_in(path: str) -> str:
     if not path.endswith(".npy"):
         raise ValueError(f"input {path!r} is not a .npy file (expected a name ending in .npy)")
     return path
 
 
+_MEMORY_HELP = (
+    "working-memory budget (default 512M): bytes, or K/M/G/T = KiB/MiB/GiB/TiB "
+    "(powers of 1024; KiB... also accepted), KB/MB/GB/TB = powers of 1000; at most "
+    "this machine's RAM.  Peak memory stays within it plus about 100 MB for Python, "
+    "NumPy and the compiled kernels"
+)
+
+
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("input", metavar="IN.npy", help="input array (.npy; memory-mapped)")
+    p.add_argument("input", metavar="IN.npy", help="input array (.npy regular file)")
     p.add_argument("--axis", type=_axis, default=-1, help="axis or axes, e.g. -1, 0,1 (default -1)")
     p.add_argument("--temperature", type=float, default=1.0, help="act on x / T (default 1)")
+    p.add_argument("--memory", type=_memory, default="512M", help=_MEMORY_HELP)
     p.add_argument(
-        "--memory", default="512M", help="working-memory budget, e.g. 256M, 2G (default 512M)"
+        "--workers",
+        type=_workers,
+        default=None,
+        help="threads, 1 to the number of usable cores (default: all usable cores, at most 7)",
     )
-    p.add_argument("--workers", type=int, default=None, help="threads (default: all cores)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "-q", "--quiet", action="store_true", help="no progress bar (shown only on a terminal)"
+    )
 
 
 def _cmd_softmax(args) -> int:
+    from . import _npyio
     from .online import stream_softmax
 
     out = args.output
+    _npyio.check_target(out)  # a special file or link is refused whatever its name
     if not out.endswith(".npy"):
         raise ValueError(f"output {out!r} must end in .npy")
     stream_softmax(
@@ -68,9 +127,11 @@ def _cmd_softmax(args) -> int:
 
 
 def _cmd_logsumexp(args) -> int:
-    from . import _stream
+    from . import _npyio
     from .online import stream_logsumexp
 
+    if args.output is not None:
+        _npyio.check_target(args.output)  # refuse a bad target before any work
     res = stream_logsumexp(
         _check_in(args.input),
         axis=args.axis,
@@ -82,22 +143,14 @@ def _cmd_logsumexp(args) -> int:
     if args.output is None:
         print(np.array2string(np.asarray(res), precision=17, threshold=1000))
         return 0
-    dst = _stream._check_target(args.output)
-    tmp = _stream._temp_name(dst)
-    try:
-        with open(tmp, "wb") as f:
-            np.save(f, np.asarray(res))
-        Path(tmp).replace(dst)
-    except BaseException:
-        if tmp.exists():
-            tmp.unlink()
-        raise
+    _npyio.write_atomic(args.output, lambda f: np.save(f, np.asarray(res)))
     return 0
 
 
 def _cmd_topk(args) -> int:
-    from . import _stream
+    from . import _npyio, _stream
 
+    _npyio.check_target(args.output)
     if not args.output.endswith(".npz"):
         raise ValueError(f"output {args.output!r} must end in .npz")
     if isinstance(args.axis, tuple) or args.axis is None:
@@ -114,13 +167,38 @@ def _cmd_topk(args) -> int:
     return 0
 
 
+def _cmd_clean(args) -> int:
+    from . import _npyio
+
+    d = args.directory
+    if not os.path.isdir(d):
+        raise NotADirectoryError(f"{d!r} is not a directory")
+    removed, live = _npyio.clean(d)
+    for p in removed:
+        print(f"removed {p}")
+    for p in live:
+        print(f"kept {p} (its process is still running)")
+    if not removed and not live:
+        print(f"no softmaxkit temporary files in {d}")
+    return 0
+
+
+_TEMP_NOTE = (
+    "Outputs are written to a hidden temporary .NAME.softmaxkit-tmp.PID.RAND beside "
+    "the target and renamed over it when complete; Ctrl-C and SIGTERM remove it (exit "
+    "130 / 143).  After SIGKILL or a crash, the next write to the same target or "
+    "'softmaxkit clean DIR' removes it.  The target must be a regular file or not exist "
+    "(devices, FIFOs and symbolic links are refused)."
+)
+
+
 def register(subparsers) -> None:
-    """Add ``softmax``, ``logsumexp`` and ``topk``."""
+    """Add ``softmax``, ``logsumexp``, ``topk`` and ``clean``."""
     p = subparsers.add_parser(
         "softmax",
         help="softmax / log_softmax of a .npy file of any size (streamed)",
         description="Softmax of IN.npy over --axis, written atomically to OUT.npy; files "
-        "larger than memory are streamed in chunks within --memory.",
+        "larger than memory are streamed in chunks within --memory.  " + _TEMP_NOTE,
     )
     _common(p)
     p.add_argument("-o", "--output", required=True, metavar="OUT.npy")
@@ -130,7 +208,8 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "logsumexp",
         help="logsumexp of a .npy file of any size (streamed)",
-        description="logsumexp of IN.npy over --axis; printed, or saved to -o OUT.npy.",
+        description="logsumexp of IN.npy over --axis; printed, or saved to -o OUT.npy.  "
+        + _TEMP_NOTE,
     )
     _common(p)
     p.add_argument("-o", "--output", default=None, metavar="OUT.npy")
@@ -140,12 +219,24 @@ def register(subparsers) -> None:
         "topk",
         help="top-k softmax probabilities and indices of a .npy file",
         description="The k largest softmax probabilities along --axis and their indices, "
-        "saved to OUT.npz as arrays 'probabilities' and 'indices'.",
+        "saved to OUT.npz as arrays 'probabilities' and 'indices'.  Rows longer than "
+        "--memory are read in column chunks.  " + _TEMP_NOTE,
     )
     _common(p)
     p.add_argument("-k", type=int, required=True, help="how many entries per row")
     p.add_argument("-o", "--output", required=True, metavar="OUT.npz")
     p.set_defaults(func=_cmd_topk)
+
+    p = subparsers.add_parser(
+        "clean",
+        help="remove temporary files left in DIR by killed softmaxkit runs",
+        description="Remove the hidden temporaries .NAME.softmaxkit-tmp.PID.RAND in DIR "
+        "whose process PID is no longer running (left by SIGKILL or a crash); those of "
+        "running processes are kept.  Use it on local file systems: PIDs of other "
+        "machines sharing a network file system cannot be checked.",
+    )
+    p.add_argument("directory", metavar="DIR")
+    p.set_defaults(func=_cmd_clean)
 
 
 def _step_online(out: TextIO) -> None:

@@ -34,7 +34,14 @@ def register(subparsers) -> None:
     p.add_argument("--output-dtype", choices=["int8", "uint8", "int16"], default=None)
     p.add_argument("--kernel", choices=["reference", "optimized"], default="reference")
     p.add_argument("--log", action="store_true", help="log_softmax instead of softmax")
-    p.add_argument("--out", metavar="FILE", help="also save the output to this .npy file")
+    p.add_argument(
+        "-o",
+        "--output",
+        "--out",
+        dest="out",
+        metavar="OUT.npy",
+        help="also save the output to this .npy file (atomically; --out is an alias)",
+    )
     p.set_defaults(func=_cmd_int8)
 
 
@@ -42,7 +49,7 @@ def _load(args) -> np.ndarray:
     if args.npy and args.values:
         raise ValueError("give either VALUES or --npy, not both")
     if args.npy:
-        x = np.load(args.npy, allow_pickle=False)
+        x = _read_npy(args.npy)
         if args.dtype is not None and x.dtype != np.dtype(args.dtype):
             raise ValueError(f"--npy file has dtype {x.dtype}; --dtype says {args.dtype}")
         return x
@@ -60,9 +67,32 @@ def _load(args) -> np.ndarray:
     return np.array(args.values, dtype=dt).reshape(rows, n // rows)
 
 
+def _read_npy(path: str) -> np.ndarray:
+    """The whole --npy file, through the streaming reader's checks (regular file, valid
+    header, not truncated), converted to native byte order."""
+    from ._npyio import NpyIn
+
+    def check(dtype: np.dtype, what: str) -> None:
+        if dtype.kind not in "iu":
+            raise TypeError(
+                f"--npy file {what!r} has dtype {dtype}; int8 needs int8, uint8 or int16"
+            )
+
+    with NpyIn(path, check) as f:
+        if f.nbytes > 2**31:
+            raise ValueError(
+                f"--npy file {path!r} holds {f.nbytes} bytes; int8 reads at most 2 GiB"
+            )
+        return f.read_all()
+
+
 def _cmd_int8(args) -> int:
     from . import quantized as Q
 
+    if args.out:
+        from ._npyio import check_target
+
+        check_target(args.out)  # a bad target fails before any work
     x = _load(args)
     op = "log_softmax" if args.log else "softmax"
     if args.log:
@@ -84,7 +114,9 @@ def _cmd_int8(args) -> int:
     print("output:")
     print(np.array2string(y, max_line_width=100, threshold=200))
     if args.out:
-        np.save(args.out, y)
+        from ._npyio import write_atomic
+
+        write_atomic(args.out, lambda f: np.save(f, y))
     return 0
 
 

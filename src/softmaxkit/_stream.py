@@ -10,58 +10,74 @@ range.  A block may hold whole rows, parts of rows, or both:
   into the global state **in block order** in the main thread, so the result does
   not depend on the number of workers;
 * pass 2 (softmax only): each block is normalised with its rows' final state
-  (``normalize_rows``) and written to the output file at the same place.
+  (``normalize_rows``) and written to the output file at the same place;
+* when every block holds whole rows, softmax is one pass: a block's own state is its
+  rows' final state, so it is normalised and written at once (``_whole_rows``).
 
-Files are read and written through ``mmap``; after every block the mappings are
-told ``MADV_DONTNEED``, so resident memory stays bounded by the budget rather than
-growing with the file (the page cache keeps the data; guarded by
-``tests/test_stream.py::test_large_file_bounded_memory``).  Outputs go to a
-temporary file in the target's directory whose space is reserved up front
-(``posix_fallocate``), and are renamed over the target (``os.replace``) only when
+Files are read with ``preadv`` into a fresh buffer per block and outputs written with
+``pwritev`` (``_npyio``): nothing is memory-mapped, so resident memory is the blocks in
+flight, bounded by the budget for every row length (a row longer than a block is
+folded and written block by block), and truncating the input while it streams is a
+clear ``ValueError``, not a ``SIGBUS``.  Outputs go to a temporary file in the
+target's directory whose space is reserved (``posix_fallocate``) before pass 1 for
+array and file sources, and are renamed over the target (``os.replace``) only when
 complete.
 """
 
 from __future__ import annotations
 
-import mmap
+import math
 import os
 import re
-import secrets
-import sys
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import numpy as np
 
-from . import _state
+from . import _npyio, _state
 from ._eager import rows_view
 from ._validate import normalize_axis, resolve_dtype, validate_temperature, validate_where
 
 __all__ = ["logsumexp", "normalizer", "softmax_to_file", "topk_to_file"]
 
-_UNITS = {"": 1, "B": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+# K/M/G/T and KiB/MiB/GiB/TiB are powers of 1024; KB/MB/GB/TB are powers of 1000
+# (case-insensitive).  Decided in issue 18: "512MB" used to be read as MiB, silently.
+_BINARY = {"": 1, "B": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+_DECIMAL = {"KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
+MAX_MEMORY = 2**60  # anything larger is a typo, not a budget
+_MEMORY_HELP = "a number of bytes or a string like '512M', '2G', '64KiB' or '500MB'"
 
 
 def parse_memory(memory: Any) -> int:
-    """Bytes from an int or a string like ``"512M"``, ``"1.5G"``, ``"64KiB"``."""
+    """Bytes from an int or a string: ``"512M"`` = ``"512MiB"`` = 512 * 2**20,
+    ``"500MB"`` = 500 * 10**6, ``"1.5G"``; at least 1 KiB, at most 2**60."""
     if isinstance(memory, bool):
-        raise TypeError(f"memory must be a number of bytes or a string like '512M'; got {memory!r}")
+        raise TypeError(f"memory must be {_MEMORY_HELP}; got {memory!r}")
     if isinstance(memory, int | np.integer):
         value = int(memory)
     elif isinstance(memory, str):
-        mt = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([KMGT]?)(?:I?B)?\s*", memory.upper())
-        if not mt:
-            raise ValueError(
-                f"memory must be a number of bytes or a string like '512M', '2G'; got {memory!r}"
-            )
-        value = int(float(mt.group(1)) * _UNITS[mt.group(2)])
+        mt = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([KMGT]?)(I?B)?\s*", memory.upper())
+        if not mt or (mt.group(3) and not mt.group(2) and mt.group(3) != "B"):
+            raise ValueError(f"memory must be {_MEMORY_HELP}; got {memory!r}")
+        unit = mt.group(2) + ("B" if mt.group(3) == "B" and mt.group(2) else "")
+        scale = _DECIMAL.get(unit) or _BINARY[mt.group(2)]
+        if len(mt.group(1)) > 30:
+            value = MAX_MEMORY + 1  # no need to parse 400 digits to know they are too many
+        else:
+            try:
+                value = int(Decimal(mt.group(1)) * scale)
+            except InvalidOperation:  # pragma: no cover - the regex admits only numbers
+                raise ValueError(f"memory must be {_MEMORY_HELP}; got {memory!r}") from None
     else:
-        raise TypeError(f"memory must be a number of bytes or a string like '512M'; got {memory!r}")
+        raise TypeError(f"memory must be {_MEMORY_HELP}; got {memory!r}")
     if value < 1024:
         raise ValueError(f"memory must be at least 1K (1024 bytes); got {memory!r}")
+    if value > MAX_MEMORY:
+        shown = memory if len(str(memory)) <= 40 else str(memory)[:37] + "..."
+        raise ValueError(f"memory must be at most 2**60 bytes (1024 PiB); got {shown!r}")
     return value
 
 
@@ -86,48 +102,14 @@ def _check_dtype(dtype: np.dtype, what: str) -> None:
         )
 
 
-def open_npy(path: Any, write: bool = False) -> tuple[np.ndarray, mmap.mmap | None]:
-    """Memory-map a ``.npy`` file; returns the array and its mmap (None when empty).
+def open_npy(path: Any) -> _npyio.NpyIn:
+    """Open a ``.npy`` file for positional reads (header checked, nothing read yet).
 
-    Raises ``FileNotFoundError``, ``ValueError`` (not a .npy file, truncated) and
-    ``TypeError`` (unsupported dtype) with messages naming the file.
+    Raises ``FileNotFoundError``, ``IsADirectoryError``, ``ValueError`` (not a regular
+    file, not a .npy file, truncated) and ``TypeError`` (unsupported dtype) with
+    messages naming the file.
     """
-    p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"input file {str(p)!r} does not exist")
-    if p.is_dir():
-        raise IsADirectoryError(f"{str(p)!r} is a directory, not a .npy file")
-    with open(p, "r+b" if write else "rb") as f:
-        try:
-            version = np.lib.format.read_magic(f)
-            if version == (1, 0):
-                shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
-            else:
-                shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
-        except (ValueError, EOFError, SyntaxError, OSError) as exc:
-            raise ValueError(f"{str(p)!r} is not a valid .npy file ({exc})") from None
-        offset = f.tell()
-        _check_dtype(dtype, str(p))
-        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-        size = os.fstat(f.fileno()).st_size
-        if size < offset + nbytes:
-            raise ValueError(
-                f"{str(p)!r} is truncated: header says {nbytes} data bytes, file has "
-                f"{size - offset}"
-            )
-        order = "F" if fortran else "C"
-        if nbytes == 0:
-            return np.empty(shape, dtype=dtype, order=order), None
-        access = mmap.ACCESS_WRITE if write else mmap.ACCESS_READ
-        mm = mmap.mmap(f.fileno(), 0, access=access)
-    arr = np.ndarray(shape, dtype=dtype, buffer=mm, offset=offset, order=order)
-    return arr, mm
-
-
-def _release(mm: mmap.mmap | None) -> None:
-    """Drop this process's page mappings (the page cache keeps the data)."""
-    if mm is not None and hasattr(mmap, "MADV_DONTNEED"):
-        mm.madvise(mmap.MADV_DONTNEED)
+    return _npyio.NpyIn(path, _check_dtype)
 
 
 def _blocks(shape: tuple[int, ...], order: str, limit: int, whole: tuple[int, ...] = ()):
@@ -140,7 +122,7 @@ def _blocks(shape: tuple[int, ...], order: str, limit: int, whole: tuple[int, ..
     if any(n == 0 for n in shape):
         return
     axes = list(range(nd)) if order == "C" else list(range(nd - 1, -1, -1))
-    full = int(np.prod([shape[a] for a in whole], dtype=np.int64)) if whole else 1
+    full = math.prod(shape[a] for a in whole)
     cut = [a for a in axes if a not in whole]
     if not cut:
         yield tuple(slice(None) for _ in shape)
@@ -148,11 +130,11 @@ def _blocks(shape: tuple[int, ...], order: str, limit: int, whole: tuple[int, ..
     # first position p along ``cut`` whose inner block (axes after it) fits the limit
     p = len(cut) - 1
     for q in range(len(cut)):
-        inner = full * int(np.prod([shape[a] for a in cut[q + 1 :]], dtype=np.int64))
+        inner = full * math.prod(shape[a] for a in cut[q + 1 :])
         if inner <= limit:
             p = q
             break
-    inner = full * int(np.prod([shape[a] for a in cut[p + 1 :]], dtype=np.int64))
+    inner = full * math.prod(shape[a] for a in cut[p + 1 :])
     ax = cut[p]
     step = max(1, min(shape[ax], limit // max(inner, 1)))
     outer = cut[:p]
@@ -165,27 +147,47 @@ def _blocks(shape: tuple[int, ...], order: str, limit: int, whole: tuple[int, ..
             yield tuple(sl)
 
 
+def _block_shape(shape, sl):
+    return tuple(len(range(*s.indices(n))) for s, n in zip(sl, shape, strict=True))
+
+
 class _ArraySource:
-    def __init__(self, arr, mm, axes, where):
+    """An in-memory array (or memmap) or a ``.npy`` file read block by block."""
+
+    def __init__(self, arr, file, axes, where):
         self.arr = arr
-        self.mm = mm
+        self.file = file
         self.axes = axes
         self.where = where
-        self.shape = arr.shape
-        self.dtype = arr.dtype
-        self.order = "F" if arr.flags.f_contiguous and not arr.flags.c_contiguous else "C"
+        if file is not None:
+            self.shape, self.dtype, self.order = file.shape, file.dtype, file.order
+        else:
+            self.shape = arr.shape
+            # a big-endian array is converted block by block, as a big-endian file
+            self.dtype = arr.dtype if arr.dtype.isnative else arr.dtype.newbyteorder("=")
+            self.order = "F" if arr.flags.f_contiguous and not arr.flags.c_contiguous else "C"
 
     def blocks(self, limit):
         for sl in _blocks(self.shape, self.order, limit):
             yield sl, (lambda sl=sl: self._load(sl))
 
     def _load(self, sl):
-        blk = np.array(self.arr[sl])  # a private in-memory copy of the block
+        if self.file is not None:
+            start, count = _npyio.span(self.shape, self.order, sl)
+            blk = self.file.read(start, count).reshape(
+                _block_shape(self.shape, sl), order=self.order
+            )
+        else:
+            blk = np.array(self.arr[sl], dtype=self.dtype)  # a private native copy
         mask = np.array(self.where[sl]) if self.where is not None else None
         return blk, mask
 
     def count(self, limit):
         return sum(1 for _ in _blocks(self.shape, self.order, limit))
+
+    def close(self):
+        if self.file is not None:
+            self.file.close()
 
 
 class _IterSource:
@@ -194,10 +196,10 @@ class _IterSource:
     def __init__(self, iterable, axis):
         self.iterable = iterable
         self.axis = axis
-        self.mm = None
         self.shape: tuple[int, ...] | None = None
         self.dtype: np.dtype | None = None
         self.axes: tuple[int, ...] = ()
+        self.order = "C"
 
     def blocks(self, limit):
         offset = 0
@@ -205,6 +207,8 @@ class _IterSource:
         for c in self.iterable:
             arr = np.asarray(c)
             _check_dtype(arr.dtype, "chunk")
+            if not arr.dtype.isnative:
+                arr = arr.astype(arr.dtype.newbyteorder("="))
             if arr.ndim == 0:
                 raise ValueError("chunks must have at least one dimension; got a 0-d chunk")
             (ax,) = normalize_axis(self.axis, arr.ndim)
@@ -232,12 +236,19 @@ class _IterSource:
     def count(self, limit):
         return None
 
+    def close(self):
+        pass
+
 
 def _source(src, axis, where):
     if isinstance(src, str | os.PathLike):
-        arr, mm = open_npy(src)
-        axes = normalize_axis(axis, arr.ndim)
-        return _ArraySource(arr, mm, axes, validate_where(where, arr.shape))
+        f = open_npy(src)
+        try:
+            axes = normalize_axis(axis, len(f.shape))
+            return _ArraySource(None, f, axes, validate_where(where, f.shape))
+        except BaseException:
+            f.close()
+            raise
     if isinstance(src, np.ndarray):
         _check_dtype(src.dtype, "src")
         axes = normalize_axis(axis, src.ndim)
@@ -264,8 +275,9 @@ _SLOTS = 8
 
 
 def _per_block_limit(dtype: np.dtype, memory: int) -> int:
-    # per element of a block in flight: the block copy, its float64 rows, the float64
-    # result and the output copy
+    # per element of a block in flight: the block read from the file (plus its
+    # native-order copy for a big-endian file, counted in the 2 * itemsize), its
+    # float64 rows, the float64 result and the output copy
     per = 2 * dtype.itemsize + 24
     return max(1, memory // (per * _SLOTS))
 
@@ -294,7 +306,7 @@ def _rows(blk: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
         x2 = x2.astype(np.float64)
     elif x2.dtype == np.float16:
         x2 = x2.astype(np.float32)
-    return x2
+    return np.ascontiguousarray(x2)
 
 
 def _ones_mask(shape):
@@ -306,11 +318,7 @@ def _batch_slices(sl, axes):
 
 
 def _progress(progress, total, desc):
-    if not progress:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit="block", file=sys.stderr, leave=False)
+    return _npyio.Progress(total, desc) if progress else None
 
 
 def _state_pass(source, t, limit, workers, pbar):
@@ -347,7 +355,6 @@ def _state_pass(source, t, limit, workers, pbar):
                 gs = np.zeros(batch)
             bs = _batch_slices(sl, source.axes)
             gm[bs], gs[bs] = _state.merge(gm[bs], gs[bs], m, s)
-            _release(source.mm)
             if pbar is not None:
                 pbar.update(1)
     if gm is None:  # an array with no blocks (a zero-size dimension)
@@ -373,6 +380,7 @@ def _states_only(src, axis, temperature, where, memory, workers, progress, label
     try:
         m, s = _state_pass(source, t, limit, w, pbar)
     finally:
+        source.close()
         if pbar is not None:
             pbar.close()
     return source, t, m, s
@@ -395,169 +403,211 @@ def logsumexp(src, axis, temperature, where, memory, workers, progress):
     return res[()] if res.ndim == 0 else res
 
 
-# -- atomic output -----------------------------------------------------------------
+# -- softmax to a file -------------------------------------------------------------
 
 
-def _temp_name(dst: Path) -> Path:
-    return dst.with_name(f".{dst.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-
-
-def _check_target(dst: Any) -> Path:
-    p = Path(dst)
-    if p.is_dir():
-        raise IsADirectoryError(f"output {str(p)!r} is a directory")
-    if not p.parent.exists():
-        raise FileNotFoundError(f"output directory {str(p.parent)!r} does not exist")
-    return p
-
-
-def _reserve(path: Path, nbytes: int) -> None:
-    """Allocate the file's blocks now, so a full disk fails here with a clear OSError
-    rather than later as SIGBUS on a write through the mapping."""
-    fd = os.open(path, os.O_RDWR)
-    try:
-        os.posix_fallocate(fd, 0, nbytes)
-    except OSError as exc:
-        import errno
-
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-            raise OSError(
-                exc.errno,
-                f"no space to write {nbytes} bytes to {str(path.parent)!r} "
-                f"({os.strerror(exc.errno)})",
-            ) from None
-        if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
-            raise
-    finally:
-        os.close(fd)
-
-
-def _new_npy(tmp: Path, shape, dtype) -> tuple[np.ndarray, mmap.mmap | None]:
-    mm_arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
-    del mm_arr
-    _reserve(tmp, os.path.getsize(tmp))
-    return open_npy(tmp, write=True)
-
-
-def _finish(tmp: Path, dst: Path, mm) -> None:
-    if mm is not None:
-        mm.flush()
-    fd = os.open(tmp, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, dst)
+def _whole_rows(shape, order, axes, limit) -> bool:
+    """True when every block of ``_blocks(shape, order, limit)`` holds whole rows: the
+    reduced axes are the innermost in memory order and a row fits a block."""
+    nd = len(shape)
+    inner = list(range(nd - len(axes), nd)) if order == "C" else list(range(len(axes)))
+    return set(inner) == set(axes) and math.prod(shape[a] for a in axes) <= limit
 
 
 def softmax_to_file(src, dst, axis, log, temperature, where, dtype, memory, workers, progress):
+    """Streaming softmax into a ``.npy`` file.  When every block holds whole rows
+    (``_whole_rows``), one pass: each block's own state is its rows' final state
+    (merging with the identity is exact), so it is normalised and written at once and
+    the file is read once.  Otherwise the two passes of the module docstring."""
     from ._kernels import online as k
 
-    dst = _check_target(dst)
+    _npyio.check_target(dst)
     source, t, limit, w = _setup(src, axis, temperature, where, memory, workers)
-    if isinstance(source, _IterSource) and iter(source.iterable) is source.iterable:
-        raise TypeError(
-            "an iterator can be read only once; stream_softmax reads its source twice: pass "
-            "a list or another re-iterable of chunks"
-        )
-    n_blocks = source.count(limit)
-    pbar = _progress(progress, None if n_blocks is None else 2 * n_blocks, "softmax")
-    tmp = _temp_name(dst)
-    out = mm_out = None
+    out = None
+    pbar = None
     try:
-        m, s = _state_pass(source, t, limit, w, pbar)
-        _, out_dtype = resolve_dtype(source.dtype, dtype)
-        out, mm_out = _new_npy(tmp, source.shape, out_dtype)
-        mflat_src, sflat_src = m, s
+        if isinstance(source, _IterSource) and iter(source.iterable) is source.iterable:
+            raise TypeError(
+                "an iterator can be read only once; stream_softmax reads its source twice: "
+                "pass a list or another re-iterable of chunks"
+            )
+        one_pass = False
+        if not isinstance(source, _IterSource):
+            # shape and dtype known: reserve the output before any work, so a full disk
+            # is reported at once (guarded by test_no_space_is_reported_before_pass_1)
+            _, out_dtype = resolve_dtype(source.dtype, dtype)
+            out = _npyio.NpyOut(dst, source.shape, out_dtype, source.order)
+            one_pass = _whole_rows(source.shape, source.order, source.axes, limit)
+        n_blocks = source.count(limit)
+        total = None if n_blocks is None else n_blocks * (1 if one_pass else 2)
+        pbar = _progress(progress, total, "softmax")
+        m = s = None
+        if not one_pass:
+            m, s = _state_pass(source, t, limit, w, pbar)
+        if out is None:  # an iterable: its shape is known only now
+            _, out_dtype = resolve_dtype(source.dtype, dtype)
+            out = _npyio.NpyOut(dst, source.shape, out_dtype, source.order)
         axes = source.axes
+        shape, order = source.shape, source.order
 
         def work(item):
             sl, load = item
             blk, mask = load()
             x2 = _rows(blk, axes)
             mask2 = rows_view(mask, axes) if mask is not None else None
-            bs = _batch_slices(sl, axes)
+            mask2 = mask2 if mask2 is not None else _ones_mask(x2.shape)
+            has_mask = mask is not None
+            if one_pass:
+                bm = np.full(x2.shape[0], -np.inf)
+                bsum = np.zeros(x2.shape[0])
+                k.fold_rows(x2, mask2, has_mask, t, bm, bsum)
+            else:
+                bs = _batch_slices(sl, axes)
+                bm = np.ascontiguousarray(m[bs]).reshape(-1)
+                bsum = np.ascontiguousarray(s[bs]).reshape(-1)
             res = np.empty(x2.shape, dtype=np.float64)
-            k.normalize_rows(
-                x2,
-                mask2 if mask2 is not None else _ones_mask(x2.shape),
-                mask2 is not None,
-                t,
-                np.ascontiguousarray(mflat_src[bs]).reshape(-1),
-                np.ascontiguousarray(sflat_src[bs]).reshape(-1),
-                log,
-                res,
-            )
+            k.normalize_rows(x2, mask2, has_mask, t, bm, bsum, log, res)
+            del x2
             nd = blk.ndim
-            moved = np.moveaxis(out[sl], axes, tuple(range(nd - len(axes), nd)))
+            ob = np.empty(blk.shape, dtype=out_dtype, order=order)
+            moved = np.moveaxis(ob, axes, tuple(range(nd - len(axes), nd)))
             moved[...] = res.reshape(moved.shape)
+            out.write_block(shape, order, sl, ob)
             return None
 
         with ThreadPoolExecutor(w) as pool:
             for _ in _ordered(pool, work, source.blocks(limit), w):
-                _release(source.mm)
-                if mm_out is not None:
-                    mm_out.flush()
-                _release(mm_out)
                 if pbar is not None:
                     pbar.update(1)
-        del out
-        _finish(tmp, dst, mm_out)
+        return out.commit()
     except BaseException:
-        out = None
-        if tmp.exists():
-            tmp.unlink()
+        if out is not None:
+            out.abort()
         raise
     finally:
+        source.close()
         if pbar is not None:
             pbar.close()
-    return dst
 
 
-def topk_to_file(src, dst, k, axis, temperature, memory, progress):
-    """Top-k softmax of a ``.npy`` file, block by block of whole rows, into an ``.npz``
-    with arrays ``probabilities`` and ``indices`` (atomic write)."""
+# -- top-k to a file ---------------------------------------------------------------
+
+
+def _merge_candidates(cv, ci, v, i, k):
+    """Keep the ``k`` best of the candidates ``(cv, ci)`` [R, k] and ``(v, i)`` [R, j]:
+    NaN first, then by value descending, ties by index ascending (the order of
+    ``topk_softmax``)."""
+    val = np.concatenate([cv, v], axis=1)
+    idx = np.concatenate([ci, i], axis=1)
+    nan = np.isnan(val)
+    key = np.where(nan, 0.0, -val)
+    order = np.lexsort((idx, key, ~nan), axis=1)[:, :k]
+    return np.take_along_axis(val, order, 1), np.take_along_axis(idx, order, 1)
+
+
+def _topk_whole_rows(f, k, ax, t, limit, progress, out_dtype):
+    """Rows are contiguous in the file and fit a block: blocks of whole rows, one
+    ``topk_softmax`` call (parallel over rows) per block, exactly the dense result."""
     from .online import topk_softmax
 
-    dst = _check_target(dst)
-    t = validate_temperature(temperature)
-    mem = parse_memory(memory)
-    arr, mm = open_npy(src)
-    if arr.ndim == 0:
-        raise ValueError(f"{str(src)!r} holds a 0-d array; topk needs at least one dimension")
-    (ax,) = normalize_axis(axis, arr.ndim)
-    n = arr.shape[ax]
-    if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k <= n:
-        raise ValueError(f"k must satisfy 0 <= k <= {n} (the size of axis {axis}); got k={k}")
-    order = "F" if arr.flags.f_contiguous and not arr.flags.c_contiguous else "C"
-    limit = max(1, mem // (2 * arr.dtype.itemsize + 8))
-    oshape = (*arr.shape[:ax], k, *arr.shape[ax + 1 :])
-    _, out_dtype = resolve_dtype(arr.dtype, None)
+    oshape = (*f.shape[:ax], k, *f.shape[ax + 1 :])
     probs = np.zeros(oshape, dtype=out_dtype)
     idx = np.zeros(oshape, dtype=np.int64)
-    blocks = list(_blocks(arr.shape, order, limit, whole=(ax,)))
+    blocks = list(_blocks(f.shape, f.order, limit, whole=(ax,)))
     pbar = _progress(progress, len(blocks), "topk")
     try:
         for sl in blocks:
-            p, i = topk_softmax(np.array(arr[sl]), k, axis=ax, temperature=t)
+            start, count = _npyio.span(f.shape, f.order, sl)
+            blk = f.read(start, count).reshape(_block_shape(f.shape, sl), order=f.order)
+            p, i = topk_softmax(blk, k, axis=ax, temperature=t)
             osl = (*sl[:ax], slice(None), *sl[ax + 1 :])
             probs[osl] = p
             idx[osl] = i
-            _release(mm)
             if pbar is not None:
                 pbar.update(1)
     finally:
         if pbar is not None:
             pbar.close()
-    tmp = _temp_name(dst)
+    return probs, idx
+
+
+def _topk_row_chunks(f, k, ax, t, limit, progress, out_dtype):
+    """Rows longer than a block, or not contiguous in the file: blocks cut in memory
+    order; each adds its (m, s) state and its own top-k candidates to its rows'."""
+    from ._kernels import online as kern
+    from .online import topk_softmax
+
+    n = f.shape[ax]
+    batch = f.shape[:ax] + f.shape[ax + 1 :]
+    rows = math.prod(batch)
+    cv = np.full((rows, k), -np.inf)
+    ci = np.full((rows, k), np.iinfo(np.int64).max, dtype=np.int64)
+    gm = np.full(rows, -np.inf)
+    gs = np.zeros(rows)
+    row_ids = np.arange(rows).reshape(batch)
+    blocks = list(_blocks(f.shape, f.order, limit))
+    pbar = _progress(progress, len(blocks), "topk")
     try:
-        with open(tmp, "wb") as f:
-            np.savez(f, probabilities=probs, indices=idx)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, dst)
-    except BaseException:
-        if tmp.exists():
-            tmp.unlink()
-        raise
-    return dst
+        for sl in blocks:
+            start, count = _npyio.span(f.shape, f.order, sl)
+            blk = f.read(start, count).reshape(_block_shape(f.shape, sl), order=f.order)
+            x2 = _rows(blk, (ax,))
+            del blk
+            r = row_ids[_batch_slices(sl, (ax,))].reshape(-1)
+            m = np.full(x2.shape[0], -np.inf)
+            s = np.zeros(x2.shape[0])
+            kern.fold_rows(x2, _ones_mask(x2.shape), False, t, m, s)
+            gm[r], gs[r] = _state.merge(gm[r], gs[r], m, s)
+            j = min(k, x2.shape[1])
+            if j:
+                _, li = topk_softmax(x2, j, axis=-1, temperature=t)
+                v = np.take_along_axis(x2, li, 1).astype(np.float64)
+                gi = li + sl[ax].indices(n)[0]
+                cv[r], ci[r] = _merge_candidates(cv[r], ci[r], v, gi, k)
+            if pbar is not None:
+                pbar.update(1)
+    finally:
+        if pbar is not None:
+            pbar.close()
+    probs = np.empty((rows, k))
+    kern.normalize_rows(cv, _ones_mask(cv.shape), False, t, gm, gs, False, probs)
+    oshape = (*batch, k)
+    probs_o = np.moveaxis(probs.reshape(oshape), -1, ax).astype(out_dtype)
+    idx_o = np.ascontiguousarray(np.moveaxis(ci.reshape(oshape), -1, ax))
+    return probs_o, idx_o
+
+
+def topk_to_file(src, dst, k, axis, temperature, memory, progress):
+    """Top-k softmax of a ``.npy`` file into an ``.npz`` with arrays ``probabilities``
+    and ``indices`` (atomic write).
+
+    Rows that are contiguous in the file and fit a block are read whole, many per
+    block (``_topk_whole_rows``).  Otherwise the file is read block by block in memory
+    order (``_blocks``, the cut of the streaming softmax), so a row longer than a
+    block is read in column chunks: each chunk adds its ``(m, s)`` state and its own
+    top ``k`` candidates (value, global index) to the row's, and the probabilities are
+    ``exp(v / T - m) / s`` of the k survivors with the row's final state
+    (``_topk_row_chunks``).  Memory: the budget plus the [rows, k] results.
+    """
+    _npyio.check_target(dst)
+    t = validate_temperature(temperature)
+    mem = parse_memory(memory)
+    f = open_npy(src)
+    try:
+        if not f.shape:
+            raise ValueError(f"{str(src)!r} holds a 0-d array; topk needs at least one dimension")
+        (ax,) = normalize_axis(axis, len(f.shape))
+        n = f.shape[ax]
+        if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k <= n:
+            raise ValueError(f"k must satisfy 0 <= k <= {n} (the size of axis {axis}); got k={k}")
+        # per element of a block: the read, its float64 rows, top-k work space
+        limit = max(1, mem // (2 * f.dtype.itemsize + 16))
+        _, out_dtype = resolve_dtype(f.dtype, None)
+        inner = ax == (len(f.shape) - 1 if f.order == "C" else 0)
+        if inner and n <= limit:
+            probs_o, idx_o = _topk_whole_rows(f, k, ax, t, limit, progress, out_dtype)
+        else:
+            probs_o, idx_o = _topk_row_chunks(f, k, ax, t, limit, progress, out_dtype)
+    finally:
+        f.close()
+    return _npyio.write_atomic(dst, lambda fh: np.savez(fh, probabilities=probs_o, indices=idx_o))

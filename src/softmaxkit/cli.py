@@ -8,8 +8,10 @@ module listed in ``_PLUGINS``.  A plugin module defines
 * ``DEMO_STEPS``: a list of callables ``(out) -> None`` that print one demo
   section each to the text stream ``out``.
 
-``main`` turns every user error (``ValueError``, ``TypeError``, ``OSError``) into a
-one-line message on stderr and exit status 2, never a traceback.
+``main`` turns every user error (``ValueError``, ``TypeError``, ``OSError``, a bad
+option) into a one-line message on stderr and exit status 2, never a traceback
+(``tests/test_cli_fuzz.py``).  Ctrl-C (SIGINT) exits with 130 and SIGTERM with 143
+(128 + 15) after the running command removed its temporary output file.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ import argparse
 import importlib
 import io
 import re
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from typing import TextIO
 
@@ -57,10 +61,26 @@ def run_demo(out: TextIO) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``PROG: error: MESSAGE (see PROG --help)``."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+class Terminated(BaseException):
+    """Raised in the main thread on SIGTERM, so ``finally`` / ``except BaseException``
+    clean-ups run as they do for Ctrl-C."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="softmaxkit",
         description="The softmax family done right: apply the ops to .npy files, check int8 "
         "cases, benchmark, and tour the library (softmaxkit demo).",
@@ -81,12 +101,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 0
+    handler = None
+    if threading.current_thread() is threading.main_thread():
+        handler = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("softmaxkit: interrupted", file=sys.stderr)
         return 130
-    except (ValueError, TypeError, OSError, MemoryError) as exc:
-        msg = str(exc) or type(exc).__name__
+    except Terminated:
+        print("softmaxkit: terminated (SIGTERM)", file=sys.stderr)
+        return 128 + signal.SIGTERM
+    except (ValueError, TypeError, OSError, MemoryError, OverflowError, EOFError) as exc:
+        msg = " ".join((str(exc) or type(exc).__name__).split())  # one line
         print(f"softmaxkit {args.command}: error: {msg}", file=sys.stderr)
         return 2
+    finally:
+        if handler is not None:
+            signal.signal(signal.SIGTERM, handler)

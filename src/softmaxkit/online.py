@@ -494,7 +494,8 @@ def stream_normalizer(
     Parameters
     ----------
     src : str, os.PathLike, ndarray or iterable of array_like
-        A ``.npy`` file (memory-mapped, read in chunks), an array (e.g. a
+        A ``.npy`` file (a regular file, read block by block with ``preadv``;
+        big-endian files are converted per block), an array (e.g. a
         ``numpy.memmap``), or an iterable of chunks that concatenate along
         ``axis``.
     axis : int or tuple of ints, default -1
@@ -504,12 +505,14 @@ def stream_normalizer(
     where : array_like of bool, optional
         Only for array sources: a mask broadcastable to the array.
     memory : int or str, default "256M"
-        Working-memory budget in bytes (``"512M"``, ``"2G"`` accepted); chunks are
-        sized so that all workers together stay within it.
+        Working-memory budget: bytes, or a string with ``K``/``M``/``G``/``T`` or
+        ``KiB``/``MiB``/``GiB``/``TiB`` (powers of 1024) or ``KB``/``MB``/``GB``/``TB``
+        (powers of 1000), from 1 KiB to 2**60 bytes.  Blocks are sized so that all
+        workers together stay within it, whatever the row length.
     workers : int, optional
-        Threads (default: the usable cores).
+        Threads (default: the usable cores; at most 7 are used).
     progress : bool, default False
-        Show a tqdm progress bar on stderr.
+        Show a progress bar on stderr (tqdm when installed, else a text line).
 
     Returns
     -------
@@ -518,9 +521,11 @@ def stream_normalizer(
 
     Notes
     -----
-    Peak extra memory: about ``memory`` (plus the float64 state); the source is
-    never loaded whole.  Results do not depend on ``workers`` (chunk states are
-    merged in order).
+    Peak extra memory: ``memory`` plus about 16 MB, plus the float64 state (16 bytes
+    per row); the source is never loaded or mapped whole.  Results do not depend on
+    ``workers`` (chunk states are merged in order).  A file truncated while it is
+    read raises ``ValueError``; a non-regular file (FIFO, device) is refused before
+    it is read.  See ``docs/online.md``, "Streaming / out-of-core".
 
     Examples
     --------
@@ -592,9 +597,13 @@ def stream_softmax(
 
     Two passes: the first builds the :class:`Normalizer` of every row, the second
     normalises chunk after chunk and writes them to ``dst``.  The output is written
-    to a temporary file next to ``dst`` and renamed over it only when complete, so
-    a crash or Ctrl-C leaves no partial file under ``dst``; its space is reserved
-    up front (a full disk fails with ``OSError`` before any work).
+    to a temporary file ``.NAME.softmaxkit-tmp.PID.RAND`` next to ``dst`` and renamed
+    over it only when complete, so a crash or Ctrl-C leaves no partial file under
+    ``dst``; its space is reserved up front (a full disk fails with ``OSError``
+    before any work; for an iterable source, after the first pass, when its shape is
+    known).  An existing ``dst`` must be a regular file: symbolic links, devices and
+    FIFOs are refused with ``ValueError``.  A temporary left by a killed process is
+    removed by the next write to the same ``dst`` (or ``softmaxkit clean DIR``).
 
     Parameters
     ----------
@@ -617,7 +626,9 @@ def stream_softmax(
 
     Notes
     -----
-    Peak extra memory: about ``memory``.  Edge cases as the dense op.
+    Peak extra memory: ``memory`` plus about 16 MB, plus the float64 state.  The
+    output keeps the source file's memory order (a Fortran-ordered file gives a
+    Fortran-ordered output).  Edge cases as the dense op.
 
     Examples
     --------
