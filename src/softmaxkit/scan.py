@@ -49,14 +49,13 @@ def _rows(a: np.ndarray, ax: int) -> np.ndarray:
     return np.ascontiguousarray(moved).reshape(math.prod(moved.shape[:-1]), n)
 
 
-def _carries(bm: np.ndarray, bs: np.ndarray):
-    """Exclusive scan of block states along axis 1 (the state entering each block)."""
+def _carries(bm: np.ndarray, bs: np.ndarray, m: np.ndarray, s: np.ndarray):
+    """Exclusive scan of block states along axis 1 (the state entering each block),
+    starting from the state ``(m, s)`` entering the row."""
     from ._state import merge
 
     cm = np.empty_like(bm)
     cs = np.empty_like(bs)
-    m = np.full(bm.shape[0], -np.inf)
-    s = np.zeros(bm.shape[0])
     for k in range(bm.shape[1]):
         cm[:, k] = m
         cs[:, k] = s
@@ -64,8 +63,13 @@ def _carries(bm: np.ndarray, bs: np.ndarray):
     return cm, cs
 
 
-def _scan(x2: np.ndarray, m2: np.ndarray | None, reverse: bool, res2: np.ndarray) -> None:
-    """Run the scan kernels over C rows ``x2`` into ``res2`` (both [R, n])."""
+def _scan(x2: np.ndarray, m2: np.ndarray | None, reverse: bool, res2: np.ndarray, carry=None):
+    """Run the scan kernels over C rows ``x2`` into ``res2`` (both [R, n]).
+
+    ``carry``: optional [R] log-sum-exp of what comes before each row in scan order
+    (the Dask driver's blocks); it enters as the state ``(carry, 1)`` (``(-inf, 0)``
+    for ``-inf``): the scan only ever uses ``m + log(s)`` of a state.
+    """
     from ._kernels._parallel import run, threads_for
 
     k = _k()
@@ -78,14 +82,20 @@ def _scan(x2: np.ndarray, m2: np.ndarray | None, reverse: bool, res2: np.ndarray
     nblk = 1
     if nt > 1 and R < 2 * nt:
         nblk = max(1, min(-(-4 * nt // R), n // _MIN_BLOCK))
+    if carry is None:
+        m0 = np.full(R, -np.inf)
+        s0 = np.zeros(R)
+    else:
+        m0 = np.asarray(carry, dtype=np.float64).reshape(R)
+        s0 = np.where(m0 == -np.inf, 0.0, 1.0)
     if nblk > 1:
         bm = np.empty((R, nblk))
         bs = np.empty((R, nblk))
         run(k.block_states, R * nblk, nt, x2, mrows, use_mask, reverse, nblk, bm, bs)
-        cm, cs = _carries(bm, bs)
+        cm, cs = _carries(bm, bs, m0, s0)
     else:
-        cm = np.full((R, 1), -np.inf)
-        cs = np.zeros((R, 1))
+        cm = m0.reshape(R, 1).copy()
+        cs = s0.reshape(R, 1).copy()
     run(k.scan_rows, R * nblk, nt, x2, mrows, use_mask, res2, reverse, nblk, cm, cs)
 
 

@@ -103,7 +103,8 @@ class _Segs:
         self.ids = ids
         self.sorted = bool(ok)
         if ok:
-            self.offs = np.searchsorted(ids, np.arange(num + 1), side="left").astype(np.int64)
+            self.offs = np.empty(num + 1, np.int64)
+            _k().offsets_from_sorted(ids, num, self.offs)
 
     def ids_array(self):
         if self.ids is not None:

@@ -39,6 +39,7 @@ __all__ = [
     "gather_softmax",
     "ids_info",
     "log_wr",
+    "offsets_from_sorted",
     "scatter_state",
 ]
 
@@ -245,3 +246,18 @@ def gather_softmax(x2, ids, m, s, ls, out2, log, t0, t1):
     for i in range(t0, t1):
         g = ids[i]
         _gather_row(row(x2, i), row(out2, i), row(m, g), row(s, g), row(ls, g), log)
+
+
+@njit(nogil=True, cache=True)
+def offsets_from_sorted(ids, num, offs):
+    """CSR ``offs`` [num + 1] of sorted ids in ``[0, num)`` (one pass over ``ids``)."""
+    n = ids.shape[0]
+    k = 0
+    for i in range(n):
+        g = ids[i]
+        while k <= g:
+            offs[k] = i
+            k += 1
+    while k <= num:
+        offs[k] = n
+        k += 1
