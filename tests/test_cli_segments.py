@@ -78,3 +78,22 @@ def test_hmm_forward_matches_brute_force_and_demo_step():
     buf = io.StringIO()
     _cli_segments.DEMO_STEPS[0](buf)
     assert "underflow" in buf.getvalue() and "-inf" in buf.getvalue()
+
+
+def test_bench_segments_cases_run_once_on_tiny_shapes():
+    from softmaxkit import _bench_segments, bench
+
+    assert "softmaxkit._bench_segments" in bench._BENCH_FAMILIES
+    cases = [
+        *_bench_segments._segment_cases(3000, 40),
+        _bench_segments._lcse_case(3, 200),
+        _bench_segments._lme_case(70),
+    ]
+    results = bench.run_cases(cases, repeats=1, budget_s=0.0, memory=False)
+    assert len(results) == 6
+    for r in results:
+        ours = r["impls"]["softmaxkit"]
+        assert ours["vs_baseline"] == 1.0
+        if r["op"] != "segment_softmax":
+            assert ours["max_error"] < 1e-5, r
+    assert "segment_logsumexp" in bench.format_table(results)

@@ -96,6 +96,21 @@ def test_special_values_every_path():
         np.testing.assert_array_equal(lp, want_lp[order])
 
 
+@pytest.mark.parametrize("cols", [(), (2,)])
+def test_nan_after_minus_inf_is_nan_not_empty(cols):
+    # the max skips NaN: a segment [-inf, NaN] has m = -inf and must not read as empty
+    x = np.array([-np.inf, np.nan, 1.0, -np.inf, -np.inf])
+    x = np.broadcast_to(x.reshape(-1, *([1] * len(cols))), (5, *cols)).copy()
+    ids = np.array([0, 0, 1, 2, 2])
+    for ii, xx in ((ids, x), (ids[::-1].copy(), x[::-1].copy())):
+        lse = segment_logsumexp(xx, ii)
+        assert np.isnan(lse[0]).all() and (lse[1] == 1.0).all() and (lse[2] == -np.inf).all()
+        nan_pos = ii == 0
+        for op in (segment_softmax, segment_log_softmax):
+            assert np.isnan(op(xx, ii)[nan_pos]).all()
+            assert not np.isnan(op(xx, ii)[~nan_pos]).any()
+
+
 def test_group_lengths_1_and_1e5_against_mpmath():
     mpmath = pytest.importorskip("mpmath")
     rng = np.random.default_rng(4)

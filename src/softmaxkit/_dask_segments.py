@@ -158,10 +158,10 @@ def _softmax_block(xb, ib, st, log):
         d = np.where(xb == m, 0.0, xb.astype(np.float64) - m)
         if log:
             out = d - _log_wr(w, r)
-            out = np.where(m == -np.inf, -np.inf, out)
+            out = np.where((m == -np.inf) & ~np.isnan(r), -np.inf, out)
         else:
             out = np.exp(d) / (w + r)
-            out = np.where(m == -np.inf, 0.0, out)
+            out = np.where((m == -np.inf) & ~np.isnan(r), 0.0, out)
     return out.astype(xb.dtype)
 
 

@@ -273,7 +273,7 @@ def logcumsumexp_vjp(x, g, /, axis=-1, *, reverse=False, where=None):
 
 
 # --------------------------------------------------------------------------- logmatmulexp
-_BI = 256  # rows of A per tile
+_BI = 512  # rows of A per tile
 _BJ = 256  # the contracted axis per block
 # An accumulated sum below this (relative to the shifts a_i + b_k) may have lost its
 # dominant terms to underflow: those entries are recomputed directly (see
@@ -282,10 +282,17 @@ _LOST = {np.dtype(np.float64): 1e-260, np.dtype(np.float32): 1e-25}
 
 
 def _finite_max(a: np.ndarray, axis: int) -> np.ndarray:
-    """Max over ``axis`` of the finite entries; 0 where there is none."""
-    with np.errstate(invalid="ignore"):
-        m = np.max(np.where(np.isfinite(a), a, -np.inf), axis=axis, initial=-np.inf)
-    return np.where(np.isfinite(m), m, 0.0).astype(a.dtype)
+    """Max over ``axis`` of the finite entries; 0 where there is none.
+
+    A plain max first (no temporary of ``a``'s size); only the rows / columns whose
+    max is not finite are reduced again over their finite entries."""
+    m = np.max(a, axis=axis, initial=-np.inf)
+    bad = np.flatnonzero(~np.isfinite(m))
+    for i in bad:
+        line = a[i] if axis == 1 else a[:, i]
+        fin = line[np.isfinite(line)]
+        m[i] = fin.max() if fin.size else 0.0
+    return m.astype(a.dtype, copy=False)
 
 
 def _lme_2d(A, B, out):
@@ -408,9 +415,10 @@ def logmatmulexp(A, B, /, *, out=None):
     NaN (also from ``+inf + -inf``) gives NaN.
 
     Peak extra memory: no ``[I, J, K]`` temporary; the ``exp`` of one block of
-    ``B`` (``min(J, 256) x K``), of one tile of ``A`` (256 x 256) and one product
-    tile (``256 x K``), plus the shifts (``I + K`` values) -- below one input's
-    size once ``J > 256`` and ``I > 256``.  Batched inputs are done one matrix
+    ``B`` (``min(J, 256) x K``), of one tile of ``A`` (512 x 256) and one product
+    tile (``512 x K``), plus the shifts (``I + K`` values) -- below one input's
+    size once ``J > 256`` and ``I > 512`` (7 MiB for 1024 x 1024 float64 inputs of
+    8 MiB).  Batched inputs are done one matrix
     at a time.  A C-contiguous copy of an input that is not.
 
     Examples

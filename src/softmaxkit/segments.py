@@ -185,7 +185,8 @@ def _log_wr(w, r):
 def _finalize_lse(m, w, r):
     with np.errstate(invalid="ignore"):
         lse = m + _log_wr(w, r)
-    return np.where(m == -np.inf, -np.inf, lse)
+    # m = -inf is empty unless a NaN (skipped by the max) made r NaN
+    return np.where((m == -np.inf) & ~np.isnan(r), -np.inf, lse)
 
 
 def segment_logsumexp(

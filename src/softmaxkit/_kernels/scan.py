@@ -55,12 +55,19 @@ def _exp_terms(xb, mp, a, b, L, zero):
 
 @njit(fastmath=FASTMATH, cache=True, inline="always")
 def _log_out(mm, ss, res, L):
-    # (e): m + log(s); s is 0 (nothing included yet), NaN, or in [1, n]
+    # (e): m + log(s), vectorised; s is 0 (nothing included yet), NaN, or in [1, n]:
+    # the rare 0 / NaN entries are fixed in a second loop (a select inside the first
+    # kept it scalar: 5 ns per value against 1)
+    bad = 0
     for k in range(L):
         s = ss[k]
-        lg = _log_sum_pair(s, 0.0)
-        lg = lg if s >= 1.0 else (-np.inf if s == 0.0 else np.nan)
-        res[k] = mm[k] + lg
+        res[k] = mm[k] + _log_sum_pair(s, 0.0)
+        bad += 0 if s >= 1.0 else 1
+    if bad:
+        for k in range(L):
+            s = ss[k]
+            if not s >= 1.0:
+                res[k] = mm[k] + (-np.inf if s == 0.0 else np.nan)
 
 
 @njit(nogil=True, cache=True, fastmath={"contract"})
@@ -76,13 +83,17 @@ def _scan_segment(xr, mr, use_mask, orow, q0, q1, reverse, m, s, write, bufs):
             base = n - 1 - c0
             for k in range(L):
                 xb[k] = xr[base - k]
-                if use_mask and not mr[base - k]:
-                    xb[k] = -np.inf
+            if use_mask:
+                for k in range(L):
+                    if not mr[base - k]:
+                        xb[k] = -np.inf
         else:
             for k in range(L):
                 xb[k] = xr[c0 + k]
-                if use_mask and not mr[c0 + k]:
-                    xb[k] = -np.inf
+            if use_mask:
+                for k in range(L):
+                    if not mr[c0 + k]:
+                        xb[k] = -np.inf
         # (b) running max; mp[k] is the max before value k
         for k in range(L):
             mp[k] = m

@@ -7,7 +7,8 @@ term exactly 1, so ``+inf == +inf`` and ``-inf == -inf`` never form
 Keeping ``w`` apart gives ``log s = log1p(r)`` for one maximum (``log_wr``): the
 dominant log-probability keeps its relative accuracy.  A segment of only ``-inf``
 (or masked, given as ``-inf``) values has ``m = -inf``: the public layer reads it
-as empty (logsumexp ``-inf``, softmax 0).  NaN makes ``r`` NaN.
+as empty (logsumexp ``-inf``, softmax 0) unless ``r`` is NaN.  NaN makes ``r`` NaN
+(the max skips NaN: ``[-inf, NaN]`` has ``m = -inf`` and ``r`` NaN).
 States are float64; the exps run in the input dtype (float32 exps for float32
 input) and are accumulated in float64.
 
@@ -108,7 +109,7 @@ def csr_state_1d(x, offs, outm, outw, outr, t0, t1):
 
 @njit(fastmath=FASTMATH, cache=True, inline="always")
 def _write_1d(xs, os, m, w, r, log):
-    if m == -np.inf:  # empty by the contract: all -inf / masked
+    if m == -np.inf and r == r:  # empty by the contract: all -inf / masked (no NaN)
         fill = -np.inf if log else 0.0
         for j in range(xs.shape[0]):
             os[j] = fill
@@ -197,7 +198,7 @@ def _gather_row(xr, orow, mrow, srow, lrow, log):
     for c in range(xr.shape[0]):
         v = xr[c]
         m = mrow[c]
-        if m == -np.inf:
+        if m == -np.inf and srow[c] == srow[c]:  # all -inf / masked, no NaN
             orow[c] = -np.inf if log else 0.0
         elif log:
             orow[c] = (v - m if v != m else 0.0) - lrow[c]
@@ -205,22 +206,63 @@ def _gather_row(xr, orow, mrow, srow, lrow, log):
             orow[c] = (exp_(v - m) if v != m else 1.0) / srow[c]
 
 
+_BLK = 256
+
+
+@njit(fastmath=FASTMATH, cache=True, inline="always")
+def _exp_block(d, e, L):
+    for k in range(L):
+        e[k] = exp_(d[k])
+
+
 @njit(nogil=True, cache=True)
 def scatter_state(x2, ids, nparts, pm, pw, pr, t0, t1):
     """Parts ``[t0, t1)`` of the rows of ``x2`` [N, C] into ``pm, pw, pr`` [nparts, S, C].
 
-    The online update per value ``v`` of segment ``g`` with state ``(m, w, r)``
-    (``w`` ties at the max, ``r`` the sum of the other terms): ``v > m``:
-    ``r = (w + r) exp(m - v), w = 1, m = v``; ``v == m``: ``w += 1``; else
-    ``r += exp(v - m)`` (NaN: ``r`` NaN, and it stays NaN).
+    Two passes over the part (both scatter into the part's own ``[S, C]`` states):
+    1. the max of every segment (``maxnum``: NaN is skipped here and makes ``r`` NaN
+       in pass 2); 2. ``w += (v == m)``, ``r += exp(v - m)`` for the others.  For one
+    column, pass 2 gathers ``v - m`` for 256 values, takes their exps vectorised,
+    then scatters the sums (no branch, one exp per value).
     """
     N = x2.shape[0]
     C = x2.shape[1]
+    d = np.empty(_BLK, x2.dtype)
+    e = np.empty(_BLK, x2.dtype)
     for p in range(t0, t1):
         pmp = pm[p]
         pwp = pw[p]
         prp = pr[p]
-        for i in range(N * p // nparts, N * (p + 1) // nparts):
+        lo = N * p // nparts
+        hi = N * (p + 1) // nparts
+        if C == 1:
+            m1 = pmp[:, 0]
+            w1 = pwp[:, 0]
+            r1 = prp[:, 0]
+            x1 = x2[:, 0]
+            for i in range(lo, hi):
+                g = ids[i]
+                m1[g] = fmax(m1[g], x1[i])
+            for b0 in range(lo, hi, _BLK):
+                L = min(_BLK, hi - b0)
+                for k in range(L):
+                    v = x1[b0 + k]
+                    m = m1[ids[b0 + k]]
+                    d[k] = v - m  # unused where v == m (also inf - inf)
+                _exp_block(d, e, L)
+                for k in range(L):
+                    g = ids[b0 + k]
+                    if x1[b0 + k] == m1[g]:
+                        w1[g] += 1.0
+                    else:
+                        r1[g] += e[k]
+            continue
+        for i in range(lo, hi):
+            xr = row(x2, i)
+            mg = row(pmp, ids[i])
+            for c in range(C):
+                mg[c] = fmax(mg[c], xr[c])
+        for i in range(lo, hi):
             g = ids[i]
             xr = row(x2, i)
             mg = row(pmp, g)
@@ -229,11 +271,7 @@ def scatter_state(x2, ids, nparts, pm, pw, pr, t0, t1):
             for c in range(C):
                 v = xr[c]
                 m = mg[c]
-                if v > m:
-                    rg[c] = (wg[c] + rg[c]) * exp_(m - v)
-                    wg[c] = 1.0
-                    mg[c] = v
-                elif v == m:
+                if v == m:
                     wg[c] += 1.0
                 else:
                     rg[c] += exp_(v - m)
