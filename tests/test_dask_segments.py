@@ -73,6 +73,9 @@ def test_logcumsumexp_along_a_chunked_axis(reverse):
     np.testing.assert_allclose(got.compute()[fin], want[fin], rtol=1e-6)
     got = sk.logcumsumexp(da.from_array(x, chunks=(1, 50)), axis=0, reverse=reverse)
     _close(got.compute(), sk.logcumsumexp(x, axis=0, reverse=reverse))
+    w = rng.random(x.shape) < 0.7
+    got = sk.logcumsumexp(da.from_array(x, chunks=(2, 90)), where=w, reverse=reverse)
+    _close(got.compute(), sk.logcumsumexp(x, where=w, reverse=reverse))
 
 
 def test_logmatmulexp_on_chunked_matrices():

@@ -273,7 +273,7 @@ def logcumsumexp_vjp(x, g, /, axis=-1, *, reverse=False, where=None):
 
 
 # --------------------------------------------------------------------------- logmatmulexp
-_BI = 512  # rows of A per tile
+_BI = 256  # rows of A per tile
 _BJ = 256  # the contracted axis per block
 # An accumulated sum below this (relative to the shifts a_i + b_k) may have lost its
 # dominant terms to underflow: those entries are recomputed directly (see
@@ -415,10 +415,10 @@ def logmatmulexp(A, B, /, *, out=None):
     NaN (also from ``+inf + -inf``) gives NaN.
 
     Peak extra memory: no ``[I, J, K]`` temporary; the ``exp`` of one block of
-    ``B`` (``min(J, 256) x K``), of one tile of ``A`` (512 x 256) and one product
-    tile (``512 x K``), plus the shifts (``I + K`` values) -- below one input's
-    size once ``J > 256`` and ``I > 512`` (7 MiB for 1024 x 1024 float64 inputs of
-    8 MiB).  Batched inputs are done one matrix
+    ``B`` (``min(J, 256) x K``), of one tile of ``A`` (256 x 256) and one product
+    tile (``256 x K``), the shifts (``I + K`` values) and a bool mask of the output
+    (``I x K`` bytes) -- below one input's size once ``J > 256`` and ``I > 256``
+    (5.5 MiB for 1024 x 1024 float64 inputs of 8 MiB).  Batched inputs are done one matrix
     at a time.  A C-contiguous copy of an input that is not.
 
     Examples
