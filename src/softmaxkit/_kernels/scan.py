@@ -125,6 +125,95 @@ def _make_bufs(x2):
 
 
 @njit(nogil=True, cache=True)
+def _make_bufs4(x2):
+    xb = np.empty((4, _CH), x2.dtype)
+    mp = np.empty((4, _CH), x2.dtype)
+    mm = np.empty((4, _CH), np.float64)
+    a = np.empty((4, _CH), np.float64)
+    b = np.empty((4, _CH), np.float64)
+    ss = np.empty((4, _CH), np.float64)
+    res = np.empty((4, _CH), np.float64)
+    zb = np.zeros(1, x2.dtype)
+    zeros = np.zeros(_CH, np.float64)
+    return xb, mp, mm, a, b, ss, res, zb, zeros
+
+
+@njit(nogil=True, cache=True, fastmath={"contract"})
+def _scan4(x2, m2, use_mask, out2, i0, reverse, cm, cs, B):
+    """Whole rows ``i0 .. i0 + 3`` scanned together: the two sequential chains of a
+    chunk (running max, ``s = s*A + B``) of four rows interleaved, so the core
+    overlaps their latencies (one row's chains are latency-bound)."""
+    n = x2.shape[1]
+    xb, mp, mm, a, b, ss, res, zb, zeros = B
+    zero = zb[0]
+    m0 = cm[i0, 0]
+    m1 = cm[i0 + 1, 0]
+    m2_ = cm[i0 + 2, 0]
+    m3 = cm[i0 + 3, 0]
+    s0 = cs[i0, 0]
+    s1 = cs[i0 + 1, 0]
+    s2 = cs[i0 + 2, 0]
+    s3 = cs[i0 + 3, 0]
+    for c0 in range(0, n, _CH):
+        L = min(_CH, n - c0)
+        for r in range(4):
+            xr = row(x2, i0 + r)
+            xbr = row(xb, r)
+            if reverse:
+                base = n - 1 - c0
+                for k in range(L):
+                    xbr[k] = xr[base - k]
+            else:
+                for k in range(L):
+                    xbr[k] = xr[c0 + k]
+            if use_mask:
+                mr = row(m2, i0 + r)
+                for k in range(L):
+                    j = n - 1 - c0 - k if reverse else c0 + k
+                    if not mr[j]:
+                        xbr[k] = -np.inf
+        for k in range(L):
+            mp[0, k] = m0
+            v = xb[0, k]
+            m0 = v if v > m0 else m0
+            mm[0, k] = m0
+            mp[1, k] = m1
+            v = xb[1, k]
+            m1 = v if v > m1 else m1
+            mm[1, k] = m1
+            mp[2, k] = m2_
+            v = xb[2, k]
+            m2_ = v if v > m2_ else m2_
+            mm[2, k] = m2_
+            mp[3, k] = m3
+            v = xb[3, k]
+            m3 = v if v > m3 else m3
+            mm[3, k] = m3
+        for r in range(4):
+            _exp_terms(row(xb, r), row(mp, r), row(a, r), row(b, r), L, zero)
+        for k in range(L):
+            s0 = s0 * a[0, k] + b[0, k]
+            ss[0, k] = s0
+            s1 = s1 * a[1, k] + b[1, k]
+            ss[1, k] = s1
+            s2 = s2 * a[2, k] + b[2, k]
+            ss[2, k] = s2
+            s3 = s3 * a[3, k] + b[3, k]
+            ss[3, k] = s3
+        for r in range(4):
+            rr = row(res, r)
+            _log_out(row(mm, r), row(ss, r), zeros, rr, L)
+            orow = row(out2, i0 + r)
+            if reverse:
+                base = n - 1 - c0
+                for k in range(L):
+                    orow[base - k] = rr[k]
+            else:
+                for k in range(L):
+                    orow[c0 + k] = rr[k]
+
+
+@njit(nogil=True, cache=True)
 def scan_rows(x2, m2, use_mask, out2, reverse, nblk, cm, cs, t0, t1):
     """Tasks ``t`` in ``[t0, t1)``: block ``t % nblk`` of row ``t // nblk``.
 
@@ -134,6 +223,11 @@ def scan_rows(x2, m2, use_mask, out2, reverse, nblk, cm, cs, t0, t1):
     """
     n = x2.shape[1]
     bufs = _make_bufs(x2)
+    if nblk == 1:
+        bufs4 = _make_bufs4(x2)
+        while t0 + 4 <= t1:
+            _scan4(x2, m2, use_mask, out2, t0, reverse, cm, cs, bufs4)
+            t0 += 4
     for t in range(t0, t1):
         i = t // nblk
         k = t % nblk
