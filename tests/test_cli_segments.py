@@ -57,6 +57,11 @@ def test_segment_softmax_command_errors(tmp_path, capsys, extra, message):
     assert main(argv) == 2
     assert message in capsys.readouterr().err
     assert main(["segment-softmax", "x.txt", "--ids", names["IDS"], "-o", "o.npy"]) == 2
+    bad = tmp_path / "bad_header.npy"
+    bad.write_bytes(b"\x93NUMPY\x01\x00\x10\x00{'descr': '<f8\n  ")
+    argv = ["segment-softmax", str(bad), "--ids", names["IDS"], "-o", str(tmp_path / "o.npy")]
+    assert main(argv) == 2
+    assert "not a valid .npy file" in capsys.readouterr().err
 
 
 def test_hmm_forward_matches_brute_force_and_demo_step():

@@ -11,6 +11,19 @@ import numpy as np
 __all__ = ["DEMO_STEPS", "hmm_forward", "hmm_weather", "register"]
 
 
+def _load(path: str, mmap_mode=None) -> np.ndarray:
+    """``np.load`` of one array; any parse failure is a one-line ``ValueError``."""
+    try:
+        arr = np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
+    except OSError:
+        raise
+    except Exception as exc:  # malformed headers raise many types (tokenize errors, ...)
+        raise ValueError(f"{path!r} is not a valid .npy file ({type(exc).__name__})") from None
+    if not isinstance(arr, np.ndarray):
+        raise ValueError(f"{path!r} is not a .npy file (an .npz archive?)")
+    return arr
+
+
 def _cmd_segment_softmax(args) -> int:
     from .segments import segment_log_softmax, segment_softmax
 
@@ -19,9 +32,9 @@ def _cmd_segment_softmax(args) -> int:
             raise ValueError(f"{what} {path!r} must be a .npy file (a name ending in .npy)")
     if (args.ids is None) == (args.offsets is None):
         raise ValueError("give exactly one of --ids IDS.npy and --offsets OFFSETS.npy")
-    x = np.load(args.input, mmap_mode="r")
-    ids = np.load(args.ids) if args.ids is not None else None
-    offsets = np.load(args.offsets) if args.offsets is not None else None
+    x = _load(args.input, mmap_mode="r")
+    ids = _load(args.ids) if args.ids is not None else None
+    offsets = _load(args.offsets) if args.offsets is not None else None
     op = segment_log_softmax if args.log else segment_softmax
     res = op(
         x,
