@@ -7,6 +7,8 @@
   memory, fused :func:`topk_softmax` (``docs/online.md``).
 * Losses and gradients: :func:`cross_entropy`, :func:`linear_cross_entropy`,
   max-margin and hinge losses, VJPs, JVPs, Jacobians and layers (``docs/losses.md``).
+* Ragged groups and scans: :func:`segment_softmax`, :func:`segment_logsumexp`,
+  :func:`logcumsumexp`, :func:`logmatmulexp` (``docs/segments.md``).
 * :mod:`softmaxkit.quantized`: int8/uint8/int16 softmax bit-exact with TensorFlow
   Lite and CMSIS-NN (``docs/quantized.md``).
 * Dask arrays and any Array API array go through the same public functions
@@ -42,6 +44,15 @@ from .online import (
     stream_softmax,
     topk_softmax,
 )
+from .scan import logcumsumexp, logcumsumexp_vjp, logmatmulexp, logmatmulexp_vjp
+from .segments import (
+    segment_log_softmax,
+    segment_log_softmax_vjp,
+    segment_logsumexp,
+    segment_logsumexp_vjp,
+    segment_softmax,
+    segment_softmax_vjp,
+)
 from .softmax import log_softmax, logsumexp, softmax
 
 try:
@@ -59,12 +70,22 @@ __all__ = [
     "linear_cross_entropy",
     "log_softmax",
     "log_softmax_vjp",
+    "logcumsumexp",
+    "logcumsumexp_vjp",
+    "logmatmulexp",
+    "logmatmulexp_vjp",
     "logsumexp",
     "logsumexp_vjp",
     "max_margin_loss",
     "max_margin_loss_split",
     "multiclass_hinge_loss",
     "output_cache_info",
+    "segment_log_softmax",
+    "segment_log_softmax_vjp",
+    "segment_logsumexp",
+    "segment_logsumexp_vjp",
+    "segment_softmax",
+    "segment_softmax_vjp",
     "set_output_cache",
     "softmax",
     "softmax_jacobian",

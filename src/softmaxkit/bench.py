@@ -46,6 +46,7 @@ _BENCH_FAMILIES = (
     "softmaxkit._bench_dense",
     "softmaxkit._bench_online",
     "softmaxkit._bench_losses",
+    "softmaxkit._bench_segments",
     "softmaxkit._bench_dask",
 )
 # Run only when asked for with --family: the Dask case starts a LocalCluster and moves

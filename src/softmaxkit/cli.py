@@ -33,6 +33,7 @@ _PLUGINS = (
     "softmaxkit._cli_online",
     "softmaxkit._cli_losses",
     "softmaxkit._cli_quantized",
+    "softmaxkit._cli_segments",
     "softmaxkit._cli_bench",
 )
 

@@ -18,17 +18,29 @@ from ._losses import (
     softmax_jacobian,
     softmax_vjp,
 )
+from ._segments import (
+    logcumsumexp,
+    logmatmulexp,
+    segment_log_softmax,
+    segment_logsumexp,
+    segment_softmax,
+)
 
 __all__ = [
     "cross_entropy",
     "linear_cross_entropy",
     "log_softmax",
     "log_softmax_vjp",
+    "logcumsumexp",
+    "logmatmulexp",
     "logsumexp",
     "logsumexp_vjp",
     "max_margin_loss",
     "max_margin_loss_split",
     "multiclass_hinge_loss",
+    "segment_log_softmax",
+    "segment_logsumexp",
+    "segment_softmax",
     "softmax",
     "softmax_jacobian",
     "softmax_vjp",

@@ -1,0 +1,301 @@
+"""Kernels of the segment (grouped) softmax family.
+
+Every segment reduces to the online normalizer's state, split as ``(m, w, r)``:
+``m`` the max of its values, ``w`` the number of values equal to ``m`` (each
+term exactly 1, so ``+inf == +inf`` and ``-inf == -inf`` never form
+``exp(inf - inf)``) and ``r = sum exp(v_j - m)`` over the others; ``s = w + r``.
+Keeping ``w`` apart gives ``log s = log1p(r)`` for one maximum (``log_wr``): the
+dominant log-probability keeps its relative accuracy.  A segment of only ``-inf``
+(or masked, given as ``-inf``) values has ``m = -inf``: the public layer reads it
+as empty (logsumexp ``-inf``, softmax 0) unless ``r`` is NaN.  NaN makes ``r`` NaN
+(the max skips NaN: ``[-inf, NaN]`` has ``m = -inf`` and ``r`` NaN).
+States are float64; the exps run in the input dtype (float32 exps for float32
+input) and are accumulated in float64.
+
+Paths (the public layer picks one):
+
+* CSR (sorted ids or ``offsets``): one task per segment, whose values are
+  contiguous: pass 1 the max (vectorised ``maxnum``), pass 2 the sum of exps, and
+  for softmax pass 3 the write -- the segment is read from cache after pass 1.
+* scatter (unsorted ids): the values are cut into ``nparts`` contiguous parts,
+  one per thread, each folding its values into its own ``[S, C]`` state arrays by
+  the online update (one exp per value, a second only when the max grows); the
+  parts' states are merged afterwards (``_state.merge``), then softmax makes one
+  more pass that gathers each value's state.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from .exp import FASTMATH, exp_, fmax
+from .view import row
+
+__all__ = [
+    "csr_softmax_1d",
+    "csr_softmax_2d",
+    "csr_state_1d",
+    "csr_state_2d",
+    "gather_softmax",
+    "ids_info",
+    "log_wr",
+    "offsets_from_sorted",
+    "scatter_state",
+]
+
+
+@njit(nogil=True, cache=True)
+def ids_info(ids):
+    """(min, max, sorted) of a 1-D integer array in one pass (0, -1, True when empty)."""
+    n = ids.shape[0]
+    if n == 0:
+        return 0, -1, True
+    lo = ids[0]
+    hi = ids[0]
+    ok = True
+    for i in range(1, n):
+        v = ids[i]
+        lo = min(lo, v)
+        hi = max(hi, v)
+        ok = ok and v >= ids[i - 1]
+    return lo, hi, ok
+
+
+@njit(cache=True, inline="always")
+def log_wr(w, r):
+    """``log(w + r)`` for ``w`` ties at the max (each exactly 1) and the rest ``r``:
+    ``log1p(r)`` for one tie keeps the relative accuracy of log-probabilities near 0
+    (``log(1 + r)`` rounds ``r`` to the ulp of 1; guarded by
+    test_segments.py::test_paths_match_reference)."""
+    if w == 1.0:
+        return np.log1p(r)
+    if w == 0.0:
+        return -np.inf if r == 0.0 else np.log(r)
+    return np.log(w) + np.log1p(r / w)
+
+
+@njit(fastmath=FASTMATH, cache=True, inline="always")
+def _seg_state(xs):
+    # pass 1: max (maxnum skips NaN, which then makes r NaN in pass 2)
+    m = xs[0]
+    for j in range(xs.shape[0]):
+        m = fmax(m, xs[j])
+    w = 0.0
+    r = 0.0
+    for j in range(xs.shape[0]):
+        v = xs[j]
+        w += 1.0 if v == m else 0.0
+        r += 0.0 if v == m else exp_(v - m)
+    return m, w, r
+
+
+@njit(nogil=True, cache=True)
+def csr_state_1d(x, offs, outm, outw, outr, t0, t1):
+    """Segments ``[t0, t1)`` of 1-D ``x``: ``x[offs[k]:offs[k+1]]`` -> (m, w, r)."""
+    for k in range(t0, t1):
+        lo = offs[k]
+        hi = offs[k + 1]
+        if hi <= lo:
+            outm[k] = -np.inf
+            outw[k] = 0.0
+            outr[k] = 0.0
+            continue
+        m, w, r = _seg_state(x[lo:hi])
+        outm[k] = m
+        outw[k] = w
+        outr[k] = r
+
+
+@njit(fastmath=FASTMATH, cache=True, inline="always")
+def _write_1d(xs, os, m, w, r, log):
+    if m == -np.inf and r == r:  # empty by the contract: all -inf / masked (no NaN)
+        fill = -np.inf if log else 0.0
+        for j in range(xs.shape[0]):
+            os[j] = fill
+    elif log:
+        ls = log_wr(w, r)
+        for j in range(xs.shape[0]):
+            v = xs[j]
+            os[j] = (v - m if v != m else 0.0) - ls
+    else:
+        inv = 1.0 / (w + r)
+        for j in range(xs.shape[0]):
+            v = xs[j]
+            os[j] = (exp_(v - m) if v != m else 1.0) * inv
+
+
+@njit(nogil=True, cache=True)
+def csr_softmax_1d(x, offs, out, log, t0, t1):
+    """softmax (``log``: log_softmax) of each segment ``[t0, t1)`` of 1-D ``x``."""
+    for k in range(t0, t1):
+        lo = offs[k]
+        hi = offs[k + 1]
+        if hi <= lo:
+            continue
+        xs = x[lo:hi]
+        m, w, r = _seg_state(xs)
+        _write_1d(xs, out[lo:hi], m, w, r, log)
+
+
+@njit(fastmath=FASTMATH, cache=True, inline="always")
+def _seg_state_2d(x2, lo, hi, mrow, wrow, rrow):
+    C = x2.shape[1]
+    for c in range(C):
+        mrow[c] = -np.inf
+        wrow[c] = 0.0
+        rrow[c] = 0.0
+    if hi <= lo:
+        return
+    xr = row(x2, lo)
+    for c in range(C):
+        mrow[c] = xr[c]
+    for i in range(lo, hi):
+        xr = row(x2, i)
+        for c in range(C):
+            mrow[c] = fmax(mrow[c], xr[c])
+    for i in range(lo, hi):
+        xr = row(x2, i)
+        for c in range(C):
+            v = xr[c]
+            m = mrow[c]
+            wrow[c] += 1.0 if v == m else 0.0
+            rrow[c] += 0.0 if v == m else exp_(v - m)
+
+
+@njit(nogil=True, cache=True)
+def csr_state_2d(x2, offs, outm, outw, outr, t0, t1):
+    """Segments of the rows of ``x2`` [N, C]: rows ``offs[k]:offs[k+1]`` -> [S, C]."""
+    for k in range(t0, t1):
+        mrow = row(outm, k)
+        wrow = row(outw, k)
+        rrow = row(outr, k)
+        _seg_state_2d(x2, offs[k], offs[k + 1], mrow, wrow, rrow)
+
+
+@njit(nogil=True, cache=True)
+def csr_softmax_2d(x2, offs, out2, log, t0, t1):
+    """softmax / log_softmax of the row segments of ``x2`` [N, C] into ``out2``."""
+    C = x2.shape[1]
+    mrow = np.empty(C, x2.dtype)
+    wrow = np.empty(C)
+    rrow = np.empty(C)
+    srow = np.empty(C)
+    lrow = np.empty(C)
+    for k in range(t0, t1):
+        lo = offs[k]
+        hi = offs[k + 1]
+        _seg_state_2d(x2, lo, hi, mrow, wrow, rrow)
+        for c in range(C):
+            srow[c] = wrow[c] + rrow[c]
+            lrow[c] = log_wr(wrow[c], rrow[c])
+        for i in range(lo, hi):
+            _gather_row(row(x2, i), row(out2, i), mrow, srow, lrow, log)
+
+
+@njit(fastmath=FASTMATH, cache=True, inline="always")
+def _gather_row(xr, orow, mrow, srow, lrow, log):
+    for c in range(xr.shape[0]):
+        v = xr[c]
+        m = mrow[c]
+        if m == -np.inf and srow[c] == srow[c]:  # all -inf / masked, no NaN
+            orow[c] = -np.inf if log else 0.0
+        elif log:
+            orow[c] = (v - m if v != m else 0.0) - lrow[c]
+        else:
+            orow[c] = (exp_(v - m) if v != m else 1.0) / srow[c]
+
+
+_BLK = 256
+
+
+@njit(fastmath=FASTMATH, cache=True, inline="always")
+def _exp_block(d, e, L):
+    for k in range(L):
+        e[k] = exp_(d[k])
+
+
+@njit(nogil=True, cache=True)
+def scatter_state(x2, ids, nparts, pm, pw, pr, t0, t1):
+    """Parts ``[t0, t1)`` of the rows of ``x2`` [N, C] into ``pm, pw, pr`` [nparts, S, C].
+
+    Two passes over the part (both scatter into the part's own ``[S, C]`` states):
+    1. the max of every segment (``maxnum``: NaN is skipped here and makes ``r`` NaN
+       in pass 2); 2. ``w += (v == m)``, ``r += exp(v - m)`` for the others.  For one
+    column, pass 2 gathers ``v - m`` for 256 values, takes their exps vectorised,
+    then scatters the sums (no branch, one exp per value).
+    """
+    N = x2.shape[0]
+    C = x2.shape[1]
+    d = np.empty(_BLK, x2.dtype)
+    e = np.empty(_BLK, x2.dtype)
+    for p in range(t0, t1):
+        pmp = pm[p]
+        pwp = pw[p]
+        prp = pr[p]
+        lo = N * p // nparts
+        hi = N * (p + 1) // nparts
+        if C == 1:
+            m1 = pmp[:, 0]
+            w1 = pwp[:, 0]
+            r1 = prp[:, 0]
+            x1 = x2[:, 0]
+            for i in range(lo, hi):
+                g = ids[i]
+                m1[g] = fmax(m1[g], x1[i])
+            for b0 in range(lo, hi, _BLK):
+                L = min(_BLK, hi - b0)
+                for k in range(L):
+                    v = x1[b0 + k]
+                    m = m1[ids[b0 + k]]
+                    d[k] = v - m  # unused where v == m (also inf - inf)
+                _exp_block(d, e, L)
+                for k in range(L):
+                    g = ids[b0 + k]
+                    if x1[b0 + k] == m1[g]:
+                        w1[g] += 1.0
+                    else:
+                        r1[g] += e[k]
+            continue
+        for i in range(lo, hi):
+            xr = row(x2, i)
+            mg = row(pmp, ids[i])
+            for c in range(C):
+                mg[c] = fmax(mg[c], xr[c])
+        for i in range(lo, hi):
+            g = ids[i]
+            xr = row(x2, i)
+            mg = row(pmp, g)
+            wg = row(pwp, g)
+            rg = row(prp, g)
+            for c in range(C):
+                v = xr[c]
+                m = mg[c]
+                if v == m:
+                    wg[c] += 1.0
+                else:
+                    rg[c] += exp_(v - m)
+
+
+@njit(nogil=True, cache=True)
+def gather_softmax(x2, ids, m, s, ls, out2, log, t0, t1):
+    """Rows ``[t0, t1)``: softmax / log_softmax of each value from its segment's
+    max ``m``, sum ``s`` and ``ls = log(s)``."""
+    for i in range(t0, t1):
+        g = ids[i]
+        _gather_row(row(x2, i), row(out2, i), row(m, g), row(s, g), row(ls, g), log)
+
+
+@njit(nogil=True, cache=True)
+def offsets_from_sorted(ids, num, offs):
+    """CSR ``offs`` [num + 1] of sorted ids in ``[0, num)`` (one pass over ``ids``)."""
+    n = ids.shape[0]
+    k = 0
+    for i in range(n):
+        g = ids[i]
+        while k <= g:
+            offs[k] = i
+            k += 1
+    while k <= num:
+        offs[k] = n
+        k += 1

@@ -1,0 +1,150 @@
+"""Reference twins of the segment ops, the running log-sum-exp and logmatmulexp.
+
+float64 NumPy, written for clarity: each segment goes through the dense
+reference twins (``_dense``); the scan keeps the running state ``(m, s)`` with a
+Neumaier-compensated sum in a Python loop; ``logmatmulexp`` forms
+``A[i, :, None] + B`` one row ``i`` at a time (a [J, K] temporary, never [I, J, K]).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .._validate import as_input_array, validate_where
+from . import _dense
+
+__all__ = [
+    "logcumsumexp",
+    "logmatmulexp",
+    "segment_log_softmax",
+    "segment_logsumexp",
+    "segment_softmax",
+]
+
+
+def _ids(n, segment_ids, offsets, num_segments):
+    if offsets is not None:
+        o = np.asarray(offsets, dtype=np.int64)
+        return np.repeat(np.arange(o.size - 1), np.diff(o)), o.size - 1
+    ids = np.asarray(segment_ids, dtype=np.int64)
+    num = int(ids.max()) + 1 if num_segments is None and ids.size else (num_segments or 0)
+    return ids, num
+
+
+def segment_logsumexp(
+    x, /, segment_ids=None, *, offsets=None, num_segments=None, axis=0, temperature=1.0, where=None
+):
+    """Per-segment :func:`softmaxkit.reference.logsumexp` along ``axis``."""
+    a = as_input_array(x).astype(np.float64)
+    ax = axis % a.ndim
+    ids, num = _ids(a.shape[ax], segment_ids, offsets, num_segments)
+    w = validate_where(where, a.shape)
+    parts = []
+    for g in range(num):
+        sel = np.flatnonzero(ids == g)
+        wg = None if w is None else np.take(w, sel, axis=ax)
+        parts.append(
+            _dense.logsumexp(
+                np.take(a, sel, axis=ax),
+                axis=ax,
+                temperature=temperature,
+                where=wg,
+                keepdims=True,
+            )
+        )
+    if not parts:
+        shape = list(a.shape)
+        shape[ax] = 0
+        return np.empty(shape)
+    return np.concatenate(parts, axis=ax)
+
+
+def _segment_softmax(x, segment_ids, offsets, num_segments, axis, temperature, where, op):
+    a = as_input_array(x).astype(np.float64)
+    ax = axis % a.ndim
+    ids, num = _ids(a.shape[ax], segment_ids, offsets, num_segments)
+    w = validate_where(where, a.shape)
+    out = np.empty(a.shape)
+    for g in range(num):
+        sel = np.flatnonzero(ids == g)
+        if sel.size == 0:
+            continue
+        wg = None if w is None else np.take(w, sel, axis=ax)
+        r = op(np.take(a, sel, axis=ax), axis=ax, temperature=temperature, where=wg)
+        idx = [slice(None)] * a.ndim
+        idx[ax] = sel
+        out[tuple(idx)] = r
+    return out
+
+
+def segment_softmax(
+    x, /, segment_ids=None, *, offsets=None, num_segments=None, axis=0, temperature=1.0, where=None
+):
+    """Per-segment :func:`softmaxkit.reference.softmax` along ``axis``."""
+    return _segment_softmax(
+        x, segment_ids, offsets, num_segments, axis, temperature, where, _dense.softmax
+    )
+
+
+def segment_log_softmax(
+    x, /, segment_ids=None, *, offsets=None, num_segments=None, axis=0, temperature=1.0, where=None
+):
+    """Per-segment :func:`softmaxkit.reference.log_softmax` along ``axis``."""
+    return _segment_softmax(
+        x, segment_ids, offsets, num_segments, axis, temperature, where, _dense.log_softmax
+    )
+
+
+def _scan_row(v):
+    """Running log-sum-exp of a 1-D float64 row: state (m, s + c) with Neumaier's sum."""
+    out = np.empty(v.size)
+    m, s, c = -math.inf, 0.0, 0.0
+    nan = False
+    for j, x in enumerate(v.tolist()):
+        if math.isnan(x) or nan:
+            nan = True
+            out[j] = math.nan
+            continue
+        if x > m:
+            scale = 0.0 if m == -math.inf else math.exp(m - x)
+            s, c = s * scale, c * scale
+            term, m = 1.0, x
+        else:
+            term = 1.0 if x == m else math.exp(x - m)
+        t = s + term  # Neumaier: keep the rounding error of every addition in c
+        c += (s - t) + term if abs(s) >= abs(term) else (term - t) + s
+        s = t
+        tot = s + c
+        out[j] = -math.inf if m == -math.inf else (m if m == math.inf else m + math.log(tot))
+    return out
+
+
+def logcumsumexp(x, /, axis=-1, *, reverse=False, where=None):
+    """``log(cumsum(exp(x)))`` along ``axis`` (float64, see :func:`softmaxkit.logcumsumexp`)."""
+    a = as_input_array(x).astype(np.float64)
+    if a.ndim == 0:
+        return a.copy()
+    if where is not None:
+        a = np.where(validate_where(where, a.shape), a, -np.inf)
+    moved = np.moveaxis(a, axis, -1)
+    rows = moved.reshape(math.prod(moved.shape[:-1]), moved.shape[-1])
+    out = np.empty(rows.shape)
+    for i, r in enumerate(rows):
+        out[i] = _scan_row(r[::-1])[::-1] if reverse else _scan_row(r)
+    return np.moveaxis(out.reshape(moved.shape), -1, axis)
+
+
+def logmatmulexp(A, B, /):
+    """``log(sum_j exp(A[..., i, j] + B[..., j, k]))`` via the dense reference logsumexp."""
+    a = as_input_array(A, "A").astype(np.float64)
+    b = as_input_array(B, "B").astype(np.float64)
+    batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    a = np.broadcast_to(a, batch + a.shape[-2:])
+    b = np.broadcast_to(b, batch + b.shape[-2:])
+    out = np.empty((*batch, a.shape[-2], b.shape[-1]))
+    for idx in np.ndindex(*batch):
+        for i in range(a.shape[-2]):
+            out[(*idx, i)] = _dense.logsumexp(a[(*idx, i)][:, None] + b[idx], axis=0)
+    return out

@@ -1,0 +1,534 @@
+"""Running log-sum-exp (:func:`logcumsumexp`) and log-space matrix products
+(:func:`logmatmulexp`), with their vector-Jacobian products.
+
+Public layer: validate, normalise ``axis``, run the kernels of ``_kernels/scan.py``
+(loaded on first use).  The maths and the edge-case contract: ``docs/segments.md``.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import sys
+
+import numpy as np
+from numpy.exceptions import AxisError
+
+from ._validate import as_input_array, check_out, resolve_dtype, validate_where
+
+__all__ = ["logcumsumexp", "logcumsumexp_vjp", "logmatmulexp", "logmatmulexp_vjp"]
+
+# A long row is cut into blocks scanned on several threads when it has at least
+# this many values per block (below, the extra state pass costs more than it saves).
+_MIN_BLOCK = 1 << 16
+
+
+def _k():
+    from ._kernels import scan
+
+    return scan
+
+
+def _is_dask(x) -> bool:
+    return type(x).__module__.split(".")[0] == "dask" and "dask" in sys.modules
+
+
+def _one_axis(axis, ndim: int, name: str = "axis") -> int:
+    if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
+        raise TypeError(f"{name} must be an int; got {axis!r}")
+    a = int(axis)
+    if not -ndim <= a < ndim:
+        raise AxisError(a, ndim, msg_prefix=name)
+    return a % ndim
+
+
+def _rows(a: np.ndarray, ax: int) -> np.ndarray:
+    """``a`` with ``ax`` moved last as C-contiguous ``[R, n]`` rows (a view when it can)."""
+    moved = np.moveaxis(a, ax, -1)
+    n = moved.shape[-1]
+    return np.ascontiguousarray(moved).reshape(math.prod(moved.shape[:-1]), n)
+
+
+def _carries(bm: np.ndarray, bs: np.ndarray, m: np.ndarray, s: np.ndarray):
+    """Exclusive scan of block states along axis 1 (the state entering each block),
+    starting from the state ``(m, s)`` entering the row."""
+    from ._state import merge
+
+    cm = np.empty_like(bm)
+    cs = np.empty_like(bs)
+    for k in range(bm.shape[1]):
+        cm[:, k] = m
+        cs[:, k] = s
+        m, s = merge(m, s, bm[:, k], bs[:, k])
+    return cm, cs
+
+
+def _scan(x2: np.ndarray, m2: np.ndarray | None, reverse: bool, res2: np.ndarray, carry=None):
+    """Run the scan kernels over C rows ``x2`` into ``res2`` (both [R, n]).
+
+    ``carry``: optional [R] log-sum-exp of what comes before each row in scan order
+    (the Dask driver's blocks); it enters as the state ``(carry, 1)`` (``(-inf, 0)``
+    for ``-inf``): the scan only ever uses ``m + log(s)`` of a state.
+    """
+    from ._kernels._parallel import run, threads_for
+
+    k = _k()
+    R, n = x2.shape
+    if R == 0 or n == 0:
+        return
+    use_mask = m2 is not None
+    mrows = m2 if m2 is not None else np.broadcast_to(np.ones((1, 1), bool), (R, 1))
+    nt = threads_for(x2.size, x2.itemsize)
+    nblk = 1
+    if nt > 1 and R < 2 * nt:
+        nblk = max(1, min(-(-4 * nt // R), n // _MIN_BLOCK))
+    if carry is None:
+        m0 = np.full(R, -np.inf)
+        s0 = np.zeros(R)
+    else:
+        m0 = np.asarray(carry, dtype=np.float64).reshape(R)
+        s0 = np.where(m0 == -np.inf, 0.0, 1.0)
+    if nblk > 1:
+        bm = np.empty((R, nblk))
+        bs = np.empty((R, nblk))
+        run(k.block_states, R * nblk, nt, x2, mrows, use_mask, reverse, nblk, bm, bs)
+        cm, cs = _carries(bm, bs, m0, s0)
+    else:
+        cm = m0.reshape(R, 1).copy()
+        cs = s0.reshape(R, 1).copy()
+    run(k.scan_rows, R * nblk, nt, x2, mrows, use_mask, res2, reverse, nblk, cm, cs)
+
+
+def logcumsumexp(x, /, axis=-1, *, reverse=False, where=None, dtype=None, out=None):
+    r"""Running log-sum-exp along one axis.
+
+    .. math::
+
+        y_j = \log \sum_{k \le j} e^{x_k}
+        \qquad (\text{``reverse``: } \textstyle\sum_{k \ge j})
+
+    computed as a scan of the online normalizer's state ``(m, s)``: the running max
+    ``m`` and ``s = \sum e^{x_k - m}`` (float64), one ``exp`` per value, so nothing
+    overflows and no ``log(1 + exp(.))`` is rounded per step (as in
+    ``np.logaddexp.accumulate``).
+
+    Parameters
+    ----------
+    x : array_like
+        Input.  float16/float32/float64 are kept (float16 computed in float32);
+        integer and bool input is computed in float64.
+    axis : int, default -1
+        The axis to scan along.
+    reverse : bool, default False
+        Scan from the end: ``y_j = log sum_{k >= j} exp(x_k)``.
+    where : array_like of bool, optional
+        Mask broadcastable to ``x``: excluded values take no part (as ``-inf``); every
+        position still gets the log-sum-exp of the included values up to it.
+    dtype : dtype, optional
+        Output dtype (float16, float32 or float64), as for :func:`softmaxkit.softmax`.
+    out : ndarray, optional
+        Array of ``x``'s shape and the output dtype to write into.
+
+    Returns
+    -------
+    ndarray
+        Shape of ``x``.
+
+    Notes
+    -----
+    Edge cases (the dense contract, position by position): a prefix that is
+    empty, all ``-inf`` or fully masked gives ``-inf`` (never NaN from
+    ``-inf - -inf``); from the first ``+inf`` on the result is ``+inf``; from the
+    first NaN on it is NaN.  Accuracy: float64 results within a few ulp of
+    ``log`` of the exact sum times the number of terms (the float64 state is
+    accumulated in order; ``tests/test_scan.py`` checks 1e-13 relative against
+    mpmath on rows of 10^5 values spread over 700 units); float32 results are the
+    float64 result rounded, up to the float32 ``exp`` (1 ulp) of each term.
+
+    Long rows (fewer rows than twice the threads) are cut into blocks: each block's
+    own state is computed first (one read), the states are merged in order, and
+    the blocks are scanned in parallel from their entering states.
+
+    Peak extra memory: a few KiB of chunk buffers per thread, plus 16 bytes per row
+    and block.  Copies: ``x`` when ``axis`` is not its last, C-contiguous axis or
+    its dtype is not float32/float64 (one copy in the compute dtype, with the
+    axis moved last); a ``where`` mask: one bool copy in that layout; an output
+    that is not C-contiguous with ``axis`` last, or float16: one temporary.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from softmaxkit import logcumsumexp
+    >>> logcumsumexp(np.log([1.0, 2.0, 3.0, 4.0]))
+    array([0.        , 1.09861229, 1.79175947, 2.30258509])
+    >>> logcumsumexp([-np.inf, -np.inf, 0.0, 1000.0])
+    array([ -inf,  -inf,    0., 1000.])
+    """
+    if _is_dask(x):
+        from . import _dask_segments
+
+        return _dask_segments.logcumsumexp(x, axis=axis, reverse=reverse, where=where, dtype=dtype)
+    arr = as_input_array(x)
+    scalar = arr.ndim == 0
+    if scalar:
+        arr = arr.reshape(1)
+        if isinstance(axis, numbers.Integral) and not isinstance(axis, bool) and axis in (0, -1):
+            axis = 0
+    ax = _one_axis(axis, arr.ndim)
+    mask = validate_where(where, arr.shape)
+    compute, out_dtype = resolve_dtype(arr.dtype, dtype)
+    if out is not None:
+        check_out(out, () if scalar else arr.shape, out_dtype)
+    x2 = _rows(arr.astype(compute, copy=False), ax)
+    m2 = _rows(mask, ax) if mask is not None else None
+    kdt = out_dtype if out_dtype != np.float16 else np.dtype(np.float32)
+    direct = None
+    if out is not None and not scalar and out.dtype == kdt:
+        view = np.moveaxis(out, ax, -1)
+        if view.flags.c_contiguous:
+            direct = view.reshape(x2.shape)
+    res2 = direct if direct is not None else np.empty(x2.shape, kdt)
+    _scan(x2, m2, bool(reverse), res2)
+    if direct is not None:
+        return out
+    moved_shape = np.moveaxis(arr, ax, -1).shape
+    res = np.moveaxis(res2.reshape(moved_shape), -1, ax)
+    if scalar:
+        res = res.reshape(())
+    if out is not None:
+        np.copyto(out, res, casting="unsafe")
+        return out
+    res = res.astype(out_dtype, copy=False)
+    return res[()] if scalar else res
+
+
+def logcumsumexp_vjp(x, g, /, axis=-1, *, reverse=False, where=None):
+    r"""Vector-Jacobian product of :func:`logcumsumexp`, from its input.
+
+    .. math::
+
+        \frac{\partial L}{\partial x_k} = \sum_{j \ge k} g_j\, e^{x_k - y_j}
+        = e^{x_k - y_k}\, Q_k, \qquad Q_k = g_k + e^{y_k - y_{k+1}} Q_{k+1}
+
+    (``j <= k`` with ``reverse``).  ``y`` never decreases along the scan, so every
+    factor ``e^{y_k - y_{k+1}}`` is at most 1: a reverse scan with nothing to
+    overflow.
+
+    Parameters
+    ----------
+    x : array_like
+        The forward input.
+    g : array_like
+        Upstream gradient, shape of ``x``.
+    axis, reverse, where
+        Those of the forward call.
+
+    Returns
+    -------
+    ndarray
+        float64, shape of ``x``.  0 at ``-inf`` and masked entries; where a prefix
+        holds ``c >= 1`` entries ``+inf``, its output's gradient goes to them as
+        ``g / c`` (the softmax of the dense contract); NaN along a row that includes
+        a NaN.
+
+    Notes
+    -----
+    Peak extra memory: the forward result ``y`` and float64 copies of ``x`` and
+    ``g`` with the axis moved last (three arrays of ``x``'s size in float64).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from softmaxkit import logcumsumexp_vjp
+    >>> logcumsumexp_vjp(np.zeros(3), np.ones(3))  # 1 + 1/2 + 1/3, 1/2 + 1/3, 1/3
+    array([1.83333333, 0.83333333, 0.33333333])
+    """
+    from ._kernels._parallel import run, threads_for
+
+    arr = as_input_array(x)
+    gar = as_input_array(g, "g")
+    if gar.shape != arr.shape:
+        raise ValueError(f"g has shape {gar.shape}; expected the shape of x, {arr.shape}")
+    if arr.ndim == 0:
+        arr, gar = arr.reshape(1), gar.reshape(1)
+        axis = 0 if axis in (0, -1) else axis
+        scalar = True
+    else:
+        scalar = False
+    ax = _one_axis(axis, arr.ndim)
+    mask = validate_where(where, arr.shape)
+    xf = arr.astype(np.float64)
+    if mask is not None:
+        xf[~mask] = -np.inf
+    x2 = _rows(xf, ax)
+    g2 = _rows(gar.astype(np.float64, copy=False), ax)
+    y2 = np.empty(x2.shape)
+    _scan(x2, None, bool(reverse), y2)
+    res2 = np.empty(x2.shape)
+    if x2.size:
+        run(_k().scan_vjp_rows, x2.shape[0], threads_for(x2.size, 8), x2, y2, g2, res2, reverse)
+    moved_shape = np.moveaxis(arr, ax, -1).shape
+    res = np.moveaxis(res2.reshape(moved_shape), -1, ax)
+    return res.reshape(()) if scalar else res
+
+
+# --------------------------------------------------------------------------- logmatmulexp
+_BI = 256  # rows of A per tile
+_BJ = 256  # the contracted axis per block
+# An accumulated sum below this (relative to the shifts a_i + b_k) may have lost its
+# dominant terms to underflow: those entries are recomputed directly (see
+# logmatmulexp's Notes; guarded by test_scan.py::test_logmatmulexp_underflow_fallback).
+_LOST = {np.dtype(np.float64): 1e-260, np.dtype(np.float32): 1e-25}
+
+
+def _finite_max(a: np.ndarray, axis: int) -> np.ndarray:
+    """Max over ``axis`` of the finite entries; 0 where there is none.
+
+    A plain max first (no temporary of ``a``'s size); only the rows / columns whose
+    max is not finite are reduced again over their finite entries."""
+    m = np.max(a, axis=axis, initial=-np.inf)
+    bad = np.flatnonzero(~np.isfinite(m))
+    for i in bad:
+        line = a[i] if axis == 1 else a[:, i]
+        fin = line[np.isfinite(line)]
+        m[i] = fin.max() if fin.size else 0.0
+    return m.astype(a.dtype, copy=False)
+
+
+def _lme_2d(A, B, out):
+    """logmatmulexp of 2-D C-contiguous ``A`` [I, J], ``B`` [J, K] into ``out`` [I, K]."""
+    from ._kernels._parallel import run, threads_for
+
+    k = _k()
+    I, J = A.shape
+    K = B.shape[1]
+    if I == 0 or K == 0:
+        return
+    if J == 0:
+        out[...] = -np.inf
+        return
+    a = _finite_max(A, 1)
+    b = _finite_max(B, 0)
+    bj = min(_BJ, J)
+    bi = min(_BI, I)
+    eB = np.empty((bj, K), A.dtype)
+    eA = np.empty((bi, bj), A.dtype)
+    P = np.empty((bi, K), A.dtype)
+    # inf * 0 in the products is the NaN of +inf + -inf in the naive form
+    with np.errstate(invalid="ignore"):
+        _lme_blocks(A, B, a, b, eA, eB, P, out)
+    with np.errstate(invalid="ignore"):
+        lost = np.nonzero(out < _LOST[A.dtype])
+    run(k.log_finish, I, threads_for(out.size), out, a, b)
+    if lost[0].size:
+        ii = lost[0].astype(np.int64)
+        kk = lost[1].astype(np.int64)
+        res = np.empty(ii.size)
+        run(k.direct_entries, ii.size, threads_for(ii.size * J), A, B, ii, kk, res)
+        out[ii, kk] = res
+
+
+def _lme_blocks(A, B, a, b, eA, eB, P, out):
+    """``out = exp(A - a) @ exp(B - b)``, block by block of the contracted axis."""
+    from ._kernels._parallel import run, threads_for
+
+    k = _k()
+    I, J = A.shape
+    bj, bi = eB.shape[0], eA.shape[0]
+    for j0 in range(0, J, bj):
+        j1 = min(J, j0 + bj)
+        eBj = eB[: j1 - j0]
+        run(k.exp_shift_cols, j1 - j0, threads_for(eBj.size), B[j0:j1], b, eBj)
+        for i0 in range(0, I, bi):
+            i1 = min(I, i0 + bi)
+            eAi = eA[: i1 - i0, : j1 - j0]
+            Ai = np.ascontiguousarray(A[i0:i1, j0:j1])
+            run(k.exp_shift_rows, i1 - i0, threads_for(Ai.size), Ai, a[i0:i1], eAi)
+            if j0 == 0:
+                np.matmul(eAi, eBj, out=out[i0:i1])
+            else:
+                Pi = P[: i1 - i0]
+                np.matmul(eAi, eBj, out=Pi)
+                out[i0:i1] += Pi
+
+
+def _lme_prepare(A, B):
+    a = as_input_array(A, "A")
+    b = as_input_array(B, "B")
+    if a.ndim < 2 or b.ndim < 2:
+        raise ValueError(
+            f"A and B must have at least 2 dimensions ([..., I, J] and [..., J, K]); "
+            f"got shapes {a.shape} and {b.shape}"
+        )
+    if a.shape[-1] != b.shape[-2]:
+        raise ValueError(
+            f"A's last axis ({a.shape[-1]}) must match B's second-to-last axis "
+            f"({b.shape[-2]}); got shapes {a.shape} and {b.shape}"
+        )
+    try:
+        batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    except ValueError:
+        raise ValueError(
+            f"the batch shapes of A {a.shape[:-2]} and B {b.shape[:-2]} do not broadcast"
+        ) from None
+    compute, _ = resolve_dtype(np.result_type(a.dtype, b.dtype), None)
+    return a, b, batch, compute
+
+
+def logmatmulexp(A, B, /, *, out=None):
+    r"""Matrix product in log space.
+
+    .. math::
+
+        C_{ik} = \log \sum_j e^{A_{ij} + B_{jk}}
+        = a_i + b_k + \log \sum_j e^{A_{ij} - a_i}\, e^{B_{jk} - b_k}
+
+    with ``a_i``, ``b_k`` the finite maxima of row ``i`` of ``A`` and column ``k`` of
+    ``B``: the sum is an ordinary matrix product of two arrays of values in
+    ``[0, 1]``, computed by BLAS block by block (256 values of ``j`` at a time,
+    accumulated into the output), then ``log`` and the shifts are applied in place.
+
+    Parameters
+    ----------
+    A : array_like
+        ``[..., I, J]``.
+    B : array_like
+        ``[..., J, K]``; the batch axes broadcast against ``A``'s.
+    out : ndarray, optional
+        ``[..., I, K]`` array of the result dtype (float32 for float32 inputs, else
+        float64) to write into.
+
+    Returns
+    -------
+    ndarray
+        ``[..., I, K]``.
+
+    Notes
+    -----
+    Exactness: where the sum is below ``1e-260`` (float32: ``1e-25``) its dominant
+    terms may have underflowed (``A_ij - a_i`` and ``B_jk - b_k`` both very
+    negative); those entries are recomputed directly in float64
+    (``max_j (A_ij + B_jk)`` shift, O(J) each), so the result is finite wherever
+    the true value is, including where the naive ``log(exp(A) @ exp(B))``
+    overflows or underflows.  Edge cases as the naive form: ``-inf`` entries add
+    nothing (an all ``-inf`` contraction gives ``-inf``), ``+inf`` gives ``+inf``,
+    NaN (also from ``+inf + -inf``) gives NaN.
+
+    Peak extra memory: no ``[I, J, K]`` temporary; the ``exp`` of one block of
+    ``B`` (``min(J, 256) x K``), of one tile of ``A`` (256 x 256) and one product
+    tile (``256 x K``), the shifts (``I + K`` values) and a bool mask of the output
+    (``I x K`` bytes) -- below one input's size once ``J > 256`` and ``I > 256``
+    (5.5 MiB for 1024 x 1024 float64 inputs of 8 MiB).  Batched inputs are done one matrix
+    at a time.  A C-contiguous copy of an input that is not.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from softmaxkit import logmatmulexp
+    >>> A = np.log([[1.0, 2.0], [3.0, 4.0]])
+    >>> np.exp(logmatmulexp(A, A))  # = [[1, 2], [3, 4]] @ [[1, 2], [3, 4]]
+    array([[ 7., 10.],
+           [15., 22.]])
+    >>> logmatmulexp([[1000.0, -np.inf]], [[1000.0], [0.0]])  # naive: inf
+    array([[2000.]])
+    """
+    if _is_dask(A) or _is_dask(B):
+        from . import _dask_segments
+
+        return _dask_segments.logmatmulexp(A, B)
+    a, b, batch, compute = _lme_prepare(A, B)
+    shape = (*batch, a.shape[-2], b.shape[-1])
+    if out is not None:
+        check_out(out, shape, compute)
+    res = out if out is not None and out.flags.c_contiguous else np.empty(shape, compute)
+    ab = np.broadcast_to(a, batch + a.shape[-2:])
+    bb = np.broadcast_to(b, batch + b.shape[-2:])
+    for idx in np.ndindex(*batch):
+        _lme_2d(
+            np.ascontiguousarray(ab[idx], dtype=compute),
+            np.ascontiguousarray(bb[idx], dtype=compute),
+            res[idx],
+        )
+    if out is not None and res is not out:
+        out[...] = res
+        return out
+    return res
+
+
+def logmatmulexp_vjp(A, B, G, /):
+    r"""Vector-Jacobian product of :func:`logmatmulexp`: ``(dL/dA, dL/dB)``.
+
+    .. math::
+
+        \frac{\partial L}{\partial A_{ij}} = \sum_k G_{ik} e^{A_{ij} + B_{jk} - C_{ik}},
+        \qquad
+        \frac{\partial L}{\partial B_{jk}} = \sum_i G_{ik} e^{A_{ij} + B_{jk} - C_{ik}}
+
+    computed as ``e^{A - a} * (W @ e^{(B - b)^T})`` and ``e^{B - b} * (e^{(A - a)^T} @ W)``
+    with ``W = G e^{a_i + b_k - C_{ik}}`` (two BLAS products); the entries that
+    :func:`logmatmulexp` recomputes directly (``a_i + b_k - C_{ik} > 598``) add
+    their terms directly instead.
+
+    Parameters
+    ----------
+    A, B : array_like
+        The forward inputs (``[..., I, J]``, ``[..., J, K]``).
+    G : array_like
+        Upstream gradient, shape of the forward output.
+
+    Returns
+    -------
+    tuple of ndarray
+        float64 gradients shaped like ``A`` and ``B`` (batch axes that were
+        broadcast are summed).  0 toward ``-inf`` and ``+inf`` results, NaN from NaN
+        results.
+
+    Notes
+    -----
+    Peak extra memory: float64 ``e^{A - a}``, ``e^{B - b}``, the forward result and
+    ``W`` (about two inputs and two outputs in float64) per matrix of the batch.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from softmaxkit import logmatmulexp_vjp
+    >>> gA, gB = logmatmulexp_vjp(np.zeros((1, 2)), np.zeros((2, 1)), np.ones((1, 1)))
+    >>> gA, gB
+    (array([[0.5, 0.5]]), array([[0.5],
+           [0.5]]))
+    """
+    a, b, batch, _ = _lme_prepare(A, B)
+    g = np.asarray(as_input_array(G, "G"), dtype=np.float64)
+    shape = (*batch, a.shape[-2], b.shape[-1])
+    if g.shape != shape:
+        raise ValueError(f"G has shape {g.shape}; expected {shape}")
+    af = np.broadcast_to(a.astype(np.float64), batch + a.shape[-2:])
+    bf = np.broadcast_to(b.astype(np.float64), batch + b.shape[-2:])
+    gA = np.zeros(af.shape)
+    gB = np.zeros(bf.shape)
+    for idx in np.ndindex(*batch):
+        Ai, Bi, Gi = np.ascontiguousarray(af[idx]), np.ascontiguousarray(bf[idx]), g[idx]
+        C = logmatmulexp(Ai, Bi)
+        sa = _finite_max(Ai, 1)
+        sb = _finite_max(Bi, 0)
+        with np.errstate(over="ignore", invalid="ignore", under="ignore"):
+            eA = np.exp(Ai - sa[:, None])
+            eB = np.exp(Bi - sb[None, :])
+            d = sa[:, None] + sb[None, :] - C
+            direct = (d > 598.0) & np.isfinite(C)
+            W = np.where(direct | np.isinf(C), 0.0, Gi * np.exp(np.where(direct, 0.0, d)))
+            gA[idx] = eA * (W @ eB.T)
+            gB[idx] = eB * (eA.T @ W)
+            for i, k in zip(*np.nonzero(direct), strict=True):
+                t = Gi[i, k] * np.exp(Ai[i] + Bi[:, k] - C[i, k])
+                gA[(*idx, i)] += t
+                gB[(*idx, slice(None), k)] += t
+    return _unbroadcast(gA, a.shape), _unbroadcast(gB, b.shape)
+
+
+def _unbroadcast(g: np.ndarray, shape) -> np.ndarray:
+    extra = g.ndim - len(shape)
+    if extra:
+        g = g.sum(axis=tuple(range(extra)))
+    axes = tuple(i for i, n in enumerate(shape[:-2]) if n == 1 and g.shape[i] != 1)
+    return g.sum(axis=axes, keepdims=True) if axes else g
