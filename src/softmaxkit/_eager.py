@@ -227,12 +227,14 @@ def dense_softmax(
         target = outk
         if (
             plan(outk, axes) != p
-            or (_shares(xk, outk) and xk.strides != outk.strides)
+            or (_shares(xk, outk) and not same_memory(xk, outk))
+            or _shares(where, outk)
             or outk.dtype == np.float16
             or not outk.dtype.isnative
         ):
-            # out in another layout (or overlapping x differently): write a private
-            # buffer in x's layout, then copy
+            # out in another layout, or overlapping x (or where) in any way but as
+            # exactly the same view (as NumPy's ufuncs): write a private buffer in x's
+            # layout, then copy
             tdt = compute if outk.dtype == np.float16 else outk.dtype.newbyteorder("=")
             target = np.empty_like(xk, dtype=tdt)
             if plan(target, axes) != p:  # pragma: no cover - empty_like keeps the order

@@ -32,16 +32,28 @@ def as_input_array(x: Any, name: str = "x") -> np.ndarray:
     """Convert ``x`` to an ndarray, rejecting dtypes with no softmax meaning.
 
     Complex, object, string, bytes, datetime and structured inputs raise ``TypeError``.
-    No copy is made when ``x`` already is an ndarray.
+    No copy is made when ``x`` already is a native-byte-order ndarray.  Subclasses
+    are viewed as plain ndarrays (``np.matrix`` included, as SciPy does), except
+    ``numpy.ma.MaskedArray``, which raises ``TypeError``: its mask would otherwise be
+    silently ignored (pass ``where=~numpy.ma.getmaskarray(x)`` instead).  A
+    big-endian (non-native) floating array is converted once to native byte order.
     """
+    if isinstance(x, np.ma.MaskedArray):
+        raise TypeError(
+            f"{name} is a numpy.ma.MaskedArray, whose mask softmaxkit does not read; pass "
+            f"{name}.data with where=~numpy.ma.getmaskarray({name}) (masked entries then "
+            "take no part)"
+        )
     if isinstance(x, np.ndarray):
-        arr = x
+        arr = x if type(x) is np.ndarray else np.asarray(x)
     else:
         try:
             arr = np.asarray(x)
         except (ValueError, TypeError) as exc:  # ragged lists and the like
             raise TypeError(f"{name} must be array-like with a numeric dtype; got {exc}") from None
     kind = arr.dtype.kind
+    if kind in "iuf" and not arr.dtype.isnative:  # Numba reads native byte order only
+        arr = arr.astype(arr.dtype.newbyteorder("="))
     if kind not in "biuf":
         raise TypeError(
             f"{name} must have a real floating, integer or bool dtype; got dtype {arr.dtype}"

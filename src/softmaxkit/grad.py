@@ -245,7 +245,7 @@ def logsumexp_vjp(x, g, /, axis=-1, *, b=None, keepdims=False, temperature=1.0, 
     a = as_input_array(x)
     axes = normalize_axis(axis, a.ndim)
     t = validate_temperature(temperature)
-    ga = np.asarray(g, dtype=np.float64)
+    ga = as_input_array(g, "g").astype(np.float64, copy=False)  # complex, str: TypeError
     reduced = tuple(1 if i in axes else n for i, n in enumerate(a.shape))
     try:
         ga = np.expand_dims(ga, axes) if not keepdims else ga
@@ -261,12 +261,16 @@ def logsumexp_vjp(x, g, /, axis=-1, *, b=None, keepdims=False, temperature=1.0, 
     compute, out_dtype = resolve_dtype(a.dtype, None)
     if b is None:
         # scaled in place: no temporary beyond the softmax, which is the result
-        p = softmax(a, axis=axes, temperature=t, where=where, dtype=compute)
+        p = np.asarray(softmax(a, axis=axes, temperature=t, where=where, dtype=compute))
         # one same-dtype pass: a float64 operand sends a float32 pass through NumPy's
         # buffered casting loop ([4096, 32000] float32: 199 ms with it and a separate
         # divide, 92 ms so); g / T is rounded to the computation dtype first, at most
         # one more rounding
         np.multiply(p, (ga / t).astype(compute), out=p)
+        if where is not None:
+            # masked entries take no part, even in a NaN row (whose softmax is all NaN):
+            # their gradient is 0, as for softmax_vjp and in torch.masked / JAX
+            np.copyto(p, 0.0, where=~validate_where(where, a.shape))
         return p if p.dtype == out_dtype else p.astype(out_dtype)
     bw = validate_weights(b, a.shape, np.float64)
     lse, sign = logsumexp(
@@ -328,7 +332,14 @@ def softmax_jvp(x, v, /, axis=-1, *, temperature=1.0, where=None):
     (array([0.5, 0.5]), array([ 0.25, -0.25]))
     """
     y = softmax(x, axis=axis, temperature=temperature, where=where)
-    return y, softmax_vjp(y, v, axis=axis, temperature=temperature, where=where)
+    va = as_input_array(v, "v")
+    try:
+        np.broadcast_to(va, np.shape(y))
+    except ValueError:
+        raise ValueError(
+            f"v with shape {va.shape} cannot be broadcast to x's shape {np.shape(y)}"
+        ) from None
+    return y, softmax_vjp(y, va, axis=axis, temperature=temperature, where=where)
 
 
 def softmax_jacobian(x, /, axis=-1, *, temperature=1.0, where=None):

@@ -56,6 +56,10 @@ def _state_dtype(dtype: Any) -> np.dtype:
 def _shape(shape: Any) -> tuple[int, ...]:
     if isinstance(shape, numbers.Integral) and not isinstance(shape, bool):
         shape = (shape,)
+    if isinstance(shape, str | bytes) or any(
+        isinstance(n, bool) or not isinstance(n, numbers.Integral) for n in _items(shape)
+    ):
+        raise TypeError(f"shape must be an int or a tuple of ints; got {shape!r}")
     try:
         out = tuple(int(n) for n in shape)
     except TypeError:
@@ -63,6 +67,13 @@ def _shape(shape: Any) -> tuple[int, ...]:
     if any(n < 0 for n in out):
         raise ValueError(f"shape must have non-negative sizes; got {shape!r}")
     return out
+
+
+def _items(shape: Any) -> tuple[Any, ...]:
+    try:
+        return tuple(shape)
+    except TypeError:
+        raise TypeError(f"shape must be an int or a tuple of ints; got {shape!r}") from None
 
 
 def _scalar(a: np.ndarray):
@@ -330,7 +341,9 @@ class Normalizer:
         if arr.size == 0:
             return out
         x2 = rows_view(arr, axes)
-        if x2.dtype.kind != "f":
+        if x2.dtype.kind != "f" or x2.dtype == np.float16:
+            # the row kernel takes float32/float64; float16 (and integers) are read as
+            # float64, exact, like the result buffer below
             x2 = x2.astype(np.float64)
         mask2 = rows_view(mask, axes) if mask is not None else None
         res = np.empty(x2.shape, dtype=np.float64)

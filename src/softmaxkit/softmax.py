@@ -64,6 +64,7 @@ def _tiny_state(x, axis, temperature):
         and x.ndim == 1
         and 0 < x.shape[0] <= _TINY
         and (x.dtype.char == "d" or x.dtype.char == "f")
+        and x.dtype.isnative
         and type(axis) is int
         and (axis == -1 or axis == 0)
         and type(temperature) is float
