@@ -229,3 +229,67 @@ def test_output_quantization_unknown_dtype_lists_choices():
             Q.output_quantization(op, np.int8, "x")
     with pytest.raises(ValueError, match="input_dtype must be one of"):
         Q.output_quantization("softmax", "x")
+
+
+# ------------------------------------------------------------------ identify
+
+_SEED_X = np.array([101, 49, 6, -34, -75, -79, -38, 120, -55, 115], dtype=np.int8)
+_SEED_Y = np.array([-57, -70, -79, -86, -92, -94, -88, -54, -91, -56], dtype=np.int8)
+
+
+def test_identify_seed():
+    found = Q.identify(_SEED_X.reshape(2, 5), _SEED_Y.reshape(2, 5))
+    assert found and all(m.mismatches == 0 for m in found)
+    names = {m.runtime for m in found}
+    assert {"tflite-reference", "cmsis-nn", "tflite-x86", "torch", "onnxruntime"} <= names
+    assert all(abs(m.input_scale - 1 / 255) < 1e-9 for m in found)
+    assert "input_scale=1/255" in str(found[0]) and "bit-exact" in str(found[0])
+    # flat: found as 2 rows of 5 (one row of 10 matches nothing)
+    flat = Q.identify(_SEED_X, _SEED_Y)
+    assert flat[0].rows == 2 and flat[0].mismatches == 0
+
+
+@pytest.mark.parametrize(
+    ("runtime", "dt", "scale"),
+    [("onnxruntime", np.int8, 0.07), ("xnnpack", np.uint8, 0.03), ("float-route", np.int8, 0.2),
+     ("tflite-x86", np.uint8, 0.011)],
+)  # fmt: skip
+def test_identify_finds_the_runtime(runtime, dt, scale):
+    rng = np.random.default_rng(11)
+    info = np.iinfo(dt)
+    x = rng.integers(info.min, info.max + 1, size=(6, 40)).astype(dt)
+    y = Q.softmax(x, scale, runtime=runtime)
+    found = Q.identify(x, y)
+    hit = [m for m in found if m.runtime == runtime]
+    assert hit and hit[0].mismatches == 0
+    assert Q.softmax(x, hit[0].input_scale, runtime=runtime).tolist() == y.tolist()
+
+
+def test_identify_closest_when_none_matches():
+    y = _SEED_Y.reshape(2, 5).copy()
+    y[0, 0] += 3
+    found = Q.identify(_SEED_X.reshape(2, 5), y, max_results=3)
+    assert len(found) == 3 and all(m.mismatches >= 1 for m in found)
+    assert found[0].mismatches == 1 and found[0].max_abs_diff == 3
+    assert "1 entries differ (max 3 steps)" in str(found[0])
+
+
+def test_identify_errors():
+    with pytest.raises(ValueError, match="shape"):
+        Q.identify(_SEED_X, _SEED_Y[:5])
+    with pytest.raises(ValueError, match="outside the int8 range"):
+        Q.identify(_SEED_X, _SEED_Y.astype(np.int16) + 300)
+    with pytest.raises(TypeError, match="int8"):
+        Q.identify(_SEED_X.astype(np.float32), _SEED_Y)
+
+
+def test_cli_identify(capsys):
+    from softmaxkit.cli import main
+
+    rc = main(["int8", "identify", "--input=" + ",".join(map(str, _SEED_X)),
+               "--expected=" + ",".join(map(str, _SEED_Y)), "--rows", "2"])  # fmt: skip
+    out = capsys.readouterr().out
+    assert rc == 0 and "bit-exact matches" in out and "tflite-reference: input_scale=1/255" in out
+    rc = main(["int8", "--input-scale", "0.0039", "--rows", "2", "--runtime", "torch",
+               *map(str, _SEED_X)])  # fmt: skip
+    assert rc == 0 and "runtime=torch" in capsys.readouterr().out

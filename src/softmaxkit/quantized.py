@@ -36,13 +36,16 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from ._quant_identify import Match
 from ._quant_runtimes import RUNTIMES
 from ._validate import normalize_axis
 
 __all__ = [
     "RUNTIMES",
     "LogSoftmaxParams",
+    "Match",
     "SoftmaxParams",
+    "identify",
     "log_softmax",
     "log_softmax_params",
     "output_quantization",
@@ -843,3 +846,69 @@ def softmax_u8(input, /, num_rows, row_size, mult, shift, diff_min):
     array([[128, 128]], dtype=uint8)
     """
     return _cmsis(input, num_rows, row_size, mult, shift, diff_min, _U8, _U8, "softmax_u8")
+
+
+def identify(
+    x_q,
+    expected_q,
+    /,
+    *,
+    input_scale=None,
+    input_zero_point=None,
+    output_scale=None,
+    output_zero_point=None,
+    axis=-1,
+    max_results=10,
+):
+    """Which runtime and parameters turn ``x_q`` into ``expected_q``, bit for bit?
+
+    Runs every runtime of :data:`RUNTIMES` over the parameters not given: input
+    scales common in exported models (1/255, 1/256, 1/128, powers of two, 2a/255
+    for float ranges [-a, a]), the scale fitted to the data (least squares on
+    ``log p_i - log p_max = s (x_i - x_max)``) and a geometric grid refined around
+    the best points; the output quantizations each runtime allows (TFLite's
+    fixed ones; 1/256 and 1/255 with zero point -128 or 0 elsewhere); both
+    roundings of the float route; input zero point 0 unless given (it only
+    matters to ``"torch"`` and ``"float-route"``).  A 1-D input of at most 128
+    values that no runtime explains as one row is also tried as ``r`` equal rows.
+
+    Parameters
+    ----------
+    x_q, expected_q : array_like of int8 or uint8, same shape
+    input_scale, input_zero_point, output_scale, output_zero_point : optional
+        Fix what is known.
+    axis : int, default -1
+    max_results : int, default 10
+
+    Returns
+    -------
+    list of Match
+        The bit-exact matches (``mismatches == 0``), a runtime's preferred
+        (common) input scale first with the range of scanned scales that match;
+        or, when none matches, the closest candidates by number of differing
+        entries, then largest difference.  Runtimes with one arithmetic are
+        listed under each name (``tflite-reference``, ``cmsis-nn``,
+        ``tflite-micro``; ``xnnpack``, ``torch-qnnpack``).
+
+    Notes
+    -----
+    About 0.2-0.5 s for rows of up to 1000 values (thousands of kernel calls on
+    one thread).  Bit-exact agreement with several runtimes is common: they
+    differ only on a small fraction of rows.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from softmaxkit.quantized import identify
+    >>> x = np.array([[101, 49, 6, -34, -75], [-79, -38, 120, -55, 115]], dtype=np.int8)
+    >>> y = np.array([[-57, -70, -79, -86, -92], [-94, -88, -54, -91, -56]], dtype=np.int8)
+    >>> print(identify(x, y)[0])  # doctest: +ELLIPSIS
+    tflite-reference: input_scale=1/255, output_scale=1/256, output_zero_point=-128 ...: bit-exact
+    """
+    from ._quant_identify import identify as _identify
+
+    return _identify(
+        x_q, expected_q, input_scale=input_scale, input_zero_point=input_zero_point,
+        output_scale=output_scale, output_zero_point=output_zero_point, axis=axis,
+        max_results=max_results,
+    )  # fmt: skip
