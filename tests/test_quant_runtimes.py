@@ -293,3 +293,14 @@ def test_cli_identify(capsys):
     rc = main(["int8", "--input-scale", "0.0039", "--rows", "2", "--runtime", "torch",
                *map(str, _SEED_X)])  # fmt: skip
     assert rc == 0 and "runtime=torch" in capsys.readouterr().out
+
+
+def test_bench_family_quantized():
+    from softmaxkit.bench import select_cases
+
+    (case,) = select_cases(quick=True, families=["quantized"])
+    assert case.family == "quantized" and "float route" in case.baseline
+    want = case.impls["softmaxkit tflite-reference"]()
+    for name, fn in case.impls.items():
+        got = np.asarray(fn())
+        assert got.shape == want.shape and case.check(got) < 1.5, name
