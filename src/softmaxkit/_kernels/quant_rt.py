@@ -9,9 +9,12 @@ C-contiguous ``x[R, n]`` (int8 or uint8), dispatched on several threads by
 Every 8-bit kernel indexes its table by the difference ``d = max - x`` (0..255):
 ``table[d]`` is the runtime's table entry for ``x = max - d``.
 
-Pass structure per row: pass 1 row max; pass 2 sum of table entries (uint32
-wrapping sum for QNNPACK, float32 sequential for ONNX Runtime, float32 of
-``exp`` for the float route); pass 3 write.  Tests:
+Pass structure per row: pass 1 row max and min; pass 2 sum of table entries
+(uint32 sum for QNNPACK, float32 sequential for ONNX Runtime, float32 of ``exp``
+for the float route), in the runtime's order; then the output of every
+difference ``d`` in ``[0, max - min]`` (at most 256 values: one rounding or
+division per value instead of per element); pass 3 gathers it.  The results are
+the per-element formulas' (each output depends on ``d`` only).  Tests:
 ``tests/test_quant_runtimes.py`` (vectors recorded from onnxruntime and torch).
 """
 
@@ -19,6 +22,17 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _maxmin(x, r):
+    m = np.int32(x[r, 0])
+    lo = m
+    for j in range(1, x.shape[1]):
+        v = np.int32(x[r, j])
+        m = max(m, v)
+        lo = min(lo, v)
+    return m, lo
 
 
 @njit(cache=True, nogil=True)
@@ -32,23 +46,18 @@ def lut_float_rows(x, table, y_scale, zp, qmin, qmax, out, r0, r1):
     ``tests/test_quant_runtimes.py::test_onnxruntime_vectors``.
     """
     n = x.shape[1]
+    otab = np.empty(256, dtype=np.int64)
     for r in range(r0, r1):
-        m = np.int32(x[r, 0])
-        for j in range(1, n):
-            v = np.int32(x[r, j])
-            if v > m:
-                m = v
+        m, lo = _maxmin(x, r)
         s = np.float32(0.0)
         for j in range(n):
             s = np.float32(s + table[m - np.int32(x[r, j])])
         f = np.float32(y_scale / s)
+        for d in range(m - lo + 1):
+            q = np.int64(np.rint(np.float32(table[d] * f))) + zp
+            otab[d] = min(max(q, qmin), qmax)
         for j in range(n):
-            q = np.int64(np.rint(np.float32(table[m - np.int32(x[r, j])] * f))) + zp
-            if q < qmin:
-                q = qmin
-            if q > qmax:
-                q = qmax
-            out[r, j] = q
+            out[r, j] = otab[m - np.int32(x[r, j])]
 
 
 @njit(cache=True, nogil=True)
@@ -58,21 +67,26 @@ def lut32norm_rows(x, table, out, r0, r1):
     ``y = min(((t << 8) + sum // 2) // sum, 255)`` with ``t = table[max - x]``.
     """
     n = x.shape[1]
+    otab = np.empty(256, dtype=np.uint64)
     for r in range(r0, r1):
-        m = np.int32(x[r, 0])
-        for j in range(1, n):
-            v = np.int32(x[r, j])
-            if v > m:
-                m = v
+        m, lo = _maxmin(x, r)
         s = np.uint64(0)
         for j in range(n):
             s += np.uint64(table[m - np.int32(x[r, j])])
         s = s & np.uint64(0xFFFFFFFF)  # uint32 sum (the table keeps it below 2^32)
         half = s >> np.uint64(1)
+        for d in range(m - lo + 1):
+            q = ((np.uint64(table[d]) << np.uint64(8)) + half) // s
+            otab[d] = min(q, np.uint64(255))
         for j in range(n):
-            t = np.uint64(table[m - np.int32(x[r, j])])
-            q = ((t << np.uint64(8)) + half) // s
-            out[r, j] = 255 if q > 255 else q
+            out[r, j] = otab[m - np.int32(x[r, j])]
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _dequant(xv, in_scale, in_zp, premul, fma_deq):
+    if fma_deq:
+        return np.float32(np.float64(in_scale) * np.float64(xv) + np.float64(premul))
+    return np.float32(np.float32(xv - in_zp) * in_scale)
 
 
 @njit(cache=True, nogil=True)
@@ -84,29 +98,24 @@ def float_route_rows(
     Dequantise ``(x - zp) * s`` (or ``fma(s, x, -zp * s)`` when ``fma_deq``, one
     rounding of the exact value), ``e = exp(v - max)``, ``p = e / sum`` (or ``e *
     (1 / sum)`` when ``recip``), ``q = round(p * inv_out) + zp`` clamped, rounding
-    halves to even (``nearbyint``) or away from zero (``std::round``).
+    halves to even (``nearbyint``) or away from zero (``std::round``).  ``v - max``
+    depends on ``d = max - x`` only, so ``e`` is tabulated per row over ``d``.
     """
     n = x.shape[1]
-    v = np.empty(n, dtype=np.float32)
+    etab = np.empty(256, dtype=np.float32)
+    otab = np.empty(256, dtype=np.int64)
     premul = np.float32(-np.float32(in_zp) * in_scale)
     for r in range(r0, r1):
-        for j in range(n):
-            if fma_deq:
-                v[j] = np.float32(np.float64(in_scale) * np.float64(x[r, j]) + np.float64(premul))
-            else:
-                v[j] = np.float32(np.float32(np.int32(x[r, j]) - in_zp) * in_scale)
-        m = v[0]
-        for j in range(1, n):
-            if v[j] > m:
-                m = v[j]
+        m, lo = _maxmin(x, r)
+        vm = _dequant(m, in_scale, in_zp, premul, fma_deq)
+        for d in range(m - lo + 1):
+            etab[d] = np.exp(np.float32(_dequant(m - d, in_scale, in_zp, premul, fma_deq) - vm))
         s = np.float32(0.0)
         for j in range(n):
-            e = np.exp(np.float32(v[j] - m))
-            v[j] = e
-            s = np.float32(s + e)
+            s = np.float32(s + etab[m - np.int32(x[r, j])])
         rs = np.float32(np.float32(1.0) / s)
-        for j in range(n):
-            p = np.float32(v[j] * rs) if recip else np.float32(v[j] / s)
+        for d in range(m - lo + 1):
+            p = np.float32(etab[d] * rs) if recip else np.float32(etab[d] / s)
             t = np.float32(p * inv_out)
             if half_even:
                 q = np.rint(t)
@@ -117,9 +126,6 @@ def float_route_rows(
                     q += np.float32(1.0)
                 if t < 0:
                     q = -q
-            qi = np.int64(q) + out_zp
-            if qi < qmin:
-                qi = qmin
-            if qi > qmax:
-                qi = qmax
-            out[r, j] = qi
+            otab[d] = min(max(np.int64(q) + out_zp, qmin), qmax)
+        for j in range(n):
+            out[r, j] = otab[m - np.int32(x[r, j])]
