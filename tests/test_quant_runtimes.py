@@ -304,3 +304,56 @@ def test_bench_family_quantized():
     for name, fn in case.impls.items():
         got = np.asarray(fn())
         assert got.shape == want.shape and case.check(got) < 1.5, name
+
+
+# ------------------------------------------------------------------ tflite-arm64
+
+
+def _arm64_by_hand(row, scale, beta, zp, qmin, qmax):
+    """SoftmaxInt8LUT written out from the source in plain Python integers (no Numba)."""
+    import math
+
+    f32 = np.float32
+    sb = f32(f32(scale) * f32(beta))
+    m = int(max(row))
+    t = [min(65535, int(float(f32(np.exp(f32(sb * f32(-(m - int(v))))) * f32(65535))) + 0.5))
+         for v in row]  # fmt: skip
+    s = sum(t)
+    inv = float(f32(1.0) / f32(f32(s) * f32(1 / 256)))
+    frac, shift = math.frexp(inv)
+    q = math.floor(frac * 2**31 + 0.5)
+    if q == 2**31:
+        q, shift = q // 2, shift + 1
+    out = []
+    for v in t:
+        a = v << max(shift, 0)  # SaturatingRoundingDoublingHighMul (a, q >= 0)
+        h = (a * q + 2**30) >> 31
+        e = max(-shift, 0)  # RoundingDivideByPOT, ties away (h >= 0)
+        r = (h + (1 << (e - 1))) >> e if e else h
+        out.append(min(max(r + zp, qmin), qmax))
+    return out
+
+
+@pytest.mark.parametrize("dt", [np.int8, np.uint8])
+def test_tflite_arm64_matches_the_source_by_hand(dt):
+    rng = np.random.default_rng(5)
+    info = np.iinfo(dt)
+    zp = -128 if dt == np.int8 else 0
+    for k in range(40):
+        n = int(rng.choice([1, 2, 7, 16, 33, 100]))
+        x = rng.integers(info.min, info.max + 1, size=(3, n)).astype(dt)
+        scale = float(rng.choice([1 / 255, 0.02, 0.1, 0.5]))
+        beta = float(rng.choice([1.0, 0.5, 2.0]))
+        got = Q.softmax(x, scale, beta=beta, runtime="tflite-arm64")
+        for r in range(3):
+            want = _arm64_by_hand(x[r].tolist(), scale, beta, zp, info.min, info.max)
+            assert got[r].tolist() == want, (k, r)
+
+
+def test_tflite_arm64_hand_cases():
+    # two equal values: t = 65535 each, inv = 256 / 131070 -> exactly 128 steps
+    assert Q.softmax(np.zeros((1, 2), np.int8), 0.1, runtime="tflite-arm64").tolist() == [[0, 0]]
+    # one value: 65535 * 256 / 65535 = 256 -> clamped to 127
+    assert Q.softmax(np.zeros((1, 1), np.int8), 0.1, runtime="tflite-arm64").tolist() == [[127]]
+    with pytest.raises(ValueError, match="TF_LITE_ENSURE_NEAR"):
+        Q.softmax(np.zeros(3, np.int8), 0.1, runtime="tflite-arm64", output_scale=0.01)

@@ -20,12 +20,13 @@ __all__ = ["Match", "identify"]
 _GROUPS = {
     "tflite-reference": ("tflite-reference", "cmsis-nn", "tflite-micro"),
     "tflite-x86": ("tflite-x86",),
+    "tflite-arm64": ("tflite-arm64",),
     "torch": ("torch",),
     "onnxruntime": ("onnxruntime",),
     "xnnpack": ("xnnpack", "torch-qnnpack"),
     "float-route": ("float-route",),
 }
-_TFLITE = ("tflite-reference", "tflite-x86")
+_TFLITE = ("tflite-reference", "tflite-x86", "tflite-arm64")
 # input scales common in exported models, tried first (reported in preference)
 _COMMON_SCALES = (
     1 / 255, 1 / 256, 1 / 128, 1 / 127, 2 / 255, 1 / 64, 1 / 32, 1 / 16, 1 / 8, 1 / 4, 1 / 2,

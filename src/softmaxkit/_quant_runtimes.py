@@ -18,7 +18,15 @@ __all__ = ["LUT_RUNTIMES", "RUNTIMES", "TFLITE_RUNTIMES", "default_output", "run
 
 TFLITE_RUNTIMES = ("tflite-reference", "tflite-x86", "cmsis-nn", "tflite-micro")
 LUT_RUNTIMES = ("xnnpack", "torch-qnnpack", "onnxruntime")
-RUNTIMES = (*TFLITE_RUNTIMES, "torch", "torch-qnnpack", "onnxruntime", "xnnpack", "float-route")
+RUNTIMES = (
+    *TFLITE_RUNTIMES,
+    "tflite-arm64",
+    "torch",
+    "torch-qnnpack",
+    "onnxruntime",
+    "xnnpack",
+    "float-route",
+)
 ROUNDINGS = ("half-even", "half-away")
 
 _I8, _U8 = np.dtype(np.int8), np.dtype(np.uint8)
@@ -42,7 +50,7 @@ def _check(runtime, dtype, beta, output_scale, output_zero_point, rounding):
             f"runtime={runtime!r} takes int8 or uint8 input; got {dtype} (only the TFLite "
             f"runtimes and CMSIS-NN have an int16 softmax)"
         )
-    if beta != 1.0:
+    if beta != 1.0 and runtime != "tflite-arm64":
         raise ValueError(
             f"runtime={runtime!r} has no beta (softmax temperature); got beta={beta!r}"
         )
@@ -78,6 +86,9 @@ def _check(runtime, dtype, beta, output_scale, output_zero_point, rounding):
                 f"runtime={runtime!r}: {who} requires output_zero_point == 0 "
                 f"('only output zero point of 0 is supported'); got {output_zero_point!r}"
             )
+    if runtime == "tflite-arm64":
+        want = default_output(runtime, dtype)
+        check_tflite_output(runtime, "softmax", want, output_scale, output_zero_point)
     info = np.iinfo(dtype)
     if not info.min <= output_zero_point <= info.max:
         raise ValueError(
@@ -103,6 +114,24 @@ def ort_table(x_scale: float, reduce_len: int) -> np.ndarray:
     d = np.arange(256, dtype=np.float64)
     with np.errstate(under="ignore", over="ignore"):
         t = np.exp((bit_shift - d) * xs).astype(np.float32)
+    t.flags.writeable = False
+    return t
+
+
+@functools.lru_cache(maxsize=256)
+def arm64_table(input_scale: float, beta: float) -> np.ndarray:
+    """TFLite ``PopulateSoftmaxUInt8LookupTable``, as one uint16 table indexed by max - x.
+
+    ``t = min(65535, (int)(expf(s * beta * (val - 255)) * 65535 + 0.5))`` with the
+    float32 product ``s * beta``, the float32 ``expf`` times 65535 in float32,
+    then ``+ 0.5`` in double and truncation.
+    """
+    scale = np.float32(np.float32(input_scale) * np.float32(beta))
+    d = np.arange(256)
+    with np.errstate(under="ignore"):
+        e = np.exp((scale * (-d).astype(np.float32)).astype(np.float32))
+    t = np.floor((e * np.float32(65535)).astype(np.float64) + 0.5)
+    t = np.minimum(t, 65535).astype(np.uint16)
     t.flags.writeable = False
     return t
 
@@ -151,6 +180,13 @@ def run(
         prun(
             quant_rt.lut_float_rows, x2.shape[0], nt, x2, table, y_scale,
             np.int64(output_zero_point), np.int64(info.min), np.int64(info.max), out,
+        )  # fmt: skip
+    elif runtime == "tflite-arm64":
+        info = np.iinfo(x2.dtype)
+        prun(
+            quant_rt.lut16_rows, x2.shape[0], nt, x2, arm64_table(input_scale, beta),
+            np.float32(output_scale), np.int64(output_zero_point), np.int64(info.min),
+            np.int64(info.max), out,
         )  # fmt: skip
     elif runtime in ("xnnpack", "torch-qnnpack"):
         prun(quant_rt.lut32norm_rows, x2.shape[0], nt, x2, qnnpack_table(input_scale, n), out)

@@ -538,7 +538,8 @@ def softmax(
         Whose arithmetic to reproduce, one of :data:`RUNTIMES` (default
         ``"tflite-reference"``): ``"tflite-reference"``, ``"cmsis-nn"`` and
         ``"tflite-micro"`` (the same integer arithmetic), ``"tflite-x86"``
-        (TFLite's optimized float-table kernel), ``"torch"``
+        (TFLite's optimized float-table kernel), ``"tflite-arm64"`` (TFLite's
+        ARM64 ``SoftmaxInt8LUT``, from source; 8-bit to same dtype), ``"torch"``
         (``torch.ops.quantized.softmax`` on torch's default x86 engine),
         ``"torch-qnnpack"`` and ``"xnnpack"`` (QNNPACK's / XNNPACK's uint8
         lookup-table softmax), ``"onnxruntime"`` (``com.microsoft.QLinearSoftmax``,

@@ -20,8 +20,12 @@ the per-element formulas' (each output depends on ``d`` only).  Tests:
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numba import njit
+
+from .quant import mul_by_quantized_multiplier
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -127,5 +131,50 @@ def float_route_rows(
                 if t < 0:
                     q = -q
             otab[d] = min(max(np.int64(q) + out_zp, qmin), qmax)
+        for j in range(n):
+            out[r, j] = otab[m - np.int32(x[r, j])]
+
+
+@njit(cache=True, nogil=True)
+def _quantize_multiplier(real):
+    """TFLite ``QuantizeMultiplier`` of a double: ``real = q * 2^shift``, q Q0.31."""
+    if real == 0.0:
+        return np.int64(0), np.int64(0)
+    frac, shift = math.frexp(real)
+    a = abs(frac * 2147483648.0)
+    q = math.floor(a)
+    if a - q >= 0.5:  # std::round: halves away from zero
+        q += 1.0
+    qi = np.int64(q) if frac >= 0 else -np.int64(q)
+    sh = np.int64(shift)
+    if qi == 2147483648:
+        qi //= 2
+        sh += 1
+    if sh < -31:
+        return np.int64(0), np.int64(0)
+    return qi, sh
+
+
+@njit(cache=True, nogil=True)
+def lut16_rows(x, table, out_scale, zp, qmin, qmax, out, r0, r1):
+    """TFLite ``optimized_ops::SoftmaxInt8LUT`` (ARM64 builds): uint16 exp table, int32 sum.
+
+    ``inv = 1.0f / (float(sum) * out_scale)``, ``(mult, shift) =
+    QuantizeMultiplier(inv)``, ``y = clamp(MultiplyByQuantizedMultiplier(t[d],
+    mult, shift) + zp)``.
+    """
+    n = x.shape[1]
+    otab = np.empty(256, dtype=np.int64)
+    for r in range(r0, r1):
+        m, lo = _maxmin(x, r)
+        s = np.int64(0)
+        for j in range(n):
+            s += np.int64(table[m - np.int32(x[r, j])])
+        s = ((s + 2147483648) & 0xFFFFFFFF) - 2147483648  # int32 accumulator
+        inv = np.float32(np.float32(1.0) / np.float32(np.float32(s) * out_scale))
+        mult, shift = _quantize_multiplier(np.float64(inv))
+        for d in range(m - lo + 1):
+            q = mul_by_quantized_multiplier(np.int64(table[d]), mult, shift) + zp
+            otab[d] = min(max(q, qmin), qmax)
         for j in range(n):
             out[r, j] = otab[m - np.int32(x[r, j])]
