@@ -16,13 +16,26 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "int8",
         help="TFLite / CMSIS-NN bit-exact quantized softmax of given values or an .npy file",
-        description="Quantized softmax (or log_softmax) exactly as TensorFlow Lite computes it. "
-        "Example: softmaxkit int8 --input-scale 0.00392 --rows 2 "
-        "101 49 6 -34 -75 -79 -38 120 -55 115",
+        description="Quantized softmax (or log_softmax) exactly as TensorFlow Lite (or another "
+        "runtime, --runtime) computes it. Example: softmaxkit int8 --input-scale 0.00392 --rows 2 "
+        "101 49 6 -34 -75 -79 -38 120 -55 115. Which runtime made these numbers: softmaxkit int8 "
+        "identify --input=101,49,6,-34,-75,-79,-38,120,-55,115 --expected="
+        "-57,-70,-79,-86,-92,-94,-88,-54,-91,-56 --rows 2 (write --expected=... when the "
+        "values start with a minus sign)",
     )
-    p.add_argument("values", nargs="*", type=int, help="quantized input values (row-major)")
+    p.add_argument(
+        "values", nargs="*", help="quantized input values (row-major), or the word 'identify'"
+    )
+    p.add_argument("--input", help="identify: input values (comma-separated) or an .npy file")
+    p.add_argument("--expected", help="identify: expected output values or an .npy file")
+    p.add_argument(
+        "--runtime", default=None, help="runtime to reproduce (default tflite-reference)"
+    )
+    p.add_argument("--input-zero-point", type=int, default=None)
+    p.add_argument("--output-scale", type=float, default=None)
+    p.add_argument("--output-zero-point", type=int, default=None)
     p.add_argument("--npy", metavar="FILE", help="read the quantized input from an .npy file")
-    p.add_argument("--input-scale", type=float, required=True, help="input quantization scale")
+    p.add_argument("--input-scale", type=float, default=None, help="input quantization scale")
     p.add_argument("--beta", type=float, default=1.0, help="softmax beta (default 1.0)")
     p.add_argument("--rows", type=int, default=None, help="number of rows for VALUES (default 1)")
     p.add_argument(
@@ -32,7 +45,7 @@ def register(subparsers) -> None:
         help="dtype of VALUES (default int8; an .npy keeps its dtype)",
     )
     p.add_argument("--output-dtype", choices=["int8", "uint8", "int16"], default=None)
-    p.add_argument("--kernel", choices=["reference", "optimized"], default="reference")
+    p.add_argument("--kernel", choices=["reference", "optimized"], default=None)
     p.add_argument("--log", action="store_true", help="log_softmax instead of softmax")
     p.add_argument(
         "-o",
@@ -86,6 +99,43 @@ def _read_npy(path: str) -> np.ndarray:
         return f.read_all()
 
 
+def _values(text: str, dtype) -> np.ndarray:
+    if text.endswith(".npy"):
+        return _read_npy(text)
+    try:
+        vals = [int(v) for v in text.replace(",", " ").split()]
+    except ValueError:
+        raise ValueError(
+            f"expected integers separated by commas or an .npy file; got {text!r}"
+        ) from None
+    info = np.iinfo(dtype)
+    if not vals or min(vals) < info.min or max(vals) > info.max:
+        raise ValueError(f"values must be a non-empty list in the {np.dtype(dtype)} range")
+    return np.array(vals, dtype=dtype)
+
+
+def _cmd_identify(args) -> int:
+    from . import quantized as Q
+
+    if args.input is None or args.expected is None:
+        raise ValueError("identify needs --input and --expected")
+    x = _values(args.input, args.dtype or "int8")
+    y = _values(args.expected, x.dtype)
+    if args.rows is not None:
+        if args.rows <= 0 or x.size % args.rows:
+            raise ValueError(f"--rows {args.rows} must be > 0 and divide {x.size}")
+        x, y = x.reshape(args.rows, -1), y.reshape(args.rows, -1)
+    found = Q.identify(
+        x, y, input_scale=args.input_scale, input_zero_point=args.input_zero_point,
+        output_scale=args.output_scale, output_zero_point=args.output_zero_point,
+    )  # fmt: skip
+    exact = [m for m in found if m.mismatches == 0]
+    print(f"{'bit-exact matches' if exact else 'no bit-exact match; closest'} ({len(found)}):")
+    for m in found:
+        print(f"  {m}")
+    return 0
+
+
 def _cmd_int8(args) -> int:
     from . import quantized as Q
 
@@ -93,18 +143,50 @@ def _cmd_int8(args) -> int:
         from ._npyio import check_target
 
         check_target(args.out)  # a bad target fails before any work
+    if args.values and args.values[0] == "identify":
+        if len(args.values) > 1:
+            raise ValueError("identify takes its values from --input and --expected")
+        return _cmd_identify(args)
+    try:
+        args.values = [int(v) for v in args.values]
+    except ValueError:
+        raise ValueError(
+            f"VALUES must be integers (or the word 'identify'); got {args.values}"
+        ) from None
+    if args.input_scale is None:
+        raise ValueError("--input-scale is required")
+    runtime = args.runtime
+    if runtime is None:
+        runtime = "tflite-x86" if args.kernel == "optimized" else "tflite-reference"
     x = _load(args)
     op = "log_softmax" if args.log else "softmax"
     if args.log:
-        y = Q.log_softmax(x, args.input_scale, kernel=args.kernel)
+        y = Q.log_softmax(x, args.input_scale, kernel=args.kernel, runtime=args.runtime)
     else:
+        kw = {"output_scale": args.output_scale, "output_zero_point": args.output_zero_point}
+        if args.input_zero_point is not None:
+            kw["input_zero_point"] = args.input_zero_point
         y = Q.softmax(
-            x, args.input_scale, beta=args.beta, output_dtype=args.output_dtype, kernel=args.kernel
+            x, args.input_scale, beta=args.beta, output_dtype=args.output_dtype,
+            kernel=args.kernel, runtime=args.runtime, **kw,
+        )  # fmt: skip
+    if runtime.startswith("tflite") or runtime == "cmsis-nn":
+        scale, zp = Q.output_quantization(op, x.dtype, y.dtype)
+    else:
+        scale = args.output_scale or 1 / 256
+        zp = (
+            args.output_zero_point
+            if args.output_zero_point is not None
+            else (-128 if x.dtype == np.int8 else 0)
         )
-    scale, zp = Q.output_quantization(op, x.dtype, y.dtype)
-    print(f"{op} {x.dtype} -> {y.dtype}, input shape {x.shape}, kernel={args.kernel}")
+    kernel = {"tflite-x86": "optimized"}.get(runtime, "reference")
+    print(f"{op} {x.dtype} -> {y.dtype}, input shape {x.shape}, runtime={runtime}")
     print(f"input scale (float32) {float(np.float32(args.input_scale))!r}, beta {args.beta!r}")
-    if x.dtype != np.int16 and args.kernel == "reference":
+    if (
+        x.dtype != np.int16
+        and kernel == "reference"
+        and runtime in ("tflite-reference", "cmsis-nn", "tflite-micro")
+    ):
         p = Q.log_softmax_params(args.input_scale) if args.log else None
         sp = Q.softmax_params(args.input_scale, 1.0 if args.log else args.beta)
         print(f"multiplier {sp.multiplier}, shift {sp.shift}, diff_min {sp.diff_min}")

@@ -48,10 +48,11 @@ _BENCH_FAMILIES = (
     "softmaxkit._bench_losses",
     "softmaxkit._bench_segments",
     "softmaxkit._bench_dask",
+    "softmaxkit._bench_quantized",
 )
 # Run only when asked for with --family: the Dask case starts a LocalCluster and moves
 # ~8 GB through it (minutes per round).
-_OPT_IN = ("dask",)
+_OPT_IN = ("dask", "quantized")
 
 
 def select_cases(quick: bool, families: Sequence[str] | None = None) -> list[Case]:

@@ -36,11 +36,16 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from ._quant_identify import Match
+from ._quant_runtimes import RUNTIMES
 from ._validate import normalize_axis
 
 __all__ = [
+    "RUNTIMES",
     "LogSoftmaxParams",
+    "Match",
     "SoftmaxParams",
+    "identify",
     "log_softmax",
     "log_softmax_params",
     "output_quantization",
@@ -51,7 +56,6 @@ __all__ = [
     "softmax_u8",
 ]
 
-_KERNELS = ("reference", "optimized")
 _SCALED_DIFF_INTEGER_BITS = 5  # Q5.26 input of exp()
 _I8, _U8, _I16 = np.dtype(np.int8), np.dtype(np.uint8), np.dtype(np.int16)
 _DTYPE_NAMES = {_I8: "int8", _U8: "uint8", _I16: "int16"}
@@ -306,6 +310,12 @@ def _int16_luts() -> tuple[np.ndarray, np.ndarray]:
 # --------------------------------------------------------------------------
 
 
+def _int_arg(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer; got {value!r}")
+    return int(value)
+
+
 def _as_quantized(x_q: Any, name: str = "x_q") -> np.ndarray:
     arr = x_q if isinstance(x_q, np.ndarray) else np.asarray(x_q)
     if arr.dtype not in (_I8, _U8, _I16):
@@ -317,19 +327,19 @@ def _as_quantized(x_q: Any, name: str = "x_q") -> np.ndarray:
     return arr
 
 
-def _check_kernel(kernel: Any) -> str:
-    if kernel not in _KERNELS:
-        raise ValueError(f"kernel must be one of {_KERNELS}; got {kernel!r}")
-    return kernel
+def _parse_dtype(value: Any, name: str) -> np.dtype:
+    try:
+        return np.dtype(value)
+    except TypeError:
+        raise ValueError(
+            f"{name} must be one of 'int8', 'uint8', 'int16' (a name or NumPy dtype); got {value!r}"
+        ) from None
 
 
 def _output_dtype(in_dtype: np.dtype, output_dtype: Any) -> np.dtype:
     if output_dtype is None:
         return in_dtype
-    try:
-        out = np.dtype(output_dtype)
-    except TypeError:
-        raise TypeError(f"output_dtype must be a dtype; got {output_dtype!r}") from None
+    out = _parse_dtype(output_dtype, "output_dtype")
     allowed = {_I8: (_I8, _I16), _U8: (_U8, _I16), _I16: (_I16,)}[in_dtype]
     if out not in allowed:
         names = ", ".join(_DTYPE_NAMES[d] for d in allowed)
@@ -369,10 +379,7 @@ def output_quantization(op, input_dtype, output_dtype=None):
     >>> output_quantization("log_softmax", np.uint8)
     (0.0625, 255)
     """
-    try:
-        ind = np.dtype(input_dtype)
-    except TypeError:
-        raise TypeError(f"input_dtype must be a dtype; got {input_dtype!r}") from None
+    ind = _parse_dtype(input_dtype, "input_dtype")
     if op == "softmax":
         if ind not in (_I8, _U8, _I16):
             raise TypeError(f"input_dtype must be int8, uint8 or int16; got {ind}")
@@ -381,6 +388,8 @@ def output_quantization(op, input_dtype, output_dtype=None):
             return (1.0 / 32768, 0) if ind == _I16 else (1.0 / 65536, -32768)
         return (1.0 / 256, -128 if out == _I8 else 0)
     if op == "log_softmax":
+        if output_dtype is not None:
+            output_dtype = _parse_dtype(output_dtype, "output_dtype")
         if ind not in (_I8, _U8) or (output_dtype is not None and np.dtype(output_dtype) != ind):
             raise TypeError(
                 f"log_softmax supports int8 -> int8 and uint8 -> uint8 only; got {ind} -> "
@@ -393,6 +402,11 @@ def output_quantization(op, input_dtype, output_dtype=None):
 def _rows(arr: np.ndarray, axis: Any) -> tuple[np.ndarray, int]:
     if arr.ndim == 0:
         raise ValueError("x_q must have at least one dimension (TFLite requires rank >= 1)")
+    if axis is None:
+        raise ValueError(
+            "axis=None is not supported: a quantized softmax runs along one axis (TFLite: the "
+            "last); to treat the whole array as one row pass x_q.reshape(-1) and axis=-1"
+        )
     if isinstance(axis, tuple | list):
         raise TypeError(
             f"axis must be a single int (quantized softmax has one row axis); got {axis!r}"
@@ -469,7 +483,21 @@ def _softmax16(x2, input_scale, beta):
     return out
 
 
-def softmax(x_q, /, input_scale, *, beta=1.0, axis=-1, output_dtype=None, kernel="reference"):
+def softmax(
+    x_q,
+    /,
+    input_scale,
+    *,
+    beta=1.0,
+    axis=-1,
+    output_dtype=None,
+    kernel=None,
+    runtime=None,
+    input_zero_point=0,
+    output_scale=None,
+    output_zero_point=None,
+    rounding="half-even",
+):
     r"""Quantized softmax, bit-exact with TensorFlow Lite's SOFTMAX op.
 
     Along ``axis`` (TFLite: the last axis), for quantized inputs ``x`` with scale
@@ -504,7 +532,29 @@ def softmax(x_q, /, input_scale, *, beta=1.0, axis=-1, output_dtype=None, kernel
     output_dtype : dtype, optional
         int8 input: int8 (default) or int16; uint8 input: uint8 (default) or
         int16; int16 input: int16.
-    kernel : {"reference", "optimized"}, default "reference"
+    kernel : {"reference", "optimized"}, optional
+        Legacy spelling of ``runtime="tflite-reference"`` / ``"tflite-x86"``.
+    runtime : str, optional
+        Whose arithmetic to reproduce, one of :data:`RUNTIMES` (default
+        ``"tflite-reference"``): ``"tflite-reference"``, ``"cmsis-nn"`` and
+        ``"tflite-micro"`` (the same integer arithmetic), ``"tflite-x86"``
+        (TFLite's optimized float-table kernel), ``"tflite-arm64"`` (TFLite's
+        ARM64 ``SoftmaxInt8LUT``, from source; 8-bit to same dtype), ``"torch"``
+        (``torch.ops.quantized.softmax`` on torch's default x86 engine),
+        ``"torch-qnnpack"`` and ``"xnnpack"`` (QNNPACK's / XNNPACK's uint8
+        lookup-table softmax), ``"onnxruntime"`` (``com.microsoft.QLinearSoftmax``,
+        opset-13 axis semantics; for opset 1 reshape to ``(prod(shape[:axis]),
+        -1)``), ``"float-route"`` (dequantise, float32 softmax, requantise).
+        Derivations and sources: ``docs/quantized.md``.
+    input_zero_point : int, default 0
+        Used by the runtimes that dequantise (``"torch"``, ``"float-route"``);
+        the others only see differences ``x - max``.
+    output_scale, output_zero_point : optional
+        Output quantization. TFLite runtimes: fixed (:func:`output_quantization`;
+        a different value raises).  Others: default 1/256 and -128 (int8) or 0
+        (uint8); QNNPACK/XNNPACK accept only 1/256 and 0.
+    rounding : {"half-even", "half-away"}, default "half-even"
+        Requantisation rounding of ``runtime="float-route"``.
 
     Returns
     -------
@@ -546,13 +596,39 @@ def softmax(x_q, /, input_scale, *, beta=1.0, axis=-1, output_dtype=None, kernel
     >>> softmax(x.reshape(1, 10), 1 / 255).tolist()  # read as one row of 10
     [[-93, -100, -104, -107, -111, -111, -108, -90, -109, -91]]
     """
+    from . import _quant_runtimes as R
+
     arr = _as_quantized(x_q)
-    kernel = _check_kernel(kernel)
-    out_dtype = _output_dtype(arr.dtype, output_dtype)
+    runtime, kernel = R.resolve(runtime, kernel)
     s = _positive_scale(input_scale)
     b = _as_float32(beta, "beta")
     if not b > 0.0:
         raise ValueError(f"beta must be > 0; got {beta!r}")
+    zp_in = _int_arg(input_zero_point, "input_zero_point")
+    if kernel is None:  # a runtime other than TFLite's and CMSIS-NN's
+        if output_dtype is not None and _parse_dtype(output_dtype, "output_dtype") != arr.dtype:
+            raise ValueError(
+                f"runtime={runtime!r}: the output dtype is the input dtype ({arr.dtype}); got "
+                f"output_dtype={output_dtype!r}"
+            )
+        oscale, ozp = R.default_output(runtime, arr.dtype)
+        if output_scale is not None:
+            oscale = _as_float32(output_scale, "output_scale")
+        if output_zero_point is not None:
+            ozp = _int_arg(output_zero_point, "output_zero_point")
+        x2, ax = _rows(arr, axis)
+        out2 = R.run(
+            runtime, x2, input_scale=s, input_zero_point=zp_in, output_scale=oscale,
+            output_zero_point=ozp, beta=b, rounding=rounding,
+        )  # fmt: skip
+        return _unrows(out2, arr, ax)
+    if rounding != "half-even":
+        raise ValueError(f"rounding applies to runtime='float-route' only; got runtime={runtime!r}")
+    out_dtype = _output_dtype(arr.dtype, output_dtype)
+    R.check_tflite_output(
+        runtime, "softmax", output_quantization("softmax", arr.dtype, out_dtype),
+        output_scale, output_zero_point,
+    )  # fmt: skip
     x2, ax = _rows(arr, axis)
     if arr.dtype == _I16:
         out2 = _softmax16(x2, s, b)
@@ -564,7 +640,7 @@ def softmax(x_q, /, input_scale, *, beta=1.0, axis=-1, output_dtype=None, kernel
     return _unrows(out2, arr, ax)
 
 
-def log_softmax(x_q, /, input_scale, *, axis=-1, kernel="reference"):
+def log_softmax(x_q, /, input_scale, *, axis=-1, kernel=None, runtime=None):
     r"""Quantized log_softmax, bit-exact with TensorFlow Lite's LOG_SOFTMAX op.
 
     For 8-bit quantized inputs with scale ``s`` returns ``log_softmax(s * x)``
@@ -588,7 +664,11 @@ def log_softmax(x_q, /, input_scale, *, axis=-1, kernel="reference"):
         Input scale (float32).
     axis : int, default -1
         The row axis.
-    kernel : {"reference", "optimized"}, default "reference"
+    kernel : {"reference", "optimized"}, optional
+        Legacy spelling of ``runtime="tflite-reference"`` / ``"tflite-x86"``.
+    runtime : str, optional
+        ``"tflite-reference"`` (default), ``"cmsis-nn"``, ``"tflite-micro"`` or
+        ``"tflite-x86"``; the other runtimes have no quantized log_softmax.
 
     Returns
     -------
@@ -622,7 +702,13 @@ def log_softmax(x_q, /, input_scale, *, axis=-1, kernel="reference"):
         raise TypeError(
             "log_softmax supports int8 and uint8 input (TFLite has no int16 LOG_SOFTMAX)"
         )
-    kernel = _check_kernel(kernel)
+    from . import _quant_runtimes as R
+
+    runtime, kernel = R.resolve(runtime, kernel)
+    if kernel is None:
+        raise ValueError(
+            f"runtime={runtime!r} has no quantized log_softmax; choose one of {R.TFLITE_RUNTIMES}"
+        )
     s = _positive_scale(input_scale)
     p = log_softmax_params(s) if kernel == "reference" else None
     x2, ax = _rows(arr, axis)
@@ -761,3 +847,69 @@ def softmax_u8(input, /, num_rows, row_size, mult, shift, diff_min):
     array([[128, 128]], dtype=uint8)
     """
     return _cmsis(input, num_rows, row_size, mult, shift, diff_min, _U8, _U8, "softmax_u8")
+
+
+def identify(
+    x_q,
+    expected_q,
+    /,
+    *,
+    input_scale=None,
+    input_zero_point=None,
+    output_scale=None,
+    output_zero_point=None,
+    axis=-1,
+    max_results=10,
+):
+    """Which runtime and parameters turn ``x_q`` into ``expected_q``, bit for bit?
+
+    Runs every runtime of :data:`RUNTIMES` over the parameters not given: input
+    scales common in exported models (1/255, 1/256, 1/128, powers of two, 2a/255
+    for float ranges [-a, a]), the scale fitted to the data (least squares on
+    ``log p_i - log p_max = s (x_i - x_max)``) and a geometric grid refined around
+    the best points; the output quantizations each runtime allows (TFLite's
+    fixed ones; 1/256 and 1/255 with zero point -128 or 0 elsewhere); both
+    roundings of the float route; input zero point 0 unless given (it only
+    matters to ``"torch"`` and ``"float-route"``).  A 1-D input of at most 128
+    values that no runtime explains as one row is also tried as ``r`` equal rows.
+
+    Parameters
+    ----------
+    x_q, expected_q : array_like of int8 or uint8, same shape
+    input_scale, input_zero_point, output_scale, output_zero_point : optional
+        Fix what is known.
+    axis : int, default -1
+    max_results : int, default 10
+
+    Returns
+    -------
+    list of Match
+        The bit-exact matches (``mismatches == 0``), a runtime's preferred
+        (common) input scale first with the range of scanned scales that match;
+        or, when none matches, the closest candidates by number of differing
+        entries, then largest difference.  Runtimes with one arithmetic are
+        listed under each name (``tflite-reference``, ``cmsis-nn``,
+        ``tflite-micro``; ``xnnpack``, ``torch-qnnpack``).
+
+    Notes
+    -----
+    About 0.2-0.5 s for rows of up to 1000 values (thousands of kernel calls on
+    one thread).  Bit-exact agreement with several runtimes is common: they
+    differ only on a small fraction of rows.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from softmaxkit.quantized import identify
+    >>> x = np.array([[101, 49, 6, -34, -75], [-79, -38, 120, -55, 115]], dtype=np.int8)
+    >>> y = np.array([[-57, -70, -79, -86, -92], [-94, -88, -54, -91, -56]], dtype=np.int8)
+    >>> print(identify(x, y)[0])  # doctest: +ELLIPSIS
+    tflite-reference: input_scale=1/255, output_scale=1/256, output_zero_point=-128 ...: bit-exact
+    """
+    from ._quant_identify import identify as _identify
+
+    return _identify(
+        x_q, expected_q, input_scale=input_scale, input_zero_point=input_zero_point,
+        output_scale=output_scale, output_zero_point=output_zero_point, axis=axis,
+        max_results=max_results,
+    )  # fmt: skip
