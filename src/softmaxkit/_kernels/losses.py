@@ -446,11 +446,14 @@ def ce_prob_rows(
                 if inc and ninf == 0:
                     s += math.exp(x[i, j] * invT - m)
                 continue
+            # target mass on a masked class counts as on a -inf logit: it is in
+            # sum w q (so the gradient is (sum w q) p - w q, the reference's) and the
+            # loss is +inf (issue 18 item 4; tests/test_loss_extremes.py)
+            wq += w * q
             if not inc:
                 bad = True
                 continue
             v = x[i, j] * invT
-            wq += w * q
             if ninf > 0:
                 if v != np.inf:
                     bad = True
