@@ -1,12 +1,14 @@
 """Losses at extreme inputs and the masked-class semantics (issue 18).
 
 Masked-class semantics of probability targets: ``where`` equals a -inf logit
-(hypothesis), against the float64 reference.
+(hypothesis), against the float64 reference; the named errors of the losses'
+unchecked inputs.
 """
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -14,7 +16,7 @@ from hypothesis.extra import numpy as hnp
 import softmaxkit as sk
 from softmaxkit import reference as ref
 
-inf = np.inf
+inf, nan = np.inf, np.nan
 
 # --------------------------------------------------------------------------- item 4
 
@@ -59,3 +61,56 @@ def test_probability_mass_on_masked_class_regression():
     np.testing.assert_allclose(g[0], [0.0, p[0], p[1] - 0.5], rtol=1e-14)
     _, gi = sk.cross_entropy(np.array([[-inf, 1.0, 2.0]]), y, return_grad=True)
     np.testing.assert_allclose(g[0, 1:], gi[0, 1:], rtol=1e-14)
+
+
+# --------------------------------------------------------------------------- errors
+
+
+@pytest.mark.parametrize("bad", [nan, inf, -inf, -0.25])
+@pytest.mark.parametrize("axis", [-1, 0])
+def test_probability_target_must_be_finite_nonnegative(bad, axis):
+    x = np.zeros((3, 4))
+    y = np.full((3, 4), 0.25)
+    y[2, 1] = bad
+    if axis == 0:
+        x, y = x.T, y.T
+    for f in (sk.cross_entropy, ref.cross_entropy):
+        with pytest.raises(ValueError, match=r"probability target must be finite and >= 0") as e:
+            f(x, y, axis=axis)
+        row = "(2,)"
+        assert "target[" in str(e.value) and f"row {row}" in str(e.value), str(e.value)
+
+
+@pytest.mark.parametrize("reduction", ["mean"])
+def test_class_weights_summing_to_zero_mean_is_an_error(reduction):
+    x = np.array([[1.0, 2.0, 3.0], [0.0, 1.0, 0.0]])
+    w = np.array([0.0, 0.0, 1.0])
+    for f in (sk.cross_entropy, ref.cross_entropy):
+        with pytest.raises(ValueError, match=r"weight: .*sum to 0.*reduction='mean'"):
+            f(x, [0, 1], weight=w, reduction=reduction)
+        # 'sum' and 'none' are defined; so is a mean with one weighted target
+        assert f(x, [0, 1], weight=w, reduction="sum") == 0.0
+        assert float(f(x, [0, 2], weight=w)) == pytest.approx(float(ref.cross_entropy(x[1:], [2])))
+        # all targets ignored: nothing counted, the documented 0.0 (not an error)
+        assert f(x, [-1, -1], weight=w, ignore_index=-1) == 0.0
+    with pytest.raises(ValueError, match=r"weight: .*sum to 0"):
+        sk.linear_cross_entropy(x, np.eye(3), [0, 1], weight=w)
+
+
+@pytest.mark.parametrize("strategy", ["vocab", "rows"])
+@pytest.mark.parametrize("bias", [None, np.array([0.5, -1.0, 2.0, 0.0])])
+def test_linear_cross_entropy_zero_hidden_dim(strategy, bias):
+    # d = 0: the logits are the bias (or 0); was "cannot reshape array of size 0"
+    h = np.zeros((3, 0))
+    W = np.zeros((4, 0))
+    t = [0, 3, 2]
+    loss, (dh, dW, db) = sk.linear_cross_entropy(
+        h, W, t, bias=bias, return_grad=True, strategy=strategy
+    )
+    logits = np.broadcast_to(bias if bias is not None else np.zeros(4), (3, 4))
+    want, g = ref.cross_entropy(logits, t, return_grad=True)
+    assert loss == pytest.approx(want, rel=1e-14)
+    assert dh.shape == (3, 0) and dW.shape == (4, 0)
+    if bias is not None:
+        np.testing.assert_allclose(db, g.sum(axis=0), rtol=1e-14, atol=1e-16)
+    assert sk.linear_cross_entropy(h, W, t, bias=bias) == pytest.approx(want, rel=1e-14)

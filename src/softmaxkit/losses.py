@@ -18,6 +18,7 @@ import numpy as np
 from ._eager import direct_rows, rows_view, same_memory
 from ._losscommon import (
     check_int_or_none,
+    check_prob_target,
     check_real,
     check_reduction,
     class_axis,
@@ -57,6 +58,14 @@ def _scales(kind, wt, active, reduction, z):
     count = int(np.count_nonzero(active))
     if kind == "index":
         wsum = float(np.sum(wt[active])) if count else 0.0
+        if reduction == "mean" and count and wsum == 0:
+            # 0 / 0: PyTorch returns NaN; we refuse rather than return a silent NaN or
+            # a made-up 0 (docs/losses.md, "Class weights")
+            raise ValueError(
+                "weight: the class weights of the counted targets sum to 0, so "
+                f"reduction='mean' (sum of w_t * loss / sum of w_t) is 0/0 over {count} "
+                "counted target(s); use reduction='sum' or 'none', or nonzero weights"
+            )
     else:
         wsum = float(count)
     if reduction == "mean":
@@ -154,7 +163,8 @@ def cross_entropy(
         index targets (PyTorch's convention), or by the number of counted samples for
         probability targets; the z-loss term is averaged over the counted samples.
         If nothing is counted (every target ignored) the mean is 0.0 with a zero
-        gradient (PyTorch returns NaN, pytorch#70348).
+        gradient (PyTorch returns NaN, pytorch#70348); class weights of the counted
+        targets summing to 0 make the mean 0/0 and raise ``ValueError``.
     z_loss : float >= 0, default 0
         Adds ``z * lse^2`` per counted sample (PaLM's z-loss, Liger's
         ``lse_square_scale``); not multiplied by the class weight.
@@ -181,8 +191,10 @@ def cross_entropy(
     ------
     ValueError
         A class index out of ``[0, C)`` (other than ``ignore_index``) or a
-        non-integral index target, naming the first bad position; a target of the
-        wrong shape; options out of range.
+        non-integral index target, naming the first bad position; a probability
+        target with a NaN, inf or negative entry (naming it and its row); class
+        weights summing to 0 over the counted targets with ``reduction="mean"``; a
+        target of the wrong shape; options out of range.
     TypeError
         Non-numeric inputs or a bool/complex target.
 
@@ -239,6 +251,8 @@ def cross_entropy(
     n_classes = arr.shape[ax]
     cw = class_weights(weight, n_classes)
     kind, tgt = parse_target(target, arr.shape, ax, ii)
+    if kind == "prob":
+        check_prob_target(tgt, ax)
     mask = validate_where(where, arr.shape)
     compute, out_dtype = resolve_dtype(arr.dtype, None)
     if out is not None:
@@ -438,7 +452,8 @@ def linear_cross_entropy(
         )
     mask = validate_where(where, logits_shape)
     compute, out_dtype = resolve_dtype(np.result_type(h.dtype, W.dtype), None)
-    h2 = np.ascontiguousarray(h.reshape(-1, d), dtype=compute)
+    # (reshape(-1, d) fails for d == 0: the logits are then the bias, or 0)
+    h2 = np.ascontiguousarray(h.reshape(math.prod(h.shape[:-1]), d), dtype=compute)
     W2 = np.ascontiguousarray(W, dtype=compute)
     bvec = None
     if bias is not None:

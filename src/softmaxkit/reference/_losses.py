@@ -11,6 +11,7 @@ import numpy as np
 
 from .._losscommon import (
     check_int_or_none,
+    check_prob_target,
     check_real,
     check_reduction,
     class_axis,
@@ -59,6 +60,8 @@ def cross_entropy(
     C = x.shape[ax]
     w = class_weights(weight, C)
     kind, tgt = parse_target(target, x.shape, ax, ii)
+    if kind == "prob":
+        check_prob_target(tgt, ax)
     mask = validate_where(where, x.shape)
     include = np.ones(x.shape, bool) if mask is None else np.array(mask)
     # classes last, rows flattened
@@ -95,6 +98,10 @@ def cross_entropy(
         zpart = np.where(active, z * lse**2, 0.0) if z > 0 else np.zeros(R)
     count = int(active.sum())
     wsum = float(row_w[active].sum()) if kind == "index" else float(count)
+    if reduction == "mean" and kind == "index" and count and wsum == 0:
+        raise ValueError(
+            "weight: the class weights of the counted targets sum to 0, so reduction='mean' is 0/0"
+        )
     if reduction == "mean":
         sa = 1.0 / wsum if wsum != 0 else 0.0
         sb = 1.0 / count if count else 0.0
