@@ -88,8 +88,15 @@ def cross_entropy(
         q = (1 - eps) * y + eps * uniform
         row_w = np.ones(R)
         cls_w = w if w is not None else np.ones(C)
-    with np.errstate(invalid="ignore"):
-        terms = np.where(q != 0, cls_w * q * -lp, 0.0)
+    # -log p_j = (m - v_j) + log S overflows for finite v_j when m - v_j does
+    # ([1e308, -1e308, 0]); q_j (m - v_j) may still be finite: form it from halves
+    # (log S <= log C is below float64's resolution there)
+    with np.errstate(over="ignore", invalid="ignore"):
+        v = xr / T
+        vm = np.max(np.where(inc, v, -np.inf), axis=1, keepdims=True, initial=-np.inf)
+        fix = inc & np.isinf(lp) & np.isfinite(v) & np.isfinite(vm)
+        half = 0.5 * vm - 0.5 * v
+        terms = np.where(q != 0, np.where(fix, (cls_w * q * half) * 2.0, cls_w * q * -lp), 0.0)
     ce = terms.sum(axis=1)
     empty = ~(lse > -np.inf) & ~np.isnan(lse)
     active = ~ignored & ~empty
