@@ -140,3 +140,23 @@ def class_indices(t: np.ndarray, n_classes: int, ignore_index, offset=None) -> n
             f"{_at(at)} = {ti[tuple(pos)]} is not a class index in [0, {n_classes}){extra}"
         )
     return ti
+
+
+def check_prob_target(t: np.ndarray, axis: int) -> None:
+    """Probability targets must be finite and >= 0; the error names the first bad
+    entry and its row (the position without ``axis``).  Rows need not sum to 1.
+    Two reductions (min >= 0 rules out NaN too; max finite rules out inf), no
+    temporary array unless the check fails."""
+    if t.size == 0:
+        return
+    with np.errstate(invalid="ignore"):
+        if t.min() >= 0 and np.isfinite(t.max()):
+            return
+        bad = ~np.isfinite(t) | (t < 0)
+    if bad.any():
+        pos = tuple(int(i) for i in np.argwhere(bad)[0])
+        row = pos[:axis] + pos[axis + 1 :]
+        raise ValueError(
+            f"probability target must be finite and >= 0; {_at(pos)} = "
+            f"{t[pos].item()!r} (in row {row} of the class axis {axis})"
+        )

@@ -18,6 +18,7 @@ import numpy as np
 from ._eager import direct_rows, rows_view, same_memory
 from ._losscommon import (
     check_int_or_none,
+    check_prob_target,
     check_real,
     check_reduction,
     class_axis,
@@ -52,11 +53,35 @@ def _scalar(v, dtype):
     return np.dtype(dtype).type(v)
 
 
+def _inv_temperature(T, compute):
+    """(x_scale, invT): ``invT = 1/T`` when it is a normal number of ``compute``;
+    else ``(T, 1.0)``: the caller divides the logits by ``T`` in float64 and the
+    gradient by ``T`` afterwards (the dense driver's rule for a tiny or huge T)."""
+    with np.errstate(over="ignore", divide="ignore"):
+        inv = np.float64(1.0) / np.float64(T)
+        inv_c = np.dtype(compute).type(inv)
+    if np.isfinite(inv_c) and inv_c >= np.finfo(compute).tiny:
+        return None, float(inv)
+    return float(T), 1.0
+
+
+def _lim(compute):
+    return _k().LIM32 if np.dtype(compute) == np.float32 else _k().LIM64
+
+
 def _scales(kind, wt, active, reduction, z):
     """Per-row scales (a, b) of the CE part and the z-loss part, and the denominators."""
     count = int(np.count_nonzero(active))
     if kind == "index":
         wsum = float(np.sum(wt[active])) if count else 0.0
+        if reduction == "mean" and count and wsum == 0:
+            # 0 / 0: PyTorch returns NaN; we refuse rather than return a silent NaN or
+            # a made-up 0 (docs/losses.md, "Class weights")
+            raise ValueError(
+                "weight: the class weights of the counted targets sum to 0, so "
+                f"reduction='mean' (sum of w_t * loss / sum of w_t) is 0/0 over {count} "
+                "counted target(s); use reduction='sum' or 'none', or nonzero weights"
+            )
     else:
         wsum = float(count)
     if reduction == "mean":
@@ -75,13 +100,21 @@ def _row_losses(kind, wt, ce, lse, active, z):
     else:
         part = np.where(active, ce, 0.0)
     if z > 0:
-        zp = np.where(active, z * np.square(np.where(active, lse, 0.0)), 0.0)
+        with np.errstate(over="ignore"):  # lse^2 past 1.8e308: +inf, as it should
+            zp = np.where(active, z * np.square(np.where(active, lse, 0.0)), 0.0)
     else:
         zp = np.zeros_like(part)
     return part, zp
 
 
 def _compose(part, zp, reduction, wsum, count, batch, out_dtype):
+    # sums past float64's range and casts past the output dtype's round to +-inf:
+    # that is the correctly rounded loss (x / T at T = 1e-40 in float32), no warning
+    with np.errstate(over="ignore"):
+        return _compose_sums(part, zp, reduction, wsum, count, batch, out_dtype)
+
+
+def _compose_sums(part, zp, reduction, wsum, count, batch, out_dtype):
     if reduction == "none":
         loss: Any = (part + zp).reshape(batch).astype(out_dtype)
         return loss[()] if loss.ndim == 0 else loss
@@ -154,7 +187,8 @@ def cross_entropy(
         index targets (PyTorch's convention), or by the number of counted samples for
         probability targets; the z-loss term is averaged over the counted samples.
         If nothing is counted (every target ignored) the mean is 0.0 with a zero
-        gradient (PyTorch returns NaN, pytorch#70348).
+        gradient (PyTorch returns NaN, pytorch#70348); class weights of the counted
+        targets summing to 0 make the mean 0/0 and raise ``ValueError``.
     z_loss : float >= 0, default 0
         Adds ``z * lse^2`` per counted sample (PaLM's z-loss, Liger's
         ``lse_square_scale``); not multiplied by the class weight.
@@ -181,8 +215,10 @@ def cross_entropy(
     ------
     ValueError
         A class index out of ``[0, C)`` (other than ``ignore_index``) or a
-        non-integral index target, naming the first bad position; a target of the
-        wrong shape; options out of range.
+        non-integral index target, naming the first bad position; a probability
+        target with a NaN, inf or negative entry (naming it and its row); class
+        weights summing to 0 over the counted targets with ``reduction="mean"``; a
+        target of the wrong shape; options out of range.
     TypeError
         Non-numeric inputs or a bool/complex target.
 
@@ -191,7 +227,10 @@ def cross_entropy(
     Edge cases: a row whose included logits are all -inf (or fully masked by
     ``where``) is treated like an ignored target: loss 0, gradient 0, not counted.
     A target class with probability 0 (masked, or logit -inf) gives loss ``+inf``
-    and a finite gradient.  A NaN logit makes that sample's loss and gradient NaN.
+    and a finite gradient; probability-target mass on a masked class counts as
+    on a -inf logit.  Extreme ``x / T`` follow the dense ops' contract
+    (docs/losses.md, "Extreme magnitudes and temperatures").  A NaN logit makes
+    that sample's loss and gradient NaN.
 
     Pass structure: one pre-scan (stops at each row's first finite logit), then per
     row max, sum of exponentials and gradient write, fused; the row stays in cache.
@@ -234,13 +273,20 @@ def cross_entropy(
     reduction = check_reduction(reduction)
     eps = check_real("label_smoothing", label_smoothing, 0.0, 1.0)
     z = check_real("z_loss", z_loss, 0.0)
-    invT = 1.0 / validate_temperature(temperature)
+    T = validate_temperature(temperature)
     ii = check_int_or_none("ignore_index", ignore_index)
     n_classes = arr.shape[ax]
     cw = class_weights(weight, n_classes)
     kind, tgt = parse_target(target, arr.shape, ax, ii)
+    if kind == "prob":
+        check_prob_target(tgt, ax)
     mask = validate_where(where, arr.shape)
     compute, out_dtype = resolve_dtype(arr.dtype, None)
+    pre_T, invT = _inv_temperature(T, compute)
+    if pre_T is not None:
+        # 1/T is not a normal number of the compute dtype: the kernels see x / T
+        # (float64, overflow to +-inf as the reference's) with T = 1
+        compute = np.dtype(np.float64)
     if out is not None:
         if not return_grad:
             raise ValueError("out is the gradient's buffer; it needs return_grad=True")
@@ -248,6 +294,9 @@ def cross_entropy(
 
     axes = (ax,)
     x2 = np.ascontiguousarray(rows_view(arr, axes), dtype=compute)
+    if pre_T is not None:
+        with np.errstate(over="ignore", under="ignore"):
+            x2 = x2 / pre_T
     if not x2.flags.writeable:
         # read-only input: the kernels are compiled for writeable arrays only (a
         # read-only array is another Numba type, i.e. another compile)
@@ -269,7 +318,7 @@ def cross_entropy(
         if out is None:
             out = np.empty(arr.shape, dtype=out_dtype)
         g2 = direct_rows(out, axes, compute)
-        if g2 is not None:
+        if g2 is not None and pre_T is None:
             direct = True
             grad2 = g2
             if np.may_share_memory(x2, g2) and not same_memory(x2, g2):
@@ -291,6 +340,7 @@ def cross_entropy(
         k.ce_index_rows(
             x2, tsafe, dummy_mask, mask2 is not None, invT, eps, z, a, b, active,
             return_grad, grad2, ce, lse, bool(return_grad and same_memory(x2, grad2)),
+            _lim(compute),
         )  # fmt: skip
     else:
         # float32 / float64 targets are read as they are (the kernel widens each
@@ -313,9 +363,13 @@ def cross_entropy(
     loss = _compose(part, zp, reduction, wsum, count, batch, out_dtype)
     if not return_grad:
         return loss
+    if pre_T is not None:
+        with np.errstate(over="ignore", under="ignore"):
+            grad2 /= pre_T  # d/dx = (d/dv) / T, overflowing to +-inf as it must
     if not direct:
         moved = np.moveaxis(out, ax, -1)
-        moved[...] = grad2.reshape(moved.shape)
+        with np.errstate(over="ignore"):  # (float64 x / T path: rounds to +-inf)
+            moved[...] = grad2.reshape(moved.shape)
     return loss, out
 
 
@@ -425,7 +479,7 @@ def linear_cross_entropy(
     reduction = check_reduction(reduction)
     eps = check_real("label_smoothing", label_smoothing, 0.0, 1.0)
     z = check_real("z_loss", z_loss, 0.0)
-    invT = 1.0 / validate_temperature(temperature)
+    T = validate_temperature(temperature)
     ii = check_int_or_none("ignore_index", ignore_index)
     V, d = W.shape
     cw = class_weights(weight, V)
@@ -438,7 +492,11 @@ def linear_cross_entropy(
         )
     mask = validate_where(where, logits_shape)
     compute, out_dtype = resolve_dtype(np.result_type(h.dtype, W.dtype), None)
-    h2 = np.ascontiguousarray(h.reshape(-1, d), dtype=compute)
+    pre_T, invT = _inv_temperature(T, compute)
+    if pre_T is not None:
+        compute = np.dtype(np.float64)  # logits / T formed in float64 (see cross_entropy)
+    # (reshape(-1, d) fails for d == 0: the logits are then the bias, or 0)
+    h2 = np.ascontiguousarray(h.reshape(math.prod(h.shape[:-1]), d), dtype=compute)
     W2 = np.ascontiguousarray(W, dtype=compute)
     bvec = None
     if bias is not None:
@@ -475,7 +533,7 @@ def linear_cross_entropy(
             rows = min(rows, -(-N // 16))
         rows = max(1, min(rows, N))
         return _lce_rows(h2, W2, bvec, mask2, tsafe, ignored, cw, invT, eps, z, reduction,
-                         rows, h.shape, out_dtype)  # fmt: skip
+                         rows, h.shape, out_dtype, pre_T)  # fmt: skip
     buf = np.empty(N * chunk, dtype=compute)
     ones_mask = np.ones((1, 1), dtype=np.bool_)
 
@@ -484,6 +542,9 @@ def linear_cross_entropy(
         np.matmul(h2, W2[v0:v1].T, out=zc)
         if bvec is not None:
             zc += bvec[v0:v1]
+        if pre_T is not None:
+            with np.errstate(over="ignore", under="ignore"):
+                zc /= pre_T
         if mask2 is not None:
             mc = mask2[:, v0:v1]
             return zc, mc, True
@@ -493,16 +554,13 @@ def linear_cross_entropy(
     s = np.zeros(N)
     sd = np.zeros(N)
     cnt = np.zeros(N, dtype=np.int64)
+    vt = np.zeros(N)  # the target's v, taken from the same logits chunk as the max
     for v0 in range(0, V, chunk):
         v1 = min(V, v0 + chunk)
         zc, mc, hm = logits_chunk(v0, v1)
-        k.lce_state_update(zc, mc, hm, invT, m, s, sd, cnt)
+        tl = np.where((tsafe >= v0) & (tsafe < v1), tsafe - v0, -1)
+        k.lce_state_update(zc, mc, hm, invT, m, s, sd, cnt, tl, vt)
 
-    # target logits directly: one [N, d] gather and a row-wise dot product
-    vt = np.einsum("nd,nd->n", h2, W2[tsafe], dtype=np.float64)
-    if bvec is not None:
-        vt += bvec[tsafe]
-    vt *= invT
     t_in = mask2[np.arange(N), tsafe] if mask2 is not None else np.ones(N, dtype=np.bool_)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         nonempty = (s > 0) | np.isnan(s)
@@ -513,7 +571,7 @@ def linear_cross_entropy(
         if eps < 1:
             ce += (1 - eps) * np.where(t_in, ls - (vt - m), np.inf)
         if eps > 0:
-            ce += eps * (ls - sd / np.maximum(cnt, 1))
+            ce += eps * (ls - (sd / np.maximum(cnt, 1)) / k.SD_SCALE)
         ce = np.where(np.isinf(m) & (m > 0), np.nan, ce)  # +inf logits: undefined here
     wt = cw[tsafe] if cw is not None else np.ones(N)
     a, b, wsum, count = _scales("index", wt, active, reduction, z)
@@ -532,6 +590,9 @@ def linear_cross_entropy(
         zc, mc, hm = logits_chunk(v0, v1)
         tloc = np.where((tsafe >= v0) & (tsafe < v1) & active, tsafe - v0, -1)
         k.lce_grad_chunk(zc, mc, hm, tloc, invT, eps, lse, cntf, a, b, z, active, zc)
+        if pre_T is not None:
+            with np.errstate(over="ignore", under="ignore"):
+                zc /= pre_T  # d/dlogits = (d/dv) / T
         np.matmul(zc, W2[v0:v1], out=scratch)
         d_h += scratch
         np.matmul(zc.T, h2, out=d_W[v0:v1])
@@ -549,7 +610,7 @@ def _grads_out(d_h, d_W, d_b, hshape, out_dtype):
 
 
 def _lce_rows(h2, W2, bvec, mask2, tsafe, ignored, cw, invT, eps, z, reduction, rows, hshape,
-              out_dtype):  # fmt: skip
+              out_dtype, pre_T=None):  # fmt: skip
     """Row-blocked linear CE with gradients: 3 matmuls, no recomputation.
 
     Each block of ``rows`` samples gets its full-vocabulary logits ``[rows, V]`` from
@@ -583,11 +644,17 @@ def _lce_rows(h2, W2, bvec, mask2, tsafe, ignored, cw, invT, eps, z, reduction, 
         np.matmul(hb, W2.T, out=zb)
         if bvec is not None:
             zb += bvec
+        if pre_T is not None:
+            with np.errstate(over="ignore", under="ignore"):
+                zb /= pre_T
         mb = mask2[r0:r1] if mask2 is not None else np.broadcast_to(ones_mask, zb.shape)
         k.ce_index_rows(
             zb, tsafe[r0:r1], mb, mask2 is not None, invT, eps, z, a[r0:r1], b[r0:r1],
-            active[r0:r1], True, zb, ce[r0:r1], lse[r0:r1], True,
+            active[r0:r1], True, zb, ce[r0:r1], lse[r0:r1], True, _lim(compute),
         )  # fmt: skip
+        if pre_T is not None:
+            with np.errstate(over="ignore", under="ignore"):
+                zb /= pre_T
         # d_h block = G W, computed as (W^T G^T)^T: OpenBLAS was measured ~3x
         # faster on this transposed form of the small-output, long-K product
         d_h[r0:r1] = (W2.T @ zb.T).T
@@ -673,7 +740,8 @@ def max_margin_loss_split(
     _, dtype = resolve_dtype(np.result_type(pos.dtype, neg.dtype), None)
     p64 = pos.astype(np.float64)
     n64 = neg.astype(np.float64)
-    viol = mg - p64[..., None] + n64
+    with np.errstate(over="ignore"):  # past 1.8e308: +inf, the rounded value
+        viol = mg - p64[..., None] + n64
     mat = np.maximum(viol, 0.0)
     mat = np.where(np.isnan(viol), np.nan, mat)
     loss = _reduce(mat, reduction, dtype)

@@ -15,6 +15,7 @@ top-k selection.
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Mapping
 from typing import Any
@@ -476,6 +477,15 @@ def topk_softmax(x, k, /, axis=-1, *, temperature=1.0, where=None):
     x2 = rows_view(arr, (ax,))
     if x2.dtype.kind != "f" or x2.dtype == np.float16:
         x2 = x2.astype(compute)
+    with np.errstate(over="ignore", divide="ignore"):
+        inv = 1.0 / t
+    if not (math.isfinite(inv) and inv >= np.finfo(np.float64).tiny):
+        # 1/T overflows (subnormal T) or is subnormal: the kernel's fastmath may
+        # turn x / T into x * (1/T) (x * inf ties every positive entry at +inf), so
+        # divide here, once, in float64 (the dense driver's rule) and use T = 1
+        with np.errstate(over="ignore", under="ignore"):
+            x2 = x2.astype(np.float64) / t
+        t = 1.0
     r = x2.shape[0]
     probs = np.empty((r, k), dtype=np.float64)
     idx = np.empty((r, k), dtype=np.int64)

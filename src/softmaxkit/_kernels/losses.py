@@ -27,8 +27,10 @@ Pass structure of the fused cross-entropy kernels, per row (a 32000-class float3
 row is 128 KB and stays in L2 between passes, so memory traffic is one read of
 the logits and one write of the gradient):
 
-* pass 1: max ``m`` and the plain sum of the row (a non-finite sum sends the row
-  to the exact scalar path, which handles NaN / +-inf per the dense contract);
+* pass 1: raw max ``m``, min and the plain sum of the row (a non-finite sum, or a
+  range / ``|x|/T`` that could overflow a difference or a sum (``LIM32``/``LIM64``),
+  sends the row to the exact scalar path, which handles NaN / +-inf per the dense
+  contract); the differences are ``(x - m) / T``, exactly 0 at the max;
 * pass 2: ``s = sum exp(v - m)`` and ``sum (v - m)`` (label smoothing); when a
   gradient is wanted the exponentials are stored in ``grad`` (so ``out=logits``
   works: the logits of the row are no longer needed after this pass);
@@ -46,7 +48,23 @@ from numba.extending import overload
 from .exp import exp_, fmax
 from .view import row
 
-_FM = {"nsz", "arcp", "contract", "afn", "reassoc"}  # never nnan / ninf
+# never nnan / ninf.  No "contract" in the cross-entropy kernels: a row's max and
+# each difference must be formed the same way, or FMA contraction of ``x * invT - m``
+# makes the max's own difference the product's rounding error (not 0) and exp
+# overflows at extreme temperatures (issue 18 item 2; guarded by
+# tests/test_loss_extremes.py).  The differences are ``(x - max x) * invT``, as in the
+# dense kernels: exactly 0 at the max whatever LLVM does with them.
+_FM = {"nsz", "arcp", "afn", "reassoc"}
+_FMC = _FM | {"contract"}  # VJP and hinge kernels: no max/difference pairing there
+
+# Fast-path bound on |x - max| / T (and on max / T, min / T): below it no difference,
+# no scaled value and no sum of differences can overflow (float32 differences are
+# formed in float32; every sum is float64).  Rows beyond it take the exact path.
+LIM32 = 1e37
+LIM64 = 1e300
+# lce_state_update keeps sum (v - m) times SD_SCALE: differences near -1.8e308
+# (finfo.min used as a mask) would overflow the plain sum of a few of them
+SD_SCALE = 2.0**-60
 
 
 @njit(cache=True, nogil=True)
@@ -72,14 +90,28 @@ def row_nonempty(x, mask, has_mask, out):
 
 
 @njit(cache=True, nogil=True, fastmath=_FM)
-def _max_sum_row(xr, invT):
+def _max_min_sum_row(xr):
+    # raw max and min of the row (not scaled: the differences are (x - max) / T) and
+    # the plain sum (not finite: a NaN / inf somewhere, or a huge row)
     m = -np.inf
+    mn = np.inf
     tot = 0.0
     for j in range(xr.shape[0]):
         v = xr[j]
         m = max(m, v)
+        mn = min(mn, v)
         tot += v
-    return m * invT, tot
+    return np.float64(m), np.float64(mn), tot
+
+
+@njit(cache=True, nogil=True)
+def _fast_ok(m, mn, tot, invT, n, lim):
+    """True when the row's fast path cannot overflow (see ``LIM32``/``LIM64``)."""
+    if not (math.isfinite(tot) and math.isfinite(m) and math.isfinite(mn)):
+        return False
+    rng = m - mn
+    big = max(abs(m), abs(mn))
+    return rng < lim and rng * invT * n < lim and big * invT < lim
 
 
 @njit(cache=True, nogil=True, fastmath=_FM)
@@ -89,16 +121,32 @@ def _sum_exp_f32(xr, invT, m, gr, store):
     m32 = np.float32(m)
     s = 0.0
     sd = 0.0
+    if t32 == np.float32(1.0):
+        if store:
+            for j in range(xr.shape[0]):
+                d = xr[j] - m32
+                e = exp_(d)
+                gr[j] = e
+                s += e
+                sd += d
+        else:
+            for j in range(xr.shape[0]):
+                d = xr[j] - m32
+                s += exp_(d)
+                sd += d
+        return s, sd
+    # T != 1: d = (x - m) / T with two float32 roundings (|d| 1.2e-7 relative; the
+    # exactly carried argument of the dense kernels' expd cost 12% here, measured)
     if store:
         for j in range(xr.shape[0]):
-            d = xr[j] * t32 - m32
+            d = (xr[j] - m32) * t32
             e = exp_(d)
             gr[j] = e
             s += e
             sd += d
     else:
         for j in range(xr.shape[0]):
-            d = xr[j] * t32 - m32
+            d = (xr[j] - m32) * t32
             s += exp_(d)
             sd += d
     return s, sd
@@ -115,8 +163,16 @@ def _sum_exp_inplace_f32(gr, invT, m):
     m32 = np.float32(m)
     s = 0.0
     sd = 0.0
+    if t32 == np.float32(1.0):
+        for j in range(gr.shape[0]):
+            d = gr[j] - m32
+            e = exp_(d)
+            gr[j] = e
+            s += e
+            sd += d
+        return s, sd
     for j in range(gr.shape[0]):
-        d = gr[j] * t32 - m32
+        d = (gr[j] - m32) * t32
         e = exp_(d)
         gr[j] = e
         s += e
@@ -129,7 +185,7 @@ def _sum_exp_inplace_f64(gr, invT, m):
     s = 0.0
     sd = 0.0
     for j in range(gr.shape[0]):
-        d = gr[j] * invT - m
+        d = (gr[j] - m) * invT
         e = math.exp(d)
         gr[j] = e
         s += e
@@ -153,7 +209,7 @@ def _sum_exp_f64(xr, invT, m, gr, store):
     s = 0.0
     sd = 0.0
     for j in range(xr.shape[0]):
-        d = xr[j] * invT - m
+        d = (xr[j] - m) * invT
         e = math.exp(d)
         if store:
             gr[j] = e
@@ -175,11 +231,16 @@ def _sum_exp_impl(xr, invT, m, gr, store):
 
 @njit(cache=True, nogil=True, fastmath=_FM)
 def _scale_shift_row(gr, c, off):
-    """gr = gr * c - off, in the row's dtype."""
+    """gr = gr * c - off, in the row's dtype (in float64 when c or off does not fit
+    it: float32 at T = 1e-30 with a z-loss, where 0 * inf would give NaN)."""
     cc = gr.dtype.type(c)
     oo = gr.dtype.type(off)
-    for j in range(gr.shape[0]):
-        gr[j] = gr[j] * cc - oo
+    if math.isfinite(cc) and math.isfinite(oo):
+        for j in range(gr.shape[0]):
+            gr[j] = gr[j] * cc - oo
+    else:
+        for j in range(gr.shape[0]):
+            gr[j] = np.float64(gr[j]) * c - off
 
 
 # ---------------------------------------------------------------------------
@@ -233,20 +294,21 @@ def _index_row_general(x, mask, has_mask, i, t, invT, eps, z, a, b, want_grad, g
                 grad[i, j] = invT * (a * (p - q) + b * gz)
         return ce, np.inf
     s = 0.0
-    sd = 0.0
+    sdm = 0.0  # mean of (v - m), as sum (v/2 - m/2) (2 / cnt): no overflow of a
+    c2 = 2.0 / cnt  # partial sum where the mean itself is finite ([1e308, -1e308, 0])
     for j in range(n):
         if has_mask and not mask[i, j]:
             continue
-        d = x[i, j] * invT - m
-        s += math.exp(d)
-        sd += d
+        v = x[i, j] * invT
+        s += math.exp(v - m)
+        sdm += (0.5 * v - 0.5 * m) * c2
     ls = math.log(s)
     lse = m + ls
     ce = 0.0
-    if 1.0 - eps > 0:
+    if 1.0 - eps > 0:  # (never 0 * inf)
         ce += (1.0 - eps) * ((ls - (vt - m)) if t_in else np.inf)
     if eps > 0:
-        ce += eps * (ls - sd / cnt)
+        ce += eps * (ls - sdm)
     if want_grad:
         inv_s = 1.0 / s
         for j in range(n):
@@ -259,9 +321,11 @@ def _index_row_general(x, mask, has_mask, i, t, invT, eps, z, a, b, want_grad, g
     return ce, lse
 
 
-@njit(cache=True, nogil=True, parallel=True, fastmath=_FM)
+# no fastmath on this dispatcher: the exact row path (_index_row_general) must not be
+# reassociated ((v/2 - m/2) -> (v - m)/2 overflows; the fast helpers carry their own)
+@njit(cache=True, nogil=True, parallel=True)
 def ce_index_rows(
-    x, tgt, mask, has_mask, invT, eps, z, a, b, active, want_grad, grad, ce, lse, inplace
+    x, tgt, mask, has_mask, invT, eps, z, a, b, active, want_grad, grad, ce, lse, inplace, lim
 ):
     """Fused cross-entropy with class-index targets, per row (see the module docstring).
 
@@ -270,6 +334,9 @@ def ce_index_rows(
     smoothing ``eps`` use ``q = (1 - eps) onehot(t) + eps / C_i`` with ``C_i`` the
     number of included classes.  ``inplace``: ``grad`` is ``x`` itself
     (``out=logits``); the fast path then reads and writes through one array.
+    ``lim``: ``LIM32`` for float32 rows, ``LIM64`` for float64 (the fast-path bound).
+    ``invT`` must be a normal number of the row dtype (callers divide ``x / T``
+    themselves otherwise, as the dense driver does).
     """
     R, n = x.shape
     for i in prange(R):
@@ -287,22 +354,29 @@ def ce_index_rows(
             )
             continue
         xr = x[i]
-        m, tot = _max_sum_row(xr, invT)
-        if not math.isfinite(tot) or not math.isfinite(m):
+        m, mn, tot = _max_min_sum_row(xr)
+        if not _fast_ok(m, mn, tot, invT, n, lim):
             ce[i], lse[i] = _index_row_general(
                 x, mask, has_mask, i, t, invT, eps, z, a[i], b[i], want_grad, grad
             )
             continue
-        vt = xr[t] * invT  # read before the row may be overwritten (out=logits)
+        # the target's (v_t - max v), formed as the kernels' differences: exactly 0
+        # when t is the argmax; read before the row may be overwritten (out=logits)
+        dt = (np.float64(xr[t]) - m) * invT
         gr = grad[i]
         if inplace and want_grad:
             s, sd = _sum_exp_inplace(gr, invT, m)
         else:
             s, sd = _sum_exp(xr, invT, m, gr, want_grad)
         ls = math.log(s)
-        lrow = m + ls
+        lrow = m * invT + ls
         lse[i] = lrow
-        ce[i] = (1.0 - eps) * (ls - (vt - m)) + eps * (ls - sd / n)
+        cei = 0.0
+        if eps < 1.0:  # each term only when its weight is not 0 (never 0 * inf)
+            cei += (1.0 - eps) * (ls - dt)
+        if eps > 0.0:
+            cei += eps * (ls - sd / n)
+        ce[i] = cei
         if want_grad:
             # grad_j = invT (c p_j - a q_j), c = a + 2 b z lse, p_j = e_j / s
             c = a[i] + 2.0 * b[i] * z * lrow
@@ -316,18 +390,20 @@ def ce_index_rows(
 
 
 @njit(cache=True, nogil=True, fastmath=_FM)
-def _prob_scan(xr, yr, invT):
-    # fast-path pass 1 of a probability-target row: max of v = x / T, and the plain
-    # sums of v and y (finite sums mean no NaN / inf anywhere in the row)
+def _prob_scan(xr, yr):
+    # fast-path pass 1 of a probability-target row: raw max and min of x, and the
+    # plain sums of x and y (finite sums mean no NaN / inf anywhere in the row)
     m = -np.inf
+    mn = np.inf
     sv = 0.0
     sy = 0.0
     for j in range(xr.shape[0]):
-        v = xr[j] * invT
+        v = np.float64(xr[j])
         m = fmax(m, v)
+        mn = min(mn, v)
         sv += v
         sy += yr[j]
-    return m, sv, sy
+    return m, mn, sv, sy
 
 
 @njit(cache=True, nogil=True, fastmath=_FM)
@@ -341,14 +417,14 @@ def _prob_sums(xr, yr, cw, has_w, invT, m, c1, c0):
     n = xr.shape[0]
     if has_w:
         for j in range(n):
-            d = xr[j] * invT - m
+            d = (xr[j] - m) * invT
             t = cw[j] * (c1 * yr[j] + c0)
             s += exp_(d)
             wq += t
             acc += t * d
     else:
         for j in range(n):
-            d = xr[j] * invT - m
+            d = (xr[j] - m) * invT
             t = c1 * yr[j] + c0
             s += exp_(d)
             wq += t
@@ -363,11 +439,11 @@ def _prob_grad(xr, yr, cw, has_w, invT, m, c1, c0, inv_s, wq, ai, gz, gr):
     n = xr.shape[0]
     if has_w:
         for j in range(n):
-            p = exp_(xr[j] * invT - m) * inv_s
+            p = exp_((xr[j] - m) * invT) * inv_s
             gr[j] = invT * (ai * (wq * p - cw[j] * (c1 * yr[j] + c0)) + gz * p)
     else:
         for j in range(n):
-            p = exp_(xr[j] * invT - m) * inv_s
+            p = exp_((xr[j] - m) * invT) * inv_s
             gr[j] = invT * (ai * (wq * p - (c1 * yr[j] + c0)) + gz * p)
 
 
@@ -398,13 +474,13 @@ def ce_prob_rows(
         if not has_mask:
             xr = row(x, i)
             yr = row(y, i)
-            m, sv, sy = _prob_scan(xr, yr, invT)
-            if math.isfinite(sv) and math.isfinite(sy):
+            m, mn, sv, sy = _prob_scan(xr, yr)
+            if math.isfinite(sy) and _fast_ok(m, mn, sv, invT, n, LIM64):
                 c1 = 1.0 - eps
                 c0 = eps / n
                 s, wq, acc = _prob_sums(xr, yr, cw, has_w, invT, m, c1, c0)
                 ls = math.log(s)
-                lrow = m + ls
+                lrow = m * invT + ls
                 ce[i] = wq * ls - acc
                 lse[i] = lrow
                 if want_grad:
@@ -436,7 +512,7 @@ def ce_prob_rows(
             continue
         s = 0.0
         wq = 0.0
-        acc = 0.0  # sum w q (v - m) over q != 0
+        acc = 0.0  # sum w q (v/2 - m/2) over q != 0 (halves: no overflow of v - m)
         bad = False  # q > 0 on a class with p == 0 (masked, or -inf while finite max)
         for j in range(n):
             w = cw[j] if has_w else 1.0
@@ -446,21 +522,23 @@ def ce_prob_rows(
                 if inc and ninf == 0:
                     s += math.exp(x[i, j] * invT - m)
                 continue
+            # target mass on a masked class counts as on a -inf logit: it is in
+            # sum w q (so the gradient is (sum w q) p - w q, the reference's) and the
+            # loss is +inf (issue 18 item 4; tests/test_loss_extremes.py)
+            wq += w * q
             if not inc:
                 bad = True
                 continue
             v = x[i, j] * invT
-            wq += w * q
             if ninf > 0:
                 if v != np.inf:
                     bad = True
                 continue
-            d = v - m
-            s += math.exp(d)
-            if d == -np.inf:
+            s += math.exp(v - m)
+            if v == -np.inf:
                 bad = True
             else:
-                acc += w * q * d
+                acc += w * q * (0.5 * v - 0.5 * m)
         if ninf > 0:
             lrow = np.inf
             ls = math.log(ninf)  # -log p on the +inf entries
@@ -468,7 +546,7 @@ def ce_prob_rows(
         else:
             ls = math.log(s)
             lrow = m + ls
-            ce[i] = np.inf if bad else wq * ls - acc
+            ce[i] = np.inf if bad else wq * ls - acc * 2.0
         lse[i] = lrow
         if want_grad:
             for j in range(n):
@@ -493,17 +571,23 @@ def ce_prob_rows(
 # ---------------------------------------------------------------------------
 
 
-@njit(cache=True, nogil=True, parallel=True, fastmath=_FM)
-def lce_state_update(zc, mask, has_mask, invT, m, s, sd, cnt):
+# no fastmath: reassoc would factor SD_SCALE out of the sum (overflowing it again);
+# the chunk's matmul dominates this kernel's time
+@njit(cache=True, nogil=True, parallel=True)
+def lce_state_update(zc, mask, has_mask, invT, m, s, sd, cnt, tloc, vt):
     """Fold a logits chunk into the per-row online state (m, s) and sum(v - m).
 
     ``sd`` holds ``sum (v - m)`` relative to the current ``m`` (shifted when m
     grows: ``sd += cnt * (m_old - m_new)``).  Masked entries are skipped;
     ``cnt`` counts included entries.  Non-finite values follow the (m, s) merge
     conventions of ``softmaxkit._state`` (NaN wins; +inf rows get m = +inf).
+    ``vt[i]`` gets the target's ``v`` where ``tloc[i] >= 0`` (its column in this
+    chunk): the same product as the row max's, so ``v_t - m`` is 0 at the argmax.
     """
     R, c = zc.shape
     for i in prange(R):
+        if tloc[i] >= 0:
+            vt[i] = zc[i, tloc[i]] * invT
         mi = m[i]
         cmax = -np.inf
         k = 0
@@ -548,9 +632,9 @@ def lce_state_update(zc, mask, has_mask, invT, m, s, sd, cnt):
                 continue
             d = zc[i, j] * invT - mn
             acc += math.exp(d)
-            accd += d
+            accd += d * SD_SCALE
         if cnt[i] > 0 and mi != mn:
-            sd[i] += cnt[i] * (mi - mn)
+            sd[i] += cnt[i] * ((mi - mn) * SD_SCALE)
         s[i] = s[i] * scale + acc
         sd[i] += accd
         cnt[i] += k
@@ -594,7 +678,7 @@ def lce_grad_chunk(zc, mask, has_mask, tloc, invT, eps, lse, cnt, a, b, z, activ
 # ---------------------------------------------------------------------------
 
 
-@njit(cache=True, nogil=True, fastmath=_FM)
+@njit(cache=True, nogil=True, fastmath=_FMC)
 def _vjp_reduce(y, g, m, has_mask, log):
     # pass 1 of a row (1-D views): softmax sum_j g_j y_j over included y_j != 0;
     # log_softmax sum_j g_j over included entries, and the count of included
@@ -623,7 +707,7 @@ def _vjp_reduce(y, g, m, has_mask, log):
     return acc, cnt
 
 
-@njit(cache=True, nogil=True, fastmath=_FM)
+@njit(cache=True, nogil=True, fastmath=_FMC)
 def _vjp_write(y, g, m, has_mask, log, acc, invT, out):
     # pass 2 of a row: the gradient, 0 on masked entries (and, for softmax, where
     # y == 0, so an inf g there gives 0, not NaN)
@@ -648,7 +732,7 @@ def _vjp_write(y, g, m, has_mask, log, acc, invT, out):
             out[j] = v if yj != 0 else 0.0
 
 
-@njit(cache=True, nogil=True, parallel=True, fastmath=_FM)
+@njit(cache=True, nogil=True, parallel=True, fastmath=_FMC)
 def softmax_vjp_rows(y, g, mask, has_mask, invT, log, out):
     """Row VJP from the forward output ``y`` (float64 row accumulator).
 
@@ -678,7 +762,7 @@ def softmax_vjp_rows(y, g, mask, has_mask, invT, log, out):
 # ---------------------------------------------------------------------------
 
 
-@njit(cache=True, nogil=True, fastmath=_FM)
+@njit(cache=True, nogil=True, fastmath=_FMC)
 def _ww_row(xr, ti, w, mg, p, want_grad, scale, gr):
     # sum_{j != t} max(0, mg - x_t + x_j)^p, times w / C; max keeps NaN (as
     # np.maximum).  Returns (loss, has_nan).  The gradient (when wanted):
@@ -706,7 +790,7 @@ def _ww_row(xr, ti, w, mg, p, want_grad, scale, gr):
     return w * acc / C, nan
 
 
-@njit(cache=True, nogil=True, fastmath=_FM)
+@njit(cache=True, nogil=True, fastmath=_FMC)
 def _cs_row(xr, ti, w, mg, p, want_grad, scale, gr):
     # w max(0, mg + max_{j != t} x_j - x_t)^p; the first maximising j gets the
     # gradient p h^(p-1) w, the target minus it.  Returns (loss, has_nan).

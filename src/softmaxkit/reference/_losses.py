@@ -11,6 +11,7 @@ import numpy as np
 
 from .._losscommon import (
     check_int_or_none,
+    check_prob_target,
     check_real,
     check_reduction,
     class_axis,
@@ -59,6 +60,8 @@ def cross_entropy(
     C = x.shape[ax]
     w = class_weights(weight, C)
     kind, tgt = parse_target(target, x.shape, ax, ii)
+    if kind == "prob":
+        check_prob_target(tgt, ax)
     mask = validate_where(where, x.shape)
     include = np.ones(x.shape, bool) if mask is None else np.array(mask)
     # classes last, rows flattened
@@ -85,8 +88,15 @@ def cross_entropy(
         q = (1 - eps) * y + eps * uniform
         row_w = np.ones(R)
         cls_w = w if w is not None else np.ones(C)
-    with np.errstate(invalid="ignore"):
-        terms = np.where(q != 0, cls_w * q * -lp, 0.0)
+    # -log p_j = (m - v_j) + log S overflows for finite v_j when m - v_j does
+    # ([1e308, -1e308, 0]); q_j (m - v_j) may still be finite: form it from halves
+    # (log S <= log C is below float64's resolution there)
+    with np.errstate(over="ignore", invalid="ignore"):
+        v = xr / T
+        vm = np.max(np.where(inc, v, -np.inf), axis=1, keepdims=True, initial=-np.inf)
+        fix = inc & np.isinf(lp) & np.isfinite(v) & np.isfinite(vm)
+        half = 0.5 * vm - 0.5 * v
+        terms = np.where(q != 0, np.where(fix, (cls_w * q * half) * 2.0, cls_w * q * -lp), 0.0)
     ce = terms.sum(axis=1)
     empty = ~(lse > -np.inf) & ~np.isnan(lse)
     active = ~ignored & ~empty
@@ -95,6 +105,10 @@ def cross_entropy(
         zpart = np.where(active, z * lse**2, 0.0) if z > 0 else np.zeros(R)
     count = int(active.sum())
     wsum = float(row_w[active].sum()) if kind == "index" else float(count)
+    if reduction == "mean" and kind == "index" and count and wsum == 0:
+        raise ValueError(
+            "weight: the class weights of the counted targets sum to 0, so reduction='mean' is 0/0"
+        )
     if reduction == "mean":
         sa = 1.0 / wsum if wsum != 0 else 0.0
         sb = 1.0 / count if count else 0.0
