@@ -454,3 +454,44 @@ def test_training_loop_digits_matches_torch_cross_entropy():
     assert ours[-1] < 0.5 * ours[0]
     np.testing.assert_allclose(ours, ref, rtol=1e-5)
     torch.testing.assert_close(w_ours, w_ref, rtol=0, atol=1e-6)
+
+
+# ------------------------------------------- the public functions route tensors here
+def test_public_functions_return_tensors_with_gradients():
+    import softmaxkit as sk
+
+    g = torch.Generator().manual_seed(12)
+    x = torch.randn(4, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    t = torch.tensor([0, 4, 2, 1])
+    for f, ref in [
+        (sk.softmax, torch.softmax(x, -1)),
+        (sk.log_softmax, torch.log_softmax(x, -1)),
+        (sk.logsumexp, torch.logsumexp(x, -1)),
+        (lambda a: sk.cross_entropy(a, t), F.cross_entropy(x, t)),
+    ]:
+        y = f(x)
+        assert isinstance(y, torch.Tensor) and y.requires_grad
+        torch.testing.assert_close(y, ref)
+        (ga,) = torch.autograd.grad(y.sum(), x)
+        (gb,) = torch.autograd.grad(ref.sum(), x)
+        torch.testing.assert_close(ga, gb)
+    xd = x.detach()
+    loss, grad = sk.cross_entropy(xd, t, return_grad=True)
+    assert isinstance(grad, torch.Tensor) and loss.shape == ()
+    torch.testing.assert_close(grad, (torch.softmax(xd, -1) - F.one_hot(t, 5)) / 4)
+    p, i = sk.topk_softmax(xd, 2)
+    assert isinstance(p, torch.Tensor) and i.dtype == torch.int64
+    for v in (
+        sk.softmax_vjp(torch.softmax(xd, -1), torch.ones(4, 5, dtype=torch.float64)),
+        sk.log_softmax_vjp(torch.log_softmax(xd, -1), torch.ones(4, 5, dtype=torch.float64)),
+        sk.logsumexp_vjp(xd, torch.ones(4, dtype=torch.float64)),
+        sk.multiclass_hinge_loss(xd, t, return_grad=True)[1],
+        sk.max_margin_loss(xd, 4, return_grad=True)[1],
+        sk.linear_cross_entropy(xd, torch.ones(3, 5, dtype=torch.float64), t % 3, return_grad=True)[
+            1
+        ][0],
+    ):
+        assert isinstance(v, torch.Tensor) and v.shape == (4, 5)
+    # a call the operators do not cover (out=) keeps the Array API path
+    out = torch.empty(4, 5, dtype=torch.float64)
+    assert sk.softmax(xd, out=out) is out
