@@ -495,3 +495,17 @@ def test_public_functions_return_tensors_with_gradients():
     # a call the operators do not cover (out=) keeps the Array API path
     out = torch.empty(4, 5, dtype=torch.float64)
     assert sk.softmax(xd, out=out) is out
+
+
+def test_bench_family_torch_is_opt_in_and_its_cases_run():
+    from softmaxkit import bench
+
+    assert all(c.family != "torch" for c in bench.select_cases(quick=True, families=["losses"]))
+    cases = bench.select_cases(quick=True, families=["torch"])
+    ops = {c.op for c in cases}
+    assert {"softmax fwd", "logsumexp fwd+bwd", "cross_entropy fwd+bwd"} <= ops
+    assert "linear_cross_entropy fwd+bwd" in ops
+    ce = next(c for c in cases if c.op == "cross_entropy fwd+bwd" and "float32" in c.label)
+    a = ce.impls["softmaxkit"]()
+    b = ce.impls["torch eager"]()
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-9)

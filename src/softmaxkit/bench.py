@@ -47,10 +47,12 @@ _BENCH_FAMILIES = (
     "softmaxkit._bench_online",
     "softmaxkit._bench_losses",
     "softmaxkit._bench_dask",
+    "softmaxkit._bench_torch",
 )
 # Run only when asked for with --family: the Dask case starts a LocalCluster and moves
-# ~8 GB through it (minutes per round).
-_OPT_IN = ("dask",)
+# ~8 GB through it (minutes per round); the torch family compiles torch.compile graphs
+# and needs torch (and jax/optax for its JAX case).
+_OPT_IN = ("dask", "torch")
 
 
 def select_cases(quick: bool, families: Sequence[str] | None = None) -> list[Case]:

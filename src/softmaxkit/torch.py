@@ -70,6 +70,10 @@ def _arr(t: torch.Tensor | None):
     if t is None:
         return None
     t = t.detach()
+    if t.dtype == torch.bfloat16 and t.device.type == "cpu":
+        wide = _new(t.shape, torch.float32)  # the one float32 temporary
+        wide.copy_(t)
+        return wide.numpy()
     if t.dtype == torch.bfloat16:
         return t.float().numpy()
     return t.numpy()
@@ -84,6 +88,8 @@ def _new(shape, dtype: torch.dtype) -> torch.Tensor:
     than the softmax itself (~35 ms into a warm buffer).
     """
     shape = tuple(int(s) for s in shape)
+    if dtype == torch.bfloat16:  # NumPy has no bfloat16: its bits as int16
+        return _new(shape, torch.int16).view(torch.bfloat16)
     ndt = torch.empty((), dtype=dtype).numpy().dtype
     size = math.prod(shape)
     if size * ndt.itemsize < _buffers.ALIGN_MIN_BYTES:
@@ -100,7 +106,14 @@ def _result_dtype(dt: torch.dtype) -> torch.dtype:
 
 
 def _finish(res: torch.Tensor, dt: torch.dtype) -> torch.Tensor:
-    return res if res.dtype == dt else res.to(dt)
+    """``res`` in dtype ``dt`` (rounded once, into a buffer from :func:`_new`)."""
+    if res.dtype == dt:
+        return res
+    if res.device.type != "cpu" or type(res) is not torch.Tensor:
+        return res.to(dt)
+    out = _new(res.shape, dt)
+    out.copy_(res)
+    return out
 
 
 def _dims(axis, ndim: int) -> list[int] | None:
