@@ -509,3 +509,19 @@ def test_bench_family_torch_is_opt_in_and_its_cases_run():
     a = ce.impls["softmaxkit"]()
     b = ce.impls["torch eager"]()
     torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-9)
+
+
+def test_double_backward_through_saved_gradients_raises_instead_of_zero():
+    x = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
+    t = torch.tensor([0, 3, 1])
+    for loss in (
+        skt.cross_entropy(x, t),
+        skt.multiclass_hinge_loss(x, t),
+        skt.max_margin_loss(x, 1),
+        skt.linear_cross_entropy(x, torch.ones(5, 4, dtype=torch.float64), t),
+    ):
+        with pytest.raises(NotImplementedError, match="double backward"):
+            torch.autograd.grad(loss, x, create_graph=True)
+    # first order with create_graph=False is unaffected; softmax supports it
+    (g,) = torch.autograd.grad(skt.softmax(x)[:, 0].sum(), x, create_graph=True)
+    assert g.requires_grad

@@ -680,6 +680,20 @@ def _ce_setup(ctx, inputs, output):
     ctx.save_for_backward(output[1])
 
 
+def _first_order_only(name, grad):
+    """Raise for ``create_graph=True`` through a gradient saved in the forward pass.
+
+    The saved gradient is a constant to autograd, so a second derivative through it
+    would silently be 0; an error is better.  (Eager only: under tracing the saved
+    gradient is a fake or functional tensor.)
+    """
+    if torch.is_grad_enabled() and type(grad) is torch.Tensor:
+        raise NotImplementedError(
+            f"softmaxkit.torch.{name}: double backward (create_graph=True) is not supported; "
+            "its gradient is computed by the fused kernel in the forward pass"
+        )
+
+
 def _scale_saved(grad, g, reduction, axis):
     """The saved gradient times the upstream gradient ``g`` (per row for "none").
 
@@ -705,6 +719,7 @@ def _ce_backward(ctx, g_loss, _g_grad):
     (grad,) = ctx.saved_tensors
     if g_loss is None:
         return (None,) * 11
+    _first_order_only("cross_entropy", grad)
     if grad is None:
         raise RuntimeError(
             "softmaxkit.torch.cross_entropy: the gradient was not computed in the forward "
@@ -880,6 +895,7 @@ def _lce_backward(ctx, g, *_):
             "forward (no input required grad when it ran)"
         )
     dh, dW, db = ctx.saved_tensors
+    _first_order_only("linear_cross_entropy", dh)
     gh = _scale_saved(dh, g, "mean", 0)
     gW = _scale_saved(dW, g, "mean", 0)
     gb = _scale_saved(db, g, "mean", 0) if ctx.has_bias else None
@@ -1067,6 +1083,7 @@ def _hinge_backward(ctx, g, _):
     if g is None:
         return (None,) * 9
     (grad,) = ctx.saved_tensors
+    _first_order_only("multiclass_hinge_loss", grad)
     return (_scale_saved(grad, g, ctx.reduction, ctx.axis),) + (None,) * 8
 
 
@@ -1141,6 +1158,7 @@ def _mm_backward(ctx, g, _):
     if g is None:
         return (None,) * 5
     (grad,) = ctx.saved_tensors
+    _first_order_only("max_margin_loss", grad)
     if ctx.reduction != "none":
         return _scale_saved(grad, g, "mean", 0), None, None, None, None
     n = ctx.n
