@@ -525,3 +525,25 @@ def test_double_backward_through_saved_gradients_raises_instead_of_zero():
     # first order with create_graph=False is unaffected; softmax supports it
     (g,) = torch.autograd.grad(skt.softmax(x)[:, 0].sum(), x, create_graph=True)
     assert g.requires_grad
+
+
+def test_bfloat16_bits_kernel_matches_float32_path_on_edge_rows():
+    # the bits kernel (contiguous bfloat16, trailing axes, no mask) against the float32
+    # route (forced by an all-true mask): same contract rows, same rounding
+    x, _ = _edge_rows()
+    x = torch.cat([x, torch.tensor([[NAN, 1.0, 2.0, 3.0, 4.0], [1e4, -1e4, 0.0, 5.0, INF]])])
+    xb = x.to(torch.bfloat16)
+    full = torch.ones(xb.shape, dtype=torch.bool)
+    up = torch.randn(xb.shape, generator=torch.Generator().manual_seed(13)).to(torch.bfloat16)
+    for f in (skt.softmax, skt.log_softmax):
+        a = f(xb)
+        b = f(xb, where=full)
+        assert a.dtype == torch.bfloat16
+        assert torch.equal(a.float().nan_to_num(7.0), b.float().nan_to_num(7.0)), (a, b)
+        xa = xb.clone().requires_grad_()
+        xc = xb.clone().requires_grad_()
+        f(xa).backward(up)
+        f(xc, where=full).backward(up)
+        ga, gc = xa.grad.float(), xc.grad.float()
+        assert torch.equal(ga.isnan(), gc.isnan())
+        torch.testing.assert_close(ga.nan_to_num(0.0), gc.nan_to_num(0.0), rtol=2**-7, atol=1e-2)

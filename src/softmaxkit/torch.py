@@ -187,10 +187,37 @@ def _array_api():
 
 
 # --------------------------------------------------------------------------- softmax
+def _bf16_rows(t: torch.Tensor, dims) -> np.ndarray | None:
+    """A contiguous CPU bfloat16 tensor reduced over trailing ``dims`` as ``[R, n]`` bits."""
+    if t.dtype != torch.bfloat16 or t.device.type != "cpu" or not t.is_contiguous():
+        return None
+    nd = t.ndim
+    axes = list(range(nd)) if dims is None else sorted(d % nd for d in dims) if nd else []
+    if nd == 0 or t.numel() == 0 or axes != list(range(nd - len(axes), nd)):
+        return None
+    n = math.prod(t.shape[nd - len(axes) :])
+    return t.detach().view(torch.int16).numpy().view(np.uint16).reshape(-1, n)
+
+
+def _bf16_run(kernel, out: torch.Tensor, *args) -> torch.Tensor:
+    from ._kernels import _parallel
+
+    o2 = out.view(torch.int16).numpy().view(np.uint16).reshape(args[0].shape)
+    nt = _parallel.threads_for(o2.size)
+    _parallel.run(kernel, o2.shape[0], nt, *args, o2)
+    return out
+
+
 def _softmax_impl(x, dims, temperature, where, log):
     if not _is_cpu(x, where):
         f = _array_api().log_softmax if log else _array_api().softmax
         return f(x, axis=_axis(dims), temperature=temperature, where=where).clone()
+    x2 = _bf16_rows(x, dims) if where is None else None
+    if x2 is not None:  # the bits kernel: one read, one write, no float32 copy
+        from ._kernels import bf16
+
+        out = _new(x.shape, torch.bfloat16)
+        return _bf16_run(bf16.softmax_range, out, x2, 1.0 / temperature, log)
     out = _new(x.shape, _result_dtype(x.dtype))
     f = _np_log_softmax if log else _np_softmax
     f(_arr(x), axis=_axis(dims), temperature=temperature, where=_arr(where), out=out.numpy())
@@ -214,6 +241,13 @@ def _log_softmax_op(
 def _vjp_impl(y, g, dims, temperature, where, log):
     if not _is_cpu(y, g, where):
         return _vjp_torch(y, g, dims, temperature, where, log)
+    y2 = _bf16_rows(y, dims) if where is None and g.dtype == torch.bfloat16 else None
+    g2 = _bf16_rows(g, dims) if y2 is not None and g.shape == y.shape else None
+    if g2 is not None:
+        from ._kernels import bf16
+
+        out = _new(y.shape, torch.bfloat16)
+        return _bf16_run(bf16.vjp_range, out, y2, g2, 1.0 / temperature, log)
     out = _new(y.shape, _result_dtype(y.dtype))
     f = _grad.log_softmax_vjp if log else _grad.softmax_vjp
     f(_arr(y), _arr(g), axis=_axis(dims), temperature=temperature, where=_arr(where),
