@@ -22,8 +22,10 @@ Every op is a real PyTorch operator made with :func:`torch.library.custom_op`
 Memory and devices (``docs/frameworks.md``): contiguous CPU float16 / float32 /
 float64 tensors reach the kernels without a copy (``Tensor.numpy()`` shares the
 storage) and the result is written straight into the new tensor's storage;
-bfloat16 (which NumPy lacks) is widened to one float32 temporary, computed, and
-rounded back; strided tensors take the one copy the NumPy function documents.
+bfloat16 (which NumPy lacks): softmax / log_softmax over trailing axes without a
+mask run a kernel on the bits (``_kernels/bf16.py``, float32 arithmetic, no copy),
+other calls widen to one float32 temporary and round back; strided tensors take
+the one copy the NumPy function documents.
 Tensors on other devices (CUDA, MPS, ...) take the generic Array API path
 (correct, not accelerated), for the dense ops only.
 
@@ -435,8 +437,9 @@ def softmax(x, /, axis=-1, *, temperature=1.0, where=None, dtype=None):
 
     Memory: a contiguous CPU float16/float32/float64 ``x`` is read in place and the
     result is written straight into the output tensor's storage (no copy); a
-    strided ``x`` takes one copy; bfloat16 takes one float32 copy of ``x`` and one
-    float32 result (NumPy has no bfloat16), accumulated in float32 and rounded once.
+    strided ``x`` takes one copy; bfloat16 over trailing axes without ``where`` is
+    read and written as its bits (float32 arithmetic, rounded once, no copy), other
+    bfloat16 calls take one float32 copy of ``x`` and one float32 result.
     Backward: the fused VJP kernel from the saved output; double backward works.
 
     Examples
