@@ -49,10 +49,12 @@ _BENCH_FAMILIES = (
     "softmaxkit._bench_segments",
     "softmaxkit._bench_dask",
     "softmaxkit._bench_quantized",
+    "softmaxkit._bench_torch",
 )
 # Run only when asked for with --family: the Dask case starts a LocalCluster and moves
-# ~8 GB through it (minutes per round).
-_OPT_IN = ("dask", "quantized")
+# ~8 GB through it (minutes per round); the torch family compiles torch.compile graphs
+# and needs torch (and jax/optax for its JAX case); quantized runs the real runtimes.
+_OPT_IN = ("dask", "quantized", "torch")
 
 
 def select_cases(quick: bool, families: Sequence[str] | None = None) -> list[Case]:

@@ -30,7 +30,7 @@ from ._validate import (
     validate_where,
 )
 from .losses import cross_entropy
-from .softmax import _foreign, logsumexp, softmax
+from .softmax import _foreign, _torch_route, logsumexp, softmax
 
 __all__ = [
     "CrossEntropyLoss",
@@ -148,6 +148,8 @@ def softmax_vjp(y, g, /, axis=-1, *, temperature=1.0, where=None, out=None):
     >>> softmax_vjp(np.zeros(3), np.full(3, np.inf))  # a fully masked row: 0, not NaN
     array([0., 0., 0.])
     """
+    if _foreign(y) == "torch":
+        return _torch_route("softmax_vjp", locals())
     if _foreign(y) == "dask":
         from . import _dask
 
@@ -192,6 +194,8 @@ def log_softmax_vjp(y, g, /, axis=-1, *, temperature=1.0, where=None, out=None):
     >>> log_softmax_vjp(np.full(2, -np.inf), np.ones(2))  # empty row
     array([0., 0.])
     """
+    if _foreign(y) == "torch":
+        return _torch_route("log_softmax_vjp", locals())
     if _foreign(y) == "dask":
         from . import _dask
 
@@ -236,6 +240,8 @@ def logsumexp_vjp(x, g, /, axis=-1, *, b=None, keepdims=False, temperature=1.0, 
     >>> logsumexp_vjp([0.0, 0.0, -float("inf")], 2.0)
     array([1., 1., 0.])
     """
+    if _foreign(x) == "torch":
+        return _torch_route("logsumexp_vjp", locals())
     if _foreign(x) == "dask":
         from . import _dask
 

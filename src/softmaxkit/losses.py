@@ -32,7 +32,7 @@ from ._validate import (
     validate_temperature,
     validate_where,
 )
-from .softmax import _foreign
+from .softmax import _foreign, _torch_route
 
 __all__ = [
     "cross_entropy",
@@ -251,6 +251,8 @@ def cross_entropy(
     >>> float(cross_entropy(logits, [-100, -100], ignore_index=-100))  # all ignored
     0.0
     """
+    if _foreign(logits) == "torch":
+        return _torch_route("cross_entropy", locals())
     if _foreign(logits) == "dask":
         from . import _dask
 
@@ -465,6 +467,8 @@ def linear_cross_entropy(
     >>> bool(np.isclose(a, cross_entropy(h @ W.T, t)))
     True
     """
+    if _foreign(hidden) == "torch":
+        return _torch_route("linear_cross_entropy", locals())
     h = as_input_array(hidden, "hidden")
     W = as_input_array(linear_weight, "linear_weight")
     if h.ndim < 1 or W.ndim != 2:
@@ -798,6 +802,8 @@ def max_margin_loss(scores, /, num_negatives, *, margin=1.0, reduction="sum", re
     >>> round(float(loss), 12), grad.tolist()
     (1.4, [-2.0, 1.0, 1.0, -1.0, 0.0, 1.0])
     """
+    if _foreign(scores) == "torch":
+        return _torch_route("max_margin_loss", locals())
     s = as_input_array(scores, "scores")
     if isinstance(num_negatives, bool) or not isinstance(num_negatives, int | np.integer):
         raise TypeError(f"num_negatives must be an int; got {num_negatives!r}")
@@ -891,6 +897,8 @@ def multiclass_hinge_loss(
     >>> round(float(multiclass_hinge_loss(x, [3], kind="crammer_singer")), 6)
     0.6
     """
+    if _foreign(logits) == "torch":
+        return _torch_route("multiclass_hinge_loss", locals())
     arr = as_input_array(logits, "logits")
     ax = class_axis(axis, arr.ndim)
     reduction = check_reduction(reduction)

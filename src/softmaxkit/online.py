@@ -31,7 +31,7 @@ from ._validate import (
     validate_temperature,
     validate_where,
 )
-from .softmax import _foreign
+from .softmax import _foreign, _torch_route
 
 __all__ = [
     "Normalizer",
@@ -453,6 +453,8 @@ def topk_softmax(x, k, /, axis=-1, *, temperature=1.0, where=None):
     >>> p.round(4), i
     (array([0.3995, 0.3995, 0.147 ]), array([1, 2, 3]))
     """
+    if _foreign(x) == "torch":
+        return _torch_route("topk_softmax", locals())
     if _foreign(x) == "dask":
         from . import _dask
 

@@ -32,6 +32,8 @@ def _foreign(x: Any) -> str | None:
     mod = type(x).__module__.split(".")[0]
     if mod == "dask" and "dask" in sys.modules:
         return "dask"
+    if mod == "torch" and "torch" in sys.modules:
+        return "torch"  # softmaxkit.torch's operators (the Array API path where they stop)
     if mod in ("torch", "cupy", "jax", "jaxlib", "array_api_strict"):
         return "array_api"
     return None
@@ -43,9 +45,20 @@ def _dispatch(name: str, x: Any, *args: Any, **kwargs: Any) -> Any:
         from . import _dask
 
         return getattr(_dask, name)(x, *args, **kwargs)
+    if kind == "torch":
+        res = _torch_route(name, {"x": x, **kwargs})
+        if res is not NotImplemented:
+            return res
     from . import _array_api
 
     return getattr(_array_api, name)(x, *args, **kwargs)
+
+
+def _torch_route(name: str, args: dict) -> Any:
+    """Public function ``name`` on torch tensors: ``softmaxkit.torch`` (imports torch)."""
+    from .torch import _route
+
+    return _route(name, args)
 
 
 _TINY = 16  # rows up to this length with default options skip the kernels

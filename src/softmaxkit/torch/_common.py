@@ -1,0 +1,216 @@
+"""Shared helpers of softmaxkit.torch: NumPy views, buffers, checks, autograd glue."""
+
+import math
+import numbers
+
+import numpy as np
+import torch
+
+from .. import _buffers
+
+_FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+_REDUCTIONS = ("mean", "sum", "none")
+
+
+# --------------------------------------------------------------------------- helpers
+def _arr(t: torch.Tensor | None):
+    """A CPU tensor as a NumPy array sharing its storage (bfloat16: a float32 copy)."""
+    if t is None:
+        return None
+    t = t.detach()
+    if t.dtype == torch.bfloat16 and t.device.type == "cpu":
+        wide = _new(t.shape, torch.float32)  # the one float32 temporary
+        wide.copy_(t)
+        return wide.numpy()
+    if t.dtype == torch.bfloat16:
+        return t.float().numpy()
+    return t.numpy()
+
+
+def _new(shape, dtype: torch.dtype) -> torch.Tensor:
+    """A new C-contiguous CPU tensor for a kernel's output.
+
+    Large ones (4 MiB and more) are built on softmaxkit's output buffers (2 MiB
+    aligned, reused once released, ``softmaxkit._buffers``): a fresh ``torch.empty``
+    of [4096, 32000] float32 costs ~130 ms of page faults on the 2-core VM, more
+    than the softmax itself (~35 ms into a warm buffer).
+    """
+    shape = tuple(int(s) for s in shape)
+    if dtype == torch.bfloat16:  # NumPy has no bfloat16: its bits as int16
+        return _new(shape, torch.int16).view(torch.bfloat16)
+    ndt = torch.empty((), dtype=dtype).numpy().dtype
+    size = math.prod(shape)
+    if size * ndt.itemsize < _buffers.ALIGN_MIN_BYTES:
+        return torch.empty(shape, dtype=dtype)
+    strides = tuple(int(np.prod(shape[i + 1 :])) * ndt.itemsize for i in range(len(shape)))
+    # a metadata-only stand-in with the output's shape and C layout (never written)
+    like = np.lib.stride_tricks.as_strided(np.empty(1, ndt), shape, strides, writeable=False)
+    return torch.from_numpy(_buffers.empty_like(like, ndt))
+
+
+def _result_dtype(dt: torch.dtype) -> torch.dtype:
+    """The dtype the kernels write for input of dtype ``dt`` (bfloat16 via float32)."""
+    return torch.float32 if dt == torch.bfloat16 else dt
+
+
+def _finish(res: torch.Tensor, dt: torch.dtype) -> torch.Tensor:
+    """``res`` in dtype ``dt`` (rounded once, into a buffer from :func:`_new`)."""
+    if res.dtype == dt:
+        return res
+    if res.device.type != "cpu" or type(res) is not torch.Tensor:
+        return res.to(dt)
+    out = _new(res.shape, dt)
+    out.copy_(res)
+    return out
+
+
+def _dims(axis, ndim: int) -> list[int] | None:
+    """``axis`` (int, tuple or None) as the operators' ``int[]?`` argument."""
+    if axis is None:
+        return None
+    if isinstance(axis, bool):
+        raise TypeError(f"axis must be an int, a tuple of ints or None; got {axis!r}")
+    if isinstance(axis, numbers.Integral):
+        return [int(axis)]
+    try:
+        return [int(a) for a in axis]
+    except TypeError:
+        raise TypeError(f"axis must be an int, a tuple of ints or None; got {axis!r}") from None
+
+
+def _axis(dims: list[int] | None):
+    return None if dims is None else tuple(dims)
+
+
+def _is_cpu(*ts) -> bool:
+    return all(t is None or t.device.type == "cpu" for t in ts)
+
+
+def _check_float(name: str, t) -> None:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor; got {type(t).__name__}")
+    if t.dtype not in _FLOATS:
+        raise TypeError(
+            f"{name} must be a floating tensor (float16, bfloat16, float32 or float64); "
+            f"got {t.dtype}"
+        )
+
+
+def _check_devices(**ts) -> None:
+    devs = {k: v.device for k, v in ts.items() if isinstance(v, torch.Tensor)}
+    if len(set(devs.values())) > 1:
+        listed = ", ".join(f"{k} on {v}" for k, v in devs.items())
+        raise ValueError(f"all tensors must be on the same device; got {listed}")
+
+
+def _as_mask(where, ref: torch.Tensor) -> torch.Tensor | None:
+    if where is None:
+        return None
+    if not isinstance(where, torch.Tensor):
+        where = torch.as_tensor(np.asarray(where), device=ref.device)
+    if where.dtype != torch.bool:
+        raise TypeError(f"where must be a boolean tensor; got {where.dtype}")
+    _check_devices(x=ref, where=where)
+    try:
+        torch.broadcast_shapes(where.shape, ref.shape)
+    except RuntimeError:
+        raise ValueError(
+            f"where with shape {tuple(where.shape)} cannot be broadcast to {tuple(ref.shape)}"
+        ) from None
+    return where.expand(ref.shape)
+
+
+def _reduced_shape(shape, dims: list[int] | None, keepdim: bool) -> list[int]:
+    nd = len(shape)
+    axes = set(range(nd)) if dims is None else {d % nd if nd else d for d in dims}
+    if keepdim:
+        return [1 if i in axes else s for i, s in enumerate(shape)]
+    return [s for i, s in enumerate(shape) if i not in axes]
+
+
+def _array_api():
+    from .. import _array_api
+
+    return _array_api
+
+
+def _aux_outputs(ctx, aux):
+    """Outputs that carry no gradient (saved gradients, signs, indices).
+
+    Marked non-differentiable, and grads are not materialised: otherwise autograd
+    builds a zero tensor of each one's size for backward (for cross-entropy's saved
+    gradient, a logits-sized ``torch.zeros``: +130 ms on [4096, 32000] float32).
+    """
+    ctx.set_materialize_grads(False)
+    ctx.mark_non_differentiable(*aux)
+
+
+def _zero(t):
+    return torch.zeros((), dtype=t.dtype, device=t.device)
+
+
+def _check_reduction(reduction):
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"reduction must be one of {_REDUCTIONS}; got {reduction!r}")
+
+
+def _need_grad(*ts) -> bool:
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in ts)
+
+
+def _check_target(target, logits, ax):
+    if not isinstance(target, torch.Tensor):
+        raise TypeError(f"target must be a torch.Tensor; got {type(target).__name__}")
+    _check_devices(logits=logits, target=target)
+    if target.requires_grad:
+        raise ValueError(
+            "target must not require a gradient (no gradient is computed for the target); "
+            "pass target.detach()"
+        )
+    batch = logits.shape[:ax] + logits.shape[ax + 1 :]
+    if target.shape == logits.shape and target.ndim and target.dtype in _FLOATS:
+        return "prob"
+    if target.shape != batch:
+        raise ValueError(
+            f"target must have the logits' shape without the class axis {tuple(batch)} "
+            f"(class indices) or the logits' shape {tuple(logits.shape)} (probabilities); "
+            f"got {tuple(target.shape)}"
+        )
+    if target.dtype.is_floating_point or target.dtype.is_complex or target.dtype == torch.bool:
+        raise TypeError(f"class-index target must be an integer tensor; got {target.dtype}")
+    return "index"
+
+
+def _first_order_only(name, grad):
+    """Raise for ``create_graph=True`` through a gradient saved in the forward pass.
+
+    The saved gradient is a constant to autograd, so a second derivative through it
+    would silently be 0; an error is better.  (Eager only: under tracing the saved
+    gradient is a fake or functional tensor.)
+    """
+    if torch.is_grad_enabled() and type(grad) is torch.Tensor:
+        raise NotImplementedError(
+            f"softmaxkit.torch.{name}: double backward (create_graph=True) is not supported; "
+            "its gradient is computed by the fused kernel in the forward pass"
+        )
+
+
+def _scale_saved(grad, g, reduction, axis):
+    """The saved gradient times the upstream gradient ``g`` (per row for "none").
+
+    In eager mode an upstream gradient of exactly 1 (``loss.backward()``) returns
+    the saved tensor itself: no pass over the logits and no new logits-sized
+    tensor; autograd takes it over as ``.grad``.  Otherwise the product goes into a
+    new buffer from :func:`_new` (a fresh ``torch.empty`` pays its page faults).
+    """
+    if reduction == "none":
+        g = g.unsqueeze(axis % grad.ndim)
+    plain = type(grad) is torch.Tensor and type(g) is torch.Tensor  # not fake / functional
+    if not plain or torch.compiler.is_compiling() or grad.device.type != "cpu":
+        return grad * g
+    if g.numel() == 1 and float(g) == 1.0:
+        return grad
+    out = _new(
+        torch.broadcast_shapes(grad.shape, g.shape), torch.promote_types(grad.dtype, g.dtype)
+    )
+    return torch.mul(grad, g, out=out)
