@@ -42,9 +42,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange, types
+from numba import njit, types
 from numba.extending import overload
 
+from ._parallel import over_rows
 from .exp import exp_, fmax
 from .view import row
 
@@ -323,9 +324,27 @@ def _index_row_general(x, mask, has_mask, i, t, invT, eps, z, a, b, want_grad, g
 
 # no fastmath on this dispatcher: the exact row path (_index_row_general) must not be
 # reassociated ((v/2 - m/2) -> (v - m)/2 overflows; the fast helpers carry their own)
-@njit(cache=True, nogil=True, parallel=True)
+@over_rows(cost=8)
+@njit(cache=True, nogil=True)
 def ce_index_rows(
-    x, tgt, mask, has_mask, invT, eps, z, a, b, active, want_grad, grad, ce, lse, inplace, lim
+    x,
+    tgt,
+    mask,
+    has_mask,
+    invT,
+    eps,
+    z,
+    a,
+    b,
+    active,
+    want_grad,
+    grad,
+    ce,
+    lse,
+    inplace,
+    lim,
+    r0,
+    r1,
 ):
     """Fused cross-entropy with class-index targets, per row (see the module docstring).
 
@@ -338,8 +357,8 @@ def ce_index_rows(
     ``invT`` must be a normal number of the row dtype (callers divide ``x / T``
     themselves otherwise, as the dense driver does).
     """
-    R, n = x.shape
-    for i in prange(R):
+    n = x.shape[1]
+    for i in range(r0, r1):
         if not active[i]:
             ce[i] = 0.0
             lse[i] = -np.inf
@@ -447,9 +466,10 @@ def _prob_grad(xr, yr, cw, has_w, invT, m, c1, c0, inv_s, wq, ai, gz, gr):
             gr[j] = invT * (ai * (wq * p - (c1 * yr[j] + c0)) + gz * p)
 
 
-@njit(cache=True, nogil=True, parallel=True)
+@over_rows(cost=8)
+@njit(cache=True, nogil=True)
 def ce_prob_rows(
-    x, y, cw, has_w, mask, has_mask, invT, eps, z, a, b, active, want_grad, grad, ce, lse
+    x, y, cw, has_w, mask, has_mask, invT, eps, z, a, b, active, want_grad, grad, ce, lse, r0, r1
 ):
     """Fused cross-entropy with probability targets ``y`` (same shape as ``x``).
 
@@ -462,8 +482,8 @@ def ce_prob_rows(
     weighted targets; the gradient) on reference-free row views, with the float64
     ``exp`` of ``_kernels.exp`` (1 ulp).  Other rows take the exact scalar loop below.
     """
-    R, n = x.shape
-    for i in prange(R):
+    n = x.shape[1]
+    for i in range(r0, r1):
         if not active[i]:
             ce[i] = 0.0
             lse[i] = -np.inf
@@ -573,8 +593,9 @@ def ce_prob_rows(
 
 # no fastmath: reassoc would factor SD_SCALE out of the sum (overflowing it again);
 # the chunk's matmul dominates this kernel's time
-@njit(cache=True, nogil=True, parallel=True)
-def lce_state_update(zc, mask, has_mask, invT, m, s, sd, cnt, tloc, vt):
+@over_rows(cost=8)
+@njit(cache=True, nogil=True)
+def lce_state_update(zc, mask, has_mask, invT, m, s, sd, cnt, tloc, vt, r0, r1):
     """Fold a logits chunk into the per-row online state (m, s) and sum(v - m).
 
     ``sd`` holds ``sum (v - m)`` relative to the current ``m`` (shifted when m
@@ -584,8 +605,8 @@ def lce_state_update(zc, mask, has_mask, invT, m, s, sd, cnt, tloc, vt):
     ``vt[i]`` gets the target's ``v`` where ``tloc[i] >= 0`` (its column in this
     chunk): the same product as the row max's, so ``v_t - m`` is 0 at the argmax.
     """
-    R, c = zc.shape
-    for i in prange(R):
+    c = zc.shape[1]
+    for i in range(r0, r1):
         if tloc[i] >= 0:
             vt[i] = zc[i, tloc[i]] * invT
         mi = m[i]
@@ -641,15 +662,16 @@ def lce_state_update(zc, mask, has_mask, invT, m, s, sd, cnt, tloc, vt):
         m[i] = mn
 
 
-@njit(cache=True, nogil=True, parallel=True, fastmath=_FM)
-def lce_grad_chunk(zc, mask, has_mask, tloc, invT, eps, lse, cnt, a, b, z, active, out):
+@over_rows(cost=8)
+@njit(cache=True, nogil=True, fastmath=_FM)
+def lce_grad_chunk(zc, mask, has_mask, tloc, invT, eps, lse, cnt, a, b, z, active, out, r0, r1):
     """Turn a logits chunk into its gradient in place: ``out = dloss/dlogits``.
 
     ``tloc[i]`` is the target's column inside this chunk or -1; ``lse`` the final
     per-row logsumexp.  Same formula as ``ce_index_rows``.
     """
-    R, c = zc.shape
-    for i in prange(R):
+    c = zc.shape[1]
+    for i in range(r0, r1):
         if not active[i]:
             for j in range(c):
                 out[i, j] = 0.0
@@ -732,8 +754,9 @@ def _vjp_write(y, g, m, has_mask, log, acc, invT, out):
             out[j] = v if yj != 0 else 0.0
 
 
-@njit(cache=True, nogil=True, parallel=True, fastmath=_FMC)
-def softmax_vjp_rows(y, g, mask, has_mask, invT, log, out):
+@over_rows(cost=2)
+@njit(cache=True, nogil=True, fastmath=_FMC)
+def softmax_vjp_rows(y, g, mask, has_mask, invT, log, out, r0, r1):
     """Row VJP from the forward output ``y`` (float64 row accumulator).
 
     softmax: ``out = y (g - sum_j g_j y_j) / T``; entries with ``y == 0`` (masked,
@@ -744,8 +767,7 @@ def softmax_vjp_rows(y, g, mask, has_mask, invT, log, out):
     then the write (``out`` may be ``y`` or ``g`` itself: entry ``j`` is read before
     it is written).  Rows go to helpers as reference-free views (``view.row``).
     """
-    R = y.shape[0]
-    for i in prange(R):
+    for i in range(r0, r1):
         yr = row(y, i)
         gr = row(g, i)
         mr = row(mask, i)
@@ -821,14 +843,14 @@ def _cs_row(xr, ti, w, mg, p, want_grad, scale, gr):
     return loss, nan
 
 
-@njit(cache=True, nogil=True, parallel=True)
-def hinge_rows(x, t, wt, mg, p, crammer_singer, want_grad, scale, per, grad):
+@over_rows(cost=2)
+@njit(cache=True, nogil=True)
+def hinge_rows(x, t, wt, mg, p, crammer_singer, want_grad, scale, per, grad, r0, r1):
     """Multiclass hinge loss per row into ``per`` (float64) and, when wanted, the
     gradient times ``scale`` into ``grad`` (rows C-contiguous, classes last).  A row
     holding a NaN gets NaN loss and gradient.  Float64 arithmetic for every dtype.
     """
-    R = x.shape[0]
-    for i in prange(R):
+    for i in range(r0, r1):
         xr = row(x, i)
         gr = row(grad, i)
         if crammer_singer:

@@ -10,9 +10,10 @@ The state conventions are those of ``softmaxkit._state``: ``(m, s)`` with
 for rows holding ``+inf`` and ``(NaN, NaN)`` for rows holding NaN.
 
 ``fold_rows`` and ``normalize_rows`` are serial (``nogil=True``, no ``prange``):
-the streaming driver runs them on several Python threads at once, one chunk each,
-which would nest badly with Numba's own parallel layer.  ``topk_rows`` is an
-eager kernel and uses ``prange`` over rows.
+the streaming driver runs them on several Python threads at once, one chunk each.
+``topk_rows`` is an eager kernel: a serial kernel over a row range that
+``_parallel.over_rows`` runs on the library's thread pool (no ``parallel=True``
+anywhere: fork safety, see ``_parallel``).
 
 Accumulator: float64 everywhere, with block summation (``_BLOCK`` terms per
 partial sum, error ~ (_BLOCK + n/_BLOCK) eps rather than n eps).
@@ -23,8 +24,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
+from ._parallel import over_rows
 from .exp import FASTMATH, exp_
 
 _BLOCK = 256
@@ -151,8 +153,9 @@ def _sum_exp(vt, cnt, m):
 _TILE = 512
 
 
-@njit(cache=True, nogil=True, parallel=True, fastmath={"reassoc", "contract", "nsz", "arcp"})
-def topk_rows(x, mask, has_mask, T, k, probs, idx):
+@over_rows(cost=8)
+@njit(cache=True, nogil=True, fastmath={"reassoc", "contract", "nsz", "arcp"})
+def topk_rows(x, mask, has_mask, T, k, probs, idx, r0, r1):
     """Top-k of the softmax of each row of ``x[R, n]``, in one pass over the row.
 
     The row is read once, in tiles of ``_TILE`` values held in cache.  Per tile: the
@@ -166,8 +169,8 @@ def topk_rows(x, mask, has_mask, T, k, probs, idx):
     k-th, so ties stay ordered by index.  Afterwards the ``k`` probabilities are
     ``exp(v - m) / s``.  Accumulator float64.
     """
-    R, n = x.shape
-    for i in prange(R):
+    n = x.shape[1]
+    for i in range(r0, r1):
         bufv = np.empty(k, dtype=np.float64)
         bufi = np.empty(k, dtype=np.int64)
         vt = np.empty(_TILE, dtype=np.float64)
