@@ -290,3 +290,18 @@ def test_errors(lib):
         torch = _torch()
         with pytest.raises(TypeError, match="real floating, integer or bool"):
             sk.softmax(torch.ones(3, dtype=torch.complex64))
+
+
+def test_missing_array_api_compat_names_the_extra(monkeypatch):
+    # a plain install has no array_api_compat: the error says which extra to install
+    import sys
+
+    import array_api_strict as xps
+
+    from softmaxkit import _array_api
+
+    monkeypatch.setitem(sys.modules, "array_api_compat", None)
+    with pytest.raises(ImportError, match=r"softmaxkit\[array-api\]"):
+        _array_api._compat()
+    with pytest.raises(ImportError, match=r"softmaxkit\[array-api\]"):
+        sk.softmax(xps.asarray([1.0, 2.0]))

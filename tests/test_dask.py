@@ -741,3 +741,44 @@ def test_public_functions_dispatch_dask_arrays():
     for lazy, eager in cases:
         assert isinstance(lazy, da.Array)
         np.testing.assert_allclose(lazy.compute(scheduler="sync"), eager, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 5])
+def test_logsumexp_log1p_split(chunk):
+    # the Dask state carries the eager kernels' log1p split: a dominant maximum plus
+    # tiny terms keeps its relative accuracy (logsumexp([0, -40]) = 4.25e-18, not 0)
+    rows = np.array(
+        [
+            [0.0, -40.0, -50.0, -38.0, -60.0],
+            [-45.0, 0.0, -40.0, -np.inf, -39.0],
+            [0.0, 0.0, -40.0, -45.0, -np.inf],
+            [1e300, -1.0, 0.0, 3.0, 1e300],
+            [-np.inf] * 5,
+            [2.0, 1.0, np.nan, 0.0, -1.0],
+            [np.inf, 0.0, -40.0, 1.0, 2.0],
+        ]
+    )
+    x = da.from_array(rows, chunks=(3, chunk))
+    for kw in ({}, {"temperature": 3.0}, {"b": np.array([1.0, 2.0, 0.5, 1.0, 3.0])}):
+        got = sk.logsumexp(x, axis=-1, **kw).compute()
+        want = sk.logsumexp(rows, axis=-1, **kw)
+        np.testing.assert_allclose(got, want, rtol=4 * np.finfo(float).eps, atol=0)
+    assert sk.logsumexp(da.from_array(np.array([0.0, -40.0]), chunks=1)).compute() == (
+        4.248354255291589e-18
+    )
+
+
+def test_unknown_chunk_sizes_are_named():
+    x = da.from_array(np.arange(24.0).reshape(6, 4), chunks=(3, 4))
+    y = x[x[:, 0] > -1]  # boolean indexing: chunk sizes (nan, nan)
+    calls = [
+        (lambda: sk.cross_entropy(y, np.zeros(6, int)), "logits"),
+        (lambda: sk.logsumexp(x, b=y), "b"),
+        (lambda: sk.softmax(x, where=y > 0), "where"),
+        (lambda: sk.logsumexp_vjp(y, 1.0, axis=None), "x"),
+    ]
+    for call, name in calls:
+        with pytest.raises(
+            ValueError, match=rf"{name} has unknown chunk sizes.*compute_chunk_sizes"
+        ):
+            call()

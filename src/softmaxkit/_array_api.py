@@ -50,13 +50,25 @@ __all__ = ["log_softmax", "logsumexp", "softmax"]
 _NAMES = ("float16", "float32", "float64")
 
 
-def is_torch_namespace(xp) -> bool:
-    from array_api_compat import is_torch_namespace as check
+def _compat():
+    """array_api_compat, or an ImportError that says which extra provides it."""
+    try:
+        import array_api_compat
+    except ModuleNotFoundError:
+        raise ImportError(
+            "softmaxkit needs the package array_api_compat for this array type (torch on "
+            "a non-CPU device or without softmaxkit.torch, CuPy, JAX, array_api_strict): "
+            'pip install "softmaxkit[array-api]"'
+        ) from None
+    return array_api_compat
 
-    return check(xp)
+
+def is_torch_namespace(xp) -> bool:
+    return _compat().is_torch_namespace(xp)
 
 
 def _namespace(x: Any):
+    _compat()
     from array_api_compat import array_namespace, device
 
     return array_namespace(x), device(x)

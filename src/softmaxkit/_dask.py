@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,7 +67,12 @@ __all__ = [
 ]
 
 #: dtype of a lazily reduced state: running max ``m`` and scaled sum ``s``.
-STATE = np.dtype([("m", np.float64), ("s", np.float64)])
+# w, r: the split of s that keeps logsumexp's relative accuracy (the eager kernels'
+# log1p split): w = total weight of the entries exactly at the maximum m (each exp(0)
+# = 1, exact), r = the rest of the sum, carried separately so that log s =
+# log w + log1p(r / w) never rounds r away against w (logsumexp([0, -40]) is 4.2e-18,
+# not 0).  w = 0 means "not split" (finalize then uses s alone).
+STATE = np.dtype([("m", np.float64), ("s", np.float64), ("w", np.float64), ("r", np.float64)])
 
 
 # --------------------------------------------------------------------------- inputs
@@ -106,6 +112,15 @@ def _no_out(out: Any) -> None:
         )
 
 
+def known_shape(a: Any, name: str) -> None:
+    """Raise a named ValueError for a dask array whose chunk sizes are unknown (NaN)."""
+    if isinstance(a, da.Array) and any(math.isnan(n) for n in a.shape):
+        raise ValueError(
+            f"{name} has unknown chunk sizes (shape {a.shape}, e.g. after boolean "
+            f"indexing); call {name}.compute_chunk_sizes() first"
+        )
+
+
 def align(a: Any, x: Any, name: str, *, dtype: Any = None, kind: str = "any") -> Any:
     """Turn ``a`` (NumPy array-like or dask array) into a dask array shaped and chunked like ``x``.
 
@@ -113,6 +128,8 @@ def align(a: Any, x: Any, name: str, *, dtype: Any = None, kind: str = "any") ->
     ``kind="real"`` a real numeric one (``b``).  A small NumPy operand stays small in
     the graph: it is broadcast lazily, never materialised at ``x``'s size.
     """
+    known_shape(x, "x")
+    known_shape(a, name)
     if not isinstance(a, da.Array):
         a = np.asarray(a)
     if kind == "bool" and a.dtype != np.bool_:
@@ -187,7 +204,29 @@ def _block_state(xb, *rest, axes, temperature, compute, has_where, has_b):
     out = np.empty(shape, dtype=STATE)
     out["m"] = m.reshape(shape)
     out["s"] = s.reshape(shape)
+    out["w"], out["r"] = _split(xb, wb, bb, out["m"], axes, temperature)
     return out
+
+
+def _split(xb, wb, bb, m, axes, temperature):
+    """(w, r) of a block: the weight at the maximum and the sum of the other terms.
+
+    One float64 pass over the block (Dask path only).  Rows whose maximum is not
+    finite, or whose maximum the recomputed ``x / T`` does not reproduce exactly,
+    get w = 0 ("not split").
+    """
+    with np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ignore"):
+        v = xb.astype(np.float64) / temperature
+        if wb is not None:
+            v = np.where(wb, v, -np.inf)
+        wt = 1.0 if bb is None else np.asarray(bb, dtype=np.float64)
+        fin = np.isfinite(m)
+        at = (v == m) & fin
+        w = np.sum(np.where(at, wt, 0.0), axis=axes, keepdims=True)
+        rest = np.where(at | ~fin | (v == -np.inf), 0.0, wt * np.exp(v - np.where(fin, m, 0.0)))
+        r = np.sum(rest, axis=axes, keepdims=True)
+    w = np.where(fin, w, 0.0)
+    return w, np.where(w != 0, r, 0.0)
 
 
 def block_states(p: Prepared, b: Any = None) -> Any:
@@ -231,10 +270,27 @@ def _merge_along(a, axis, keepdims):
     s = np.zeros(batch)
     for j in range(flat.shape[-1]):  # at most split_every states
         m, s = merge(m, s, flat[..., j]["m"], flat[..., j]["s"])
+    # the split: states whose maximum is the merged one keep w and r as they are; the
+    # others add their whole sum, scaled, to r.  Any unsplit state at the maximum
+    # leaves the merged state unsplit (w = 0).
+    w = np.zeros(batch)
+    r = np.zeros(batch)
+    unsplit = np.zeros(batch, dtype=bool)
+    with np.errstate(over="ignore", invalid="ignore", under="ignore"):
+        for j in range(flat.shape[-1]):
+            f = flat[..., j]
+            top = f["m"] == m
+            unsplit |= top & (f["w"] == 0) & (f["s"] != 0)
+            w = w + np.where(top, f["w"], 0.0)
+            scale = np.exp(np.where(top | ~np.isfinite(m), 0.0, f["m"] - m))
+            r = r + np.where(top, f["r"], np.where(f["s"] == 0, 0.0, f["s"] * scale))
+    bad = unsplit | ~np.isfinite(m) | (w == 0)
     shape = tuple(1 if i in axis else n for i, n in enumerate(a.shape)) if keepdims else batch
     out = np.empty(shape, dtype=STATE)
     out["m"] = m.reshape(shape)
     out["s"] = s.reshape(shape)
+    out["w"] = np.where(bad, 0.0, w).reshape(shape)
+    out["r"] = np.where(bad, 0.0, r).reshape(shape)
     return out
 
 
@@ -381,7 +437,15 @@ def log_softmax(
 def _finalize(st):
     # finalize maps (m = +inf, s = 0) -- +inf entries whose weights cancel -- to NaN, as
     # the NumPy kernel does; guarded by test_dask.py::test_contract_cells.
-    return finalize(st["m"], st["s"])
+    lse, sign = finalize(st["m"], st["s"])
+    w, r = st["w"], st["r"]
+    # the log1p split where the state carries one (w > 0, |r| <= w): log s = log w +
+    # log1p(r / w), exact for a dominant maximum (test_dask.py::test_logsumexp_log1p_split)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ok = (w > 0) & (np.abs(r) <= w) & np.isfinite(st["m"])
+        split = st["m"] + np.log(np.where(ok, w, 1.0)) + np.log1p(np.where(ok, r / w, 0.0))
+    lse = np.where(ok & (sign != 0), split, lse)
+    return lse, sign
 
 
 def _lse_block(st, out_dtype, keep_negative):
@@ -763,6 +827,8 @@ def cross_entropy(
     is a lazy 0-d array (``"mean"``/``"sum"``) or batch-shaped (``"none"``).  Bad
     class indices raise ``ValueError`` naming the position when computed.
     """
+    known_shape(logits, "logits")
+    known_shape(target, "target")
     x = logits
     if (isinstance(axis, tuple | list) and len(axis) != 1) or axis is None:
         raise TypeError(f"axis must be a single int (the class axis) for losses; got {axis!r}")
@@ -1045,6 +1111,8 @@ def logsumexp_vjp(
     ``g`` has the forward output's shape (NumPy or dask).  One state reduction, then
     a blockwise write.
     """
+    known_shape(x, "x")
+    known_shape(g, "g")
     p = prepare(x, axis, temperature, where, None)
     gd = g if isinstance(g, da.Array) else np.asarray(g, dtype=np.float64)
     if not keepdims and p.axes:
