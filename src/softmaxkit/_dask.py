@@ -360,7 +360,10 @@ def _scaled64(xb, temperature):
     ``topk_softmax``, test_topk_softmax_float32_temperature).
     """
     v = xb.astype(np.float64, copy=False)
-    return v / temperature if temperature != 1.0 else v
+    if temperature == 1.0:
+        return v
+    with np.errstate(over="ignore", under="ignore"):  # x / T overflowing to +-inf: the
+        return v / temperature  # reference's value too (the dense contract, section 1.4)
 
 
 def _normalize_block(xb, st, *rest, present, axes, temperature, out_dtype, log):
@@ -381,7 +384,7 @@ def _normalize_block(xb, st, *rest, present, axes, temperature, out_dtype, log):
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         res = np.asarray(np.subtract(v, m, dtype=np.float64))  # 0-d blocks give scalars
         if log:
-            res -= np.log(s)
+            res -= _expand(_log_s(st), axes)
         else:
             np.exp(res, out=res)
             res /= s
@@ -438,14 +441,22 @@ def _finalize(st):
     # finalize maps (m = +inf, s = 0) -- +inf entries whose weights cancel -- to NaN, as
     # the NumPy kernel does; guarded by test_dask.py::test_contract_cells.
     lse, sign = finalize(st["m"], st["s"])
-    w, r = st["w"], st["r"]
-    # the log1p split where the state carries one (w > 0, |r| <= w): log s = log w +
-    # log1p(r / w), exact for a dominant maximum (test_dask.py::test_logsumexp_log1p_split)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ok = (w > 0) & (np.abs(r) <= w) & np.isfinite(st["m"])
-        split = st["m"] + np.log(np.where(ok, w, 1.0)) + np.log1p(np.where(ok, r / w, 0.0))
-    lse = np.where(ok & (sign != 0), split, lse)
+    with np.errstate(invalid="ignore"):  # inf - inf in special rows, not selected
+        lse = np.where(np.isfinite(st["m"]) & (sign != 0), st["m"] + _log_s(st), lse)
     return lse, sign
+
+
+def _log_s(st):
+    """log|s| of finite states, with the log1p split where the state carries one.
+
+    w > 0 and |r| <= w: log s = log w + log1p(r / w), exact for a dominant maximum
+    (test_dask.py::test_logsumexp_log1p_split); else log|s|.
+    """
+    w, r, s = st["w"], st["r"], st["s"]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ok = (w > 0) & (np.abs(r) <= w)
+        split = np.log(np.where(ok, w, 1.0)) + np.log1p(np.where(ok, r / w, 0.0))
+        return np.where(ok, split, np.log(np.abs(s)))
 
 
 def _lse_block(st, out_dtype, keep_negative):

@@ -33,6 +33,15 @@ def chunk_state(x, axes, temperature=1.0, where=None, b=None, compute=np.float64
     from ._kernels import rows as k
 
     compute = np.dtype(compute)
+    if temperature != 1.0:
+        # v = x / T divided once in float64, as every consumer of the state recomputes
+        # it (Normalizer.softmax, the Dask and streaming normalize steps): the
+        # maximum's own difference v - m is then exactly 0.  The kernel's x * (1/T)
+        # differs by an ulp, which at [finfo.max, ...] / 1e30 is 3e262 and made
+        # exp(v - m) inf (test_differential.py).  One float64 temporary of the chunk.
+        with np.errstate(over="ignore", under="ignore"):
+            x = np.asarray(x).astype(np.float64) / temperature
+        temperature, compute = 1.0, np.dtype(np.float64)
     batch = tuple(n for i, n in enumerate(x.shape) if i not in axes)
     x2 = rows_view(x, axes).astype(compute, copy=False)
     m = np.full(x2.shape[0], -np.inf)
