@@ -205,22 +205,36 @@ class _Prep:
         return fn(a, axis=self.axes, keepdims=True)
 
     def fast(self):
-        """The row max ``m`` of an unmasked, unweighted call whose every row has a
-        finite max (no NaN, no +inf, not all -inf), else None.
+        """The row max ``m`` (0 for empty rows) of an unweighted call whose every row
+        has a finite max or is empty (all -inf or fully masked), else None.
 
-        Such calls take a six-pass path instead of the ~25 passes of :meth:`stats`;
-        the one check on ``m`` (batch-sized) decides.  Under a tracing JIT
-        (``jax.jit``) the check cannot be made and the general path is taken.
+        Such calls take a path of at most seven passes (one more with ``where``: the
+        masked entries become -inf in ``self.vf``) instead of the ~25 passes of
+        :meth:`stats`; the one check on ``m`` (batch-sized) decides, so a masked or
+        all -inf row costs no more than a regular one.  ``self.empty_rows`` is the
+        batch-shaped mask of empty rows, or None when there are none.  NaN and +inf
+        rows take the general path.  Under a tracing JIT (``jax.jit``) the check cannot
+        be made and the general path is taken.
         """
-        if self.include is not None or self.w is not None:
+        if self.w is not None:
             return None
         xp = self.xp
-        m = self._red(xp.max, self.v)  # NaN propagates into m
+        v = self.v
+        if self.include is not None:
+            v = xp.where(self.include, v, self.const(-np.inf))
+        m = self._red(xp.max, v)  # NaN propagates into m
         try:
-            ok = bool(xp.all(xp.isfinite(m)))
+            finite = xp.isfinite(m)
+            empty = m == -np.inf
+            ok = bool(xp.all(finite | empty))
+            any_empty = ok and bool(xp.any(empty))
         except Exception:  # a tracer (jax.jit): take the general path
             ok = False
-        return m if ok else None
+        if not ok:
+            return None
+        self.vf = v
+        self.empty_rows = empty if any_empty else None
+        return xp.where(empty, self.const(0.0), m) if any_empty else m
 
     def fast_logabs(self, d, e):
         """log of the row sums of ``e``, split at the maxima (``d == 0``) for log1p."""
@@ -288,15 +302,20 @@ def _softmax(x, axis, temperature, where, dtype, out, log):
             return _finish(p, xp.zeros(p.shape, dtype=p.compute, device=p.dev), out)
         m = p.fast()
         if m is not None:
-            if not log and len(p.axes) == 1 and is_torch_namespace(xp):
+            native = p.include is None and p.empty_rows is None
+            if native and not log and len(p.axes) == 1 and is_torch_namespace(xp):
                 # torch's native softmax: same result on rows with a finite max (the
                 # contract cells all have a non-finite max and take the path below)
                 import torch
 
                 return _finish(p, torch.softmax(p.v, dim=p.axes[0]), out)
-            d = p.v - m
+            d = p.vf - m
             e = xp.exp(d)
-            res = d - p.fast_logabs(d, e) if log else e / p._red(xp.sum, e)
+            if log:
+                res = d - p.fast_logabs(d, e)  # empty rows: -inf - log 1
+            else:
+                tot = p._red(xp.sum, e)  # 0 only in empty rows (their e is all 0)
+                res = e / (tot if p.empty_rows is None else xp.where(tot > 0, tot, 1.0))
             return _finish(p, res, out)
         vals, m, c, r, at_max, nan_row = p.stats()
         ninf, zero, nan = p.const(-np.inf), p.const(0.0), p.const(np.nan)
@@ -350,9 +369,12 @@ def logsumexp(
             lse = xp.full(kshape, -np.inf, dtype=p.compute, device=p.dev)
             sign = xp.zeros(kshape, dtype=p.compute, device=p.dev)
         elif (m := p.fast()) is not None:
-            d = p.v - m
+            d = p.vf - m
             lse = m + p.fast_logabs(d, xp.exp(d))
             sign = xp.ones(lse.shape, dtype=p.compute, device=p.dev)
+            if p.empty_rows is not None:
+                lse = xp.where(p.empty_rows, p.const(-np.inf), lse)
+                sign = xp.where(p.empty_rows, p.const(0.0), sign)
         else:
             _, m, c, r, _, nan_row = p.stats()
             ninf, zero, nan = p.const(-np.inf), p.const(0.0), p.const(np.nan)
