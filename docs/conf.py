@@ -112,19 +112,34 @@ API_MODULES = [
 ]
 
 
-def _api_page(modname: str, title: str, intro: str, names: list[str]) -> str:
+# Public constants have no docstring of their own (autodoc would show their type's):
+# say here what each one is.  A new public constant without an entry fails the build.
+DATA_DOCS = {
+    "softmaxkit.quantized.RUNTIMES": (
+        "The runtime names :func:`softmax` accepts as ``runtime=`` (the TFLite and "
+        "CMSIS-NN integer kernels, then the runtimes that use a lookup table or a "
+        "float route); ``docs/quantized.md`` describes each."
+    ),
+}
+
+
+def _api_page(modname: str, title: str, names: list[str]) -> str:
+    mod = importlib.import_module(modname)
     lines = [title, "=" * len(title), "", f".. automodule:: {modname}", "   :no-members:", ""]
-    lines += [intro, "", f".. currentmodule:: {modname}", "", ".. autosummary::", ""]
+    lines += [f".. currentmodule:: {modname}", "", ".. autosummary::", ""]
     lines += [f"   {n}" for n in names]
     lines.append("")
     for n in names:
-        obj = getattr(importlib.import_module(modname), n)
+        obj = getattr(mod, n)
         if isinstance(obj, type):
             lines += [f".. autoclass:: {n}", "   :members:", ""]
         elif callable(obj):
             lines += [f".. autofunction:: {n}", ""]
         else:
-            lines += [f".. autodata:: {n}", "   :no-value:", ""]
+            doc = DATA_DOCS.get(f"{modname}.{n}")
+            if doc is None:
+                raise RuntimeError(f"docs/conf.py: DATA_DOCS has no entry for {modname}.{n}")
+            lines += [f".. py:data:: {n}", f"   :value: {obj!r}", "", f"   {doc}", ""]
     return "\n".join(lines)
 
 
@@ -142,11 +157,11 @@ def _write_api_pages(app) -> None:
             skipped.append(modname)
             continue
         names = [n for n in mod.__all__ if not n.startswith("__")]
-        text = _api_page(modname, title, intro, names)
+        text = _api_page(modname, title, names)
         page = out / f"{modname.replace('.', '_')}.rst"
         if not page.exists() or page.read_text() != text:  # keep mtimes for incremental builds
             page.write_text(text)
-        toc.append(page.stem)
+        toc.append((page.stem, modname, intro))
     index = ["API reference", "=============", ""]
     index += [
         "Every public name, generated from each module's ``__all__``.  The maths and the",
@@ -156,7 +171,9 @@ def _write_api_pages(app) -> None:
     if skipped:
         index += ["Not importable in this build (optional dependency missing): "]
         index[-1] += ", ".join(f"``{m}``" for m in skipped) + ".", ""
-    index += [".. toctree::", "   :maxdepth: 1", ""] + [f"   {t}" for t in toc] + [""]
+    for stem, modname, intro in toc:
+        index += [f"* :doc:`{modname} <{stem}>`: {intro}"]
+    index += ["", ".. toctree::", "   :hidden:", ""] + [f"   {t[0]}" for t in toc] + [""]
     text = "\n".join(index)
     idx = out / "index.rst"
     if not idx.exists() or idx.read_text() != text:
