@@ -101,3 +101,50 @@ def test_getting_started_examples_run():
     )
     assert result.attempted >= 15
     assert result.failed == 0
+
+
+def test_switching_table_rows_compute_the_same_as_the_peer():
+    """Each row of getting-started's SciPy / PyTorch table, on finite inputs."""
+    import numpy as np
+
+    import softmaxkit as sk
+
+    ss = pytest.importorskip("scipy.special")
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    rng = np.random.default_rng(19)
+    x = rng.standard_normal((6, 5))
+    X = torch.tensor(x)
+    b = rng.random((6, 5))
+    m = rng.random((6, 5)) > 0.3
+    m[:, 0] = True  # no fully masked row: there the peers give NaN and we give 0
+    t = rng.integers(0, 5, 6)
+    T = torch.tensor(t)
+    close = np.testing.assert_allclose
+    for peer, ours in [
+        (ss.softmax(x, axis=1), sk.softmax(x, axis=1)),
+        (ss.log_softmax(x, axis=1), sk.log_softmax(x, axis=1)),
+        (ss.logsumexp(x, axis=1), sk.logsumexp(x, axis=1)),
+        (ss.logsumexp(x, b=b, return_sign=True), sk.logsumexp(x, b=b, return_sign=True, axis=None)),
+        (ss.softmax(x), sk.softmax(x, axis=None)),
+        (torch.softmax(X, dim=1), sk.softmax(x, axis=1)),
+        (torch.log_softmax(X, dim=1), sk.log_softmax(x, axis=1)),
+        (torch.logsumexp(X, dim=1), sk.logsumexp(x, axis=1)),
+        (torch.softmax(X / 2.5, dim=-1), sk.softmax(x, temperature=2.5)),
+        (X.masked_fill(~torch.tensor(m), -np.inf).softmax(-1), sk.softmax(x, where=m)),
+        (F.cross_entropy(X, T), sk.cross_entropy(x, t)),
+        (F.cross_entropy(X, T, label_smoothing=0.1), sk.cross_entropy(x, t, label_smoothing=0.1)),
+    ]:
+        close(np.asarray(peer), np.asarray(ours), rtol=1e-12, atol=1e-15)
+    x3 = rng.standard_normal((4, 5, 3))
+    t3 = rng.integers(0, 5, (4, 3))
+    t3[0, 0] = -100
+    close(
+        F.cross_entropy(torch.tensor(x3), torch.tensor(t3)).item(),
+        sk.cross_entropy(x3, t3, axis=1, ignore_index=-100),
+        rtol=1e-12,
+    )
+    values, indices = torch.topk(torch.softmax(X, -1), 2)
+    probs, idx = sk.topk_softmax(x, 2)
+    close(values.numpy(), probs, rtol=1e-12)
+    np.testing.assert_array_equal(indices.numpy(), idx)
