@@ -40,8 +40,9 @@ def site(tmp_path_factory):
     cmd += ["-d", str(tmp / "doctrees"), str(src), str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     log = proc.stdout + proc.stderr
+    # -W --keep-going: exit status 1 after any Sphinx warning or docutils error, all
+    # of them listed in the log (a third-party library's own log lines do not count).
     assert proc.returncode == 0, f"sphinx-build failed:\n{log}"
-    assert "WARNING" not in log and "ERROR" not in log, log
     return out
 
 
