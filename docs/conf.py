@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -183,6 +184,21 @@ def _write_api_pages(app) -> None:
         idx.write_text(text)
 
 
+_DOCS_PAGE = re.compile(r"``docs/([A-Za-z0-9_-]+)\.md``")
+
+
+def _link_family_pages(app, what, name, obj, options, lines):
+    # Docstrings name the family pages as ``docs/dense.md`` (readable in a terminal);
+    # on the site that becomes a link to the page.
+    def link(m: re.Match) -> str:
+        page = m.group(1)
+        if (Path(app.srcdir) / f"{page}.md").is_file():
+            return f":doc:`docs/{page}.md </{page}>`"
+        return m.group(0)
+
+    lines[:] = [_DOCS_PAGE.sub(link, line) for line in lines]
+
+
 def _skip_member(app, what, name, obj, skip, options):
     # torch.nn.Module's repr hook is not API; documenting it would need a docstring.
     return True if name == "extra_repr" else None
@@ -191,4 +207,5 @@ def _skip_member(app, what, name, obj, skip, options):
 def setup(app):
     app.connect("builder-inited", _write_api_pages)
     app.connect("autodoc-skip-member", _skip_member)
+    app.connect("autodoc-process-docstring", _link_family_pages)
     os.environ.setdefault("COLUMNS", "100")  # argparse help wraps the same everywhere

@@ -72,6 +72,9 @@ def test_api_reference_documents_every_public_name(site):
             if name.startswith("__"):
                 continue
             assert f'id="{mod.__name__}.{name}"' in html, f"{mod.__name__}.{name}"
+    # ``docs/dense.md`` in a docstring becomes a link to the page on the site
+    top = (site / "api" / "softmaxkit.html").read_text()
+    assert '<span class="doc">docs/dense.md</span>' in top
 
 
 def test_cli_reference_lists_every_subcommand_and_option(site):
