@@ -168,10 +168,6 @@ def set_output_cache(limit: int) -> int:
 def output_cache_info() -> dict[str, int]:
     """The state of the cache of released output buffers (:func:`set_output_cache`).
 
-    Parameters
-    ----------
-    None
-
     Returns
     -------
     dict

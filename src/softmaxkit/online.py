@@ -379,7 +379,7 @@ class Normalizer:
         """``chunk / T - m - ln(s)``: the log-softmax of a chunk with the (final) state.
 
         Masked-out entries get -inf; edge cases as for :meth:`softmax`.  The
-        absolute error is ~eps (1 + |value|): the state keeps ``s``, not ``s - 1``,
+        absolute error is ~eps (1 + ``|value|``): the state keeps ``s``, not ``s - 1``,
         so the dense ``log1p`` trick for a dominant entry is not available.
         """
         return self._normalize(chunk, axis, where, dtype, True)

@@ -11,16 +11,16 @@ does not load it, nor Numba.
 
 Quantization conventions (TFLite's, enforced by its ``Prepare``):
 
-========================  =========================  ==========================
-op, input -> output       output scale               output zero point
-========================  =========================  ==========================
-softmax int8 -> int8      1/256                      -128
-softmax uint8 -> uint8    1/256                      0
-softmax int8/uint8->int16 1/65536                    -32768
-softmax int16 -> int16    1/32768                    0
-log_softmax int8 -> int8  16/256                     127
-log_softmax uint8->uint8  16/256                     255
-========================  =========================  ==========================
+==========================  =============  =================
+op, input -> output         output scale   output zero point
+==========================  =============  =================
+softmax int8 -> int8        1/256          -128
+softmax uint8 -> uint8      1/256          0
+softmax int8/uint8->int16   1/65536        -32768
+softmax int16 -> int16      1/32768        0
+log_softmax int8 -> int8    16/256         127
+log_softmax uint8->uint8    16/256         255
+==========================  =============  =================
 
 The input zero point never matters (softmax only sees differences ``x - max``);
 the input scale and ``beta`` are float32 in a ``.tflite`` file and are rounded

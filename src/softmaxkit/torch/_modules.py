@@ -25,6 +25,7 @@ class Softmax(torch.nn.Module):
         self.temperature = temperature
 
     def forward(self, x, where=None):
+        """Softmax of ``x`` along ``dim``; ``where`` (bool, broadcastable) masks entries."""
         return softmax(x, self.dim, temperature=self.temperature, where=where)
 
     def extra_repr(self):
@@ -35,6 +36,7 @@ class LogSoftmax(Softmax):
     """``torch.nn.LogSoftmax(dim)`` on the ``softmaxkit::log_softmax`` operator."""
 
     def forward(self, x, where=None):
+        """Log-softmax of ``x`` along ``dim``; ``where`` (bool, broadcastable) masks entries."""
         return log_softmax(x, self.dim, temperature=self.temperature, where=where)
 
 
@@ -76,6 +78,7 @@ class CrossEntropyLoss(torch.nn.Module):
         self.temperature = temperature
 
     def forward(self, input, target):
+        """The loss of logits ``input`` (classes along dimension 1) against ``target``."""
         return cross_entropy(
             input, target, axis=1 if input.ndim >= 2 else 0, weight=self.weight,
             ignore_index=self.ignore_index, label_smoothing=self.label_smoothing,
@@ -113,6 +116,7 @@ class LinearCrossEntropyLoss(torch.nn.Module):
         self.strategy = strategy
 
     def forward(self, hidden, linear_weight, target, bias=None):
+        """The loss of ``hidden @ linear_weight.T + bias`` against ``target``."""
         return linear_cross_entropy(
             hidden, linear_weight, target, bias=bias, chunk_size=self.chunk_size,
             strategy=self.strategy, weight=self.weight, ignore_index=self.ignore_index,

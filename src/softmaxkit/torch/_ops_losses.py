@@ -280,8 +280,9 @@ def linear_cross_entropy(
     hidden : torch.Tensor, shape (..., d)
     linear_weight : torch.Tensor, shape (V, d)
     target : integer torch.Tensor, shape (...)
-    bias, chunk_size, strategy, weight, ignore_index, label_smoothing, reduction, z_loss,
-    temperature, where
+    bias, chunk_size, strategy, weight, ignore_index
+        As :func:`softmaxkit.linear_cross_entropy`.
+    label_smoothing, reduction, z_loss, temperature, where
         As :func:`softmaxkit.linear_cross_entropy`.
 
     Returns
