@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from . import _vocab
 from ._eager import direct_rows, rows_view, same_memory
 from ._losscommon import (
     check_int_or_none,
@@ -139,6 +140,14 @@ def cross_entropy(
     where=None,
     return_grad=False,
     out=None,
+    return_lse=False,
+    return_logprob=False,
+    return_entropy=False,
+    return_argmax=False,
+    topk=None,
+    softcap=None,
+    entropy_weight=None,
+    logprob_weight=None,
 ):
     r"""Softmax cross-entropy from logits, with its gradient in the same fused pass.
 
@@ -251,8 +260,10 @@ def cross_entropy(
     >>> float(cross_entropy(logits, [-100, -100], ignore_index=-100))  # all ignored
     0.0
     """
+    if _vocab.requested(locals()):  # per-token outputs etc.: softmaxkit._vocab
+        return _vocab.cross_entropy(locals())
     if _foreign(logits) == "torch":
-        return _torch_route("cross_entropy", locals())
+        return _torch_route("cross_entropy", _vocab.strip(locals()))
     if _foreign(logits) == "dask":
         from . import _dask
 
@@ -399,6 +410,14 @@ def linear_cross_entropy(
     temperature=1.0,
     where=None,
     return_grad=False,
+    return_lse=False,
+    return_logprob=False,
+    return_entropy=False,
+    return_argmax=False,
+    topk=None,
+    softcap=None,
+    entropy_weight=None,
+    logprob_weight=None,
 ):
     r"""Cross-entropy of ``hidden @ linear_weight.T + bias`` without forming the logits.
 
@@ -467,8 +486,10 @@ def linear_cross_entropy(
     >>> bool(np.isclose(a, cross_entropy(h @ W.T, t)))
     True
     """
+    if _vocab.requested(locals()):  # per-token outputs etc.: softmaxkit._vocab
+        return _vocab.linear_cross_entropy(locals())
     if _foreign(hidden) == "torch":
-        return _torch_route("linear_cross_entropy", locals())
+        return _torch_route("linear_cross_entropy", _vocab.strip(locals()))
     h = as_input_array(hidden, "hidden")
     W = as_input_array(linear_weight, "linear_weight")
     if h.ndim < 1 or W.ndim != 2:
