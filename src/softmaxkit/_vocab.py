@@ -187,7 +187,7 @@ def _run(k, x2, mask2, o, tsafe, active, want_grad, coef, be, al, grad2, st, ama
     k.vocab_rows(
         x2, mk, mask2 is not None, o.T, o.cap, tsafe, active, o.eps, o.k, st, amax, topv,
         topi, want_grad, np.ascontiguousarray(2.0 * o.z * b), np.ascontiguousarray(a),
-        np.ascontiguousarray(be), np.ascontiguousarray(al), grad2,
+        np.ascontiguousarray(be), np.ascontiguousarray(al), grad2, False,
     )  # fmt: skip
 
 
@@ -374,6 +374,7 @@ def linear_cross_entropy(args: dict):
             zb, mk, mb is not None, o.T[r0:r1], o.cap, tsafe[r0:r1], active[r0:r1], o.eps,
             o.k, st[r0:r1], amax[r0:r1], topv[r0:r1], topi[r0:r1], want_grad, b2z[r0:r1],
             ca[r0:r1], be[r0:r1], al[r0:r1], zb if want_grad else buf[:0].reshape(0, 0),
+            want_grad,
         )  # fmt: skip
         if want_grad:
             np.matmul(zb, W2, out=d_h[r0:r1])

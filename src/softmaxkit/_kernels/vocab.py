@@ -73,6 +73,60 @@ def _tile_sums(vt, tn, m, want_sd):
     return s, e_acc, sd
 
 
+@njit(cache=True, nogil=True, fastmath=_FM)
+def _fill_tile(xs, vt, cap, T):
+    """vt[:n] = c tanh(xs / c) / T (float64); returns (sum, max) of the tile."""
+    tot = 0.0
+    mx = -np.inf
+    if cap > 0.0:
+        for j in range(xs.shape[0]):
+            vt[j] = cap * math.tanh(np.float64(xs[j]) / cap) / T
+    elif T == 1.0:
+        for j in range(xs.shape[0]):
+            vt[j] = np.float64(xs[j])
+    else:
+        for j in range(xs.shape[0]):
+            vt[j] = np.float64(xs[j]) / T
+    for j in range(xs.shape[0]):
+        tot += vt[j]
+        mx = max(mx, vt[j])
+    return tot, mx
+
+
+@njit(cache=True, nogil=True, fastmath=_FM)
+def _grad_fast(xr, gr, T, cap, lse, H, c1, q, be, al):
+    """The gradient of a row without mask and +inf entries (see ``vocab_rows``)."""
+    ca = c1 - al
+    for j in range(xr.shape[0]):
+        xj = np.float64(xr[j])
+        v = cap * math.tanh(xj / cap) / T if cap > 0.0 else xj / T
+        lp = v - lse
+        p = exp_(lp)
+        hp = p * (lp + H) if p != 0.0 else 0.0  # (0 * -inf for -inf entries)
+        g = (ca * p - q - be * hp) / T
+        if cap > 0.0:
+            th = math.tanh(xj / cap)
+            g *= 1.0 - th * th
+        gr[j] = g
+
+
+@njit(cache=True, nogil=True, fastmath=_FM)
+def _grad_fast_inplace(gr, T, cap, lse, H, c1, q, be, al):
+    """``_grad_fast`` with the row overwritten (one array: no aliasing check)."""
+    ca = c1 - al
+    for j in range(gr.shape[0]):
+        xj = np.float64(gr[j])
+        v = cap * math.tanh(xj / cap) / T if cap > 0.0 else xj / T
+        lp = v - lse
+        p = exp_(lp)
+        hp = p * (lp + H) if p != 0.0 else 0.0
+        g = (ca * p - q - be * hp) / T
+        if cap > 0.0:
+            th = math.tanh(xj / cap)
+            g *= 1.0 - th * th
+        gr[j] = g
+
+
 @njit(cache=True, nogil=True)
 def _fold_row(x, mask, has_mask, i, T, cap, k, bufv, bufi, vt, incl, want_sd):
     """One read of row i: returns (m, s, E, sd, cnt, ninf, nan, amax) and fills the
@@ -93,24 +147,41 @@ def _fold_row(x, mask, has_mask, i, T, cap, k, bufv, bufi, vt, incl, want_sd):
         tmax = -np.inf
         tnan = False
         tcnt = 0
-        for j in range(tn):
-            inc = (not has_mask) or mask[i, t0 + j]
-            incl[j] = inc
-            if inc:
-                v = _tv(x[i, t0 + j], cap, T)
-                tcnt += 1
-                if am < 0 or _gt(v, amv):
-                    am = t0 + j
-                    amv = v
-                if v != v:
-                    tnan = True
-                elif v > tmax:
-                    tmax = v
-                if v == np.inf:
-                    ninf += 1
+        clean = False
+        if not has_mask:
+            # fast tile: vectorised transform, sum and max; a finite sum means no
+            # NaN / inf in the tile (else the exact per-entry scan below redoes it)
+            tsum, tmax = _fill_tile(x[i, t0 : t0 + tn], vt, cap, T)
+            clean = math.isfinite(tsum)
+            if clean:
+                tcnt = tn
+                if am < 0 or tmax > amv:
+                    for j in range(tn):
+                        if vt[j] == tmax:
+                            am = t0 + j
+                            amv = tmax
+                            break
             else:
-                v = -np.inf
-            vt[j] = v
+                tmax = -np.inf
+        if not clean:
+            for j in range(tn):
+                inc = (not has_mask) or mask[i, t0 + j]
+                incl[j] = inc
+                if inc:
+                    v = _tv(x[i, t0 + j], cap, T)
+                    tcnt += 1
+                    if am < 0 or _gt(v, amv):
+                        am = t0 + j
+                        amv = v
+                    if v != v:
+                        tnan = True
+                    elif v > tmax:
+                        tmax = v
+                    if v == np.inf:
+                        ninf += 1
+                else:
+                    v = -np.inf
+                vt[j] = v
         if k > 0 and (tnan or kc < k or tmax > bufv[k - 1]):
             for j in range(tn):
                 key = vt[j]
@@ -186,6 +257,7 @@ def vocab_rows(
     cbeta,
     calpha,
     grad,
+    inplace,
     r0,
     r1,
 ):
@@ -215,7 +287,8 @@ def vocab_rows(
             x, mask, has_mask, i, Ti, cap, k, bufv, bufi, vt, incl, want_sd
         )
         t_in = (not has_mask) or mask[i, t]
-        v_t = _tv(x[i, t], cap, Ti)
+        x_t = x[i, t]  # read before an in-place gradient overwrites the row
+        v_t = _tv(x_t, cap, Ti)
         amax[i] = am
         st[i, NINF] = ninf
         st[i, CNT] = cnt
@@ -281,6 +354,18 @@ def vocab_rows(
         al = calpha[i]
         inv_c = 1.0 / cnt if cnt > 0 else 0.0
         lk = math.log(ninf) if ninf > 0 else 0.0
+        if not has_mask and ninf == 0:
+            q0 = a * eps * inv_c
+            if inplace:
+                _grad_fast_inplace(grad[i], Ti, cap, lse, H, c1, q0, be, al)
+            else:
+                _grad_fast(x[i], grad[i], Ti, cap, lse, H, c1, q0, be, al)
+            fix = al - a * (1.0 - eps)  # the target's own terms
+            if cap > 0.0:
+                th = math.tanh(np.float64(x_t) / cap)
+                fix *= 1.0 - th * th
+            grad[i, t] += fix / Ti
+            continue
         for j in range(n):
             if has_mask and not mask[i, j]:
                 grad[i, j] = 0.0
