@@ -211,6 +211,23 @@ def cross_entropy(
     out : ndarray, optional
         Where to write the gradient (only with ``return_grad``); ``out=logits`` is
         allowed and saves the gradient's memory (as Liger does).
+    return_lse, return_logprob, return_entropy, return_argmax : bool, default False
+        Also return the per-token log-normaliser, log-probability of the target
+        (0 for an ignored target), entropy of ``softmax(v)`` and first argmax (int64,
+        -1 for a row with nothing included), from the same pass.  With any of them
+        (or ``topk``) the result is a ``CrossEntropyOutput`` NamedTuple (fields
+        ``loss, lse, logprob, entropy, argmax, topk_logprobs, topk_ids, grad``;
+        unrequested ones None; ``grad`` filled by ``return_grad``).
+    topk : int in [1, C], optional
+        Also return the ``topk`` largest log-probabilities and their ids per token.
+    softcap : float >= 0, optional
+        Logits -> ``c tanh(logits / c)`` before the temperature (Gemma 2, Liger).
+        ``temperature`` may also be an array of one value per token.
+    entropy_weight, logprob_weight : float or array per token, optional
+        Add ``b_i (beta_i H_i + alpha_i log p_{i,t})`` to the loss (``b_i`` the
+        z-loss' reduction scale), with their gradients; for a policy-gradient loss
+        pass ``logprob_weight=-A``.  Formulas, signs and edge cases:
+        docs/vocab_outputs.md.  These options take index targets and NumPy inputs.
 
     Returns
     -------
@@ -259,6 +276,9 @@ def cross_entropy(
     (100000.0, [[1.0, -1.0]])
     >>> float(cross_entropy(logits, [-100, -100], ignore_index=-100))  # all ignored
     0.0
+    >>> r = cross_entropy(logits, [0, 1], return_entropy=True, topk=2)  # one pass
+    >>> r.topk_ids.tolist(), np.round(r.entropy, 4).tolist(), r.lse is None
+    ([[0, 1], [1, 0]], [0.8467, 0.6172], True)
     """
     if _vocab.requested(locals()):  # per-token outputs etc.: softmaxkit._vocab
         return _vocab.cross_entropy(locals())
@@ -460,6 +480,12 @@ def linear_cross_entropy(
         As for :func:`cross_entropy`; ``where`` must broadcast to ``(..., V)``.
     return_grad : bool, default False
         Also return ``(d_hidden, d_weight, d_bias)`` (``d_bias`` is None without a bias).
+    return_lse, return_logprob, return_entropy, return_argmax, topk, softcap
+        As for :func:`cross_entropy`, and so are ``entropy_weight`` and
+        ``logprob_weight`` (the result is a ``CrossEntropyOutput`` whose ``grad`` is the
+        tuple above).  With any of them the logits are formed in blocks of rows
+        (``chunk_size`` rows, default a 32 MiB ``[rows, V]`` buffer) and each block
+        is read once for every output (and turned into its gradient in place).
 
     Returns
     -------
