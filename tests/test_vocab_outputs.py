@@ -416,3 +416,19 @@ def test_grad_fast_and_exact_paths_agree(softcap):
     np.testing.assert_allclose(a.grad, b.grad, rtol=1e-10, atol=1e-15)
     want = rv.vocab_outputs(x, t, topk=4, softcap=softcap, temperature=o["temperature"])
     _check(a, want, 1e-11, 1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_entropy_rescale_rule_long_rows(dtype):
+    # the max grows in every 512-value tile (ascending rows): the (m, s, E) rescale
+    # E <- e^{m - m'} (E + s (m - m')) is applied at each tile, masked or not
+    rng = np.random.default_rng(3)
+    x = (np.linspace(0, 12, 5000) + rng.normal(0, 0.5, (4, 5000))).astype(dtype)
+    t = np.array([0, 4999, 2500, 17])
+    ent = torch.distributions.Categorical(logits=torch.from_numpy(x).double()).entropy().numpy()
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    for where in (None, np.ones(x.shape, bool)):
+        res = sk.cross_entropy(x, t, where=where, return_entropy=True, return_lse=True, topk=3)
+        np.testing.assert_allclose(res.entropy, ent, rtol=tol)
+        np.testing.assert_allclose(res.lse, torch.logsumexp(torch.from_numpy(x).double(), -1),
+                                   rtol=tol)  # fmt: skip
