@@ -150,7 +150,8 @@ def _fold_row(x, mask, has_mask, i, T, cap, k, bufv, bufi, vt, incl, want_sd):
         clean = False
         if not has_mask:
             # fast tile: vectorised transform, sum and max; a finite sum means no
-            # NaN / inf in the tile (else the exact per-entry scan below redoes it)
+            # NaN / inf in the tile (else the exact per-entry scan below redoes it;
+            # test_grad_fast_and_exact_paths_agree compares the two paths)
             tsum, tmax = _fill_tile(x[i, t0 : t0 + tn], vt, cap, T)
             clean = math.isfinite(tsum)
             if clean:
@@ -212,6 +213,9 @@ def _fold_row(x, mask, has_mask, i, T, cap, k, bufv, bufi, vt, incl, want_sd):
             if m == -np.inf:
                 sd = sd if cnt == 0 else -np.inf
             else:
+                # E = sum e^{v - m}(v - m) moved to the new max: each term gains
+                # the factor e^{dm} and its (v - m) the shift dm, i.e. s dm in all
+                # (tests/test_vocab_outputs.py::test_entropy_rescale_rule_long_rows)
                 dm = m - tmax
                 sc = math.exp(dm)
                 E = sc * (E + s * dm)
