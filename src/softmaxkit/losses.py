@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from . import _vocab
 from ._eager import direct_rows, rows_view, same_memory
 from ._losscommon import (
     check_int_or_none,
@@ -139,6 +140,14 @@ def cross_entropy(
     where=None,
     return_grad=False,
     out=None,
+    return_lse=False,
+    return_logprob=False,
+    return_entropy=False,
+    return_argmax=False,
+    topk=None,
+    softcap=None,
+    entropy_weight=None,
+    logprob_weight=None,
 ):
     r"""Softmax cross-entropy from logits, with its gradient in the same fused pass.
 
@@ -202,6 +211,23 @@ def cross_entropy(
     out : ndarray, optional
         Where to write the gradient (only with ``return_grad``); ``out=logits`` is
         allowed and saves the gradient's memory (as Liger does).
+    return_lse, return_logprob, return_entropy, return_argmax : bool, default False
+        Also return the per-token log-normaliser, log-probability of the target
+        (0 for an ignored target), entropy of ``softmax(v)`` and first argmax (int64,
+        -1 for a row with nothing included), from the same pass.  With any of them
+        (or ``topk``) the result is a ``CrossEntropyOutput`` NamedTuple (fields
+        ``loss, lse, logprob, entropy, argmax, topk_logprobs, topk_ids, grad``;
+        unrequested ones None; ``grad`` filled by ``return_grad``).
+    topk : int in [1, C], optional
+        Also return the ``topk`` largest log-probabilities and their ids per token.
+    softcap : float >= 0, optional
+        Logits -> ``c tanh(logits / c)`` before the temperature (Gemma 2, Liger).
+        ``temperature`` may also be an array of one value per token.
+    entropy_weight, logprob_weight : float or array per token, optional
+        Add ``b_i (beta_i H_i + alpha_i log p_{i,t})`` to the loss (``b_i`` the
+        z-loss' reduction scale), with their gradients; for a policy-gradient loss
+        pass ``logprob_weight=-A``.  Formulas, signs and edge cases:
+        docs/vocab_outputs.md.  These options take index targets and NumPy inputs.
 
     Returns
     -------
@@ -250,9 +276,14 @@ def cross_entropy(
     (100000.0, [[1.0, -1.0]])
     >>> float(cross_entropy(logits, [-100, -100], ignore_index=-100))  # all ignored
     0.0
+    >>> r = cross_entropy(logits, [0, 1], return_entropy=True, topk=2)  # one pass
+    >>> r.topk_ids.tolist(), np.round(r.entropy, 4).tolist(), r.lse is None
+    ([[0, 1], [1, 0]], [0.8467, 0.6172], True)
     """
+    if _vocab.requested(locals()):  # per-token outputs etc.: softmaxkit._vocab
+        return _vocab.cross_entropy(locals())
     if _foreign(logits) == "torch":
-        return _torch_route("cross_entropy", locals())
+        return _torch_route("cross_entropy", _vocab.strip(locals()))
     if _foreign(logits) == "dask":
         from . import _dask
 
@@ -399,6 +430,14 @@ def linear_cross_entropy(
     temperature=1.0,
     where=None,
     return_grad=False,
+    return_lse=False,
+    return_logprob=False,
+    return_entropy=False,
+    return_argmax=False,
+    topk=None,
+    softcap=None,
+    entropy_weight=None,
+    logprob_weight=None,
 ):
     r"""Cross-entropy of ``hidden @ linear_weight.T + bias`` without forming the logits.
 
@@ -441,6 +480,12 @@ def linear_cross_entropy(
         As for :func:`cross_entropy`; ``where`` must broadcast to ``(..., V)``.
     return_grad : bool, default False
         Also return ``(d_hidden, d_weight, d_bias)`` (``d_bias`` is None without a bias).
+    return_lse, return_logprob, return_entropy, return_argmax, topk, softcap
+        As for :func:`cross_entropy`, and so are ``entropy_weight`` and
+        ``logprob_weight`` (the result is a ``CrossEntropyOutput`` whose ``grad`` is the
+        tuple above).  With any of them the logits are formed in blocks of rows
+        (``chunk_size`` rows, default a 32 MiB ``[rows, V]`` buffer) and each block
+        is read once for every output (and turned into its gradient in place).
 
     Returns
     -------
@@ -467,8 +512,10 @@ def linear_cross_entropy(
     >>> bool(np.isclose(a, cross_entropy(h @ W.T, t)))
     True
     """
+    if _vocab.requested(locals()):  # per-token outputs etc.: softmaxkit._vocab
+        return _vocab.linear_cross_entropy(locals())
     if _foreign(hidden) == "torch":
-        return _torch_route("linear_cross_entropy", locals())
+        return _torch_route("linear_cross_entropy", _vocab.strip(locals()))
     h = as_input_array(hidden, "hidden")
     W = as_input_array(linear_weight, "linear_weight")
     if h.ndim < 1 or W.ndim != 2:
