@@ -159,8 +159,10 @@ def _dense(student, teacher, mode, beta, temperature, where, reduction, return_g
     if pre_T is not None:
         with np.errstate(over="ignore", under="ignore", invalid="ignore"):
             grad2 /= pre_T
-    moved_shape = batch + (C,)
-    g = np.moveaxis(grad2.reshape(moved_shape), -1, ax).astype(out_dtype, copy=False)
+    moved_shape = (*batch, C)
+    with np.errstate(over="ignore"):  # (x / T in float64: a gradient past the output
+        # dtype's range rounds to +-inf, as it must)
+        g = np.moveaxis(grad2.reshape(moved_shape), -1, ax).astype(out_dtype, copy=False)
     return loss, g
 
 
@@ -242,7 +244,7 @@ def kl_divergence(
     >>> from softmaxkit import kl_divergence
     >>> s = np.array([[1.0, 2.0, 3.0]]); t = np.array([[3.0, 2.0, 1.0]])
     >>> round(float(kl_divergence(s, t)), 6)
-    1.218148
+    1.150421
     >>> round(float(kl_divergence(s, s)), 12)
     0.0
     """
@@ -299,8 +301,11 @@ def jensen_shannon(
     Notes
     -----%s
 
-    The per-element ``log M`` is a scalar float64 ``log``: about 3x the time of
-    :func:`kl_divergence`.
+    The per-element ``log M`` is a scalar float64 ``log``, slower than
+    :func:`kl_divergence`.  Pass structure: both maxima; both sums of exponentials;
+    the loss with ``log M`` (the gradient's ``log p_s - log M`` stored in the
+    gradient row); the gradient scaled in place.  Peak extra memory: as
+    :func:`kl_divergence` (the gradient, O(rows) float64, copies for layouts and masks).
 
     Examples
     --------
@@ -350,9 +355,7 @@ def _linear(hs, Ws, ht, Wt, mode, beta, temperature, where, reduction, return_gr
     V = W.shape[0]
     lshape = (*h.shape[:-1], V)
     mask = validate_where(where, lshape)
-    compute, out_dtype = resolve_dtype(
-        np.result_type(h.dtype, W.dtype, g.dtype, U.dtype), None
-    )
+    compute, out_dtype = resolve_dtype(np.result_type(h.dtype, W.dtype, g.dtype, U.dtype), None)
     invT = _inv_t(T, compute)
     pre_T = None
     if invT is None:
@@ -376,6 +379,7 @@ def _linear(hs, Ws, ht, Wt, mode, beta, temperature, where, reduction, return_gr
     ds = h2.shape[1]
     zs_buf = np.empty(rows * V, dtype=compute)
     zt_buf = np.empty(rows * V, dtype=compute)
+    g_buf = np.empty(rows * V if return_grad and mode == k.JSD else 0, dtype=compute)
     per = np.empty(N)
     d_h = np.empty((N, ds), dtype=compute) if return_grad else None
     d_W = np.zeros((V, ds), dtype=compute) if return_grad else None
@@ -398,17 +402,23 @@ def _linear(hs, Ws, ht, Wt, mode, beta, temperature, where, reduction, return_gr
             mb = mask2[r0:r1]
             np.copyto(zs, -np.inf, where=~mb)
             np.copyto(zt, -np.inf, where=~mb)
+        # KL: the gradient overwrites the student block in place (each element is
+        # read before it is written); the JSD's kernel reads the row again after
+        # writing it, so it gets a third block
+        gz = zs
+        if return_grad and mode == k.JSD:
+            gz = g_buf[: (r1 - r0) * V].reshape(r1 - r0, V)
         k.distill_rows(zs, zt, invT, mode, beta, scale[r0:r1], active[r0:r1],
-                       bool(return_grad), zs, per[r0:r1])  # fmt: skip
+                       bool(return_grad), gz, per[r0:r1])  # fmt: skip
         if not return_grad:
             continue
         if pre_T is not None:
             with np.errstate(over="ignore", under="ignore", invalid="ignore"):
-                zs /= pre_T
+                gz /= pre_T
         # d_h block = G W (as (W^T G^T)^T, the form OpenBLAS ran fastest for
         # linear_cross_entropy); d_W += G^T h block
-        d_h[r0:r1] = (W2.T @ zs.T).T
-        d_W += zs.T @ h2[r0:r1]
+        d_h[r0:r1] = (W2.T @ gz.T).T
+        d_W += gz.T @ h2[r0:r1]
     loss = _finish(per, reduction, scale, h.shape[:-1], out_dtype)
     if not return_grad:
         return loss
@@ -450,10 +460,11 @@ _LINEAR_DOC = r"""
     Notes
     -----
     Peak extra memory: two logits blocks ``2 * rows * V`` values of the compute
-    dtype (32 MiB by default), O(N) float64 per-row values, plus the gradients
-    (``d_hidden``, ``d_weight``) and one ``[V, d_s]`` product temporary per block
-    when ``return_grad`` -- never an ``[N, V]`` array.  Time: 2 matmuls of size
-    ``N V d`` for the loss (one per model), 4 with gradients.  ``where`` must
+    dtype (32 MiB by default; a third block for the JSD's gradient), O(N) float64
+    per-row values, plus the gradients (``d_hidden``, ``d_weight``) and one
+    ``[V, d_s]`` product temporary per block when ``return_grad`` -- never an
+    ``[N, V]`` array.  Time: 2 matmuls of size ``N V d`` for the loss (one per
+    model), 4 with gradients.  ``where`` must
     broadcast to ``(..., V)``; its rows are counted as in the dense function.
 """
 
