@@ -354,3 +354,21 @@ def test_properties_jsd_symmetric_and_bounded(s, data, beta):
     np.testing.assert_allclose(
         g, reference.jensen_shannon(s, t, beta=beta, reduction="none"), rtol=1e-9, atol=1e-11
     )
+
+
+def test_linear_batch_dims_none_reduction_and_no_mutation():
+    hs, Ws = RNG.standard_normal((2, 3, 4)), RNG.standard_normal((9, 4))
+    ht, Wt = RNG.standard_normal((2, 3, 2)), RNG.standard_normal((9, 2))
+    copies = [a.copy() for a in (hs, Ws, ht, Wt)]
+    for fn, ref in (
+        (linear_kl_divergence, reference.linear_kl_divergence),
+        (linear_jensen_shannon, reference.linear_jensen_shannon),
+    ):
+        a = fn(hs, Ws, ht, Wt, reduction="none", return_grad=True, chunk_size=4)
+        b = ref(hs, Ws, ht, Wt, reduction="none", return_grad=True)
+        assert a[0].shape == (2, 3) and a[1][0].shape == hs.shape
+        np.testing.assert_allclose(a[0], b[0], rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(a[1][0], b[1][0], rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(a[1][1], b[1][1], rtol=1e-12, atol=1e-14)
+    for a, c in zip((hs, Ws, ht, Wt), copies, strict=True):
+        np.testing.assert_array_equal(a, c)
