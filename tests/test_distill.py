@@ -372,3 +372,24 @@ def test_linear_batch_dims_none_reduction_and_no_mutation():
         np.testing.assert_allclose(a[1][1], b[1][1], rtol=1e-12, atol=1e-14)
     for a, c in zip((hs, Ws, ht, Wt), copies, strict=True):
         np.testing.assert_array_equal(a, c)
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.4, 1.0])
+def test_nan_propagates_in_every_mode(beta):
+    s, t = _pair((3, 8), np.float64)
+    s[1, 2] = np.nan
+    t[2, 5] = np.nan
+    loss, g = jensen_shannon(s, t, beta=beta, reduction="none", return_grad=True)
+    assert np.isfinite(loss[0]) and np.all(np.isfinite(g[0]))
+    assert np.all(np.isnan(loss[1:])) and np.all(np.isnan(g[1:]))
+
+
+def test_jsd_underflowing_probabilities_take_the_exact_path():
+    """M subnormal or 0 at some classes (log-probs near -745): the row is redone with
+    libm and still matches the reference."""
+    s = np.array([[0.0, -700.0, -740.0, -800.0, 5.0], [0.0, 1.0, 2.0, 3.0, 4.0]])
+    t = np.array([[0.0, -720.0, -745.0, -760.0, 1.0], [4.0, 3.0, 2.0, 1.0, 0.0]])
+    a = jensen_shannon(s, t, beta=0.3, reduction="none", return_grad=True)
+    b = reference.jensen_shannon(s, t, beta=0.3, reduction="none", return_grad=True)
+    np.testing.assert_allclose(a[0], b[0], rtol=1e-12, atol=1e-300)
+    np.testing.assert_allclose(a[1], b[1], rtol=1e-12, atol=1e-300)

@@ -26,8 +26,9 @@ the student is ``-inf`` gives ``+inf``.  NaN propagates through ``exp_`` and the
 sums.  Rows the caller marks inactive get loss 0 and a zero gradient.
 
 Accumulators: float64.  Differences and exponentials: in the row dtype with the
-vectorised ``exp_`` of ``_kernels/exp.py`` (1 ulp); the JSD's per-element
-``log M`` is ``math.log`` in float64 (scalar libm).
+vectorised ``exp_`` of ``_kernels/exp.py`` (1 ulp); the JSD works in float64
+with the vectorised ``exp_`` and ``log(a + b)`` (``_log_sum_pair``, ~3 ulp) for
+``log M``, and redoes a row with libm when some ``M`` is 0 or subnormal.
 
 Pass structure, per row (a 32000-class float32 row pair is 256 KB, in L2 between
 passes): pass 1: both maxima; pass 2: both sums of exponentials and the loss
@@ -43,7 +44,7 @@ import numpy as np
 from numba import njit
 
 from ._parallel import over_rows
-from .exp import exp_
+from .exp import _log_sum_pair, exp_
 from .view import row
 
 # never nnan / ninf (masked entries are -inf; NaN must propagate); no "contract"
@@ -113,15 +114,42 @@ def _grad_reverse(xs, xt, ms, mt, invT, c, inv_ss, off, gr):
         gr[j] = v if es != 0 else 0.0
 
 
-@njit(cache=True, nogil=True)
-def _jsd_row(xs, xt, ms, mt, invT, beta, ss, st, c, want_grad, gr):
-    """Loss of one JSD row; with ``want_grad`` writes ``c * dL/dxs`` into ``gr``."""
-    lss = math.log(ss)
-    lst = math.log(st)
+@njit(cache=True, nogil=True, fastmath=_FM)
+def _jsd_row_fast(xs, xt, ms, mt, invT, beta, lss, lst, want_grad, gr):
+    """Vectorised JSD row: float64 ``exp_`` and the vectorised ``log(a + b)`` of
+    ``_kernels/exp.py`` for ``log M``.  Returns (loss, KL(p_s || M), bad) with ``bad``
+    the number of entries whose ``M`` is not a positive normal number (0 where both
+    probabilities underflow, or subnormal): the caller then redoes the row with the
+    scalar libm loop."""
     loss = 0.0
-    kqm = 0.0  # KL(p_s || M)
-    n = xs.shape[0]
-    for j in range(n):
+    kqm = 0.0
+    bad = 0
+    b1 = 1.0 - beta
+    for j in range(xs.shape[0]):
+        ls = (np.float64(xs[j]) - ms) * invT - lss
+        lt = (np.float64(xt[j]) - mt) * invT - lst
+        ps = exp_(ls)
+        pt = exp_(lt)
+        a = beta * pt
+        b = b1 * ps
+        u = a + b
+        bad += 0 if (u >= 2.2250738585072014e-308) else 1
+        lm = _log_sum_pair(a, b)
+        loss += a * (lt - lm) if pt > 0.0 else 0.0
+        v = ls - lm
+        t = ps * v if ps > 0.0 else 0.0
+        kqm += t
+        if want_grad:
+            gr[j] = v if ps > 0.0 else 0.0
+    return loss + b1 * kqm, kqm, bad
+
+
+@njit(cache=True, nogil=True)
+def _jsd_row_exact(xs, xt, ms, mt, invT, beta, lss, lst, want_grad, gr):
+    """Scalar libm loop (rows with a zero or subnormal ``M``)."""
+    loss = 0.0
+    kqm = 0.0
+    for j in range(xs.shape[0]):
         ls = (np.float64(xs[j]) - ms) * invT - lss
         lt = (np.float64(xt[j]) - mt) * invT - lst
         ps = math.exp(ls)
@@ -142,11 +170,28 @@ def _jsd_row(xs, xt, ms, mt, invT, beta, ss, st, c, want_grad, gr):
                 gr[j] = u
         elif want_grad:
             gr[j] = 0.0
+    return loss, kqm
+
+
+@njit(cache=True, nogil=True, fastmath=_FM)
+def _jsd_grad(xs, ms, invT, lss, cc, kqm, gr):
+    # gr holds log p_s - log M (0 where p_s = 0): g = cc p_s (gr - KL(p_s || M))
+    for j in range(xs.shape[0]):
+        ps = exp_((np.float64(xs[j]) - ms) * invT - lss)
+        gr[j] = cc * ps * (gr[j] - kqm) if ps > 0.0 else 0.0
+
+
+@njit(cache=True, nogil=True)
+def _jsd_row(xs, xt, ms, mt, invT, beta, ss, st, c, want_grad, gr):
+    """Loss of one JSD row; with ``want_grad`` writes ``c * dL/dxs`` into ``gr``
+    (``gr`` must not be ``xs``: the student row is read again after ``gr`` is written)."""
+    lss = math.log(ss)
+    lst = math.log(st)
+    loss, kqm, bad = _jsd_row_fast(xs, xt, ms, mt, invT, beta, lss, lst, want_grad, gr)
+    if bad:
+        loss, kqm = _jsd_row_exact(xs, xt, ms, mt, invT, beta, lss, lst, want_grad, gr)
     if want_grad:
-        cc = c * (1.0 - beta)
-        for j in range(n):
-            ps = math.exp((np.float64(xs[j]) - ms) * invT - lss)
-            gr[j] = cc * ps * (gr[j] - kqm) if ps > 0.0 else 0.0
+        _jsd_grad(xs, ms, invT, lss, c * (1.0 - beta), kqm, gr)
     return loss
 
 
@@ -178,6 +223,12 @@ def distill_rows(xs, xt, invT, mode, beta, scale, active, want_grad, grad, loss,
             continue
         if mode == JSD:
             ss, st, _ = _sums_kl(a, b, ms, mt, invT)
+            if not (math.isfinite(ss) and math.isfinite(st)):  # a NaN in the row
+                loss[i] = np.nan
+                if want_grad:
+                    for j in range(n):
+                        grad[i, j] = np.nan
+                continue
             gr = row(grad, i)
             loss[i] = _jsd_row(a, b, ms, mt, invT, beta, ss, st, c, want_grad, gr)
             continue
