@@ -393,3 +393,48 @@ def test_jsd_underflowing_probabilities_take_the_exact_path():
     b = reference.jensen_shannon(s, t, beta=0.3, reduction="none", return_grad=True)
     np.testing.assert_allclose(a[0], b[0], rtol=1e-12, atol=1e-300)
     np.testing.assert_allclose(a[1], b[1], rtol=1e-12, atol=1e-300)
+
+
+_special = st.one_of(st.floats(-50, 50), st.just(-np.inf))
+
+
+@given(
+    hnp.arrays(np.float64, st.tuples(st.integers(1, 4), st.integers(1, 9)), elements=_special),
+    st.data(),
+    st.sampled_from([("kl", "forward"), ("kl", "reverse"), ("jsd", 0.25), ("jsd", 0.5)]),
+    st.sampled_from([np.float32, np.float64]),
+)
+def test_matches_reference_with_inf_and_masks(s, data, which, dtype):
+    """-inf entries in either model and random masks: every mode equals the float64
+    twin (loss and gradient, including +inf losses and non-finite gradients)."""
+    t = data.draw(hnp.arrays(np.float64, s.shape, elements=_special))
+    mask = data.draw(hnp.arrays(np.bool_, s.shape))
+    s, t = s.astype(dtype), t.astype(dtype)
+    kind, opt = which
+    kw = dict(where=mask, reduction="none", return_grad=True, temperature=0.9)
+    if kind == "kl":
+        a = kl_divergence(s, t, direction=opt, **kw)
+        b = reference.kl_divergence(s, t, direction=opt, **kw)
+    else:
+        a = jensen_shannon(s, t, beta=opt, **kw)
+        b = reference.jensen_shannon(s, t, beta=opt, **kw)
+    tol = dict(rtol=1e-9, atol=1e-10) if dtype == np.float64 else dict(rtol=2e-4, atol=2e-5)
+    np.testing.assert_allclose(a[0], b[0], **tol)
+    # the reverse KL's gradient is undefined on rows where the loss is +inf
+    # (documented): compare the others, and require a non-finite entry there
+    undefined = np.isinf(b[0]) if opt == "reverse" else np.zeros(b[0].shape, bool)
+    np.testing.assert_allclose(a[1][~undefined], b[1][~undefined], **tol)
+    assert np.all(~np.all(np.isfinite(a[1][undefined]), axis=-1))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_underflowed_weight_against_minus_inf(dtype):
+    """A probability too small for the dtype (float32 exp flushes below FLT_MIN,
+    float64 below ~5e-324) is still positive: against a -inf log-probability the KL
+    term is +inf, not 0 (found by hypothesis: s = [-48, 31], t = [-inf, 0], T = 0.9)."""
+    big = 79.0 if dtype == np.float32 else 800.0
+    s = np.array([[0.0, big]], dtype=dtype)
+    t = np.array([[-np.inf, 0.0]], dtype=dtype)
+    assert kl_divergence(s, t, direction="reverse", reduction="none")[0] == np.inf
+    assert kl_divergence(t, s, direction="forward", reduction="none")[0] == np.inf
+    assert reference.kl_divergence(s, t, direction="reverse", reduction="none")[0] == np.inf

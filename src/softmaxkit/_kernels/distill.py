@@ -76,6 +76,8 @@ def _sums_kl(a, b, ma, mb, invT):
     sb = 0.0
     acc = 0.0
     zero = a.dtype.type(0.0)
+    inf = a.dtype.type(np.inf)
+    ninf = a.dtype.type(-np.inf)
     for j in range(a.shape[0]):
         da = (a[j] - ma_) * t
         db = (b[j] - mb_) * t
@@ -83,8 +85,11 @@ def _sums_kl(a, b, ma, mb, invT):
         eb = exp_(db)
         sa += ea
         sb += eb
-        # select: a zero weight adds exactly 0 (db - da may be -inf - -inf = NaN)
-        acc += eb * (db - da) if eb != zero else zero
+        # select: a zero weight adds exactly 0 (db - da may be -inf - -inf = NaN),
+        # unless it is a positive probability that underflowed (db finite: exp_ of
+        # float32 flushes below FLT_MIN) against a -inf: that term is +inf, as in
+        # exact arithmetic (guarded by test_underflowed_weight_against_minus_inf)
+        acc += eb * (db - da) if eb != zero else (inf if (db != ninf and da == ninf) else zero)
     return sa, sb, acc
 
 

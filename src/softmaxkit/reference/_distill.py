@@ -26,6 +26,13 @@ def _xlogy_terms(w, a):
         return np.where(w == 0, 0.0, w * a)
 
 
+def _kl_terms(w, lw, lo):
+    """``w (lw - lo)``: 0 where ``lw = -inf``; ``+inf`` where ``lw`` is finite and
+    ``lo = -inf`` (a positive probability, even one that underflows to 0, against 0)."""
+    with np.errstate(invalid="ignore"):
+        return np.where(lw == -np.inf, 0.0, np.where(lo == -np.inf, np.inf, w * (lw - lo)))
+
+
 def _rows(student, teacher, temperature, where, axis):
     s = as_input_array(student, "student_logits").astype(np.float64)
     t = as_input_array(teacher, "teacher_logits").astype(np.float64)
@@ -53,10 +60,10 @@ def _per_row(s, t, beta):
         lt = log_softmax(t, axis=-1)
         ps, pt = np.exp(ls), np.exp(lt)
         if beta == 0.0:
-            loss = np.sum(_xlogy_terms(pt, lt - ls), axis=-1)
+            loss = np.sum(_kl_terms(pt, lt, ls), axis=-1)
             g = ps - pt
         elif beta == 1.0:
-            loss = np.sum(_xlogy_terms(ps, ls - lt), axis=-1)
+            loss = np.sum(_kl_terms(ps, ls, lt), axis=-1)
             g = _xlogy_terms(ps, ls - lt - loss[..., None])
         else:
             M = beta * pt + (1 - beta) * ps
