@@ -7,6 +7,8 @@
   memory, fused :func:`topk_softmax` (``docs/online.md``).
 * Losses and gradients: :func:`cross_entropy`, :func:`linear_cross_entropy`,
   max-margin and hinge losses, VJPs, JVPs, Jacobians and layers (``docs/losses.md``).
+* Distillation: :func:`kl_divergence`, :func:`jensen_shannon` and their ``linear_``
+  variants (``docs/distill.md``).
 * Ragged groups and scans: :func:`segment_softmax`, :func:`segment_logsumexp`,
   :func:`logcumsumexp`, :func:`logmatmulexp` (``docs/segments.md``).
 * :mod:`softmaxkit.quantized`: int8/uint8/int16 softmax bit-exact with TensorFlow
@@ -20,6 +22,12 @@
 from importlib.metadata import PackageNotFoundError, version
 
 from ._buffers import output_cache_info, set_output_cache
+from .distill import (
+    jensen_shannon,
+    kl_divergence,
+    linear_jensen_shannon,
+    linear_kl_divergence,
+)
 from .grad import (
     CrossEntropyLoss,
     LogSoftmax,
@@ -67,7 +75,11 @@ __all__ = [
     "Softmax",
     "__version__",
     "cross_entropy",
+    "jensen_shannon",
+    "kl_divergence",
     "linear_cross_entropy",
+    "linear_jensen_shannon",
+    "linear_kl_divergence",
     "log_softmax",
     "log_softmax_vjp",
     "logcumsumexp",

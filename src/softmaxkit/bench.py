@@ -46,6 +46,7 @@ _BENCH_FAMILIES = (
     "softmaxkit._bench_dense",
     "softmaxkit._bench_online",
     "softmaxkit._bench_losses",
+    "softmaxkit._bench_distill",
     "softmaxkit._bench_segments",
     "softmaxkit._bench_dask",
     "softmaxkit._bench_quantized",

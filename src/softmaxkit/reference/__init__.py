@@ -7,6 +7,12 @@ these against mpmath, scipy.special and PyTorch.  One private module per family.
 """
 
 from ._dense import log_softmax, logsumexp, softmax
+from ._distill import (
+    jensen_shannon,
+    kl_divergence,
+    linear_jensen_shannon,
+    linear_kl_divergence,
+)
 from ._losses import (
     cross_entropy,
     linear_cross_entropy,
@@ -28,7 +34,11 @@ from ._segments import (
 
 __all__ = [
     "cross_entropy",
+    "jensen_shannon",
+    "kl_divergence",
     "linear_cross_entropy",
+    "linear_jensen_shannon",
+    "linear_kl_divergence",
     "log_softmax",
     "log_softmax_vjp",
     "logcumsumexp",
