@@ -8,7 +8,8 @@ Used by ``_bench_dense`` (softmax, log_softmax, logsumexp) and ``_bench_losses``
 * ``"jax jit"``: ``jax.jit`` of ``jax.nn.softmax`` / ``log_softmax`` / ``logsumexp`` on
   the CPU backend, timed to ``block_until_ready``.  The input is put on the device
   once, outside timing; compilation happens ahead (``jit(f).lower(x).compile()``) on
-  first use, and its time is recorded apart in ``compile_s["jax jit"]``.
+  first use, and its time is recorded apart in ``compile_s["jax jit"]``.  Float64
+  inputs are compiled under ``jax.enable_x64`` (without it JAX computes in float32).
 * ``"ort"``: a one-node ONNX model (``Softmax`` / ``LogSoftmax`` /
   ``ReduceLogSumExp``, opset 18) built in memory with ``onnx.helper``, run by
   ``InferenceSession.run`` with ``intra_op_num_threads=2`` (allocates its output).
@@ -18,6 +19,7 @@ Used by ``_bench_dense`` (softmax, log_softmax, logsumexp) and ``_bench_losses``
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import time
 from collections.abc import Callable
@@ -44,6 +46,18 @@ def _jax_cpu():
     return jax, jax.devices("cpu")[0]
 
 
+def _x64(jax, on: bool):
+    """JAX computes float64 only with x64 enabled: enable it for this input's compile
+    (the compiled function keeps its float64 types when called outside)."""
+    if not on:
+        return contextlib.nullcontext()
+    if hasattr(jax, "enable_x64"):
+        return jax.enable_x64(True)
+    from jax.experimental import enable_x64  # pragma: no cover - older jax
+
+    return enable_x64()
+
+
 def jax_dense(
     get_x: Callable[[], np.ndarray],
     op: str,
@@ -68,10 +82,12 @@ def jax_dense(
                 "log_softmax": jax.nn.log_softmax,
                 "logsumexp": jax.nn.logsumexp,
             }[op]
-            xj = jax.device_put(get_x(), cpu)
-            t0 = time.perf_counter()
-            state["f"] = jax.jit(lambda a: fn(a, axis=axis)).lower(xj).compile()
-            compile_s["jax jit"] = time.perf_counter() - t0
+            x = get_x()
+            with _x64(jax, x.dtype == np.float64):
+                xj = jax.device_put(x, cpu)
+                t0 = time.perf_counter()
+                state["f"] = jax.jit(lambda a: fn(a, axis=axis)).lower(xj).compile()
+                compile_s["jax jit"] = time.perf_counter() - t0
             state["x"] = xj
         return state["f"](state["x"]).block_until_ready()
 
