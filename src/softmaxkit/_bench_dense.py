@@ -1,7 +1,8 @@
 """Benchmark cases of the dense ops: softmax, log_softmax, logsumexp.
 
-Peers: the stable NumPy formula, ``scipy.special`` and PyTorch CPU (plain and with a
-preallocated ``out=``) when importable; ours plain and with ``out=``.  Inputs are
+Peers: the stable NumPy formula, ``scipy.special``, PyTorch CPU (plain and with a
+preallocated ``out=``), JAX jit and ONNX Runtime (plain and io-bound ``out=``; see
+``_bench_peers``) when importable; ours plain and with ``out=``.  Inputs are
 built lazily on first use (the runner frees them after each case), so the default
 set never holds more than one case's arrays.
 """
@@ -14,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from . import _bench_peers
 from ._benchcore import Case
 
 __all__ = ["DEFAULT_SHAPES", "QUICK_SHAPES", "cases"]
@@ -43,6 +45,7 @@ class _Lazy:
     def __init__(self, shape, dtype, axis, op):
         self.shape, self.dtype, self.axis, self.op = shape, dtype, axis, op
         self._d: dict[str, Any] | None = None
+        self.compile_s: dict[str, float] = {}  # JAX's compile, timed apart
 
     def get(self) -> dict[str, Any]:
         if self._d is None:
@@ -136,6 +139,15 @@ def _impls(lz: _Lazy, op: str, axis: int) -> dict[str, Callable[[], Any]]:
             impls["torch out="] = lambda: aten.out(
                 lz.get()["tx"], axis, False, out=lz.get()["tout"]
             )
+
+    def store(name: str) -> dict[str, Any]:
+        return lz.get().setdefault("peer " + name, {})
+
+    def get_x() -> np.ndarray:
+        return lz.get()["x"]
+
+    impls.update(_bench_peers.jax_dense(get_x, op, axis, lz.compile_s, store))
+    impls.update(_bench_peers.ort_dense(get_x, op, axis, store))
     return impls
 
 
@@ -172,6 +184,7 @@ def cases(quick: bool = False) -> list[Case]:
                             "bound": "floor read" if op == "logsumexp" else "floor new",
                             "elements": n,
                             "itemsize": isz,
+                            "compile_s": lz.compile_s,
                         },
                     )
                 )

@@ -312,6 +312,11 @@ def machine() -> dict[str, Any]:
             info[mod] = importlib.import_module(mod).__version__
         except ImportError:
             pass
+    import sys
+
+    for mod in ("jax", "onnxruntime"):  # only when a case used them
+        if mod in sys.modules:
+            info[mod] = getattr(sys.modules[mod], "__version__", "?")
     try:
         import os
 
@@ -321,7 +326,7 @@ def machine() -> dict[str, Any]:
     return info
 
 
-_PEERS = ("numpy", "scipy", "torch", "torch out=")
+_PEERS = ("numpy", "scipy", "torch", "torch out=", "jax jit", "ort", "ort out=")
 
 
 def _fmt_ms(t: float | None) -> str:
@@ -373,7 +378,8 @@ def _timing_order(names: list[str]) -> list[str]:
     of [1, 1e6] 0.69 -> 1.35 ms.)
     """
     peers = [n for n in names if n.startswith(("numpy", "scipy"))]
-    torch = [n for n in names if n.startswith("torch")]
+    # JAX's and ONNX Runtime's pools spin after a call as well
+    torch = [n for n in names if n.startswith(("torch", "jax", "ort"))]
     rest = [n for n in names if n not in peers and n not in torch]
     return rest + torch + peers
 
@@ -470,6 +476,12 @@ def format_table(results: list[dict[str, Any]]) -> str:
         "for softmax and log_softmax, one read of the input for logsumexp): where it is "
         "below 3, 3x faster than both is out of reach on this machine"
     )
+    comp = [v for r in results for k, v in r.get("extra", {}).get("compile_s", {}).items() if k]
+    if comp:
+        lines.append(
+            f"jax jit: compile excluded from its times, {min(comp):.2f}-{max(comp):.2f} s "
+            "per case (jit(f).lower(x).compile())"
+        )
     return "\n".join(lines)
 
 
