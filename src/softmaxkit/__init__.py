@@ -22,6 +22,7 @@
 from importlib.metadata import PackageNotFoundError, version
 
 from ._buffers import output_cache_info, set_output_cache
+from ._vocab import CrossEntropyOutput
 from .distill import (
     jensen_shannon,
     kl_divergence,
@@ -70,6 +71,7 @@ except PackageNotFoundError:  # running from a source tree without installation
 
 __all__ = [
     "CrossEntropyLoss",
+    "CrossEntropyOutput",
     "LogSoftmax",
     "Normalizer",
     "Softmax",

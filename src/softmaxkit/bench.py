@@ -47,6 +47,7 @@ _BENCH_FAMILIES = (
     "softmaxkit._bench_online",
     "softmaxkit._bench_losses",
     "softmaxkit._bench_distill",
+    "softmaxkit._bench_vocab",
     "softmaxkit._bench_segments",
     "softmaxkit._bench_dask",
     "softmaxkit._bench_quantized",
@@ -54,8 +55,9 @@ _BENCH_FAMILIES = (
 )
 # Run only when asked for with --family: the Dask case starts a LocalCluster and moves
 # ~8 GB through it (minutes per round); the torch family compiles torch.compile graphs
-# and needs torch (and jax/optax for its JAX case); quantized runs the real runtimes.
-_OPT_IN = ("dask", "quantized", "torch")
+# and needs torch (and jax/optax for its JAX case); quantized runs the real runtimes;
+# distill and vocab time [8192, 32000] / linear [2048 x 32000] losses (seconds per call).
+_OPT_IN = ("dask", "quantized", "torch", "distill", "vocab")
 
 
 def select_cases(quick: bool, families: Sequence[str] | None = None) -> list[Case]:

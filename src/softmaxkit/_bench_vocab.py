@@ -1,4 +1,4 @@
-"""Benchmark cases of the per-token vocabulary outputs (issue 21; family "vocab-outputs").
+"""Benchmark cases of the per-token vocabulary outputs (issue 21; family "vocab").
 
 * ``linear_cross_entropy`` returning loss + lse + entropy + target log-prob + top-5
   (one read of each logits block for all of them) against the loss alone, at
@@ -69,7 +69,7 @@ def _outputs_case(N: int, d: int, V: int) -> Case:
         return None
 
     return Case(
-        family="vocab-outputs",
+        family="vocab",
         op="linear_cross_entropy loss + lse + entropy + logprob + top-5",
         label=f"N={N} d={d} V={V} float32",
         impls=wrapped,
