@@ -3,6 +3,7 @@
 import os
 import threading
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -207,7 +208,15 @@ def test_a_fork_while_the_lock_is_held_leaves_the_child_a_free_lock():
     t.start()
     held.wait(10)
     try:
-        pid = os.fork()
+        with warnings.catch_warnings():
+            # Another test in this process may have imported JAX, whose threads make
+            # CPython warn at every fork; this test forks on purpose, with its own
+            # thread holding the lock, and checks the child itself.
+            warnings.filterwarnings("ignore", "os.fork", RuntimeWarning)
+            warnings.filterwarnings(
+                "ignore", "This process .* is multi-threaded", DeprecationWarning
+            )
+            pid = os.fork()
         if pid == 0:  # the child: the cache must still work
             code = 0 if sk.output_cache_info()["limit"] >= 0 else 1
             os._exit(code)

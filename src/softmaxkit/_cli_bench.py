@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
+import textwrap
 from typing import TextIO
 
 __all__ = ["DEMO_STEPS", "register"]
+
+
+class _NoHyphenBreak(argparse.HelpFormatter):
+    """Wrap help text at spaces only, so "(opt-in)" never splits across lines."""
+
+    def _split_lines(self, text, width):
+        text = " ".join(text.split())
+        return textwrap.wrap(text, width, break_on_hyphens=False)
 
 
 def register(subparsers) -> None:
@@ -13,6 +23,7 @@ def register(subparsers) -> None:
 
     p = subparsers.add_parser(
         "bench",
+        formatter_class=_NoHyphenBreak,
         help="time softmaxkit against NumPy, SciPy and PyTorch (interleaved, medians)",
         description="Benchmark every family's cases in one process: peers interleaved, "
         "warm-up, repeats, medians; a read+write bandwidth floor on the same threads; max "
