@@ -53,14 +53,14 @@ def _case(rows, masks):
     return x, m
 
 
-def _same(got, want, rtol=1e-12):
+def _same(got, want, rtol=1e-12, atol=1e-300):
     got = np.asarray(got, dtype=np.float64)
     want = np.asarray(want, dtype=np.float64)
     assert got.shape == want.shape
     np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
     fin = np.isfinite(want)
     np.testing.assert_array_equal(got[~fin & ~np.isnan(want)], want[~fin & ~np.isnan(want)])
-    np.testing.assert_allclose(got[fin], want[fin], rtol=rtol, atol=1e-300)
+    np.testing.assert_allclose(got[fin], want[fin], rtol=rtol, atol=atol)
 
 
 def _ref(op, x, t, where):
@@ -237,7 +237,10 @@ def test_cross_entropy_and_topk_across_drivers(rows, t, driver):
         xt = torch.from_numpy(x.copy())
         loss = sk.cross_entropy(xt, torch.from_numpy(tgt), temperature=t, reduction="none").numpy()
         p, i = (a.numpy() for a in sk.topk_softmax(xt, 2, temperature=t))
-    _same(loss, want_loss, 1e-9)
+    # The cross-entropy kernels form log(sum) without the log1p split of logsumexp: a
+    # loss below one ulp of 1 (a target at the max, the rest < 2^-53) comes back as 0,
+    # as torch's does (docs/losses.md, "Accuracy"): an absolute bound of 2 eps there.
+    _same(loss, want_loss, 1e-9, atol=2 * np.finfo(np.float64).eps)
     _same(p, want_p)
     finite = ~np.isnan(want_p[:, 0])
     np.testing.assert_array_equal(i[finite], want_i[finite])
