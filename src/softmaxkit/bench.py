@@ -50,6 +50,7 @@ _BENCH_FAMILIES = (
     "softmaxkit._bench_dask",
     "softmaxkit._bench_quantized",
     "softmaxkit._bench_torch",
+    "softmaxkit._bench_vocab",
 )
 # Run only when asked for with --family: the Dask case starts a LocalCluster and moves
 # ~8 GB through it (minutes per round); the torch family compiles torch.compile graphs

@@ -21,12 +21,12 @@ from ._validate import as_input_array, normalize_axis
 __all__ = ["sample", "sampling_probs"]
 
 
-def _int_arg(value: Any, name: str, low: int, high: int | None = None) -> int:
+def _int_arg(value: Any, name: str, low: int, high: int | None = None, hi_txt: str = "") -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an int; got {value!r}")
     v = int(value)
     if v < low or (high is not None and v >= high):
-        rng = f">= {low}" if high is None else f"in [{low}, {high})"
+        rng = f">= {low}" if high is None else f"in [{low}, {hi_txt or high})"
         raise ValueError(f"{name} must be an int {rng}; got {name}={v}")
     return v
 
@@ -235,8 +235,8 @@ def sample(
     n = x2.shape[1]
     t, greedy, k, p, logq = _filters(temperature, top_k, top_p, min_p, n)
     s = _int_arg(num_samples, "num_samples", 1)
-    seed = secrets.randbits(64) if seed is None else _int_arg(seed, "seed", 0, 1 << 64)
-    off = _int_arg(row_offset, "row_offset", 0, 1 << 62)
+    seed = secrets.randbits(64) if seed is None else _int_arg(seed, "seed", 0, 1 << 64, "2**64")
+    off = _int_arg(row_offset, "row_offset", 0, 1 << 62, "2**62")
     if not isinstance(return_logprobs, bool | np.bool_):
         raise TypeError(f"return_logprobs must be a bool; got {return_logprobs!r}")
     tokens, info = _run(x2, t, greedy, k, p, logq, s, seed, off, bool(return_logprobs))

@@ -61,17 +61,18 @@ Accumulators are float64.  The per-row output ``info[i]`` is
 from __future__ import annotations
 
 import math
+import threading
 
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
 
-from ._parallel import over_rows
+from ._parallel import run, threads_for
 from .exp import exp_, fmax
 from .view import row
 
-__all__ = ["sample_rows", "stream_base", "uniform"]
+__all__ = ["release_scratch", "sample_rows", "stream_base", "uniform"]
 
 _TILE = 512
 _KMAX = 256  # top-k up to this size keeps a sorted buffer; larger uses a selection
@@ -157,73 +158,107 @@ def _key(d, r):
 # --------------------------------------------------------------------------- pass 1
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _v(x, T, unit):
+    """The key ``v = x / T`` in float64, the one expression every pass uses (``unit``:
+    ``T == 1``, the division skipped; loop-invariant, so LLVM unswitches the loops)."""
+    return np.float64(x) if unit else np.float64(x) / T
+
+
 @njit(cache=True, nogil=True, fastmath=_FM)
-def _stats(xr, T, need_s, vt, cv):
-    """Pass 1: ``(m, s, jmax, nan)``: maximum of ``v``, ``s = sum exp(v - m)`` when
-    ``need_s`` (online, rescaled when the maximum grows), first index of the maximum,
-    NaN seen (the pass stops there).  When ``cv`` has ``n`` entries the values ``v``
-    are stored there too (the large-``K`` path)."""
+def _max16(xs, acc):
+    """``max(xs)`` ignoring NaN (``-inf`` for an empty or all ``-inf`` slice), in the
+    dtype of ``xs``, with 16 partial maxima in ``acc`` (``llvm.maxnum`` chains do not
+    vectorise as a reduction: one chain measured 1.1 ns per float32, 16 0.28 ns)."""
+    acc[:] = -np.inf
+    n = xs.shape[0]
+    n16 = n - n % 16
+    for j in range(0, n16, 16):
+        for k in range(16):
+            acc[k] = fmax(acc[k], xs[j + k])
+    mx = acc[0]
+    for k in range(16):
+        mx = fmax(mx, acc[k])
+    for j in range(n16, n):
+        mx = fmax(mx, xs[j])
+    return mx
+
+
+@njit(cache=True, nogil=True, fastmath=_FM)
+def _has_nan(xr):
+    cnt = 0
+    for j in range(xr.shape[0]):
+        cnt += xr[j] != xr[j]
+    return cnt > 0
+
+
+@njit(cache=True, nogil=True, fastmath=_FM)
+def _first_eq(xr, xm):
+    """The first ``j`` with ``xr[j] == xm`` (tiles counted vectorised, then scanned)."""
     n = xr.shape[0]
-    store = cv.shape[0] == n
-    m = -np.inf
-    s = 0.0
-    jmax = 0
     for t0 in range(0, n, _TILE):
         tn = min(_TILE, n - t0)
-        tmax = -np.inf
-        tnan = False
+        hit = 0
         for j in range(tn):
-            v = np.float64(xr[t0 + j]) / T
-            vt[j] = v
-            tmax = fmax(tmax, v)
-            tnan |= v != v
-        if tnan:
-            return np.nan, np.nan, 0, True
-        if store:
+            hit += xr[t0 + j] == xm
+        if hit:
             for j in range(tn):
-                cv[t0 + j] = vt[j]
-        if tmax > m:
-            for j in range(tn):
-                if vt[j] == tmax:
-                    jmax = t0 + j
-                    break
-            if tmax == np.inf:
-                m = np.inf
-                continue
-            s *= math.exp(m - tmax)  # 0 for the first finite tile (m = -inf)
-            m = tmax
-        if need_s and m != np.inf and tmax != -np.inf:
-            acc = 0.0
-            for j in range(tn):
-                acc += exp_(vt[j] - m)
-            s += acc
-    return m, s, jmax, False
+                if xr[t0 + j] == xm:
+                    return t0 + j
+    return 0
+
+
+_LEV = (-1.5, -3.0, -5.0, -8.0)  # the depths d = v - m of the top-p bracketing masses
 
 
 @njit(cache=True, nogil=True, fastmath=_FM)
-def _heap(xr, T, K, bufv, bufi, vt):
+def _sum_levels(xr, T, unit, m, lev):
+    """``s = sum exp(v - m)`` (float64, vectorised exp) and ``lev[k] = sum over
+    v - m >= _LEV[k]`` of the same terms: if ``lev[k] >= P s`` the top-p threshold is
+    at least ``m + _LEV[k]``."""
+    s = 0.0
+    a0 = 0.0
+    a1 = 0.0
+    a2 = 0.0
+    a3 = 0.0
+    for j in range(xr.shape[0]):
+        d = _v(xr[j], T, unit) - m
+        w = exp_(d)
+        s += w
+        a0 += w if d >= _LEV[0] else 0.0
+        a1 += w if d >= _LEV[1] else 0.0
+        a2 += w if d >= _LEV[2] else 0.0
+        a3 += w if d >= _LEV[3] else 0.0
+    lev[0] = a0
+    lev[1] = a1
+    lev[2] = a2
+    lev[3] = a3
+    return s
+
+
+@njit(cache=True, nogil=True, fastmath=_FM)
+def _store_v(xr, T, unit, cv):
+    for j in range(xr.shape[0]):
+        cv[j] = _v(xr[j], T, unit)
+
+
+@njit(cache=True, nogil=True)
+def _heap(xr, T, unit, K, bufv, bufi, acc):
     """Pass 1 of the small-``K`` path: the ``K`` largest ``v`` in decreasing order (ties
     by increasing index) in ``bufv``/``bufi``, and ``neq``, the number of entries equal
     to the ``K``-th value that are not in the buffer (they all come after the buffer's
-    own entries of that value).  Returns ``(neq, nan)``.  Requires ``K < n``."""
+    own entries of that value).  A tile whose maximum is below the ``K``-th value is
+    skipped after its vectorised maximum.  Requires ``K < n`` and no NaN."""
     n = xr.shape[0]
     cnt = 0
     neq = 0
     for t0 in range(0, n, _TILE):
         tn = min(_TILE, n - t0)
-        tmax = -np.inf
-        tnan = False
-        for j in range(tn):
-            v = np.float64(xr[t0 + j]) / T
-            vt[j] = v
-            tmax = fmax(tmax, v)
-            tnan |= v != v
-        if tnan:
-            return 0, True
-        if cnt == K and tmax < bufv[K - 1]:
+        xs = xr[t0 : t0 + tn]
+        if cnt == K and _v(_max16(xs, acc), T, unit) < bufv[K - 1]:
             continue  # nothing in this tile can enter or tie
         for j in range(tn):
-            key = vt[j]
+            key = _v(xs[j], T, unit)
             if cnt < K:
                 pos = cnt
                 while pos > 0 and key > bufv[pos - 1]:
@@ -246,7 +281,7 @@ def _heap(xr, T, K, bufv, bufi, vt):
                 neq = neq + 1 if bufv[K - 1] == old else 0
             elif key == bufv[K - 1]:
                 neq += 1
-    return neq, False
+    return neq
 
 
 # --------------------------------------------------------------------------- races
@@ -261,54 +296,57 @@ def _race_init(S, bases, best, bestj, jmax):
 
 
 @njit(cache=True, nogil=True, fastmath=_FM)
-def _race_row(xr, T, m, theta, logq, tie, S, bases, best, bestj, need_z, dt, bt):
+def _race_row(xr, T, unit, m, theta, logq, tie, S, bases, best, bestj, need_z, dt, bt, acc, acc64):
     """The race over a whole row in tiles (the "row race" and tie-mode paths).
 
     Kept: ``v >= theta`` and ``v - m >= logq`` (tie mode: ``v == m``, weight 1).
-    Per tile: ``d`` (``-inf`` where not kept) and its maximum; per sample, unless
-    ``dmax + _BOUND_MAX`` cannot reach the best key, the vectorised bounds, then the
-    exact keys where a bound beats the best.  Returns ``(Z, count)``: the kept mass
-    ``sum exp(d)`` (when ``need_z``) and the kept count (tie mode).
+    Per tile: the vectorised tile maximum skips tiles with nothing kept, and (unless
+    ``need_z``) tiles whose best ``d`` is ``_BOUND_MAX`` below every sample's best
+    key; then ``d`` (``-inf`` where not kept) and, per sample, the vectorised bounds,
+    then the exact keys where a bound beats the best.  Returns ``(Z, count)``: the
+    kept mass ``sum exp(d)`` (when ``need_z``) and the kept count (tie mode).
     """
     n = xr.shape[0]
     z = 0.0
     cnt = 0
     for t0 in range(0, n, _TILE):
         tn = min(_TILE, n - t0)
-        dmax = -np.inf
+        xs = xr[t0 : t0 + tn]
+        vmax = _v(_max16(xs, acc), T, unit)
         if tie:
+            if vmax != m:
+                continue
             for j in range(tn):
-                v = np.float64(xr[t0 + j]) / T
-                hit = v == m
+                hit = _v(xs[j], T, unit) == m
                 dt[j] = 0.0 if hit else -np.inf
                 cnt += hit
-            for j in range(tn):
-                dmax = fmax(dmax, dt[j])
         else:
+            if vmax < theta or vmax - m < logq or vmax == -np.inf:
+                continue
+            if not need_z:
+                bmin = np.inf
+                for s in range(S):
+                    bmin = min(bmin, best[s])
+                if vmax - m + _BOUND_MAX <= bmin:
+                    continue
             for j in range(tn):
-                v = np.float64(xr[t0 + j]) / T
+                v = _v(xs[j], T, unit)
                 d = v - m
-                dt[j] = d if (v >= theta and d >= logq) else -np.inf
-            for j in range(tn):
-                dmax = fmax(dmax, dt[j])
-        if dmax == -np.inf:
-            continue
-        if need_z and not tie:
-            acc = 0.0
-            for j in range(tn):
-                acc += exp_(dt[j])
-            z += acc
+                dt[j] = d if (v >= theta) & (d >= logq) else -np.inf
+            if need_z:
+                acc_z = 0.0
+                for j in range(tn):
+                    acc_z += exp_(dt[j])
+                z += acc_z
+        dmax = vmax - m if not tie else 0.0
         for s in range(S):
             b = best[s]
             if dmax + _BOUND_MAX <= b:
                 continue
             base = bases[s]
-            bm = -np.inf
             for j in range(tn):
-                bd = _bound(dt[j], _unif(base, t0 + j))
-                bt[j] = bd
-                bm = fmax(bm, bd)
-            if bm <= b - _SLACK:
+                bt[j] = _bound(dt[j], _unif(base, t0 + j))
+            if _max16(bt[:tn], acc64) <= b - _SLACK:
                 continue
             bj = bestj[s]
             for j in range(tn):
@@ -338,95 +376,117 @@ def _race_one(j, d, S, bases, best, bestj):
 # --------------------------------------------------------------------------- top-p
 
 
-@njit(cache=True, nogil=True)
-def _top_p_threshold(cv, cw, C, target):
-    """The smallest ``tp`` such that ``sum_{cv >= tp} cw >= target`` over the ``C``
-    candidates (the top-p crossing; all entries equal to ``tp`` are kept with it).
-
-    Histogram of the masses over ``_NB`` equal bins of ``v`` in ``[lo, hi]``; the bin
-    where the cumulative mass (from the top) reaches ``target`` is refined the same
-    way while it holds more than ``_SMALL`` entries (at most ``_LEVELS`` times), then
-    sorted.  Bins are intervals of ``v`` (``int((hi - v) * scale)`` is monotone), so a
-    bin's entries are exactly those within its ``[min, max]``.
-    """
-    cur = np.arange(C)
-    hi = -np.inf
-    lo = np.inf
-    for c in range(C):
-        hi = max(hi, cv[c])
-        lo = min(lo, cv[c])
-    above = 0.0
-    hw = np.empty(_NB)
-    hc = np.empty(_NB, dtype=np.int64)
-    hmin = np.empty(_NB)
-    hmax = np.empty(_NB)
-    level = 0
-    while cur.shape[0] > _SMALL and hi > lo and level < _LEVELS:
-        scale = _NB / (hi - lo)
-        if not math.isfinite(scale):
-            break
-        hw[:] = 0.0
-        hc[:] = 0
-        hmin[:] = np.inf
-        hmax[:] = -np.inf
-        for q in range(cur.shape[0]):
-            c = cur[q]
-            b = min(int((hi - cv[c]) * scale), _NB - 1)
-            hw[b] += cw[c]
-            hc[b] += 1
-            hmin[b] = min(hmin[b], cv[c])
-            hmax[b] = max(hmax[b], cv[c])
-        cum = above
-        bstar = -1
-        last = -1
-        for b in range(_NB):
-            if hc[b] == 0:
-                continue
-            if cum + hw[b] >= target:
-                bstar = b
-                break
-            cum += hw[b]
-            last = b
-        if bstar < 0:  # rounding: the target is not reached; the last bin crosses
-            bstar = last
-            cum -= hw[last]
-        above = cum
-        nxt = np.empty(hc[bstar], dtype=np.int64)
-        k = 0
-        for q in range(cur.shape[0]):
-            c = cur[q]
-            if min(int((hi - cv[c]) * scale), _NB - 1) == bstar:
-                nxt[k] = c
-                k += 1
-        cur = nxt
-        hi = hmax[bstar]
-        lo = hmin[bstar]
-        level += 1
-    if not hi > lo:
-        return lo  # the crossing group is one value: all of it is kept
-    vals = np.empty(cur.shape[0])
-    for q in range(cur.shape[0]):
-        vals[q] = -cv[cur[q]]
-    order = np.argsort(vals)
-    cum = above
-    for q in range(order.shape[0]):
-        c = cur[order[q]]
-        cum += cw[c]
-        if cum >= target:
-            return cv[c]
-    return lo
+@njit(cache=True, nogil=True, fastmath=_FM)
+def _band_mass(wv, ww, L, t, b):
+    """Mass and count of the entries of ``wv[:L]`` in ``[t, b)`` and count in the rest
+    of the band below ``t`` (vectorised masked sums)."""
+    up = 0.0
+    nup = 0
+    for c in range(L):
+        v = wv[c]
+        hit = (v >= t) & (v < b)
+        up += ww[c] if hit else 0.0
+        nup += hit
+    return up, nup
 
 
 @njit(cache=True, nogil=True, fastmath=_FM)
-def _gather(xr, T, lo, ci, cv):
-    """Branch-free compaction of the candidates ``v >= lo`` of a row into ``ci``/``cv``."""
+def _band_count(wv, L, a, b):
+    cnt = 0
+    for c in range(L):
+        cnt += (wv[c] >= a) & (wv[c] < b)
+    return cnt
+
+
+@njit(cache=True, nogil=True)
+def _band_compact(wv, ww, L, a, b, cnt):
+    nv = np.empty(cnt)
+    nw = np.empty(cnt)
+    k = 0
+    for c in range(L):
+        v = wv[c]
+        if v >= a and v < b:
+            nv[k] = v
+            nw[k] = ww[c]
+            k += 1
+    return nv, nw
+
+
+@njit(cache=True, nogil=True)
+def _top_p_threshold(cv, cw, C, m, target):
+    """The largest ``tp`` among the candidates with ``sum_{cv >= tp} cw >= target``
+    (the top-p crossing; every entry equal to ``tp`` is kept with it).
+
+    Bisection on the value: the band ``[a, b)`` holds the crossing, with
+    ``A = mass(v >= b) < target <= mass(v >= a)``; each step is one vectorised masked
+    sum over the current arrays, which are compacted into new (smaller) ones when the
+    band holds at most an eighth of them; once the band holds at most ``_SMALL``
+    entries (or cannot be split), it is sorted and walked from ``A``.
+    """
+    a = np.inf
+    for c in range(C):
+        a = min(a, cv[c])
+    b = m + 1.0
+    A = 0.0
+    wv = cv
+    ww = cw
+    L = C
+    band = C
+    for _ in range(200):
+        if band <= _SMALL:
+            break
+        t = 0.5 * (a + b)
+        if not (a < t < b):
+            break  # no float between: the band is one value
+        up, nup = _band_mass(wv, ww, L, t, b)
+        if A + up >= target:
+            a = t
+            band = nup
+        else:
+            A += up
+            b = t
+            band -= nup
+        if band * 8 <= L and band > _SMALL:
+            wv, ww = _band_compact(wv, ww, L, a, b, band)
+            L = band
+    if band != L:
+        wv, ww = _band_compact(wv, ww, L, a, b, band)
+        L = band
+    vals = np.empty(L)
+    for q in range(L):
+        vals[q] = -wv[q]
+    order = np.argsort(vals)
+    cum = A
+    last = a
+    for q in range(L):
+        c = order[q]
+        cum += ww[c]
+        last = wv[c]
+        if cum >= target:
+            return last
+    return last  # rounding: the target is not reached; keep every candidate
+
+
+@njit(cache=True, nogil=True, fastmath=_FM)
+def _gather(xr, xlo, ci, cv):
+    """Branch-free compaction of ``xr[j] >= xlo``: indices into ``ci``, values (as
+    float64, not yet divided by ``T``) into ``cv``."""
     c = 0
     for j in range(xr.shape[0]):
-        v = np.float64(xr[j]) / T
+        x = xr[j]
         ci[c] = j
-        cv[c] = v
-        c += v >= lo
+        cv[c] = np.float64(x)
+        c += x >= xlo
     return c
+
+
+@njit(cache=True, nogil=True, fastmath=_FM)
+def _fill(C, T, unit, m, cv, cw):
+    """Keys and weights of the gathered candidates (contiguous, vectorised)."""
+    for c in range(C):
+        v = cv[c] if unit else cv[c] / T
+        cv[c] = v
+        cw[c] = exp_(v - m)
 
 
 @njit(cache=True, nogil=True, fastmath=_FM)
@@ -450,9 +510,47 @@ def _weights(cv, C, m, cw):
 # --------------------------------------------------------------------------- driver
 
 
-@over_rows(cost=4)
+_TLS = threading.local()
+
+
+def _scratch(n: int):
+    """This thread's candidate buffers (index, value, weight) of at least ``n`` entries,
+    kept for the next call: fresh ones cost a page fault per 4 KiB touched (top-p of a
+    [1, 262144] row: 0.5 ms of faults for 1.5 MB of candidates, as much as the rest of
+    the call)."""
+    buf = getattr(_TLS, "buf", None)
+    if buf is None or buf[0].shape[0] < n:
+        buf = (np.empty(n, dtype=np.int64), np.empty(n), np.empty(n))
+        _TLS.buf = buf
+    return buf
+
+
+def sample_rows(x, T, greedy, K, P, logq, S, seed, row0, need_z, tokens, info):
+    """Run :func:`_sample_rows` over the rows on the library's threads, each thread
+    with its own scratch (``24 n`` bytes when the path needs candidates, kept per thread
+    for reuse; ``release_scratch`` drops them)."""
+    R, n = x.shape
+    if R == 0:
+        return
+    need = (P < 1.0 or K > _KMAX) and not (0 < K <= _KMAX) and not greedy
+    ns = n if need else 1
+
+    def task(t0, t1):
+        ci, cv, cw = _scratch(ns)
+        _sample_rows(
+            x, T, greedy, K, P, logq, S, seed, row0, need_z, tokens, info, ci, cv, cw, t0, t1
+        )
+
+    run(task, R, threads_for(4 * x.size, x.itemsize))
+
+
+def release_scratch() -> None:
+    """Drop the calling thread's scratch buffers."""
+    _TLS.buf = None
+
+
 @njit(cache=True, nogil=True)
-def sample_rows(x, T, greedy, K, P, logq, S, seed, row0, need_z, tokens, info, r0, r1):
+def _sample_rows(x, T, greedy, K, P, logq, S, seed, row0, need_z, tokens, info, ci, cv, cw, r0, r1):
     """Sample ``S`` tokens from each row of ``x[R, n]`` (module docstring).
 
     ``K`` = 0 means no top-k (``0 < K < n`` otherwise), ``P`` = 1 no top-p, ``logq`` =
@@ -463,9 +561,12 @@ def sample_rows(x, T, greedy, K, P, logq, S, seed, row0, need_z, tokens, info, r
     """
     n = x.shape[1]
     nb = max(S, 1)
-    vt = np.empty(_TILE)
+    unit = T == 1.0
     dt = np.empty(_TILE)
     bt = np.empty(_TILE)
+    acc = np.empty(16, dtype=x.dtype)
+    acc64 = np.empty(16)
+    lev = np.empty(len(_LEV))
     bases = np.empty(nb, dtype=np.uint64)
     best = np.empty(nb)
     bestj = np.empty(nb, dtype=np.int64)
@@ -475,10 +576,7 @@ def sample_rows(x, T, greedy, K, P, logq, S, seed, row0, need_z, tokens, info, r
     kb = K if small_k else 1
     bufv = np.empty(kb)
     bufi = np.empty(kb, dtype=np.int64)
-    ns = n if scratch else 1
-    cv = np.empty(ns)
-    ci = np.empty(ns, dtype=np.int64)
-    cw = np.empty(ns)
+    lowest = np.finfo(x.dtype).min
     for i in range(r0, r1):
         xr = row(x, i)
         tok = row(tokens, i)
@@ -490,19 +588,19 @@ def sample_rows(x, T, greedy, K, P, logq, S, seed, row0, need_z, tokens, info, r
         lo = -np.inf
         target = 0.0
         C = 0
-        # ---- pass 1: maximum (and the buffer / normaliser / stored values) ----
-        neq = 0
-        if small_k:
-            neq, nan = _heap(xr, T, K, bufv, bufi, vt)
-            m = bufv[0] if not nan else np.nan
-            jmax = bufi[0]
-            s_row = 0.0
-        else:
-            store = cv if large_k else vt[:0]  # the large-K path keeps v for the selection
-            m, s_row, jmax, nan = _stats(xr, T, scratch and not large_k, vt, store)
-        if nan:
+        # ---- pass 1: NaN, maximum (or the top-k buffer) ----
+        if _has_nan(xr):
             info[i, 0] = 2.0
             continue
+        neq = 0
+        if small_k:
+            neq = _heap(xr, T, unit, K, bufv, bufi, acc)
+            m = bufv[0]
+            jmax = bufi[0]
+        else:
+            xm = _max16(xr, acc)
+            m = _v(xm, T, unit)
+            jmax = _first_eq(xr, xm) if m != -np.inf else 0
         if m == -np.inf:
             info[i, 0] = 1.0
             continue
@@ -510,7 +608,9 @@ def sample_rows(x, T, greedy, K, P, logq, S, seed, row0, need_z, tokens, info, r
         if greedy or m == np.inf:
             # tie mode: the maxima, uniformly (the +inf rule; temperature -> 0)
             _race_init(S, bases, best, bestj, jmax)
-            _, cnt = _race_row(xr, T, m, m, -np.inf, True, S, bases, best, bestj, False, dt, bt)
+            _, cnt = _race_row(
+                xr, T, unit, m, m, -np.inf, True, S, bases, best, bestj, False, dt, bt, acc, acc64
+            )
             for s in range(S):
                 tok[s] = bestj[s]
             info[i, 0] = 3.0
@@ -553,14 +653,15 @@ def sample_rows(x, T, greedy, K, P, logq, S, seed, row0, need_z, tokens, info, r
                 seen = 0
                 d = tk - m
                 for j in range(n):
-                    if np.float64(xr[j]) / T == tk:
+                    if _v(xr[j], T, unit) == tk:
                         seen += 1
                         if seen > inbuf:
                             _race_one(j, d, S, bases, best, bestj)
         elif scratch:
             # ---- threshold search over the candidates ----
             if large_k:
-                tk = np.partition(cv, n - K)[n - K]
+                _store_v(xr, T, unit, cv)
+                tk = np.partition(cv[:n], n - K)[n - K]
                 theta = tk
                 if P < 1.0:
                     zk = 0.0
@@ -571,14 +672,25 @@ def sample_rows(x, T, greedy, K, P, logq, S, seed, row0, need_z, tokens, info, r
                             cntk += 1
                     lo = max(m + math.log((1.0 - P) * zk / cntk) - 1e-6, tk)
                     C = _compact(cv, n, lo, ci)
+                    _weights(cv, C, m, cw)
                     target = P * zk
-            else:
-                lo = m + math.log((1.0 - P) * s_row / n) - 1e-6
-                C = _gather(xr, T, lo, ci, cv)
+            elif P < 1.0:
+                s_row = _sum_levels(xr, T, unit, m, lev)
                 target = P * s_row
+                # a lower bound of the threshold: the mass below it is at most (1 - P) s
+                lo = m + math.log((1.0 - P) * s_row / n) - 1e-6
+                for k in range(len(_LEV)):
+                    if lev[k] >= target * (1.0 + 1e-12):
+                        lo = max(lo, m + _LEV[k])
+                        break
+                # gather a superset of v >= lo, compared in the input dtype
+                xl = lo if unit else lo * T
+                xl -= abs(xl) * 1e-6
+                xlo = x.dtype.type(xl) if math.isfinite(xl) and xl > lowest else lowest
+                C = _gather(xr, xlo, ci, cv)
+                _fill(C, T, unit, m, cv, cw)
             if P < 1.0:
-                _weights(cv, C, m, cw)
-                theta = max(theta, _top_p_threshold(cv, cw, C, target))
+                theta = max(theta, _top_p_threshold(cv, cw, C, m, target))
                 for c in range(C):
                     v = cv[c]
                     d = v - m
@@ -587,11 +699,43 @@ def sample_rows(x, T, greedy, K, P, logq, S, seed, row0, need_z, tokens, info, r
                         _race_one(ci[c], d, S, bases, best, bestj)
             else:
                 z, _ = _race_row(
-                    xr, T, m, theta, logq, False, S, bases, best, bestj, need_z, dt, bt
+                    xr,
+                    T,
+                    unit,
+                    m,
+                    theta,
+                    logq,
+                    False,
+                    S,
+                    bases,
+                    best,
+                    bestj,
+                    need_z,
+                    dt,
+                    bt,
+                    acc,
+                    acc64,
                 )
         else:
             # ---- plain / min-p: the race over the row ----
-            z, _ = _race_row(xr, T, m, theta, logq, False, S, bases, best, bestj, need_z, dt, bt)
+            z, _ = _race_row(
+                xr,
+                T,
+                unit,
+                m,
+                theta,
+                logq,
+                False,
+                S,
+                bases,
+                best,
+                bestj,
+                need_z,
+                dt,
+                bt,
+                acc,
+                acc64,
+            )
         for s in range(S):
             tok[s] = bestj[s]
         info[i, 0] = 0.0
