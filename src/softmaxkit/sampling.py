@@ -208,14 +208,15 @@ def sample(
     top-p may split a group of exactly equal logits at its boundary; we do not);
     equal race keys go to the smaller index.
 
-    Passes and memory: plain and min-p sampling read each row twice (maximum; race);
-    top-k (``k <= 256``) reads it once into a sorted buffer of ``k`` entries; top-p
-    reads it twice (maximum and normaliser; gathering the entries above a bound on
-    the threshold) and finds the threshold by a histogram of those candidates, not
-    by sorting the row.  Peak extra memory: the outputs, a few kB per thread, and,
-    for top-p (or ``top_k > 256``), up to ``24 n`` bytes per thread (``n`` the row
-    length); a copy of ``logits`` when ``axis`` is not the last contiguous axis or
-    the dtype is not float32/float64.
+    Passes and memory (``docs/vocab.md``): every row is first scanned for NaN and its
+    maximum; plain and min-p sampling then run the race in one more read; top-k
+    (``k <= 256``) needs one read in all, into a sorted buffer of ``k`` entries; top-p
+    computes the normaliser and gathers the entries above a bound on the threshold
+    (two reads) and finds the threshold among those candidates, never sorting the
+    row.  Peak extra memory: the outputs, a few kB per thread and, for top-p (or
+    ``top_k > 256``), up to ``24 n`` bytes per thread (``n`` the row length), kept by
+    the thread for its next call; a copy of ``logits`` when ``axis`` is not the last
+    contiguous axis or the dtype is not float32/float64.
 
     Examples
     --------

@@ -27,30 +27,34 @@ an int-to-float conversion and a multiply-add, vectorised; the two logarithms of
 exact key are evaluated only where the bound beats the current best (a few per
 tile).  The race starts from the exact key of the row's argmax.
 
-Paths (``P`` = top_p, ``K`` = top_k, ``S`` = samples; scratch per thread):
+Paths (``P`` = top_p, ``K`` = top_k, ``S`` = samples, ``n`` = row length).  Every
+path first counts NaN (one vectorised read) and then:
 
-* plain / min-p only / large-``K`` without top-p ("row race"): pass 1 the row
-  maximum (and the argmax); pass 2 the race over the row in tiles of ``_TILE``.
-  Large ``K`` (``> _KMAX``) adds a float64 copy of the row and a selection
-  (``np.partition``) for the ``K``-th value.  Extra memory: 3 tiles (12 kB) plus,
-  for large ``K``, ``16 n`` bytes.
+* plain / min-p only / large ``K`` without top-p ("row race"): the row maximum
+  (16-way vectorised, in the input dtype: ``max(x) / T = max(x / T)``) and its first
+  index; then the race over the row in tiles of ``_TILE``, a tile skipped when its
+  maximum is not kept or is ``_BOUND_MAX`` below every sample's best key.  Three
+  reads of the row.  Large ``K`` (``> _KMAX``) adds a float64 copy of the row and a
+  selection (``np.partition``, another copy) for the ``K``-th value.  Extra memory:
+  a few tiles (16 kB); large ``K``: ``16 n`` bytes.
 * small ``K`` (``1 <= K <= _KMAX``, the common top-k 20..100), with or without
-  top-p / min-p ("heap"): one pass keeps the ``K`` best keys in a sorted buffer
-  (the tile maximum skips tiles that cannot enter, as in ``topk_rows``) and counts
-  the entries equal to the ``K``-th that did not fit; top-p walks the buffer;
-  the race runs over the buffer only.  A second pass over the row is made only
-  when such ties at the ``K``-th value exist and are kept.  Extra memory:
-  ``24 K`` bytes.
-* top-p without small ``K`` ("threshold search"): pass 1 the online maximum and
-  ``s = sum exp(v - m)``; the tokens below ``c0 = m + log((1 - P) s / n)`` have
-  total mass at most ``(1 - P) s`` and are never kept, so pass 2 gathers only the
-  candidates ``v >= c0`` (branch-free compaction); the crossing point of the
-  cumulative mass is found by a histogram of the candidates' masses over
-  ``_NB`` bins of ``v`` (refined inside the crossing bin while it holds more than
-  ``_SMALL``), then an exact sort of the crossing bin's few entries; the race runs
-  over the kept candidates.  Two passes over the row, no sort of the row.
-  Extra memory: ``24 n`` bytes (candidates: index, value, weight) in the worst
-  case (a flat row), plus ``32 _NB`` bytes of histogram.
+  top-p / min-p ("heap"): one read keeps the ``K`` best keys in a sorted buffer (a
+  tile whose vectorised maximum is below the ``K``-th is skipped) and counts the
+  entries equal to the ``K``-th that did not fit; top-p walks the buffer; the race
+  runs over the buffer only.  Another read only when such ties at the ``K``-th value
+  exist and are kept.  Extra memory: ``16 K`` bytes.
+* top-p without small ``K`` ("threshold search"): the maximum; then
+  ``s = sum exp(v - m)`` (float64, vectorised exp) together with the masses above
+  the depths ``_LEV``; a lower bound ``lo`` of the threshold (the tokens below
+  ``m + log((1 - P) s / n)`` hold at most ``(1 - P) s``, and a depth whose mass
+  reaches ``P s`` bounds it too); one read gathers the candidates ``x >= lo T``
+  (branch-free compaction, compared in the input dtype with a 1e-6 margin: a
+  superset); the crossing of the cumulative mass is found among the candidates by
+  bisection on the value (vectorised masked sums, the band compacted as it shrinks,
+  the last ``_SMALL`` sorted); the race runs over the kept candidates.  Four reads
+  of the row, no sort of the row.  Extra memory: ``24 n`` bytes per thread
+  (candidate index, value, weight; kept by the thread for the next call, see
+  ``_scratch``) plus the band copies (at most ``2 n / 8`` values).
 
 Accumulators are float64.  The per-row output ``info[i]`` is
 ``(status, theta, m, log Z)``: status 0 sampled, 1 nothing to sample (all
@@ -76,9 +80,7 @@ __all__ = ["release_scratch", "sample_rows", "stream_base", "uniform"]
 
 _TILE = 512
 _KMAX = 256  # top-k up to this size keeps a sorted buffer; larger uses a selection
-_NB = 1024  # histogram bins of the top-p threshold search
-_SMALL = 256  # a crossing bin this small is sorted instead of refined
-_LEVELS = 8  # at most this many refinements (then the rest is sorted)
+_SMALL = 256  # a top-p band this small is sorted instead of bisected
 
 # reassoc: vectorised sums; nsz: sign of zero irrelevant; contract only fuses the
 # bound's multiply-add.  Never arcp (x / T must stay a division everywhere, so that
@@ -600,7 +602,10 @@ def _sample_rows(x, T, greedy, K, P, logq, S, seed, row0, need_z, tokens, info, 
         else:
             xm = _max16(xr, acc)
             m = _v(xm, T, unit)
-            jmax = _first_eq(xr, xm) if m != -np.inf else 0
+            # the race over top-p candidates starts from nothing (the maximum is one of
+            # them); the row races start at the maximum's exact key
+            topp_only = scratch and not large_k
+            jmax = _first_eq(xr, xm) if (m != -np.inf and not topp_only) or m == np.inf else 0
         if m == -np.inf:
             info[i, 0] = 1.0
             continue
@@ -617,7 +622,12 @@ def _sample_rows(x, T, greedy, K, P, logq, S, seed, row0, need_z, tokens, info, 
             info[i, 1] = m
             info[i, 3] = math.log(cnt)
             continue
-        _race_init(S, bases, best, bestj, jmax)
+        if scratch and not large_k:
+            for s in range(S):
+                best[s] = -np.inf
+                bestj[s] = n
+        else:
+            _race_init(S, bases, best, bestj, jmax)
         if small_k:
             # ---- top-k buffer: top-p walk, min-p, race over the buffer ----
             tk = bufv[K - 1]
