@@ -53,6 +53,7 @@ from .online import (
     stream_softmax,
     topk_softmax,
 )
+from .sampling import sample, sampling_probs
 from .scan import logcumsumexp, logcumsumexp_vjp, logmatmulexp, logmatmulexp_vjp
 from .segments import (
     segment_log_softmax,
@@ -94,6 +95,8 @@ __all__ = [
     "max_margin_loss_split",
     "multiclass_hinge_loss",
     "output_cache_info",
+    "sample",
+    "sampling_probs",
     "segment_log_softmax",
     "segment_log_softmax_vjp",
     "segment_logsumexp",

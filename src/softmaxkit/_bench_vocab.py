@@ -1,87 +1,104 @@
-"""Benchmark cases of the per-token vocabulary outputs (issue 21; family "vocab").
+"""Benchmark cases of the vocab family: one pass over [tokens x vocabulary] logits.
 
-* ``linear_cross_entropy`` returning loss + lse + entropy + target log-prob + top-5
-  (one read of each logits block for all of them) against the loss alone, at
-  N = 2048, d = 1024, V = 32000 float32 (quick: N = 512, d = 256, V = 16000).
-  Target: at most 1.2x the loss alone's time, the same peak memory.  A materialised
-  PyTorch computation of the same outputs is the peer (when torch is installed).
+``cases(quick)`` returns :class:`softmaxkit._benchcore.Case` objects for the runner
+behind ``softmaxkit bench --family vocab``; it concatenates the lists of every builder
+in ``_BUILDERS`` (sampling here; other parts of issue 21 append theirs).  Peers are
+optional: torch implementations are left out when torch is not installed.
 
-Peak extra memory (resident set size growth during a call, sampled every 2 ms) is
-recorded in ``case.extra["peak_extra_MiB"]`` as in the losses family.
+Sampling: ``softmaxkit.sample(x, top_p=0.9)`` against PyTorch CPU's routes, each
+timed as a user would run it:
+
+* ``torch multinomial``: ``softmax -> torch.multinomial`` (no filter: the cheapest
+  torch call, drawing from the unfiltered distribution);
+* ``torch race``: ``softmax -> exponential_ -> div -> argmax`` (vLLM's CPU sampler,
+  no filter);
+* ``torch top-p multinomial`` / ``torch top-p race``: the same after the top-p
+  filter as transformers' ``TopPLogitsWarper`` and vLLM's ``apply_top_k_top_p`` do it
+  (sort, softmax, cumsum, mask, scatter back): the like-for-like comparison.
+
+``check`` is the fraction of draws outside the top-p set (0 for the filtered routes;
+the unfiltered torch routes show how often they draw what top-p removes).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ._bench_losses import _with_peak
 from ._benchcore import Case
 
 __all__ = ["cases"]
 
 
-def _outputs_case(N: int, d: int, V: int) -> Case:
-    import softmaxkit as sk
+def _logits(rows: int, n: int, seed: int) -> np.ndarray:
+    # std 3 normal logits (the online family's top-k inputs): top-p 0.9 keeps ~5 % of
+    # a 128k row
+    return np.random.default_rng(seed).standard_normal((rows, n), dtype=np.float32) * 3
 
-    rng = np.random.default_rng(0)
-    h = rng.normal(size=(N, d)).astype(np.float32)
-    W = (rng.normal(size=(V, d)) / np.sqrt(d)).astype(np.float32)
-    t = rng.integers(0, V, N)
-    flags = dict(return_lse=True, return_entropy=True, return_logprob=True, topk=5)
-    impls = {
-        "softmaxkit loss": lambda: sk.linear_cross_entropy(h, W, t),
-        "softmaxkit loss+lse+entropy+logprob+top5": lambda: sk.linear_cross_entropy(
-            h, W, t, **flags
-        ),
-    }
+
+def _sampling_case(rows: int, n: int, top_p: float = 0.9) -> Case:
+    from .sampling import sample, sampling_probs
+
+    x = _logits(rows, n, 21)
+    support = sampling_probs(x, top_p=top_p) > 0
+    impls = {"softmaxkit": lambda: sample(x, top_p=top_p, seed=1)}
     try:
         import torch
 
-        ht, Wt, tt = torch.from_numpy(h), torch.from_numpy(W), torch.from_numpy(t)
+        xt = torch.from_numpy(x)
+        gen = torch.Generator().manual_seed(1)
 
-        def torch_all():
-            with torch.no_grad():
-                z = ht @ Wt.T
-                lse = torch.logsumexp(z, -1)
-                lp = torch.log_softmax(z, -1)
-                loss = -lp.gather(-1, tt[:, None]).mean()
-                ent = -(lp.exp() * lp).sum(-1)
-                top = torch.topk(lp, 5, -1)
-                return loss, lse, ent, top
+        def top_p_filter(logits):
+            s, idx = torch.sort(logits, dim=-1, descending=False)
+            cum = s.softmax(dim=-1).cumsum(dim=-1)
+            drop = cum <= 1 - top_p
+            drop[..., -1:] = False
+            return logits.masked_fill(drop.scatter(-1, idx, drop), float("-inf"))
 
-        impls["torch materialised (all outputs)"] = torch_all
+        def race(logits):
+            p = torch.softmax(logits, dim=-1)
+            q = torch.empty_like(p).exponential_(generator=gen)
+            return p.div_(q).argmax(dim=-1, keepdim=True)
+
+        impls["torch multinomial"] = lambda: torch.multinomial(
+            torch.softmax(xt, dim=-1), 1, generator=gen
+        )
+        impls["torch race"] = lambda: race(xt)
+        impls["torch top-p multinomial"] = lambda: torch.multinomial(
+            torch.softmax(top_p_filter(xt), dim=-1), 1, generator=gen
+        )
+        impls["torch top-p race"] = lambda: race(top_p_filter(xt))
     except ImportError:  # pragma: no cover - torch is optional
         pass
-    extra: dict = {}
-    wrapped = {k: _with_peak(k, f, extra) for k, f in impls.items()}
 
-    ref = {}
-
-    def check(res):
-        # against float64 materialised logits on the first 64 rows (once, untimed)
-        from .reference._vocab import vocab_outputs
-
-        if not ref:
-            z = h[:64].astype(np.float64) @ W.T.astype(np.float64)
-            ref.update(vocab_outputs(z, t[:64], topk=5))
-        if isinstance(res, tuple) and hasattr(res, "entropy") and res.entropy is not None:
-            return float(np.max(np.abs(res.entropy[:64] - ref["entropy"])))
-        return None
+    def check(ids) -> float:
+        ids = np.asarray(ids).reshape(rows, -1)
+        return float(1.0 - np.take_along_axis(support, ids, axis=1).mean())
 
     return Case(
         family="vocab",
-        op="linear_cross_entropy loss + lse + entropy + logprob + top-5",
-        label=f"N={N} d={d} V={V} float32",
-        impls=wrapped,
-        baseline="softmaxkit loss",
+        op="sample top_p",
+        label=f"[{rows}, {n}] float32, top_p={top_p}",
+        impls=impls,
+        baseline="softmaxkit",
         check=check,
-        nbytes=h.nbytes + W.nbytes,
-        extra=extra,
+        nbytes=x.nbytes,
+        extra={"kept_per_row": float(support.sum(axis=1).mean())},
     )
 
 
-def cases(quick: bool) -> list[Case]:
-    """The vocab-outputs cases; ``quick`` uses a smaller shape (seconds)."""
+def _sampling_cases(quick: bool) -> list[Case]:
     if quick:
-        return [_outputs_case(512, 256, 16000)]
-    return [_outputs_case(2048, 1024, 32000)]
+        return [_sampling_case(8, 32000), _sampling_case(1, 65536)]
+    return [_sampling_case(64, 128000), _sampling_case(1, 262144)]
+
+
+_BUILDERS = [_sampling_cases]
+
+
+def cases(quick: bool) -> list[Case]:
+    """Sampling with top-p 0.9 on [64, 128000] and [1, 262144] float32 (smaller when
+    ``quick``), plus the cases of the other builders in ``_BUILDERS``."""
+    out: list[Case] = []
+    for build in _BUILDERS:
+        out.extend(build(quick))
+    return out

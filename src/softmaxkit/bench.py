@@ -52,12 +52,14 @@ _BENCH_FAMILIES = (
     "softmaxkit._bench_dask",
     "softmaxkit._bench_quantized",
     "softmaxkit._bench_torch",
+    "softmaxkit._bench_vocab_outputs",
 )
 # Run only when asked for with --family: the Dask case starts a LocalCluster and moves
 # ~8 GB through it (minutes per round); the torch family compiles torch.compile graphs
 # and needs torch (and jax/optax for its JAX case); quantized runs the real runtimes;
-# distill and vocab time [8192, 32000] / linear [2048 x 32000] losses (seconds per call).
-_OPT_IN = ("dask", "quantized", "torch", "distill", "vocab")
+# distill, vocab and vocab_outputs time [8192, 32000] / [64, 128000] / linear
+# [2048 x 32000] cases (seconds per call).
+_OPT_IN = ("dask", "quantized", "torch", "distill", "vocab", "vocab_outputs")
 
 
 def select_cases(quick: bool, families: Sequence[str] | None = None) -> list[Case]:

@@ -34,6 +34,7 @@ _PLUGINS = (
     "softmaxkit._cli_losses",
     "softmaxkit._cli_quantized",
     "softmaxkit._cli_segments",
+    "softmaxkit._cli_sample",
     "softmaxkit._cli_bench",
     "softmaxkit._cli_warmup",
 )

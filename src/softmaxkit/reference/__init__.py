@@ -24,6 +24,7 @@ from ._losses import (
     softmax_jacobian,
     softmax_vjp,
 )
+from ._sampling import sample, sampling_probs
 from ._segments import (
     logcumsumexp,
     logmatmulexp,
@@ -48,6 +49,8 @@ __all__ = [
     "max_margin_loss",
     "max_margin_loss_split",
     "multiclass_hinge_loss",
+    "sample",
+    "sampling_probs",
     "segment_log_softmax",
     "segment_logsumexp",
     "segment_softmax",

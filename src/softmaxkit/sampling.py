@@ -1,0 +1,313 @@
+"""Sampling token ids from logits: temperature, top-k, top-p, min-p and a seeded race.
+
+:func:`sample` draws from the filtered softmax of each row without forming it
+(``docs/vocab.md``, "Sampling"); :func:`sampling_probs` returns that filtered
+distribution.  The kernels are in ``softmaxkit._kernels.sampling``; the float64
+twins in ``softmaxkit.reference``.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import secrets
+from typing import Any
+
+import numpy as np
+
+from ._eager import rows_view
+from ._validate import as_input_array, normalize_axis
+
+__all__ = ["sample", "sampling_probs"]
+
+
+def _int_arg(value: Any, name: str, low: int, high: int | None = None, hi_txt: str = "") -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int; got {value!r}")
+    v = int(value)
+    if v < low or (high is not None and v >= high):
+        rng = f">= {low}" if high is None else f"in [{low}, {hi_txt or high})"
+        raise ValueError(f"{name} must be an int {rng}; got {name}={v}")
+    return v
+
+
+def _real_arg(value: Any, name: str) -> float:
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number; got {value!r}")
+    return float(value)
+
+
+def _filters(temperature, top_k, top_p, min_p, n):
+    """Validated ``(T, greedy, K, P, logq)`` for the kernels (``K = 0``: no top-k)."""
+    t = _real_arg(temperature, "temperature")
+    if not (math.isfinite(t) and t >= 0.0):
+        raise ValueError(
+            f"temperature must be finite and >= 0 (0 means greedy: the maxima); got {t!r}"
+        )
+    k = 0
+    if top_k is not None:
+        k = _int_arg(top_k, "top_k", 1)
+        if k >= n:
+            k = 0  # keeps every entry
+    p = 1.0
+    if top_p is not None:
+        p = _real_arg(top_p, "top_p")
+        if not 0.0 < p <= 1.0:
+            raise ValueError(f"top_p must be in (0, 1]; got top_p={p!r}")
+    logq = -math.inf
+    if min_p is not None:
+        q = _real_arg(min_p, "min_p")
+        if not 0.0 <= q <= 1.0:
+            raise ValueError(f"min_p must be in [0, 1]; got min_p={q!r}")
+        if q > 0.0:
+            logq = math.log(q)
+    greedy = t == 0.0
+    return (1.0 if greedy else t), greedy, k, p, logq
+
+
+def _rows(logits, axis):
+    """``(x2 [R, n] C-contiguous float32/64, batch shape, axis)``."""
+    arr = as_input_array(logits, "logits")
+    if arr.ndim == 0:
+        raise ValueError("logits must have at least one dimension; got a 0-d array")
+    if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
+        raise TypeError(f"axis must be an int; got {axis!r}")
+    (ax,) = normalize_axis(axis, arr.ndim)
+    n = arr.shape[ax]
+    if n == 0:
+        raise ValueError(f"logits has size 0 along axis {axis}: there is nothing to sample")
+    batch = tuple(s for i, s in enumerate(arr.shape) if i != ax)
+    x2 = rows_view(arr, (ax,))
+    if x2.dtype not in (np.float32, np.float64):
+        x2 = x2.astype(np.float32 if x2.dtype == np.float16 else np.float64)
+    return np.ascontiguousarray(x2), batch, ax
+
+
+def _run(x2, t, greedy, k, p, logq, s, seed, row_offset, need_z):
+    from ._kernels import sampling as kern
+
+    r = x2.shape[0]
+    tokens = np.zeros((r, s), dtype=np.int64)
+    info = np.full((r, 4), np.nan)
+    if r:
+        kern.sample_rows(
+            x2, t, greedy, k, p, logq, s, np.uint64(seed), row_offset, need_z, tokens, info
+        )
+    return tokens, info
+
+
+def _check_rows(info, batch):
+    status = info[:, 0]
+    bad = np.flatnonzero((status == 1.0) | (status == 2.0))
+    if bad.size:
+        i = int(bad[0])
+        where = f"row {i}"
+        if len(batch) > 1:
+            where += f" (batch index {tuple(int(v) for v in np.unravel_index(i, batch))})"
+        what = "contains NaN" if status[i] == 2.0 else "is all -inf (nothing to sample)"
+        raise ValueError(f"{where} of logits {what}")
+
+
+def sample(
+    logits,
+    /,
+    *,
+    temperature=1.0,
+    top_k=None,
+    top_p=None,
+    min_p=None,
+    num_samples=1,
+    seed=None,
+    axis=-1,
+    return_logprobs=False,
+    row_offset=0,
+):
+    r"""Sample token ids from each row of ``logits`` under temperature, top-k, top-p
+    and min-p, without forming the probabilities.
+
+    Per row (along ``axis``) with ``v = logits / temperature`` and ``m = max v``, the
+    filters act in Hugging Face transformers' order, each on what the previous one
+    kept:
+
+    1. top-k keeps ``v_j >= v_(k)`` (the k-th largest value; ties at it are kept);
+    2. top-p keeps the smallest set of largest entries whose probability
+       (renormalised over the top-k set) reaches ``top_p``, the entry that crosses
+       included (with every entry equal to it);
+    3. min-p keeps ``p_j >= min_p * p_max``, i.e. ``v_j - m >= log(min_p)``.
+
+    Token ``j`` of the kept set ``K`` is drawn with probability
+    ``p_j = exp(v_j - m) / Z``, ``Z = sum_{l in K} exp(v_l - m)``, by a race:
+
+    .. math::
+
+        j^\ast = \arg\max_{j \in K} \; (v_j - m) - \log E_j, \qquad
+        E_j = -\log(1 - r_j) \sim \mathrm{Exp}(1),
+
+    with ``r_j`` a uniform made by a counter-based hash of ``(seed, row, j, sample)``
+    only (Gumbel-max trick).
+
+    Parameters
+    ----------
+    logits : array_like
+        Logits, at least 1-d (float16/32/64; integer and bool read as float64).
+    temperature : float, default 1.0
+        Finite, ``>= 0``.  ``0`` is the limit ``T -> 0``: uniform among the maximal
+        entries (plain argmax when the maximum is unique); the filters then do not
+        matter, as every filter keeps the maximum.
+    top_k : int, optional
+        ``>= 1``; ``top_k >= n`` keeps every entry.
+    top_p : float, optional
+        In ``(0, 1]``; ``1`` keeps every entry.
+    min_p : float, optional
+        In ``[0, 1]``; ``0`` keeps every entry, ``1`` only the maxima.
+    num_samples : int, default 1
+        Draws per row, with replacement (independent races).
+    seed : int, optional
+        In ``[0, 2**64)``.  ``None`` draws a fresh seed from the OS.
+    axis : int, default -1
+        The vocabulary axis.
+    return_logprobs : bool, default False
+        Also return ``log p_j`` of each drawn token under the filtered distribution.
+    row_offset : int, default 0
+        Added to the row index the draws use: row ``i`` of the batch (C order over the
+        axes other than ``axis``) draws as row ``row_offset + i``.  Sampling
+        ``logits[a:b]`` with ``row_offset=a`` gives the rows ``a:b`` of the whole
+        batch's result.
+
+    Returns
+    -------
+    ids : ndarray of int64
+        Shape ``logits.shape`` without ``axis``, plus a last axis of ``num_samples``
+        (``[..., num_samples]``, also for ``num_samples=1``, like
+        ``torch.multinomial``).
+    logprobs : ndarray of float64
+        Only with ``return_logprobs=True``: same shape as ``ids``.
+
+    Raises
+    ------
+    ValueError
+        ``temperature`` negative, NaN or infinite; ``top_k < 1``; ``top_p`` outside
+        ``(0, 1]``; ``min_p`` outside ``[0, 1]``; ``num_samples < 1``; ``seed``
+        outside ``[0, 2**64)``; a size-0 ``axis``; a row that is all ``-inf`` or
+        contains NaN (the message names the row).
+    TypeError
+        A non-integer ``top_k``, ``num_samples``, ``seed``, ``row_offset`` or ``axis``.
+
+    Notes
+    -----
+    Reproducibility: the uniform of element ``j`` of row ``i``, sample ``s`` depends
+    on ``(seed, row_offset + i, j, s)`` alone, so the tokens do not depend on the
+    thread count or on how the batch is split (``tests/test_sampling.py``).
+
+    Edge cases: ``-inf`` entries are never drawn; a row whose maximum is ``+inf``
+    draws uniformly among its ``+inf`` entries (the dense contract's ``1/k``); an
+    all ``-inf`` row or a row with NaN raises ``ValueError``, never a silent token.
+    Ties: top-k and top-p keep every entry equal to the threshold (transformers'
+    top-p may split a group of exactly equal logits at its boundary; we do not);
+    equal race keys go to the smaller index.
+
+    Passes and memory (``docs/vocab.md``): every row is first scanned for NaN and its
+    maximum; plain and min-p sampling then run the race in one more read; top-k
+    (``k <= 256``) needs one read in all, into a sorted buffer of ``k`` entries; top-p
+    computes the normaliser and gathers the entries above a bound on the threshold
+    (two reads) and finds the threshold among those candidates, never sorting the
+    row.  Peak extra memory: the outputs, a few kB per thread and, for top-p (or
+    ``top_k > 256``), up to ``24 n`` bytes per thread (``n`` the row length), kept by
+    the thread for its next call; a copy of ``logits`` when ``axis`` is not the last
+    contiguous axis or the dtype is not float32/float64.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from softmaxkit import sample
+    >>> logits = np.array([[2.0, 1.0, 0.5, -1.0], [0.0, 0.0, 5.0, -np.inf]])
+    >>> ids = sample(logits, top_p=0.9, seed=0, num_samples=4)
+    >>> ids.shape
+    (2, 4)
+    >>> bool(np.isin(ids[1], [2]).all())  # row 1: token 2 alone holds >= 90 %
+    True
+    >>> sample(logits, temperature=0, seed=0)  # greedy
+    array([[0],
+           [2]])
+    """
+    x2, batch, _ = _rows(logits, axis)
+    n = x2.shape[1]
+    t, greedy, k, p, logq = _filters(temperature, top_k, top_p, min_p, n)
+    s = _int_arg(num_samples, "num_samples", 1)
+    seed = secrets.randbits(64) if seed is None else _int_arg(seed, "seed", 0, 1 << 64, "2**64")
+    off = _int_arg(row_offset, "row_offset", 0, 1 << 62, "2**62")
+    if not isinstance(return_logprobs, bool | np.bool_):
+        raise TypeError(f"return_logprobs must be a bool; got {return_logprobs!r}")
+    tokens, info = _run(x2, t, greedy, k, p, logq, s, seed, off, bool(return_logprobs))
+    _check_rows(info, batch)
+    ids = tokens.reshape((*batch, s))
+    if not return_logprobs:
+        return ids
+    m = info[:, 2:3]
+    logz = info[:, 3:4]
+    with np.errstate(invalid="ignore"):  # +inf - +inf in tie rows, replaced below
+        d = np.take_along_axis(x2, tokens, axis=1).astype(np.float64) / t - m
+    lp = np.where(info[:, 0:1] == 3.0, 0.0, d) - logz
+    return ids, lp.reshape((*batch, s))
+
+
+def sampling_probs(logits, /, *, temperature=1.0, top_k=None, top_p=None, min_p=None, axis=-1):
+    r"""The filtered distribution :func:`sample` draws from, as dense probabilities.
+
+    ``p_j = exp(v_j - m) / Z`` on the kept set and ``0`` elsewhere, with the filters
+    and edge cases of :func:`sample` (``v = logits / temperature``, ``m = max v``,
+    ``Z`` the kept mass); ``temperature=0`` and rows with ``+inf`` give ``1/c`` on
+    their ``c`` maximal entries.
+
+    .. math::
+
+        p_j = \frac{e^{v_j - m}\,[j \in K]}{\sum_{l \in K} e^{v_l - m}}
+
+    Parameters
+    ----------
+    logits : array_like
+        Logits, at least 1-d.
+    temperature, top_k, top_p, min_p
+        As in :func:`sample`.
+    axis : int, default -1
+        The vocabulary axis.
+
+    Returns
+    -------
+    ndarray of float64
+        Shape of ``logits``; each row sums to 1.
+
+    Raises
+    ------
+    ValueError
+        As :func:`sample`: bad filter values, all ``-inf`` rows, rows with NaN.
+
+    Notes
+    -----
+    The kept set and ``Z`` come from the sampling kernel (no race); the dense output
+    is then one NumPy pass.  Peak extra memory: the float64 output plus two temporaries
+    of its size.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from softmaxkit import sampling_probs
+    >>> sampling_probs(np.log([0.5, 0.3, 0.15, 0.05]), top_p=0.75).round(4)
+    array([0.625, 0.375, 0.   , 0.   ])
+    """
+    x2, batch, ax = _rows(logits, axis)
+    n = x2.shape[1]
+    t, greedy, k, p, logq = _filters(temperature, top_k, top_p, min_p, n)
+    _, info = _run(x2, t, greedy, k, p, logq, 0, 0, 0, True)
+    _check_rows(info, batch)
+    with np.errstate(invalid="ignore", over="ignore"):
+        v = x2.astype(np.float64) / t
+        m = info[:, 2:3]
+        d = v - m
+        kept = (v >= info[:, 1:2]) & (d >= logq) & (v > -np.inf)
+        tie = info[:, 0:1] == 3.0
+        kept = np.where(tie, v == m, kept)
+        out = np.where(kept, np.exp(np.where(tie, 0.0, d) - info[:, 3:4]), 0.0)
+    return np.moveaxis(out.reshape((*batch, n)), -1, ax)
