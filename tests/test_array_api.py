@@ -298,7 +298,7 @@ def test_missing_array_api_compat_names_the_extra(monkeypatch):
 
     import array_api_strict as xps
 
-    from softmaxkit import _array_api
+    from softmaxkit.drivers import array_api as _array_api
 
     monkeypatch.setitem(sys.modules, "array_api_compat", None)
     with pytest.raises(ImportError, match=r"softmaxkit\[array-api\]"):
@@ -312,7 +312,7 @@ def test_empty_and_masked_rows_take_the_short_path(monkeypatch):
     # general path (one masked row made torch input 21x slower); the general path is
     # stubbed out here, so only the short path can answer
     xps = pytest.importorskip("array_api_strict")
-    from softmaxkit import _array_api
+    from softmaxkit.drivers import array_api as _array_api
 
     def boom(self):
         raise AssertionError("general path taken")

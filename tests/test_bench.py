@@ -8,7 +8,9 @@ import json
 import numpy as np
 import pytest
 
-from softmaxkit import _bench_dense, bench, cli
+from softmaxkit.bench import core as bench
+from softmaxkit.bench import dense as _bench_dense
+from softmaxkit.cli import core as cli
 
 
 @pytest.fixture
@@ -91,7 +93,7 @@ def test_other_families_table_and_json():
     """Non-dense families get one line per implementation with its time over ours."""
     import json
 
-    from softmaxkit._benchcore import Case
+    from softmaxkit.bench.timing import Case
 
     case = Case(
         family="losses",
@@ -114,7 +116,7 @@ def test_other_families_table_and_json():
 
 def test_losses_quick_cases_run_once():
     """Smoke test: every --quick losses case runs each implementation (one round)."""
-    from softmaxkit import _bench_losses
+    from softmaxkit.bench import losses as _bench_losses
 
     cases = _bench_losses.cases(True)
     results = bench.run_cases(cases, repeats=1, budget_s=0.0, memory=False)

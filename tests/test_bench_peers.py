@@ -1,4 +1,4 @@
-"""The optional bench peers (``softmaxkit._bench_peers``): JAX jit and ONNX Runtime.
+"""The optional bench peers (``softmaxkit.bench.peers``): JAX jit and ONNX Runtime.
 
 Each peer runs on tiny inputs and must agree with softmaxkit; a peer that is not
 installed is skipped (and absent from the cases, not an error).
@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 
 import softmaxkit as sk
-from softmaxkit import _bench_dense, _bench_peers, bench
+from softmaxkit.bench import core as bench
+from softmaxkit.bench import dense as _bench_dense
+from softmaxkit.bench import peers as _bench_peers
 
 OPS = ("softmax", "log_softmax", "logsumexp")
 CASES = [((7, 33), -1), ((40, 6), 0), ((1, 1000), -1), ((5, 1), -1)]

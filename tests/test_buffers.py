@@ -1,4 +1,4 @@
-"""Fresh outputs of the dense ops start on a 2 MiB boundary (softmaxkit._buffers)."""
+"""Fresh outputs of the dense ops start on a 2 MiB boundary (softmaxkit._core.buffers)."""
 
 import os
 import threading
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import softmaxkit as sk
-from softmaxkit import _buffers
+from softmaxkit._core import buffers as _buffers
 from softmaxkit.reference import log_softmax as ref_log_softmax
 from softmaxkit.reference import softmax as ref_softmax
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import softmaxkit
-from softmaxkit import cli
+from softmaxkit.cli import core as cli
 
 SRC = str(Path(softmaxkit.__file__).resolve().parents[1])
 

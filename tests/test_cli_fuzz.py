@@ -267,7 +267,7 @@ def test_option_values(tmp_path, cmd, memory, workers, temperature, axis, k):
 
 
 def test_memory_suffixes_are_documented_units(tmp_path):
-    from softmaxkit._stream import parse_memory
+    from softmaxkit.drivers.stream import parse_memory
 
     assert parse_memory("512M") == parse_memory("512MiB") == parse_memory("512m") == 512 << 20
     assert parse_memory("512MB") == 512 * 10**6  # decimal: was read as MiB silently
@@ -302,7 +302,7 @@ def test_workers_and_memory_bounds_in_the_cli(tmp_path):
 
 
 def test_bench_help_lists_every_family():
-    from softmaxkit.bench import _BENCH_FAMILIES
+    from softmaxkit.bench.core import _BENCH_FAMILIES
 
     rc, out, _ = run_cli(["bench", "--help"])
     assert rc == 0

@@ -7,8 +7,9 @@ import io
 import numpy as np
 import pytest
 
-from softmaxkit import _cli_segments, segment_log_softmax, segment_softmax
+from softmaxkit import segment_log_softmax, segment_softmax
 from softmaxkit.cli import main
+from softmaxkit.cli import segments as _cli_segments
 
 
 def test_segment_softmax_command(tmp_path):
@@ -86,9 +87,10 @@ def test_hmm_forward_matches_brute_force_and_demo_step():
 
 
 def test_bench_segments_cases_run_once_on_tiny_shapes():
-    from softmaxkit import _bench_segments, bench
+    from softmaxkit.bench import core as bench
+    from softmaxkit.bench import segments as _bench_segments
 
-    assert "softmaxkit._bench_segments" in bench._BENCH_FAMILIES
+    assert "softmaxkit.bench.segments" in bench._BENCH_FAMILIES
     cases = [
         *_bench_segments._segment_cases(3000, 40),
         _bench_segments._lcse_case(3, 200),

@@ -25,8 +25,8 @@ dask = pytest.importorskip("dask")
 from strategies import lse_cancellation  # noqa: E402
 
 import softmaxkit as sk  # noqa: E402
-from softmaxkit import _dask  # noqa: E402
 from softmaxkit import reference as ref  # noqa: E402
+from softmaxkit.drivers import dask as _dask  # noqa: E402
 
 OPS = {"softmax": sk.softmax, "log_softmax": sk.log_softmax, "logsumexp": sk.logsumexp}
 
@@ -356,7 +356,7 @@ def test_worker_killed_midway_result_still_correct(client):
 
 @pytest.mark.slow
 def test_logsumexp_larger_than_cluster_memory(client):
-    from softmaxkit._bench_dask import peak_rss, start_peak_sampler
+    from softmaxkit.bench.dask import peak_rss, start_peak_sampler
 
     total_limit = 2 * MEMORY_LIMIT
     rng = da.random.default_rng(20261122)

@@ -138,8 +138,8 @@ def test_jacobian_vs_torch(axis):
     J = sk.softmax_jacobian(x, axis=axis, temperature=0.8)
     np.testing.assert_allclose(J, ref.softmax_jacobian(x, axis=axis, temperature=0.8), rtol=1e-13)
     # per-row comparison with torch's dense Jacobian
-    from softmaxkit._eager import rows_view
-    from softmaxkit._validate import normalize_axis
+    from softmaxkit._core.validate import normalize_axis
+    from softmaxkit.drivers.eager import rows_view
 
     axes = normalize_axis(axis, 3)
     rows = rows_view(x, axes)

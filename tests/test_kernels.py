@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 
 import softmaxkit as sk
-from softmaxkit import _eager
 from softmaxkit import reference as ref
-from softmaxkit._buffers import HUGE_PAGE
+from softmaxkit._core.buffers import HUGE_PAGE
+from softmaxkit._core.state import chunk_state
 from softmaxkit._kernels import _parallel, rows
 from softmaxkit._kernels.exp import exp_array, log_sum_array
-from softmaxkit._state import chunk_state
+from softmaxkit.drivers import eager as _eager
 
 RNG = np.random.default_rng(12345)
 
@@ -300,7 +300,7 @@ def test_peak_memory():
             _, peak = tracemalloc.get_traced_memory()
             tracemalloc.stop()
             # the output, in a buffer 2 MiB larger so that it starts on a huge page
-            # (softmaxkit._buffers; the unused 2 MiB is address space, never touched)
+            # (softmaxkit._core.buffers; the unused 2 MiB is address space, never touched)
             assert x.nbytes <= peak < 1.05 * x.nbytes + HUGE_PAGE
             del res
         sk.set_output_cache(1 << 30)

@@ -627,9 +627,10 @@ def test_no_mutation_of_inputs():
 def test_demo_steps_of_the_losses_plugin():
     import io
 
-    from softmaxkit import _cli_losses, cli
+    from softmaxkit.cli import core as cli
+    from softmaxkit.cli import losses as _cli_losses
 
-    assert "softmaxkit._cli_losses" in cli._PLUGINS
+    assert "softmaxkit.cli.losses" in cli._PLUGINS
     buf = io.StringIO()
     for step in _cli_losses.DEMO_STEPS:
         step(buf)

@@ -379,7 +379,7 @@ def test_cli_int8(capsys, tmp_path):
 def test_demo_step():
     import io
 
-    from softmaxkit._cli_quantized import DEMO_STEPS
+    from softmaxkit.cli.quantized import DEMO_STEPS
 
     buf = io.StringIO()
     for step in DEMO_STEPS:

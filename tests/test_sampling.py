@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 import softmaxkit as sk
-from softmaxkit import cli, reference
+from softmaxkit import reference
+from softmaxkit.cli import core as cli
 
 SETTINGS = [
     {},
@@ -371,7 +372,8 @@ def test_cli_sample(tmp_path, capsys):
 
 
 def test_bench_vocab_quick_cases_run_once():
-    from softmaxkit import _bench_vocab, bench
+    from softmaxkit.bench import core as bench
+    from softmaxkit.bench import vocab as _bench_vocab
 
     cases = _bench_vocab.cases(True)
     results = bench.run_cases(cases, repeats=1, budget_s=0.0, memory=False)

@@ -12,7 +12,7 @@ import pytest
 
 import softmaxkit
 from softmaxkit import Normalizer, stream_logsumexp, stream_normalizer, stream_softmax
-from softmaxkit._stream import _blocks, parse_memory
+from softmaxkit.drivers.stream import _blocks, parse_memory
 
 
 def _arr(shape, dtype=np.float64, seed=0, order="C"):
@@ -183,7 +183,7 @@ _CHILD = textwrap.dedent(
     """
     import resource, sys, numpy as np
     from softmaxkit import stream_softmax, stream_logsumexp
-    from softmaxkit._stream import topk_to_file
+    from softmaxkit.drivers.stream import topk_to_file
     src, dst, small, limit_as = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
     stream_softmax(small, dst + ".warm.npy", memory="8M")   # compile + warm up
     stream_logsumexp(small, memory="8M")

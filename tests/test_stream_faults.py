@@ -17,8 +17,10 @@ import numpy as np
 import pytest
 
 import softmaxkit
-from softmaxkit import _npyio, _stream, stream_logsumexp, stream_softmax
+from softmaxkit import stream_logsumexp, stream_softmax
+from softmaxkit._core import npyio as _npyio
 from softmaxkit.cli import main
+from softmaxkit.drivers import stream as _stream
 
 
 def _env():

@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 import softmaxkit
-from softmaxkit import _cli_warmup, cli
+from softmaxkit.cli import core as cli
+from softmaxkit.cli import warmup as _cli_warmup
 
 SRC = Path(softmaxkit.__file__).resolve().parent.parent
 
@@ -26,7 +27,7 @@ SRC = Path(softmaxkit.__file__).resolve().parent.parent
 # patched in as the whole "online" family of a child process.
 _ONE_CASE = """
 import numpy as np, softmaxkit
-from softmaxkit import _cli_warmup
+from softmaxkit.cli import warmup as _cli_warmup
 x = np.random.default_rng(0).standard_normal((8, 100))
 _cli_warmup.CASES["online"] = [
     ("stream_logsumexp", "float64", lambda: softmaxkit.stream_logsumexp([x[:, :50], x[:, 50:]])),

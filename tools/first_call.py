@@ -1,6 +1,6 @@
 """Time the first call of every public op, cold (empty Numba cache) and warm.
 
-Each case of ``softmaxkit warmup`` (``softmaxkit._cli_warmup.CASES``: one op, dtype
+Each case of ``softmaxkit warmup`` (``softmaxkit.cli.warmup.CASES``: one op, dtype
 and code path on a tiny input) runs twice, each time in a new Python process:
 
 * **cold**: ``NUMBA_CACHE_DIR`` is a new empty directory, so every kernel the call
@@ -36,7 +36,7 @@ import json, sys, time
 t0 = time.perf_counter()
 import softmaxkit
 t_import = time.perf_counter() - t0
-from softmaxkit._cli_warmup import cases
+from softmaxkit.cli.warmup import cases
 rows = cases([sys.argv[1]])
 family, op, dt, call = rows[int(sys.argv[2])]
 numba_loaded = "numba" in sys.modules
@@ -92,7 +92,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "src"))
-    from softmaxkit._cli_warmup import FAMILIES, cases
+    from softmaxkit.cli.warmup import FAMILIES, cases
 
     results = []
     for family in args.family or FAMILIES:

@@ -21,7 +21,7 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
-from ._buffers import output_cache_info, set_output_cache
+from ._core.buffers import output_cache_info, set_output_cache
 from ._vocab import CrossEntropyOutput
 from .distill import (
     jensen_shannon,

@@ -15,8 +15,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ._eager import rows_view
-from ._losscommon import (
+from ._core.losscommon import (
     check_int_or_none,
     check_real,
     check_reduction,
@@ -24,7 +23,8 @@ from ._losscommon import (
     class_weights,
     parse_target,
 )
-from ._validate import as_input_array, check_out, resolve_dtype, validate_where
+from ._core.validate import as_input_array, check_out, resolve_dtype, validate_where
+from .drivers.eager import rows_view
 
 __all__ = ["CrossEntropyOutput"]
 

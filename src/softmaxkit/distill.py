@@ -29,9 +29,9 @@ from typing import Any
 
 import numpy as np
 
-from ._eager import rows_view
-from ._losscommon import check_real, class_axis
-from ._validate import as_input_array, resolve_dtype, validate_temperature, validate_where
+from ._core.losscommon import check_real, class_axis
+from ._core.validate import as_input_array, resolve_dtype, validate_temperature, validate_where
+from .drivers.eager import rows_view
 
 __all__ = ["jensen_shannon", "kl_divergence", "linear_jensen_shannon", "linear_kl_divergence"]
 

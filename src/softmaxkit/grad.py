@@ -19,8 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._eager import direct_rows, rows_view, same_memory
-from ._validate import (
+from ._core.validate import (
     as_input_array,
     check_out,
     normalize_axis,
@@ -29,6 +28,7 @@ from ._validate import (
     validate_weights,
     validate_where,
 )
+from .drivers.eager import direct_rows, rows_view, same_memory
 from .losses import cross_entropy
 from .softmax import _foreign, _torch_route, logsumexp, softmax
 
@@ -151,7 +151,7 @@ def softmax_vjp(y, g, /, axis=-1, *, temperature=1.0, where=None, out=None):
     if _foreign(y) == "torch":
         return _torch_route("softmax_vjp", locals())
     if _foreign(y) == "dask":
-        from . import _dask
+        from .drivers import dask as _dask
 
         return _dask.softmax_vjp(y, g, axis=axis, temperature=temperature, where=where, out=out)
     return _vjp(y, g, axis, temperature, where, out, False)
@@ -197,7 +197,7 @@ def log_softmax_vjp(y, g, /, axis=-1, *, temperature=1.0, where=None, out=None):
     if _foreign(y) == "torch":
         return _torch_route("log_softmax_vjp", locals())
     if _foreign(y) == "dask":
-        from . import _dask
+        from .drivers import dask as _dask
 
         return _dask.log_softmax_vjp(y, g, axis=axis, temperature=temperature, where=where, out=out)
     return _vjp(y, g, axis, temperature, where, out, True)
@@ -243,7 +243,7 @@ def logsumexp_vjp(x, g, /, axis=-1, *, b=None, keepdims=False, temperature=1.0, 
     if _foreign(x) == "torch":
         return _torch_route("logsumexp_vjp", locals())
     if _foreign(x) == "dask":
-        from . import _dask
+        from .drivers import dask as _dask
 
         return _dask.logsumexp_vjp(
             x, g, axis=axis, b=b, keepdims=keepdims, temperature=temperature, where=where

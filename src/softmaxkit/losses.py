@@ -16,8 +16,7 @@ from typing import Any
 import numpy as np
 
 from . import _vocab
-from ._eager import direct_rows, rows_view, same_memory
-from ._losscommon import (
+from ._core.losscommon import (
     check_int_or_none,
     check_prob_target,
     check_real,
@@ -26,13 +25,14 @@ from ._losscommon import (
     class_weights,
     parse_target,
 )
-from ._validate import (
+from ._core.validate import (
     as_input_array,
     check_out,
     resolve_dtype,
     validate_temperature,
     validate_where,
 )
+from .drivers.eager import direct_rows, rows_view, same_memory
 from .softmax import _foreign, _torch_route
 
 __all__ = [
@@ -285,7 +285,7 @@ def cross_entropy(
     if _foreign(logits) == "torch":
         return _torch_route("cross_entropy", _vocab.strip(locals()))
     if _foreign(logits) == "dask":
-        from . import _dask
+        from .drivers import dask as _dask
 
         return _dask.cross_entropy(
             logits,
@@ -444,7 +444,7 @@ def linear_cross_entropy(
     Equal to ``cross_entropy(hidden @ linear_weight.T + bias, target, ...)`` (same
     options and conventions, class axis last) but the vocabulary is walked in chunks
     of ``chunk_size`` classes: pass 1 folds each logits chunk ``[N, chunk]`` into the
-    online normalizer state ``(m, s)`` (merge as in ``softmaxkit._state``) and gives
+    online normalizer state ``(m, s)`` (merge as in ``softmaxkit._core.state``) and gives
     ``lse``; with ``return_grad`` (``strategy="vocab"``) pass 2 recomputes each
     chunk, turns it into ``dlogits`` in place and accumulates
 

@@ -22,15 +22,15 @@ from typing import Any
 
 import numpy as np
 
-from . import _state
-from ._eager import rows_view
-from ._validate import (
+from ._core import state as _state
+from ._core.validate import (
     as_input_array,
     normalize_axis,
     resolve_dtype,
     validate_temperature,
     validate_where,
 )
+from .drivers.eager import rows_view
 from .softmax import _foreign, _torch_route
 
 __all__ = [
@@ -456,7 +456,7 @@ def topk_softmax(x, k, /, axis=-1, *, temperature=1.0, where=None):
     if _foreign(x) == "torch":
         return _torch_route("topk_softmax", locals())
     if _foreign(x) == "dask":
-        from . import _dask
+        from .drivers import dask as _dask
 
         return _dask.topk_softmax(x, k, axis=axis, temperature=temperature, where=where)
     from ._kernels import online as kern
@@ -561,7 +561,7 @@ def stream_normalizer(
     >>> st.m, st.s.round(6)
     (array([0.3]), array([3.298306]))
     """
-    from . import _stream
+    from .drivers import stream as _stream
 
     return _stream.normalizer(src, axis, temperature, where, memory, workers, progress)
 
@@ -599,7 +599,7 @@ def stream_logsumexp(
     >>> stream_logsumexp(iter([x[:, :2], x[:, 2:]]), axis=1).round(4)
     array([ 3.4402,  7.4402, 11.4402])
     """
-    from . import _stream
+    from .drivers import stream as _stream
 
     return _stream.logsumexp(src, axis, temperature, where, memory, workers, progress)
 
@@ -666,7 +666,7 @@ def stream_softmax(
     >>> bool(np.allclose(np.load(out), softmax(x), rtol=1e-12, atol=0))
     True
     """
-    from . import _stream
+    from .drivers import stream as _stream
 
     return _stream.softmax_to_file(
         src, dst, axis, log, temperature, where, dtype, memory, workers, progress

@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from ._eager import rows_view
-from ._validate import as_input_array, normalize_axis
+from ._core.validate import as_input_array, normalize_axis
+from .drivers.eager import rows_view
 
 __all__ = ["sample", "sampling_probs"]
 

@@ -14,7 +14,7 @@ import sys
 import numpy as np
 from numpy.exceptions import AxisError
 
-from ._validate import as_input_array, check_out, resolve_dtype, validate_where
+from ._core.validate import as_input_array, check_out, resolve_dtype, validate_where
 
 __all__ = ["logcumsumexp", "logcumsumexp_vjp", "logmatmulexp", "logmatmulexp_vjp"]
 
@@ -52,7 +52,7 @@ def _rows(a: np.ndarray, ax: int) -> np.ndarray:
 def _carries(bm: np.ndarray, bs: np.ndarray, m: np.ndarray, s: np.ndarray):
     """Exclusive scan of block states along axis 1 (the state entering each block),
     starting from the state ``(m, s)`` entering the row."""
-    from ._state import merge
+    from ._core.state import merge
 
     cm = np.empty_like(bm)
     cs = np.empty_like(bs)
@@ -165,7 +165,7 @@ def logcumsumexp(x, /, axis=-1, *, reverse=False, where=None, dtype=None, out=No
     array([ -inf,  -inf,    0., 1000.])
     """
     if _is_dask(x):
-        from . import _dask_segments
+        from .drivers.dask import segments as _dask_segments
 
         return _dask_segments.logcumsumexp(x, axis=axis, reverse=reverse, where=where, dtype=dtype)
     arr = as_input_array(x)
@@ -433,7 +433,7 @@ def logmatmulexp(A, B, /, *, out=None):
     array([[2000.]])
     """
     if _is_dask(A) or _is_dask(B):
-        from . import _dask_segments
+        from .drivers.dask import segments as _dask_segments
 
         return _dask_segments.logmatmulexp(A, B)
     a, b, batch, compute = _lme_prepare(A, B)

@@ -14,7 +14,7 @@ import sys
 
 import numpy as np
 
-from ._validate import as_input_array, resolve_dtype, validate_temperature, validate_where
+from ._core.validate import as_input_array, resolve_dtype, validate_temperature, validate_where
 
 __all__ = [
     "segment_log_softmax",
@@ -248,7 +248,7 @@ def segment_logsumexp(
     array([1.38629436,       -inf, 1.38629436])
     """
     if _is_dask(x):
-        from . import _dask_segments
+        from .drivers.dask import segments as _dask_segments
 
         return _dask_segments.segment_logsumexp(
             x,
@@ -336,7 +336,7 @@ def segment_softmax(
     x, /, segment_ids=None, *, offsets=None, num_segments=None, axis=0, temperature=1.0, where=None
 ):
     if _is_dask(x):
-        from . import _dask_segments
+        from .drivers.dask import segments as _dask_segments
 
         return _dask_segments.segment_softmax(
             x,
@@ -355,7 +355,7 @@ def segment_log_softmax(
     x, /, segment_ids=None, *, offsets=None, num_segments=None, axis=0, temperature=1.0, where=None
 ):
     if _is_dask(x):
-        from . import _dask_segments
+        from .drivers.dask import segments as _dask_segments
 
         return _dask_segments.segment_softmax(
             x,

@@ -12,9 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from . import _eager
-from ._buffers import empty_like
-from ._validate import (
+from ._core.buffers import empty_like
+from ._core.validate import (
     as_input_array,
     check_out,
     normalize_axis,
@@ -23,6 +22,7 @@ from ._validate import (
     validate_weights,
     validate_where,
 )
+from .drivers import eager as _eager
 
 __all__ = ["log_softmax", "logsumexp", "softmax"]
 
@@ -42,14 +42,14 @@ def _foreign(x: Any) -> str | None:
 def _dispatch(name: str, x: Any, *args: Any, **kwargs: Any) -> Any:
     kind = _foreign(x)
     if kind == "dask":
-        from . import _dask
+        from .drivers import dask as _dask
 
         return getattr(_dask, name)(x, *args, **kwargs)
     if kind == "torch":
         res = _torch_route(name, {"x": x, **kwargs})
         if res is not NotImplemented:
             return res
-    from . import _array_api
+    from .drivers import array_api as _array_api
 
     return getattr(_array_api, name)(x, *args, **kwargs)
 

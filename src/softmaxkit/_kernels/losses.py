@@ -601,7 +601,7 @@ def lce_state_update(zc, mask, has_mask, invT, m, s, sd, cnt, tloc, vt, r0, r1):
     ``sd`` holds ``sum (v - m)`` relative to the current ``m`` (shifted when m
     grows: ``sd += cnt * (m_old - m_new)``).  Masked entries are skipped;
     ``cnt`` counts included entries.  Non-finite values follow the (m, s) merge
-    conventions of ``softmaxkit._state`` (NaN wins; +inf rows get m = +inf).
+    conventions of ``softmaxkit._core.state`` (NaN wins; +inf rows get m = +inf).
     ``vt[i]`` gets the target's ``v`` where ``tloc[i] >= 0`` (its column in this
     chunk): the same product as the row max's, so ``v_t - m`` is 0 at the argmax.
     """

@@ -5,7 +5,7 @@ mask has the same shape (possibly a broadcast view) and is only read when
 ``has_mask``.  Values are ``v = x / T`` computed in float64.  No user-facing
 errors are raised here; the drivers validate.
 
-The state conventions are those of ``softmaxkit._state``: ``(m, s)`` with
+The state conventions are those of ``softmaxkit._core.state``: ``(m, s)`` with
 ``s = sum_j exp(v_j - m)``, identity ``(-inf, 0)``, ``(+inf, count of +inf)``
 for rows holding ``+inf`` and ``(NaN, NaN)`` for rows holding NaN.
 

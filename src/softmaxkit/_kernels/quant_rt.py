@@ -1,6 +1,6 @@
 """Integer softmax kernels of other runtimes: ONNX Runtime, QNNPACK/XNNPACK, float route.
 
-Private (``softmaxkit._quant_runtimes`` derives the tables and validates).  Each
+Private (``softmaxkit.quantized._runtimes`` derives the tables and validates).  Each
 kernel is a serial ``nogil`` function over the row range ``[r0, r1)`` of a
 C-contiguous ``x[R, n]`` (int8 or uint8), dispatched on several threads by
 ``_parallel.run``; inside a row the order of every float32 sum is the runtime's

@@ -1049,7 +1049,7 @@ def chunk_lse_finish(x, mask, b, has_mask, has_b, nch, T, invT, M, Rr, W, lse, s
 
 @njit(**_KW)
 def state_range(x, mask, b, has_mask, has_b, T, invT, m_out, s_out, t0, t1):
-    """(m, s) state rows t0:t1 in float64 (``softmaxkit._state`` conventions)."""
+    """(m, s) state rows t0:t1 in float64 (``softmaxkit._core.state`` conventions)."""
     for i in range(t0, t1):
         mr = row(mask, i) if has_mask else row(mask, 0)
         br = row(b, i) if has_b else row(b, 0)
@@ -1214,7 +1214,7 @@ def state_rows(x, mask, b, T, has_mask, has_b, m_out, s_out):
 
     ``m`` is the max of the included ``x / T`` and ``s = sum_j w_j exp(x_j / T - m)``.
     Special rows: empty or all ``-inf`` -> (-inf, 0); ``+inf`` present -> (+inf, total
-    weight of the +inf entries); NaN -> (NaN, NaN).  See ``softmaxkit._state``.
+    weight of the +inf entries); NaN -> (NaN, NaN).  See ``softmaxkit._core.state``.
     Same pass as logsumexp (one read of ``x``); ``s = w0 + r``.
     """
     from ._parallel import run, threads_for

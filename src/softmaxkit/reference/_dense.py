@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._validate import (
+from .._core.validate import (
     as_input_array,
     normalize_axis,
     validate_temperature,

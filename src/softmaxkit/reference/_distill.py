@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._losscommon import check_real, class_axis
-from .._validate import as_input_array, validate_temperature, validate_where
+from .._core.losscommon import check_real, class_axis
+from .._core.validate import as_input_array, validate_temperature, validate_where
 from ._dense import log_softmax
 
 __all__ = ["jensen_shannon", "kl_divergence", "linear_jensen_shannon", "linear_kl_divergence"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._losscommon import (
+from .._core.losscommon import (
     check_int_or_none,
     check_prob_target,
     check_real,
@@ -18,7 +18,7 @@ from .._losscommon import (
     class_weights,
     parse_target,
 )
-from .._validate import as_input_array, validate_temperature, validate_where
+from .._core.validate import as_input_array, validate_temperature, validate_where
 from ._dense import log_softmax, logsumexp, softmax
 
 __all__ = [
@@ -215,8 +215,8 @@ def multiclass_hinge_loss(
 
 def softmax_jacobian(x, /, axis=-1, *, temperature=1.0, where=None):
     """Reference Jacobian ``(diag(p) - p p^T) / T`` per row, shape batch + (n, n)."""
-    from .._eager import rows_view
-    from .._validate import normalize_axis
+    from .._core.validate import normalize_axis
+    from ..drivers.eager import rows_view
 
     a = as_input_array(x).astype(np.float64)
     axes = normalize_axis(axis, a.ndim)
@@ -229,8 +229,8 @@ def softmax_jacobian(x, /, axis=-1, *, temperature=1.0, where=None):
 
 def softmax_vjp(x, g, /, axis=-1, *, temperature=1.0, where=None):
     """Reference VJP of softmax *from the input x*: ``J^T g`` with the dense Jacobian."""
-    from .._eager import rows_view
-    from .._validate import normalize_axis
+    from .._core.validate import normalize_axis
+    from ..drivers.eager import rows_view
 
     a = as_input_array(x).astype(np.float64)
     axes = normalize_axis(axis, a.ndim)
@@ -245,7 +245,7 @@ def softmax_vjp(x, g, /, axis=-1, *, temperature=1.0, where=None):
 
 def log_softmax_vjp(x, g, /, axis=-1, *, temperature=1.0, where=None):
     """Reference VJP of log_softmax from the input x: ``(g - p sum(g)) / T`` on included entries."""
-    from .._validate import normalize_axis
+    from .._core.validate import normalize_axis
 
     a = as_input_array(x).astype(np.float64)
     axes = normalize_axis(axis, a.ndim)
@@ -260,7 +260,7 @@ def log_softmax_vjp(x, g, /, axis=-1, *, temperature=1.0, where=None):
 
 def logsumexp_vjp(x, g, /, axis=-1, *, keepdims=False, temperature=1.0, where=None):
     """Reference VJP of logsumexp: ``g * softmax(x) / T``."""
-    from .._validate import normalize_axis
+    from .._core.validate import normalize_axis
 
     a = as_input_array(x).astype(np.float64)
     axes = normalize_axis(axis, a.ndim)

@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from .._validate import as_input_array, validate_where
+from .._core.validate import as_input_array, validate_where
 from . import _dense
 
 __all__ = [

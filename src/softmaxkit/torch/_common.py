@@ -6,7 +6,7 @@ import numbers
 import numpy as np
 import torch
 
-from .. import _buffers
+from .._core import buffers as _buffers
 
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 _REDUCTIONS = ("mean", "sum", "none")
@@ -31,7 +31,7 @@ def _new(shape, dtype: torch.dtype) -> torch.Tensor:
     """A new C-contiguous CPU tensor for a kernel's output.
 
     Large ones (4 MiB and more) are built on softmaxkit's output buffers (2 MiB
-    aligned, reused once released, ``softmaxkit._buffers``): a fresh ``torch.empty``
+    aligned, reused once released, ``softmaxkit._core.buffers``): a fresh ``torch.empty``
     of [4096, 32000] float32 costs ~130 ms of page faults on the 2-core VM, more
     than the softmax itself (~35 ms into a warm buffer).
     """
@@ -129,7 +129,7 @@ def _reduced_shape(shape, dims: list[int] | None, keepdim: bool) -> list[int]:
 
 
 def _array_api():
-    from .. import _array_api
+    from ..drivers import array_api as _array_api
 
     return _array_api
 

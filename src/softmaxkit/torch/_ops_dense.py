@@ -8,7 +8,7 @@ import torch
 
 from .. import grad as _grad
 from .. import online as _online
-from .._validate import normalize_axis
+from .._core.validate import normalize_axis
 from ..softmax import log_softmax as _np_log_softmax
 from ..softmax import logsumexp as _np_logsumexp
 from ..softmax import softmax as _np_softmax

@@ -1,0 +1,552 @@
+"""The benchmark runner behind ``softmaxkit bench``.
+
+Every family module named in ``_BENCH_FAMILIES`` contributes ``cases(quick)`` (see
+``softmaxkit.bench.timing.Case``).  For each case the runner
+
+1. calls every implementation once (warm-up: compiles, faults pages in), keeps
+   its result for ``case.check`` (max error against the float64 reference) and
+   measures its peak extra memory (``tracemalloc``: NumPy allocations; PyTorch's
+   allocator is not traced, so torch shows "n/a");
+2. times all implementations *interleaved* (one call of each per round, the order
+   rotating; PyTorch's calls are followed by NumPy's and SciPy's, see
+   ``_timing_order``), plus a bandwidth floor: a Numba kernel that reads the input and
+   writes an output of the same size on the same threads as softmaxkit, once with
+   plain stores and once with streaming (non-temporal) stores; the floor is the
+   faster of the two.  Two lower bounds are timed with them: a copy into a new
+   output taken as softmaxkit's plain calls take theirs ("floor new", what any call
+   returning a new array pays; reused from the cache of released outputs, see
+   ``_buffers``) and one read of the input ("floor read");
+3. reports medians, each peer's time as a multiple of softmaxkit's, every
+   implementation's floor fraction (floor time / its time) and, for the dense
+   ops, "reach x": the best multiple any implementation could show against the
+   nearer of PyTorch's plain call and SciPy (their time / the case's bound).
+
+Nothing is written unless an output path is given.
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib
+import json
+import platform
+import statistics
+import time
+import tracemalloc
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from .timing import Case
+
+__all__ = ["format_markdown", "format_table", "machine", "plot", "run_cases", "select_cases"]
+
+_BENCH_FAMILIES = (
+    "softmaxkit.bench.dense",
+    "softmaxkit.bench.online",
+    "softmaxkit.bench.losses",
+    "softmaxkit.bench.distill",
+    "softmaxkit.bench.vocab",
+    "softmaxkit.bench.segments",
+    "softmaxkit.bench.dask",
+    "softmaxkit.bench.quantized",
+    "softmaxkit.bench.torch",
+    "softmaxkit.bench.vocab_outputs",
+)
+# Run only when asked for with --family: the Dask case starts a LocalCluster and moves
+# ~8 GB through it (minutes per round); the torch family compiles torch.compile graphs
+# and needs torch (and jax/optax for its JAX case); quantized runs the real runtimes;
+# distill, vocab and vocab_outputs time [8192, 32000] / [64, 128000] / linear
+# [2048 x 32000] cases (seconds per call).
+_OPT_IN = ("dask", "quantized", "torch", "distill", "vocab", "vocab_outputs")
+
+
+def select_cases(quick: bool, families: Sequence[str] | None = None) -> list[Case]:
+    """Collect the cases of every family (or of ``families`` only: "dense", ...).
+
+    Without ``families``, every family but the opt-in ones (``dask``) runs.
+    """
+    out: list[Case] = []
+    known = [m.rsplit(".", 1)[-1] for m in _BENCH_FAMILIES]
+    if families:
+        bad = sorted(set(families) - set(known))
+        if bad:
+            raise ValueError(f"--family must be among {known}; got {bad}")
+    for mod, fam in zip(_BENCH_FAMILIES, known, strict=True):
+        if (families and fam not in families) or (not families and fam in _OPT_IN):
+            continue
+        out.extend(importlib.import_module(mod).cases(quick))
+    return out
+
+
+# --------------------------------------------------------------------------- floor
+_FLOOR_BLOCK = 1 << 16
+
+
+def _floor_kernels():
+    from numba import njit
+
+    from .._kernels.exp import fmax
+    from .._kernels.nt import nt_copy
+
+    @njit(nogil=True, cache=True)
+    def copy_range(x, o, nt, t0, t1):  # pragma: no cover - jitted
+        n = x.shape[0]
+        for t in range(t0, t1):
+            lo = t * _FLOOR_BLOCK
+            hi = min(lo + _FLOOR_BLOCK, n)
+            xs = x[lo:hi]
+            if nt:
+                nt_copy(xs, o, lo, hi)
+            else:
+                os = o[lo:hi]
+                for j in range(xs.shape[0]):
+                    os[j] = xs[j]
+
+    @njit(nogil=True, cache=True)
+    def max_range(x, o, t0, t1):  # pragma: no cover - jitted
+        # a vectorised max (llvm.maxnum) reads each value once: memory-bound
+        n = x.shape[0]
+        for t in range(t0, t1):
+            xs = x[t * _FLOOR_BLOCK : min((t + 1) * _FLOOR_BLOCK, n)]
+            m = xs[0]
+            for j in range(xs.shape[0]):
+                m = fmax(m, xs[j])
+            o[t] = m
+
+    return copy_range, max_range
+
+
+_KERNELS = None
+
+
+def _floor_impls(x: np.ndarray) -> dict[str, Callable[[], Any]]:
+    """The bandwidth floors of an input, each a call on softmaxkit's threads:
+
+    - ``"floor"`` / ``"floor nt"``: read ``x`` and write a same-size output, with plain
+      and with streaming (non-temporal) stores (one output buffer shared by both);
+      each returns the output.  Streaming stores skip the write-allocate read of the
+      output: faster once the data exceeds the caches.  The reported floor is the
+      faster copy.
+    - ``"floor new"``: take a new output (as any call that returns a new array must)
+      the way softmaxkit's plain calls do (``_buffers.empty_like``: 2 MiB-aligned, and
+      from 4 MiB on reused from the cache of released outputs), then copy into it
+      (streaming stores from ``NT_MIN_BYTES`` on, as the kernels do): a lower bound
+      for a plain softmax / log_softmax call.
+    - ``"floor read"``: read ``x`` once (a vectorised max): a lower bound for an op
+      whose output is small (logsumexp).
+    """
+    global _KERNELS
+    from .._core.buffers import empty_like
+    from .._kernels._parallel import run, threads_for
+    from .._kernels.nt import NT_MIN_BYTES
+
+    if _KERNELS is None:
+        _KERNELS = _floor_kernels()
+    copy, xmax = _KERNELS
+    flat = np.ascontiguousarray(x).reshape(-1)
+    nt_ok = flat.dtype in (np.float32, np.float64)
+    out = np.empty_like(flat)
+    ntask = -(-flat.size // _FLOOR_BLOCK)
+    maxes = np.empty(ntask, dtype=flat.dtype)
+    nt_threads = threads_for(flat.size, flat.itemsize)
+
+    def make(nt: bool) -> Callable[[], Any]:
+        def floor() -> np.ndarray:
+            run(copy, ntask, nt_threads, flat, out, nt)
+            return out
+
+        return floor
+
+    def floor_new() -> np.ndarray:
+        fresh = empty_like(flat, flat.dtype)
+        run(copy, ntask, nt_threads, flat, fresh, nt_ok and flat.nbytes >= NT_MIN_BYTES)
+        return fresh
+
+    def floor_read() -> np.ndarray:
+        run(xmax, ntask, nt_threads, flat, maxes)
+        return maxes
+
+    return {
+        "floor": make(False),
+        "floor nt": make(nt_ok),
+        "floor new": floor_new,
+        "floor read": floor_read,
+    }
+
+
+# --------------------------------------------------------------------------- running
+def _peak_bytes(f: Callable[[], Any]) -> int:
+    gc.collect()
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        res = f()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    del res
+    return int(peak)
+
+
+def run_cases(
+    cases: Sequence[Case],
+    *,
+    repeats: int = 7,
+    budget_s: float = 3.0,
+    memory: bool = True,
+    progress: Callable[[str], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Time every case; return one result dict per case (see module docstring)."""
+    results = []
+    for k, case in enumerate(cases):
+        if progress:
+            progress(f"[{k + 1}/{len(cases)}] {case.family} {case.op} {case.label}")
+        impls = dict(case.impls)
+        get_input = case.extra.get("input")
+        if get_input is not None and case.nbytes:
+            impls.update(_floor_impls(get_input()))
+        errors: dict[str, float | None] = {}
+        first: dict[str, float] = {}
+        failed: dict[str, str] = {}
+        for name, f in list(impls.items()):
+            try:
+                t0 = time.perf_counter()
+                res = f()
+                first[name] = time.perf_counter() - t0
+            except Exception as exc:  # a peer that cannot do this case
+                failed[name] = f"{type(exc).__name__}: {exc}"[:120]
+                del impls[name]
+                continue
+            if case.check is not None and not name.startswith("floor"):
+                try:
+                    errors[name] = float(case.check(res))
+                except Exception:  # a result of another type (torch tensor)
+                    try:
+                        errors[name] = float(case.check(np.asarray(res)))
+                    except Exception:
+                        errors[name] = None
+            del res
+        peaks: dict[str, int | None] = {}
+        if memory:
+            for name, f in impls.items():
+                if name.startswith("floor") or name.startswith("torch"):
+                    peaks[name] = None
+                    continue
+                peaks[name] = _peak_bytes(f)
+        # second warm-up, then interleaved rounds
+        for f in impls.values():
+            f()
+        per_round = sum(first.values())
+        n = int(max(3, min(repeats, budget_s / max(per_round, 1e-9))))
+        times: dict[str, list[float]] = {name: [] for name in impls}
+        names = _timing_order(list(impls))
+        for r in range(n):
+            order = names[r % len(names) :] + names[: r % len(names)]
+            for name in order:
+                f = impls[name]
+                t0 = time.perf_counter()
+                f()
+                times[name].append(time.perf_counter() - t0)
+        med = {name: statistics.median(v) for name, v in times.items()}
+        base = med.get(case.baseline)
+        # the floor: the faster of the plain-store and the streaming-store copy
+        floors = [med[k] for k in ("floor", "floor nt") if k in med]
+        floor = min(floors) if floors else None
+        row: dict[str, Any] = {
+            "family": case.family,
+            "op": case.op,
+            "label": case.label,
+            "baseline": case.baseline,
+            "repeats": n,
+            "nbytes": case.nbytes,
+            "impls": {},
+            "failed": failed,
+            "extra": {
+                k: v for k, v in case.extra.items() if isinstance(v, (int, float, str, dict))
+            },
+        }
+        base_out = med.get(case.baseline + " out=")
+        for name, t in med.items():
+            # out= peers are compared with our out= call, plain peers with our plain call
+            b = base_out if (name.endswith(" out=") and base_out) else base
+            row["impls"][name] = {
+                "median_s": t,
+                "vs_baseline": (t / b) if b else None,
+                "floor_fraction": (floor / t) if floor else None,
+                "max_error": errors.get(name),
+                "peak_extra_bytes": peaks.get(name),
+            }
+        results.append(row)
+        release = case.extra.get("release")
+        impls.clear()
+        if release is not None:
+            release()
+        gc.collect()
+    return results
+
+
+# --------------------------------------------------------------------------- reports
+def machine() -> dict[str, Any]:
+    """A short description of the machine and the library versions."""
+    import numba
+
+    info: dict[str, Any] = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "numpy": np.__version__,
+        "numba": numba.__version__,
+        "numba_threads": numba.get_num_threads(),
+    }
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    info["cpu"] = line.split(":", 1)[1].strip()
+                    break
+        import os
+
+        info["cpus"] = os.cpu_count()
+    except OSError:
+        pass
+    for mod in ("scipy", "torch"):
+        try:
+            info[mod] = importlib.import_module(mod).__version__
+        except ImportError:
+            pass
+    import sys
+
+    for mod in ("jax", "onnxruntime"):  # only when a case used them
+        if mod in sys.modules:
+            info[mod] = getattr(sys.modules[mod], "__version__", "?")
+    try:
+        import os
+
+        info["loadavg"] = os.getloadavg()
+    except OSError:
+        pass
+    return info
+
+
+_PEERS = ("numpy", "scipy", "torch", "torch out=", "jax jit", "ort", "ort out=")
+
+
+def _fmt_ms(t: float | None) -> str:
+    return "-" if t is None else f"{t * 1e3:.2f}"
+
+
+def _rows(results: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    header = ["op", "input", "ours ms", "ours out= ms"]
+    header += [f"{p} x" for p in _PEERS]
+    header += ["reach x", "floor %", "out= floor %", "max err", "out= peak extra (x input)"]
+    rows = []
+    for r in results:
+        im = r["impls"]
+        ours = im.get(r["baseline"], {})
+        ours_out = im.get(r["baseline"] + " out=", {})
+        line = [
+            r["op"],
+            r["label"],
+            _fmt_ms(ours.get("median_s")),
+            _fmt_ms(ours_out.get("median_s")),
+        ]
+        for p in _PEERS:
+            v = im.get(p, {}).get("vs_baseline")
+            line.append("-" if v is None else f"{v:.1f}")
+        line.append(_reach(r))
+        for d in (ours, ours_out):
+            ff = d.get("floor_fraction")
+            line.append("-" if ff is None else f"{100 * ff:.0f}")
+        err = ours.get("max_error")
+        line.append("-" if err is None else f"{err:.1e}")
+        pk = ours_out.get("peak_extra_bytes", ours.get("peak_extra_bytes"))
+        nb = r.get("nbytes") or 0
+        line.append("-" if pk is None or not nb else f"{pk / (nb / 2):.2f}")
+        rows.append(line)
+    return header, rows
+
+
+def _timing_order(names: list[str]) -> list[str]:
+    """The cyclic order of the timed rounds: PyTorch's calls, then NumPy's and SciPy's.
+
+    PyTorch's OpenMP threads keep spinning for a few ms after each of its calls
+    (libgomp's default wait policy) and take a core from the next multi-threaded
+    call: softmaxkit's log_softmax of [65536, 128] float32 with ``out=`` took 6.1 ms
+    (median) right after a PyTorch call against 3.5 ms after its own, and 3.8 ms
+    with ``OMP_WAIT_POLICY=PASSIVE``.  The rounds rotate but keep this cyclic order,
+    so whatever comes right after PyTorch always pays; putting the single-threaded
+    NumPy and SciPy calls there keeps softmaxkit and the floors out of that window.
+    (Making PyTorch passive instead would slow PyTorch itself: its plain log_softmax
+    of [1, 1e6] 0.69 -> 1.35 ms.)
+    """
+    peers = [n for n in names if n.startswith(("numpy", "scipy"))]
+    # JAX's and ONNX Runtime's pools spin after a call as well
+    torch = [n for n in names if n.startswith(("torch", "jax", "ort"))]
+    rest = [n for n in names if n not in peers and n not in torch]
+    return rest + torch + peers
+
+
+def _reach(r: dict[str, Any]) -> str:
+    """The best "x" any implementation could show against the nearer of PyTorch's plain
+    call and SciPy: min(their times) / the case's lower bound (``extra["bound"]``, a
+    floor measured in the same run: allocate + copy, or one read of the input)."""
+    im = r["impls"]
+    bound = im.get(r.get("extra", {}).get("bound", ""), {}).get("median_s")
+    peers = [im[p]["median_s"] for p in ("torch", "scipy") if p in im]
+    if not bound or not peers:
+        return "-"
+    return f"{min(peers) / bound:.1f}"
+
+
+def _ours(r: dict[str, Any]) -> str | None:
+    for name in r["impls"]:
+        if name.startswith("softmaxkit"):
+            return name
+    return None
+
+
+def _generic_rows(results: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """One line per implementation, for the families whose peers differ per case."""
+    header = ["family", "op", "input", "implementation", "median ms", "x softmaxkit"]
+    header += ["max err", "peak extra MB", "notes"]
+    rows = []
+    for r in results:
+        ours = _ours(r)
+        t_ours = r["impls"].get(ours, {}).get("median_s") if ours else None
+        for name, d in r["impls"].items():
+            if name.startswith("floor"):
+                continue
+            t = d.get("median_s")
+            ratio = "-" if not (t and t_ours) else f"{t / t_ours:.2f}"
+            err = d.get("max_error")
+            pk = d.get("peak_extra_bytes")
+            notes = "; ".join(
+                f"{k} {v[name]}"
+                for k, v in r.get("extra", {}).items()
+                if isinstance(v, dict) and name in v
+            )
+            rows.append(
+                [
+                    r["family"],
+                    r["op"],
+                    r["label"],
+                    name,
+                    _fmt_ms(t),
+                    ratio,
+                    "-" if err is None else f"{err:.1e}",
+                    "-" if pk is None else f"{pk / 2**20:.0f}",
+                    str(notes),
+                ]
+            )
+    return header, rows
+
+
+def _split(results: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    dense = [r for r in results if r["family"] == "dense"]
+    return dense, [r for r in results if r["family"] != "dense"]
+
+
+def _text(header: list[str], rows: list[list[str]]) -> list[str]:
+    widths = [
+        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)
+    ]
+    lines = ["  ".join(h.rjust(w) for h, w in zip(header, widths, strict=True))]
+    for r in rows:
+        lines.append("  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)))
+    return lines
+
+
+def format_table(results: list[dict[str, Any]]) -> str:
+    """Plain-text tables: dense ops (peers as multiples of our time, floor %), then the
+    other families (one line per implementation, 'x softmaxkit' = its time / ours)."""
+    dense, other = _split(results)
+    lines = []
+    if other:
+        lines += _text(*_generic_rows(other))
+        lines.append("x softmaxkit: implementation time / softmaxkit time (higher = we are faster)")
+        if not dense:
+            return "\n".join(lines)
+        lines.append("")
+    results = dense
+    header, rows = _rows(results)
+    lines += _text(header, rows)
+    lines.append(
+        "peer columns: peer time / softmaxkit time (higher = we are faster; 'out=' peers "
+        "against our out= call); floor %: time of the faster read+write copy of the input "
+        "(plain or streaming stores) on the same threads / our time; reach x: "
+        "min(torch, scipy time) / a lower bound for any implementation (allocate + copy "
+        "for softmax and log_softmax, one read of the input for logsumexp): where it is "
+        "below 3, 3x faster than both is out of reach on this machine"
+    )
+    comp = [v for r in results for k, v in r.get("extra", {}).get("compile_s", {}).items() if k]
+    if comp:
+        lines.append(
+            f"jax jit: compile excluded from its times, {min(comp):.2f}-{max(comp):.2f} s "
+            "per case (jit(f).lower(x).compile())"
+        )
+    return "\n".join(lines)
+
+
+def format_markdown(results: list[dict[str, Any]], info: dict[str, Any] | None = None) -> str:
+    """The same tables in Markdown, with the machine description."""
+    dense, other = _split(results)
+    out = []
+    if info:
+        out.append("Machine: " + ", ".join(f"{k} {v}" for k, v in info.items()) + "\n")
+    for part, rows_of, first_num in ((dense, _rows, 2), (other, _generic_rows, 4)):
+        if not part:
+            continue
+        header, rows = rows_of(part)
+        out.append("| " + " | ".join(header) + " |")
+        out.append(
+            "|" + "|".join("---:" if i >= first_num else "---" for i in range(len(header))) + "|"
+        )
+        for r in rows:
+            out.append("| " + " | ".join(r) + " |")
+        out.append("")
+    return "\n".join(out)
+
+
+def plot(results: list[dict[str, Any]], path: str) -> None:
+    """Bar chart of every peer's time relative to softmaxkit (log scale) to ``path``."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise OSError(
+            "--plot needs matplotlib: pip install 'softmaxkit[plot]' (or pip install matplotlib)"
+        ) from None
+    results = _split(results)[0] or results  # the plot shows the dense peers
+    labels = [f"{r['op']}\n{r['label']}" for r in results]
+    peers = [p for p in _PEERS if any(p in r["impls"] for r in results)]
+    fig, ax = plt.subplots(figsize=(max(8, 0.55 * len(results)), 5))
+    width = 0.8 / max(1, len(peers))
+    for k, p in enumerate(peers):
+        vals = [r["impls"].get(p, {}).get("vs_baseline") or np.nan for r in results]
+        ax.bar(np.arange(len(results)) + k * width, vals, width, label=p)
+    ax.axhline(1.0, color="k", lw=0.8)
+    ax.set_yscale("log")
+    ax.set_ylabel("peer time / softmaxkit time")
+    ax.set_xticks(np.arange(len(results)) + 0.4 - width / 2)
+    ax.set_xticklabels(labels, rotation=90, fontsize=6)
+    ax.legend(fontsize=8)
+    ax.set_title("softmaxkit bench (higher = softmaxkit faster)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def to_json(results: list[dict[str, Any]], info: dict[str, Any], command: str) -> str:
+    return json.dumps(
+        {"command": command, "machine": info, "results": results}, indent=1, default=_jsonable
+    )
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, np.generic):
+        return v.item()
+    return str(v)

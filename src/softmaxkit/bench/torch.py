@@ -1,0 +1,210 @@
+"""Benchmark cases of the framework front doors: ``softmaxkit.torch`` and ``softmaxkit.jax``.
+
+Opt-in (``softmaxkit bench --family torch``): it needs torch (and jax/optax for the
+JAX case) and compiles ``torch.compile`` graphs.
+
+* softmax / log_softmax / logsumexp on tensors, forward and forward+backward, at
+  [4096, 32000] and [65536, 128] in float32 and bfloat16: ``softmaxkit.torch`` vs
+  torch eager and ``torch.compile`` (inductor).
+* cross_entropy forward+backward at the same shapes (float32, bfloat16).
+* linear_cross_entropy forward+backward at N=4096, d=1024, V=128000 float32 (the
+  issue's [8192, 2048] x [128000, 2048] scaled down to fit a 2-core VM: the
+  materialised logits alone are 2 GB here, 4 GB there): ours vs materialised
+  logits and ``F.linear_cross_entropy`` with ``LinearCrossEntropyOptions()``
+  (its chunked path), each with its peak extra resident memory.
+* ``softmaxkit.jax.cross_entropy`` vs ``optax.softmax_cross_entropy_with_integer_labels``
+  under ``jax.jit(jax.value_and_grad(...))`` at [4096, 32000] float32.
+
+Inputs are built on first use and shared by the cases of one shape and dtype.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from .losses import _with_peak
+from .timing import Case
+
+__all__ = ["cases"]
+
+_INPUTS: dict[tuple, Any] = {}
+
+
+def _input(shape, dtype_name):
+    import torch
+
+    key = (shape, dtype_name)
+    if key not in _INPUTS:
+        _INPUTS.clear()  # one shape's inputs at a time
+        g = torch.Generator().manual_seed(0)
+        x = (torch.randn(*shape, generator=g) * 2).to(getattr(torch, dtype_name))
+        t = torch.randint(0, shape[-1], shape[:-1], generator=g)
+        _INPUTS[key] = (x, t)
+    return _INPUTS[key]
+
+
+def _dense_cases(shape, dtype_name, backward: bool) -> list[Case]:
+    import torch
+
+    import softmaxkit.torch as skt
+
+    ours = {"softmax": skt.softmax, "log_softmax": skt.log_softmax, "logsumexp": skt.logsumexp}
+    theirs = {
+        "softmax": lambda a: torch.softmax(a, -1),
+        "log_softmax": lambda a: torch.log_softmax(a, -1),
+        "logsumexp": lambda a: torch.logsumexp(a, -1),
+    }
+    out = []
+    for op in ("softmax", "log_softmax", "logsumexp"):
+        compiled = torch.compile(theirs[op], fullgraph=True)
+
+        def make(f):
+            if not backward:
+                return lambda: f(_input(shape, dtype_name)[0])
+
+            def run():
+                x = _input(shape, dtype_name)[0].detach().requires_grad_()
+                y = f(x)
+                y.backward(torch.ones_like(y))
+                return x.grad
+
+            return run
+
+        impls: dict[str, Callable[[], Any]] = {
+            "softmaxkit": make(ours[op]),
+            "torch eager": make(theirs[op]),
+            "torch.compile": make(compiled),
+        }
+        itemsize = 2 if dtype_name == "bfloat16" else 4
+        n = shape[0] * shape[1] * itemsize
+        out.append(
+            Case(
+                family="torch",
+                op=f"{op} {'fwd+bwd' if backward else 'fwd'}",
+                label=f"[{shape[0]}, {shape[1]}] {dtype_name}",
+                impls=impls,
+                baseline="softmaxkit",
+                nbytes=(4 if backward else 2) * n,
+            )
+        )
+    return out
+
+
+def _ce_case(shape, dtype_name) -> Case:
+    import torch
+    import torch.nn.functional as F
+
+    import softmaxkit.torch as skt
+
+    compiled = torch.compile(F.cross_entropy, fullgraph=True)
+
+    def make(f):
+        def run():
+            x, t = _input(shape, dtype_name)
+            x = x.detach().requires_grad_()
+            loss = f(x, t)
+            loss.backward()
+            return x.grad
+
+        return run
+
+    return Case(
+        family="torch",
+        op="cross_entropy fwd+bwd",
+        label=f"[{shape[0]}, {shape[1]}] {dtype_name}",
+        impls={
+            "softmaxkit": make(skt.cross_entropy),
+            "torch eager": make(F.cross_entropy),
+            "torch.compile": make(compiled),
+        },
+        baseline="softmaxkit",
+    )
+
+
+def _lce_case(N, d, V) -> Case:
+    import torch
+    import torch.nn.functional as F
+
+    import softmaxkit.torch as skt
+
+    g = torch.Generator().manual_seed(1)
+    h0 = torch.randn(N, d, generator=g)
+    W0 = torch.randn(V, d, generator=g) * d**-0.5
+    t = torch.randint(0, V, (N,), generator=g)
+    extra: dict[str, Any] = {"logits_MiB": round(N * V * 4 / 2**20, 1)}
+
+    def make(f):
+        def run():
+            h = h0.detach().requires_grad_()
+            W = W0.detach().requires_grad_()
+            loss = f(h, W)
+            loss.backward()
+            return float(loss.detach())
+
+        return run
+
+    impls: dict[str, Callable[[], Any]] = {
+        "softmaxkit": make(lambda h, W: skt.linear_cross_entropy(h, W, t)),
+        "torch materialised": make(lambda h, W: F.cross_entropy(h @ W.T, t)),
+    }
+    if hasattr(torch.nn, "LinearCrossEntropyOptions") and hasattr(F, "linear_cross_entropy"):
+        opts = torch.nn.LinearCrossEntropyOptions()
+        impls["torch F.linear_cross_entropy chunked"] = make(
+            lambda h, W: F.linear_cross_entropy(h, W, t, options=opts)
+        )
+    return Case(
+        family="torch",
+        op="linear_cross_entropy fwd+bwd",
+        label=f"N={N} d={d} V={V} float32",
+        impls={k: _with_peak(k, f, extra) for k, f in impls.items()},
+        baseline="softmaxkit",
+        extra=extra,
+    )
+
+
+def _jax_case(shape) -> Case | None:
+    try:
+        import jax
+        import jax.numpy as jnp
+        import optax
+    except ImportError:  # pragma: no cover - jax is in the test extra
+        return None
+    import numpy as np
+
+    import softmaxkit.jax as skj
+
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal(shape, dtype=np.float32) * 2)
+    t = jnp.asarray(rng.integers(0, shape[-1], shape[:-1]).astype(np.int32))
+    ours = jax.jit(jax.value_and_grad(lambda a: skj.cross_entropy(a, t)))
+    ref = jax.jit(
+        jax.value_and_grad(lambda a: optax.softmax_cross_entropy_with_integer_labels(a, t).mean())
+    )
+
+    def block(f):
+        return lambda: jax.block_until_ready(f(x))
+
+    return Case(
+        family="torch",
+        op="jax cross_entropy jit value_and_grad",
+        label=f"[{shape[0]}, {shape[1]}] float32",
+        impls={"softmaxkit": block(ours), "optax": block(ref)},
+        baseline="softmaxkit",
+    )
+
+
+def cases(quick: bool) -> list[Case]:
+    """The framework cases; ``quick`` uses small shapes."""
+    shapes = [(512, 8000), (16384, 128)] if quick else [(4096, 32000), (65536, 128)]
+    out: list[Case] = []
+    for shape in shapes:
+        for dt in ("float32", "bfloat16"):
+            out += _dense_cases(shape, dt, backward=False)
+            out += _dense_cases(shape, dt, backward=True)
+            out.append(_ce_case(shape, dt))
+    out.append(_lce_case(*((512, 128, 16000) if quick else (4096, 1024, 128000))))
+    jc = _jax_case(shapes[0])
+    if jc is not None:
+        out.append(jc)
+    return out
