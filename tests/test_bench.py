@@ -110,7 +110,7 @@ def test_other_families_table_and_json():
     assert md.count("| losses | toy |") == 2
     assert json.loads(bench.to_json(results, {}, "cmd"))["results"][0]["op"] == "toy"
     assert "family must be among" not in text
-    defaults = {m.rsplit("_bench_", 1)[-1] for m in bench._BENCH_FAMILIES}
+    defaults = {m.rsplit(".", 1)[-1] for m in bench._BENCH_FAMILIES}
     assert {"dense", "online", "losses", "dask"} <= defaults
 
 

@@ -308,7 +308,7 @@ def test_bench_help_lists_every_family():
     assert rc == 0
     text = " ".join(out.split())
     for mod in _BENCH_FAMILIES:
-        assert mod.rsplit("_bench_", 1)[-1] in text
+        assert mod.rsplit(".", 1)[-1] in text
     assert "dask (opt-in)" in text
 
 
