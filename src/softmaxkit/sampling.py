@@ -8,6 +8,7 @@ twins in ``softmaxkit.reference``.
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 import secrets
@@ -17,6 +18,7 @@ import numpy as np
 
 from ._core.validate import as_input_array, normalize_axis
 from .drivers.eager import rows_view
+from .softmax import _foreign
 
 __all__ = ["sample", "sampling_probs"]
 
@@ -110,6 +112,38 @@ def _check_rows(info, batch):
         raise ValueError(f"{where} of logits {what}")
 
 
+def _dask_axis(logits, axis, temperature, top_k, top_p, min_p):
+    """Check a dask ``logits``' axis and the filters without reading the data."""
+    if logits.ndim == 0:
+        raise ValueError("logits must have at least one dimension; got a 0-d array")
+    if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
+        raise TypeError(f"axis must be an int; got {axis!r}")
+    (ax,) = normalize_axis(axis, logits.ndim)
+    n = logits.shape[ax]
+    if n == 0:
+        raise ValueError(f"logits has size 0 along axis {axis}: there is nothing to sample")
+    _filters(temperature, top_k, top_p, min_p, n)
+    return ax
+
+
+def _dask_sample(logits, temperature, top_k, top_p, min_p, num_samples, seed, axis,
+                 return_logprobs, row_offset):  # fmt: skip
+    """:func:`sample` of a dask array: checked here, sampled lazily per block of rows."""
+    from .drivers.dask import sampling as _dask_sampling
+
+    ax = _dask_axis(logits, axis, temperature, top_k, top_p, min_p)
+    s = _int_arg(num_samples, "num_samples", 1)
+    seed = secrets.randbits(64) if seed is None else _int_arg(seed, "seed", 0, 1 << 64, "2**64")
+    off = _int_arg(row_offset, "row_offset", 0, 1 << 62, "2**62")
+    if not isinstance(return_logprobs, bool | np.bool_):
+        raise TypeError(f"return_logprobs must be a bool; got {return_logprobs!r}")
+    impl = functools.partial(
+        sample, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, seed=seed
+    )
+    return _dask_sampling.sample(logits, impl, axis=ax, num_samples=s, row_offset=off,
+                                 return_logprobs=bool(return_logprobs))  # fmt: skip
+
+
 def sample(
     logits,
     /,
@@ -199,7 +233,9 @@ def sample(
     -----
     Reproducibility: the uniform of element ``j`` of row ``i``, sample ``s`` depends
     on ``(seed, row_offset + i, j, s)`` alone, so the tokens do not depend on the
-    thread count or on how the batch is split (``tests/test_sampling.py``).
+    thread count or on how the batch is split (``tests/test_sampling.py``).  A Dask
+    ``logits`` gives lazy Dask outputs with the same tokens for any chunking
+    (``docs/vocab.md``, "Reproducibility").
 
     Edge cases: ``-inf`` entries are never drawn; a row whose maximum is ``+inf``
     draws uniformly among its ``+inf`` entries (the dense contract's ``1/k``); an
@@ -232,6 +268,9 @@ def sample(
     array([[0],
            [2]])
     """
+    if _foreign(logits) == "dask":
+        return _dask_sample(logits, temperature, top_k, top_p, min_p, num_samples, seed,
+                            axis, return_logprobs, row_offset)  # fmt: skip
     x2, batch, _ = _rows(logits, axis)
     n = x2.shape[1]
     t, greedy, k, p, logq = _filters(temperature, top_k, top_p, min_p, n)
@@ -288,7 +327,8 @@ def sampling_probs(logits, /, *, temperature=1.0, top_k=None, top_p=None, min_p=
     -----
     The kept set and ``Z`` come from the sampling kernel (no race); the dense output
     is then one NumPy pass.  Peak extra memory: the float64 output plus two temporaries
-    of its size.
+    of its size.  A Dask ``logits`` gives a lazy Dask result (one task per block of
+    rows; the vocabulary axis becomes one chunk).
 
     Examples
     --------
@@ -297,6 +337,14 @@ def sampling_probs(logits, /, *, temperature=1.0, top_k=None, top_p=None, min_p=
     >>> sampling_probs(np.log([0.5, 0.3, 0.15, 0.05]), top_p=0.75).round(4)
     array([0.625, 0.375, 0.   , 0.   ])
     """
+    if _foreign(logits) == "dask":
+        from .drivers.dask import sampling as _dask_sampling
+
+        ax = _dask_axis(logits, axis, temperature, top_k, top_p, min_p)
+        impl = functools.partial(
+            sampling_probs, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p
+        )
+        return _dask_sampling.sampling_probs(logits, impl, axis=ax)
     x2, batch, ax = _rows(logits, axis)
     n = x2.shape[1]
     t, greedy, k, p, logq = _filters(temperature, top_k, top_p, min_p, n)
