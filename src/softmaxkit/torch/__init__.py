@@ -18,6 +18,13 @@ Every op is a real PyTorch operator made with :func:`torch.library.custom_op`
   ``d_bias`` from the chunked kernel (never the ``[N, V]`` logits); backward scales
   them.
 * ``topk_softmax``: backward through the full softmax of the saved input.
+* ``kl_divergence`` / ``jensen_shannon`` (``softmaxkit::distill``): the student's
+  gradient computed in the forward pass and saved (the teacher gets none).
+* ``segment_softmax`` / ``segment_log_softmax`` / ``segment_logsumexp``,
+  ``logcumsumexp``, ``logmatmulexp``: backward by a second operator running the
+  matching VJP (first order).
+* ``sample`` / ``sampling_probs``: no gradient; the same tokens as the NumPy
+  function for the same seed.
 
 Memory and devices (``docs/frameworks.md``): contiguous CPU float16 / float32 /
 float64 tensors reach the kernels without a copy (``Tensor.numpy()`` shares the
@@ -35,6 +42,14 @@ Importing this module imports torch; ``import softmaxkit`` never does.
 from ._modules import CrossEntropyLoss, LinearCrossEntropyLoss, LogSoftmax, Softmax
 from ._ops_dense import log_softmax, logsumexp, softmax, topk_softmax
 from ._ops_losses import cross_entropy, linear_cross_entropy, max_margin_loss, multiclass_hinge_loss
+from ._ops_scan import (
+    logcumsumexp,
+    logmatmulexp,
+    segment_log_softmax,
+    segment_logsumexp,
+    segment_softmax,
+)
+from ._ops_vocab import jensen_shannon, kl_divergence, sample, sampling_probs
 from ._route import _route  # noqa: F401  (softmaxkit.softmax._torch_route)
 
 __all__ = [
@@ -43,11 +58,20 @@ __all__ = [
     "LogSoftmax",
     "Softmax",
     "cross_entropy",
+    "jensen_shannon",
+    "kl_divergence",
     "linear_cross_entropy",
     "log_softmax",
+    "logcumsumexp",
+    "logmatmulexp",
     "logsumexp",
     "max_margin_loss",
     "multiclass_hinge_loss",
+    "sample",
+    "sampling_probs",
+    "segment_log_softmax",
+    "segment_logsumexp",
+    "segment_softmax",
     "softmax",
     "topk_softmax",
 ]

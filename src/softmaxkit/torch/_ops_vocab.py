@@ -1,0 +1,312 @@
+"""Vocabulary operators: ``softmaxkit::distill`` (KL / JSD), ``sample``, ``sampling_probs``.
+
+The distillation losses compute the student's gradient in the forward pass with the
+fused kernel (:func:`softmaxkit.kl_divergence` with ``return_grad``) and save it, as
+the cross-entropy operator does; the teacher gets no gradient (pass
+``teacher.detach()``).  Sampling has no gradient: ``sample`` returns int64 token ids
+(as ``torch.multinomial``), ``sampling_probs`` float64 probabilities (as the NumPy
+function).  ``seed=None`` is drawn in the wrapper, so the operator itself is
+deterministic (``torch.compile`` may trace it).
+"""
+
+import numbers
+import secrets
+
+import numpy as np
+import torch
+
+from .. import distill as _distill
+from .. import sampling as _sampling
+from ._common import (
+    _arr,
+    _as_mask,
+    _aux_outputs,
+    _check_devices,
+    _check_float,
+    _first_order_only,
+    _need_grad,
+    _scale_saved,
+)
+
+_DISTILL_REDUCTIONS = ("batchmean", "sum", "none", "mean")
+
+
+def _cpu_only(name, *ts):
+    for t in ts:
+        if isinstance(t, torch.Tensor) and t.device.type not in ("cpu", "meta"):
+            raise NotImplementedError(
+                f"softmaxkit.torch.{name}: tensors on {t.device} are not supported "
+                "(the kernels run on the CPU); move them with .cpu()"
+            )
+
+
+# ----------------------------------------------------------------- distillation
+@torch.library.custom_op("softmaxkit::distill", mutates_args=())
+def _distill_op(
+    student: torch.Tensor,
+    teacher: torch.Tensor,
+    where: torch.Tensor | None,
+    direction: str,
+    beta: float,
+    temperature: float,
+    reduction: str,
+    axis: int,
+    need_grad: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    kw = dict(temperature=temperature, where=None if where is None else where.numpy(),
+              reduction=reduction, return_grad=need_grad, axis=axis)  # fmt: skip
+    if direction == "jsd":
+        r = _distill.jensen_shannon(_arr(student), _arr(teacher), beta=beta, **kw)
+    else:
+        r = _distill.kl_divergence(_arr(student), _arr(teacher), direction=direction, **kw)
+    loss, g = r if need_grad else (r, None)
+    dt = torch.promote_types(student.dtype, teacher.dtype)
+    gt = torch.empty((0,), dtype=student.dtype)
+    if g is not None:
+        gt = torch.from_numpy(np.ascontiguousarray(g)).to(student.dtype)
+    return torch.from_numpy(np.array(loss)).to(dt), gt
+
+
+@_distill_op.register_fake
+def _(student, teacher, where, direction, beta, temperature, reduction, axis, need_grad):
+    ax = axis % student.ndim
+    shape = student.shape[:ax] + student.shape[ax + 1 :] if reduction == "none" else ()
+    dt = torch.promote_types(student.dtype, teacher.dtype)
+    return (
+        student.new_empty(shape, dtype=dt),
+        student.new_empty(student.shape if need_grad else (0,)),
+    )
+
+
+def _distill_setup(ctx, inputs, output):
+    _aux_outputs(ctx, output[1:])
+    ctx.reduction, ctx.axis = inputs[6], inputs[7]
+    ctx.save_for_backward(output[1])
+
+
+def _distill_backward(ctx, g, _):
+    if g is None:
+        return (None,) * 9
+    (grad,) = ctx.saved_tensors
+    _first_order_only("kl_divergence", grad)
+    return (_scale_saved(grad, g, ctx.reduction, ctx.axis).to(grad.dtype),) + (None,) * 8
+
+
+_distill_op.register_autograd(_distill_backward, setup_context=_distill_setup)
+
+
+def _distill_call(name, student, teacher, direction, beta, temperature, where, reduction, axis):
+    _check_float("student_logits", student)
+    _check_float("teacher_logits", teacher)
+    _check_devices(student_logits=student, teacher_logits=teacher)
+    _cpu_only(name, student, teacher)
+    if student.shape != teacher.shape:
+        raise ValueError(
+            "student_logits and teacher_logits must have the same shape; got "
+            f"{tuple(student.shape)} and {tuple(teacher.shape)}"
+        )
+    if teacher.requires_grad and torch.is_grad_enabled():
+        raise ValueError(
+            "teacher_logits must not require a gradient (the fused gradient is the "
+            "student's only); pass teacher_logits.detach()"
+        )
+    if reduction not in _DISTILL_REDUCTIONS:
+        raise ValueError(f"reduction must be one of {_DISTILL_REDUCTIONS}; got {reduction!r}")
+    if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
+        raise TypeError(f"axis must be an int; got {axis!r}")
+    if student.ndim == 0:
+        raise ValueError("student_logits must have at least one dimension; got a 0-d tensor")
+    ax = int(axis) % student.ndim
+    mask = _as_mask(where, student)
+    if mask is not None:
+        mask = mask.contiguous()
+    loss, _ = _distill_op(student, teacher.detach(), mask, direction, float(beta),
+                          float(temperature), reduction, ax, _need_grad(student))  # fmt: skip
+    return loss
+
+
+def kl_divergence(
+    student_logits, teacher_logits, /, *, temperature=1.0, direction="forward", where=None,
+    reduction="batchmean", axis=-1,
+):  # fmt: skip
+    r"""KL divergence of tensors (``softmaxkit::distill``), gradient to the student.
+
+    As :func:`softmaxkit.kl_divergence` (forward: ``KL(p_t || p_s)``, torch's
+    ``F.kl_div(log_softmax(s / T), log_softmax(t / T), log_target=True,
+    reduction="batchmean")``); the student's gradient is computed by the fused
+    kernel in the forward pass and saved.  ``teacher_logits`` must not require a
+    gradient.
+
+    Examples
+    --------
+    >>> import torch
+    >>> import softmaxkit.torch as skt
+    >>> s = torch.tensor([[1.0, 2.0, 3.0]], dtype=torch.float64, requires_grad=True)
+    >>> t = torch.tensor([[3.0, 2.0, 1.0]], dtype=torch.float64)
+    >>> loss = skt.kl_divergence(s, t)
+    >>> round(float(loss), 6)
+    1.150421
+    >>> loss.backward(); s.grad.shape
+    torch.Size([1, 3])
+    """
+    if direction not in ("forward", "reverse"):
+        raise ValueError(f"direction must be 'forward' or 'reverse'; got {direction!r}")
+    return _distill_call("kl_divergence", student_logits, teacher_logits, direction, 0.0,
+                    temperature, where, reduction, axis)  # fmt: skip
+
+
+def jensen_shannon(
+    student_logits, teacher_logits, /, *, beta=0.5, temperature=1.0, where=None,
+    reduction="batchmean", axis=-1,
+):  # fmt: skip
+    r"""Generalised Jensen-Shannon divergence of tensors (``softmaxkit::distill``).
+
+    As :func:`softmaxkit.jensen_shannon`; the student's gradient is computed in the
+    forward pass and saved.  ``teacher_logits`` must not require a gradient.
+
+    Examples
+    --------
+    >>> import torch
+    >>> import softmaxkit.torch as skt
+    >>> s = torch.tensor([[1.0, 2.0, 3.0]], dtype=torch.float64)
+    >>> round(float(skt.jensen_shannon(s, s)), 12)
+    0.0
+    """
+    b = float(beta)
+    if not 0.0 <= b <= 1.0:
+        raise ValueError(f"beta must be in [0, 1]; got beta={beta!r}")
+    return _distill_call("jensen_shannon", student_logits, teacher_logits, "jsd", b, temperature,
+                    where, reduction, axis)  # fmt: skip
+
+
+# --------------------------------------------------------------------- sampling
+def _opt_int(v):
+    return -1 if v is None else int(v)
+
+
+def _opt_float(v, none):
+    return none if v is None else float(v)
+
+
+@torch.library.custom_op("softmaxkit::sample", mutates_args=())
+def _sample_op(
+    logits: torch.Tensor,
+    temperature: float,
+    top_k: int,
+    top_p: float,
+    min_p: float,
+    num_samples: int,
+    seed: int,
+    axis: int,
+    row_offset: int,
+    need_logprobs: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    r = _sampling.sample(
+        _arr(logits), temperature=temperature, top_k=None if top_k < 0 else top_k,
+        top_p=top_p, min_p=None if min_p < 0 else min_p, num_samples=num_samples,
+        seed=seed % (1 << 64), axis=axis, return_logprobs=need_logprobs, row_offset=row_offset,
+    )  # fmt: skip
+    ids, lp = r if need_logprobs else (r, None)
+    lpt = torch.empty((0,), dtype=torch.float64) if lp is None else torch.from_numpy(lp)
+    return torch.from_numpy(ids), lpt
+
+
+@_sample_op.register_fake
+def _(logits, temperature, top_k, top_p, min_p, num_samples, seed, axis, row_offset,
+      need_logprobs):  # fmt: skip
+    ax = axis % logits.ndim
+    shape = (*logits.shape[:ax], *logits.shape[ax + 1 :], num_samples)
+    return (
+        logits.new_empty(shape, dtype=torch.int64),
+        logits.new_empty(shape if need_logprobs else (0,), dtype=torch.float64),
+    )
+
+
+def _logits(name, logits, axis):
+    if not isinstance(logits, torch.Tensor):
+        raise TypeError(f"logits must be a torch.Tensor; got {type(logits).__name__}")
+    _cpu_only(name, logits)
+    if logits.ndim == 0:
+        raise ValueError("logits must have at least one dimension; got a 0-d tensor")
+    if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
+        raise TypeError(f"axis must be an int; got {axis!r}")
+    if not -logits.ndim <= axis < logits.ndim:
+        raise np.exceptions.AxisError(int(axis), logits.ndim)
+    x = logits.detach()
+    if not x.dtype.is_floating_point:
+        x = x.to(torch.float64)
+    return x, int(axis) % logits.ndim
+
+
+def sample(
+    logits, /, *, temperature=1.0, top_k=None, top_p=None, min_p=None, num_samples=1,
+    seed=None, axis=-1, return_logprobs=False, row_offset=0,
+):  # fmt: skip
+    r"""Token ids sampled from a tensor of logits (``softmaxkit::sample``).
+
+    As :func:`softmaxkit.sample`: the same filters, the same tokens for the same
+    seed (the draw of element ``j`` of row ``i`` depends on ``(seed, row_offset + i,
+    j, sample)`` only), an int64 tensor ``[..., num_samples]``; with
+    ``return_logprobs`` also their float64 log-probabilities.  No gradient.
+
+    Examples
+    --------
+    >>> import torch
+    >>> import softmaxkit.torch as skt
+    >>> x = torch.tensor([[0.0, 0.0, 5.0, -float("inf")]])
+    >>> skt.sample(x, temperature=0)
+    tensor([[2]])
+    """
+    x, ax = _logits("sample", logits, axis)
+    # the NumPy function checks every argument; a fresh seed is drawn here, once
+    seed = secrets.randbits(64) if seed is None else seed
+    _sampling._filters(temperature, top_k, top_p, min_p, max(x.shape[ax], 1))
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"seed must be an int; got {seed!r}")
+    if not 0 <= int(seed) < 1 << 64:
+        raise ValueError(f"seed must be an int in [0, 2**64); got seed={seed}")
+    for nm, v in (("num_samples", num_samples), ("row_offset", row_offset)):
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+            raise TypeError(f"{nm} must be an int; got {v!r}")
+    if not isinstance(return_logprobs, bool):
+        raise TypeError(f"return_logprobs must be a bool; got {return_logprobs!r}")
+    s = int(seed)
+    s = s - (1 << 64) if s >= 1 << 63 else s  # the operator's int is int64
+    ids, lp = _sample_op(x, float(temperature), _opt_int(top_k), _opt_float(top_p, 1.0),
+                         _opt_float(min_p, -1.0), int(num_samples), s, ax, int(row_offset),
+                         return_logprobs)  # fmt: skip
+    return (ids, lp) if return_logprobs else ids
+
+
+@torch.library.custom_op("softmaxkit::sampling_probs", mutates_args=())
+def _probs_op(
+    logits: torch.Tensor, temperature: float, top_k: int, top_p: float, min_p: float, axis: int
+) -> torch.Tensor:
+    p = _sampling.sampling_probs(
+        _arr(logits), temperature=temperature, top_k=None if top_k < 0 else top_k,
+        top_p=top_p, min_p=None if min_p < 0 else min_p, axis=axis,
+    )  # fmt: skip
+    return torch.from_numpy(np.ascontiguousarray(p))
+
+
+@_probs_op.register_fake
+def _(logits, temperature, top_k, top_p, min_p, axis):
+    return logits.new_empty(logits.shape, dtype=torch.float64)
+
+
+def sampling_probs(logits, /, *, temperature=1.0, top_k=None, top_p=None, min_p=None, axis=-1):
+    r"""The filtered distribution :func:`sample` draws from (``softmaxkit::sampling_probs``).
+
+    As :func:`softmaxkit.sampling_probs`: float64, ``logits``' shape.  No gradient.
+
+    Examples
+    --------
+    >>> import torch
+    >>> import softmaxkit.torch as skt
+    >>> skt.sampling_probs(torch.tensor([0.0, 0.0]))
+    tensor([0.5000, 0.5000], dtype=torch.float64)
+    """
+    x, ax = _logits("sampling_probs", logits, axis)
+    _sampling._filters(temperature, top_k, top_p, min_p, max(x.shape[ax], 1))
+    return _probs_op(x, float(temperature), _opt_int(top_k), _opt_float(top_p, 1.0),
+                     _opt_float(min_p, -1.0), ax)  # fmt: skip

@@ -1,0 +1,221 @@
+"""softmaxkit.torch for the vocabulary, segment and scan families: distillation losses
+with fused gradients, sampling, segment softmax, logcumsumexp and logmatmulexp as
+``softmaxkit::`` operators, against torch's own ops and autograd, opcheck and compile."""
+
+import numpy as np
+import pytest
+
+import softmaxkit as sk
+
+torch = pytest.importorskip("torch")
+import torch.nn.functional as F  # noqa: E402
+
+import softmaxkit.torch as skt  # noqa: E402
+from softmaxkit.torch import _ops_scan, _ops_vocab  # noqa: E402
+
+GEN = torch.Generator().manual_seed(20261205)
+
+
+def _randn(*shape, dtype=torch.float64, scale=3.0):
+    return torch.randn(tuple(shape), generator=GEN, dtype=dtype) * scale
+
+
+def _torch_kl(s, t, T, direction, reduction):
+    ls, lt = torch.log_softmax(s / T, -1), torch.log_softmax(t / T, -1)
+    a, b = (ls, lt) if direction == "forward" else (lt, ls)
+    per = (b.exp() * (b - a)).sum(-1)  # KL(p_b || p_a)
+    return {"batchmean": per.mean(), "sum": per.sum(), "none": per,
+            "mean": per.sum() / s.numel()}[reduction]  # fmt: skip
+
+
+def _torch_jsd(s, t, T, beta, reduction):
+    ls, lt = torch.log_softmax(s / T, -1), torch.log_softmax(t / T, -1)
+    # Liger-Kernel's definition: P teacher, Q student, M = beta P + (1 - beta) Q
+    m = torch.logsumexp(torch.stack([lt + np.log(beta), ls + np.log1p(-beta)]), 0)
+    per = beta * (lt.exp() * (lt - m)).sum(-1) + (1 - beta) * (ls.exp() * (ls - m)).sum(-1)
+    return {"batchmean": per.mean(), "sum": per.sum(), "none": per,
+            "mean": per.sum() / s.numel()}[reduction]  # fmt: skip
+
+
+@pytest.mark.parametrize("reduction", ["batchmean", "sum", "none", "mean"])
+@pytest.mark.parametrize("kind", ["forward", "reverse", "jsd"])
+@pytest.mark.parametrize("T", [1.0, 2.5])
+def test_distill_values_and_grads_match_torch_autograd(kind, reduction, T):
+    s = _randn(6, 11).requires_grad_()
+    t = _randn(6, 11)
+    if kind == "jsd":
+        got = skt.jensen_shannon(s, t, beta=0.3, temperature=T, reduction=reduction)
+        want = _torch_jsd(s, t, T, 0.3, reduction)
+    else:
+        got = skt.kl_divergence(s, t, direction=kind, temperature=T, reduction=reduction)
+        want = _torch_kl(s, t, T, kind, reduction)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-13)
+    g = _randn(*got.shape)
+    (gg,) = torch.autograd.grad(got, s, g)
+    (gw,) = torch.autograd.grad(want, s, g)
+    torch.testing.assert_close(gg, gw, rtol=1e-10, atol=1e-13)
+
+
+def test_forward_kl_is_torch_kl_div_float32():
+    s = _randn(8, 50, dtype=torch.float32).requires_grad_()
+    t = _randn(8, 50, dtype=torch.float32)
+    got = skt.kl_divergence(s, t)
+    want = F.kl_div(torch.log_softmax(s, -1), torch.log_softmax(t, -1), log_target=True,
+                    reduction="batchmean")  # fmt: skip
+    torch.testing.assert_close(got, want, rtol=2e-5, atol=1e-6)
+    got.backward()
+    (gw,) = torch.autograd.grad(want, s)
+    torch.testing.assert_close(s.grad, gw, rtol=1e-4, atol=1e-6)
+
+
+def test_distill_gradcheck_and_errors():
+    s = _randn(3, 5, scale=1.0).requires_grad_()
+    t = _randn(3, 5, scale=1.0)
+    mask = torch.tensor([True, True, False, True, True])
+    assert torch.autograd.gradcheck(lambda v: skt.kl_divergence(v, t, where=mask), (s,))
+    assert torch.autograd.gradcheck(lambda v: skt.jensen_shannon(v, t, beta=0.7), (s,))
+    with pytest.raises(ValueError, match=r"teacher_logits\.detach\(\)"):
+        skt.kl_divergence(s, t.clone().requires_grad_())
+    with pytest.raises(ValueError, match="same shape"):
+        skt.kl_divergence(s, t[:2])
+    with pytest.raises(ValueError, match="direction must be"):
+        skt.kl_divergence(s, t, direction="both")
+    with pytest.raises(ValueError, match="reduction must be one of"):
+        skt.jensen_shannon(s, t, reduction="avg")
+    with pytest.raises(TypeError, match="floating tensor"):
+        skt.kl_divergence(s, torch.ones(3, 5, dtype=torch.int64))
+    with pytest.raises(NotImplementedError, match="double backward"):
+        loss = skt.kl_divergence(s, t)
+        (g,) = torch.autograd.grad(loss, s, create_graph=True)
+        g.sum().backward()
+
+
+@pytest.mark.parametrize("filters", [{}, {"top_p": 0.9}, {"top_k": 3}, {"min_p": 0.2}])
+def test_sample_tokens_equal_numpy(filters):
+    x = _randn(5, 4, 40, dtype=torch.float32)
+    ids, lp = skt.sample(x, seed=9, num_samples=3, return_logprobs=True, **filters)
+    ids2, lp2 = sk.sample(x.numpy(), seed=9, num_samples=3, return_logprobs=True, **filters)
+    assert ids.dtype == torch.int64 and ids.shape == (5, 4, 3)
+    np.testing.assert_array_equal(ids.numpy(), ids2)
+    np.testing.assert_array_equal(lp.numpy(), lp2)
+    np.testing.assert_array_equal(
+        skt.sample(x, seed=2**64 - 1, axis=1).numpy(), sk.sample(x.numpy(), seed=2**64 - 1, axis=1)
+    )
+    p = skt.sampling_probs(x, axis=0, **filters)
+    assert p.dtype == torch.float64
+    np.testing.assert_array_equal(p.numpy(), sk.sampling_probs(x.numpy(), axis=0, **filters))
+
+
+def test_sample_errors():
+    x = _randn(2, 5)
+    with pytest.raises(ValueError, match="top_p must be in"):
+        skt.sample(x, top_p=0.0)
+    with pytest.raises(ValueError, match=r"seed must be an int in \[0, 2\*\*64\)"):
+        skt.sample(x, seed=-1)
+    y = x.clone()
+    y[1, 2] = float("nan")
+    with pytest.raises(ValueError, match="row 1 of logits contains NaN"):
+        skt.sample(y, seed=0)
+    with pytest.raises(np.exceptions.AxisError):
+        skt.sampling_probs(x, axis=2)
+
+
+SEG_IDS = torch.tensor([0, 0, 1, 1, 1, 2, 2, 2, 2])
+
+
+@pytest.mark.parametrize("kind", ["softmax", "log_softmax", "logsumexp"])
+@pytest.mark.parametrize("layout", ["ids", "offsets"])
+def test_segment_ops_gradcheck_and_values(kind, layout):
+    x = _randn(9, 3, scale=1.0).requires_grad_()
+    kw = {"segment_ids": SEG_IDS} if layout == "ids" else {"offsets": torch.tensor([0, 2, 5, 9])}
+    f = getattr(skt, "segment_" + kind)
+    got = f(x, temperature=1.7, **kw)
+    want = getattr(sk, "segment_" + kind)(x.detach().numpy(), temperature=1.7,
+                                          **{k: v.numpy() for k, v in kw.items()})  # fmt: skip
+    np.testing.assert_array_equal(got.detach().numpy(), want)
+    assert torch.autograd.gradcheck(lambda v: f(v, temperature=1.7, **kw), (x,))
+    # against torch autograd over the dense formula, segment by segment
+    v = x / 1.7
+    parts = [v[0:2], v[2:5], v[5:9]]
+    if kind == "logsumexp":
+        ref = torch.stack([torch.logsumexp(p, 0) for p in parts])
+    else:
+        op = torch.softmax if kind == "softmax" else torch.log_softmax
+        ref = torch.cat([op(p, 0) for p in parts])
+    g = _randn(*ref.shape)
+    torch.testing.assert_close(
+        torch.autograd.grad(got, x, g)[0], torch.autograd.grad(ref, x, g)[0], rtol=1e-10, atol=1e-12
+    )
+
+
+def test_segment_logsumexp_empty_segment():
+    x = _randn(9, dtype=torch.float32, scale=1.0).requires_grad_()
+    out = skt.segment_logsumexp(x, SEG_IDS * 2, num_segments=6)  # segments 1, 3, 5 empty
+    assert torch.isneginf(out[1::2]).all()
+    out[0::2].sum().backward()
+    assert torch.isfinite(x.grad).all()
+
+
+@pytest.mark.parametrize("axis,reverse", [(0, False), (1, False), (1, True), (-1, True)])
+def test_logcumsumexp_matches_torch(axis, reverse):
+    x = _randn(4, 30).requires_grad_()
+    got = skt.logcumsumexp(x, axis, reverse=reverse)
+    xr = x.flip(axis) if reverse else x
+    want = torch.logcumsumexp(xr, axis)
+    want = want.flip(axis) if reverse else want
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    g = _randn(*x.shape)
+    torch.testing.assert_close(
+        torch.autograd.grad(got, x, g)[0], torch.autograd.grad(want, x, g)[0], rtol=1e-9, atol=1e-11
+    )
+    small = _randn(3, 4, scale=1.0).requires_grad_()
+    assert torch.autograd.gradcheck(lambda v: skt.logcumsumexp(v, axis, reverse=reverse), (small,))
+
+
+def test_logmatmulexp_matches_naive_and_gradcheck():
+    A = _randn(2, 3, 4, scale=1.0).requires_grad_()
+    B = _randn(2, 4, 5, scale=1.0).requires_grad_()
+    got = skt.logmatmulexp(A, B)
+    want = torch.logsumexp(A[..., :, :, None] + B[..., None, :, :], -2)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    assert torch.autograd.gradcheck(skt.logmatmulexp, (A, B))
+
+
+def test_opcheck_every_new_operator():
+    x = _randn(9, 3)
+    s, t = _randn(4, 6), _randn(4, 6)
+    cases = [
+        (_ops_vocab._distill_op, (s, t, None, "forward", 0.0, 1.5, "batchmean", 1, True)),
+        (_ops_vocab._distill_op, (s, t, None, "jsd", 0.4, 1.0, "none", 1, True)),
+        (_ops_vocab._sample_op, (s, 1.0, -1, 0.9, -1.0, 2, 5, 1, 0, True)),
+        (_ops_vocab._probs_op, (s, 0.7, 3, 1.0, -1.0, 0)),
+        (_ops_scan._seg_op, (x, SEG_IDS, None, -1, 0, 1.0, None, "logsumexp")),
+        (_ops_scan._seg_op, (x, None, torch.tensor([0, 4, 9]), -1, 0, 2.0, None, "softmax")),
+        (_ops_scan._lcse_op, (x, 0, True, None)),
+        (_ops_scan._lme_op, (_randn(3, 4), _randn(4, 2))),
+    ]
+    for op, args in cases:
+        torch.library.opcheck(op, args)
+
+
+# inductor itself uses torch.jit.script_method, deprecated in 2.13
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_compile_fullgraph_distill_segments_scan():
+    s = _randn(4, 6)
+    t = _randn(4, 6)
+    ids = torch.tensor([0, 0, 1, 1])
+
+    def f(v):
+        return (
+            skt.kl_divergence(v, t)
+            + skt.logcumsumexp(v, 1).sum()
+            + (skt.segment_softmax(v, ids) * t).sum()
+        )
+
+    cf = torch.compile(f, fullgraph=True)
+    a = s.clone().requires_grad_()
+    b = s.clone().requires_grad_()
+    torch.testing.assert_close(cf(a), f(b))
+    cf(a).backward()
+    f(b).backward()
+    torch.testing.assert_close(a.grad, b.grad)
