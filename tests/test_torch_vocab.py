@@ -219,3 +219,43 @@ def test_compile_fullgraph_distill_segments_scan():
     cf(a).backward()
     f(b).backward()
     torch.testing.assert_close(a.grad, b.grad)
+
+
+@pytest.mark.parametrize("reduction", ["batchmean", "sum", "mean"])
+@pytest.mark.parametrize("kind", ["forward", "reverse", "jsd"])
+def test_linear_distill_matches_dense_autograd(kind, reduction):
+    hs = _randn(6, 3, scale=1.0).requires_grad_()
+    Ws = _randn(9, 3, scale=1.0).requires_grad_()
+    ht, Wt = _randn(6, 4, scale=1.0), _randn(9, 4, scale=1.0)
+    hs2, Ws2 = hs.detach().requires_grad_(), Ws.detach().requires_grad_()
+    kw = {"beta": 0.3} if kind == "jsd" else {"direction": kind}
+    lin = skt.linear_jensen_shannon if kind == "jsd" else skt.linear_kl_divergence
+    dense = _torch_jsd if kind == "jsd" else _torch_kl
+    got = lin(hs, Ws, ht, Wt, reduction=reduction, temperature=1.3, chunk_size=2, **kw)
+    want = dense(hs2 @ Ws2.T, ht @ Wt.T, 1.3, kw.get("beta", kind), reduction)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-13)
+    ga = torch.autograd.grad(got * 2.5, (hs, Ws))
+    gb = torch.autograd.grad(want * 2.5, (hs2, Ws2))
+    for a, b in zip(ga, gb, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-13)
+
+
+def test_linear_distill_none_opcheck_and_errors():
+    hs = _randn(4, 3, scale=1.0).requires_grad_()
+    Ws = _randn(7, 3, scale=1.0)
+    ht, Wt = _randn(4, 2, scale=1.0), _randn(7, 2, scale=1.0)
+    per = skt.linear_kl_divergence(hs, Ws, ht, Wt, reduction="none")
+    assert per.shape == (4,)
+    per.sum().backward()
+    (want,) = torch.autograd.grad(skt.linear_kl_divergence(hs, Ws, ht, Wt, reduction="sum"), hs)
+    torch.testing.assert_close(hs.grad, want)
+    with pytest.raises(NotImplementedError, match="upstream gradient of ones"):
+        (skt.linear_kl_divergence(hs, Ws, ht, Wt, reduction="none") * 2).sum().backward()
+    with pytest.raises(ValueError, match=r"\.detach\(\)ed"):
+        skt.linear_jensen_shannon(hs, Ws, ht.clone().requires_grad_(), Wt)
+    with pytest.raises(ValueError, match="chunk_size must be"):
+        skt.linear_kl_divergence(hs, Ws, ht, Wt, chunk_size=0)
+    torch.library.opcheck(
+        _ops_vocab._ldistill_op,
+        (hs.detach(), Ws, ht, Wt, None, "forward", 0.0, 1.0, "sum", 2, True),
+    )

@@ -49,7 +49,14 @@ from ._ops_scan import (
     segment_logsumexp,
     segment_softmax,
 )
-from ._ops_vocab import jensen_shannon, kl_divergence, sample, sampling_probs
+from ._ops_vocab import (
+    jensen_shannon,
+    kl_divergence,
+    linear_jensen_shannon,
+    linear_kl_divergence,
+    sample,
+    sampling_probs,
+)
 from ._route import _route  # noqa: F401  (softmaxkit.softmax._torch_route)
 
 __all__ = [
@@ -61,6 +68,8 @@ __all__ = [
     "jensen_shannon",
     "kl_divergence",
     "linear_cross_entropy",
+    "linear_jensen_shannon",
+    "linear_kl_divergence",
     "log_softmax",
     "logcumsumexp",
     "logmatmulexp",

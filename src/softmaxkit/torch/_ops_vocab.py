@@ -179,6 +179,165 @@ def jensen_shannon(
                     where, reduction, axis)  # fmt: skip
 
 
+# --------------------------------------------------------- linear distillation
+@torch.library.custom_op("softmaxkit::linear_distill", mutates_args=())
+def _ldistill_op(
+    student_hidden: torch.Tensor,
+    student_weight: torch.Tensor,
+    teacher_hidden: torch.Tensor,
+    teacher_weight: torch.Tensor,
+    where: torch.Tensor | None,
+    direction: str,
+    beta: float,
+    temperature: float,
+    reduction: str,
+    chunk_size: int,
+    need_grad: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    args = [_arr(t) for t in (student_hidden, student_weight, teacher_hidden, teacher_weight)]
+    kw = dict(temperature=temperature, where=None if where is None else where.numpy(),
+              reduction=reduction, return_grad=need_grad,
+              chunk_size=None if chunk_size <= 0 else chunk_size)  # fmt: skip
+    if direction == "jsd":
+        r = _distill.linear_jensen_shannon(*args, beta=beta, **kw)
+    else:
+        r = _distill.linear_kl_divergence(*args, direction=direction, **kw)
+    dt = torch.promote_types(student_hidden.dtype, student_weight.dtype)
+    if not need_grad:
+        empty = torch.empty((0,), dtype=dt)
+        return torch.from_numpy(np.array(r)).to(dt), empty, empty.clone()
+    loss, (dh, dw) = r
+    return (
+        torch.from_numpy(np.array(loss)).to(dt),
+        torch.from_numpy(np.ascontiguousarray(dh)).to(student_hidden.dtype),
+        torch.from_numpy(np.ascontiguousarray(dw)).to(student_weight.dtype),
+    )
+
+
+@_ldistill_op.register_fake
+def _(student_hidden, student_weight, teacher_hidden, teacher_weight, where, direction, beta,
+      temperature, reduction, chunk_size, need_grad):  # fmt: skip
+    dt = torch.promote_types(student_hidden.dtype, student_weight.dtype)
+    shape = student_hidden.shape[:-1] if reduction == "none" else ()
+    if not need_grad:
+        return (student_hidden.new_empty(shape, dtype=dt), student_hidden.new_empty((0,), dtype=dt),
+                student_hidden.new_empty((0,), dtype=dt))  # fmt: skip
+    return (
+        student_hidden.new_empty(shape, dtype=dt),
+        student_hidden.new_empty(student_hidden.shape),
+        student_weight.new_empty(student_weight.shape),
+    )
+
+
+def _ldistill_setup(ctx, inputs, output):
+    _aux_outputs(ctx, output[1:])
+    ctx.reduction = inputs[8]
+    ctx.save_for_backward(output[1], output[2])
+
+
+def _ldistill_backward(ctx, g, _gh, _gw):
+    if g is None:
+        return (None,) * 11
+    dh, dw = ctx.saved_tensors
+    _first_order_only("linear_kl_divergence", dh)
+    if ctx.reduction == "none":
+        # the saved gradients are of the sum: a per-row upstream gradient would need
+        # the per-row terms, which the fused kernel does not keep
+        if not (type(g) is torch.Tensor and bool((g == 1).all())):
+            raise NotImplementedError(
+                "softmaxkit.torch linear distillation with reduction='none': backward "
+                "takes only an upstream gradient of ones (loss.sum().backward()); use "
+                "reduction='sum' and weight the rows in the loss instead"
+            )
+        return (dh, dw) + (None,) * 9
+    return (dh * g, dw * g) + (None,) * 9
+
+
+_ldistill_op.register_autograd(_ldistill_backward, setup_context=_ldistill_setup)
+
+
+def _linear_call(name, hs, Ws, ht, Wt, direction, beta, temperature, where, reduction,
+                 chunk_size):  # fmt: skip
+    for nm, t in (("student_hidden", hs), ("student_weight", Ws), ("teacher_hidden", ht),
+                  ("teacher_weight", Wt)):  # fmt: skip
+        _check_float(nm, t)
+    _check_devices(student_hidden=hs, student_weight=Ws, teacher_hidden=ht, teacher_weight=Wt)
+    _cpu_only(name, hs, Ws, ht, Wt)
+    if (ht.requires_grad or Wt.requires_grad) and torch.is_grad_enabled():
+        raise ValueError(
+            "the teacher's hidden states and weight must not require a gradient (the fused "
+            "gradient is the student's only); pass them .detach()ed"
+        )
+    if reduction not in _DISTILL_REDUCTIONS:
+        raise ValueError(f"reduction must be one of {_DISTILL_REDUCTIONS}; got {reduction!r}")
+    if chunk_size is not None and (
+        isinstance(chunk_size, bool) or not isinstance(chunk_size, numbers.Integral)
+        or chunk_size < 1
+    ):  # fmt: skip
+        raise ValueError(f"chunk_size must be an int >= 1 or None; got {chunk_size!r}")
+    mask = None
+    if where is not None:
+        mask = torch.as_tensor(where).detach()
+        if mask.dtype != torch.bool:
+            raise TypeError(f"where must be a boolean tensor; got {mask.dtype}")
+        mask = mask.contiguous()
+    loss, _, _ = _ldistill_op(hs, Ws, ht.detach(), Wt.detach(), mask, direction, float(beta),
+                              float(temperature), reduction, int(chunk_size or 0),
+                              _need_grad(hs, Ws))  # fmt: skip
+    return loss
+
+
+def linear_kl_divergence(
+    student_hidden, student_weight, teacher_hidden, teacher_weight, /, *, temperature=1.0,
+    direction="forward", where=None, reduction="batchmean", chunk_size=None,
+):  # fmt: skip
+    r""":func:`softmaxkit.linear_kl_divergence` of tensors (``softmaxkit::linear_distill``).
+
+    Neither logits matrix is formed; the gradients w.r.t. the student's hidden states
+    and weight come from the fused chunked kernel in the forward pass and are saved.
+    The teacher's tensors must not require a gradient.
+
+    Examples
+    --------
+    >>> import torch
+    >>> import softmaxkit.torch as skt
+    >>> hs = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
+    >>> Ws, ht, Wt = torch.randn(7, 3, dtype=torch.float64), torch.randn(4, 2), torch.randn(7, 2)
+    >>> loss = skt.linear_kl_divergence(hs, Ws, ht.double(), Wt.double())
+    >>> loss.backward(); hs.grad.shape
+    torch.Size([4, 3])
+    """
+    if direction not in ("forward", "reverse"):
+        raise ValueError(f"direction must be 'forward' or 'reverse'; got {direction!r}")
+    return _linear_call("linear_kl_divergence", student_hidden, student_weight, teacher_hidden,
+                        teacher_weight, direction, 0.0, temperature, where, reduction,
+                        chunk_size)  # fmt: skip
+
+
+def linear_jensen_shannon(
+    student_hidden, student_weight, teacher_hidden, teacher_weight, /, *, beta=0.5,
+    temperature=1.0, where=None, reduction="batchmean", chunk_size=None,
+):  # fmt: skip
+    r""":func:`softmaxkit.linear_jensen_shannon` of tensors (``softmaxkit::linear_distill``).
+
+    As :func:`linear_kl_divergence` here, with the generalised JSD.
+
+    Examples
+    --------
+    >>> import torch
+    >>> import softmaxkit.torch as skt
+    >>> hs, Ws = torch.randn(4, 3, dtype=torch.float64), torch.randn(7, 3, dtype=torch.float64)
+    >>> round(float(skt.linear_jensen_shannon(hs, Ws, hs, Ws)), 12)
+    0.0
+    """
+    b = float(beta)
+    if not 0.0 <= b <= 1.0:
+        raise ValueError(f"beta must be in [0, 1]; got beta={beta!r}")
+    return _linear_call("linear_jensen_shannon", student_hidden, student_weight, teacher_hidden,
+                        teacher_weight, "jsd", b, temperature, where, reduction,
+                        chunk_size)  # fmt: skip
+
+
 # --------------------------------------------------------------------- sampling
 def _opt_int(v):
     return -1 if v is None else int(v)
