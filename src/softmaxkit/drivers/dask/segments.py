@@ -24,14 +24,23 @@ import dask.array as da
 import numpy as np
 
 from ..._core.validate import resolve_dtype, validate_temperature
+from ..eager import dense_logsumexp
+from ..eager_segments import (
+    Segs,
+    finalize_lse,
+    lme_batched,
+    log_wr,
+    merge_states,
+    one_axis,
+    scan_last,
+    states,
+)
 
 __all__ = ["logcumsumexp", "logmatmulexp", "segment_logsumexp", "segment_softmax"]
 
 
 def _prep_x(x, axis, temperature, where):
-    from ...scan import _one_axis
-
-    ax = _one_axis(axis, max(x.ndim, 1))
+    ax = one_axis(axis, max(x.ndim, 1))
     t = validate_temperature(temperature)
     compute, out_dtype = resolve_dtype(np.dtype(x.dtype), None)
     xc = x.astype(compute)
@@ -46,9 +55,7 @@ def _ids(n, chunks, segment_ids, offsets, num_segments):
     if (segment_ids is None) == (offsets is None):
         raise TypeError("give exactly one of segment_ids and offsets")
     if offsets is not None:
-        from ...segments import _Segs
-
-        segs = _Segs(n, None, np.asarray(offsets), num_segments)
+        segs = Segs(n, None, np.asarray(offsets), num_segments)
         return da.from_array(segs.ids_array(), chunks=(chunks,)), segs.num
     if num_segments is None:
         raise ValueError(
@@ -75,21 +82,17 @@ def _ids(n, chunks, segment_ids, offsets, num_segments):
 
 def _block_state(xb, ib, S):
     """(1, 3, S, *rest) state of one block (``ib`` checked here, at compute time)."""
-    from ...segments import _Segs, _states
-
     n = xb.shape[0]
     x2 = np.ascontiguousarray(xb).reshape(n, -1)
-    segs = _Segs(n, ib, None, S)
-    m, w, r = _states(x2, segs)
+    segs = Segs(n, ib, None, S)
+    m, w, r = states(x2, segs)
     return np.stack([m, w, r]).reshape((1, 3, S, *xb.shape[1:]))
 
 
 def _fold(st):
-    from ...segments import _merge
-
     m, w, r = st[0, 0], st[0, 1], st[0, 2]
     for k in range(1, st.shape[0]):
-        m, w, r = _merge(m, w, r, st[k, 0], st[k, 1], st[k, 2])
+        m, w, r = merge_states(m, w, r, st[k, 0], st[k, 1], st[k, 2])
     return np.stack([m, w, r])[None]
 
 
@@ -133,9 +136,7 @@ def _state(xm, ids, S, split_every=None):
 
 
 def _lse_of_state(st):
-    from ...segments import _finalize_lse
-
-    return _finalize_lse(st[0], st[1], st[2])
+    return finalize_lse(st[0], st[1], st[2])
 
 
 def segment_logsumexp(
@@ -149,15 +150,13 @@ def segment_logsumexp(
 
 
 def _softmax_block(xb, ib, st, log):
-    from ...segments import _log_wr
-
     m = st[0][ib]
     w = st[1][ib]
     r = st[2][ib]
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         d = np.where(xb == m, 0.0, xb.astype(np.float64) - m)
         if log:
-            out = d - _log_wr(w, r)
+            out = d - log_wr(w, r)
             out = np.where((m == -np.inf) & ~np.isnan(r), -np.inf, out)
         else:
             out = np.exp(d) / (w + r)
@@ -198,38 +197,28 @@ def segment_softmax(
 
 # --------------------------------------------------------------------------- scans
 def _block_lse(b, reverse):
-    from ...softmax import logsumexp
-
-    return np.asarray(logsumexp(b.astype(np.float64), axis=-1, keepdims=True))
+    f64 = np.dtype(np.float64)
+    lse, _ = dense_logsumexp(b.astype(f64), (b.ndim - 1,), 1.0, None, None, f64, need_sign=False)
+    return lse[..., None]
 
 
 def _exclusive(lse, reverse):
     """Exclusive running logaddexp along the last axis (the carries of the blocks)."""
-    from ...scan import logcumsumexp
-
     out = np.full(lse.shape, -np.inf)
     if lse.shape[-1] > 1:
         if reverse:
-            out[..., :-1] = logcumsumexp(lse[..., 1:], axis=-1, reverse=True)
+            out[..., :-1] = scan_last(lse[..., 1:], True, np.float64)
         else:
-            out[..., 1:] = logcumsumexp(lse[..., :-1], axis=-1)
+            out[..., 1:] = scan_last(lse[..., :-1], False, np.float64)
     return out
 
 
 def _scan_block(xb, carry, reverse, out_dt):
-    from ...scan import _rows, _scan
-
-    x2 = _rows(xb, xb.ndim - 1)
-    c = carry.reshape(-1)
-    res2 = np.empty(x2.shape, np.float32 if out_dt == np.float16 else out_dt)
-    _scan(x2, None, reverse, res2, carry=c)
-    return res2.reshape(xb.shape).astype(out_dt, copy=False)
+    return scan_last(xb, reverse, out_dt, carry=carry)
 
 
 def logcumsumexp(x, axis=-1, *, reverse=False, where=None, dtype=None):
-    from ...scan import _one_axis
-
-    ax = _one_axis(axis, max(x.ndim, 1))
+    ax = one_axis(axis, max(x.ndim, 1))
     compute, out_dtype = resolve_dtype(np.dtype(x.dtype), dtype)
     xc = x.astype(compute)
     if where is not None:
@@ -258,10 +247,16 @@ def logcumsumexp(x, axis=-1, *, reverse=False, where=None, dtype=None):
     return da.moveaxis(out, -1, ax)
 
 
-def _lme_blocks(a_blocks, b_blocks):
-    from ...scan import logmatmulexp as lme
+def _lme(a, b):
+    """logmatmulexp of two NumPy blocks with equal batch shapes."""
+    compute, _ = resolve_dtype(np.result_type(a.dtype, b.dtype), None)
+    res = np.empty((*a.shape[:-2], a.shape[-2], b.shape[-1]), compute)
+    lme_batched(a, b, a.shape[:-2], compute, res)
+    return res
 
-    parts = [lme(a, b) for a, b in zip(a_blocks, b_blocks, strict=True)]
+
+def _lme_blocks(a_blocks, b_blocks):
+    parts = [_lme(a, b) for a, b in zip(a_blocks, b_blocks, strict=True)]
     with np.errstate(invalid="ignore"):
         return functools.reduce(np.logaddexp, parts)
 
