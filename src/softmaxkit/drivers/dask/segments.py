@@ -96,36 +96,47 @@ def _fold(st):
     return np.stack([m, w, r])[None]
 
 
+def _by_block(func, out_prefix, xm, ids, *extra, **kwargs):
+    """``da.blockwise`` of ``func(x_block, ids_block, *extra_blocks, **kwargs)``.
+
+    ``xm`` has the segmented axis first (index ``i``; its other axes ``c, d, ...``),
+    ``ids`` is chunked like that axis; the output's index and every index in
+    ``extra`` (arrays and index prefixes, alternating) end in those other axes.
+    """
+    rest = string.ascii_lowercase[2 : 1 + xm.ndim]
+    extra = tuple(a + rest if k % 2 else a for k, a in enumerate(extra))
+    return da.blockwise(func, out_prefix + rest, xm, "i" + rest, ids, "i", *extra, **kwargs)
+
+
+def _keep(b, axis, keepdims):
+    return b  # chunk step: _block_state already gave each block one state
+
+
+def _fold_combine(b, axis, keepdims):
+    return _fold(b)
+
+
+def _fold_aggregate(b, axis, keepdims):
+    return _fold(b)[0]
+
+
 def _state(xm, ids, S, split_every=None):
-    rest = string.ascii_lowercase[2 : 2 + xm.ndim - 1]
-    st = da.blockwise(
+    st = _by_block(
         _block_state,
-        "iks" + rest,
+        "iks",
         xm,
-        "i" + rest,
         ids,
-        "i",
         S=S,
         new_axes={"k": 3, "s": S},
         adjust_chunks={"i": 1},
         dtype=np.float64,
         meta=np.empty((0,) * (xm.ndim + 2)),
     )
-
-    def chunk(b, axis, keepdims):
-        return b
-
-    def combine(b, axis, keepdims):
-        return _fold(b)
-
-    def aggregate(b, axis, keepdims):
-        return _fold(b)[0]
-
     return da.reduction(
         st,
-        chunk,
-        aggregate,
-        combine=combine,
+        _keep,
+        _fold_aggregate,
+        combine=_fold_combine,
         axis=0,
         keepdims=False,
         dtype=np.float64,
@@ -178,19 +189,8 @@ def segment_softmax(
     xm, ax, compute, out_dtype = _prep_x(x, axis, temperature, where)
     ids, S = _ids(xm.shape[0], xm.chunks[0], segment_ids, offsets, num_segments)
     st = _state(xm, ids, S)
-    rest = string.ascii_lowercase[2 : 2 + xm.ndim - 1]
-    out = da.blockwise(
-        _softmax_block,
-        "i" + rest,
-        xm,
-        "i" + rest,
-        ids,
-        "i",
-        st,
-        "ks" + rest,
-        log=log,
-        dtype=compute,
-        concatenate=True,
+    out = _by_block(
+        _softmax_block, "i", xm, ids, st, "ks", log=log, dtype=compute, concatenate=True
     )
     return da.moveaxis(out, 0, ax).astype(out_dtype)
 
