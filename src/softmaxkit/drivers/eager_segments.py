@@ -19,6 +19,7 @@ from numpy.exceptions import AxisError
 __all__ = [
     "MIN_BLOCK",
     "Segs",
+    "check_ids",
     "finalize_lse",
     "finite_max",
     "lme_batched",
@@ -65,6 +66,17 @@ def rows(a: np.ndarray, ax: int) -> np.ndarray:
     return np.ascontiguousarray(moved).reshape(math.prod(moved.shape[:-1]), n)
 
 
+def check_ids(ids, n: int) -> None:
+    """Raise unless ``ids`` (NumPy or Dask) is 1-D, of an integer dtype, of length ``n``."""
+    if ids.dtype.kind not in "iu":
+        raise TypeError(f"segment_ids must have an integer dtype; got {ids.dtype}")
+    if ids.ndim != 1 or ids.shape[0] != n:
+        raise ValueError(
+            f"segment_ids must be 1-D with the length of the segmented axis ({n}); "
+            f"got shape {ids.shape}"
+        )
+
+
 class Segs:
     """Validated segments of an axis of length ``n``: ``offs`` (CSR) or ``ids``."""
 
@@ -107,13 +119,7 @@ class Segs:
             self.sorted = True
             return
         ids = np.asarray(segment_ids)
-        if ids.dtype.kind not in "iu":
-            raise TypeError(f"segment_ids must have an integer dtype; got {ids.dtype}")
-        if ids.ndim != 1 or ids.shape[0] != n:
-            raise ValueError(
-                f"segment_ids must be 1-D with the length of the segmented axis ({n}); "
-                f"got shape {ids.shape}"
-            )
+        check_ids(ids, n)
         if ids.dtype not in (np.int32, np.int64):
             ids = ids.astype(np.int64)
         lo, hi, ok = _ks().ids_info(ids)

@@ -27,6 +27,7 @@ from ..._core.validate import resolve_dtype, validate_temperature
 from ..eager import dense_logsumexp
 from ..eager_segments import (
     Segs,
+    check_ids,
     finalize_lse,
     lme_batched,
     log_wr,
@@ -62,21 +63,11 @@ def _ids(n, chunks, segment_ids, offsets, num_segments):
             "num_segments is required with Dask input (the output shape must be known "
             "before the ids are read)"
         )
-    if isinstance(segment_ids, da.Array):
-        ids = segment_ids
-    else:
-        ids = np.asarray(segment_ids)
-        if ids.dtype.kind not in "iu":
-            raise TypeError(f"segment_ids must have an integer dtype; got {ids.dtype}")
-        if ids.ndim == 1 and ids.shape[0] == n:
-            ids = da.from_array(ids, chunks=(chunks,))
-    if ids.dtype.kind not in "iu":
-        raise TypeError(f"segment_ids must have an integer dtype; got {ids.dtype}")
-    if ids.ndim != 1 or ids.shape[0] != n:
-        raise ValueError(
-            f"segment_ids must be 1-D with the length of the segmented axis ({n}); "
-            f"got shape {ids.shape}"
-        )
+    lazy = isinstance(segment_ids, da.Array)
+    ids = segment_ids if lazy else np.asarray(segment_ids)
+    check_ids(ids, n)
+    if not lazy:
+        ids = da.from_array(ids, chunks=(chunks,))
     return ids.rechunk((chunks,)), int(num_segments)
 
 
