@@ -7,20 +7,20 @@ Public layer: validate, normalise ``axis``, run the kernels of ``_kernels/scan.p
 
 from __future__ import annotations
 
-import math
 import numbers
 import sys
 
 import numpy as np
-from numpy.exceptions import AxisError
 
 from ._core.validate import as_input_array, check_out, resolve_dtype, validate_where
+from .drivers.eager_segments import MIN_BLOCK as _MIN_BLOCK
+from .drivers.eager_segments import finite_max as _finite_max
+from .drivers.eager_segments import lme_batched as _lme_batched
+from .drivers.eager_segments import one_axis as _one_axis
+from .drivers.eager_segments import rows as _rows
+from .drivers.eager_segments import scan as _scan_rows
 
 __all__ = ["logcumsumexp", "logcumsumexp_vjp", "logmatmulexp", "logmatmulexp_vjp"]
-
-# A long row is cut into blocks scanned on several threads when it has at least
-# this many values per block (below, the extra state pass costs more than it saves).
-_MIN_BLOCK = 1 << 16
 
 
 def _k():
@@ -33,70 +33,10 @@ def _is_dask(x) -> bool:
     return type(x).__module__.split(".")[0] == "dask" and "dask" in sys.modules
 
 
-def _one_axis(axis, ndim: int, name: str = "axis") -> int:
-    if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
-        raise TypeError(f"{name} must be an int; got {axis!r}")
-    a = int(axis)
-    if not -ndim <= a < ndim:
-        raise AxisError(a, ndim, msg_prefix=name)
-    return a % ndim
-
-
-def _rows(a: np.ndarray, ax: int) -> np.ndarray:
-    """``a`` with ``ax`` moved last as C-contiguous ``[R, n]`` rows (a view when it can)."""
-    moved = np.moveaxis(a, ax, -1)
-    n = moved.shape[-1]
-    return np.ascontiguousarray(moved).reshape(math.prod(moved.shape[:-1]), n)
-
-
-def _carries(bm: np.ndarray, bs: np.ndarray, m: np.ndarray, s: np.ndarray):
-    """Exclusive scan of block states along axis 1 (the state entering each block),
-    starting from the state ``(m, s)`` entering the row."""
-    from ._core.state import merge
-
-    cm = np.empty_like(bm)
-    cs = np.empty_like(bs)
-    for k in range(bm.shape[1]):
-        cm[:, k] = m
-        cs[:, k] = s
-        m, s = merge(m, s, bm[:, k], bs[:, k])
-    return cm, cs
-
-
-def _scan(x2: np.ndarray, m2: np.ndarray | None, reverse: bool, res2: np.ndarray, carry=None):
-    """Run the scan kernels over C rows ``x2`` into ``res2`` (both [R, n]).
-
-    ``carry``: optional [R] log-sum-exp of what comes before each row in scan order
-    (the Dask driver's blocks); it enters as the state ``(carry, 1)`` (``(-inf, 0)``
-    for ``-inf``): the scan only ever uses ``m + log(s)`` of a state.
-    """
-    from ._kernels._parallel import run, threads_for
-
-    k = _k()
-    R, n = x2.shape
-    if R == 0 or n == 0:
-        return
-    use_mask = m2 is not None
-    mrows = m2 if m2 is not None else np.broadcast_to(np.ones((1, 1), bool), (R, 1))
-    nt = threads_for(x2.size, x2.itemsize)
-    nblk = 1
-    if nt > 1 and R < 2 * nt:
-        nblk = max(1, min(-(-4 * nt // R), n // _MIN_BLOCK))
-    if carry is None:
-        m0 = np.full(R, -np.inf)
-        s0 = np.zeros(R)
-    else:
-        m0 = np.asarray(carry, dtype=np.float64).reshape(R)
-        s0 = np.where(m0 == -np.inf, 0.0, 1.0)
-    if nblk > 1:
-        bm = np.empty((R, nblk))
-        bs = np.empty((R, nblk))
-        run(k.block_states, R * nblk, nt, x2, mrows, use_mask, reverse, nblk, bm, bs)
-        cm, cs = _carries(bm, bs, m0, s0)
-    else:
-        cm = m0.reshape(R, 1).copy()
-        cs = s0.reshape(R, 1).copy()
-    run(k.scan_rows, R * nblk, nt, x2, mrows, use_mask, res2, reverse, nblk, cm, cs)
+def _scan(x2: np.ndarray, m2: np.ndarray | None, reverse: bool, res2: np.ndarray) -> None:
+    """The NumPy driver's scan of rows ``x2`` into ``res2``, cut into blocks of at least
+    ``_MIN_BLOCK`` values (read at call time: tests lower it to reach the blocked path)."""
+    _scan_rows(x2, m2, reverse, res2, min_block=_MIN_BLOCK)
 
 
 def logcumsumexp(x, /, axis=-1, *, reverse=False, where=None, dtype=None, out=None):
@@ -273,85 +213,6 @@ def logcumsumexp_vjp(x, g, /, axis=-1, *, reverse=False, where=None):
 
 
 # --------------------------------------------------------------------------- logmatmulexp
-_BI = 256  # rows of A per tile
-_BJ = 256  # the contracted axis per block
-# An accumulated sum below this (relative to the shifts a_i + b_k) may have lost its
-# dominant terms to underflow: those entries are recomputed directly (see
-# logmatmulexp's Notes; guarded by test_scan.py::test_logmatmulexp_underflow_fallback).
-_LOST = {np.dtype(np.float64): 1e-260, np.dtype(np.float32): 1e-25}
-
-
-def _finite_max(a: np.ndarray, axis: int) -> np.ndarray:
-    """Max over ``axis`` of the finite entries; 0 where there is none.
-
-    A plain max first (no temporary of ``a``'s size); only the rows / columns whose
-    max is not finite are reduced again over their finite entries."""
-    m = np.max(a, axis=axis, initial=-np.inf)
-    bad = np.flatnonzero(~np.isfinite(m))
-    for i in bad:
-        line = a[i] if axis == 1 else a[:, i]
-        fin = line[np.isfinite(line)]
-        m[i] = fin.max() if fin.size else 0.0
-    return m.astype(a.dtype, copy=False)
-
-
-def _lme_2d(A, B, out):
-    """logmatmulexp of 2-D C-contiguous ``A`` [I, J], ``B`` [J, K] into ``out`` [I, K]."""
-    from ._kernels._parallel import run, threads_for
-
-    k = _k()
-    I, J = A.shape
-    K = B.shape[1]
-    if I == 0 or K == 0:
-        return
-    if J == 0:
-        out[...] = -np.inf
-        return
-    a = _finite_max(A, 1)
-    b = _finite_max(B, 0)
-    bj = min(_BJ, J)
-    bi = min(_BI, I)
-    eB = np.empty((bj, K), A.dtype)
-    eA = np.empty((bi, bj), A.dtype)
-    P = np.empty((bi, K), A.dtype)
-    # inf * 0 in the products is the NaN of +inf + -inf in the naive form
-    with np.errstate(invalid="ignore"):
-        _lme_blocks(A, B, a, b, eA, eB, P, out)
-    with np.errstate(invalid="ignore"):
-        lost = np.nonzero(out < _LOST[A.dtype])
-    run(k.log_finish, I, threads_for(out.size), out, a, b)
-    if lost[0].size:
-        ii = lost[0].astype(np.int64)
-        kk = lost[1].astype(np.int64)
-        res = np.empty(ii.size)
-        run(k.direct_entries, ii.size, threads_for(ii.size * J), A, B, ii, kk, res)
-        out[ii, kk] = res
-
-
-def _lme_blocks(A, B, a, b, eA, eB, P, out):
-    """``out = exp(A - a) @ exp(B - b)``, block by block of the contracted axis."""
-    from ._kernels._parallel import run, threads_for
-
-    k = _k()
-    I, J = A.shape
-    bj, bi = eB.shape[0], eA.shape[0]
-    for j0 in range(0, J, bj):
-        j1 = min(J, j0 + bj)
-        eBj = eB[: j1 - j0]
-        run(k.exp_shift_cols, j1 - j0, threads_for(eBj.size), B[j0:j1], b, eBj)
-        for i0 in range(0, I, bi):
-            i1 = min(I, i0 + bi)
-            eAi = eA[: i1 - i0, : j1 - j0]
-            Ai = np.ascontiguousarray(A[i0:i1, j0:j1])
-            run(k.exp_shift_rows, i1 - i0, threads_for(Ai.size), Ai, a[i0:i1], eAi)
-            if j0 == 0:
-                np.matmul(eAi, eBj, out=out[i0:i1])
-            else:
-                Pi = P[: i1 - i0]
-                np.matmul(eAi, eBj, out=Pi)
-                out[i0:i1] += Pi
-
-
 def _lme_prepare(A, B):
     a = as_input_array(A, "A")
     b = as_input_array(B, "B")
@@ -441,14 +302,7 @@ def logmatmulexp(A, B, /, *, out=None):
     if out is not None:
         check_out(out, shape, compute)
     res = out if out is not None and out.flags.c_contiguous else np.empty(shape, compute)
-    ab = np.broadcast_to(a, batch + a.shape[-2:])
-    bb = np.broadcast_to(b, batch + b.shape[-2:])
-    for idx in np.ndindex(*batch):
-        _lme_2d(
-            np.ascontiguousarray(ab[idx], dtype=compute),
-            np.ascontiguousarray(bb[idx], dtype=compute),
-            res[idx],
-        )
+    _lme_batched(a, b, batch, compute, res)
     if out is not None and res is not out:
         out[...] = res
         return out

@@ -9,12 +9,16 @@ contract and the memory of each path: ``docs/segments.md``.
 from __future__ import annotations
 
 import math
-import numbers
 import sys
 
 import numpy as np
 
 from ._core.validate import as_input_array, resolve_dtype, validate_temperature, validate_where
+from .drivers.eager_segments import Segs as _Segs
+from .drivers.eager_segments import finalize_lse as _finalize_lse
+from .drivers.eager_segments import log_wr as _log_wr
+from .drivers.eager_segments import one_axis as _one_axis
+from .drivers.eager_segments import states as _states
 
 __all__ = [
     "segment_log_softmax",
@@ -37,79 +41,7 @@ def _is_dask(x) -> bool:
 
 
 def _axis(axis, ndim):
-    from .scan import _one_axis
-
     return _one_axis(axis, max(ndim, 1))
-
-
-class _Segs:
-    """Validated segments of an axis of length ``n``: ``offs`` (CSR) or ``ids``."""
-
-    def __init__(self, n, segment_ids, offsets, num_segments):
-        self.n = n
-        if num_segments is not None:
-            if isinstance(num_segments, bool) or not isinstance(num_segments, numbers.Integral):
-                raise TypeError(f"num_segments must be an int; got {num_segments!r}")
-            if num_segments < 0:
-                raise ValueError(f"num_segments must be >= 0; got {num_segments}")
-            num_segments = int(num_segments)
-        if (segment_ids is None) == (offsets is None):
-            raise TypeError("give exactly one of segment_ids and offsets")
-        self.ids = None
-        self.offs = None
-        if offsets is not None:
-            o = np.asarray(offsets)
-            if o.dtype.kind not in "iu" or o.ndim != 1:
-                raise TypeError(
-                    f"offsets must be a 1-D integer array; got dtype {o.dtype}, shape {o.shape}"
-                )
-            if o.size == 0 or o[0] != 0 or o[-1] != n:
-                raise ValueError(
-                    f"offsets must start at 0 and end at the axis length {n}; "
-                    f"got {o[:1].tolist()} ... {o[-1:].tolist()}"
-                )
-            d = np.diff(o)
-            if d.size and d.min() < 0:
-                i = int(np.argmax(d < 0))
-                raise ValueError(
-                    f"offsets must be non-decreasing; offsets[{i}] = {o[i]} > "
-                    f"offsets[{i + 1}] = {o[i + 1]}"
-                )
-            if num_segments is not None and num_segments != o.size - 1:
-                raise ValueError(
-                    f"num_segments must equal len(offsets) - 1 = {o.size - 1}; got {num_segments}"
-                )
-            self.offs = o.astype(np.int64, copy=False)
-            self.num = o.size - 1
-            self.sorted = True
-            return
-        ids = np.asarray(segment_ids)
-        if ids.dtype.kind not in "iu":
-            raise TypeError(f"segment_ids must have an integer dtype; got {ids.dtype}")
-        if ids.ndim != 1 or ids.shape[0] != n:
-            raise ValueError(
-                f"segment_ids must be 1-D with the length of the segmented axis ({n}); "
-                f"got shape {ids.shape}"
-            )
-        if ids.dtype not in (np.int32, np.int64):
-            ids = ids.astype(np.int64)
-        lo, hi, ok = _k().ids_info(ids)
-        if lo < 0:
-            raise ValueError(f"segment_ids must be >= 0; got {lo}")
-        num = int(hi) + 1 if num_segments is None else num_segments
-        if hi >= num:
-            raise ValueError(f"segment_ids must be < num_segments = {num}; got {hi}")
-        self.num = num
-        self.ids = ids
-        self.sorted = bool(ok)
-        if ok:
-            self.offs = np.empty(num + 1, np.int64)
-            _k().offsets_from_sorted(ids, num, self.offs)
-
-    def ids_array(self):
-        if self.ids is not None:
-            return self.ids
-        return np.repeat(np.arange(self.num, dtype=np.int64), np.diff(self.offs))
 
 
 def _prepare(x, axis, temperature, where):
@@ -130,63 +62,6 @@ def _prepare(x, axis, temperature, where):
     moved = np.moveaxis(xc, ax, 0)
     x2 = np.ascontiguousarray(moved).reshape(arr.shape[ax], math.prod(moved.shape[1:]))
     return arr, ax, x2, moved.shape, compute, out_dtype, t
-
-
-def _states(x2, segs):
-    """float64 ``(m, w, r)``, each [S, C]: every segment's max, ties at the max and
-    the sum of the other terms (``_kernels/segments.py``)."""
-    from ._kernels._parallel import run, threads_for
-
-    k = _k()
-    N, C = x2.shape
-    S = segs.num
-    nt = threads_for(x2.size, x2.itemsize)
-    m = np.empty((S, C), x2.dtype)
-    w = np.empty((S, C))
-    r = np.empty((S, C))
-    if segs.offs is not None:
-        if C == 1:
-            run(k.csr_state_1d, S, nt, x2.reshape(-1), segs.offs, m[:, 0], w[:, 0], r[:, 0])
-        else:
-            run(k.csr_state_2d, S, nt, x2, segs.offs, m, w, r)
-        return m.astype(np.float64), w, r
-    nparts = max(1, min(nt, N // 4096))
-    pm = np.full((nparts, S, C), -np.inf, dtype=x2.dtype)
-    pw = np.zeros((nparts, S, C))
-    pr = np.zeros((nparts, S, C))
-    run(k.scatter_state, nparts, nparts, x2, segs.ids, nparts, pm, pw, pr)
-    m, w, r = pm[0].astype(np.float64), pw[0], pr[0]
-    for p in range(1, nparts):
-        m, w, r = _merge(m, w, r, pm[p].astype(np.float64), pw[p], pr[p])
-    return m, w, r
-
-
-def _merge(m1, w1, r1, m2, w2, r2):
-    """Combine two ``(m, w, r)`` states (associative; identity ``(-inf, 0, 0)``)."""
-    m = np.maximum(m1, m2)
-    with np.errstate(invalid="ignore", over="ignore"):
-        e1 = m1 == m
-        e2 = m2 == m
-        w = np.where(e1, w1, 0.0) + np.where(e2, w2, 0.0)
-        r = np.where(e1, r1, (w1 + r1) * np.exp(np.where(e1, 0.0, m1 - m))) + np.where(
-            e2, r2, (w2 + r2) * np.exp(np.where(e2, 0.0, m2 - m))
-        )
-    return m, w, r
-
-
-def _log_wr(w, r):
-    """``log(w + r)``, vectorised ``_kernels.segments.log_wr``."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        one = np.log1p(r)
-        many = np.log(np.maximum(w, 1.0)) + np.log1p(r / np.maximum(w, 1.0))
-        return np.where(w == 1.0, one, np.where(w == 0.0, np.log(r), many))
-
-
-def _finalize_lse(m, w, r):
-    with np.errstate(invalid="ignore"):
-        lse = m + _log_wr(w, r)
-    # m = -inf is empty unless a NaN (skipped by the max) made r NaN
-    return np.where((m == -np.inf) & ~np.isnan(r), -np.inf, lse)
 
 
 def segment_logsumexp(
@@ -266,6 +141,24 @@ def segment_logsumexp(
     return np.moveaxis(lse, 0, ax).astype(out_dtype, copy=False)
 
 
+def _softmax_any(x, segment_ids, offsets, num_segments, axis, temperature, where, log):
+    """segment_softmax / segment_log_softmax of any input: the Dask driver or NumPy."""
+    if _is_dask(x):
+        from .drivers.dask import segments as _dask_segments
+
+        return _dask_segments.segment_softmax(
+            x,
+            segment_ids,
+            offsets=offsets,
+            num_segments=num_segments,
+            axis=axis,
+            temperature=temperature,
+            where=where,
+            log=log,
+        )
+    return _segment_softmax(x, segment_ids, offsets, num_segments, axis, temperature, where, log)
+
+
 def _segment_softmax(x, segment_ids, offsets, num_segments, axis, temperature, where, log):
     from ._kernels._parallel import run, threads_for
 
@@ -335,39 +228,13 @@ _SOFTMAX_DOC = r"""{title}
 def segment_softmax(
     x, /, segment_ids=None, *, offsets=None, num_segments=None, axis=0, temperature=1.0, where=None
 ):
-    if _is_dask(x):
-        from .drivers.dask import segments as _dask_segments
-
-        return _dask_segments.segment_softmax(
-            x,
-            segment_ids,
-            offsets=offsets,
-            num_segments=num_segments,
-            axis=axis,
-            temperature=temperature,
-            where=where,
-            log=False,
-        )
-    return _segment_softmax(x, segment_ids, offsets, num_segments, axis, temperature, where, False)
+    return _softmax_any(x, segment_ids, offsets, num_segments, axis, temperature, where, False)
 
 
 def segment_log_softmax(
     x, /, segment_ids=None, *, offsets=None, num_segments=None, axis=0, temperature=1.0, where=None
 ):
-    if _is_dask(x):
-        from .drivers.dask import segments as _dask_segments
-
-        return _dask_segments.segment_softmax(
-            x,
-            segment_ids,
-            offsets=offsets,
-            num_segments=num_segments,
-            axis=axis,
-            temperature=temperature,
-            where=where,
-            log=True,
-        )
-    return _segment_softmax(x, segment_ids, offsets, num_segments, axis, temperature, where, True)
+    return _softmax_any(x, segment_ids, offsets, num_segments, axis, temperature, where, True)
 
 
 segment_softmax.__doc__ = _SOFTMAX_DOC.format(

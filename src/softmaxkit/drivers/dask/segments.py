@@ -24,14 +24,24 @@ import dask.array as da
 import numpy as np
 
 from ..._core.validate import resolve_dtype, validate_temperature
+from ..eager import dense_logsumexp
+from ..eager_segments import (
+    Segs,
+    check_ids,
+    finalize_lse,
+    lme_batched,
+    log_wr,
+    merge_states,
+    one_axis,
+    scan_last,
+    states,
+)
 
 __all__ = ["logcumsumexp", "logmatmulexp", "segment_logsumexp", "segment_softmax"]
 
 
 def _prep_x(x, axis, temperature, where):
-    from ...scan import _one_axis
-
-    ax = _one_axis(axis, max(x.ndim, 1))
+    ax = one_axis(axis, max(x.ndim, 1))
     t = validate_temperature(temperature)
     compute, out_dtype = resolve_dtype(np.dtype(x.dtype), None)
     xc = x.astype(compute)
@@ -46,83 +56,78 @@ def _ids(n, chunks, segment_ids, offsets, num_segments):
     if (segment_ids is None) == (offsets is None):
         raise TypeError("give exactly one of segment_ids and offsets")
     if offsets is not None:
-        from ...segments import _Segs
-
-        segs = _Segs(n, None, np.asarray(offsets), num_segments)
+        segs = Segs(n, None, np.asarray(offsets), num_segments)
         return da.from_array(segs.ids_array(), chunks=(chunks,)), segs.num
     if num_segments is None:
         raise ValueError(
             "num_segments is required with Dask input (the output shape must be known "
             "before the ids are read)"
         )
-    if isinstance(segment_ids, da.Array):
-        ids = segment_ids
-    else:
-        ids = np.asarray(segment_ids)
-        if ids.dtype.kind not in "iu":
-            raise TypeError(f"segment_ids must have an integer dtype; got {ids.dtype}")
-        if ids.ndim == 1 and ids.shape[0] == n:
-            ids = da.from_array(ids, chunks=(chunks,))
-    if ids.dtype.kind not in "iu":
-        raise TypeError(f"segment_ids must have an integer dtype; got {ids.dtype}")
-    if ids.ndim != 1 or ids.shape[0] != n:
-        raise ValueError(
-            f"segment_ids must be 1-D with the length of the segmented axis ({n}); "
-            f"got shape {ids.shape}"
-        )
+    lazy = isinstance(segment_ids, da.Array)
+    ids = segment_ids if lazy else np.asarray(segment_ids)
+    check_ids(ids, n)
+    if not lazy:
+        ids = da.from_array(ids, chunks=(chunks,))
     return ids.rechunk((chunks,)), int(num_segments)
 
 
 def _block_state(xb, ib, S):
     """(1, 3, S, *rest) state of one block (``ib`` checked here, at compute time)."""
-    from ...segments import _Segs, _states
-
     n = xb.shape[0]
     x2 = np.ascontiguousarray(xb).reshape(n, -1)
-    segs = _Segs(n, ib, None, S)
-    m, w, r = _states(x2, segs)
+    segs = Segs(n, ib, None, S)
+    m, w, r = states(x2, segs)
     return np.stack([m, w, r]).reshape((1, 3, S, *xb.shape[1:]))
 
 
 def _fold(st):
-    from ...segments import _merge
-
     m, w, r = st[0, 0], st[0, 1], st[0, 2]
     for k in range(1, st.shape[0]):
-        m, w, r = _merge(m, w, r, st[k, 0], st[k, 1], st[k, 2])
+        m, w, r = merge_states(m, w, r, st[k, 0], st[k, 1], st[k, 2])
     return np.stack([m, w, r])[None]
 
 
+def _by_block(func, out_prefix, xm, ids, *extra, **kwargs):
+    """``da.blockwise`` of ``func(x_block, ids_block, *extra_blocks, **kwargs)``.
+
+    ``xm`` has the segmented axis first (index ``i``; its other axes ``c, d, ...``),
+    ``ids`` is chunked like that axis; the output's index and every index in
+    ``extra`` (arrays and index prefixes, alternating) end in those other axes.
+    """
+    rest = string.ascii_lowercase[2 : 1 + xm.ndim]
+    extra = tuple(a + rest if k % 2 else a for k, a in enumerate(extra))
+    return da.blockwise(func, out_prefix + rest, xm, "i" + rest, ids, "i", *extra, **kwargs)
+
+
+def _keep(b, axis, keepdims):
+    return b  # chunk step: _block_state already gave each block one state
+
+
+def _fold_combine(b, axis, keepdims):
+    return _fold(b)
+
+
+def _fold_aggregate(b, axis, keepdims):
+    return _fold(b)[0]
+
+
 def _state(xm, ids, S, split_every=None):
-    rest = string.ascii_lowercase[2 : 2 + xm.ndim - 1]
-    st = da.blockwise(
+    st = _by_block(
         _block_state,
-        "iks" + rest,
+        "iks",
         xm,
-        "i" + rest,
         ids,
-        "i",
         S=S,
         new_axes={"k": 3, "s": S},
         adjust_chunks={"i": 1},
         dtype=np.float64,
         meta=np.empty((0,) * (xm.ndim + 2)),
     )
-
-    def chunk(b, axis, keepdims):
-        return b
-
-    def combine(b, axis, keepdims):
-        return _fold(b)
-
-    def aggregate(b, axis, keepdims):
-        return _fold(b)[0]
-
     return da.reduction(
         st,
-        chunk,
-        aggregate,
-        combine=combine,
+        _keep,
+        _fold_aggregate,
+        combine=_fold_combine,
         axis=0,
         keepdims=False,
         dtype=np.float64,
@@ -133,9 +138,7 @@ def _state(xm, ids, S, split_every=None):
 
 
 def _lse_of_state(st):
-    from ...segments import _finalize_lse
-
-    return _finalize_lse(st[0], st[1], st[2])
+    return finalize_lse(st[0], st[1], st[2])
 
 
 def segment_logsumexp(
@@ -149,15 +152,13 @@ def segment_logsumexp(
 
 
 def _softmax_block(xb, ib, st, log):
-    from ...segments import _log_wr
-
     m = st[0][ib]
     w = st[1][ib]
     r = st[2][ib]
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         d = np.where(xb == m, 0.0, xb.astype(np.float64) - m)
         if log:
-            out = d - _log_wr(w, r)
+            out = d - log_wr(w, r)
             out = np.where((m == -np.inf) & ~np.isnan(r), -np.inf, out)
         else:
             out = np.exp(d) / (w + r)
@@ -179,57 +180,36 @@ def segment_softmax(
     xm, ax, compute, out_dtype = _prep_x(x, axis, temperature, where)
     ids, S = _ids(xm.shape[0], xm.chunks[0], segment_ids, offsets, num_segments)
     st = _state(xm, ids, S)
-    rest = string.ascii_lowercase[2 : 2 + xm.ndim - 1]
-    out = da.blockwise(
-        _softmax_block,
-        "i" + rest,
-        xm,
-        "i" + rest,
-        ids,
-        "i",
-        st,
-        "ks" + rest,
-        log=log,
-        dtype=compute,
-        concatenate=True,
+    out = _by_block(
+        _softmax_block, "i", xm, ids, st, "ks", log=log, dtype=compute, concatenate=True
     )
     return da.moveaxis(out, 0, ax).astype(out_dtype)
 
 
 # --------------------------------------------------------------------------- scans
 def _block_lse(b, reverse):
-    from ...softmax import logsumexp
-
-    return np.asarray(logsumexp(b.astype(np.float64), axis=-1, keepdims=True))
+    f64 = np.dtype(np.float64)
+    lse, _ = dense_logsumexp(b.astype(f64), (b.ndim - 1,), 1.0, None, None, f64, need_sign=False)
+    return lse[..., None]
 
 
 def _exclusive(lse, reverse):
     """Exclusive running logaddexp along the last axis (the carries of the blocks)."""
-    from ...scan import logcumsumexp
-
     out = np.full(lse.shape, -np.inf)
     if lse.shape[-1] > 1:
         if reverse:
-            out[..., :-1] = logcumsumexp(lse[..., 1:], axis=-1, reverse=True)
+            out[..., :-1] = scan_last(lse[..., 1:], True, np.float64)
         else:
-            out[..., 1:] = logcumsumexp(lse[..., :-1], axis=-1)
+            out[..., 1:] = scan_last(lse[..., :-1], False, np.float64)
     return out
 
 
 def _scan_block(xb, carry, reverse, out_dt):
-    from ...scan import _rows, _scan
-
-    x2 = _rows(xb, xb.ndim - 1)
-    c = carry.reshape(-1)
-    res2 = np.empty(x2.shape, np.float32 if out_dt == np.float16 else out_dt)
-    _scan(x2, None, reverse, res2, carry=c)
-    return res2.reshape(xb.shape).astype(out_dt, copy=False)
+    return scan_last(xb, reverse, out_dt, carry=carry)
 
 
 def logcumsumexp(x, axis=-1, *, reverse=False, where=None, dtype=None):
-    from ...scan import _one_axis
-
-    ax = _one_axis(axis, max(x.ndim, 1))
+    ax = one_axis(axis, max(x.ndim, 1))
     compute, out_dtype = resolve_dtype(np.dtype(x.dtype), dtype)
     xc = x.astype(compute)
     if where is not None:
@@ -258,10 +238,16 @@ def logcumsumexp(x, axis=-1, *, reverse=False, where=None, dtype=None):
     return da.moveaxis(out, -1, ax)
 
 
-def _lme_blocks(a_blocks, b_blocks):
-    from ...scan import logmatmulexp as lme
+def _lme(a, b):
+    """logmatmulexp of two NumPy blocks with equal batch shapes."""
+    compute, _ = resolve_dtype(np.result_type(a.dtype, b.dtype), None)
+    res = np.empty((*a.shape[:-2], a.shape[-2], b.shape[-1]), compute)
+    lme_batched(a, b, a.shape[:-2], compute, res)
+    return res
 
-    parts = [lme(a, b) for a, b in zip(a_blocks, b_blocks, strict=True)]
+
+def _lme_blocks(a_blocks, b_blocks):
+    parts = [_lme(a, b) for a, b in zip(a_blocks, b_blocks, strict=True)]
     with np.errstate(invalid="ignore"):
         return functools.reduce(np.logaddexp, parts)
 

@@ -1,0 +1,364 @@
+"""NumPy driver of the segment and scan families: the validated segments, the
+``(m, w, r)`` segment states, the scan of the ``(m, s)`` state along rows and the
+blocked log-space matrix product, on NumPy arrays via the kernels of
+``_kernels/segments.py`` and ``_kernels/scan.py`` (loaded on first use).
+
+Used by the public layer (:mod:`softmaxkit.segments`, :mod:`softmaxkit.scan`) for
+NumPy input and by the Dask driver (:mod:`softmaxkit.drivers.dask.segments`) on
+each block, so neither imports the other.  The maths: ``docs/segments.md``.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+from numpy.exceptions import AxisError
+
+__all__ = [
+    "MIN_BLOCK",
+    "Segs",
+    "check_ids",
+    "finalize_lse",
+    "finite_max",
+    "lme_batched",
+    "log_wr",
+    "merge_states",
+    "one_axis",
+    "rows",
+    "scan",
+    "scan_last",
+    "states",
+]
+
+# A long row is cut into blocks scanned on several threads when it has at least
+# this many values per block (below, the extra state pass costs more than it saves).
+MIN_BLOCK = 1 << 16
+
+
+def _ks():
+    from .._kernels import segments
+
+    return segments
+
+
+def _kc():
+    from .._kernels import scan as k
+
+    return k
+
+
+def one_axis(axis, ndim: int, name: str = "axis") -> int:
+    """``axis`` as a single non-negative int below ``ndim`` (TypeError / AxisError)."""
+    if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
+        raise TypeError(f"{name} must be an int; got {axis!r}")
+    a = int(axis)
+    if not -ndim <= a < ndim:
+        raise AxisError(a, ndim, msg_prefix=name)
+    return a % ndim
+
+
+def rows(a: np.ndarray, ax: int) -> np.ndarray:
+    """``a`` with ``ax`` moved last as C-contiguous ``[R, n]`` rows (a view when it can)."""
+    moved = np.moveaxis(a, ax, -1)
+    n = moved.shape[-1]
+    return np.ascontiguousarray(moved).reshape(math.prod(moved.shape[:-1]), n)
+
+
+def check_ids(ids, n: int) -> None:
+    """Raise unless ``ids`` (NumPy or Dask) is 1-D, of an integer dtype, of length ``n``."""
+    if ids.dtype.kind not in "iu":
+        raise TypeError(f"segment_ids must have an integer dtype; got {ids.dtype}")
+    if ids.ndim != 1 or ids.shape[0] != n:
+        raise ValueError(
+            f"segment_ids must be 1-D with the length of the segmented axis ({n}); "
+            f"got shape {ids.shape}"
+        )
+
+
+class Segs:
+    """Validated segments of an axis of length ``n``: ``offs`` (CSR) or ``ids``."""
+
+    def __init__(self, n, segment_ids, offsets, num_segments):
+        self.n = n
+        if num_segments is not None:
+            if isinstance(num_segments, bool) or not isinstance(num_segments, numbers.Integral):
+                raise TypeError(f"num_segments must be an int; got {num_segments!r}")
+            if num_segments < 0:
+                raise ValueError(f"num_segments must be >= 0; got {num_segments}")
+            num_segments = int(num_segments)
+        if (segment_ids is None) == (offsets is None):
+            raise TypeError("give exactly one of segment_ids and offsets")
+        self.ids = None
+        self.offs = None
+        if offsets is not None:
+            o = np.asarray(offsets)
+            if o.dtype.kind not in "iu" or o.ndim != 1:
+                raise TypeError(
+                    f"offsets must be a 1-D integer array; got dtype {o.dtype}, shape {o.shape}"
+                )
+            if o.size == 0 or o[0] != 0 or o[-1] != n:
+                raise ValueError(
+                    f"offsets must start at 0 and end at the axis length {n}; "
+                    f"got {o[:1].tolist()} ... {o[-1:].tolist()}"
+                )
+            d = np.diff(o)
+            if d.size and d.min() < 0:
+                i = int(np.argmax(d < 0))
+                raise ValueError(
+                    f"offsets must be non-decreasing; offsets[{i}] = {o[i]} > "
+                    f"offsets[{i + 1}] = {o[i + 1]}"
+                )
+            if num_segments is not None and num_segments != o.size - 1:
+                raise ValueError(
+                    f"num_segments must equal len(offsets) - 1 = {o.size - 1}; got {num_segments}"
+                )
+            self.offs = o.astype(np.int64, copy=False)
+            self.num = o.size - 1
+            self.sorted = True
+            return
+        ids = np.asarray(segment_ids)
+        check_ids(ids, n)
+        if ids.dtype not in (np.int32, np.int64):
+            ids = ids.astype(np.int64)
+        lo, hi, ok = _ks().ids_info(ids)
+        if lo < 0:
+            raise ValueError(f"segment_ids must be >= 0; got {lo}")
+        num = int(hi) + 1 if num_segments is None else num_segments
+        if hi >= num:
+            raise ValueError(f"segment_ids must be < num_segments = {num}; got {hi}")
+        self.num = num
+        self.ids = ids
+        self.sorted = bool(ok)
+        if ok:
+            self.offs = np.empty(num + 1, np.int64)
+            _ks().offsets_from_sorted(ids, num, self.offs)
+
+    def ids_array(self):
+        if self.ids is not None:
+            return self.ids
+        return np.repeat(np.arange(self.num, dtype=np.int64), np.diff(self.offs))
+
+
+def states(x2, segs):
+    """float64 ``(m, w, r)``, each [S, C]: every segment's max, ties at the max and
+    the sum of the other terms (``_kernels/segments.py``)."""
+    from .._kernels._parallel import run, threads_for
+
+    k = _ks()
+    N, C = x2.shape
+    S = segs.num
+    nt = threads_for(x2.size, x2.itemsize)
+    m = np.empty((S, C), x2.dtype)
+    w = np.empty((S, C))
+    r = np.empty((S, C))
+    if segs.offs is not None:
+        if C == 1:
+            run(k.csr_state_1d, S, nt, x2.reshape(-1), segs.offs, m[:, 0], w[:, 0], r[:, 0])
+        else:
+            run(k.csr_state_2d, S, nt, x2, segs.offs, m, w, r)
+        return m.astype(np.float64), w, r
+    nparts = max(1, min(nt, N // 4096))
+    pm = np.full((nparts, S, C), -np.inf, dtype=x2.dtype)
+    pw = np.zeros((nparts, S, C))
+    pr = np.zeros((nparts, S, C))
+    run(k.scatter_state, nparts, nparts, x2, segs.ids, nparts, pm, pw, pr)
+    m, w, r = pm[0].astype(np.float64), pw[0], pr[0]
+    for p in range(1, nparts):
+        m, w, r = merge_states(m, w, r, pm[p].astype(np.float64), pw[p], pr[p])
+    return m, w, r
+
+
+def merge_states(m1, w1, r1, m2, w2, r2):
+    """Combine two ``(m, w, r)`` states (associative; identity ``(-inf, 0, 0)``)."""
+    m = np.maximum(m1, m2)
+    with np.errstate(invalid="ignore", over="ignore"):
+        e1 = m1 == m
+        e2 = m2 == m
+        w = np.where(e1, w1, 0.0) + np.where(e2, w2, 0.0)
+        r = np.where(e1, r1, (w1 + r1) * np.exp(np.where(e1, 0.0, m1 - m))) + np.where(
+            e2, r2, (w2 + r2) * np.exp(np.where(e2, 0.0, m2 - m))
+        )
+    return m, w, r
+
+
+def log_wr(w, r):
+    """``log(w + r)``, vectorised ``_kernels.segments.log_wr``."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        one = np.log1p(r)
+        many = np.log(np.maximum(w, 1.0)) + np.log1p(r / np.maximum(w, 1.0))
+        return np.where(w == 1.0, one, np.where(w == 0.0, np.log(r), many))
+
+
+def finalize_lse(m, w, r):
+    with np.errstate(invalid="ignore"):
+        lse = m + log_wr(w, r)
+    # m = -inf is empty unless a NaN (skipped by the max) made r NaN
+    return np.where((m == -np.inf) & ~np.isnan(r), -np.inf, lse)
+
+
+def _carries(bm: np.ndarray, bs: np.ndarray, m: np.ndarray, s: np.ndarray):
+    """Exclusive scan of block states along axis 1 (the state entering each block),
+    starting from the state ``(m, s)`` entering the row."""
+    from .._core.state import merge
+
+    cm = np.empty_like(bm)
+    cs = np.empty_like(bs)
+    for k in range(bm.shape[1]):
+        cm[:, k] = m
+        cs[:, k] = s
+        m, s = merge(m, s, bm[:, k], bs[:, k])
+    return cm, cs
+
+
+def scan(
+    x2: np.ndarray,
+    m2: np.ndarray | None,
+    reverse: bool,
+    res2: np.ndarray,
+    carry=None,
+    min_block: int = MIN_BLOCK,
+):
+    """Run the scan kernels over C rows ``x2`` into ``res2`` (both [R, n]).
+
+    ``carry``: optional [R] log-sum-exp of what comes before each row in scan order
+    (the Dask driver's blocks); it enters as the state ``(carry, 1)`` (``(-inf, 0)``
+    for ``-inf``): the scan only ever uses ``m + log(s)`` of a state.  Rows are cut
+    into blocks of at least ``min_block`` values when there are few of them.
+    """
+    from .._kernels._parallel import run, threads_for
+
+    k = _kc()
+    R, n = x2.shape
+    if R == 0 or n == 0:
+        return
+    use_mask = m2 is not None
+    mrows = m2 if m2 is not None else np.broadcast_to(np.ones((1, 1), bool), (R, 1))
+    nt = threads_for(x2.size, x2.itemsize)
+    nblk = 1
+    if nt > 1 and R < 2 * nt:
+        nblk = max(1, min(-(-4 * nt // R), n // min_block))
+    if carry is None:
+        m0 = np.full(R, -np.inf)
+        s0 = np.zeros(R)
+    else:
+        m0 = np.asarray(carry, dtype=np.float64).reshape(R)
+        s0 = np.where(m0 == -np.inf, 0.0, 1.0)
+    if nblk > 1:
+        bm = np.empty((R, nblk))
+        bs = np.empty((R, nblk))
+        run(k.block_states, R * nblk, nt, x2, mrows, use_mask, reverse, nblk, bm, bs)
+        cm, cs = _carries(bm, bs, m0, s0)
+    else:
+        cm = m0.reshape(R, 1).copy()
+        cs = s0.reshape(R, 1).copy()
+    run(k.scan_rows, R * nblk, nt, x2, mrows, use_mask, res2, reverse, nblk, cm, cs)
+
+
+def scan_last(a: np.ndarray, reverse: bool, out_dtype, carry=None) -> np.ndarray:
+    """Running log-sum-exp of ``a`` along its last axis (no mask), as ``out_dtype``.
+
+    ``carry``: optional log-sum-exp entering each row (shape ``a.shape[:-1]`` or
+    size-1 last axis).  float16 is scanned in float32 and rounded once.
+    """
+    x2 = rows(a, a.ndim - 1)
+    out_dtype = np.dtype(out_dtype)
+    res2 = np.empty(x2.shape, np.float32 if out_dtype == np.float16 else out_dtype)
+    scan(x2, None, bool(reverse), res2, carry=None if carry is None else carry.reshape(-1))
+    return res2.reshape(a.shape).astype(out_dtype, copy=False)
+
+
+_BI = 256  # rows of A per tile
+_BJ = 256  # the contracted axis per block
+# An accumulated sum below this (relative to the shifts a_i + b_k) may have lost its
+# dominant terms to underflow: those entries are recomputed directly (see
+# logmatmulexp's Notes; guarded by test_scan.py::test_logmatmulexp_underflow_fallback).
+_LOST = {np.dtype(np.float64): 1e-260, np.dtype(np.float32): 1e-25}
+
+
+def finite_max(a: np.ndarray, axis: int) -> np.ndarray:
+    """Max over ``axis`` of the finite entries; 0 where there is none.
+
+    A plain max first (no temporary of ``a``'s size); only the rows / columns whose
+    max is not finite are reduced again over their finite entries."""
+    m = np.max(a, axis=axis, initial=-np.inf)
+    bad = np.flatnonzero(~np.isfinite(m))
+    for i in bad:
+        line = a[i] if axis == 1 else a[:, i]
+        fin = line[np.isfinite(line)]
+        m[i] = fin.max() if fin.size else 0.0
+    return m.astype(a.dtype, copy=False)
+
+
+def _lme_2d(A, B, out):
+    """logmatmulexp of 2-D C-contiguous ``A`` [I, J], ``B`` [J, K] into ``out`` [I, K]."""
+    from .._kernels._parallel import run, threads_for
+
+    k = _kc()
+    I, J = A.shape
+    K = B.shape[1]
+    if I == 0 or K == 0:
+        return
+    if J == 0:
+        out[...] = -np.inf
+        return
+    a = finite_max(A, 1)
+    b = finite_max(B, 0)
+    bj = min(_BJ, J)
+    bi = min(_BI, I)
+    eB = np.empty((bj, K), A.dtype)
+    eA = np.empty((bi, bj), A.dtype)
+    P = np.empty((bi, K), A.dtype)
+    # inf * 0 in the products is the NaN of +inf + -inf in the naive form
+    with np.errstate(invalid="ignore"):
+        _lme_tiles(A, B, a, b, eA, eB, P, out)
+    with np.errstate(invalid="ignore"):
+        lost = np.nonzero(out < _LOST[A.dtype])
+    run(k.log_finish, I, threads_for(out.size), out, a, b)
+    if lost[0].size:
+        ii = lost[0].astype(np.int64)
+        kk = lost[1].astype(np.int64)
+        res = np.empty(ii.size)
+        run(k.direct_entries, ii.size, threads_for(ii.size * J), A, B, ii, kk, res)
+        out[ii, kk] = res
+
+
+def _lme_tiles(A, B, a, b, eA, eB, P, out):
+    """``out = exp(A - a) @ exp(B - b)``, block by block of the contracted axis."""
+    from .._kernels._parallel import run, threads_for
+
+    k = _kc()
+    I, J = A.shape
+    bj, bi = eB.shape[0], eA.shape[0]
+    for j0 in range(0, J, bj):
+        j1 = min(J, j0 + bj)
+        eBj = eB[: j1 - j0]
+        run(k.exp_shift_cols, j1 - j0, threads_for(eBj.size), B[j0:j1], b, eBj)
+        for i0 in range(0, I, bi):
+            i1 = min(I, i0 + bi)
+            eAi = eA[: i1 - i0, : j1 - j0]
+            Ai = np.ascontiguousarray(A[i0:i1, j0:j1])
+            run(k.exp_shift_rows, i1 - i0, threads_for(Ai.size), Ai, a[i0:i1], eAi)
+            if j0 == 0:
+                np.matmul(eAi, eBj, out=out[i0:i1])
+            else:
+                Pi = P[: i1 - i0]
+                np.matmul(eAi, eBj, out=Pi)
+                out[i0:i1] += Pi
+
+
+def lme_batched(a: np.ndarray, b: np.ndarray, batch: tuple, compute, res: np.ndarray) -> None:
+    """logmatmulexp of ``a`` [..., I, J] and ``b`` [..., J, K] into ``res`` [*batch, I, K].
+
+    The batch axes of ``a`` and ``b`` broadcast to ``batch``; one matrix at a time,
+    each as a C-contiguous ``compute`` copy when it is not one.
+    """
+    ab = np.broadcast_to(a, batch + a.shape[-2:])
+    bb = np.broadcast_to(b, batch + b.shape[-2:])
+    for idx in np.ndindex(*batch):
+        _lme_2d(
+            np.ascontiguousarray(ab[idx], dtype=compute),
+            np.ascontiguousarray(bb[idx], dtype=compute),
+            res[idx],
+        )
