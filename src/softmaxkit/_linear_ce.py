@@ -15,19 +15,7 @@ from typing import Any, Literal, Unpack, overload
 import numpy as np
 
 from . import _vocab
-from ._core.ce import (
-    CHUNK_BYTES,
-    compose,
-    inv_temperature,
-    kernels,
-    lim,
-    linear_inputs,
-    linear_options,
-    logit_blocks,
-    loss_options,
-    row_losses,
-    scales,
-)
+from ._core import ce as _ce
 from ._core.losscommon import class_weights, parse_target
 from ._core.losskw import LCEAny, LCEKeywords, LCEOutputs
 from ._core.routes import foreign, route
@@ -184,8 +172,8 @@ def linear_cross_entropy(
         return _vocab.linear_cross_entropy(locals())
     if foreign(hidden) == "torch":
         return route("torch", "linear_cross_entropy", _vocab.strip(locals()))
-    h, W = linear_inputs(hidden, linear_weight)
-    red, eps, z, ii = loss_options(reduction, label_smoothing, z_loss, ignore_index)
+    h, W = _ce.linear_inputs(hidden, linear_weight)
+    red, eps, z, ii = _ce.loss_options(reduction, label_smoothing, z_loss, ignore_index)
     T = validate_temperature(temperature)
     V, d = W.shape
     cw = class_weights(weight, V)
@@ -198,21 +186,21 @@ def linear_cross_entropy(
         )
     mask = validate_where(where, logits_shape)
     compute, out_dtype = resolve_dtype(np.result_type(h.dtype, W.dtype), None)
-    pre_T, invT = inv_temperature(T, compute)
+    pre_T, invT = _ce.inv_temperature(T, compute)
     if pre_T is not None:
         compute = np.dtype(np.float64)  # logits / T formed in float64 (see cross_entropy)
     # (reshape(-1, d) fails for d == 0: the logits are then the bias, or 0)
     h2 = np.ascontiguousarray(h.reshape(math.prod(h.shape[:-1]), d), dtype=compute)
     W2 = np.ascontiguousarray(W, dtype=compute)
-    chunk_size, bvec = linear_options(strategy, chunk_size, bias, V, compute)
+    chunk_size, bvec = _ce.linear_options(strategy, chunk_size, bias, V, compute)
     mask2 = mask.reshape(-1, V) if mask is not None else None
     N = h2.shape[0]
     if chunk_size is None:
-        chunk = max(128, CHUNK_BYTES // max(1, N * compute.itemsize))
+        chunk = max(128, _ce.CHUNK_BYTES // max(1, N * compute.itemsize))
     else:
         chunk = chunk_size
     chunk = max(1, min(chunk, V))
-    k = kernels()
+    k = _ce.kernels()
     t1 = tgt.reshape(-1)
     ignored = (t1 == ii) if ii is not None else np.zeros(N, dtype=np.bool_)
     tsafe = np.where(ignored, 0, t1)
@@ -223,7 +211,7 @@ def linear_cross_entropy(
             # at most N/16 rows, so the buffers stay >= 10x smaller than the logits;
             # up to 256 rows even past the 32 MiB budget (smaller blocks make the
             # matmuls measurably slower: 1.55x vs 1.25x materialised at V = 128000)
-            rows = max(256, CHUNK_BYTES // max(1, V * compute.itemsize))
+            rows = max(256, _ce.CHUNK_BYTES // max(1, V * compute.itemsize))
             rows = min(rows, -(-N // 16))
         rows = max(1, min(rows, N))
         return _lce_rows(h2, W2, bvec, mask2, tsafe, ignored, cw, invT, eps, z, red,
@@ -268,9 +256,9 @@ def linear_cross_entropy(
             ce += eps * (ls - (sd / np.maximum(cnt, 1)) / k.SD_SCALE)
         ce = np.where(np.isinf(m) & (m > 0), np.nan, ce)  # +inf logits: undefined here
     wt = cw[tsafe] if cw is not None else np.ones(N)
-    a, b, wsum, count = scales("index", wt, active, red)
-    part, zp = row_losses("index", wt, ce, lse, active, z)
-    loss = compose(part, zp, red, wsum, count, h.shape[:-1], out_dtype)
+    a, b, wsum, count = _ce.scales("index", wt, active, red)
+    part, zp = _ce.row_losses("index", wt, ce, lse, active, z)
+    loss = _ce.compose(part, zp, red, wsum, count, h.shape[:-1], out_dtype)
     if not return_grad:
         return loss
 
@@ -336,11 +324,11 @@ def _lce_rows(
     N, d = h2.shape
     V = W2.shape[0]
     compute = h2.dtype
-    k = kernels()
+    k = _ce.kernels()
     nonempty = mask2.any(axis=1) if mask2 is not None else np.ones(N, dtype=np.bool_)
     active = nonempty & ~ignored
     wt = cw[tsafe] if cw is not None else np.ones(N)
-    a, b, wsum, count = scales("index", wt, active, reduction)
+    a, b, wsum, count = _ce.scales("index", wt, active, reduction)
     buf = np.empty(rows * V, dtype=compute)
     ones_mask = np.ones((1, 1), dtype=np.bool_)
     d_h = np.empty((N, d), dtype=compute)
@@ -352,14 +340,14 @@ def _lce_rows(
     tmp = np.empty(slab * d, dtype=compute)
     ce = np.empty(N)
     lse = np.empty(N)
-    for r0, r1, zb, hb in logit_blocks(h2, W2, bvec, rows, buf):
+    for r0, r1, zb, hb in _ce.logit_blocks(h2, W2, bvec, rows, buf):
         if pre_T is not None:
             with np.errstate(over="ignore", under="ignore"):
                 zb /= pre_T
         mb = mask2[r0:r1] if mask2 is not None else np.broadcast_to(ones_mask, zb.shape)
         k.ce_index_rows(
             zb, tsafe[r0:r1], mb, mask2 is not None, invT, eps, z, a[r0:r1], b[r0:r1],
-            active[r0:r1], True, zb, ce[r0:r1], lse[r0:r1], True, lim(compute),
+            active[r0:r1], True, zb, ce[r0:r1], lse[r0:r1], True, _ce.lim(compute),
         )  # fmt: skip
         if pre_T is not None:
             with np.errstate(over="ignore", under="ignore"):
@@ -382,6 +370,6 @@ def _lce_rows(
                 np.sum(zb, axis=0, out=d_b)
             else:
                 d_b += zb.sum(axis=0)
-    part, zp = row_losses("index", wt, ce, lse, active, z)
-    loss = compose(part, zp, reduction, wsum, count, hshape[:-1], out_dtype)
+    part, zp = _ce.row_losses("index", wt, ce, lse, active, z)
+    loss = _ce.compose(part, zp, reduction, wsum, count, hshape[:-1], out_dtype)
     return loss, _grads_out(d_h, d_W, d_b, hshape, out_dtype)
