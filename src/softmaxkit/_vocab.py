@@ -11,19 +11,27 @@ from __future__ import annotations
 
 import math
 import numbers
+from types import ModuleType
 from typing import Any, NamedTuple
 
 import numpy as np
 
-from ._core.losscommon import (
-    check_int_or_none,
-    check_real,
-    check_reduction,
-    class_axis,
-    class_weights,
-    parse_target,
+from ._core.ce import (
+    CHUNK_BYTES,
+    F64,
+    compose,
+    grad_out,
+    linear_inputs,
+    linear_options,
+    logit_blocks,
+    loss_options,
+    row_losses,
+    scales,
 )
-from ._core.validate import as_input_array, check_out, resolve_dtype, validate_where
+from ._core.losscommon import check_real, class_axis, class_weights, parse_target
+from ._core.routes import foreign
+from ._core.typing import Array, FloatArray, IntArray
+from ._core.validate import as_input_array, resolve_dtype, validate_where
 from .drivers.eager import rows_view
 
 __all__ = ["CrossEntropyOutput"]
@@ -43,14 +51,14 @@ class CrossEntropyOutput(NamedTuple):
     tuple ``(d_hidden, d_weight, d_bias)`` for ``linear_cross_entropy``).
     """
 
-    loss: Any
-    lse: Any = None
-    logprob: Any = None
-    entropy: Any = None
-    argmax: Any = None
-    topk_logprobs: Any = None
-    topk_ids: Any = None
-    grad: Any = None
+    loss: Array
+    lse: FloatArray | None = None
+    logprob: FloatArray | None = None
+    entropy: FloatArray | None = None
+    argmax: IntArray | None = None
+    topk_logprobs: FloatArray | None = None
+    topk_ids: IntArray | None = None
+    grad: Array | tuple[Array, Array, Array | None] | None = None
 
 
 NEW_KEYS = (
@@ -65,13 +73,13 @@ NEW_KEYS = (
 )
 
 
-def _flag(name, v):
+def _flag(name: str, v: Any) -> bool:
     if not isinstance(v, bool | np.bool_):
         raise TypeError(f"{name} must be a bool; got {v!r}")
     return bool(v)
 
 
-def requested(args: dict) -> bool:
+def requested(args: dict[str, Any]) -> bool:
     """True when a call uses an option of this module (then it takes this path)."""
     if any(_flag(k, args[k]) for k in NEW_KEYS[:4]):
         return True
@@ -86,15 +94,13 @@ def requested(args: dict) -> bool:
     return not (isinstance(t, numbers.Real) or (isinstance(t, np.ndarray) and t.ndim == 0))
 
 
-def strip(args: dict) -> dict:
+def strip(args: dict[str, Any]) -> dict[str, Any]:
     """``args`` without this module's keywords (for the framework routes)."""
     return {k: v for k, v in args.items() if k not in NEW_KEYS}
 
 
-def _no_foreign(name, x):
-    from .softmax import _foreign
-
-    f = _foreign(x)
+def _no_foreign(name: str, x: Any) -> None:
+    f = foreign(x)
     if f is not None:
         raise TypeError(
             f"{name}: return_* / topk / softcap / per-token temperature / entropy_weight / "
@@ -102,7 +108,9 @@ def _no_foreign(name, x):
         )
 
 
-def _per_token(name, value, batch, R, *, positive=False):
+def _per_token(
+    name: str, value: Any, batch: tuple[int, ...], R: int, *, positive: bool = False
+) -> F64:
     """A scalar or an array broadcastable to the token shape ``batch`` -> float64 [R]."""
     if isinstance(value, bool | np.bool_):
         raise TypeError(f"{name} must be a real number or an array of reals; got {value!r}")
@@ -125,7 +133,7 @@ def _per_token(name, value, batch, R, *, positive=False):
     return np.ascontiguousarray(a)
 
 
-def _topk(topk, V):
+def _topk(topk: Any, V: int) -> int:
     if topk is None:
         return 0
     if isinstance(topk, bool) or not isinstance(topk, numbers.Integral):
@@ -135,13 +143,13 @@ def _topk(topk, V):
     return int(topk)
 
 
-def _softcap(softcap):
+def _softcap(softcap: Any) -> float:
     if softcap is None:
         return 0.0
     return check_real("softcap", softcap, 0.0)  # 0: no cap
 
 
-def _k():
+def _k() -> ModuleType:
     from ._kernels import vocab
 
     return vocab
@@ -150,11 +158,10 @@ def _k():
 class _Opts:
     """Validated options shared by both entry points."""
 
-    def __init__(self, a, batch, R, V):
-        self.reduction = check_reduction(a["reduction"])
-        self.eps = check_real("label_smoothing", a["label_smoothing"], 0.0, 1.0)
-        self.z = check_real("z_loss", a["z_loss"], 0.0)
-        self.ii = check_int_or_none("ignore_index", a["ignore_index"])
+    def __init__(self, a: dict[str, Any], batch: tuple[int, ...], R: int, V: int) -> None:
+        self.reduction, self.eps, self.z, self.ii = loss_options(
+            a["reduction"], a["label_smoothing"], a["z_loss"], a["ignore_index"]
+        )
         self.T = _per_token("temperature", a["temperature"], batch, R, positive=True)
         self.cap = _softcap(a["softcap"])
         self.k = _topk(a["topk"], V)
@@ -166,22 +173,23 @@ class _Opts:
         self.cw = class_weights(a["weight"], V)
 
 
-def _prepare(o, tgt, nonempty, R):
+def _prepare(o: _Opts, tgt: np.ndarray, nonempty: Any, R: int) -> tuple[Any, ...]:
     """Per-row targets, activity and the gradient coefficients."""
-    from .losses import _scales
-
     t1 = tgt.reshape(-1)
     ignored = (t1 == o.ii) if o.ii is not None else np.zeros(R, dtype=np.bool_)
     active = nonempty & ~ignored
     tsafe = np.ascontiguousarray(np.where(ignored, 0, t1), dtype=np.int64)
     wt = o.cw[np.where(active, tsafe, 0)] if o.cw is not None else np.ones(R)
-    a, b, wsum, count = _scales("index", wt, active, o.reduction, o.z)
+    a, b, wsum, count = scales("index", wt, active, o.reduction)
     be = o.ew * b if o.ew is not None else np.zeros(R)
     al = o.lw * b if o.lw is not None else np.zeros(R)
     return tsafe, ignored, active, wt, (a, b, wsum, count), be, al
 
 
-def _run(k, x2, mask2, o, tsafe, active, want_grad, coef, be, al, grad2, st, amax, topv, topi):
+def _run(k: ModuleType, x2: np.ndarray, mask2: np.ndarray | None, o: _Opts, tsafe: np.ndarray,
+         active: np.ndarray, want_grad: bool, coef: tuple[Any, ...], be: F64, al: F64,
+         grad2: np.ndarray, st: F64, amax: np.ndarray, topv: F64,
+         topi: np.ndarray) -> None:  # fmt: skip
     a, b = coef[0], coef[1]
     mk = mask2 if mask2 is not None else np.broadcast_to(np.ones((1, 1), np.bool_), x2.shape)
     k.vocab_rows(
@@ -191,27 +199,27 @@ def _run(k, x2, mask2, o, tsafe, active, want_grad, coef, be, al, grad2, st, ama
     )  # fmt: skip
 
 
-def _finish(o, st, amax, topv, topi, ignored, active, wt, coef, batch, out_dtype, grad):
-    from .losses import _compose, _row_losses
-
+def _finish(o: _Opts, st: F64, amax: np.ndarray, topv: F64, topi: np.ndarray, ignored: np.ndarray,
+            active: np.ndarray, wt: F64, coef: tuple[Any, ...], batch: tuple[int, ...],
+            out_dtype: Any, grad: Any) -> Any:  # fmt: skip
     k = _k()
     wsum, count = coef[2], coef[3]
     ce = st[:, k.CE]
     lse = st[:, k.LSE]
     lp = np.where(ignored, 0.0, st[:, k.LP])
     H = st[:, k.ENT]
-    part, zp = _row_losses("index", wt, ce, lse, active, o.z)
+    part, zp = row_losses("index", wt, ce, lse, active, o.z)
     with np.errstate(invalid="ignore", over="ignore"):
         if o.ew is not None:  # (a 0 weight adds nothing, even to a NaN/inf entropy)
             zp = zp + np.where(active & (o.ew != 0), o.ew * np.where(active, H, 0.0), 0.0)
         if o.lw is not None:
             zp = zp + np.where(active & (o.lw != 0), o.lw * np.where(active, lp, 0.0), 0.0)
-    loss = _compose(part, zp, o.reduction, wsum, count, batch, out_dtype)
+    loss = compose(part, zp, o.reduction, wsum, count, batch, out_dtype)
     if not o.tuple_out:
         return loss if grad is None else (loss, grad)
     f = o.flags
 
-    def per(v, dt=out_dtype):
+    def per(v: Any, dt: Any = out_dtype) -> Any:
         r = np.asarray(v).reshape(batch).astype(dt)
         return r[()] if r.ndim == 0 else r
 
@@ -227,7 +235,7 @@ def _finish(o, st, amax, topv, topi, ignored, active, wt, coef, batch, out_dtype
     )
 
 
-def _outputs(R, k):
+def _outputs(R: int, k: int) -> tuple[F64, np.ndarray, F64, np.ndarray]:
     kk = _k()
     return (
         np.empty((R, kk.NST)),
@@ -237,7 +245,7 @@ def _outputs(R, k):
     )
 
 
-def cross_entropy(args: dict):
+def cross_entropy(args: dict[str, Any]) -> Any:
     """``softmaxkit.cross_entropy`` with this module's options (``args``: its locals)."""
     a = args
     _no_foreign("cross_entropy", a["logits"])
@@ -256,10 +264,7 @@ def cross_entropy(args: dict):
     mask = validate_where(a["where"], arr.shape)
     compute, out_dtype = resolve_dtype(arr.dtype, None)
     out = a["out"]
-    if out is not None:
-        if not a["return_grad"]:
-            raise ValueError("out is the gradient's buffer; it needs return_grad=True")
-        check_out(out, arr.shape, out_dtype)
+    grad_out(out, a["return_grad"], arr.shape, out_dtype)
     x2 = np.ascontiguousarray(rows_view(arr, (ax,)), dtype=compute)
     if not x2.flags.writeable:
         x2 = x2.copy()  # read-only arrays are another Numba type (another compile)
@@ -286,10 +291,7 @@ def cross_entropy(args: dict):
     return _finish(o, st, amax, topv, topi, ignored, active, wt, coef, batch, out_dtype, grad)
 
 
-_CHUNK_BYTES = 32 * 2**20
-
-
-def linear_cross_entropy(args: dict):
+def linear_cross_entropy(args: dict[str, Any]) -> Any:
     """``softmaxkit.linear_cross_entropy`` with this module's options.
 
     Row blocks: each block of ``rows`` tokens gets its logits ``[rows, V]`` from one
@@ -299,17 +301,7 @@ def linear_cross_entropy(args: dict):
     """
     a = args
     _no_foreign("linear_cross_entropy", a["hidden"])
-    h = as_input_array(a["hidden"], "hidden")
-    W = as_input_array(a["linear_weight"], "linear_weight")
-    if h.ndim < 1 or W.ndim != 2:
-        raise ValueError(
-            f"hidden must have shape (..., d) and linear_weight (V, d); got {h.shape} and {W.shape}"
-        )
-    if h.shape[-1] != W.shape[1]:
-        raise ValueError(
-            f"hidden's last dimension {h.shape[-1]} does not match linear_weight's "
-            f"second dimension {W.shape[1]} (shapes {h.shape} and {W.shape})"
-        )
+    h, W = linear_inputs(a["hidden"], a["linear_weight"])
     V, d = W.shape
     batch = h.shape[:-1]
     N = math.prod(batch)
@@ -321,28 +313,16 @@ def linear_cross_entropy(args: dict):
             f"linear_cross_entropy takes class-index targets of shape {batch}; got "
             f"probabilities of shape {logits_shape}"
         )
-    strategies = ("auto", "vocab", "rows")
-    if a["strategy"] not in strategies:
-        raise ValueError(f"strategy must be one of {strategies}; got {a['strategy']!r}")
     mask = validate_where(a["where"], logits_shape)
     compute, out_dtype = resolve_dtype(np.result_type(h.dtype, W.dtype), None)
     h2 = np.ascontiguousarray(h.reshape(N, d), dtype=compute)
     W2 = np.ascontiguousarray(W, dtype=compute)
-    bvec = None
-    if a["bias"] is not None:
-        bvec = as_input_array(a["bias"], "bias").astype(compute)
-        if bvec.shape != (V,):
-            raise ValueError(f"bias must have shape ({V},); got {bvec.shape}")
+    cs, bvec = linear_options(a["strategy"], a["chunk_size"], a["bias"], V, compute)
     mask2 = mask.reshape(N, V) if mask is not None else None
-    cs = a["chunk_size"]
     if cs is None:
-        rows = max(1, _CHUNK_BYTES // max(1, V * compute.itemsize))
+        rows = max(1, CHUNK_BYTES // max(1, V * compute.itemsize))
     else:
-        if isinstance(cs, bool) or not isinstance(cs, int | np.integer):
-            raise TypeError(f"chunk_size must be a positive int or None; got {cs!r}")
-        if cs < 1:
-            raise ValueError(f"chunk_size must be >= 1; got {cs}")
-        rows = int(cs)  # rows per block on this path
+        rows = cs  # rows per block on this path
     rows = max(1, min(rows, N))
     want_grad = bool(a["return_grad"])
     # "nonempty" needs the logits: a row with a mask is empty when nothing is
@@ -361,13 +341,7 @@ def linear_cross_entropy(args: dict):
     kern = _k()
     b2z = np.ascontiguousarray(2.0 * o.z * coef[1])
     ca = np.ascontiguousarray(coef[0])
-    for r0 in range(0, N, rows):
-        r1 = min(N, r0 + rows)
-        zb = buf[: (r1 - r0) * V].reshape(r1 - r0, V)
-        hb = h2[r0:r1]
-        np.matmul(hb, W2.T, out=zb)
-        if bvec is not None:
-            zb += bvec
+    for r0, r1, zb, hb in logit_blocks(h2, W2, bvec, rows, buf):
         mb = mask2[r0:r1] if mask2 is not None else None
         mk = mb if mb is not None else np.broadcast_to(np.ones((1, 1), np.bool_), zb.shape)
         kern.vocab_rows(

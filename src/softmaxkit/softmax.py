@@ -7,12 +7,12 @@ contract implemented here is the table in ``docs/dense.md``.
 from __future__ import annotations
 
 import math
-import sys
 from typing import Any
 
 import numpy as np
 
 from ._core.buffers import empty_like
+from ._core.routes import foreign, route
 from ._core.validate import (
     as_input_array,
     check_out,
@@ -27,16 +27,8 @@ from .drivers import eager as _eager
 __all__ = ["log_softmax", "logsumexp", "softmax"]
 
 
-def _foreign(x: Any) -> str | None:
-    """Name of the non-NumPy driver that should handle ``x``, if any."""
-    mod = type(x).__module__.split(".")[0]
-    if mod == "dask" and "dask" in sys.modules:
-        return "dask"
-    if mod == "torch" and "torch" in sys.modules:
-        return "torch"  # softmaxkit.torch's operators (the Array API path where they stop)
-    if mod in ("torch", "cupy", "jax", "jaxlib", "array_api_strict"):
-        return "array_api"
-    return None
+#: Which driver takes ``x`` (None: NumPy); ``softmaxkit._core.routes.foreign``.
+_foreign = foreign
 
 
 def _dispatch(name: str, x: Any, *args: Any, **kwargs: Any) -> Any:
@@ -54,11 +46,10 @@ def _dispatch(name: str, x: Any, *args: Any, **kwargs: Any) -> Any:
     return getattr(_array_api, name)(x, *args, **kwargs)
 
 
-def _torch_route(name: str, args: dict) -> Any:
-    """Public function ``name`` on torch tensors: ``softmaxkit.torch`` (imports torch)."""
-    from .torch import _route
-
-    return _route(name, args)
+def _torch_route(name: str, args: dict[str, Any]) -> Any:
+    """Public function ``name`` on torch tensors: the adapter registered for "torch"
+    (``softmaxkit.torch``, imported by name on first use; ``_core/routes.py``)."""
+    return route("torch", name, args)
 
 
 _TINY = 16  # rows up to this length with default options skip the kernels

@@ -1,8 +1,14 @@
-"""Routing from softmaxkit's public functions to the operators."""
+"""Routing from softmaxkit's public functions to the operators.
+
+The public layer never imports this package: it calls
+``softmaxkit._core.routes.route("torch", name, args)``, which imports this module by
+name on first use; the ``register`` call at the bottom installs :func:`_route`.
+"""
 
 import numpy as np
 import torch
 
+from .._core.routes import register
 from ._common import _FLOATS, _as_mask, _check_float, _dims
 from ._ops_dense import (
     _log_softmax_bw_op,
@@ -125,3 +131,6 @@ def _route(name, args):
             (gr,) = torch.autograd.grad(loss, xr, torch.ones_like(loss))
         return loss.detach(), gr
     return NotImplemented
+
+
+register("torch", _route)
