@@ -144,3 +144,34 @@ def test_timing_order_puts_single_threaded_peers_after_torch():
             if a.startswith("torch"):
                 assert b.startswith(("torch", "numpy", "scipy")), (a, b)
     assert bench._timing_order(["b", "torch", "a"]) == ["b", "a", "torch"]
+
+
+def test_plot_shows_every_family_and_the_cases_we_lose(tmp_path):
+    """The plot has a panel per family (not only dense) and keeps ratios below 1."""
+    from softmaxkit.bench import report
+
+    def dense(op, torch_x):
+        impls = {"softmaxkit": {"median_s": 1.0, "vs_baseline": 1.0}}
+        impls["torch"] = {"median_s": torch_x, "vs_baseline": torch_x}
+        return {"family": "dense", "op": op, "label": "[2, 3] float32", "impls": impls}
+
+    def other(fam, peer_s):
+        impls = {"softmaxkit": {"median_s": 2.0}, "softmaxkit out=": {"median_s": 1.0}}
+        impls["floor"] = {"median_s": 0.1}
+        impls["peer"] = {"median_s": peer_s}
+        return {"family": fam, "op": "op", "label": "[4]", "impls": impls}
+
+    results = [dense("softmax", 0.5), dense("logsumexp", 3.0)]
+    results += [other("online", 1.0), other("segments", 8.0)]
+    panels = report._plot_panels(results)
+    assert [fam for fam, _, _ in panels] == ["dense", "online", "segments"]
+    (_, _, dense_rows), (_, _, online_rows), (_, _, seg_rows) = panels
+    assert [v["torch"] for _, v in dense_rows] == [0.5, 3.0]
+    # one header row per case, then one row per peer; floors and our variants are not peers
+    assert [v for _, v in online_rows] == [None, 0.5]
+    assert [v for _, v in seg_rows] == [None, 4.0]
+    assert "vs peer" in online_rows[1][0]
+    png = tmp_path / "p.png"
+    report.plot(results, str(png), {"cpu": "Test CPU", "cpus": 2, "numba_threads": 2})
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    assert report.machine_name({"cpu": "Test CPU", "cpus": 2}) == "Test CPU, 2 CPUs"

@@ -21,15 +21,14 @@ Every family module named in ``_BENCH_FAMILIES`` contributes ``cases(quick)`` (s
    ops, "reach x": the best multiple any implementation could show against the
    nearer of PyTorch's plain call and SciPy (their time / the case's bound).
 
-Nothing is written unless an output path is given.
+The tables, JSON and plot are written by :mod:`softmaxkit.bench.report` (its names
+are re-exported here).  Nothing is written unless an output path is given.
 """
 
 from __future__ import annotations
 
 import gc
 import importlib
-import json
-import platform
 import statistics
 import time
 import tracemalloc
@@ -38,9 +37,31 @@ from typing import Any
 
 import numpy as np
 
+from .report import (  # noqa: F401  (re-exported: softmaxkit.bench.core.X stays valid)
+    _PEERS,
+    _generic_rows,
+    _ours,
+    _reach,
+    _rows,
+    _split,
+    _text,
+    format_markdown,
+    format_table,
+    machine,
+    plot,
+    to_json,
+)
 from .timing import Case
 
-__all__ = ["format_markdown", "format_table", "machine", "plot", "run_cases", "select_cases"]
+__all__ = [
+    "format_markdown",
+    "format_table",
+    "machine",
+    "plot",
+    "run_cases",
+    "select_cases",
+    "to_json",
+]
 
 _BENCH_FAMILIES = (
     "softmaxkit.bench.dense",
@@ -287,87 +308,6 @@ def run_cases(
     return results
 
 
-# --------------------------------------------------------------------------- reports
-def machine() -> dict[str, Any]:
-    """A short description of the machine and the library versions."""
-    import numba
-
-    info: dict[str, Any] = {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "numpy": np.__version__,
-        "numba": numba.__version__,
-        "numba_threads": numba.get_num_threads(),
-    }
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    info["cpu"] = line.split(":", 1)[1].strip()
-                    break
-        import os
-
-        info["cpus"] = os.cpu_count()
-    except OSError:
-        pass
-    for mod in ("scipy", "torch"):
-        try:
-            info[mod] = importlib.import_module(mod).__version__
-        except ImportError:
-            pass
-    import sys
-
-    for mod in ("jax", "onnxruntime"):  # only when a case used them
-        if mod in sys.modules:
-            info[mod] = getattr(sys.modules[mod], "__version__", "?")
-    try:
-        import os
-
-        info["loadavg"] = os.getloadavg()
-    except OSError:
-        pass
-    return info
-
-
-_PEERS = ("numpy", "scipy", "torch", "torch out=", "jax jit", "ort", "ort out=")
-
-
-def _fmt_ms(t: float | None) -> str:
-    return "-" if t is None else f"{t * 1e3:.2f}"
-
-
-def _rows(results: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
-    header = ["op", "input", "ours ms", "ours out= ms"]
-    header += [f"{p} x" for p in _PEERS]
-    header += ["reach x", "floor %", "out= floor %", "max err", "out= peak extra (x input)"]
-    rows = []
-    for r in results:
-        im = r["impls"]
-        ours = im.get(r["baseline"], {})
-        ours_out = im.get(r["baseline"] + " out=", {})
-        line = [
-            r["op"],
-            r["label"],
-            _fmt_ms(ours.get("median_s")),
-            _fmt_ms(ours_out.get("median_s")),
-        ]
-        for p in _PEERS:
-            v = im.get(p, {}).get("vs_baseline")
-            line.append("-" if v is None else f"{v:.1f}")
-        line.append(_reach(r))
-        for d in (ours, ours_out):
-            ff = d.get("floor_fraction")
-            line.append("-" if ff is None else f"{100 * ff:.0f}")
-        err = ours.get("max_error")
-        line.append("-" if err is None else f"{err:.1e}")
-        pk = ours_out.get("peak_extra_bytes", ours.get("peak_extra_bytes"))
-        nb = r.get("nbytes") or 0
-        line.append("-" if pk is None or not nb else f"{pk / (nb / 2):.2f}")
-        rows.append(line)
-    return header, rows
-
-
 def _timing_order(names: list[str]) -> list[str]:
     """The cyclic order of the timed rounds: PyTorch's calls, then NumPy's and SciPy's.
 
@@ -386,167 +326,3 @@ def _timing_order(names: list[str]) -> list[str]:
     torch = [n for n in names if n.startswith(("torch", "jax", "ort"))]
     rest = [n for n in names if n not in peers and n not in torch]
     return rest + torch + peers
-
-
-def _reach(r: dict[str, Any]) -> str:
-    """The best "x" any implementation could show against the nearer of PyTorch's plain
-    call and SciPy: min(their times) / the case's lower bound (``extra["bound"]``, a
-    floor measured in the same run: allocate + copy, or one read of the input)."""
-    im = r["impls"]
-    bound = im.get(r.get("extra", {}).get("bound", ""), {}).get("median_s")
-    peers = [im[p]["median_s"] for p in ("torch", "scipy") if p in im]
-    if not bound or not peers:
-        return "-"
-    return f"{min(peers) / bound:.1f}"
-
-
-def _ours(r: dict[str, Any]) -> str | None:
-    for name in r["impls"]:
-        if name.startswith("softmaxkit"):
-            return name
-    return None
-
-
-def _generic_rows(results: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
-    """One line per implementation, for the families whose peers differ per case."""
-    header = ["family", "op", "input", "implementation", "median ms", "x softmaxkit"]
-    header += ["max err", "peak extra MB", "notes"]
-    rows = []
-    for r in results:
-        ours = _ours(r)
-        t_ours = r["impls"].get(ours, {}).get("median_s") if ours else None
-        for name, d in r["impls"].items():
-            if name.startswith("floor"):
-                continue
-            t = d.get("median_s")
-            ratio = "-" if not (t and t_ours) else f"{t / t_ours:.2f}"
-            err = d.get("max_error")
-            pk = d.get("peak_extra_bytes")
-            notes = "; ".join(
-                f"{k} {v[name]}"
-                for k, v in r.get("extra", {}).items()
-                if isinstance(v, dict) and name in v
-            )
-            rows.append(
-                [
-                    r["family"],
-                    r["op"],
-                    r["label"],
-                    name,
-                    _fmt_ms(t),
-                    ratio,
-                    "-" if err is None else f"{err:.1e}",
-                    "-" if pk is None else f"{pk / 2**20:.0f}",
-                    str(notes),
-                ]
-            )
-    return header, rows
-
-
-def _split(results: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    dense = [r for r in results if r["family"] == "dense"]
-    return dense, [r for r in results if r["family"] != "dense"]
-
-
-def _text(header: list[str], rows: list[list[str]]) -> list[str]:
-    widths = [
-        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)
-    ]
-    lines = ["  ".join(h.rjust(w) for h, w in zip(header, widths, strict=True))]
-    for r in rows:
-        lines.append("  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)))
-    return lines
-
-
-def format_table(results: list[dict[str, Any]]) -> str:
-    """Plain-text tables: dense ops (peers as multiples of our time, floor %), then the
-    other families (one line per implementation, 'x softmaxkit' = its time / ours)."""
-    dense, other = _split(results)
-    lines = []
-    if other:
-        lines += _text(*_generic_rows(other))
-        lines.append("x softmaxkit: implementation time / softmaxkit time (higher = we are faster)")
-        if not dense:
-            return "\n".join(lines)
-        lines.append("")
-    results = dense
-    header, rows = _rows(results)
-    lines += _text(header, rows)
-    lines.append(
-        "peer columns: peer time / softmaxkit time (higher = we are faster; 'out=' peers "
-        "against our out= call); floor %: time of the faster read+write copy of the input "
-        "(plain or streaming stores) on the same threads / our time; reach x: "
-        "min(torch, scipy time) / a lower bound for any implementation (allocate + copy "
-        "for softmax and log_softmax, one read of the input for logsumexp): where it is "
-        "below 3, 3x faster than both is out of reach on this machine"
-    )
-    comp = [v for r in results for k, v in r.get("extra", {}).get("compile_s", {}).items() if k]
-    if comp:
-        lines.append(
-            f"jax jit: compile excluded from its times, {min(comp):.2f}-{max(comp):.2f} s "
-            "per case (jit(f).lower(x).compile())"
-        )
-    return "\n".join(lines)
-
-
-def format_markdown(results: list[dict[str, Any]], info: dict[str, Any] | None = None) -> str:
-    """The same tables in Markdown, with the machine description."""
-    dense, other = _split(results)
-    out = []
-    if info:
-        out.append("Machine: " + ", ".join(f"{k} {v}" for k, v in info.items()) + "\n")
-    for part, rows_of, first_num in ((dense, _rows, 2), (other, _generic_rows, 4)):
-        if not part:
-            continue
-        header, rows = rows_of(part)
-        out.append("| " + " | ".join(header) + " |")
-        out.append(
-            "|" + "|".join("---:" if i >= first_num else "---" for i in range(len(header))) + "|"
-        )
-        for r in rows:
-            out.append("| " + " | ".join(r) + " |")
-        out.append("")
-    return "\n".join(out)
-
-
-def plot(results: list[dict[str, Any]], path: str) -> None:
-    """Bar chart of every peer's time relative to softmaxkit (log scale) to ``path``."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise OSError(
-            "--plot needs matplotlib: pip install 'softmaxkit[plot]' (or pip install matplotlib)"
-        ) from None
-    results = _split(results)[0] or results  # the plot shows the dense peers
-    labels = [f"{r['op']}\n{r['label']}" for r in results]
-    peers = [p for p in _PEERS if any(p in r["impls"] for r in results)]
-    fig, ax = plt.subplots(figsize=(max(8, 0.55 * len(results)), 5))
-    width = 0.8 / max(1, len(peers))
-    for k, p in enumerate(peers):
-        vals = [r["impls"].get(p, {}).get("vs_baseline") or np.nan for r in results]
-        ax.bar(np.arange(len(results)) + k * width, vals, width, label=p)
-    ax.axhline(1.0, color="k", lw=0.8)
-    ax.set_yscale("log")
-    ax.set_ylabel("peer time / softmaxkit time")
-    ax.set_xticks(np.arange(len(results)) + 0.4 - width / 2)
-    ax.set_xticklabels(labels, rotation=90, fontsize=6)
-    ax.legend(fontsize=8)
-    ax.set_title("softmaxkit bench (higher = softmaxkit faster)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def to_json(results: list[dict[str, Any]], info: dict[str, Any], command: str) -> str:
-    return json.dumps(
-        {"command": command, "machine": info, "results": results}, indent=1, default=_jsonable
-    )
-
-
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, np.generic):
-        return v.item()
-    return str(v)
