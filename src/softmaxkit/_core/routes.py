@@ -16,12 +16,16 @@ so it never imports dask or torch itself.
 
 from __future__ import annotations
 
+import functools
 import importlib
+import inspect
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
-__all__ = ["ADAPTERS", "foreign", "register", "route"]
+__all__ = ["ADAPTERS", "foreign", "register", "route", "routed"]
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 #: Handler of one kind: ``handler(name, args)`` runs public function ``name`` with its
 #: arguments ``args`` (a dict), or returns ``NotImplemented`` to decline the call.
@@ -61,3 +65,31 @@ def route(kind: str, name: str, args: dict[str, Any]) -> Any:
         importlib.import_module(ADAPTERS[kind])  # the module registers itself
         handler = _HANDLERS[kind]
     return handler(name, args)
+
+
+def routed(name: str) -> Callable[[F], F]:
+    """Decorator: a call whose first argument is a torch tensor goes to the torch adapter.
+
+    The call's arguments are bound to the function's signature (defaults applied) and
+    passed to :func:`route` as one dict; when the adapter declines
+    (``NotImplemented``) the function runs as written.  Any other first argument costs
+    one type-name check.  The wrapper keeps the function's signature, docstring and
+    ``__wrapped__`` (autodoc and doctest see the original).
+    """
+
+    def deco(fn: F) -> F:
+        sig = inspect.signature(fn)
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            if args and foreign(args[0]) == "torch":
+                bound = sig.bind(*args, **kwargs)
+                bound.apply_defaults()
+                res = route("torch", name, dict(bound.arguments))
+                if res is not NotImplemented:
+                    return res
+            return fn(*args, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
+
+    return deco

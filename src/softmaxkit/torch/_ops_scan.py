@@ -9,6 +9,7 @@ torch's "autograd not registered" error rather than returning a silent zero.
 Segment ids and offsets are integer tensors (or array-likes) and get no gradient.
 """
 
+import inspect
 import numbers
 
 import numpy as np
@@ -274,3 +275,78 @@ def _segment_doc(kind):
 segment_softmax = _segment_doc("softmax")
 segment_log_softmax = _segment_doc("log_softmax")
 segment_logsumexp = _segment_doc("logsumexp")
+
+
+# ------------------------------------------- routing from the public functions
+def _no_out(name, a):
+    if a.pop("out", None) is not None:
+        raise TypeError(f"{name}: out= is not supported for torch tensors")
+
+
+def _route_segment(kind):
+    def run(a):
+        x = a.pop("x")
+        return segment(kind, x, a["segment_ids"], a["offsets"], a["num_segments"], a["axis"],
+                       a["temperature"], a["where"])  # fmt: skip
+
+    return run
+
+
+def _route_lcse(a):
+    _no_out("logcumsumexp", a)
+    x = a.pop("x")
+    dtype = a.pop("dtype")
+    y = logcumsumexp(x, a["axis"], reverse=a["reverse"], where=a["where"])
+    if dtype is None:
+        return y
+    dt = dtype if isinstance(dtype, torch.dtype) else getattr(torch, np.dtype(dtype).name)
+    return y.to(dt)
+
+
+def _route_lme(a):
+    _no_out("logmatmulexp", a)
+    B = a["B"] if isinstance(a["B"], torch.Tensor) else torch.as_tensor(np.asarray(a["B"]))
+    return logmatmulexp(a["A"], B)
+
+
+def _numpy_call(name):
+    """A VJP on tensors: the NumPy function on views of them, tensors back (no graph:
+    these are the gradients themselves)."""
+
+    def run(a):
+        import softmaxkit
+
+        fn = getattr(softmaxkit, name)
+        params = inspect.signature(fn).parameters
+        pos, kw = [], {}
+        for k, v in a.items():
+            v = _arr(v) if isinstance(v, torch.Tensor) else v
+            if params[k].kind is inspect.Parameter.KEYWORD_ONLY:
+                kw[k] = v
+            else:
+                pos.append(v)
+        res = fn(*pos, **kw)
+        if isinstance(res, tuple):
+            return tuple(torch.from_numpy(np.ascontiguousarray(r)) for r in res)
+        return torch.from_numpy(np.ascontiguousarray(res))
+
+    return run
+
+
+ROUTES = {
+    "segment_softmax": _route_segment("softmax"),
+    "segment_log_softmax": _route_segment("log_softmax"),
+    "segment_logsumexp": _route_segment("logsumexp"),
+    "logcumsumexp": _route_lcse,
+    "logmatmulexp": _route_lme,
+    **{
+        n: _numpy_call(n)
+        for n in (
+            "segment_softmax_vjp",
+            "segment_log_softmax_vjp",
+            "segment_logsumexp_vjp",
+            "logcumsumexp_vjp",
+            "logmatmulexp_vjp",
+        )
+    },
+}

@@ -469,3 +469,63 @@ def sampling_probs(logits, /, *, temperature=1.0, top_k=None, top_p=None, min_p=
     _sampling._filters(temperature, top_k, top_p, min_p, max(x.shape[ax], 1))
     return _probs_op(x, float(temperature), _opt_int(top_k), _opt_float(top_p, 1.0),
                      _opt_float(min_p, -1.0), ax)  # fmt: skip
+
+
+# ------------------------------------------- routing from the public functions
+def _as_tensor(a, like):
+    if a is None or isinstance(a, torch.Tensor):
+        return a
+    return torch.as_tensor(np.asarray(a), device=like.device)
+
+
+def _with_grad(f, first, rest, kw, wrt):
+    """``(loss, grad(s))`` for a public ``return_grad=True`` call: the fused gradient
+    saved by the operator, read back through autograd."""
+    with torch.enable_grad():
+        ins = [t.detach().requires_grad_() for t in wrt]
+        loss = f(*ins, *rest, **kw) if first is None else f(first, *ins, *rest, **kw)
+        grads = torch.autograd.grad(loss, ins, torch.ones_like(loss))
+    return loss.detach(), grads
+
+
+def _route_distill(name):
+    fn = {"kl_divergence": kl_divergence, "jensen_shannon": jensen_shannon}[name]
+
+    def run(a):
+        s = a.pop("student_logits")
+        t = _as_tensor(a.pop("teacher_logits"), s)
+        rg = a.pop("return_grad")
+        a["where"] = _as_tensor(a["where"], s)
+        if not rg:
+            return fn(s, t, **a)
+        loss, (g,) = _with_grad(lambda v, tt: fn(v, tt, **a), None, [t], {}, [s])
+        return loss, g
+
+    return run
+
+
+def _route_linear(name):
+    fn = {"linear_kl_divergence": linear_kl_divergence,
+          "linear_jensen_shannon": linear_jensen_shannon}[name]  # fmt: skip
+
+    def run(a):
+        hs = a.pop("student_hidden")
+        Ws, ht, Wt = (_as_tensor(a.pop(k), hs) for k in
+                      ("student_weight", "teacher_hidden", "teacher_weight"))  # fmt: skip
+        rg = a.pop("return_grad")
+        if not rg:
+            return fn(hs, Ws, ht, Wt, **a)
+        loss, grads = _with_grad(lambda h, w: fn(h, w, ht, Wt, **a), None, [], {}, [hs, Ws])
+        return loss, tuple(grads)
+
+    return run
+
+
+ROUTES = {
+    "kl_divergence": _route_distill("kl_divergence"),
+    "jensen_shannon": _route_distill("jensen_shannon"),
+    "linear_kl_divergence": _route_linear("linear_kl_divergence"),
+    "linear_jensen_shannon": _route_linear("linear_jensen_shannon"),
+    "sample": lambda a: sample(a.pop("logits"), **a),
+    "sampling_probs": lambda a: sampling_probs(a.pop("logits"), **a),
+}

@@ -19,6 +19,8 @@ from ._ops_dense import (
     topk_softmax,
 )
 from ._ops_losses import cross_entropy, linear_cross_entropy, max_margin_loss, multiclass_hinge_loss
+from ._ops_scan import ROUTES as _SCAN_ROUTES
+from ._ops_vocab import ROUTES as _VOCAB_ROUTES
 
 _PUBLIC = {
     "softmax": softmax,
@@ -58,6 +60,9 @@ def _route(name, args):
     then takes the generic Array API path.
     """
     a = dict(args)
+    extra = _VOCAB_ROUTES.get(name) or _SCAN_ROUTES.get(name)
+    if extra is not None:  # distillation, sampling, segments, scans
+        return extra(a)
     if name in ("softmax", "log_softmax", "logsumexp"):
         x = a.pop("x")
         dt = _torch_dtype(a.pop("dtype"))
