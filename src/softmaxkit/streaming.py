@@ -14,7 +14,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TypeAlias
 
+from ._core import state as _state
 from ._core.typing import Array, ArrayLike, Axis, DTypeLike
+from ._core.validate import resolve_dtype
 from ._normalizer import Normalizer
 
 __all__ = ["stream_logsumexp", "stream_normalizer", "stream_softmax"]
@@ -84,7 +86,7 @@ def stream_normalizer(
     """
     from .drivers import stream as _stream
 
-    m, s, t = _stream.state(src, axis, temperature, where, memory, workers, progress)
+    m, s, t, _ = _stream.state(src, axis, temperature, where, memory, workers, progress)
     return Normalizer._raw(m, s, t)
 
 
@@ -131,7 +133,13 @@ def stream_logsumexp(
     """
     from .drivers import stream as _stream
 
-    return _stream.logsumexp(src, axis, temperature, where, memory, workers, progress)
+    m, s, _, dt = _stream.state(
+        src, axis, temperature, where, memory, workers, progress, "logsumexp"
+    )
+    lse, _ = _state.finalize(m, s)
+    _, out_dtype = resolve_dtype(dt, None)
+    res = lse.astype(out_dtype)
+    return res[()] if res.ndim == 0 else res
 
 
 def stream_softmax(

@@ -53,7 +53,6 @@ from .stream_sources import (  # re-exported: the CLI and tests read them from h
 
 __all__ = [
     "MAX_MEMORY",
-    "logsumexp",
     "open_npy",
     "parse_memory",
     "softmax_to_file",
@@ -191,29 +190,15 @@ def state(
     memory: int | str,
     workers: int | None,
     progress: bool,
-) -> tuple[np.ndarray, np.ndarray, float]:
-    """``(m, s, T)`` of ``src`` in one pass: float64 arrays of the batch shape and the
-    validated temperature (``stream_normalizer`` wraps them in a ``Normalizer``)."""
-    _, t, m, s = _states_only(src, axis, temperature, where, memory, workers, progress, "state")
-    return np.asarray(m), np.asarray(s), t
-
-
-def logsumexp(
-    src: Any,
-    axis: Any,
-    temperature: float,
-    where: Any,
-    memory: int | str,
-    workers: int | None,
-    progress: bool,
-) -> Any:
-    source, _, m, s = _states_only(
-        src, axis, temperature, where, memory, workers, progress, "logsumexp"
-    )
-    lse, _ = _state.finalize(m, s)
-    _, out_dtype = resolve_dtype(source.dtype, None)
-    res = lse.astype(out_dtype)
-    return res[()] if res.ndim == 0 else res
+    label: str = "state",
+) -> tuple[np.ndarray, np.ndarray, float, np.dtype[Any]]:
+    """``(m, s, T, dtype)`` of ``src`` in one pass: float64 arrays of the batch shape,
+    the validated temperature and the source's dtype (``stream_normalizer`` wraps the
+    state in a ``Normalizer``, ``stream_logsumexp`` finalizes it); ``label`` names the
+    progress bar."""
+    source, t, m, s = _states_only(src, axis, temperature, where, memory, workers, progress, label)
+    dt = source.dtype if source.dtype is not None else np.dtype(np.float64)
+    return np.asarray(m), np.asarray(s), t, dt
 
 
 # -- softmax to a file -------------------------------------------------------------

@@ -137,37 +137,44 @@ softmax_s8 = _entry(
            [-94, -88, -54, -91, -56]], dtype=int8)
     """,
 )
-softmax_s8_s16 = _entry(
-    "softmax_s8_s16",
-    _I8,
-    _I16,
-    """CMSIS-NN ``arm_softmax_s8_s16``: int8 -> int16 (scale 1/65536, zero point -32768).
 
-    As :func:`softmax_s8` with a 16-bit output.  Peak extra memory: as for
-    :func:`softmax_s8`.
+
+def _variant_doc(name: str, summary: str, relation: str, example: str, result: str) -> str:
+    """Docstring of a CMSIS-NN variant of ``softmax_s8`` (doctested as the others)."""
+    return f"""CMSIS-NN ``arm_{name}``: {summary}.
+
+    As :func:`softmax_s8` {relation}.  Peak extra memory: as for :func:`softmax_s8`.
 
     Examples
     --------
     >>> import numpy as np
-    >>> from softmaxkit.quantized import softmax_s8_s16
-    >>> softmax_s8_s16(np.array([0, 0], dtype=np.int8), 1, 2, 1077952640, 19, -3968)
-    array([[0, 0]], dtype=int16)
-    """,
+    >>> from softmaxkit.quantized import {name}
+    >>> {name}({example}, 1, 2, 1077952640, 19, -3968)
+    {result}
+    """
+
+
+softmax_s8_s16 = _entry(
+    "softmax_s8_s16",
+    _I8,
+    _I16,
+    _variant_doc(
+        "softmax_s8_s16",
+        "int8 -> int16 (scale 1/65536, zero point -32768)",
+        "with a 16-bit output",
+        "np.array([0, 0], dtype=np.int8)",
+        "array([[0, 0]], dtype=int16)",
+    ),
 )
 softmax_u8 = _entry(
     "softmax_u8",
     _U8,
     _U8,
-    """CMSIS-NN ``arm_softmax_u8``: uint8 -> uint8 (scale 1/256, zero point 0).
-
-    As :func:`softmax_s8` for unsigned input.  Peak extra memory: as for
-    :func:`softmax_s8`.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from softmaxkit.quantized import softmax_u8
-    >>> softmax_u8(np.array([255, 255], dtype=np.uint8), 1, 2, 1077952640, 19, -3968)
-    array([[128, 128]], dtype=uint8)
-    """,
+    _variant_doc(
+        "softmax_u8",
+        "uint8 -> uint8 (scale 1/256, zero point 0)",
+        "for unsigned input",
+        "np.array([255, 255], dtype=np.uint8)",
+        "array([[128, 128]], dtype=uint8)",
+    ),
 )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, Literal, TypeAlias, cast
+from typing import Any, Literal, TypeAlias, cast, get_args
 
 import numpy as np
 
@@ -46,17 +46,10 @@ Kernel: TypeAlias = Literal["reference", "optimized"]
 #: ``rounding=`` of ``runtime="float-route"``.
 Rounding: TypeAlias = Literal["half-even", "half-away"]
 
-TFLITE_RUNTIMES = ("tflite-reference", "tflite-x86", "cmsis-nn", "tflite-micro")
+# the Literal is the one list: TFLite's runtimes first (its four, then the others)
+RUNTIMES: tuple[Runtime, ...] = get_args(Runtime)
+TFLITE_RUNTIMES = RUNTIMES[:4]
 LUT_RUNTIMES = ("xnnpack", "torch-qnnpack", "onnxruntime")
-RUNTIMES = (
-    *TFLITE_RUNTIMES,
-    "tflite-arm64",
-    "torch",
-    "torch-qnnpack",
-    "onnxruntime",
-    "xnnpack",
-    "float-route",
-)
 ROUNDINGS = ("half-even", "half-away")
 
 _I8, _U8 = np.dtype(np.int8), np.dtype(np.uint8)
