@@ -24,15 +24,9 @@ __all__ = ["softmax_s8", "softmax_s8_s16", "softmax_u8"]
 class CmsisSoftmax(Protocol):
     """The signature of the CMSIS-NN entry points."""
 
+    # (the input is positional-only, so its name here is free)
     def __call__(
-        self,
-        input: ArrayLike,
-        /,
-        num_rows: int,
-        row_size: int,
-        mult: int,
-        shift: int,
-        diff_min: int,
+        self, x: ArrayLike, /, num_rows: int, row_size: int, mult: int, shift: int, diff_min: int
     ) -> IntArray: ...
 
 
@@ -74,13 +68,7 @@ def _cmsis(
 
 def _entry(name: str, in_dtype: np.dtype[Any], out_dtype: np.dtype[Any], doc: str) -> CmsisSoftmax:
     def entry(
-        input: ArrayLike,
-        /,
-        num_rows: int,
-        row_size: int,
-        mult: int,
-        shift: int,
-        diff_min: int,
+        input: ArrayLike, /, num_rows: int, row_size: int, mult: int, shift: int, diff_min: int
     ) -> IntArray:
         return _cmsis(input, num_rows, row_size, mult, shift, diff_min, in_dtype, out_dtype, name)
 
