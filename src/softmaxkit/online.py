@@ -21,6 +21,7 @@ here with its eager driver ``drivers/topk.py``.  Imports go one way: this module
 from __future__ import annotations
 
 import numbers
+from typing import Any
 
 from ._core.typing import ArrayLike, FloatArray, IntArray
 from ._core.validate import (
@@ -121,10 +122,9 @@ def topk_softmax(
     if _foreign(x) == "dask":
         from .drivers import dask as _dask
 
-        # drivers/dask is not annotated (yet): its result is the dask pair
-        res = _dask.topk_softmax(  # type: ignore[no-untyped-call]
-            x, k, axis=axis, temperature=temperature, where=where
-        )
+        # its result is the dask pair (Any here, whether drivers/dask is annotated or not)
+        dask_topk: Any = _dask.topk_softmax
+        res = dask_topk(x, k, axis=axis, temperature=temperature, where=where)
         return res
     arr = as_input_array(x)
     if arr.ndim == 0:
