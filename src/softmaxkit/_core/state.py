@@ -21,14 +21,24 @@ merge total (never NaN for valid states):
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike, NDArray
 
 from ..drivers.eager import rows_view
 
 __all__ = ["chunk_state", "finalize", "merge"]
 
 
-def chunk_state(x, axes, temperature=1.0, where=None, b=None, compute=np.float64):
+def chunk_state(
+    x: Any,
+    axes: tuple[int, ...],
+    temperature: float = 1.0,
+    where: Any = None,
+    b: Any = None,
+    compute: DTypeLike = np.float64,
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """(m, s) over ``axes`` of ``x``, shaped like the batch (non-reduced) shape; float64."""
     from .._kernels import rows as k
 
@@ -72,7 +82,9 @@ def _scale(mi, m):
         return np.where(mi == m, 1.0, np.exp(mi - m))
 
 
-def merge(m1, s1, m2, s2):
+def merge(
+    m1: ArrayLike, s1: ArrayLike, m2: ArrayLike, s2: ArrayLike
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """Combine two states elementwise; associative, commutative, identity (-inf, 0)."""
     m1, s1, m2, s2 = (np.asarray(a, dtype=np.float64) for a in (m1, s1, m2, s2))
     m = np.maximum(m1, m2)  # propagates NaN
@@ -82,7 +94,7 @@ def merge(m1, s1, m2, s2):
     return m, s
 
 
-def finalize(m, s):
+def finalize(m: ArrayLike, s: ArrayLike) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """(logsumexp, sign) of a state: ``m + log|s|`` and ``sign(s)``; -inf/0 for s == 0."""
     m = np.asarray(m, dtype=np.float64)
     s = np.asarray(s, dtype=np.float64)

@@ -10,9 +10,14 @@ are computed once (``tflite-reference`` = ``cmsis-nn`` = ``tflite-micro``;
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
+
+from .._core.typing import ArrayLike, NDArray
+from ._ops import _as_quantized, _rows, softmax
+from ._params import output_quantization
 
 __all__ = ["Match", "identify"]
 
@@ -85,7 +90,7 @@ def _fmt_scale(s: float) -> str:
     return f"{s:.7g}"
 
 
-def _estimate_scale(x2: np.ndarray, y2: np.ndarray, zp: int, os_: float) -> float | None:
+def _estimate_scale(x2: NDArray[Any], y2: NDArray[Any], zp: int, os_: float) -> float | None:
     """Least-squares ``s`` in ``log p_i - log p_max = s (x_i - x_max)`` over usable entries."""
     num = den = 0.0
     for xr, yr in zip(x2.astype(np.float64), y2.astype(np.float64), strict=True):
@@ -103,11 +108,11 @@ def _estimate_scale(x2: np.ndarray, y2: np.ndarray, zp: int, os_: float) -> floa
     return num / den
 
 
-def _out_quants(runtime, dtype, output_scale, output_zero_point):
-    from .. import quantized as Q
-
+def _out_quants(
+    runtime: str, dtype: np.dtype[Any], output_scale: float | None, output_zero_point: int | None
+) -> list[tuple[float, int]]:
     if runtime in _TFLITE:
-        return [Q.output_quantization("softmax", dtype)]
+        return [output_quantization("softmax", dtype)]
     if runtime == "xnnpack":
         return [(1 / 256, 0)]
     i8 = dtype == np.int8
@@ -116,12 +121,16 @@ def _out_quants(runtime, dtype, output_scale, output_zero_point):
     return [(s, z) for s in scales for z in zps]
 
 
-def _layouts(x: np.ndarray, y: np.ndarray, axis: int, try_layouts: bool):
+def _layouts(
+    x: NDArray[Any], y: NDArray[Any], axis: int, try_layouts: bool
+) -> list[tuple[int | None, NDArray[Any], NDArray[Any]]]:
     ax = axis % x.ndim
     xm = np.ascontiguousarray(np.moveaxis(x, ax, -1))
     ym = np.ascontiguousarray(np.moveaxis(y, ax, -1))
     n = xm.shape[-1]
-    out = [(None, xm.reshape(-1, n), ym.reshape(-1, n))]
+    out: list[tuple[int | None, NDArray[Any], NDArray[Any]]] = [
+        (None, xm.reshape(-1, n), ym.reshape(-1, n))
+    ]
     if try_layouts and x.ndim == 1 and n <= 128:  # a short flat vector: maybe r rows
         for r in range(2, min(n, 64) + 1):
             if n % r == 0:
@@ -130,20 +139,63 @@ def _layouts(x: np.ndarray, y: np.ndarray, axis: int, try_layouts: bool):
 
 
 def identify(
-    x_q,
-    expected_q,
+    x_q: ArrayLike,
+    expected_q: ArrayLike,
+    /,
     *,
-    input_scale=None,
-    input_zero_point=None,
-    output_scale=None,
-    output_zero_point=None,
-    axis=-1,
-    max_results=10,
-):
-    """Find the runtimes and parameters that turn ``x_q`` into ``expected_q``."""
-    from .. import quantized as Q
+    input_scale: float | None = None,
+    input_zero_point: int | None = None,
+    output_scale: float | None = None,
+    output_zero_point: int | None = None,
+    axis: int = -1,
+    max_results: int = 10,
+) -> list[Match]:
+    """Which runtime and parameters turn ``x_q`` into ``expected_q``, bit for bit?
 
-    x = Q._as_quantized(x_q)
+    Runs every runtime of :data:`RUNTIMES` over the parameters not given: input
+    scales common in exported models (1/255, 1/256, 1/128, powers of two, 2a/255
+    for float ranges [-a, a]), the scale fitted to the data (least squares on
+    ``log p_i - log p_max = s (x_i - x_max)``) and a geometric grid refined around
+    the best points; the output quantizations each runtime allows (TFLite's
+    fixed ones; 1/256 and 1/255 with zero point -128 or 0 elsewhere); both
+    roundings of the float route; input zero point 0 unless given (it only
+    matters to ``"torch"`` and ``"float-route"``).  A 1-D input of at most 128
+    values that no runtime explains as one row is also tried as ``r`` equal rows.
+
+    Parameters
+    ----------
+    x_q, expected_q : array_like of int8 or uint8, same shape
+    input_scale, input_zero_point, output_scale, output_zero_point : optional
+        Fix what is known.
+    axis : int, default -1
+    max_results : int, default 10
+
+    Returns
+    -------
+    list of Match
+        The bit-exact matches (``mismatches == 0``), a runtime's preferred
+        (common) input scale first with the range of scanned scales that match;
+        or, when none matches, the closest candidates by number of differing
+        entries, then largest difference.  Runtimes with one arithmetic are
+        listed under each name (``tflite-reference``, ``cmsis-nn``,
+        ``tflite-micro``; ``xnnpack``, ``torch-qnnpack``).
+
+    Notes
+    -----
+    About 0.2-0.5 s for rows of up to 1000 values (thousands of kernel calls on
+    one thread).  Bit-exact agreement with several runtimes is common: they
+    differ only on a small fraction of rows.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from softmaxkit.quantized import identify
+    >>> x = np.array([[101, 49, 6, -34, -75], [-79, -38, 120, -55, 115]], dtype=np.int8)
+    >>> y = np.array([[-57, -70, -79, -86, -92], [-94, -88, -54, -91, -56]], dtype=np.int8)
+    >>> print(identify(x, y)[0])  # doctest: +ELLIPSIS
+    tflite-reference: input_scale=1/255, output_scale=1/256, output_zero_point=-128 ...: bit-exact
+    """
+    x = _as_quantized(x_q)
     y = np.asarray(expected_q)
     if x.dtype == np.int16:
         raise ValueError("identify searches 8-bit runtimes; x_q must be int8 or uint8")
@@ -155,7 +207,7 @@ def identify(
         raise TypeError(f"expected_q must hold integers; got dtype {y.dtype}")
     if not isinstance(max_results, int) or max_results < 1:
         raise ValueError(f"max_results must be an int >= 1; got {max_results!r}")
-    Q._rows(x, axis)  # validates axis
+    _rows(x, axis)  # validates axis
     axis = int(axis)
     info = np.iinfo(x.dtype)
     if y.min() < info.min or y.max() > info.max:
@@ -175,11 +227,19 @@ def identify(
         numba.set_num_threads(nthreads)
 
 
-def _search(x, y, axis, input_scale, input_zero_point, output_scale, output_zero_point,
-            max_results):  # fmt: skip
+def _search(
+    x: NDArray[Any],
+    y: NDArray[Any],
+    axis: int,
+    input_scale: float | None,
+    input_zero_point: int | None,
+    output_scale: float | None,
+    output_zero_point: int | None,
+    max_results: int,
+) -> list[Match]:
     layouts = _layouts(x, y, axis, True)
     zps = [input_zero_point] if input_zero_point is not None else [0]
-    found: dict[tuple, Match] = {}
+    found: dict[tuple[Any, ...], Match] = {}
     near: list[Match] = []
     for rows, x2, y2 in layouts:
         scales = _scales(x2, y2, input_scale, output_scale, output_zero_point)
@@ -219,12 +279,16 @@ def _rank(m: Match) -> int:
 
 
 def _rename(m: Match, name: str) -> Match:
-    from dataclasses import replace
-
     return replace(m, runtime=name)
 
 
-def _scales(x2, y2, input_scale, output_scale, output_zero_point) -> list[float]:
+def _scales(
+    x2: NDArray[Any],
+    y2: NDArray[Any],
+    input_scale: float | None,
+    output_scale: float | None,
+    output_zero_point: int | None,
+) -> list[float]:
     if input_scale is not None:
         return [float(input_scale)]
     cands = list(_COMMON_SCALES)
@@ -238,16 +302,23 @@ def _scales(x2, y2, input_scale, output_scale, output_zero_point) -> list[float]
     return cands
 
 
-def _eval(rt, x2, y2, s, zp, os_, ozp, rnd):
-    from .. import quantized as Q
-
-    kw = {"runtime": rt}
+def _eval(
+    rt: str,
+    x2: NDArray[Any],
+    y2: NDArray[Any],
+    s: float,
+    zp: int,
+    os_: float,
+    ozp: int,
+    rnd: str | None,
+) -> tuple[int, int] | None:
+    kw: dict[str, Any] = {"runtime": rt}
     if rt not in _TFLITE:
         kw |= {"input_zero_point": zp, "output_scale": os_, "output_zero_point": ozp}
     if rnd is not None:
         kw["rounding"] = rnd
     try:
-        got = Q.softmax(x2, s, **kw)
+        got = softmax(x2, s, **kw)
     except ValueError:
         return None  # e.g. TFLite refuses scales <= 2^-26
     d = np.abs(got.astype(np.int32) - y2.astype(np.int32))
@@ -260,10 +331,22 @@ _COARSE = tuple(2.0 ** (k / 8) for k in range(-96, 25))
 _FINE = np.exp(np.linspace(-0.05, 0.05, 41)).tolist()
 
 
-def _scan(rt, x2, y2, scales, zp, os_, ozp, rnd, rows, found, near):
+def _scan(
+    rt: str,
+    x2: NDArray[Any],
+    y2: NDArray[Any],
+    scales: list[float],
+    zp: int,
+    os_: float,
+    ozp: int,
+    rnd: str | None,
+    rows: int | None,
+    found: dict[tuple[Any, ...], Match],
+    near: list[Match],
+) -> None:
     res: dict[float, tuple[int, int]] = {}
 
-    def ev(s):
+    def ev(s: float) -> None:
         s = float(np.float32(s))
         if s not in res:
             r = _eval(rt, x2, y2, s, zp, os_, ozp, rnd)

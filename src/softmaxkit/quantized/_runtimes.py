@@ -11,40 +11,70 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import Any, Literal, TypeAlias, cast, get_args
 
 import numpy as np
 
-__all__ = ["LUT_RUNTIMES", "RUNTIMES", "TFLITE_RUNTIMES", "default_output", "run"]
+from .._core.typing import NDArray
 
-TFLITE_RUNTIMES = ("tflite-reference", "tflite-x86", "cmsis-nn", "tflite-micro")
-LUT_RUNTIMES = ("xnnpack", "torch-qnnpack", "onnxruntime")
-RUNTIMES = (
-    *TFLITE_RUNTIMES,
+__all__ = [
+    "LUT_RUNTIMES",
+    "RUNTIMES",
+    "TFLITE_RUNTIMES",
+    "Kernel",
+    "Rounding",
+    "Runtime",
+    "default_output",
+    "run",
+]
+
+#: ``runtime=`` of ``softmaxkit.quantized.softmax``: the names of :data:`RUNTIMES`.
+Runtime: TypeAlias = Literal[
+    "tflite-reference",
+    "tflite-x86",
+    "cmsis-nn",
+    "tflite-micro",
     "tflite-arm64",
     "torch",
     "torch-qnnpack",
     "onnxruntime",
     "xnnpack",
     "float-route",
-)
+]
+#: ``kernel=``: the legacy spelling of ``runtime="tflite-reference"`` / ``"tflite-x86"``.
+Kernel: TypeAlias = Literal["reference", "optimized"]
+#: ``rounding=`` of ``runtime="float-route"``.
+Rounding: TypeAlias = Literal["half-even", "half-away"]
+
+# the Literal is the one list: TFLite's runtimes first (its four, then the others)
+RUNTIMES: tuple[Runtime, ...] = get_args(Runtime)
+TFLITE_RUNTIMES = RUNTIMES[:4]
+LUT_RUNTIMES = ("xnnpack", "torch-qnnpack", "onnxruntime")
 ROUNDINGS = ("half-even", "half-away")
 
 _I8, _U8 = np.dtype(np.int8), np.dtype(np.uint8)
 _FLT_MAX = np.float32(np.finfo(np.float32).max)
 
 
-def check_runtime(runtime) -> str:
+def check_runtime(runtime: Any) -> str:
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime must be one of {RUNTIMES}; got {runtime!r}")
-    return runtime
+    return str(runtime)
 
 
-def default_output(runtime: str, dtype: np.dtype) -> tuple[float, int]:
+def default_output(runtime: str, dtype: np.dtype[Any]) -> tuple[float, int]:
     """Output (scale, zero point) a runtime uses (or that its users conventionally pass)."""
     return (1.0 / 256, -128 if dtype == _I8 else 0)
 
 
-def _check(runtime, dtype, beta, output_scale, output_zero_point, rounding):
+def _check(
+    runtime: str,
+    dtype: np.dtype[Any],
+    beta: float,
+    output_scale: float,
+    output_zero_point: int,
+    rounding: str,
+) -> None:
     if dtype not in (_I8, _U8):
         raise ValueError(
             f"runtime={runtime!r} takes int8 or uint8 input; got {dtype} (only the TFLite "
@@ -101,7 +131,7 @@ def _check(runtime, dtype, beta, output_scale, output_zero_point, rounding):
 
 
 @functools.lru_cache(maxsize=256)
-def ort_table(x_scale: float, reduce_len: int) -> np.ndarray:
+def ort_table(x_scale: float, reduce_len: int) -> NDArray[Any]:
     """ONNX Runtime ``QlinearBuildLookupTableUint32`` (float32 entries), indexed by max - x.
 
     ``bit_shift = max(0, log(FLT_MAX / reduce_len) - 5) / x_scale`` (the float
@@ -119,7 +149,7 @@ def ort_table(x_scale: float, reduce_len: int) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=256)
-def arm64_table(input_scale: float, beta: float) -> np.ndarray:
+def arm64_table(input_scale: float, beta: float) -> NDArray[Any]:
     """TFLite ``PopulateSoftmaxUInt8LookupTable``, as one uint16 table indexed by max - x.
 
     ``t = min(65535, (int)(expf(s * beta * (val - 255)) * 65535 + 0.5))`` with the
@@ -137,7 +167,7 @@ def arm64_table(input_scale: float, beta: float) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=256)
-def qnnpack_table(input_scale: float, channels: int) -> np.ndarray:
+def qnnpack_table(input_scale: float, channels: int) -> NDArray[Any]:
     """QNNPACK / XNNPACK softmax table: ``lrint(qscale * exp(-d * s))`` as uint32.
 
     ``qscale = min(UINT32_MAX / channels, 2^23 - 1)`` keeps the uint32 sum of a
@@ -153,7 +183,7 @@ def qnnpack_table(input_scale: float, channels: int) -> np.ndarray:
 
 def run(
     runtime: str,
-    x2: np.ndarray,
+    x2: NDArray[Any],
     *,
     input_scale: float,
     input_zero_point: int,
@@ -161,7 +191,7 @@ def run(
     output_zero_point: int,
     beta: float = 1.0,
     rounding: str = "half-even",
-) -> np.ndarray:
+) -> NDArray[Any]:
     """Run a non-TFLite runtime on C-contiguous rows ``x2[R, n]``; output dtype = input's."""
     from .._kernels import quant_rt
     from .._kernels._parallel import run as prun
@@ -211,7 +241,7 @@ _TFLITE_KERNEL = {
 }
 
 
-def resolve(runtime, kernel) -> tuple[str, str | None]:
+def resolve(runtime: Any, kernel: Any) -> tuple[Runtime, Kernel | None]:
     """``(runtime, tflite kernel or None)`` from the ``runtime=`` and legacy ``kernel=``."""
     if runtime is None:
         if kernel is None or kernel == "reference":
@@ -227,10 +257,16 @@ def resolve(runtime, kernel) -> tuple[str, str | None]:
             f"runtime='tflite-reference', kernel='optimized' is runtime='tflite-x86'); give "
             f"runtime only"
         )
-    return runtime, tk
+    return cast(Runtime, runtime), cast("Kernel | None", tk)
 
 
-def check_tflite_output(runtime, op, want, output_scale, output_zero_point) -> None:
+def check_tflite_output(
+    runtime: str,
+    op: str,
+    want: tuple[float, int],
+    output_scale: float | None,
+    output_zero_point: int | None,
+) -> None:
     """TFLite's Prepare: ``TF_LITE_ENSURE_NEAR(output->params.scale, want, 0.001 * want)``."""
     scale, zp = want
     if output_scale is not None and not abs(output_scale - scale) <= 0.001 * scale:

@@ -1,0 +1,64 @@
+"""Eager driver of the fused softmax + top-k (``softmaxkit.topk_softmax``).
+
+The public function validates its arguments and calls :func:`topk`; the streaming
+driver calls it directly on the blocks it reads (``drivers/stream.py``), so neither
+driver imports the public layer.  One pass per row in the Numba kernel
+``_kernels/online.py::topk_rows`` (running ``m``, ``s`` and a buffer of the ``k``
+best entries, float64 accumulators).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .._core.validate import resolve_dtype
+from .eager import rows_view
+
+__all__ = ["topk"]
+
+
+def topk(
+    arr: np.ndarray, k: int, ax: int, t: float, mask: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(probabilities, indices)`` of the ``k`` best entries along axis ``ax`` of ``arr``.
+
+    Arguments already validated: ``arr`` a native-order real ndarray with
+    ``0 <= k <= arr.shape[ax]``, ``ax`` a normalised axis, ``t`` a finite positive
+    temperature, ``mask`` a boolean array broadcastable to ``arr`` or ``None``.
+    Probabilities in the dtype of the dense softmax of ``arr``, indices int64.
+    """
+    from .._kernels import online as kern
+
+    compute, out_dtype = resolve_dtype(arr.dtype, None)
+    x2 = rows_view(arr, (ax,))
+    if x2.dtype.kind != "f" or x2.dtype == np.float16:
+        x2 = x2.astype(compute)
+    with np.errstate(over="ignore", divide="ignore"):
+        inv = 1.0 / t
+    if not (math.isfinite(inv) and inv >= np.finfo(np.float64).tiny):
+        # 1/T overflows (subnormal T) or is subnormal: the kernel's fastmath may
+        # turn x / T into x * (1/T) (x * inf ties every positive entry at +inf), so
+        # divide here, once, in float64 (the dense driver's rule) and use T = 1
+        with np.errstate(over="ignore", under="ignore"):
+            x2 = x2.astype(np.float64) / t
+        t = 1.0
+    r = x2.shape[0]
+    probs = np.empty((r, k), dtype=np.float64)
+    idx = np.empty((r, k), dtype=np.int64)
+    if r and k:
+        mask2 = rows_view(mask, (ax,)) if mask is not None else None
+        kern.topk_rows(
+            x2,
+            mask2 if mask2 is not None else np.broadcast_to(np.ones(1, bool), x2.shape),
+            mask2 is not None,
+            t,
+            k,
+            probs,
+            idx,
+        )
+    moved_shape = (*tuple(s for i, s in enumerate(arr.shape) if i != ax), k)
+    p_out = np.moveaxis(probs.reshape(moved_shape), -1, ax).astype(out_dtype)
+    i_out = np.moveaxis(idx.reshape(moved_shape), -1, ax).copy()
+    return p_out, i_out
