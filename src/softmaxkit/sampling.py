@@ -11,10 +11,11 @@ from __future__ import annotations
 import math
 import numbers
 import secrets
-from typing import Any
+from typing import Any, Literal, overload
 
 import numpy as np
 
+from ._core.typing import ArrayLike, FloatArray, IntArray, Seed
 from ._core.validate import as_input_array, normalize_axis
 from .drivers.eager import rows_view
 
@@ -39,7 +40,7 @@ def _real_arg(value: Any, name: str) -> float:
     return float(value)
 
 
-def _filters(temperature, top_k, top_p, min_p, n):
+def _filters(temperature: Any, top_k: Any, top_p: Any, min_p: Any, n: Any) -> Any:
     """Validated ``(T, greedy, K, P, logq)`` for the kernels (``K = 0``: no top-k)."""
     t = _real_arg(temperature, "temperature")
     if not (math.isfinite(t) and t >= 0.0):
@@ -67,7 +68,7 @@ def _filters(temperature, top_k, top_p, min_p, n):
     return (1.0 if greedy else t), greedy, k, p, logq
 
 
-def _rows(logits, axis):
+def _rows(logits: Any, axis: Any) -> Any:
     """``(x2 [R, n] C-contiguous float32/64, batch shape, axis)``."""
     arr = as_input_array(logits, "logits")
     if arr.ndim == 0:
@@ -85,7 +86,18 @@ def _rows(logits, axis):
     return np.ascontiguousarray(x2), batch, ax
 
 
-def _run(x2, t, greedy, k, p, logq, s, seed, row_offset, need_z):
+def _run(
+    x2: Any,
+    t: Any,
+    greedy: Any,
+    k: Any,
+    p: Any,
+    logq: Any,
+    s: Any,
+    seed: Any,
+    row_offset: Any,
+    need_z: Any,
+) -> Any:
     from ._kernels import sampling as kern
 
     r = x2.shape[0]
@@ -98,7 +110,7 @@ def _run(x2, t, greedy, k, p, logq, s, seed, row_offset, need_z):
     return tokens, info
 
 
-def _check_rows(info, batch):
+def _check_rows(info: Any, batch: Any) -> Any:
     status = info[:, 0]
     bad = np.flatnonzero((status == 1.0) | (status == 2.0))
     if bad.size:
@@ -110,20 +122,71 @@ def _check_rows(info, batch):
         raise ValueError(f"{where} of logits {what}")
 
 
+@overload
 def sample(
-    logits,
+    logits: ArrayLike,
     /,
     *,
-    temperature=1.0,
-    top_k=None,
-    top_p=None,
-    min_p=None,
-    num_samples=1,
-    seed=None,
-    axis=-1,
-    return_logprobs=False,
-    row_offset=0,
-):
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    min_p: float | None = None,
+    num_samples: int = 1,
+    seed: Seed = None,
+    axis: int = -1,
+    return_logprobs: Literal[False] = False,
+    row_offset: int = 0,
+) -> IntArray: ...
+
+
+@overload
+def sample(
+    logits: ArrayLike,
+    /,
+    *,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    min_p: float | None = None,
+    num_samples: int = 1,
+    seed: Seed = None,
+    axis: int = -1,
+    return_logprobs: Literal[True],
+    row_offset: int = 0,
+) -> tuple[IntArray, FloatArray]: ...
+
+
+@overload
+def sample(
+    logits: ArrayLike,
+    /,
+    *,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    min_p: float | None = None,
+    num_samples: int = 1,
+    seed: Seed = None,
+    axis: int = -1,
+    return_logprobs: bool,
+    row_offset: int = 0,
+) -> IntArray | tuple[IntArray, FloatArray]: ...
+
+
+def sample(
+    logits: ArrayLike,
+    /,
+    *,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    min_p: float | None = None,
+    num_samples: int = 1,
+    seed: Seed = None,
+    axis: int = -1,
+    return_logprobs: bool = False,
+    row_offset: int = 0,
+) -> IntArray | tuple[IntArray, FloatArray]:
     r"""Sample token ids from each row of ``logits`` under temperature, top-k, top-p
     and min-p, without forming the probabilities.
 
@@ -242,7 +305,7 @@ def sample(
         raise TypeError(f"return_logprobs must be a bool; got {return_logprobs!r}")
     tokens, info = _run(x2, t, greedy, k, p, logq, s, seed, off, bool(return_logprobs))
     _check_rows(info, batch)
-    ids = tokens.reshape((*batch, s))
+    ids: IntArray = tokens.reshape((*batch, s))
     if not return_logprobs:
         return ids
     m = info[:, 2:3]
@@ -253,7 +316,16 @@ def sample(
     return ids, lp.reshape((*batch, s))
 
 
-def sampling_probs(logits, /, *, temperature=1.0, top_k=None, top_p=None, min_p=None, axis=-1):
+def sampling_probs(
+    logits: ArrayLike,
+    /,
+    *,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    min_p: float | None = None,
+    axis: int = -1,
+) -> FloatArray:
     r"""The filtered distribution :func:`sample` draws from, as dense probabilities.
 
     ``p_j = exp(v_j - m) / Z`` on the kept set and ``0`` elsewhere, with the filters

@@ -14,6 +14,7 @@ import sys
 import numpy as np
 from numpy.exceptions import AxisError
 
+from ._core.typing import ArrayLike, DTypeLike, FloatArray
 from ._core.validate import as_input_array, check_out, resolve_dtype, validate_where
 
 __all__ = ["logcumsumexp", "logcumsumexp_vjp", "logmatmulexp", "logmatmulexp_vjp"]
@@ -99,7 +100,16 @@ def _scan(x2: np.ndarray, m2: np.ndarray | None, reverse: bool, res2: np.ndarray
     run(k.scan_rows, R * nblk, nt, x2, mrows, use_mask, res2, reverse, nblk, cm, cs)
 
 
-def logcumsumexp(x, /, axis=-1, *, reverse=False, where=None, dtype=None, out=None):
+def logcumsumexp(
+    x: ArrayLike,
+    /,
+    axis: int = -1,
+    *,
+    reverse: bool = False,
+    where: ArrayLike | None = None,
+    dtype: DTypeLike | None = None,
+    out: FloatArray | None = None,
+) -> FloatArray:
     r"""Running log-sum-exp along one axis.
 
     .. math::
@@ -202,7 +212,15 @@ def logcumsumexp(x, /, axis=-1, *, reverse=False, where=None, dtype=None, out=No
     return res[()] if scalar else res
 
 
-def logcumsumexp_vjp(x, g, /, axis=-1, *, reverse=False, where=None):
+def logcumsumexp_vjp(
+    x: ArrayLike,
+    g: ArrayLike,
+    /,
+    axis: int = -1,
+    *,
+    reverse: bool = False,
+    where: ArrayLike | None = None,
+) -> FloatArray:
     r"""Vector-Jacobian product of :func:`logcumsumexp`, from its input.
 
     .. math::
@@ -375,7 +393,7 @@ def _lme_prepare(A, B):
     return a, b, batch, compute
 
 
-def logmatmulexp(A, B, /, *, out=None):
+def logmatmulexp(A: ArrayLike, B: ArrayLike, /, *, out: FloatArray | None = None) -> FloatArray:
     r"""Matrix product in log space.
 
     .. math::
@@ -455,7 +473,7 @@ def logmatmulexp(A, B, /, *, out=None):
     return res
 
 
-def logmatmulexp_vjp(A, B, G, /):
+def logmatmulexp_vjp(A: ArrayLike, B: ArrayLike, G: ArrayLike, /) -> tuple[FloatArray, FloatArray]:
     r"""Vector-Jacobian product of :func:`logmatmulexp`: ``(dL/dA, dL/dB)``.
 
     .. math::

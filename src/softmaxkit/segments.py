@@ -14,6 +14,7 @@ import sys
 
 import numpy as np
 
+from ._core.typing import ArrayLike, FloatArray
 from ._core.validate import as_input_array, resolve_dtype, validate_temperature, validate_where
 
 __all__ = [
@@ -190,8 +191,16 @@ def _finalize_lse(m, w, r):
 
 
 def segment_logsumexp(
-    x, /, segment_ids=None, *, offsets=None, num_segments=None, axis=0, temperature=1.0, where=None
-):
+    x: ArrayLike,
+    /,
+    segment_ids: ArrayLike | None = None,
+    *,
+    offsets: ArrayLike | None = None,
+    num_segments: int | None = None,
+    axis: int = 0,
+    temperature: float = 1.0,
+    where: ArrayLike | None = None,
+) -> FloatArray:
     r"""Log-sum-exp of every segment of an axis.
 
     .. math::
@@ -333,8 +342,16 @@ _SOFTMAX_DOC = r"""{title}
 
 
 def segment_softmax(
-    x, /, segment_ids=None, *, offsets=None, num_segments=None, axis=0, temperature=1.0, where=None
-):
+    x: ArrayLike,
+    /,
+    segment_ids: ArrayLike | None = None,
+    *,
+    offsets: ArrayLike | None = None,
+    num_segments: int | None = None,
+    axis: int = 0,
+    temperature: float = 1.0,
+    where: ArrayLike | None = None,
+) -> FloatArray:
     if _is_dask(x):
         from .drivers.dask import segments as _dask_segments
 
@@ -352,8 +369,16 @@ def segment_softmax(
 
 
 def segment_log_softmax(
-    x, /, segment_ids=None, *, offsets=None, num_segments=None, axis=0, temperature=1.0, where=None
-):
+    x: ArrayLike,
+    /,
+    segment_ids: ArrayLike | None = None,
+    *,
+    offsets: ArrayLike | None = None,
+    num_segments: int | None = None,
+    axis: int = 0,
+    temperature: float = 1.0,
+    where: ArrayLike | None = None,
+) -> FloatArray:
     if _is_dask(x):
         from .drivers.dask import segments as _dask_segments
 
@@ -410,17 +435,17 @@ def _vjp_common(x_or_y, g, segment_ids, offsets, num_segments, axis):
 
 
 def segment_logsumexp_vjp(
-    x,
-    g,
+    x: ArrayLike,
+    g: ArrayLike,
     /,
-    segment_ids=None,
+    segment_ids: ArrayLike | None = None,
     *,
-    offsets=None,
-    num_segments=None,
-    axis=0,
-    temperature=1.0,
-    where=None,
-):
+    offsets: ArrayLike | None = None,
+    num_segments: int | None = None,
+    axis: int = 0,
+    temperature: float = 1.0,
+    where: ArrayLike | None = None,
+) -> FloatArray:
     r"""Vector-Jacobian product of :func:`segment_logsumexp`, from its input.
 
     .. math::
@@ -493,8 +518,16 @@ def _softmax_vjp(y, g, segment_ids, offsets, num_segments, axis, temperature, lo
 
 
 def segment_softmax_vjp(
-    y, g, /, segment_ids=None, *, offsets=None, num_segments=None, axis=0, temperature=1.0
-):
+    y: ArrayLike,
+    g: ArrayLike,
+    /,
+    segment_ids: ArrayLike | None = None,
+    *,
+    offsets: ArrayLike | None = None,
+    num_segments: int | None = None,
+    axis: int = 0,
+    temperature: float = 1.0,
+) -> FloatArray:
     r"""Vector-Jacobian product of :func:`segment_softmax`, from its output ``y``.
 
     .. math::
@@ -532,8 +565,16 @@ def segment_softmax_vjp(
 
 
 def segment_log_softmax_vjp(
-    y, g, /, segment_ids=None, *, offsets=None, num_segments=None, axis=0, temperature=1.0
-):
+    y: ArrayLike,
+    g: ArrayLike,
+    /,
+    segment_ids: ArrayLike | None = None,
+    *,
+    offsets: ArrayLike | None = None,
+    num_segments: int | None = None,
+    axis: int = 0,
+    temperature: float = 1.0,
+) -> FloatArray:
     r"""Vector-Jacobian product of :func:`segment_log_softmax`, from its output ``y``.
 
     .. math::
