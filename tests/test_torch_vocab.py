@@ -259,3 +259,44 @@ def test_linear_distill_none_opcheck_and_errors():
         _ops_vocab._ldistill_op,
         (hs.detach(), Ws, ht, Wt, None, "forward", 0.0, 1.0, "sum", 2, True),
     )
+
+
+def test_public_functions_route_tensors():
+    """sk.<name>(tensor) returns tensors (with gradients where the op has them), the
+    same values as the NumPy call: the @routed public functions of the newer families."""
+    s = _randn(4, 10, scale=1.0)
+    t = _randn(4, 10, scale=1.0)
+    sn, tn = s.numpy(), t.numpy()
+    ids = np.array([0] * 20 + [1] * 20)
+    cases = [
+        (sk.kl_divergence, (s, t), {"temperature": 1.5}, (sn, tn)),
+        (sk.jensen_shannon, (s, tn), {"beta": 0.2}, (sn, tn)),
+        (sk.sample, (s,), {"seed": 4, "top_k": 3}, (sn,)),
+        (sk.sampling_probs, (s,), {"top_p": 0.8}, (sn,)),
+        (sk.segment_softmax, (s.reshape(-1), ids), {}, (sn.reshape(-1), ids)),
+        (sk.segment_log_softmax, (s.reshape(-1), ids), {}, (sn.reshape(-1), ids)),
+        (sk.segment_logsumexp, (s.reshape(-1), ids), {}, (sn.reshape(-1), ids)),
+        (sk.logcumsumexp, (s,), {"reverse": True}, (sn,)),
+        (sk.logmatmulexp, (s, t.T), {}, (sn, tn.T)),
+        (sk.segment_softmax_vjp, (s.reshape(-1), t.reshape(-1), ids), {},
+         (sn.reshape(-1), tn.reshape(-1), ids)),
+        (sk.logcumsumexp_vjp, (s, t), {"axis": 0}, (sn, tn)),
+    ]  # fmt: skip
+    for f, targs, kw, nargs in cases:
+        got = f(*targs, **kw)
+        want = f(*nargs, **kw)
+        assert isinstance(got, torch.Tensor), f.__name__
+        np.testing.assert_allclose(got.numpy(), want, rtol=1e-12, atol=1e-14, err_msg=f.__name__)
+    # gradients flow through the routed calls, and return_grad gives tensors
+    sr = s.clone().requires_grad_()
+    loss = sk.kl_divergence(sr, t) + sk.logcumsumexp(sr, 1).sum()
+    loss.backward()
+    assert sr.grad is not None and sr.grad.shape == s.shape
+    loss2, g = sk.kl_divergence(s, t, return_grad=True)
+    _, gn = sk.kl_divergence(sn, tn, return_grad=True)
+    assert isinstance(g, torch.Tensor) and loss2.grad_fn is None
+    np.testing.assert_allclose(g.numpy(), gn, rtol=1e-12)
+    dA, dB = sk.logmatmulexp_vjp(s, t.T, torch.ones(4, 4, dtype=s.dtype))
+    assert isinstance(dA, torch.Tensor) and dB.shape == (10, 4)
+    with pytest.raises(TypeError, match="out= is not supported"):
+        sk.logcumsumexp(s, out=torch.empty_like(s))

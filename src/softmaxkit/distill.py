@@ -25,11 +25,13 @@ Conventions shared by every function here:
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Literal, overload
 
 import numpy as np
 
 from ._core.losscommon import check_real, class_axis
+from ._core.routes import routed
+from ._core.typing import ArrayLike, Direction, DistillReduction, FloatArray
 from ._core.validate import as_input_array, resolve_dtype, validate_temperature, validate_where
 from .drivers.eager import rows_view
 
@@ -40,7 +42,7 @@ DIRECTIONS = ("forward", "reverse")
 _CHUNK_BYTES = 32 * 2**20
 
 
-def _k():
+def _k() -> Any:
     from ._kernels import distill
 
     return distill
@@ -55,7 +57,8 @@ def _check_reduction(reduction: Any) -> str:
 def _mode(direction: Any) -> int:
     if not isinstance(direction, str) or direction not in DIRECTIONS:
         raise ValueError(f"direction must be one of {DIRECTIONS}; got {direction!r}")
-    return _k().FORWARD if direction == "forward" else _k().REVERSE
+    mode: int = _k().FORWARD if direction == "forward" else _k().REVERSE
+    return mode
 
 
 def _beta_mode(beta: Any) -> tuple[int, float]:
@@ -68,7 +71,7 @@ def _beta_mode(beta: Any) -> tuple[int, float]:
     return k.JSD, b
 
 
-def _inv_t(T: float, compute) -> float | None:
+def _inv_t(T: float, compute: Any) -> float | None:
     """1/T when it is a normal number of ``compute``, else None (divide x / T first)."""
     with np.errstate(over="ignore", divide="ignore"):
         inv = np.dtype(compute).type(1.0 / T)
@@ -77,7 +80,7 @@ def _inv_t(T: float, compute) -> float | None:
     return None
 
 
-def _prep(arr: np.ndarray, ax: int, compute, mask2, pre_T) -> np.ndarray:
+def _prep(arr: np.ndarray, ax: int, compute: Any, mask2: Any, pre_T: Any) -> np.ndarray:
     x2 = np.ascontiguousarray(rows_view(arr, (ax,)), dtype=compute)
     if pre_T is not None:
         with np.errstate(over="ignore", under="ignore"):
@@ -98,7 +101,7 @@ def _empty_rows(x2: np.ndarray) -> np.ndarray:
     return ~ne
 
 
-def _scales(active: np.ndarray, reduction: str, n_classes: int):
+def _scales(active: np.ndarray, reduction: str, n_classes: int) -> tuple[np.ndarray, int]:
     count = int(np.count_nonzero(active))
     if reduction == "batchmean":
         c = 1.0 / count if count else 0.0
@@ -110,7 +113,7 @@ def _scales(active: np.ndarray, reduction: str, n_classes: int):
     return np.where(active, c, 0.0), count
 
 
-def _finish(per: np.ndarray, reduction: str, scale: np.ndarray, batch, out_dtype):
+def _finish(per: np.ndarray, reduction: str, scale: np.ndarray, batch: Any, out_dtype: Any) -> Any:
     with np.errstate(over="ignore", invalid="ignore"):
         if reduction == "none":
             loss: Any = per.reshape(batch).astype(out_dtype)
@@ -127,7 +130,17 @@ def _check_pair(s: np.ndarray, t: np.ndarray, sname: str, tname: str) -> None:
         )
 
 
-def _dense(student, teacher, mode, beta, temperature, where, reduction, return_grad, axis):
+def _dense(
+    student: Any,
+    teacher: Any,
+    mode: Any,
+    beta: Any,
+    temperature: Any,
+    where: Any,
+    reduction: Any,
+    return_grad: Any,
+    axis: Any,
+) -> Any:
     s = as_input_array(student, "student_logits")
     t = as_input_array(teacher, "teacher_logits")
     _check_pair(s, t, "student_logits", "teacher_logits")
@@ -176,18 +189,64 @@ _COMMON_NOTES = """
     where only one model is empty, or with a NaN or +inf logit, gives NaN."""
 
 
+@overload
 def kl_divergence(
-    student_logits,
-    teacher_logits,
+    student_logits: ArrayLike,
+    teacher_logits: ArrayLike,
     /,
     *,
-    temperature=1.0,
-    direction="forward",
-    where=None,
-    reduction="batchmean",
-    return_grad=False,
-    axis=-1,
-):
+    temperature: float = 1.0,
+    direction: Direction = "forward",
+    where: ArrayLike | None = None,
+    reduction: DistillReduction = "batchmean",
+    return_grad: Literal[False] = False,
+    axis: int = -1,
+) -> FloatArray: ...
+
+
+@overload
+def kl_divergence(
+    student_logits: ArrayLike,
+    teacher_logits: ArrayLike,
+    /,
+    *,
+    temperature: float = 1.0,
+    direction: Direction = "forward",
+    where: ArrayLike | None = None,
+    reduction: DistillReduction = "batchmean",
+    return_grad: Literal[True],
+    axis: int = -1,
+) -> tuple[FloatArray, FloatArray]: ...
+
+
+@overload
+def kl_divergence(
+    student_logits: ArrayLike,
+    teacher_logits: ArrayLike,
+    /,
+    *,
+    temperature: float = 1.0,
+    direction: Direction = "forward",
+    where: ArrayLike | None = None,
+    reduction: DistillReduction = "batchmean",
+    return_grad: bool,
+    axis: int = -1,
+) -> FloatArray | tuple[FloatArray, FloatArray]: ...
+
+
+@routed("kl_divergence")
+def kl_divergence(
+    student_logits: ArrayLike,
+    teacher_logits: ArrayLike,
+    /,
+    *,
+    temperature: float = 1.0,
+    direction: Direction = "forward",
+    where: ArrayLike | None = None,
+    reduction: DistillReduction = "batchmean",
+    return_grad: bool = False,
+    axis: int = -1,
+) -> FloatArray | tuple[FloatArray, FloatArray]:
     r"""KL divergence between the teacher's and the student's softmax, from logits.
 
     With ``p_s = softmax(student / T)`` and ``p_t = softmax(teacher / T)``:
@@ -249,25 +308,73 @@ def kl_divergence(
     0.0
     """
     mode = _mode(direction)
-    return _dense(student_logits, teacher_logits, mode, 0.0, temperature, where, reduction,
-                  return_grad, axis)  # fmt: skip
+    res: FloatArray | tuple[FloatArray, FloatArray] = _dense(
+        student_logits, teacher_logits, mode, 0.0, temperature, where, reduction, return_grad, axis
+    )
+    return res
 
 
-kl_divergence.__doc__ = kl_divergence.__doc__ % _COMMON_NOTES
+kl_divergence.__doc__ = (kl_divergence.__doc__ or "") % _COMMON_NOTES
 
 
+@overload
 def jensen_shannon(
-    student_logits,
-    teacher_logits,
+    student_logits: ArrayLike,
+    teacher_logits: ArrayLike,
     /,
     *,
-    beta=0.5,
-    temperature=1.0,
-    where=None,
-    reduction="batchmean",
-    return_grad=False,
-    axis=-1,
-):
+    beta: float = 0.5,
+    temperature: float = 1.0,
+    where: ArrayLike | None = None,
+    reduction: DistillReduction = "batchmean",
+    return_grad: Literal[False] = False,
+    axis: int = -1,
+) -> FloatArray: ...
+
+
+@overload
+def jensen_shannon(
+    student_logits: ArrayLike,
+    teacher_logits: ArrayLike,
+    /,
+    *,
+    beta: float = 0.5,
+    temperature: float = 1.0,
+    where: ArrayLike | None = None,
+    reduction: DistillReduction = "batchmean",
+    return_grad: Literal[True],
+    axis: int = -1,
+) -> tuple[FloatArray, FloatArray]: ...
+
+
+@overload
+def jensen_shannon(
+    student_logits: ArrayLike,
+    teacher_logits: ArrayLike,
+    /,
+    *,
+    beta: float = 0.5,
+    temperature: float = 1.0,
+    where: ArrayLike | None = None,
+    reduction: DistillReduction = "batchmean",
+    return_grad: bool,
+    axis: int = -1,
+) -> FloatArray | tuple[FloatArray, FloatArray]: ...
+
+
+@routed("jensen_shannon")
+def jensen_shannon(
+    student_logits: ArrayLike,
+    teacher_logits: ArrayLike,
+    /,
+    *,
+    beta: float = 0.5,
+    temperature: float = 1.0,
+    where: ArrayLike | None = None,
+    reduction: DistillReduction = "batchmean",
+    return_grad: bool = False,
+    axis: int = -1,
+) -> FloatArray | tuple[FloatArray, FloatArray]:
     r"""Generalised Jensen-Shannon divergence (Liger-Kernel's ``LigerJSD`` definition).
 
     With ``P = p_t`` (teacher), ``Q = p_s`` (student) and ``M = beta P + (1 - beta) Q``:
@@ -317,11 +424,13 @@ def jensen_shannon(
     True
     """
     mode, b = _beta_mode(beta)
-    return _dense(student_logits, teacher_logits, mode, b, temperature, where, reduction,
-                  return_grad, axis)  # fmt: skip
+    res: FloatArray | tuple[FloatArray, FloatArray] = _dense(
+        student_logits, teacher_logits, mode, b, temperature, where, reduction, return_grad, axis
+    )
+    return res
 
 
-jensen_shannon.__doc__ = jensen_shannon.__doc__ % _COMMON_NOTES
+jensen_shannon.__doc__ = (jensen_shannon.__doc__ or "") % _COMMON_NOTES
 
 
 # ---------------------------------------------------------------------------
@@ -329,7 +438,19 @@ jensen_shannon.__doc__ = jensen_shannon.__doc__ % _COMMON_NOTES
 # ---------------------------------------------------------------------------
 
 
-def _linear(hs, Ws, ht, Wt, mode, beta, temperature, where, reduction, return_grad, chunk_size):
+def _linear(
+    hs: Any,
+    Ws: Any,
+    ht: Any,
+    Wt: Any,
+    mode: Any,
+    beta: Any,
+    temperature: Any,
+    where: Any,
+    reduction: Any,
+    return_grad: Any,
+    chunk_size: Any,
+) -> Any:
     h = as_input_array(hs, "student_hidden")
     W = as_input_array(Ws, "student_weight")
     g = as_input_array(ht, "teacher_hidden")
@@ -382,10 +503,10 @@ def _linear(hs, Ws, ht, Wt, mode, beta, temperature, where, reduction, return_gr
     zt_buf = np.empty(rows * V, dtype=compute)
     g_buf = np.empty(rows * V if return_grad and mode == k.JSD else 0, dtype=compute)
     per = np.empty(N)
-    d_h = np.empty((N, ds), dtype=compute) if return_grad else None
-    d_W = np.zeros((V, ds), dtype=compute) if return_grad else None
+    d_h: Any = np.empty((N, ds), dtype=compute) if return_grad else None
+    d_W: Any = np.zeros((V, ds), dtype=compute) if return_grad else None
     # pass A (cheap, no logits kept): which rows count, for the reduction's scales
-    active = np.ones(N, dtype=np.bool_)
+    active: Any = np.ones(N, dtype=np.bool_)
     if mask2 is not None:
         active = mask2.any(axis=1)
     scale, _ = _scales(active, reduction, V)
@@ -470,20 +591,72 @@ _LINEAR_DOC = r"""
 """
 
 
+@overload
 def linear_kl_divergence(
-    student_hidden,
-    student_weight,
-    teacher_hidden,
-    teacher_weight,
+    student_hidden: ArrayLike,
+    student_weight: ArrayLike,
+    teacher_hidden: ArrayLike,
+    teacher_weight: ArrayLike,
     /,
     *,
-    temperature=1.0,
-    direction="forward",
-    where=None,
-    reduction="batchmean",
-    return_grad=False,
-    chunk_size=None,
-):
+    temperature: float = 1.0,
+    direction: Direction = "forward",
+    where: ArrayLike | None = None,
+    reduction: DistillReduction = "batchmean",
+    return_grad: Literal[False] = False,
+    chunk_size: int | None = None,
+) -> FloatArray: ...
+
+
+@overload
+def linear_kl_divergence(
+    student_hidden: ArrayLike,
+    student_weight: ArrayLike,
+    teacher_hidden: ArrayLike,
+    teacher_weight: ArrayLike,
+    /,
+    *,
+    temperature: float = 1.0,
+    direction: Direction = "forward",
+    where: ArrayLike | None = None,
+    reduction: DistillReduction = "batchmean",
+    return_grad: Literal[True],
+    chunk_size: int | None = None,
+) -> tuple[FloatArray, tuple[FloatArray, FloatArray]]: ...
+
+
+@overload
+def linear_kl_divergence(
+    student_hidden: ArrayLike,
+    student_weight: ArrayLike,
+    teacher_hidden: ArrayLike,
+    teacher_weight: ArrayLike,
+    /,
+    *,
+    temperature: float = 1.0,
+    direction: Direction = "forward",
+    where: ArrayLike | None = None,
+    reduction: DistillReduction = "batchmean",
+    return_grad: bool,
+    chunk_size: int | None = None,
+) -> FloatArray | tuple[FloatArray, tuple[FloatArray, FloatArray]]: ...
+
+
+@routed("linear_kl_divergence")
+def linear_kl_divergence(
+    student_hidden: ArrayLike,
+    student_weight: ArrayLike,
+    teacher_hidden: ArrayLike,
+    teacher_weight: ArrayLike,
+    /,
+    *,
+    temperature: float = 1.0,
+    direction: Direction = "forward",
+    where: ArrayLike | None = None,
+    reduction: DistillReduction = "batchmean",
+    return_grad: bool = False,
+    chunk_size: int | None = None,
+) -> FloatArray | tuple[FloatArray, tuple[FloatArray, FloatArray]]:
     r""":func:`kl_divergence` of ``(student_hidden @ student_weight.T,
     teacher_hidden @ teacher_weight.T)`` without materialising either logits matrix.
     %s
@@ -499,27 +672,91 @@ def linear_kl_divergence(
     True
     """
     mode = _mode(direction)
-    return _linear(student_hidden, student_weight, teacher_hidden, teacher_weight, mode, 0.0,
-                   temperature, where, reduction, return_grad, chunk_size)  # fmt: skip
+    res: FloatArray | tuple[FloatArray, tuple[FloatArray, FloatArray]] = _linear(
+        student_hidden,
+        student_weight,
+        teacher_hidden,
+        teacher_weight,
+        mode,
+        0.0,
+        temperature,
+        where,
+        reduction,
+        return_grad,
+        chunk_size,
+    )
+    return res
 
 
-linear_kl_divergence.__doc__ = linear_kl_divergence.__doc__ % _LINEAR_DOC
+linear_kl_divergence.__doc__ = (linear_kl_divergence.__doc__ or "") % _LINEAR_DOC
 
 
+@overload
 def linear_jensen_shannon(
-    student_hidden,
-    student_weight,
-    teacher_hidden,
-    teacher_weight,
+    student_hidden: ArrayLike,
+    student_weight: ArrayLike,
+    teacher_hidden: ArrayLike,
+    teacher_weight: ArrayLike,
     /,
     *,
-    beta=0.5,
-    temperature=1.0,
-    where=None,
-    reduction="batchmean",
-    return_grad=False,
-    chunk_size=None,
-):
+    beta: float = 0.5,
+    temperature: float = 1.0,
+    where: ArrayLike | None = None,
+    reduction: DistillReduction = "batchmean",
+    return_grad: Literal[False] = False,
+    chunk_size: int | None = None,
+) -> FloatArray: ...
+
+
+@overload
+def linear_jensen_shannon(
+    student_hidden: ArrayLike,
+    student_weight: ArrayLike,
+    teacher_hidden: ArrayLike,
+    teacher_weight: ArrayLike,
+    /,
+    *,
+    beta: float = 0.5,
+    temperature: float = 1.0,
+    where: ArrayLike | None = None,
+    reduction: DistillReduction = "batchmean",
+    return_grad: Literal[True],
+    chunk_size: int | None = None,
+) -> tuple[FloatArray, tuple[FloatArray, FloatArray]]: ...
+
+
+@overload
+def linear_jensen_shannon(
+    student_hidden: ArrayLike,
+    student_weight: ArrayLike,
+    teacher_hidden: ArrayLike,
+    teacher_weight: ArrayLike,
+    /,
+    *,
+    beta: float = 0.5,
+    temperature: float = 1.0,
+    where: ArrayLike | None = None,
+    reduction: DistillReduction = "batchmean",
+    return_grad: bool,
+    chunk_size: int | None = None,
+) -> FloatArray | tuple[FloatArray, tuple[FloatArray, FloatArray]]: ...
+
+
+@routed("linear_jensen_shannon")
+def linear_jensen_shannon(
+    student_hidden: ArrayLike,
+    student_weight: ArrayLike,
+    teacher_hidden: ArrayLike,
+    teacher_weight: ArrayLike,
+    /,
+    *,
+    beta: float = 0.5,
+    temperature: float = 1.0,
+    where: ArrayLike | None = None,
+    reduction: DistillReduction = "batchmean",
+    return_grad: bool = False,
+    chunk_size: int | None = None,
+) -> FloatArray | tuple[FloatArray, tuple[FloatArray, FloatArray]]:
     r""":func:`jensen_shannon` of ``(student_hidden @ student_weight.T,
     teacher_hidden @ teacher_weight.T)`` without materialising either logits matrix
     (the CPU counterpart of Liger-Kernel's ``LigerFusedLinearJSD``).
@@ -536,8 +773,20 @@ def linear_jensen_shannon(
     True
     """
     mode, b = _beta_mode(beta)
-    return _linear(student_hidden, student_weight, teacher_hidden, teacher_weight, mode, b,
-                   temperature, where, reduction, return_grad, chunk_size)  # fmt: skip
+    res: FloatArray | tuple[FloatArray, tuple[FloatArray, FloatArray]] = _linear(
+        student_hidden,
+        student_weight,
+        teacher_hidden,
+        teacher_weight,
+        mode,
+        b,
+        temperature,
+        where,
+        reduction,
+        return_grad,
+        chunk_size,
+    )
+    return res
 
 
-linear_jensen_shannon.__doc__ = linear_jensen_shannon.__doc__ % _LINEAR_DOC
+linear_jensen_shannon.__doc__ = (linear_jensen_shannon.__doc__ or "") % _LINEAR_DOC

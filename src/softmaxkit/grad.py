@@ -17,8 +17,12 @@ Conventions (derivations in ``docs/losses.md``):
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, cast
+
 import numpy as np
 
+from ._core.typing import ArrayLike, Axis, FloatArray
 from ._core.validate import (
     as_input_array,
     check_out,
@@ -44,7 +48,15 @@ __all__ = [
 ]
 
 
-def _vjp(y, g, axis, temperature, where, out, log):
+def _vjp(
+    y: ArrayLike,
+    g: ArrayLike,
+    axis: Axis,
+    temperature: float,
+    where: Any,
+    out: FloatArray | None,
+    log: bool,
+) -> FloatArray:
     ya = as_input_array(y, "y")
     axes = normalize_axis(axis, ya.ndim)
     invT = 1.0 / validate_temperature(temperature)
@@ -87,7 +99,9 @@ def _vjp(y, g, axis, temperature, where, out, log):
     return out
 
 
-def _direct_rows(out, axes, compute, inputs):
+def _direct_rows(
+    out: FloatArray, axes: tuple[int, ...], compute: Any, inputs: tuple[Any, ...]
+) -> FloatArray | None:
     """``out`` as the kernel's ``[R, n]`` output when it can be written in place, else None.
 
     In place needs a C-contiguous writable view in the computation dtype whose memory
@@ -104,7 +118,16 @@ def _direct_rows(out, axes, compute, inputs):
     return view
 
 
-def softmax_vjp(y, g, /, axis=-1, *, temperature=1.0, where=None, out=None):
+def softmax_vjp(
+    y: ArrayLike,
+    g: ArrayLike,
+    /,
+    axis: Axis = -1,
+    *,
+    temperature: float = 1.0,
+    where: ArrayLike | None = None,
+    out: FloatArray | None = None,
+) -> FloatArray:
     r"""Vector-Jacobian product of :func:`softmaxkit.softmax`, from its output.
 
     .. math::
@@ -149,15 +172,27 @@ def softmax_vjp(y, g, /, axis=-1, *, temperature=1.0, where=None, out=None):
     array([0., 0., 0.])
     """
     if _foreign(y) == "torch":
-        return _torch_route("softmax_vjp", locals())
+        return cast("FloatArray", _torch_route("softmax_vjp", locals()))
     if _foreign(y) == "dask":
         from .drivers import dask as _dask
 
-        return _dask.softmax_vjp(y, g, axis=axis, temperature=temperature, where=where, out=out)
+        res: FloatArray = _dask.softmax_vjp(
+            y, g, axis=axis, temperature=temperature, where=where, out=out
+        )
+        return res
     return _vjp(y, g, axis, temperature, where, out, False)
 
 
-def log_softmax_vjp(y, g, /, axis=-1, *, temperature=1.0, where=None, out=None):
+def log_softmax_vjp(
+    y: ArrayLike,
+    g: ArrayLike,
+    /,
+    axis: Axis = -1,
+    *,
+    temperature: float = 1.0,
+    where: ArrayLike | None = None,
+    out: FloatArray | None = None,
+) -> FloatArray:
     r"""Vector-Jacobian product of :func:`softmaxkit.log_softmax`, from its output.
 
     .. math::
@@ -195,15 +230,28 @@ def log_softmax_vjp(y, g, /, axis=-1, *, temperature=1.0, where=None, out=None):
     array([0., 0.])
     """
     if _foreign(y) == "torch":
-        return _torch_route("log_softmax_vjp", locals())
+        return cast("FloatArray", _torch_route("log_softmax_vjp", locals()))
     if _foreign(y) == "dask":
         from .drivers import dask as _dask
 
-        return _dask.log_softmax_vjp(y, g, axis=axis, temperature=temperature, where=where, out=out)
+        res: FloatArray = _dask.log_softmax_vjp(
+            y, g, axis=axis, temperature=temperature, where=where, out=out
+        )
+        return res
     return _vjp(y, g, axis, temperature, where, out, True)
 
 
-def logsumexp_vjp(x, g, /, axis=-1, *, b=None, keepdims=False, temperature=1.0, where=None):
+def logsumexp_vjp(
+    x: ArrayLike,
+    g: ArrayLike,
+    /,
+    axis: Axis = -1,
+    *,
+    b: ArrayLike | None = None,
+    keepdims: bool = False,
+    temperature: float = 1.0,
+    where: ArrayLike | None = None,
+) -> FloatArray:
     r"""Vector-Jacobian product of :func:`softmaxkit.logsumexp`, from its input.
 
     .. math::
@@ -241,13 +289,14 @@ def logsumexp_vjp(x, g, /, axis=-1, *, b=None, keepdims=False, temperature=1.0, 
     array([1., 1., 0.])
     """
     if _foreign(x) == "torch":
-        return _torch_route("logsumexp_vjp", locals())
+        return cast("FloatArray", _torch_route("logsumexp_vjp", locals()))
     if _foreign(x) == "dask":
         from .drivers import dask as _dask
 
-        return _dask.logsumexp_vjp(
+        res: FloatArray = _dask.logsumexp_vjp(
             x, g, axis=axis, b=b, keepdims=keepdims, temperature=temperature, where=where
         )
+        return res
     a = as_input_array(x)
     axes = normalize_axis(axis, a.ndim)
     t = validate_temperature(temperature)
@@ -276,7 +325,7 @@ def logsumexp_vjp(x, g, /, axis=-1, *, b=None, keepdims=False, temperature=1.0, 
         if where is not None:
             # masked entries take no part, even in a NaN row (whose softmax is all NaN):
             # their gradient is 0, as for softmax_vjp and in torch.masked / JAX
-            np.copyto(p, 0.0, where=~validate_where(where, a.shape))
+            np.copyto(p, 0.0, where=~cast("np.ndarray", validate_where(where, a.shape)))
         return p if p.dtype == out_dtype else p.astype(out_dtype)
     bw = validate_weights(b, a.shape, np.float64)
     lse, sign = logsumexp(
@@ -292,15 +341,23 @@ def logsumexp_vjp(x, g, /, axis=-1, *, b=None, keepdims=False, temperature=1.0, 
     mask = validate_where(where, a.shape)
     with np.errstate(invalid="ignore", over="ignore"):
         r = bw * np.exp(a.astype(np.float64) / t - lse) * sign
-    ok = np.isfinite(lse) & (bw != 0)
+    keep = np.isfinite(lse) & (bw != 0)
     if mask is not None:
-        ok = ok & mask
-    r = np.where(ok, r, np.where(np.isnan(lse), np.nan, 0.0))
+        keep = keep & mask
+    r = np.where(keep, r, np.where(np.isnan(lse), np.nan, 0.0))
     res = ga * r / t
     return np.array(np.broadcast_to(res, a.shape), dtype=out_dtype)
 
 
-def softmax_jvp(x, v, /, axis=-1, *, temperature=1.0, where=None):
+def softmax_jvp(
+    x: ArrayLike,
+    v: ArrayLike,
+    /,
+    axis: Axis = -1,
+    *,
+    temperature: float = 1.0,
+    where: ArrayLike | None = None,
+) -> tuple[FloatArray, FloatArray]:
     r"""Jacobian-vector product of :func:`softmaxkit.softmax`: returns ``(y, dy)``.
 
     .. math::
@@ -348,7 +405,14 @@ def softmax_jvp(x, v, /, axis=-1, *, temperature=1.0, where=None):
     return y, softmax_vjp(y, va, axis=axis, temperature=temperature, where=where)
 
 
-def softmax_jacobian(x, /, axis=-1, *, temperature=1.0, where=None):
+def softmax_jacobian(
+    x: ArrayLike,
+    /,
+    axis: Axis = -1,
+    *,
+    temperature: float = 1.0,
+    where: ArrayLike | None = None,
+) -> FloatArray:
     r"""The dense Jacobian of :func:`softmaxkit.softmax` for each row.
 
     .. math::
@@ -387,7 +451,7 @@ def softmax_jacobian(x, /, axis=-1, *, temperature=1.0, where=None):
     y = softmax(a, axis=axes, temperature=t, where=where)
     y2 = rows_view(np.asarray(y), axes)
     n = y2.shape[1]
-    J = np.einsum("ri,rj->rij", -y2, y2)
+    J: FloatArray = np.einsum("ri,rj->rij", -y2, y2)
     idx = np.arange(n)
     J[:, idx, idx] += y2
     J /= np.asarray(t, dtype=J.dtype)
@@ -401,12 +465,16 @@ def softmax_jacobian(x, /, axis=-1, *, temperature=1.0, where=None):
 
 
 class _Layer:
-    def __call__(self, *args, **kwargs):
+    forward: Callable[..., FloatArray]  # each layer's own signature
+
+    def __call__(self, *args: Any, **kwargs: Any) -> FloatArray:
         return self.forward(*args, **kwargs)
 
-    def _need(self, attr):
-        if getattr(self, attr, None) is None:
+    def _need(self, attr: str) -> Any:
+        value = getattr(self, attr, None)
+        if value is None:
             raise RuntimeError(f"{type(self).__name__}.backward called before forward")
+        return value
 
 
 class Softmax(_Layer):
@@ -426,22 +494,20 @@ class Softmax(_Layer):
     array([[ 0.25, -0.25]])
     """
 
-    def __init__(self, axis=-1, *, temperature=1.0):
+    def __init__(self, axis: Axis = -1, *, temperature: float = 1.0) -> None:
         self.axis = axis
         self.temperature = validate_temperature(temperature)
-        self._y = None
-        self._where = None
+        self._y: FloatArray | None = None
+        self._where: ArrayLike | None = None
 
-    def forward(self, x, where=None):
+    def forward(self, x: ArrayLike, where: ArrayLike | None = None) -> FloatArray:
         self._where = where
         self._y = softmax(x, axis=self.axis, temperature=self.temperature, where=where)
         return self._y
 
-    def backward(self, grad):
-        self._need("_y")
-        return softmax_vjp(
-            self._y, grad, axis=self.axis, temperature=self.temperature, where=self._where
-        )
+    def backward(self, grad: ArrayLike) -> FloatArray:
+        y = self._need("_y")
+        return softmax_vjp(y, grad, axis=self.axis, temperature=self.temperature, where=self._where)
 
 
 class LogSoftmax(Softmax):
@@ -457,17 +523,17 @@ class LogSoftmax(Softmax):
     array([ 0.5, -0.5])
     """
 
-    def forward(self, x, where=None):
+    def forward(self, x: ArrayLike, where: ArrayLike | None = None) -> FloatArray:
         from .softmax import log_softmax
 
         self._where = where
         self._y = log_softmax(x, axis=self.axis, temperature=self.temperature, where=where)
         return self._y
 
-    def backward(self, grad):
-        self._need("_y")
+    def backward(self, grad: ArrayLike) -> FloatArray:
+        y = self._need("_y")
         return log_softmax_vjp(
-            self._y, grad, axis=self.axis, temperature=self.temperature, where=self._where
+            y, grad, axis=self.axis, temperature=self.temperature, where=self._where
         )
 
 
@@ -490,25 +556,29 @@ class CrossEntropyLoss(_Layer):
     array([[-0.5,  0.5]])
     """
 
-    def __init__(self, *, axis=-1, **options):
+    def __init__(self, *, axis: int = -1, **options: Any) -> None:
         if "return_grad" in options or "out" in options:
             raise TypeError(
                 "CrossEntropyLoss takes the cross_entropy options except return_grad/out"
             )
         self.axis = axis
         self.options = options
-        self._grad = None
+        self._grad: FloatArray | None = None
 
-    def forward(self, logits, target, where=None):
-        loss, self._grad = cross_entropy(
+    def forward(
+        self, logits: ArrayLike, target: ArrayLike, where: ArrayLike | None = None
+    ) -> FloatArray:
+        res: Any = cross_entropy(
             logits, target, axis=self.axis, where=where, return_grad=True, **self.options
         )
+        loss: FloatArray = res[0]
+        self._grad = res[1]
         return loss
 
-    def backward(self, grad=1.0):
-        self._need("_grad")
-        g = np.asarray(grad, dtype=self._grad.dtype)
+    def backward(self, grad: ArrayLike = 1.0) -> FloatArray:
+        saved: FloatArray = self._need("_grad")
+        g = np.asarray(grad, dtype=saved.dtype)
         if g.ndim:
-            ax = normalize_axis(self.axis, self._grad.ndim)[0]
+            ax = normalize_axis(self.axis, saved.ndim)[0]
             g = np.expand_dims(g, ax)
-        return self._grad * g
+        return saved * g

@@ -12,10 +12,12 @@ import functools
 import math
 import numbers
 import secrets
-from typing import Any
+from typing import Any, Literal, overload
 
 import numpy as np
 
+from ._core.routes import routed
+from ._core.typing import ArrayLike, FloatArray, IntArray, Seed
 from ._core.validate import as_input_array, normalize_axis
 from .drivers.eager import rows_view
 from .softmax import _foreign
@@ -41,7 +43,7 @@ def _real_arg(value: Any, name: str) -> float:
     return float(value)
 
 
-def _filters(temperature, top_k, top_p, min_p, n):
+def _filters(temperature: Any, top_k: Any, top_p: Any, min_p: Any, n: Any) -> Any:
     """Validated ``(T, greedy, K, P, logq)`` for the kernels (``K = 0``: no top-k)."""
     t = _real_arg(temperature, "temperature")
     if not (math.isfinite(t) and t >= 0.0):
@@ -69,7 +71,7 @@ def _filters(temperature, top_k, top_p, min_p, n):
     return (1.0 if greedy else t), greedy, k, p, logq
 
 
-def _rows(logits, axis):
+def _rows(logits: Any, axis: Any) -> Any:
     """``(x2 [R, n] C-contiguous float32/64, batch shape, axis)``."""
     arr = as_input_array(logits, "logits")
     if arr.ndim == 0:
@@ -87,7 +89,18 @@ def _rows(logits, axis):
     return np.ascontiguousarray(x2), batch, ax
 
 
-def _run(x2, t, greedy, k, p, logq, s, seed, row_offset, need_z):
+def _run(
+    x2: Any,
+    t: Any,
+    greedy: Any,
+    k: Any,
+    p: Any,
+    logq: Any,
+    s: Any,
+    seed: Any,
+    row_offset: Any,
+    need_z: Any,
+) -> Any:
     from ._kernels import sampling as kern
 
     r = x2.shape[0]
@@ -100,7 +113,7 @@ def _run(x2, t, greedy, k, p, logq, s, seed, row_offset, need_z):
     return tokens, info
 
 
-def _check_rows(info, batch):
+def _check_rows(info: Any, batch: Any) -> Any:
     status = info[:, 0]
     bad = np.flatnonzero((status == 1.0) | (status == 2.0))
     if bad.size:
@@ -112,7 +125,14 @@ def _check_rows(info, batch):
         raise ValueError(f"{where} of logits {what}")
 
 
-def _dask_axis(logits, axis, temperature, top_k, top_p, min_p):
+def _dask_axis(
+    logits: Any,
+    axis: int,
+    temperature: float,
+    top_k: int | None,
+    top_p: float | None,
+    min_p: float | None,
+) -> int:
     """Check a dask ``logits``' axis and the filters without reading the data."""
     if logits.ndim == 0:
         raise ValueError("logits must have at least one dimension; got a 0-d array")
@@ -126,8 +146,18 @@ def _dask_axis(logits, axis, temperature, top_k, top_p, min_p):
     return ax
 
 
-def _dask_sample(logits, temperature, top_k, top_p, min_p, num_samples, seed, axis,
-                 return_logprobs, row_offset):  # fmt: skip
+def _dask_sample(
+    logits: Any,
+    temperature: float,
+    top_k: int | None,
+    top_p: float | None,
+    min_p: float | None,
+    num_samples: int,
+    seed: Seed,
+    axis: int,
+    return_logprobs: bool,
+    row_offset: int,
+) -> Any:
     """:func:`sample` of a dask array: checked here, sampled lazily per block of rows."""
     from .drivers.dask import sampling as _dask_sampling
 
@@ -144,20 +174,72 @@ def _dask_sample(logits, temperature, top_k, top_p, min_p, num_samples, seed, ax
                                  return_logprobs=bool(return_logprobs))  # fmt: skip
 
 
+@overload
 def sample(
-    logits,
+    logits: ArrayLike,
     /,
     *,
-    temperature=1.0,
-    top_k=None,
-    top_p=None,
-    min_p=None,
-    num_samples=1,
-    seed=None,
-    axis=-1,
-    return_logprobs=False,
-    row_offset=0,
-):
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    min_p: float | None = None,
+    num_samples: int = 1,
+    seed: Seed = None,
+    axis: int = -1,
+    return_logprobs: Literal[False] = False,
+    row_offset: int = 0,
+) -> IntArray: ...
+
+
+@overload
+def sample(
+    logits: ArrayLike,
+    /,
+    *,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    min_p: float | None = None,
+    num_samples: int = 1,
+    seed: Seed = None,
+    axis: int = -1,
+    return_logprobs: Literal[True],
+    row_offset: int = 0,
+) -> tuple[IntArray, FloatArray]: ...
+
+
+@overload
+def sample(
+    logits: ArrayLike,
+    /,
+    *,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    min_p: float | None = None,
+    num_samples: int = 1,
+    seed: Seed = None,
+    axis: int = -1,
+    return_logprobs: bool,
+    row_offset: int = 0,
+) -> IntArray | tuple[IntArray, FloatArray]: ...
+
+
+@routed("sample")
+def sample(
+    logits: ArrayLike,
+    /,
+    *,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    min_p: float | None = None,
+    num_samples: int = 1,
+    seed: Seed = None,
+    axis: int = -1,
+    return_logprobs: bool = False,
+    row_offset: int = 0,
+) -> IntArray | tuple[IntArray, FloatArray]:
     r"""Sample token ids from each row of ``logits`` under temperature, top-k, top-p
     and min-p, without forming the probabilities.
 
@@ -269,8 +351,19 @@ def sample(
            [2]])
     """
     if _foreign(logits) == "dask":
-        return _dask_sample(logits, temperature, top_k, top_p, min_p, num_samples, seed,
-                            axis, return_logprobs, row_offset)  # fmt: skip
+        lazy: IntArray | tuple[IntArray, FloatArray] = _dask_sample(
+            logits,
+            temperature,
+            top_k,
+            top_p,
+            min_p,
+            num_samples,
+            seed,
+            axis,
+            return_logprobs,
+            row_offset,
+        )  # fmt: skip  (a Dask array, typed as what NumPy input gives)
+        return lazy
     x2, batch, _ = _rows(logits, axis)
     n = x2.shape[1]
     t, greedy, k, p, logq = _filters(temperature, top_k, top_p, min_p, n)
@@ -281,7 +374,7 @@ def sample(
         raise TypeError(f"return_logprobs must be a bool; got {return_logprobs!r}")
     tokens, info = _run(x2, t, greedy, k, p, logq, s, seed, off, bool(return_logprobs))
     _check_rows(info, batch)
-    ids = tokens.reshape((*batch, s))
+    ids: IntArray = tokens.reshape((*batch, s))
     if not return_logprobs:
         return ids
     m = info[:, 2:3]
@@ -292,7 +385,17 @@ def sample(
     return ids, lp.reshape((*batch, s))
 
 
-def sampling_probs(logits, /, *, temperature=1.0, top_k=None, top_p=None, min_p=None, axis=-1):
+@routed("sampling_probs")
+def sampling_probs(
+    logits: ArrayLike,
+    /,
+    *,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    min_p: float | None = None,
+    axis: int = -1,
+) -> FloatArray:
     r"""The filtered distribution :func:`sample` draws from, as dense probabilities.
 
     ``p_j = exp(v_j - m) / Z`` on the kept set and ``0`` elsewhere, with the filters
@@ -344,7 +447,8 @@ def sampling_probs(logits, /, *, temperature=1.0, top_k=None, top_p=None, min_p=
         impl = functools.partial(
             sampling_probs, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p
         )
-        return _dask_sampling.sampling_probs(logits, impl, axis=ax)
+        probs: FloatArray = _dask_sampling.sampling_probs(logits, impl, axis=ax)
+        return probs
     x2, batch, ax = _rows(logits, axis)
     n = x2.shape[1]
     t, greedy, k, p, logq = _filters(temperature, top_k, top_p, min_p, n)

@@ -12,6 +12,8 @@ import sys
 
 import numpy as np
 
+from ._core.routes import routed
+from ._core.typing import ArrayLike, DTypeLike, FloatArray
 from ._core.validate import as_input_array, check_out, resolve_dtype, validate_where
 from .drivers.eager_segments import MIN_BLOCK as _MIN_BLOCK
 from .drivers.eager_segments import finite_max as _finite_max
@@ -39,7 +41,17 @@ def _scan(x2: np.ndarray, m2: np.ndarray | None, reverse: bool, res2: np.ndarray
     _scan_rows(x2, m2, reverse, res2, min_block=_MIN_BLOCK)
 
 
-def logcumsumexp(x, /, axis=-1, *, reverse=False, where=None, dtype=None, out=None):
+@routed("logcumsumexp")
+def logcumsumexp(
+    x: ArrayLike,
+    /,
+    axis: int = -1,
+    *,
+    reverse: bool = False,
+    where: ArrayLike | None = None,
+    dtype: DTypeLike | None = None,
+    out: FloatArray | None = None,
+) -> FloatArray:
     r"""Running log-sum-exp along one axis.
 
     .. math::
@@ -129,7 +141,7 @@ def logcumsumexp(x, /, axis=-1, *, reverse=False, where=None, dtype=None, out=No
             direct = view.reshape(x2.shape)
     res2 = direct if direct is not None else np.empty(x2.shape, kdt)
     _scan(x2, m2, bool(reverse), res2)
-    if direct is not None:
+    if direct is not None and out is not None:
         return out
     moved_shape = np.moveaxis(arr, ax, -1).shape
     res = np.moveaxis(res2.reshape(moved_shape), -1, ax)
@@ -142,7 +154,16 @@ def logcumsumexp(x, /, axis=-1, *, reverse=False, where=None, dtype=None, out=No
     return res[()] if scalar else res
 
 
-def logcumsumexp_vjp(x, g, /, axis=-1, *, reverse=False, where=None):
+@routed("logcumsumexp_vjp")
+def logcumsumexp_vjp(
+    x: ArrayLike,
+    g: ArrayLike,
+    /,
+    axis: int = -1,
+    *,
+    reverse: bool = False,
+    where: ArrayLike | None = None,
+) -> FloatArray:
     r"""Vector-Jacobian product of :func:`logcumsumexp`, from its input.
 
     .. math::
@@ -236,7 +257,8 @@ def _lme_prepare(A, B):
     return a, b, batch, compute
 
 
-def logmatmulexp(A, B, /, *, out=None):
+@routed("logmatmulexp")
+def logmatmulexp(A: ArrayLike, B: ArrayLike, /, *, out: FloatArray | None = None) -> FloatArray:
     r"""Matrix product in log space.
 
     .. math::
@@ -309,7 +331,8 @@ def logmatmulexp(A, B, /, *, out=None):
     return res
 
 
-def logmatmulexp_vjp(A, B, G, /):
+@routed("logmatmulexp_vjp")
+def logmatmulexp_vjp(A: ArrayLike, B: ArrayLike, G: ArrayLike, /) -> tuple[FloatArray, FloatArray]:
     r"""Vector-Jacobian product of :func:`logmatmulexp`: ``(dL/dA, dL/dB)``.
 
     .. math::

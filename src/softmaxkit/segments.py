@@ -13,6 +13,8 @@ import sys
 
 import numpy as np
 
+from ._core.routes import routed
+from ._core.typing import ArrayLike, FloatArray
 from ._core.validate import as_input_array, resolve_dtype, validate_temperature, validate_where
 from .drivers.eager_segments import Segs as _Segs
 from .drivers.eager_segments import finalize_lse as _finalize_lse
@@ -64,9 +66,18 @@ def _prepare(x, axis, temperature, where):
     return arr, ax, x2, moved.shape, compute, out_dtype, t
 
 
+@routed("segment_logsumexp")
 def segment_logsumexp(
-    x, /, segment_ids=None, *, offsets=None, num_segments=None, axis=0, temperature=1.0, where=None
-):
+    x: ArrayLike,
+    /,
+    segment_ids: ArrayLike | None = None,
+    *,
+    offsets: ArrayLike | None = None,
+    num_segments: int | None = None,
+    axis: int = 0,
+    temperature: float = 1.0,
+    where: ArrayLike | None = None,
+) -> FloatArray:
     r"""Log-sum-exp of every segment of an axis.
 
     .. math::
@@ -225,15 +236,33 @@ _SOFTMAX_DOC = r"""{title}
     """
 
 
+@routed("segment_softmax")
 def segment_softmax(
-    x, /, segment_ids=None, *, offsets=None, num_segments=None, axis=0, temperature=1.0, where=None
-):
+    x: ArrayLike,
+    /,
+    segment_ids: ArrayLike | None = None,
+    *,
+    offsets: ArrayLike | None = None,
+    num_segments: int | None = None,
+    axis: int = 0,
+    temperature: float = 1.0,
+    where: ArrayLike | None = None,
+) -> FloatArray:
     return _softmax_any(x, segment_ids, offsets, num_segments, axis, temperature, where, False)
 
 
+@routed("segment_log_softmax")
 def segment_log_softmax(
-    x, /, segment_ids=None, *, offsets=None, num_segments=None, axis=0, temperature=1.0, where=None
-):
+    x: ArrayLike,
+    /,
+    segment_ids: ArrayLike | None = None,
+    *,
+    offsets: ArrayLike | None = None,
+    num_segments: int | None = None,
+    axis: int = 0,
+    temperature: float = 1.0,
+    where: ArrayLike | None = None,
+) -> FloatArray:
     return _softmax_any(x, segment_ids, offsets, num_segments, axis, temperature, where, True)
 
 
@@ -276,18 +305,19 @@ def _vjp_common(x_or_y, g, segment_ids, offsets, num_segments, axis):
     return arr, gar, ax, segs, moved
 
 
+@routed("segment_logsumexp_vjp")
 def segment_logsumexp_vjp(
-    x,
-    g,
+    x: ArrayLike,
+    g: ArrayLike,
     /,
-    segment_ids=None,
+    segment_ids: ArrayLike | None = None,
     *,
-    offsets=None,
-    num_segments=None,
-    axis=0,
-    temperature=1.0,
-    where=None,
-):
+    offsets: ArrayLike | None = None,
+    num_segments: int | None = None,
+    axis: int = 0,
+    temperature: float = 1.0,
+    where: ArrayLike | None = None,
+) -> FloatArray:
     r"""Vector-Jacobian product of :func:`segment_logsumexp`, from its input.
 
     .. math::
@@ -359,9 +389,18 @@ def _softmax_vjp(y, g, segment_ids, offsets, num_segments, axis, temperature, lo
     return np.moveaxis(r.reshape(shape), 0, ax)
 
 
+@routed("segment_softmax_vjp")
 def segment_softmax_vjp(
-    y, g, /, segment_ids=None, *, offsets=None, num_segments=None, axis=0, temperature=1.0
-):
+    y: ArrayLike,
+    g: ArrayLike,
+    /,
+    segment_ids: ArrayLike | None = None,
+    *,
+    offsets: ArrayLike | None = None,
+    num_segments: int | None = None,
+    axis: int = 0,
+    temperature: float = 1.0,
+) -> FloatArray:
     r"""Vector-Jacobian product of :func:`segment_softmax`, from its output ``y``.
 
     .. math::
@@ -398,9 +437,18 @@ def segment_softmax_vjp(
     return _softmax_vjp(y, g, segment_ids, offsets, num_segments, axis, temperature, False)
 
 
+@routed("segment_log_softmax_vjp")
 def segment_log_softmax_vjp(
-    y, g, /, segment_ids=None, *, offsets=None, num_segments=None, axis=0, temperature=1.0
-):
+    y: ArrayLike,
+    g: ArrayLike,
+    /,
+    segment_ids: ArrayLike | None = None,
+    *,
+    offsets: ArrayLike | None = None,
+    num_segments: int | None = None,
+    axis: int = 0,
+    temperature: float = 1.0,
+) -> FloatArray:
     r"""Vector-Jacobian product of :func:`segment_log_softmax`, from its output ``y``.
 
     .. math::

@@ -7,12 +7,13 @@ contract implemented here is the table in ``docs/dense.md``.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Literal, overload
 
 import numpy as np
 
 from ._core.buffers import empty_like
 from ._core.routes import foreign, route
+from ._core.typing import ArrayLike, Axis, DTypeLike, FloatArray
 from ._core.validate import (
     as_input_array,
     check_out,
@@ -55,7 +56,9 @@ def _torch_route(name: str, args: dict[str, Any]) -> Any:
 _TINY = 16  # rows up to this length with default options skip the kernels
 
 
-def _tiny_state(x, axis, temperature):
+def _tiny_state(
+    x: Any, axis: Any, temperature: Any
+) -> tuple[list[float], float, float, int] | None:
     """(vals, m, r, w0) for a short finite 1-D float row with default options, else None.
 
     A row of 3 through validation + driver + kernel costs ~10x NumPy's stable
@@ -90,13 +93,15 @@ def _tiny_state(x, axis, temperature):
     return vals, m, r, w0
 
 
-def _tiny_log_sum(r, w0):
+def _tiny_log_sum(r: float, w0: int) -> float:
     if w0 == 1 and r <= 1.0:
         return math.log1p(r)
     return math.log(w0) + math.log1p(r / w0) if r <= w0 else math.log(w0 + r)
 
 
-def _softmax_impl(x, axis, temperature, where, dtype, out, log):
+def _softmax_impl(
+    x: Any, axis: Any, temperature: Any, where: Any, dtype: Any, out: Any, log: bool
+) -> FloatArray:
     if where is None and dtype is None and out is None:
         st = _tiny_state(x, axis, temperature)
         if st is not None:
@@ -118,7 +123,16 @@ def _softmax_impl(x, axis, temperature, where, dtype, out, log):
     return _eager.dense_softmax(arr, axes, t, mask, compute, out, log)
 
 
-def softmax(x, /, axis=-1, *, temperature=1.0, where=None, dtype=None, out=None):
+def softmax(
+    x: ArrayLike,
+    /,
+    axis: Axis = -1,
+    *,
+    temperature: float = 1.0,
+    where: ArrayLike | None = None,
+    dtype: DTypeLike | None = None,
+    out: FloatArray | None = None,
+) -> FloatArray:
     r"""Softmax over one or several axes.
 
     .. math::
@@ -190,14 +204,24 @@ def softmax(x, /, axis=-1, *, temperature=1.0, where=None, dtype=None, out=None)
            [0.8808, 0.8808]])
     """
     if _foreign(x):
-        return _dispatch(
+        foreign: FloatArray = _dispatch(
             "softmax", x, axis=axis, temperature=temperature, where=where, dtype=dtype, out=out
         )
+        return foreign
     res = _softmax_impl(x, axis, temperature, where, dtype, out, False)
     return res[()] if res.ndim == 0 and out is None else res
 
 
-def log_softmax(x, /, axis=-1, *, temperature=1.0, where=None, dtype=None, out=None):
+def log_softmax(
+    x: ArrayLike,
+    /,
+    axis: Axis = -1,
+    *,
+    temperature: float = 1.0,
+    where: ArrayLike | None = None,
+    dtype: DTypeLike | None = None,
+    out: FloatArray | None = None,
+) -> FloatArray:
     r"""Logarithm of the softmax, computed without forming the softmax.
 
     .. math::
@@ -234,26 +258,75 @@ def log_softmax(x, /, axis=-1, *, temperature=1.0, where=None, dtype=None, out=N
     -4.248354255291589e-18
     """
     if _foreign(x):
-        return _dispatch(
+        foreign: FloatArray = _dispatch(
             "log_softmax", x, axis=axis, temperature=temperature, where=where, dtype=dtype, out=out
         )
+        return foreign
     res = _softmax_impl(x, axis, temperature, where, dtype, out, True)
     return res[()] if res.ndim == 0 and out is None else res
 
 
+@overload
 def logsumexp(
-    x,
+    x: ArrayLike,
     /,
-    axis=-1,
+    axis: Axis = -1,
     *,
-    b=None,
-    keepdims=False,
-    return_sign=False,
-    temperature=1.0,
-    where=None,
-    dtype=None,
-    out=None,
-):
+    b: ArrayLike | None = None,
+    keepdims: bool = False,
+    return_sign: Literal[False] = False,
+    temperature: float = 1.0,
+    where: ArrayLike | None = None,
+    dtype: DTypeLike | None = None,
+    out: FloatArray | None = None,
+) -> FloatArray: ...
+
+
+@overload
+def logsumexp(
+    x: ArrayLike,
+    /,
+    axis: Axis = -1,
+    *,
+    b: ArrayLike | None = None,
+    keepdims: bool = False,
+    return_sign: Literal[True],
+    temperature: float = 1.0,
+    where: ArrayLike | None = None,
+    dtype: DTypeLike | None = None,
+    out: FloatArray | None = None,
+) -> tuple[FloatArray, FloatArray]: ...
+
+
+@overload
+def logsumexp(
+    x: ArrayLike,
+    /,
+    axis: Axis = -1,
+    *,
+    b: ArrayLike | None = None,
+    keepdims: bool = False,
+    return_sign: bool,
+    temperature: float = 1.0,
+    where: ArrayLike | None = None,
+    dtype: DTypeLike | None = None,
+    out: FloatArray | None = None,
+) -> FloatArray | tuple[FloatArray, FloatArray]: ...
+
+
+def logsumexp(
+    x: ArrayLike,
+    /,
+    axis: Axis = -1,
+    *,
+    b: ArrayLike | None = None,
+    keepdims: bool = False,
+    return_sign: bool = False,
+    temperature: float = 1.0,
+    where: ArrayLike | None = None,
+    dtype: DTypeLike | None = None,
+    out: FloatArray | None = None,
+) -> FloatArray | tuple[FloatArray, FloatArray]:
     r"""Logarithm of the sum of exponentials, ``log(sum(b * exp(x / T)))``.
 
     .. math::
@@ -318,7 +391,7 @@ def logsumexp(
     (np.float64(1.5413248546129181), np.float64(-1.0))
     """
     if _foreign(x):
-        return _dispatch(
+        foreign: FloatArray | tuple[FloatArray, FloatArray] = _dispatch(
             "logsumexp",
             x,
             axis=axis,
@@ -330,12 +403,14 @@ def logsumexp(
             dtype=dtype,
             out=out,
         )
+        return foreign
     if b is None and where is None and dtype is None and out is None and not keepdims:
         st = _tiny_state(x, axis, temperature)
         if st is not None:
             _vals, m, r, w0 = st
-            lse0 = x.dtype.type(m + _tiny_log_sum(r, w0))
-            return (lse0, x.dtype.type(1.0)) if return_sign else lse0
+            x0: Any = x  # an ndarray: _tiny_state accepts nothing else
+            lse0 = x0.dtype.type(m + _tiny_log_sum(r, w0))
+            return (lse0, x0.dtype.type(1.0)) if return_sign else lse0
     arr = as_input_array(x)
     axes = normalize_axis(axis, arr.ndim)
     t = validate_temperature(temperature)
@@ -351,6 +426,7 @@ def logsumexp(
     if out is not None:
         check_out(out, shape, out_dtype)
     need_sign = return_sign or weights is not None
+    sign: Any  # an array whenever need_sign
     lse, sign = _eager.dense_logsumexp(
         arr, axes, t, mask, weights, compute, out_dtype=out_dtype, need_sign=need_sign
     )

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any, Literal, overload
+
 import numpy as np
 
+from .._core.typing import ArrayLike, Axis, FloatArray
 from .._core.validate import (
     as_input_array,
     normalize_axis,
@@ -15,7 +18,7 @@ from .._core.validate import (
 __all__ = ["log_softmax", "logsumexp", "softmax"]
 
 
-def _prepare(x, axis, temperature, where, b=None):
+def _prepare(x: Any, axis: Any, temperature: Any, where: Any, b: Any = None) -> Any:
     arr = as_input_array(x)
     axes = normalize_axis(axis, arr.ndim)
     t = validate_temperature(temperature)
@@ -26,14 +29,14 @@ def _prepare(x, axis, temperature, where, b=None):
     include = np.ones(a.shape, dtype=bool)
     if where is not None:
         include &= validate_where(where, a.shape)
-    w = np.ones(a.shape)
+    w: Any = np.ones(a.shape)
     if b is not None:
         w = validate_weights(b, a.shape, np.float64)
         include &= w != 0
     return a, axes, include, w
 
 
-def _to_rows(a, axes):
+def _to_rows(a: Any, axes: Any) -> Any:
     """Move ``axes`` last and flatten them: returns the [R, n] array and the moved shape."""
     k = len(axes)
     moved = np.moveaxis(a, axes, tuple(range(a.ndim - k, a.ndim)))
@@ -42,12 +45,12 @@ def _to_rows(a, axes):
     return moved.reshape(rows, n), moved.shape
 
 
-def _from_rows(r, axes, moved_shape, ndim):
+def _from_rows(r: Any, axes: Any, moved_shape: Any, ndim: Any) -> Any:
     k = len(axes)
     return np.moveaxis(r.reshape(moved_shape), tuple(range(ndim - k, ndim)), axes)
 
 
-def _stats(a, include, w):
+def _stats(a: Any, include: Any, w: Any) -> Any:
     """Per-row statistics of 2-D ``a`` (rows = reductions), as [R, 1] columns.
 
     ``m``: max of the included values; ``total``: the weighted sum of
@@ -87,9 +90,59 @@ def _stats(a, include, w):
     return m, total, lse, sign, has_nan, logabs
 
 
+@overload
 def logsumexp(
-    x, /, axis=-1, *, b=None, keepdims=False, return_sign=False, temperature=1.0, where=None
-):
+    x: ArrayLike,
+    /,
+    axis: Axis = -1,
+    *,
+    b: ArrayLike | None = None,
+    keepdims: bool = False,
+    return_sign: Literal[False] = False,
+    temperature: float = 1.0,
+    where: ArrayLike | None = None,
+) -> FloatArray: ...
+
+
+@overload
+def logsumexp(
+    x: ArrayLike,
+    /,
+    axis: Axis = -1,
+    *,
+    b: ArrayLike | None = None,
+    keepdims: bool = False,
+    return_sign: Literal[True],
+    temperature: float = 1.0,
+    where: ArrayLike | None = None,
+) -> tuple[FloatArray, FloatArray]: ...
+
+
+@overload
+def logsumexp(
+    x: ArrayLike,
+    /,
+    axis: Axis = -1,
+    *,
+    b: ArrayLike | None = None,
+    keepdims: bool = False,
+    return_sign: bool,
+    temperature: float = 1.0,
+    where: ArrayLike | None = None,
+) -> FloatArray | tuple[FloatArray, FloatArray]: ...
+
+
+def logsumexp(
+    x: ArrayLike,
+    /,
+    axis: Axis = -1,
+    *,
+    b: ArrayLike | None = None,
+    keepdims: bool = False,
+    return_sign: bool = False,
+    temperature: float = 1.0,
+    where: ArrayLike | None = None,
+) -> FloatArray | tuple[FloatArray, FloatArray]:
     """Reference ``logsumexp`` (float64).  See :func:`softmaxkit.logsumexp`."""
     a, axes, include, w = _prepare(x, axis, temperature, where, b)
     a2, moved = _to_rows(a, axes)
@@ -105,7 +158,7 @@ def logsumexp(
     return (lse, sign) if return_sign else lse
 
 
-def _softmax_like(x, axis, temperature, where, log):
+def _softmax_like(x: Any, axis: Any, temperature: Any, where: Any, log: Any) -> Any:
     a0, axes, include0, w0 = _prepare(x, axis, temperature, where)
     a, moved = _to_rows(a0, axes)
     include = _to_rows(include0, axes)[0]
@@ -128,11 +181,25 @@ def _softmax_like(x, axis, temperature, where, log):
     return res[()] if res.ndim == 0 else res
 
 
-def softmax(x, /, axis=-1, *, temperature=1.0, where=None):
+def softmax(
+    x: ArrayLike,
+    /,
+    axis: Axis = -1,
+    *,
+    temperature: float = 1.0,
+    where: ArrayLike | None = None,
+) -> FloatArray:
     """Reference ``softmax`` (float64).  See :func:`softmaxkit.softmax`."""
     return _softmax_like(x, axis, temperature, where, log=False)
 
 
-def log_softmax(x, /, axis=-1, *, temperature=1.0, where=None):
+def log_softmax(
+    x: ArrayLike,
+    /,
+    axis: Axis = -1,
+    *,
+    temperature: float = 1.0,
+    where: ArrayLike | None = None,
+) -> FloatArray:
     """Reference ``log_softmax`` (float64).  See :func:`softmaxkit.log_softmax`."""
     return _softmax_like(x, axis, temperature, where, log=True)

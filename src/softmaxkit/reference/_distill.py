@@ -9,9 +9,12 @@ autograd and central differences.
 
 from __future__ import annotations
 
+from typing import Any, Literal, overload
+
 import numpy as np
 
 from .._core.losscommon import check_real, class_axis
+from .._core.typing import ArrayLike, Direction, DistillReduction, FloatArray
 from .._core.validate import as_input_array, validate_temperature, validate_where
 from ._dense import log_softmax
 
@@ -20,20 +23,20 @@ __all__ = ["jensen_shannon", "kl_divergence", "linear_jensen_shannon", "linear_k
 _REDUCTIONS = ("batchmean", "sum", "none", "mean")
 
 
-def _xlogy_terms(w, a):
+def _xlogy_terms(w: Any, a: Any) -> Any:
     """``w * a`` with 0 where ``w == 0`` (never ``0 * inf``)."""
     with np.errstate(invalid="ignore"):
         return np.where(w == 0, 0.0, w * a)
 
 
-def _kl_terms(w, lw, lo):
+def _kl_terms(w: Any, lw: Any, lo: Any) -> Any:
     """``w (lw - lo)``: 0 where ``lw = -inf``; ``+inf`` where ``lw`` is finite and
     ``lo = -inf`` (a positive probability, even one that underflows to 0, against 0)."""
     with np.errstate(invalid="ignore"):
         return np.where(lw == -np.inf, 0.0, np.where(lo == -np.inf, np.inf, w * (lw - lo)))
 
 
-def _rows(student, teacher, temperature, where, axis):
+def _rows(student: Any, teacher: Any, temperature: Any, where: Any, axis: Any) -> Any:
     s = as_input_array(student, "student_logits").astype(np.float64)
     t = as_input_array(teacher, "teacher_logits").astype(np.float64)
     if s.shape != t.shape:
@@ -53,7 +56,7 @@ def _rows(student, teacher, temperature, where, axis):
     return s, t, ax, T
 
 
-def _per_row(s, t, beta):
+def _per_row(s: Any, t: Any, beta: Any) -> Any:
     """(per-row loss, dL/ds per row) in v = x / T units, rows = last axis."""
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         ls = log_softmax(s, axis=-1)
@@ -82,7 +85,16 @@ def _per_row(s, t, beta):
     return loss, g, both_empty
 
 
-def _dense(student, teacher, beta, temperature, where, reduction, return_grad, axis):
+def _dense(
+    student: Any,
+    teacher: Any,
+    beta: Any,
+    temperature: Any,
+    where: Any,
+    reduction: Any,
+    return_grad: Any,
+    axis: Any,
+) -> Any:
     if reduction not in _REDUCTIONS:
         raise ValueError(f"reduction must be one of {_REDUCTIONS}; got {reduction!r}")
     s, t, ax, T = _rows(student, teacher, temperature, where, axis)
@@ -105,8 +117,63 @@ def _dense(student, teacher, beta, temperature, where, reduction, return_grad, a
     return loss, np.moveaxis(g * (c / T), -1, ax)
 
 
-def kl_divergence(student_logits, teacher_logits, /, *, temperature=1.0, direction="forward",
-                  where=None, reduction="batchmean", return_grad=False, axis=-1):  # fmt: skip
+@overload
+def kl_divergence(
+    student_logits: ArrayLike,
+    teacher_logits: ArrayLike,
+    /,
+    *,
+    temperature: float = 1.0,
+    direction: Direction = "forward",
+    where: ArrayLike | None = None,
+    reduction: DistillReduction = "batchmean",
+    return_grad: Literal[False] = False,
+    axis: int = -1,
+) -> FloatArray: ...
+
+
+@overload
+def kl_divergence(
+    student_logits: ArrayLike,
+    teacher_logits: ArrayLike,
+    /,
+    *,
+    temperature: float = 1.0,
+    direction: Direction = "forward",
+    where: ArrayLike | None = None,
+    reduction: DistillReduction = "batchmean",
+    return_grad: Literal[True],
+    axis: int = -1,
+) -> tuple[FloatArray, FloatArray]: ...
+
+
+@overload
+def kl_divergence(
+    student_logits: ArrayLike,
+    teacher_logits: ArrayLike,
+    /,
+    *,
+    temperature: float = 1.0,
+    direction: Direction = "forward",
+    where: ArrayLike | None = None,
+    reduction: DistillReduction = "batchmean",
+    return_grad: bool,
+    axis: int = -1,
+) -> FloatArray | tuple[FloatArray, FloatArray]: ...
+
+
+def kl_divergence(
+    student_logits: ArrayLike,
+    teacher_logits: ArrayLike,
+    /,
+    *,
+    temperature: float = 1.0,
+    direction: Direction = "forward",
+    where: ArrayLike | None = None,
+    reduction: DistillReduction = "batchmean",
+    return_grad: bool = False,
+    axis: int = -1,
+) -> FloatArray | tuple[FloatArray, FloatArray]:
     """Float64 twin of :func:`softmaxkit.kl_divergence`."""
     if direction not in ("forward", "reverse"):
         raise ValueError(f"direction must be one of ('forward', 'reverse'); got {direction!r}")
@@ -115,15 +182,70 @@ def kl_divergence(student_logits, teacher_logits, /, *, temperature=1.0, directi
                   return_grad, axis)  # fmt: skip
 
 
-def jensen_shannon(student_logits, teacher_logits, /, *, beta=0.5, temperature=1.0, where=None,
-                   reduction="batchmean", return_grad=False, axis=-1):  # fmt: skip
+@overload
+def jensen_shannon(
+    student_logits: ArrayLike,
+    teacher_logits: ArrayLike,
+    /,
+    *,
+    beta: float = 0.5,
+    temperature: float = 1.0,
+    where: ArrayLike | None = None,
+    reduction: DistillReduction = "batchmean",
+    return_grad: Literal[False] = False,
+    axis: int = -1,
+) -> FloatArray: ...
+
+
+@overload
+def jensen_shannon(
+    student_logits: ArrayLike,
+    teacher_logits: ArrayLike,
+    /,
+    *,
+    beta: float = 0.5,
+    temperature: float = 1.0,
+    where: ArrayLike | None = None,
+    reduction: DistillReduction = "batchmean",
+    return_grad: Literal[True],
+    axis: int = -1,
+) -> tuple[FloatArray, FloatArray]: ...
+
+
+@overload
+def jensen_shannon(
+    student_logits: ArrayLike,
+    teacher_logits: ArrayLike,
+    /,
+    *,
+    beta: float = 0.5,
+    temperature: float = 1.0,
+    where: ArrayLike | None = None,
+    reduction: DistillReduction = "batchmean",
+    return_grad: bool,
+    axis: int = -1,
+) -> FloatArray | tuple[FloatArray, FloatArray]: ...
+
+
+def jensen_shannon(
+    student_logits: ArrayLike,
+    teacher_logits: ArrayLike,
+    /,
+    *,
+    beta: float = 0.5,
+    temperature: float = 1.0,
+    where: ArrayLike | None = None,
+    reduction: DistillReduction = "batchmean",
+    return_grad: bool = False,
+    axis: int = -1,
+) -> FloatArray | tuple[FloatArray, FloatArray]:
     """Float64 twin of :func:`softmaxkit.jensen_shannon`."""
     b = check_real("beta", beta, 0.0, 1.0)
     return _dense(student_logits, teacher_logits, b, temperature, where, reduction,
                   return_grad, axis)  # fmt: skip
 
 
-def _linear(fn, hs, Ws, ht, Wt, kw):
+def _linear(fn: Any, hs: Any, Ws: Any, ht: Any, Wt: Any, kw: Any) -> Any:
     h = np.asarray(hs, dtype=np.float64)
     W = np.asarray(Ws, dtype=np.float64)
     g = np.asarray(ht, dtype=np.float64)
@@ -137,15 +259,109 @@ def _linear(fn, hs, Ws, ht, Wt, kw):
     return loss, ((G2 @ W).reshape(h.shape), G2.T @ h.reshape(-1, h.shape[-1]))
 
 
-def linear_kl_divergence(student_hidden, student_weight, teacher_hidden, teacher_weight, /,
-                         **kw):  # fmt: skip
+@overload
+def linear_kl_divergence(
+    student_hidden: ArrayLike,
+    student_weight: ArrayLike,
+    teacher_hidden: ArrayLike,
+    teacher_weight: ArrayLike,
+    /,
+    *,
+    return_grad: Literal[False] = False,
+    **kw: Any,
+) -> FloatArray: ...
+
+
+@overload
+def linear_kl_divergence(
+    student_hidden: ArrayLike,
+    student_weight: ArrayLike,
+    teacher_hidden: ArrayLike,
+    teacher_weight: ArrayLike,
+    /,
+    *,
+    return_grad: Literal[True],
+    **kw: Any,
+) -> tuple[FloatArray, tuple[FloatArray, FloatArray]]: ...
+
+
+@overload
+def linear_kl_divergence(
+    student_hidden: ArrayLike,
+    student_weight: ArrayLike,
+    teacher_hidden: ArrayLike,
+    teacher_weight: ArrayLike,
+    /,
+    *,
+    return_grad: bool,
+    **kw: Any,
+) -> FloatArray | tuple[FloatArray, tuple[FloatArray, FloatArray]]: ...
+
+
+def linear_kl_divergence(
+    student_hidden: ArrayLike,
+    student_weight: ArrayLike,
+    teacher_hidden: ArrayLike,
+    teacher_weight: ArrayLike,
+    /,
+    *,
+    return_grad: bool = False,
+    **kw: Any,
+) -> FloatArray | tuple[FloatArray, tuple[FloatArray, FloatArray]]:
     """Float64 twin of :func:`softmaxkit.linear_kl_divergence` (materialised)."""
     return _linear(kl_divergence, student_hidden, student_weight, teacher_hidden,
-                   teacher_weight, kw)  # fmt: skip
+                   teacher_weight, {"return_grad": return_grad, **kw})  # fmt: skip
 
 
-def linear_jensen_shannon(student_hidden, student_weight, teacher_hidden, teacher_weight, /,
-                          **kw):  # fmt: skip
+@overload
+def linear_jensen_shannon(
+    student_hidden: ArrayLike,
+    student_weight: ArrayLike,
+    teacher_hidden: ArrayLike,
+    teacher_weight: ArrayLike,
+    /,
+    *,
+    return_grad: Literal[False] = False,
+    **kw: Any,
+) -> FloatArray: ...
+
+
+@overload
+def linear_jensen_shannon(
+    student_hidden: ArrayLike,
+    student_weight: ArrayLike,
+    teacher_hidden: ArrayLike,
+    teacher_weight: ArrayLike,
+    /,
+    *,
+    return_grad: Literal[True],
+    **kw: Any,
+) -> tuple[FloatArray, tuple[FloatArray, FloatArray]]: ...
+
+
+@overload
+def linear_jensen_shannon(
+    student_hidden: ArrayLike,
+    student_weight: ArrayLike,
+    teacher_hidden: ArrayLike,
+    teacher_weight: ArrayLike,
+    /,
+    *,
+    return_grad: bool,
+    **kw: Any,
+) -> FloatArray | tuple[FloatArray, tuple[FloatArray, FloatArray]]: ...
+
+
+def linear_jensen_shannon(
+    student_hidden: ArrayLike,
+    student_weight: ArrayLike,
+    teacher_hidden: ArrayLike,
+    teacher_weight: ArrayLike,
+    /,
+    *,
+    return_grad: bool = False,
+    **kw: Any,
+) -> FloatArray | tuple[FloatArray, tuple[FloatArray, FloatArray]]:
     """Float64 twin of :func:`softmaxkit.linear_jensen_shannon` (materialised)."""
     return _linear(jensen_shannon, student_hidden, student_weight, teacher_hidden,
-                   teacher_weight, kw)  # fmt: skip
+                   teacher_weight, {"return_grad": return_grad, **kw})  # fmt: skip

@@ -7,6 +7,8 @@ loops where that is clearer.  No Numba, no chunking, no ``out=``.
 
 from __future__ import annotations
 
+from typing import Any, Literal, overload
+
 import numpy as np
 
 from .._core.losscommon import (
@@ -18,6 +20,7 @@ from .._core.losscommon import (
     class_weights,
     parse_target,
 )
+from .._core.typing import ArrayLike, Axis, FloatArray, Reduction
 from .._core.validate import as_input_array, validate_temperature, validate_where
 from ._dense import log_softmax, logsumexp, softmax
 
@@ -34,25 +37,79 @@ __all__ = [
 ]
 
 
+@overload
 def cross_entropy(
-    logits,
-    target,
+    logits: ArrayLike,
+    target: ArrayLike,
     /,
     *,
-    axis=-1,
-    weight=None,
-    ignore_index=None,
-    label_smoothing=0.0,
-    reduction="mean",
-    z_loss=0.0,
-    temperature=1.0,
-    where=None,
-    return_grad=False,
-):
+    axis: int = -1,
+    weight: ArrayLike | None = None,
+    ignore_index: int | None = None,
+    label_smoothing: float = 0.0,
+    reduction: Reduction = "mean",
+    z_loss: float = 0.0,
+    temperature: float = 1.0,
+    where: ArrayLike | None = None,
+    return_grad: Literal[False] = False,
+) -> FloatArray: ...
+
+
+@overload
+def cross_entropy(
+    logits: ArrayLike,
+    target: ArrayLike,
+    /,
+    *,
+    axis: int = -1,
+    weight: ArrayLike | None = None,
+    ignore_index: int | None = None,
+    label_smoothing: float = 0.0,
+    reduction: Reduction = "mean",
+    z_loss: float = 0.0,
+    temperature: float = 1.0,
+    where: ArrayLike | None = None,
+    return_grad: Literal[True],
+) -> tuple[FloatArray, FloatArray]: ...
+
+
+@overload
+def cross_entropy(
+    logits: ArrayLike,
+    target: ArrayLike,
+    /,
+    *,
+    axis: int = -1,
+    weight: ArrayLike | None = None,
+    ignore_index: int | None = None,
+    label_smoothing: float = 0.0,
+    reduction: Reduction = "mean",
+    z_loss: float = 0.0,
+    temperature: float = 1.0,
+    where: ArrayLike | None = None,
+    return_grad: bool,
+) -> FloatArray | tuple[FloatArray, FloatArray]: ...
+
+
+def cross_entropy(
+    logits: ArrayLike,
+    target: ArrayLike,
+    /,
+    *,
+    axis: int = -1,
+    weight: ArrayLike | None = None,
+    ignore_index: int | None = None,
+    label_smoothing: float = 0.0,
+    reduction: Reduction = "mean",
+    z_loss: float = 0.0,
+    temperature: float = 1.0,
+    where: ArrayLike | None = None,
+    return_grad: bool = False,
+) -> FloatArray | tuple[FloatArray, FloatArray]:
     """Reference ``cross_entropy`` (float64).  See :func:`softmaxkit.cross_entropy`."""
     x = as_input_array(logits, "logits").astype(np.float64)
     ax = class_axis(axis, x.ndim)
-    reduction = check_reduction(reduction)
+    check_reduction(reduction)
     eps = check_real("label_smoothing", label_smoothing, 0.0, 1.0)
     z = check_real("z_loss", z_loss, 0.0)
     T = validate_temperature(temperature)
@@ -134,16 +191,62 @@ def cross_entropy(
     return loss, np.moveaxis(g.reshape(moved_shape), -1, ax)
 
 
+@overload
 def linear_cross_entropy(
-    hidden, linear_weight, target, /, *, bias=None, return_grad=False, **ce_options
-):
+    hidden: ArrayLike,
+    linear_weight: ArrayLike,
+    target: ArrayLike,
+    /,
+    *,
+    bias: ArrayLike | None = None,
+    return_grad: Literal[False] = False,
+    **ce_options: Any,
+) -> FloatArray: ...
+
+
+@overload
+def linear_cross_entropy(
+    hidden: ArrayLike,
+    linear_weight: ArrayLike,
+    target: ArrayLike,
+    /,
+    *,
+    bias: ArrayLike | None = None,
+    return_grad: Literal[True],
+    **ce_options: Any,
+) -> tuple[FloatArray, tuple[FloatArray, FloatArray, FloatArray | None]]: ...
+
+
+@overload
+def linear_cross_entropy(
+    hidden: ArrayLike,
+    linear_weight: ArrayLike,
+    target: ArrayLike,
+    /,
+    *,
+    bias: ArrayLike | None = None,
+    return_grad: bool,
+    **ce_options: Any,
+) -> FloatArray | tuple[FloatArray, tuple[FloatArray, FloatArray, FloatArray | None]]: ...
+
+
+def linear_cross_entropy(
+    hidden: ArrayLike,
+    linear_weight: ArrayLike,
+    target: ArrayLike,
+    /,
+    *,
+    bias: ArrayLike | None = None,
+    return_grad: bool = False,
+    **ce_options: Any,
+) -> FloatArray | tuple[FloatArray, tuple[FloatArray, FloatArray, FloatArray | None]]:
     """Reference ``linear_cross_entropy``: materialise the logits, then :func:`cross_entropy`."""
     h = np.asarray(hidden, np.float64)
     W = np.asarray(linear_weight, np.float64)
     z = h @ W.T
     if bias is not None:
         z = z + np.asarray(bias, np.float64)
-    res = cross_entropy(z, target, return_grad=return_grad, **ce_options)
+    res: Any = cross_entropy(z, target, return_grad=return_grad, **ce_options)
     if not return_grad:
         return res
     loss, g = res
@@ -154,7 +257,7 @@ def linear_cross_entropy(
     return loss, (dh, dW, db)
 
 
-def _reduce(v, reduction):
+def _reduce(v: Any, reduction: Any) -> Any:
     if reduction == "sum":
         return v.sum()
     if reduction == "mean":
@@ -162,17 +265,31 @@ def _reduce(v, reduction):
     return v
 
 
-def max_margin_loss_split(positive, negatives, /, *, margin=1.0, reduction="sum"):
+def max_margin_loss_split(
+    positive: ArrayLike,
+    negatives: ArrayLike,
+    /,
+    *,
+    margin: float = 1.0,
+    reduction: Reduction = "sum",
+) -> FloatArray:
     """Reference: explicit double loop over (b, j) pairs."""
     pos = np.asarray(positive, np.float64)
     neg = np.asarray(negatives, np.float64)
-    out = np.zeros(neg.shape)
+    out: Any = np.zeros(neg.shape)
     for idx in np.ndindex(neg.shape):
         out[idx] = max(0.0, margin - pos[idx[:-1]] + neg[idx])
     return _reduce(out, reduction)
 
 
-def max_margin_loss(scores, /, num_negatives, *, margin=1.0, reduction="sum"):
+def max_margin_loss(
+    scores: ArrayLike,
+    /,
+    num_negatives: int,
+    *,
+    margin: float = 1.0,
+    reduction: Reduction = "sum",
+) -> FloatArray:
     """Reference for the interleaved layout (the seed's loops)."""
     s = np.asarray(scores, np.float64)
     L = s.shape[-1]
@@ -187,8 +304,16 @@ def max_margin_loss(scores, /, num_negatives, *, margin=1.0, reduction="sum"):
 
 
 def multiclass_hinge_loss(
-    logits, target, /, *, margin=1.0, p=1, weight=None, reduction="mean", kind="weston_watkins"
-):
+    logits: ArrayLike,
+    target: ArrayLike,
+    /,
+    *,
+    margin: float = 1.0,
+    p: Literal[1, 2] = 1,
+    weight: ArrayLike | None = None,
+    reduction: Reduction = "mean",
+    kind: Literal["weston_watkins", "crammer_singer"] = "weston_watkins",
+) -> FloatArray:
     """Reference multiclass hinge losses (rows = samples, classes last), explicit loops."""
     x = np.asarray(logits, np.float64)
     x2 = x.reshape(-1, x.shape[-1])
@@ -213,7 +338,14 @@ def multiclass_hinge_loss(
 # ---------------------------------------------------------------------------
 
 
-def softmax_jacobian(x, /, axis=-1, *, temperature=1.0, where=None):
+def softmax_jacobian(
+    x: ArrayLike,
+    /,
+    axis: Axis = -1,
+    *,
+    temperature: float = 1.0,
+    where: ArrayLike | None = None,
+) -> FloatArray:
     """Reference Jacobian ``(diag(p) - p p^T) / T`` per row, shape batch + (n, n)."""
     from .._core.validate import normalize_axis
     from ..drivers.eager import rows_view
@@ -227,7 +359,15 @@ def softmax_jacobian(x, /, axis=-1, *, temperature=1.0, where=None):
     return J.reshape(*batch, p2.shape[1], p2.shape[1]) / temperature
 
 
-def softmax_vjp(x, g, /, axis=-1, *, temperature=1.0, where=None):
+def softmax_vjp(
+    x: ArrayLike,
+    g: ArrayLike,
+    /,
+    axis: Axis = -1,
+    *,
+    temperature: float = 1.0,
+    where: ArrayLike | None = None,
+) -> FloatArray:
     """Reference VJP of softmax *from the input x*: ``J^T g`` with the dense Jacobian."""
     from .._core.validate import normalize_axis
     from ..drivers.eager import rows_view
@@ -243,7 +383,15 @@ def softmax_vjp(x, g, /, axis=-1, *, temperature=1.0, where=None):
     return np.moveaxis(r.reshape(moved), tuple(range(a.ndim - k, a.ndim)), axes)
 
 
-def log_softmax_vjp(x, g, /, axis=-1, *, temperature=1.0, where=None):
+def log_softmax_vjp(
+    x: ArrayLike,
+    g: ArrayLike,
+    /,
+    axis: Axis = -1,
+    *,
+    temperature: float = 1.0,
+    where: ArrayLike | None = None,
+) -> FloatArray:
     """Reference VJP of log_softmax from the input x: ``(g - p sum(g)) / T`` on included entries."""
     from .._core.validate import normalize_axis
 
@@ -258,7 +406,16 @@ def log_softmax_vjp(x, g, /, axis=-1, *, temperature=1.0, where=None):
     return np.where(inc & (lse > -np.inf), r, 0.0)
 
 
-def logsumexp_vjp(x, g, /, axis=-1, *, keepdims=False, temperature=1.0, where=None):
+def logsumexp_vjp(
+    x: ArrayLike,
+    g: ArrayLike,
+    /,
+    axis: Axis = -1,
+    *,
+    keepdims: bool = False,
+    temperature: float = 1.0,
+    where: ArrayLike | None = None,
+) -> FloatArray:
     """Reference VJP of logsumexp: ``g * softmax(x) / T``."""
     from .._core.validate import normalize_axis
 

@@ -8,9 +8,11 @@ arithmetic, and exact keys for every kept entry: the oracle for the kernels.
 from __future__ import annotations
 
 import math
+from typing import Literal, overload
 
 import numpy as np
 
+from .._core.typing import ArrayLike, FloatArray, IntArray, Seed
 from ..sampling import _filters, _int_arg, _rows
 
 __all__ = ["sample", "sampling_probs"]
@@ -67,7 +69,16 @@ def _row_probs(v: np.ndarray, greedy: bool, k: int, p: float, logq: float, i: in
     return w / w.sum()
 
 
-def sampling_probs(logits, /, *, temperature=1.0, top_k=None, top_p=None, min_p=None, axis=-1):
+def sampling_probs(
+    logits: ArrayLike,
+    /,
+    *,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    min_p: float | None = None,
+    axis: int = -1,
+) -> FloatArray:
     """Float64 twin of :func:`softmaxkit.sampling_probs` (a full sort per row)."""
     x2, batch, ax = _rows(logits, axis)
     t, greedy, k, p, logq = _filters(temperature, top_k, top_p, min_p, x2.shape[1])
@@ -78,20 +89,71 @@ def sampling_probs(logits, /, *, temperature=1.0, top_k=None, top_p=None, min_p=
     return np.moveaxis(out, -1, ax)
 
 
+@overload
 def sample(
-    logits,
+    logits: ArrayLike,
     /,
     *,
-    temperature=1.0,
-    top_k=None,
-    top_p=None,
-    min_p=None,
-    num_samples=1,
-    seed=None,
-    axis=-1,
-    return_logprobs=False,
-    row_offset=0,
-):
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    min_p: float | None = None,
+    num_samples: int = 1,
+    seed: Seed = None,
+    axis: int = -1,
+    return_logprobs: Literal[False] = False,
+    row_offset: int = 0,
+) -> IntArray: ...
+
+
+@overload
+def sample(
+    logits: ArrayLike,
+    /,
+    *,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    min_p: float | None = None,
+    num_samples: int = 1,
+    seed: Seed = None,
+    axis: int = -1,
+    return_logprobs: Literal[True],
+    row_offset: int = 0,
+) -> tuple[IntArray, FloatArray]: ...
+
+
+@overload
+def sample(
+    logits: ArrayLike,
+    /,
+    *,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    min_p: float | None = None,
+    num_samples: int = 1,
+    seed: Seed = None,
+    axis: int = -1,
+    return_logprobs: bool,
+    row_offset: int = 0,
+) -> IntArray | tuple[IntArray, FloatArray]: ...
+
+
+def sample(
+    logits: ArrayLike,
+    /,
+    *,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    min_p: float | None = None,
+    num_samples: int = 1,
+    seed: Seed = None,
+    axis: int = -1,
+    return_logprobs: bool = False,
+    row_offset: int = 0,
+) -> IntArray | tuple[IntArray, FloatArray]:
     """Float64 twin of :func:`softmaxkit.sample`: every kept entry's exact key.
 
     Keys are ``(v_j - m) - log(-log1p(-r_j))`` (``0 - ...`` at the maxima in tie mode),

@@ -9,9 +9,11 @@ Neumaier-compensated sum in a Python loop; ``logmatmulexp`` forms
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
+from .._core.typing import ArrayLike, FloatArray
 from .._core.validate import as_input_array, validate_where
 from . import _dense
 
@@ -24,7 +26,7 @@ __all__ = [
 ]
 
 
-def _ids(n, segment_ids, offsets, num_segments):
+def _ids(n: Any, segment_ids: Any, offsets: Any, num_segments: Any) -> Any:
     if offsets is not None:
         o = np.asarray(offsets, dtype=np.int64)
         return np.repeat(np.arange(o.size - 1), np.diff(o)), o.size - 1
@@ -34,8 +36,16 @@ def _ids(n, segment_ids, offsets, num_segments):
 
 
 def segment_logsumexp(
-    x, /, segment_ids=None, *, offsets=None, num_segments=None, axis=0, temperature=1.0, where=None
-):
+    x: ArrayLike,
+    /,
+    segment_ids: ArrayLike | None = None,
+    *,
+    offsets: ArrayLike | None = None,
+    num_segments: int | None = None,
+    axis: int = 0,
+    temperature: float = 1.0,
+    where: ArrayLike | None = None,
+) -> FloatArray:
     """Per-segment :func:`softmaxkit.reference.logsumexp` along ``axis``."""
     a = as_input_array(x).astype(np.float64)
     ax = axis % a.ndim
@@ -61,7 +71,16 @@ def segment_logsumexp(
     return np.concatenate(parts, axis=ax)
 
 
-def _segment_softmax(x, segment_ids, offsets, num_segments, axis, temperature, where, op):
+def _segment_softmax(
+    x: Any,
+    segment_ids: Any,
+    offsets: Any,
+    num_segments: Any,
+    axis: Any,
+    temperature: Any,
+    where: Any,
+    op: Any,
+) -> Any:
     a = as_input_array(x).astype(np.float64)
     ax = axis % a.ndim
     ids, num = _ids(a.shape[ax], segment_ids, offsets, num_segments)
@@ -80,8 +99,16 @@ def _segment_softmax(x, segment_ids, offsets, num_segments, axis, temperature, w
 
 
 def segment_softmax(
-    x, /, segment_ids=None, *, offsets=None, num_segments=None, axis=0, temperature=1.0, where=None
-):
+    x: ArrayLike,
+    /,
+    segment_ids: ArrayLike | None = None,
+    *,
+    offsets: ArrayLike | None = None,
+    num_segments: int | None = None,
+    axis: int = 0,
+    temperature: float = 1.0,
+    where: ArrayLike | None = None,
+) -> FloatArray:
     """Per-segment :func:`softmaxkit.reference.softmax` along ``axis``."""
     return _segment_softmax(
         x, segment_ids, offsets, num_segments, axis, temperature, where, _dense.softmax
@@ -89,15 +116,23 @@ def segment_softmax(
 
 
 def segment_log_softmax(
-    x, /, segment_ids=None, *, offsets=None, num_segments=None, axis=0, temperature=1.0, where=None
-):
+    x: ArrayLike,
+    /,
+    segment_ids: ArrayLike | None = None,
+    *,
+    offsets: ArrayLike | None = None,
+    num_segments: int | None = None,
+    axis: int = 0,
+    temperature: float = 1.0,
+    where: ArrayLike | None = None,
+) -> FloatArray:
     """Per-segment :func:`softmaxkit.reference.log_softmax` along ``axis``."""
     return _segment_softmax(
         x, segment_ids, offsets, num_segments, axis, temperature, where, _dense.log_softmax
     )
 
 
-def _scan_row(v):
+def _scan_row(v: Any) -> Any:
     """Running log-sum-exp of a 1-D float64 row: state (m, s + c) with Neumaier's sum."""
     out = np.empty(v.size)
     m, s, c = -math.inf, 0.0, 0.0
@@ -121,13 +156,16 @@ def _scan_row(v):
     return out
 
 
-def logcumsumexp(x, /, axis=-1, *, reverse=False, where=None):
+def logcumsumexp(
+    x: ArrayLike, /, axis: int = -1, *, reverse: bool = False, where: ArrayLike | None = None
+) -> FloatArray:
     """``log(cumsum(exp(x)))`` along ``axis`` (float64, see :func:`softmaxkit.logcumsumexp`)."""
     a = as_input_array(x).astype(np.float64)
     if a.ndim == 0:
         return a.copy()
     if where is not None:
-        a = np.where(validate_where(where, a.shape), a, -np.inf)
+        mask: Any = validate_where(where, a.shape)  # an array: where is not None
+        a = np.where(mask, a, -np.inf)
     moved = np.moveaxis(a, axis, -1)
     rows = moved.reshape(math.prod(moved.shape[:-1]), moved.shape[-1])
     out = np.empty(rows.shape)
@@ -136,7 +174,7 @@ def logcumsumexp(x, /, axis=-1, *, reverse=False, where=None):
     return np.moveaxis(out.reshape(moved.shape), -1, axis)
 
 
-def logmatmulexp(A, B, /):
+def logmatmulexp(A: ArrayLike, B: ArrayLike, /) -> FloatArray:
     """``log(sum_j exp(A[..., i, j] + B[..., j, k]))`` via the dense reference logsumexp."""
     a = as_input_array(A, "A").astype(np.float64)
     b = as_input_array(B, "B").astype(np.float64)

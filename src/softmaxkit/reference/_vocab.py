@@ -6,14 +6,19 @@ then each output by its definition (docs/vocab_outputs.md).  The test oracle.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
+from .._core.typing import ArrayLike, FloatArray, Reduction
 from ._losses import cross_entropy as _ce
 
 __all__ = ["transformed_logits", "vocab_loss", "vocab_outputs"]
 
 
-def transformed_logits(logits, *, temperature=1.0, softcap=None):
+def transformed_logits(
+    logits: ArrayLike, *, temperature: ArrayLike = 1.0, softcap: float | None = None
+) -> FloatArray:
     """``v = c tanh(x / c) / T`` (class axis last; ``T`` scalar or one per row)."""
     x = np.asarray(logits, dtype=np.float64)
     if softcap:
@@ -22,8 +27,16 @@ def transformed_logits(logits, *, temperature=1.0, softcap=None):
     return x / (T[..., None] if T.ndim else T)
 
 
-def vocab_outputs(logits, target, *, temperature=1.0, softcap=None, where=None, topk=None,
-                  ignore_index=None):  # fmt: skip
+def vocab_outputs(
+    logits: ArrayLike,
+    target: ArrayLike,
+    *,
+    temperature: ArrayLike = 1.0,
+    softcap: float | None = None,
+    where: ArrayLike | None = None,
+    topk: int | None = None,
+    ignore_index: int | None = None,
+) -> dict[str, Any]:
     """dict of lse, logprob, entropy, argmax, topk_logprobs, topk_ids (class axis last).
 
     Edge cases: masked entries are excluded; a row with no included entry above
@@ -101,9 +114,21 @@ def vocab_outputs(logits, target, *, temperature=1.0, softcap=None, where=None, 
     )
 
 
-def vocab_loss(logits, target, *, temperature=1.0, softcap=None, where=None, weight=None,
-               ignore_index=None, label_smoothing=0.0, reduction="mean", z_loss=0.0,
-               entropy_weight=None, logprob_weight=None):  # fmt: skip
+def vocab_loss(
+    logits: ArrayLike,
+    target: ArrayLike,
+    *,
+    temperature: ArrayLike = 1.0,
+    softcap: float | None = None,
+    where: ArrayLike | None = None,
+    weight: ArrayLike | None = None,
+    ignore_index: int | None = None,
+    label_smoothing: float = 0.0,
+    reduction: Reduction = "mean",
+    z_loss: float = 0.0,
+    entropy_weight: ArrayLike | None = None,
+    logprob_weight: ArrayLike | None = None,
+) -> FloatArray:
     """The loss of ``cross_entropy`` with softcap, per-token temperature and the
     entropy / log-prob terms: ``CE(v) + sum_i b_i (beta_i H_i + alpha_i log p_{i,t_i})``
     over the counted tokens, ``b_i`` = 1 ("sum"/"none") or 1 / count ("mean")."""
