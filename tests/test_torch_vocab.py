@@ -11,7 +11,7 @@ torch = pytest.importorskip("torch")
 import torch.nn.functional as F  # noqa: E402
 
 import softmaxkit.torch as skt  # noqa: E402
-from softmaxkit.torch import _ops_scan, _ops_vocab  # noqa: E402
+from softmaxkit.torch import _ops_distill, _ops_scan, _ops_vocab  # noqa: E402
 
 GEN = torch.Generator().manual_seed(20261205)
 
@@ -185,8 +185,8 @@ def test_opcheck_every_new_operator():
     x = _randn(9, 3)
     s, t = _randn(4, 6), _randn(4, 6)
     cases = [
-        (_ops_vocab._distill_op, (s, t, None, "forward", 0.0, 1.5, "batchmean", 1, True)),
-        (_ops_vocab._distill_op, (s, t, None, "jsd", 0.4, 1.0, "none", 1, True)),
+        (_ops_distill._distill_op, (s, t, None, "forward", 0.0, 1.5, "batchmean", 1, True)),
+        (_ops_distill._distill_op, (s, t, None, "jsd", 0.4, 1.0, "none", 1, True)),
         (_ops_vocab._sample_op, (s, 1.0, -1, 0.9, -1.0, 2, 5, 1, 0, True)),
         (_ops_vocab._probs_op, (s, 0.7, 3, 1.0, -1.0, 0)),
         (_ops_scan._seg_op, (x, SEG_IDS, None, -1, 0, 1.0, None, "logsumexp")),
@@ -256,7 +256,7 @@ def test_linear_distill_none_opcheck_and_errors():
     with pytest.raises(ValueError, match="chunk_size must be"):
         skt.linear_kl_divergence(hs, Ws, ht, Wt, chunk_size=0)
     torch.library.opcheck(
-        _ops_vocab._ldistill_op,
+        _ops_distill._ldistill_op,
         (hs.detach(), Ws, ht, Wt, None, "forward", 0.0, 1.0, "sum", 2, True),
     )
 

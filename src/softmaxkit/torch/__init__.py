@@ -41,6 +41,12 @@ Importing this module imports torch; ``import softmaxkit`` never does.
 
 from ._modules import CrossEntropyLoss, LinearCrossEntropyLoss, LogSoftmax, Softmax
 from ._ops_dense import log_softmax, logsumexp, softmax, topk_softmax
+from ._ops_distill import (
+    jensen_shannon,
+    kl_divergence,
+    linear_jensen_shannon,
+    linear_kl_divergence,
+)
 from ._ops_losses import cross_entropy, linear_cross_entropy, max_margin_loss, multiclass_hinge_loss
 from ._ops_scan import (
     logcumsumexp,
@@ -49,14 +55,7 @@ from ._ops_scan import (
     segment_logsumexp,
     segment_softmax,
 )
-from ._ops_vocab import (
-    jensen_shannon,
-    kl_divergence,
-    linear_jensen_shannon,
-    linear_kl_divergence,
-    sample,
-    sampling_probs,
-)
+from ._ops_vocab import sample, sampling_probs
 from ._route import _route  # noqa: F401  (softmaxkit.softmax._torch_route)
 
 __all__ = [

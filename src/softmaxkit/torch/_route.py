@@ -18,6 +18,7 @@ from ._ops_dense import (
     softmax,
     topk_softmax,
 )
+from ._ops_distill import ROUTES as _DISTILL_ROUTES
 from ._ops_losses import cross_entropy, linear_cross_entropy, max_margin_loss, multiclass_hinge_loss
 from ._ops_scan import ROUTES as _SCAN_ROUTES
 from ._ops_vocab import ROUTES as _VOCAB_ROUTES
@@ -60,7 +61,7 @@ def _route(name, args):
     then takes the generic Array API path.
     """
     a = dict(args)
-    extra = _VOCAB_ROUTES.get(name) or _SCAN_ROUTES.get(name)
+    extra = _DISTILL_ROUTES.get(name) or _VOCAB_ROUTES.get(name) or _SCAN_ROUTES.get(name)
     if extra is not None:  # distillation, sampling, segments, scans
         return extra(a)
     if name in ("softmax", "log_softmax", "logsumexp"):
