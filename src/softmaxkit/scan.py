@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numbers
 import sys
+from typing import Any
 
 import numpy as np
 
@@ -25,13 +26,13 @@ from .drivers.eager_segments import scan as _scan_rows
 __all__ = ["logcumsumexp", "logcumsumexp_vjp", "logmatmulexp", "logmatmulexp_vjp"]
 
 
-def _k():
+def _k() -> Any:
     from ._kernels import scan
 
     return scan
 
 
-def _is_dask(x) -> bool:
+def _is_dask(x: Any) -> bool:
     return type(x).__module__.split(".")[0] == "dask" and "dask" in sys.modules
 
 
@@ -119,7 +120,10 @@ def logcumsumexp(
     if _is_dask(x):
         from .drivers.dask import segments as _dask_segments
 
-        return _dask_segments.logcumsumexp(x, axis=axis, reverse=reverse, where=where, dtype=dtype)
+        res: FloatArray = _dask_segments.logcumsumexp(
+            x, axis=axis, reverse=reverse, where=where, dtype=dtype
+        )
+        return res
     arr = as_input_array(x)
     scalar = arr.ndim == 0
     if scalar:
@@ -234,7 +238,7 @@ def logcumsumexp_vjp(
 
 
 # --------------------------------------------------------------------------- logmatmulexp
-def _lme_prepare(A, B):
+def _lme_prepare(A: Any, B: Any) -> Any:
     a = as_input_array(A, "A")
     b = as_input_array(B, "B")
     if a.ndim < 2 or b.ndim < 2:
@@ -318,7 +322,8 @@ def logmatmulexp(A: ArrayLike, B: ArrayLike, /, *, out: FloatArray | None = None
     if _is_dask(A) or _is_dask(B):
         from .drivers.dask import segments as _dask_segments
 
-        return _dask_segments.logmatmulexp(A, B)
+        res: FloatArray = _dask_segments.logmatmulexp(A, B)
+        return res
     a, b, batch, compute = _lme_prepare(A, B)
     shape = (*batch, a.shape[-2], b.shape[-1])
     if out is not None:
@@ -403,7 +408,7 @@ def logmatmulexp_vjp(A: ArrayLike, B: ArrayLike, G: ArrayLike, /) -> tuple[Float
     return _unbroadcast(gA, a.shape), _unbroadcast(gB, b.shape)
 
 
-def _unbroadcast(g: np.ndarray, shape) -> np.ndarray:
+def _unbroadcast(g: np.ndarray, shape: Any) -> np.ndarray:
     extra = g.ndim - len(shape)
     if extra:
         g = g.sum(axis=tuple(range(extra)))

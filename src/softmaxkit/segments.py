@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import sys
+from typing import Any
 
 import numpy as np
 
@@ -32,21 +33,21 @@ __all__ = [
 ]
 
 
-def _k():
+def _k() -> Any:
     from ._kernels import segments
 
     return segments
 
 
-def _is_dask(x) -> bool:
+def _is_dask(x: Any) -> bool:
     return type(x).__module__.split(".")[0] == "dask" and "dask" in sys.modules
 
 
-def _axis(axis, ndim):
+def _axis(axis: Any, ndim: Any) -> Any:
     return _one_axis(axis, max(ndim, 1))
 
 
-def _prepare(x, axis, temperature, where):
+def _prepare(x: Any, axis: Any, temperature: Any, where: Any) -> Any:
     """(arr, ax, x2 [N, C] compute rows, moved shape, compute, out dtype)."""
     arr = as_input_array(x)
     if arr.ndim == 0:
@@ -136,7 +137,7 @@ def segment_logsumexp(
     if _is_dask(x):
         from .drivers.dask import segments as _dask_segments
 
-        return _dask_segments.segment_logsumexp(
+        res: FloatArray = _dask_segments.segment_logsumexp(
             x,
             segment_ids,
             offsets=offsets,
@@ -145,14 +146,25 @@ def segment_logsumexp(
             temperature=temperature,
             where=where,
         )
+        return res
     _arr, ax, x2, moved_shape, _compute, out_dtype, _ = _prepare(x, axis, temperature, where)
     segs = _Segs(x2.shape[0], segment_ids, offsets, num_segments)
     m, w, r = _states(x2, segs)
     lse = _finalize_lse(m, w, r).reshape((segs.num, *moved_shape[1:]))
-    return np.moveaxis(lse, 0, ax).astype(out_dtype, copy=False)
+    res = np.moveaxis(lse, 0, ax).astype(out_dtype, copy=False)
+    return res
 
 
-def _softmax_any(x, segment_ids, offsets, num_segments, axis, temperature, where, log):
+def _softmax_any(
+    x: Any,
+    segment_ids: Any,
+    offsets: Any,
+    num_segments: Any,
+    axis: Any,
+    temperature: Any,
+    where: Any,
+    log: Any,
+) -> Any:
     """segment_softmax / segment_log_softmax of any input: the Dask driver or NumPy."""
     if _is_dask(x):
         from .drivers.dask import segments as _dask_segments
@@ -170,7 +182,16 @@ def _softmax_any(x, segment_ids, offsets, num_segments, axis, temperature, where
     return _segment_softmax(x, segment_ids, offsets, num_segments, axis, temperature, where, log)
 
 
-def _segment_softmax(x, segment_ids, offsets, num_segments, axis, temperature, where, log):
+def _segment_softmax(
+    x: Any,
+    segment_ids: Any,
+    offsets: Any,
+    num_segments: Any,
+    axis: Any,
+    temperature: Any,
+    where: Any,
+    log: Any,
+) -> Any:
     from ._kernels._parallel import run, threads_for
 
     k = _k()
@@ -248,7 +269,10 @@ def segment_softmax(
     temperature: float = 1.0,
     where: ArrayLike | None = None,
 ) -> FloatArray:
-    return _softmax_any(x, segment_ids, offsets, num_segments, axis, temperature, where, False)
+    res: FloatArray = _softmax_any(
+        x, segment_ids, offsets, num_segments, axis, temperature, where, False
+    )
+    return res
 
 
 @routed("segment_log_softmax")
@@ -263,7 +287,10 @@ def segment_log_softmax(
     temperature: float = 1.0,
     where: ArrayLike | None = None,
 ) -> FloatArray:
-    return _softmax_any(x, segment_ids, offsets, num_segments, axis, temperature, where, True)
+    res: FloatArray = _softmax_any(
+        x, segment_ids, offsets, num_segments, axis, temperature, where, True
+    )
+    return res
 
 
 segment_softmax.__doc__ = _SOFTMAX_DOC.format(
@@ -286,7 +313,7 @@ segment_log_softmax.__doc__ = _SOFTMAX_DOC.format(
 )
 
 
-def _seg_sum(v2, segs):
+def _seg_sum(v2: Any, segs: Any) -> Any:
     """Per-segment sums of the rows of ``v2`` [N, C] (float64) -> [S, C]."""
     ids = segs.ids_array()
     out = np.zeros((segs.num, v2.shape[1]))
@@ -294,7 +321,9 @@ def _seg_sum(v2, segs):
     return out
 
 
-def _vjp_common(x_or_y, g, segment_ids, offsets, num_segments, axis):
+def _vjp_common(
+    x_or_y: Any, g: Any, segment_ids: Any, offsets: Any, num_segments: Any, axis: Any
+) -> Any:
     arr = as_input_array(x_or_y)
     if arr.ndim == 0:
         raise ValueError("x must have at least one dimension to segment; got a 0-d array")
@@ -365,10 +394,20 @@ def segment_logsumexp_vjp(
         raise ValueError(f"g has shape {gar.shape}; expected {want}")
     gi = np.take(gar, segs.ids_array(), axis=ax)
     p *= gi / validate_temperature(temperature)
-    return p
+    res: FloatArray = p
+    return res
 
 
-def _softmax_vjp(y, g, segment_ids, offsets, num_segments, axis, temperature, log):
+def _softmax_vjp(
+    y: Any,
+    g: Any,
+    segment_ids: Any,
+    offsets: Any,
+    num_segments: Any,
+    axis: Any,
+    temperature: Any,
+    log: Any,
+) -> Any:
     arr, gar, ax, segs, ym = _vjp_common(y, g, segment_ids, offsets, num_segments, axis)
     if gar.shape != arr.shape:
         raise ValueError(f"g has shape {gar.shape}; expected the shape of y, {arr.shape}")
@@ -434,7 +473,10 @@ def segment_softmax_vjp(
     >>> segment_softmax_vjp([0.25, 0.75, 1.0], [1.0, 0.0, 5.0], [0, 0, 1])
     array([ 0.1875, -0.1875,  0.    ])
     """
-    return _softmax_vjp(y, g, segment_ids, offsets, num_segments, axis, temperature, False)
+    res: FloatArray = _softmax_vjp(
+        y, g, segment_ids, offsets, num_segments, axis, temperature, False
+    )
+    return res
 
 
 @routed("segment_log_softmax_vjp")
@@ -482,4 +524,7 @@ def segment_log_softmax_vjp(
     >>> segment_log_softmax_vjp(np.log([0.25, 0.75]), [1.0, 0.0], [0, 0])
     array([ 0.75, -0.75])
     """
-    return _softmax_vjp(y, g, segment_ids, offsets, num_segments, axis, temperature, True)
+    res: FloatArray = _softmax_vjp(
+        y, g, segment_ids, offsets, num_segments, axis, temperature, True
+    )
+    return res
