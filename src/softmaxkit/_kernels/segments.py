@@ -215,6 +215,34 @@ def _exp_block(d, e, L):
         e[k] = exp_(d[k])
 
 
+@njit(fastmath=FASTMATH, cache=True, inline="always")
+def _scatter_1d(x1, ids, lo, hi, m1, w1, r1, d, e, tl):
+    # pass 1: max of every segment (maxnum: NaN skipped, it makes r NaN in pass 2)
+    for i in range(lo, hi):
+        g = ids[i]
+        m1[g] = fmax(m1[g], x1[i])
+    # pass 2: gather v - m for _BLK values (listing the ties v == m), their exps
+    # vectorised, then scatter: r += e without a branch (e = 0 at the ties), w += 1
+    # over the list of ties only.  Touching w for every value cost ~15% more
+    # (10^7 float32 values, 10^5 segments).
+    for b0 in range(lo, hi, _BLK):
+        L = min(_BLK, hi - b0)
+        nt = 0
+        for k in range(L):
+            v = x1[b0 + k]
+            m = m1[ids[b0 + k]]
+            d[k] = v - m  # unused where v == m (also inf - inf)
+            tl[nt] = k
+            nt += 1 if v == m else 0
+        _exp_block(d, e, L)
+        for j in range(nt):
+            e[tl[j]] = 0.0
+        for k in range(L):
+            r1[ids[b0 + k]] += e[k]
+        for j in range(nt):
+            w1[ids[b0 + tl[j]]] += 1.0
+
+
 @njit(nogil=True, cache=True)
 def scatter_state(x2, ids, nparts, pm, pw, pr, t0, t1):
     """Parts ``[t0, t1)`` of the rows of ``x2`` [N, C] into ``pm, pw, pr`` [nparts, S, C].
@@ -223,12 +251,14 @@ def scatter_state(x2, ids, nparts, pm, pw, pr, t0, t1):
     1. the max of every segment (``maxnum``: NaN is skipped here and makes ``r`` NaN
        in pass 2); 2. ``w += (v == m)``, ``r += exp(v - m)`` for the others.  For one
     column, pass 2 gathers ``v - m`` for 256 values, takes their exps vectorised,
-    then scatters the sums (no branch, one exp per value).
+    then scatters the sums (one exp per value; ``w`` is touched only at ties).
+    Accumulators float64 (``w``, ``r``), max and exps in the input dtype.
     """
     N = x2.shape[0]
     C = x2.shape[1]
     d = np.empty(_BLK, x2.dtype)
     e = np.empty(_BLK, x2.dtype)
+    tl = np.empty(_BLK, np.int64)
     for p in range(t0, t1):
         pmp = pm[p]
         pwp = pw[p]
@@ -240,22 +270,7 @@ def scatter_state(x2, ids, nparts, pm, pw, pr, t0, t1):
             w1 = pwp[:, 0]
             r1 = prp[:, 0]
             x1 = x2[:, 0]
-            for i in range(lo, hi):
-                g = ids[i]
-                m1[g] = fmax(m1[g], x1[i])
-            for b0 in range(lo, hi, _BLK):
-                L = min(_BLK, hi - b0)
-                for k in range(L):
-                    v = x1[b0 + k]
-                    m = m1[ids[b0 + k]]
-                    d[k] = v - m  # unused where v == m (also inf - inf)
-                _exp_block(d, e, L)
-                for k in range(L):
-                    g = ids[b0 + k]
-                    if x1[b0 + k] == m1[g]:
-                        w1[g] += 1.0
-                    else:
-                        r1[g] += e[k]
+            _scatter_1d(x1, ids, lo, hi, m1, w1, r1, d, e, tl)
             continue
         for i in range(lo, hi):
             xr = row(x2, i)
