@@ -151,3 +151,19 @@ def test_torch_adapter_registers_itself_on_first_route():
         "assert type(y) is torch.Tensor and abs(float(y.sum()) - 1.0) < 1e-6\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
+
+
+def test_no_import_cycle_anywhere_in_the_package():
+    cycles = [sorted(c) for c in _cycles(_graph())]
+    assert not cycles, f"import cycles: {cycles}"
+
+
+def test_layers_below_the_public_functions_never_import_them():
+    # drivers -> _kernels, _core: never up into the public modules, the CLI or the bench
+    lower = ("softmaxkit.drivers", "softmaxkit._kernels", "softmaxkit._core")
+    bad = {
+        m: sorted(d for d in deps if not d.startswith(lower))
+        for m, deps in _graph().items()
+        if m.startswith(lower)
+    }
+    assert not {m: d for m, d in bad.items() if d}
