@@ -551,3 +551,79 @@ def test_bfloat16_bits_kernel_matches_float32_path_on_edge_rows():
         ga, gc = xa.grad.float(), xc.grad.float()
         assert torch.equal(ga.isnan(), gc.isnan())
         torch.testing.assert_close(ga.nan_to_num(0.0), gc.nan_to_num(0.0), rtol=2**-7, atol=1e-2)
+
+
+# ---------------------------------------------------------------------- devices
+def test_meta_tensors_give_shapes_and_dtypes_without_any_kernel(monkeypatch):
+    # 'meta' tensors (no data) take the operators' fake implementations, as torch's
+    # own ops do: shapes, dtypes and backward shapes, and no kernel is reached
+    import softmaxkit.torch._ops_dense as dense
+    import softmaxkit.torch._ops_losses as losses
+
+    def boom(*a, **k):
+        raise AssertionError("kernel reached")
+
+    for name in ["_softmax_impl", "_vjp_impl", "_np_logsumexp"]:
+        monkeypatch.setattr(dense, name, boom)
+    for mod in (dense._grad, dense._online, losses._losses):
+        for name in [n for n in dir(mod) if not n.startswith("_")]:
+            if callable(getattr(mod, name)):
+                monkeypatch.setattr(mod, name, boom)
+    meta = dict(device="meta")
+    for dt in (torch.float32, torch.bfloat16):
+        x = torch.empty(3, 5, dtype=dt, requires_grad=True, **meta)
+        t = torch.zeros(3, dtype=torch.int64, **meta)
+        where = torch.ones(3, 5, dtype=torch.bool, **meta)
+        cases = [
+            (skt.softmax(x), (3, 5)),
+            (skt.log_softmax(x, where=where, temperature=2.0), (3, 5)),
+            (skt.logsumexp(x, axis=0, keepdims=True), (1, 5)),
+            (skt.logsumexp(x, b=torch.ones(3, 5, **meta)), (3,)),
+            (skt.topk_softmax(x, 2)[0], (3, 2)),
+            (skt.cross_entropy(x, t, reduction="none"), (3,)),
+            (skt.CrossEntropyLoss(label_smoothing=0.1)(x, t), ()),
+            (skt.linear_cross_entropy(x, torch.empty(7, 5, dtype=dt, **meta), t), ()),
+            (skt.multiclass_hinge_loss(x, t), ()),
+            (skt.max_margin_loss(x, 4), ()),
+        ]
+        for i, (y, shape) in enumerate(cases):
+            assert y.device.type == "meta" and tuple(y.shape) == shape, (i, y)
+            assert y.dtype == dt, (i, y.dtype)
+        x.grad = None
+        (skt.softmax(x).sum() + skt.cross_entropy(x, t)).backward()
+        assert x.grad.device.type == "meta" and x.grad.shape == (3, 5)
+
+
+def test_other_devices_raise_naming_the_device_before_any_kernel():
+    # the losses and topk have no fallback off the CPU: NotImplementedError naming the
+    # op, the argument and the device (a stand-in object: CI has no GPU)
+    from types import SimpleNamespace
+
+    from softmaxkit.torch._common import _check_kernel_device
+
+    gpu = SimpleNamespace(device=torch.device("cuda", 1))
+    with pytest.raises(NotImplementedError, match=r"cross_entropy .*logits is on cuda:1"):
+        _check_kernel_device("cross_entropy", logits=gpu)
+    cpu = SimpleNamespace(device=torch.device("cpu"))
+    _check_kernel_device("x", a=cpu, b=None, c=SimpleNamespace(device=torch.device("meta")))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_dense_fallback_matches_torch_and_losses_raise():
+    x = torch.randn(4, 6, device="cuda", dtype=torch.float64, requires_grad=True)
+    t = torch.tensor([0, 5, 2, 1], device="cuda")
+    torch.testing.assert_close(skt.softmax(x), torch.softmax(x, -1))
+    torch.testing.assert_close(skt.log_softmax(x), torch.log_softmax(x, -1))
+    torch.testing.assert_close(skt.logsumexp(x), torch.logsumexp(x, -1))
+    (ga,) = torch.autograd.grad(skt.softmax(x)[:, 0].sum(), x)
+    (gb,) = torch.autograd.grad(torch.softmax(x, -1)[:, 0].sum(), x)
+    torch.testing.assert_close(ga, gb)
+    for f in (
+        lambda: skt.cross_entropy(x, t),
+        lambda: skt.linear_cross_entropy(x, torch.ones(6, 6, device="cuda"), t),
+        lambda: skt.topk_softmax(x, 2),
+        lambda: skt.multiclass_hinge_loss(x, t),
+        lambda: skt.max_margin_loss(x, 1),
+    ):
+        with pytest.raises(NotImplementedError, match="cuda"):
+            f()
