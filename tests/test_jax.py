@@ -149,3 +149,22 @@ def test_errors():
         skj.cross_entropy(x, jnp.array([0, 1, 2]), reduction="avg")
     with pytest.raises(TypeError, match="integer"):
         skj.linear_cross_entropy(x, x, jnp.array([0.0, 1.0, 2.0]))
+
+
+def test_second_derivatives_raise_a_clear_error():
+    # the gradients are host-callback kernels: a second derivative would differentiate
+    # the callback; the error names the function instead of JAX's generic message
+    x = jnp.array([[0.3, -1.0, 2.0], [1.0, 0.5, -0.2]])
+    t = jnp.array([1, 0])
+    W = jnp.ones((4, 3))
+    for name, f in [
+        ("softmax", lambda a: skj.softmax(a)[0, 0]),
+        ("log_softmax", lambda a: skj.log_softmax(a, axis=0)[1, 2]),
+        ("logsumexp", lambda a: skj.logsumexp(a).sum()),
+        ("cross_entropy", lambda a: skj.cross_entropy(a, t)),
+        ("linear_cross_entropy", lambda a: skj.linear_cross_entropy(a, W, t)),
+    ]:
+        jax.grad(f)(x)  # first order works
+        for higher in (jax.hessian(f), jax.grad(lambda a, f=f: jax.grad(f)(a).sum())):
+            with pytest.raises(NotImplementedError, match=rf"softmaxkit.jax.{name}: second"):
+                higher(x)

@@ -201,6 +201,66 @@ def test_bfloat16_within_relative_bounds_and_inputs_not_mutated():
     assert xg.grad.dtype == torch.bfloat16
 
 
+def test_bfloat16_conversions_match_torch_bit_for_bit():
+    # every bfloat16 pattern widened; float32 patterns around every rounding case
+    # (ties, carries into the exponent, overflow to inf, subnormals, NaNs) rounded
+    from softmaxkit._kernels import bf16
+
+    allb = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16)
+    wide = np.empty(allb.size, np.float32)
+    bf16.widen_array(allb, wide)
+    ref = torch.from_numpy(allb.view(np.int16)).view(torch.bfloat16).float().numpy()
+    assert np.array_equal(wide.view(np.uint32), ref.view(np.uint32))
+    hi = allb.astype(np.uint32) << 16
+    low = np.array([0, 1, 0x7FFF, 0x8000, 0x8001, 0xFFFF], dtype=np.uint32)
+    rng = np.random.default_rng(14)
+    bits = np.concatenate([(hi[:, None] | low).ravel(), rng.integers(0, 2**32, 200_000)])
+    f = bits.astype(np.uint32).view(np.float32)
+    out = np.empty(f.size, np.uint16)
+    bf16.round_array(f, out)
+    ref = torch.from_numpy(f).to(torch.bfloat16).view(torch.int16).numpy().view(np.uint16)
+    nan = np.isnan(f)
+    assert np.array_equal(out[~nan], ref[~nan])
+    assert np.all(out[nan] == 0x7FC0)  # a quiet NaN
+
+
+def test_bfloat16_bits_kernel_with_temperature_and_backward_vs_float64():
+    # the bits kernel at T != 1 (scaled max, overflow of x / T to +inf) and its VJPs,
+    # against float64 torch on the same bfloat16 inputs: one bfloat16 rounding
+    g = torch.Generator().manual_seed(15)
+    x = (torch.randn(40, 257, generator=g) * 6).to(torch.bfloat16)
+    x[3, 7] = 3e38  # x / 0.5 overflows: the +inf rule (1 there, 0 elsewhere)
+    up = torch.randn(40, 257, generator=g).to(torch.bfloat16)
+    u = up.double()
+    for T in (0.5, 1.0, 3.0):
+        for log in (False, True):
+            f = skt.log_softmax if log else skt.softmax
+            xa = x.clone().requires_grad_()
+            y = f(xa, temperature=T)
+            y.backward(up)
+            xd = x.double() / T
+            yr = torch.log_softmax(xd, -1) if log else torch.softmax(xd, -1)
+            if T == 0.5:  # row 3: the +inf entry takes everything
+                yr[3] = -INF if log else 0.0
+                yr[3, 7] = 0.0 if log else 1.0
+            # one bfloat16 rounding; log values near 0 (the dominant entry, log(1 - r))
+            # also carry the float32 sum's absolute error (contract: 2^-8 (1 + |v|))
+            tol = 2.0**-8 * yr.abs() + (1e-5 if log else 1e-30)
+            diff = torch.where(y.double() == yr, 0.0, (y.double() - yr).abs())
+            assert torch.all(diff <= tol), (T, log)
+            # the VJP from the bfloat16 output y, in float64, rounded once
+            yd = y.detach().double()
+            if log:
+                gr = (u - yd.exp() * u.sum(-1, keepdim=True)) / T
+                slack = (u.abs() + yd.exp() * u.abs().sum(-1, keepdim=True)) / T
+            else:
+                gr = yd * (u - (yd * u).sum(-1, keepdim=True)) / T
+                slack = yd * (u.abs() + (yd * u).abs().sum(-1, keepdim=True)) / T
+            err = (xa.grad.double() - gr).abs()
+            assert torch.all(err <= 2.0**-8 * gr.abs() + 2.0**-20 * slack), (T, log)
+    assert torch.equal(x[3], x[3])  # input untouched
+
+
 def test_non_contiguous_input_and_no_mutation():
     g = torch.Generator().manual_seed(4)
     x = torch.randn(7, 9, generator=g, dtype=torch.float64)
@@ -551,3 +611,79 @@ def test_bfloat16_bits_kernel_matches_float32_path_on_edge_rows():
         ga, gc = xa.grad.float(), xc.grad.float()
         assert torch.equal(ga.isnan(), gc.isnan())
         torch.testing.assert_close(ga.nan_to_num(0.0), gc.nan_to_num(0.0), rtol=2**-7, atol=1e-2)
+
+
+# ---------------------------------------------------------------------- devices
+def test_meta_tensors_give_shapes_and_dtypes_without_any_kernel(monkeypatch):
+    # 'meta' tensors (no data) take the operators' fake implementations, as torch's
+    # own ops do: shapes, dtypes and backward shapes, and no kernel is reached
+    import softmaxkit.torch._ops_dense as dense
+    import softmaxkit.torch._ops_losses as losses
+
+    def boom(*a, **k):
+        raise AssertionError("kernel reached")
+
+    for name in ["_softmax_impl", "_vjp_impl", "_np_logsumexp"]:
+        monkeypatch.setattr(dense, name, boom)
+    for mod in (dense._grad, dense._online, losses._losses):
+        for name in [n for n in dir(mod) if not n.startswith("_")]:
+            if callable(getattr(mod, name)):
+                monkeypatch.setattr(mod, name, boom)
+    meta = dict(device="meta")
+    for dt in (torch.float32, torch.bfloat16):
+        x = torch.empty(3, 5, dtype=dt, requires_grad=True, **meta)
+        t = torch.zeros(3, dtype=torch.int64, **meta)
+        where = torch.ones(3, 5, dtype=torch.bool, **meta)
+        cases = [
+            (skt.softmax(x), (3, 5)),
+            (skt.log_softmax(x, where=where, temperature=2.0), (3, 5)),
+            (skt.logsumexp(x, axis=0, keepdims=True), (1, 5)),
+            (skt.logsumexp(x, b=torch.ones(3, 5, **meta)), (3,)),
+            (skt.topk_softmax(x, 2)[0], (3, 2)),
+            (skt.cross_entropy(x, t, reduction="none"), (3,)),
+            (skt.CrossEntropyLoss(label_smoothing=0.1)(x, t), ()),
+            (skt.linear_cross_entropy(x, torch.empty(7, 5, dtype=dt, **meta), t), ()),
+            (skt.multiclass_hinge_loss(x, t), ()),
+            (skt.max_margin_loss(x, 4), ()),
+        ]
+        for i, (y, shape) in enumerate(cases):
+            assert y.device.type == "meta" and tuple(y.shape) == shape, (i, y)
+            assert y.dtype == dt, (i, y.dtype)
+        x.grad = None
+        (skt.softmax(x).sum() + skt.cross_entropy(x, t)).backward()
+        assert x.grad.device.type == "meta" and x.grad.shape == (3, 5)
+
+
+def test_other_devices_raise_naming_the_device_before_any_kernel():
+    # the losses and topk have no fallback off the CPU: NotImplementedError naming the
+    # op, the argument and the device (a stand-in object: CI has no GPU)
+    from types import SimpleNamespace
+
+    from softmaxkit.torch._common import _check_kernel_device
+
+    gpu = SimpleNamespace(device=torch.device("cuda", 1))
+    with pytest.raises(NotImplementedError, match=r"cross_entropy .*logits is on cuda:1"):
+        _check_kernel_device("cross_entropy", logits=gpu)
+    cpu = SimpleNamespace(device=torch.device("cpu"))
+    _check_kernel_device("x", a=cpu, b=None, c=SimpleNamespace(device=torch.device("meta")))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_dense_fallback_matches_torch_and_losses_raise():
+    x = torch.randn(4, 6, device="cuda", dtype=torch.float64, requires_grad=True)
+    t = torch.tensor([0, 5, 2, 1], device="cuda")
+    torch.testing.assert_close(skt.softmax(x), torch.softmax(x, -1))
+    torch.testing.assert_close(skt.log_softmax(x), torch.log_softmax(x, -1))
+    torch.testing.assert_close(skt.logsumexp(x), torch.logsumexp(x, -1))
+    (ga,) = torch.autograd.grad(skt.softmax(x)[:, 0].sum(), x)
+    (gb,) = torch.autograd.grad(torch.softmax(x, -1)[:, 0].sum(), x)
+    torch.testing.assert_close(ga, gb)
+    for f in (
+        lambda: skt.cross_entropy(x, t),
+        lambda: skt.linear_cross_entropy(x, torch.ones(6, 6, device="cuda"), t),
+        lambda: skt.topk_softmax(x, 2),
+        lambda: skt.multiclass_hinge_loss(x, t),
+        lambda: skt.max_margin_loss(x, 1),
+    ):
+        with pytest.raises(NotImplementedError, match="cuda"):
+            f()

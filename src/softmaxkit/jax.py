@@ -15,7 +15,8 @@ work under ``jax.jit``, ``jax.grad`` and ``jax.vmap``:
   ``g / T * softmax``, cross-entropy and linear cross-entropy from the gradients
   their kernels compute in the forward pass (the ``[N, V]`` logits of the linear
   one are never formed).  Only first derivatives are available (the backward is a
-  host callback too): ``jax.hessian`` and ``grad(grad(...))`` raise.
+  host callback too): ``jax.hessian`` and ``grad(grad(...))`` raise
+  ``NotImplementedError`` naming the function.
 
 bfloat16 input is computed in float32 and rounded back.  ``jax.ffi`` with
 Numba-compiled entry points is not used (yet).  Importing this module imports
@@ -86,9 +87,33 @@ def _mask(where, shape):
     return jnp.broadcast_to(w, shape), True
 
 
+def _callback(name, host, spec, *args, vmap_method):
+    """``jax.pure_callback`` whose derivative raises a clear ``NotImplementedError``.
+
+    First derivatives come from the ``custom_vjp`` rules; a second one (``jax.hessian``,
+    ``grad`` of ``grad``) would differentiate the callback itself, where JAX's own
+    error ("Pure callbacks do not support JVP") does not say which function or why.
+    """
+
+    @jax.custom_jvp
+    def cb(*a):
+        return jax.pure_callback(host, spec, *a, vmap_method=vmap_method)
+
+    @cb.defjvp
+    def _(primals, tangents):
+        raise NotImplementedError(
+            f"softmaxkit.jax.{name}: second and higher derivatives (jax.hessian, grad of "
+            "grad, jvp of the gradient) are not supported: its forward and gradient are "
+            "host-callback kernels; use jax.nn / optax for higher-order derivatives"
+        )
+
+    return cb(*args)
+
+
 # ------------------------------------------------------------------ dense ops
 @functools.lru_cache(maxsize=256)
 def _dense(axes: tuple[int, ...], temperature: float, log: bool, masked: bool):
+    name = "log_softmax" if log else "softmax"
     fwd_np = _np_log_softmax if log else _np_softmax
     vjp_np = _np_log_softmax_vjp if log else _np_softmax_vjp
 
@@ -104,7 +129,7 @@ def _dense(axes: tuple[int, ...], temperature: float, log: bool, masked: bool):
 
     def call(x, w):
         spec = jax.ShapeDtypeStruct(x.shape, x.dtype)
-        return jax.pure_callback(host_fwd, spec, x, w, vmap_method=_DENSE_VMAP)
+        return _callback(name, host_fwd, spec, x, w, vmap_method=_DENSE_VMAP)
 
     @jax.custom_vjp
     def f(x, w):
@@ -117,7 +142,7 @@ def _dense(axes: tuple[int, ...], temperature: float, log: bool, masked: bool):
     def f_bwd(res, g):
         y, w = res
         spec = jax.ShapeDtypeStruct(y.shape, y.dtype)
-        gx = jax.pure_callback(host_vjp, spec, y, g.astype(y.dtype), w, vmap_method=_DENSE_VMAP)
+        gx = _callback(name, host_vjp, spec, y, g.astype(y.dtype), w, vmap_method=_DENSE_VMAP)
         return gx, None
 
     f.defvjp(f_fwd, f_bwd)
@@ -194,7 +219,7 @@ def _lse(axes: tuple[int, ...], temperature: float, keepdims: bool, masked: bool
             1 if i in red else s for i, s in enumerate(x.shape) if keepdims or i not in red
         )
         spec = jax.ShapeDtypeStruct(shape, x.dtype)
-        return jax.pure_callback(host, spec, x, w, vmap_method=_DENSE_VMAP)
+        return _callback("logsumexp", host, spec, x, w, vmap_method=_DENSE_VMAP)
 
     soft = _dense(axes, temperature, False, masked)
 
@@ -265,16 +290,17 @@ def _ce(axis: int, options: tuple, masked: bool, weighted: bool, reduction: str)
 
     @jax.custom_vjp
     def f(x, t, w, cw):
-        return jax.pure_callback(
-            functools.partial(host, need_grad=False), loss_spec(x), x, t, w, cw,
+        return _callback(
+            "cross_entropy", functools.partial(host, need_grad=False), loss_spec(x), x, t, w, cw,
             vmap_method=_LOSS_VMAP,
         )  # fmt: skip
 
     def f_fwd(x, t, w, cw):
         specs = (loss_spec(x), jax.ShapeDtypeStruct(x.shape, x.dtype))
-        loss, grad = jax.pure_callback(
-            functools.partial(host, need_grad=True), specs, x, t, w, cw, vmap_method=_LOSS_VMAP
-        )
+        loss, grad = _callback(
+            "cross_entropy", functools.partial(host, need_grad=True), specs, x, t, w, cw,
+            vmap_method=_LOSS_VMAP,
+        )  # fmt: skip
         return loss, grad
 
     def f_bwd(grad, g):
@@ -364,8 +390,9 @@ def _lce(options: tuple, has_bias: bool, weighted: bool, reduction: str):
 
     @jax.custom_vjp
     def f(h, W, b, t, cw):
-        return jax.pure_callback(
-            functools.partial(host, need_grad=False), loss_spec(h), h, W, b, t, cw,
+        return _callback(
+            "linear_cross_entropy", functools.partial(host, need_grad=False), loss_spec(h),
+            h, W, b, t, cw,
             vmap_method=_LOSS_VMAP,
         )  # fmt: skip
 
@@ -380,8 +407,9 @@ def _lce(options: tuple, has_bias: bool, weighted: bool, reduction: str):
             jax.ShapeDtypeStruct(W.shape, h.dtype),
             jax.ShapeDtypeStruct(b.shape, h.dtype),
         )
-        loss, dh, dW, db = jax.pure_callback(
-            functools.partial(host, need_grad=True), specs, h, W, b, t, cw,
+        loss, dh, dW, db = _callback(
+            "linear_cross_entropy", functools.partial(host, need_grad=True), specs,
+            h, W, b, t, cw,
             vmap_method=_LOSS_VMAP,
         )  # fmt: skip
         return loss, (dh, dW, db)

@@ -33,8 +33,10 @@ bfloat16 (which NumPy lacks): softmax / log_softmax over trailing axes without a
 mask run a kernel on the bits (``_kernels/bf16.py``, float32 arithmetic, no copy),
 other calls widen to one float32 temporary and round back; strided tensors take
 the one copy the NumPy function documents.
+``meta`` tensors take the fake implementations (shapes and dtypes, no kernel).
 Tensors on other devices (CUDA, MPS, ...) take the generic Array API path
-(correct, not accelerated), for the dense ops only.
+(correct, not accelerated) in the dense ops; the losses and ``topk_softmax``
+raise ``NotImplementedError`` naming the device.
 
 Importing this module imports torch; ``import softmaxkit`` never does.
 """

@@ -86,6 +86,25 @@ def _is_cpu(*ts) -> bool:
     return all(t is None or t.device.type == "cpu" for t in ts)
 
 
+def _is_meta(*ts) -> bool:
+    return any(t is not None and t.device.type == "meta" for t in ts)
+
+
+def _check_kernel_device(name: str, **ts) -> None:
+    """Raise ``NotImplementedError`` naming the device unless every tensor is CPU or meta.
+
+    CPU tensors run the Numba kernels; ``meta`` tensors (shapes only, no data) take
+    the operators' fake implementations, as torch's own operators do.  Ops without
+    a fallback for other devices (CUDA, MPS, XPU, ...) call this before any kernel.
+    """
+    for k, t in ts.items():
+        if t is not None and t.device.type not in ("cpu", "meta"):
+            raise NotImplementedError(
+                f"softmaxkit.torch.{name} runs on CPU tensors only (and 'meta' tensors, "
+                f"for shapes); {k} is on {t.device}: move it with .cpu()"
+            )
+
+
 def _check_float(name: str, t) -> None:
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor; got {type(t).__name__}")

@@ -21,6 +21,7 @@ from ._common import (
     _axis,
     _check_devices,
     _check_float,
+    _check_kernel_device,
     _dims,
     _finish,
     _is_cpu,
@@ -366,8 +367,7 @@ def _lse_bw_b_op(
     where: torch.Tensor | None,
     b: torch.Tensor,
 ) -> torch.Tensor:
-    if not _is_cpu(x, g, where, b):
-        raise NotImplementedError("logsumexp with b: backward is implemented on CPU only")
+    _check_kernel_device("logsumexp (backward with b)", x=x, g=g, where=where, b=b)
     r = _grad.logsumexp_vjp(
         _arr(x), _arr(g), axis=_axis(dims), b=_arr(b), keepdims=keepdim,
         temperature=temperature, where=_arr(where),
@@ -519,8 +519,7 @@ def topk_softmax(x, k, /, axis=-1, *, temperature=1.0, where=None):
     tensor([1, 2])
     """
     _check_float("x", x)
-    if not _is_cpu(x):
-        raise NotImplementedError("softmaxkit.torch.topk_softmax runs on CPU only")
+    _check_kernel_device("topk_softmax", x=x)
     if x.ndim == 0:
         raise ValueError("x must have at least one dimension for topk_softmax")
     ax = int(axis) % x.ndim

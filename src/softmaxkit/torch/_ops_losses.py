@@ -13,11 +13,12 @@ from ._common import (
     _aux_outputs,
     _check_devices,
     _check_float,
+    _check_kernel_device,
     _check_reduction,
     _check_target,
     _finish,
     _first_order_only,
-    _is_cpu,
+    _is_meta,
     _need_grad,
     _new,
     _result_dtype,
@@ -128,7 +129,8 @@ def cross_entropy(
     defaults to None (torch: -100); a mean over no counted sample is 0 (torch:
     NaN); a row whose logits are all ``-inf`` counts as ignored (torch: NaN);
     label smoothing with class weights weights a sample by ``w_t`` as a whole.
-    Memory: the saved gradient (logits-sized) lives until backward.  CPU only.
+    Memory: the saved gradient (logits-sized) lives until backward.  Devices: CPU
+    (and ``meta``, for shapes); others raise ``NotImplementedError``.
 
     Examples
     --------
@@ -151,11 +153,13 @@ def cross_entropy(
         w = weight if isinstance(weight, torch.Tensor) else torch.as_tensor(np.asarray(weight))
         _check_devices(logits=logits, weight=w)
         w = w.detach().to(torch.float64)
-    if not _is_cpu(logits):
-        raise NotImplementedError(
-            f"softmaxkit.torch.cross_entropy runs on CPU tensors only; got {logits.device}"
-        )
-    if kind == "index" and target.numel() and not torch.compiler.is_compiling():
+    _check_kernel_device("cross_entropy", logits=logits)
+    if (
+        kind == "index"
+        and target.numel()
+        and not torch.compiler.is_compiling()
+        and not _is_meta(target)  # no values to check
+    ):
         t = target
         ok = (t >= 0) & (t < logits.shape[ax])
         if ignore_index is not None:
@@ -294,7 +298,8 @@ def linear_cross_entropy(
     With ``reduction="none"`` only the forward is available (the per-sample
     upstream gradient would need another pass over the vocabulary): backward
     raises ``NotImplementedError``.  Memory saved for backward: the gradients,
-    ``hidden``- and ``weight``-sized.  CPU only.
+    ``hidden``- and ``weight``-sized.  CPU (and ``meta``) tensors only; other
+    devices raise ``NotImplementedError``.
 
     Examples
     --------
@@ -319,8 +324,7 @@ def linear_cross_entropy(
     if bias is not None:
         _check_float("bias", bias)
     _check_reduction(reduction)
-    if not _is_cpu(hidden):
-        raise NotImplementedError("softmaxkit.torch.linear_cross_entropy runs on CPU only")
+    _check_kernel_device("linear_cross_entropy", hidden=hidden)
     need = _need_grad(hidden, linear_weight, bias)
     if need and reduction == "none":
         raise NotImplementedError(
@@ -407,6 +411,7 @@ def multiclass_hinge_loss(
     if _check_target(target, logits, ax) != "index":
         raise TypeError("multiclass_hinge_loss takes class-index targets")
     _check_reduction(reduction)
+    _check_kernel_device("multiclass_hinge_loss", logits=logits)
     w = None if weight is None else torch.as_tensor(weight).detach().to(torch.float64)
     loss, _ = _hinge_op(
         logits, target, float(margin), int(p), w, reduction, str(kind), ax, _need_grad(logits)
@@ -482,6 +487,7 @@ def max_margin_loss(scores, /, num_negatives, *, margin=1.0, reduction="sum"):
     """
     _check_float("scores", scores)
     _check_reduction(reduction)
+    _check_kernel_device("max_margin_loss", scores=scores)
     if isinstance(num_negatives, bool) or not isinstance(num_negatives, numbers.Integral):
         raise TypeError(f"num_negatives must be an int; got {num_negatives!r}")
     if num_negatives < 0 or scores.ndim < 1 or scores.shape[-1] % (num_negatives + 1):
