@@ -411,6 +411,65 @@ class Normalizer:
         """
         return self._normalize(chunk, axis, where, dtype, True)
 
+    def scan(
+        self,
+        chunk: ArrayLike,
+        /,
+        axis: int = -1,
+        *,
+        where: ArrayLike | None = None,
+    ) -> Array:
+        r"""Running logsumexp through ``chunk``, continuing the state; folds it in.
+
+        Entry ``k`` along ``axis`` is the logsumexp of everything folded in before
+        plus ``chunk[..., :k+1] / T``:
+
+        .. math::
+
+            y_k = \operatorname{logaddexp}\big(m + \ln s,\;
+            \operatorname{logcumsumexp}(v)_k\big), \qquad v = \text{chunk} / T,
+
+        so scanning the chunks of a long axis one after the other gives
+        :func:`softmaxkit.logcumsumexp` of the whole axis (the state is the carry),
+        e.g. an HMM forward pass over a stream.  The state is then updated as by
+        :meth:`update`.  ``axis`` is one axis (a scan has a direction); reducing it
+        must leave the batch shape.  Edge cases as :func:`softmaxkit.logcumsumexp`:
+        a prefix of ``-inf`` (or masked) entries on an empty state stays ``-inf``,
+        ``+inf`` gives ``+inf`` from there on, NaN gives NaN from there on.
+        Output dtype: that of the dense functions for the chunk's dtype.  Peak extra
+        memory: a float64 array of the chunk's size.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from softmaxkit import Normalizer, logcumsumexp
+        >>> x = np.array([0.5, -1.0, 2.0, 0.0, 1.5])
+        >>> nz = Normalizer.empty(())
+        >>> y = np.concatenate([nz.scan(x[:2]), nz.scan(x[2:])])
+        >>> bool(np.allclose(y, logcumsumexp(x)))
+        True
+        >>> bool(np.isclose(nz.logsumexp(), y[-1]))
+        True
+        """
+        from .scan import logcumsumexp
+
+        if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
+            raise TypeError(f"axis must be one int (a scan has a direction); got {axis!r}")
+        arr, axes, mask = self._chunk_axes(chunk, axis, where)
+        _, out_dtype = resolve_dtype(arr.dtype, None)
+        (ax,) = axes
+        v = arr.astype(np.float64)
+        if self._temperature != 1.0:
+            v = v / self._temperature
+        run = np.asarray(logcumsumexp(v, ax, where=mask))
+        lse0, _ = _state.finalize(self._m, self._s)
+        prev = np.expand_dims(np.asarray(lse0, dtype=np.float64), ax)
+        with np.errstate(invalid="ignore"):
+            out = np.logaddexp(prev, run)
+        # logaddexp(+inf, +inf) is +inf and NaN propagates: the dense contract's edges
+        self.update(arr, axis, where=where)
+        return _scalar(out.astype(out_dtype, copy=False))
+
 
 def _restore(m: ArrayLike, s: ArrayLike, temperature: float) -> Normalizer:
     return Normalizer._raw(np.array(m), np.array(s), temperature)
