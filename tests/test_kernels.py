@@ -716,3 +716,49 @@ def test_cache_dirs_cover_every_kernel_module():
     for p in sources:
         d = _hooks.cache_dir(str(p))
         assert d is None or d in dirs, (p, d)
+
+
+def test_kernel_modules_stay_small_and_acyclic():
+    # issue 19's layout rule: no kernel module over ~500 lines, and no import cycle
+    # among the kernel modules (relative imports, read from the sources)
+    import ast
+    import pathlib
+
+    root = pathlib.Path(_parallel.__file__).parent
+
+    def is_module(parts):
+        return (root.joinpath(*parts).with_suffix(".py")).is_file() or (
+            root.joinpath(*parts, "__init__.py")
+        ).is_file()
+
+    graph = {}
+    for p in root.rglob("*.py"):
+        assert len(p.read_text().splitlines()) <= 500, p
+        parts = p.relative_to(root).with_suffix("").parts
+        mod = parts[:-1] if parts[-1] == "__init__" else parts
+        pkg = mod if parts[-1] == "__init__" else parts[:-1]
+        deps = set()
+        for node in ast.walk(ast.parse(p.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                base = pkg[: len(pkg) - (node.level - 1)]
+                target = (*base, *(node.module.split(".") if node.module else ()))
+                for a in node.names:
+                    deps.add((*target, a.name) if is_module((*target, a.name)) else target)
+        graph[mod] = deps - {()}
+
+    state = {}
+
+    def visit(n, path):
+        if state.get(n) == 1:
+            raise AssertionError("import cycle: " + " -> ".join(".".join(m) for m in [*path, n]))
+        if state.get(n) == 2:
+            return
+        state[n] = 1
+        for d in sorted(graph.get(n, ())):
+            visit(d, [*path, n])
+        state[n] = 2
+
+    assert ("rows", "pieces") in graph[("rows", "store")]
+    assert ("topk",) in graph[("online",)]
+    for n in sorted(graph):
+        visit(n, [])

@@ -60,63 +60,29 @@ Modules (each imports only those above it):
 
 from __future__ import annotations
 
-from .blocks import EMPTY, FINITE, NAN, POSINF, ld, same_dtype, st
+from .blocks import EMPTY, FINITE, NAN, POSINF, ld, st
 from .entry import (
     CHUNK_MIN,
-    NT_MIN_BYTES,
-    STORE,
     inv_temperature,
     logsumexp_rows2d,
     n_chunks,
     softmax_rows2d,
     state_rows,
 )
-from .ranges import (
-    chunk_lse_finish,
-    chunk_scale_range,
-    chunk_states_range,
-    chunk_store_range,
-    chunk_write_range,
-    log_softmax_range,
-    logsumexp_range,
-    logsumexp_short_range,
-    softmax_range,
-    softmax_short_range,
-    softmax_store_range,
-    state_range,
-)
-from .store import L2_ROW
-from .tiles import SHORT, SHORT_STORE
 
+# The flags the tests switch, ``STORE`` and ``NT_MIN_BYTES``, are read by ``entry``:
+# set them there (``rows.entry.STORE``), not on this package.
 __all__ = [
     "CHUNK_MIN",
     "EMPTY",
     "FINITE",
-    "L2_ROW",
     "NAN",
-    "NT_MIN_BYTES",
     "POSINF",
-    "SHORT",
-    "SHORT_STORE",
-    "STORE",
-    "chunk_lse_finish",
-    "chunk_scale_range",
-    "chunk_states_range",
-    "chunk_store_range",
-    "chunk_write_range",
     "inv_temperature",
     "ld",
-    "log_softmax_range",
-    "logsumexp_range",
     "logsumexp_rows2d",
-    "logsumexp_short_range",
     "n_chunks",
-    "same_dtype",
-    "softmax_range",
     "softmax_rows2d",
-    "softmax_short_range",
-    "softmax_store_range",
     "st",
-    "state_range",
     "state_rows",
 ]
