@@ -103,6 +103,15 @@ def _row_max(x, i):
     return m
 
 
+@njit(cache=True, nogil=True)
+def _fail_row(i, code, out, fill, status):
+    """Row i cannot be computed as the runtime does: status ``code``, every output
+    ``fill`` (the runtime aborts, or its int32 sum wraps around)."""
+    status[i] = code
+    for j in range(out.shape[1]):
+        out[i, j] = fill
+
+
 @njit(cache=True, nogil=True, inline="always")
 def _sum_exp_q12(x, i, m, exp, keep):
     """Row i's Q12.19 sum of the tabulated Q0.31 exps (int64: may pass the int32 range)."""
@@ -127,16 +136,12 @@ def softmax_fixed_rows(x, exp, keep, out_bits, out_min, out_max, out, status, r0
         m = _row_max(x, i)
         s = _sum_exp_q12(x, i, m, exp, keep)
         if s > _I32_MAX:
-            status[i] = OVERFLOW
-            for j in range(x.shape[1]):
-                out[i, j] = out_min
+            _fail_row(i, OVERFLOW, out, out_min, status)
             continue
         scale, num_bits_over_unit = get_reciprocal(s, 12)
         exponent = num_bits_over_unit + 31 - out_bits
         if exponent < 0 or exponent > 31:
-            status[i] = RANGE
-            for j in range(x.shape[1]):
-                out[i, j] = out_min
+            _fail_row(i, RANGE, out, out_min, status)
             continue
         status[i] = OK
         for j in range(x.shape[1]):
@@ -225,9 +230,7 @@ def log_softmax_fixed_rows(
         m = _row_max(x, i)
         s = _sum_exp_q12(x, i, m, exp, keep)
         if s > _I32_MAX:
-            status[i] = OVERFLOW
-            for j in range(x.shape[1]):
-                out[i, j] = out_min
+            _fail_row(i, OVERFLOW, out, out_min, status)
             continue
         status[i] = OK
         log_sum = log_x_ge_1_q5_from_q12(s)
@@ -311,9 +314,7 @@ def softmax_int16_rows(x, multiplier, shift, exp_lut, recip_lut, out, status, r0
             sym = min(max(scaled + 32767, -32768), 32767)
             s += _lut_lookup16(sym, exp_lut)
         if s > _I32_MAX:
-            status[i] = OVERFLOW
-            for j in range(x.shape[1]):
-                out[i, j] = 0
+            _fail_row(i, OVERFLOW, out, 0, status)
             continue
         status[i] = OK
         headroom_plus_one = clz32(s)
