@@ -1,6 +1,9 @@
-"""The sorted top-k buffer shared by the streaming top-k (``online.py``), the
-per-token vocabulary outputs (``vocab.py``) and top-k sampling (``sampling/scan.py``)
-(Numba, inlined into their kernels).
+"""The sorted top-k buffer shared by the streaming top-k (``online.py``) and the
+per-token vocabulary outputs (``vocab.py``) (Numba).  Callers test ``cnt < k or
+gt(key, bufv[k - 1])`` themselves and call ``insert`` only on an insertion: the call
+is not free (a call per scanned entry made topk_softmax 3.5x slower).  Sampling's
+``_heap`` (``sampling/scan.py``) keeps its own copy of the loop: through ``insert``
+top-k sampling measured 20% slower (sample top_k=50, [64, 128000]: 25.4 vs 21.2 ms).
 
 The buffer ``bufv[:cnt]`` holds the ``cnt <= k`` largest keys seen so far in
 descending ranking order (``gt``: NaN above everything, as ``torch.topk``), with

@@ -9,7 +9,6 @@ import numpy as np
 from numba import njit
 
 from ..exp import exp_, fmax
-from ..topk import insert as topk_insert
 from .keys import _FM, _TILE
 
 # --------------------------------------------------------------------------- pass 1
@@ -117,10 +116,23 @@ def _heap(xr, T, unit, K, bufv, bufi, acc):
         for j in range(tn):
             key = _v(xs[j], T, unit)
             if cnt < K:
-                cnt = topk_insert(bufv, bufi, cnt, K, key, t0 + j)
+                pos = cnt
+                while pos > 0 and key > bufv[pos - 1]:
+                    bufv[pos] = bufv[pos - 1]
+                    bufi[pos] = bufi[pos - 1]
+                    pos -= 1
+                bufv[pos] = key
+                bufi[pos] = t0 + j
+                cnt += 1
             elif key > bufv[K - 1]:
                 old = bufv[K - 1]
-                topk_insert(bufv, bufi, cnt, K, key, t0 + j)
+                pos = K - 1
+                while pos > 0 and key > bufv[pos - 1]:
+                    bufv[pos] = bufv[pos - 1]
+                    bufi[pos] = bufi[pos - 1]
+                    pos -= 1
+                bufv[pos] = key
+                bufi[pos] = t0 + j
                 # the evicted entry (value old) still ties the new K-th only if equal
                 neq = neq + 1 if bufv[K - 1] == old else 0
             elif key == bufv[K - 1]:
