@@ -1,4 +1,4 @@
-"""The fused kernels (``_kernels/rows.py``, ``cols.py``, ``exp.py``) against the float64
+"""The fused kernels (``_kernels/rows/``, ``cols.py``, ``exp.py``) against the float64
 reference twin, across every kernel path: short-row tiles, regular rows, store-then-scale
 rows, long rows split into parallel chunks, column kernels, the layout fallback copy."""
 
@@ -478,7 +478,7 @@ def test_state_switches_between_fast_and_tie_sums(monkeypatch, T, dtype):
             big = np.repeat(x[[0, 1, 2, 5]], 60, axis=1)  # 4 rows of 300000: split
             for nostore in (False, True) if op == "softmax" else (False,):
                 if nostore:
-                    monkeypatch.setattr(rows, "STORE", False)
+                    monkeypatch.setattr(rows.entry, "STORE", False)
                     _check(getattr(sk, op)(x, temperature=T), want, dtype, op)
                 _check(
                     getattr(sk, op)(big, temperature=T),
@@ -494,8 +494,8 @@ def test_streaming_store_paths(monkeypatch, dtype):
     """Write passes with non-temporal stores (``nt.nt_copy``), normally only for outputs
     of 32 MiB and more, forced here on small arrays: split rows, unsplit rows longer
     than L2_ROW, an output whose start is not 64-byte aligned, in place."""
-    monkeypatch.setattr(rows, "NT_MIN_BYTES", 0)
-    monkeypatch.setattr(rows, "STORE", False)  # softmax streams where it does not store
+    monkeypatch.setattr(rows.entry, "NT_MIN_BYTES", 0)
+    monkeypatch.setattr(rows.entry, "STORE", False)  # softmax streams where it does not store
     for shape in ((2, 600_000), (1, 1_100_000), (8, 70_001)):
         x = _x(shape, dtype)
         x[0, 5] = np.inf if shape[0] > 1 else x[0, 5]  # a special row among them
@@ -700,3 +700,65 @@ def test_signed_weights_below_minus_one(dtype, n):
         np.testing.assert_allclose(got, want, rtol=1e-6 if dtype == np.float32 else 1e-12)
         assert np.all(sign == -1.0)
         assert np.isnan(sk.logsumexp(xx, axis=axis, b=bb)).all()
+
+
+def test_cache_dirs_cover_every_kernel_module():
+    # Numba keeps a kernel's cache in a directory derived from its source file's
+    # directory, so each _kernels subpackage (rows/, losses/, sampling/) has its own;
+    # `softmaxkit warmup --clear` deletes only what _hooks.cache_dirs() lists
+    import pathlib
+
+    from softmaxkit._kernels import _hooks
+
+    dirs = set(_hooks.cache_dirs())
+    sources = sorted(pathlib.Path(_hooks.__file__).parent.rglob("*.py"))
+    assert any(p.parent.name == "rows" for p in sources)
+    for p in sources:
+        d = _hooks.cache_dir(str(p))
+        assert d is None or d in dirs, (p, d)
+
+
+def test_kernel_modules_stay_small_and_acyclic():
+    # issue 19's layout rule: no kernel module over ~500 lines, and no import cycle
+    # among the kernel modules (relative imports, read from the sources)
+    import ast
+    import pathlib
+
+    root = pathlib.Path(_parallel.__file__).parent
+
+    def is_module(parts):
+        return (root.joinpath(*parts).with_suffix(".py")).is_file() or (
+            root.joinpath(*parts, "__init__.py")
+        ).is_file()
+
+    graph = {}
+    for p in root.rglob("*.py"):
+        assert len(p.read_text().splitlines()) <= 500, p
+        parts = p.relative_to(root).with_suffix("").parts
+        mod = parts[:-1] if parts[-1] == "__init__" else parts
+        pkg = mod if parts[-1] == "__init__" else parts[:-1]
+        deps = set()
+        for node in ast.walk(ast.parse(p.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                base = pkg[: len(pkg) - (node.level - 1)]
+                target = (*base, *(node.module.split(".") if node.module else ()))
+                for a in node.names:
+                    deps.add((*target, a.name) if is_module((*target, a.name)) else target)
+        graph[mod] = deps - {()}
+
+    state = {}
+
+    def visit(n, path):
+        if state.get(n) == 1:
+            raise AssertionError("import cycle: " + " -> ".join(".".join(m) for m in [*path, n]))
+        if state.get(n) == 2:
+            return
+        state[n] = 1
+        for d in sorted(graph.get(n, ())):
+            visit(d, [*path, n])
+        state[n] = 2
+
+    assert ("rows", "pieces") in graph[("rows", "store")]
+    assert ("topk",) in graph[("online",)]
+    for n in sorted(graph):
+        visit(n, [])

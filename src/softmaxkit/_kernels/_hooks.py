@@ -187,7 +187,18 @@ def cache_dir(source: str | None = None) -> str | None:
 
 
 def cache_dirs() -> list[str]:
-    """Every directory that may hold softmaxkit's compiled kernels: ``_kernels`` and the
-    package itself (the bench's copy kernels)."""
-    dirs = [cache_dir(), cache_dir(os.path.join(_PKG, "__init__.py"))]
+    """Every directory that may hold softmaxkit's compiled kernels: ``_kernels``, each of
+    its subpackages (``rows/``, ``losses/``, ``sampling/``: Numba keys the cache on a
+    source's directory) and the package itself (the bench's copy kernels)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    subs = sorted(
+        os.path.join(here, d, "__init__.py")
+        for d in os.listdir(here)
+        if os.path.isfile(os.path.join(here, d, "__init__.py"))
+    )
+    dirs = [
+        cache_dir(),
+        *(cache_dir(s) for s in subs),
+        cache_dir(os.path.join(_PKG, "__init__.py")),
+    ]
     return [d for d in dict.fromkeys(dirs) if d]

@@ -5,7 +5,7 @@ axis of an F array, and any dense layout whose reduced axes form one run in memo
 Each task owns ``QB`` adjacent columns of one ``p`` (and, when there are too few such
 tasks for the threads, a chunk of the ``n`` rows, merged afterwards with the (max,
 sum) rule).  It streams over the reduced rows in tiles of ``JB`` rows with
-per-column state -- the same state as the row kernels (``rows.py``):
+per-column state -- the same state as the row kernels (``rows/``):
 ``m`` (compute dtype), ``r = sum_{x<m} w exp((x-m)/T)`` and ``w0 = sum_{x==m} w``
 (float64, tile sums in the compute dtype) -- all loops vectorised along ``q``
 (contiguous).  Pass 1: per tile, column max, rescale, column sums (the tile is
@@ -22,7 +22,8 @@ import numpy as np
 from numba import njit
 
 from .exp import FASTMATH, expd, expd_unit, fmax, is32
-from .rows import EMPTY, FINITE, NAN, _classify, _log_sum, _winf_ovf, ld, st
+from .rows.blocks import EMPTY, FINITE, NAN, ld, st
+from .rows.pieces import _classify, _log_sum, _winf_ovf
 
 QB = 4096  # columns per task: 16 KiB of float32 per row slice.  Measured on [8192, 4096]
 # float32 axis=0 (softmax / log_softmax / logsumexp, ms): QB 256 x JB 32: 66 / 64 / 23;

@@ -48,7 +48,7 @@ from .exp import _log_sum_pair, exp_
 from .view import row
 
 # never nnan / ninf (masked entries are -inf; NaN must propagate); no "contract"
-# (the max and each difference must be formed the same way, see _kernels/losses.py)
+# (the max and each difference must be formed the same way, see _kernels/losses/)
 _FM = {"nsz", "arcp", "afn", "reassoc"}
 
 FORWARD = 0

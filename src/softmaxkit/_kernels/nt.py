@@ -12,7 +12,7 @@ cannot prove the 64-byte alignment the vector instruction needs), so
 cache-resident block (``src``, e.g. an L1 scratch block the kernels just wrote)
 to ``dst`` with aligned vector stores and plain stores for the unaligned head and
 tail.  The kernels use it for their write pass when the output is at least
-``NT_MIN_BYTES`` (``rows.py``); below that, the output is better left in cache for
+``NT_MIN_BYTES`` (``rows/entry.py``); below that, the output is better left in cache for
 whatever reads it next.
 """
 

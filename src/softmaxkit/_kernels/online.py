@@ -28,6 +28,8 @@ from numba import njit
 
 from ._parallel import over_rows
 from .exp import FASTMATH, exp_
+from .topk import gt as topk_gt
+from .topk import insert as topk_insert
 
 _BLOCK = 256
 
@@ -131,14 +133,6 @@ def normalize_rows(x, mask, has_mask, T, m, s, log, out):
                     out[i, j] = math.exp(d) / si
 
 
-@njit(cache=True, nogil=True, inline="always")
-def _gt(a, b):
-    """Ranking order of top-k keys: NaN above everything (as ``torch.topk``)."""
-    if a != a:
-        return b == b
-    return a > b
-
-
 @njit(cache=True, nogil=True, fastmath=FASTMATH)
 def _sum_exp(vt, cnt, m):
     """sum_{j < cnt} exp(vt[j] - m) for m finite and vt[j] <= m: the row kernels'
@@ -201,16 +195,11 @@ def topk_rows(x, mask, has_mask, T, k, probs, idx, r0, r1):
                     key = vt[j]
                     if has_mask and not mask[i, t0 + j]:
                         key = -np.inf
-                    if cnt < k or _gt(key, bufv[k - 1]):
-                        pos = cnt if cnt < k else k - 1
-                        while pos > 0 and _gt(key, bufv[pos - 1]):
-                            bufv[pos] = bufv[pos - 1]
-                            bufi[pos] = bufi[pos - 1]
-                            pos -= 1
-                        bufv[pos] = key
-                        bufi[pos] = t0 + j
-                        if cnt < k:
-                            cnt += 1
+                    # the test here, not only inside topk_insert: the call then
+                    # happens only on an insertion (topk_softmax [1024, 32000] k=50:
+                    # 2.2 s with a call per entry against 0.64 s)
+                    if cnt < k or topk_gt(key, bufv[k - 1]):
+                        cnt = topk_insert(bufv, bufi, cnt, k, key, t0 + j)
             # -- online normalizer --
             if tnan:
                 nan = True

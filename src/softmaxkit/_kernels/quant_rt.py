@@ -25,7 +25,7 @@ import math
 import numpy as np
 from numba import njit
 
-from .quant import mul_by_quantized_multiplier
+from .fixedpoint import mul_by_quantized_multiplier
 
 
 @njit(cache=True, nogil=True, inline="always")

@@ -28,6 +28,8 @@ from numba import njit
 
 from ._parallel import over_rows
 from .exp import exp_
+from .topk import gt as topk_gt
+from .topk import insert as topk_insert
 
 # never nnan / ninf: -inf and NaN are data here
 _FM = {"nsz", "arcp", "afn", "reassoc", "contract"}
@@ -36,14 +38,6 @@ _TILE = 512
 # columns of the float64 per-row output ``st``
 LSE, ENT, LP, CE, NINF, CNT = 0, 1, 2, 3, 4, 5
 NST = 6
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _gt(a, b):
-    """Ranking order: NaN above everything (as ``torch.topk`` / ``torch.argmax``)."""
-    if a != a:
-        return b == b
-    return a > b
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -171,7 +165,7 @@ def _fold_row(x, mask, has_mask, i, T, cap, k, bufv, bufi, vt, incl, want_sd):
                 if inc:
                     v = _tv(x[i, t0 + j], cap, T)
                     tcnt += 1
-                    if am < 0 or _gt(v, amv):
+                    if am < 0 or topk_gt(v, amv):
                         am = t0 + j
                         amv = v
                     if v != v:
@@ -185,17 +179,9 @@ def _fold_row(x, mask, has_mask, i, T, cap, k, bufv, bufi, vt, incl, want_sd):
                 vt[j] = v
         if k > 0 and (tnan or kc < k or tmax > bufv[k - 1]):
             for j in range(tn):
-                key = vt[j]
-                if kc < k or _gt(key, bufv[k - 1]):
-                    pos = kc if kc < k else k - 1
-                    while pos > 0 and _gt(key, bufv[pos - 1]):
-                        bufv[pos] = bufv[pos - 1]
-                        bufi[pos] = bufi[pos - 1]
-                        pos -= 1
-                    bufv[pos] = key
-                    bufi[pos] = t0 + j
-                    if kc < k:
-                        kc += 1
+                # tested here too: the call happens only on an insertion (see online.py)
+                if kc < k or topk_gt(vt[j], bufv[k - 1]):
+                    kc = topk_insert(bufv, bufi, kc, k, vt[j], t0 + j)
         nan |= tnan
         if nan or tcnt == 0:
             cnt += tcnt

@@ -1,0 +1,218 @@
+"""Entry points of the row kernels (plain Python): pick the path (short-row tiles, whole
+rows, store-then-scale, split rows, streaming stores) and the thread count, allocate
+the chunk states, and run the range kernels (``softmax_rows2d``,
+``logsumexp_rows2d``, ``state_rows``).  Module flags the tests switch:
+``STORE`` (store-then-scale) and ``NT_MIN_BYTES`` (streaming stores).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..nt import NT_MIN_BYTES
+from .blocks import _BLOCK
+from .ranges import (
+    chunk_lse_finish,
+    chunk_scale_range,
+    chunk_states_range,
+    chunk_store_range,
+    chunk_write_range,
+    log_softmax_range,
+    logsumexp_range,
+    logsumexp_short_range,
+    softmax_range,
+    softmax_short_range,
+    softmax_store_range,
+    state_range,
+)
+from .store import L2_ROW
+from .tiles import _TILE, SHORT, SHORT_STORE
+
+# --------------------------------------------------------------------------- entry points
+CHUNK_MIN = 1 << 15  # shortest chunk worth a task of its own
+# softmax by store-then-scale wherever it applies (no mask, out in the compute dtype,
+# not in place): pass 2 rescales the stored exps instead of a second exp per value.
+# False only in tests, to reach the two-exp paths with plain arrays.
+STORE = True
+
+
+def _dummy2(dtype):
+    # read-only and non-contiguous, so it has the same Numba type as a broadcast mask
+    return np.lib.stride_tricks.as_strided(np.ones(2, dtype), (1, 1), (0, 2), writeable=False)
+
+
+_DUMMY_MASK = _dummy2(np.bool_)
+_DUMMY_B = _dummy2(np.float64)
+
+
+def n_chunks(R: int, n: int, nt: int) -> int:
+    """How many parallel chunks to split each row into (1: rows are enough work)."""
+    if nt == 1 or R >= 4 * nt or n < 2 * CHUNK_MIN:
+        return 1
+    return max(1, min(-(-4 * nt // R), n // CHUNK_MIN))
+
+
+def _chunking(n, nch):
+    cs = -(-n // nch)
+    cs = -(-cs // 64) * 64
+    return cs, -(-n // cs)
+
+
+def inv_temperature(T: float, compute: np.dtype):
+    """``1/T`` in the compute dtype, or None when it is not a finite normal number."""
+    if T == 1.0:
+        return compute.type(1.0)
+    with np.errstate(over="ignore", divide="ignore"):
+        inv = compute.type(np.float64(1.0) / np.float64(T))
+    if not (np.isfinite(inv) and inv >= np.finfo(compute).tiny):
+        return None
+    return inv
+
+
+def softmax_rows2d(x, mask, out, T, invT, log):
+    """softmax / log_softmax over the rows of C-contiguous ``x[R, n]`` into ``out``."""
+    from .._parallel import run, threads_for
+
+    has_mask = mask is not None
+    mask = _DUMMY_MASK if mask is None else mask
+    R, n = x.shape
+    T = np.float64(T)
+    nt = threads_for(x.size, invT.itemsize)
+    # In place (out is x): the store paths overwrite x in pass 1, and a special row
+    # (+inf) is rewritten from x afterwards; they are skipped, as is the "touch".
+    inplace = np.may_share_memory(x, out)
+    store = STORE and not log and not has_mask and out.dtype == invT.dtype and not inplace
+    if n <= SHORT and not has_mask and not (store and n >= SHORT_STORE):
+        rpt = max(1, _TILE // n)
+        run(softmax_short_range, -(-R // rpt), nt, x, out, T, invT, log, rpt)
+        return
+    # softmax with ``store`` is store-then-scale at every row length, split or not:
+    # pass 2 re-reads the stored exps (from L2, L3 or memory) and multiplies, where the
+    # two-exp path computes every exp twice.  That costs more memory traffic (the
+    # output is read once more and write-allocated in pass 1) but the exp is the
+    # bottleneck: out=, medians, two-exp + streaming stores -> store-then-scale,
+    # [1, 3.2e7] float32 17.2 -> 13.9 ms, float64 47.5 -> 31.2 ms; [16, 2e6] float32
+    # 13.0 -> 7.8, float64 39.5 -> 26.6; [256, 131072] float64 36.1 -> 22.1.
+    # Streaming stores for outputs bigger than the last-level cache (see nt.py), in the
+    # write pass of the other unmasked rows too long for L2 (log_softmax; softmax in
+    # place): measured [1, 3.2e7] float32 log_softmax out= 20 -> 13 ms.  Rows that
+    # fit in L2 keep plain stores: log_softmax's pass 1 already write-allocates the
+    # output while it computes exps (the "touch"), which measured faster than streaming
+    # from a scratch row.
+    stream = out.nbytes >= NT_MIN_BYTES and out.dtype == invT.dtype and n > L2_ROW
+    nch = n_chunks(R, n, nt)
+    if inplace and T < 1:
+        # a finite x whose x / T overflows makes a +inf row, whose write pass counts
+        # the overflowing entries over the whole row (_winf_ovf): with the row split,
+        # other tasks may already have overwritten their chunks.  Rows stay whole.
+        nch = 1
+    if nch == 1 and store:
+        run(softmax_store_range, R, nt, x, out, T, invT)
+        return
+    if nch == 1:
+        if log:
+            args = (x, mask, out, has_mask, T, invT, stream, not inplace)
+            run(log_softmax_range, R, nt, *args)
+        else:
+            run(softmax_range, R, nt, x, mask, out, has_mask, T, invT, stream)
+        return
+    cs, nch = _chunking(n, nch)
+    M, Rr, W = np.empty(R * nch), np.empty(R * nch), np.empty(R * nch)
+    if store:
+        MB = np.empty((R * nch, -(-cs // _BLOCK)))
+        run(chunk_store_range, R * nch, nt, x, out, nch, cs, invT, M, Rr, W, MB)
+        # the rescale is ~0.06 ns per value: below 4M values a thread hand-off (~55 us
+        # here) costs more than it saves ([1, 1e6] float32: 94 -> 64 us)
+        nts = 1 if x.size < (1 << 22) else nt
+        run(chunk_scale_range, R * nch, nts, x, out, nch, cs, T, invT, M, Rr, W, MB)
+        return
+    args = (x, mask, mask, has_mask, False, nch, cs, invT, M, Rr, W, log)
+    run(chunk_states_range, R * nch, nt, *args)
+    # log_softmax's write pass has no exp (~0.1 ns per value): one thread below 4M values
+    nts = 1 if (log and x.size < (1 << 22)) else nt
+    run(
+        chunk_write_range,
+        R * nch,
+        nts,
+        *(x, mask, out, has_mask, nch, cs, T, invT, log, M, Rr, W, stream),
+    )
+
+
+def logsumexp_rows2d(x, mask, b, T, invT, lse, sign):
+    """(log|sum|, sign) over the rows of C-contiguous ``x[R, n]``.
+
+    ``lse`` is float64 or the compute dtype (the float64 result rounded once);
+    ``sign`` is float64, or empty when the caller does not need it.
+    """
+    from .._parallel import run, threads_for
+
+    has_mask = mask is not None
+    has_b = b is not None
+    mask = _DUMMY_MASK if mask is None else mask
+    b = _DUMMY_B if b is None else b
+    R, n = x.shape
+    T = np.float64(T)
+    nt = threads_for(x.size, invT.itemsize)
+    if n <= SHORT and not has_mask and not has_b:
+        rpt = max(1, _TILE // n)
+        run(logsumexp_short_range, -(-R // rpt), nt, x, T, invT, rpt, lse, sign)
+        return
+    nch = n_chunks(R, n, nt)
+    if nch == 1:
+        run(logsumexp_range, R, nt, x, mask, b, has_mask, has_b, T, invT, lse, sign)
+        return
+    cs, nch = _chunking(n, nch)
+    M, Rr, W = np.empty(R * nch), np.empty(R * nch), np.empty(R * nch)
+    args = (x, mask, b, has_mask, has_b, nch, cs, invT, M, Rr, W, True)
+    run(chunk_states_range, R * nch, nt, *args)
+    chunk_lse_finish(x, mask, b, has_mask, has_b, nch, T, invT, M, Rr, W, lse, sign)
+
+
+def state_rows(x, mask, b, T, has_mask, has_b, m_out, s_out):
+    """The mergeable (m, s) state of each row of ``x[R, n]``, in float64.
+
+    ``m`` is the max of the included ``x / T`` and ``s = sum_j w_j exp(x_j / T - m)``.
+    Special rows: empty or all ``-inf`` -> (-inf, 0); ``+inf`` present -> (+inf, total
+    weight of the +inf entries); NaN -> (NaN, NaN).  See ``softmaxkit._core.state``.
+    Same pass as logsumexp (one read of ``x``); ``s = w0 + r``.
+    """
+    from .._parallel import run, threads_for
+
+    x = np.asarray(x)
+    if x.dtype == np.float16:
+        x = x.view(np.uint16)
+    compute = np.dtype(np.float64) if x.dtype == np.float64 else np.dtype(np.float32)
+    if x.dtype not in (np.float32, np.float64, np.uint16):
+        x = x.astype(np.float64)
+        compute = np.dtype(np.float64)
+    T = float(T)
+    invT = inv_temperature(T, compute)
+    if invT is None:
+        with np.errstate(over="ignore", under="ignore"):
+            x = (x.view(np.float16) if x.dtype == np.uint16 else x).astype(np.float64) / T
+        T, invT = 1.0, np.float64(1.0)
+    if not x.flags.c_contiguous:
+        x = np.ascontiguousarray(x)
+    R = x.shape[0]
+    if R == 0:
+        return
+    if x.shape[1] == 0:
+        m_out[:] = -np.inf
+        s_out[:] = 0.0
+        return
+    mask = mask if has_mask else _DUMMY_MASK
+    b = b if has_b else _DUMMY_B
+    run(
+        state_range,
+        R,
+        threads_for(x.size, invT.itemsize),
+        x,
+        mask,
+        b,
+        has_mask,
+        has_b,
+        np.float64(T),
+        invT,
+        m_out,
+        s_out,
+    )

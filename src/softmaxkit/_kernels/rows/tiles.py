@@ -1,0 +1,154 @@
+"""Short rows (``n <= SHORT``) a tile at a time: the tile is copied transposed into an
+L1 buffer so that SIMD lanes run across rows (max, exps and sums are vector loops
+over rows); special rows (NaN, +-inf max) are written by the general row code.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from ..exp import FASTMATH, expd, fmax, is32, log_sum_array
+from .blocks import FINITE, ld, same_dtype, st
+from .pieces import _classify, _finite_state, _lse_finish_group, _write_row
+
+# --------------------------------------------------------------------------- short rows
+# Rows of at most SHORT values are processed a tile of ~_TILE values at a time, copied
+# transposed into ``tb[n, nr]`` (L1) so that SIMD lanes run across rows: the row maxima,
+# exps and sums are vector loops over ``nr`` rows at a time (a row of 10 values would
+# otherwise be a scalar remainder loop, and per-row state a scalar loop each).
+# softmax / log_softmax write the tile back row-major from ``tb``.  Special rows (NaN,
+# +-inf max) are written by the general row code.
+SHORT = 48  # measured: tiles win up to n = 48, the row kernels from n = 64
+# softmax rows of at least SHORT_STORE values go to the store-then-scale row kernel
+# when it applies (``softmax_rows2d``): single thread, float64, n = 24 / 32 / 48:
+# 18.3 / 11.6 / 10.0 ms against the tile's 18.4 / 20.1 / 15.2 ms (float32: equal);
+# at n = 16 the tile wins (21 vs 21-23 ms float64, 11 vs 15 ms float32)
+SHORT_STORE = 24
+_TILE = 4096
+# tiles of rows shorter than this are transposed a column at a time (_tile_states)
+_COLWISE32 = 16
+_COLWISE64 = 11
+
+
+@njit(fastmath=FASTMATH, cache=True)
+def _col_max(col, mc):
+    for k in range(mc.shape[0]):
+        mc[k] = fmax(mc[k], col[k])
+
+
+@njit(fastmath=FASTMATH, cache=True)
+def _col_sum(col, mc, sc, cc, invT, store):
+    """Add column ``col`` to the rows' sums ``sc`` (below the max) and tie counts ``cc``;
+    ``store``: the exps replace the column (softmax writes them scaled)."""
+    z = ld(0.0, invT)
+    one = ld(1.0, invT)
+    for k in range(mc.shape[0]):
+        v = col[k]
+        m = mc[k]
+        e = expd(v, m, invT)
+        sc[k] += z if v >= m else e
+        cc[k] += one if v == m else z
+        if store:
+            col[k] = e
+
+
+@njit(fastmath=FASTMATH, cache=True)
+def _tile_states(x, i0, i1, invT, store):
+    """Rows i0:i1 of short rows transposed into ``tb[n, nr]`` (compute dtype), their
+    maxima ``M`` and float64 ``Rr`` (sum below the max) and ``W`` (tie count);
+    ``store``: ``tb`` then holds the exps instead of x."""
+    n = x.shape[1]
+    nr = i1 - i0
+    dt = np.full(1, invT).dtype
+    tb = np.empty((n, nr), dtype=dt)
+    if n < (_COLWISE32 if is32(invT) else _COLWISE64) and same_dtype(x, invT):
+        # a column of the tile at a time (strided loads).  The copy alone, 1e6 rows of
+        # 10, one thread: float32 8.0 -> 5.1 ms, float64 14.7 -> 8.8 ms; whole
+        # logsumexp of rows of 10, float32: 16.3 -> 12.7 ns per row.  Longer rows
+        # (float32 16, float64 15: 8-10% slower in the whole op) and float16 bits (at
+        # every n) copy faster a row at a time, below.
+        for j in range(n):
+            tj = tb[j]
+            xc = x[i0:i1, j]
+            for r in range(nr):
+                tj[r] = xc[r]
+    else:
+        xs = x[i0:i1]
+        for r in range(nr):
+            xr = xs[r]
+            for j in range(n):
+                tb[j, r] = ld(xr[j], invT)
+    M = np.full(nr, -np.inf, dtype=dt)
+    for j in range(n):
+        _col_max(tb[j], M)
+    Sc = np.zeros(nr, dtype=dt)
+    Cc = np.zeros(nr, dtype=dt)
+    # with the tie split kept: a plain float32 sum per lane (40 terms in one lane,
+    # the max's 1 included) measured 4.7e-7 in test_expd32_argument_is_exact
+    for j in range(n):
+        _col_sum(tb[j], M, Sc, Cc, invT, store)
+    return tb, M, Sc.astype(np.float64), Cc.astype(np.float64)
+
+
+@njit(fastmath=FASTMATH, cache=True)
+def _softmax_tile(t, x, out, T, invT, log, rows_per_tile):
+    """softmax / log_softmax of a tile of short rows, via ``_tile_states``.
+
+    Measured against the row-major tile it replaces (per-row max / state loops of 10
+    values): [1e6, 10] float32 softmax 21 -> 13 ms, float64 log_softmax 27 -> 17.5
+    ms (2 threads).
+    """
+    R, n = x.shape
+    i0 = t * rows_per_tile
+    i1 = min(i0 + rows_per_tile, R)
+    nr = i1 - i0
+    tb, M, Rr, W = _tile_states(x, i0, i1, invT, not log)
+    L = np.empty(nr if log else 0)
+    if log:
+        log_sum_array(W, Rr, L)
+    C = np.empty(nr, dtype=M.dtype)  # per row: log S, or 1 / S
+    bad = 0
+    for k in range(nr):
+        C[k] = ld(L[k], invT) if log else ld(1.0 / (W[k] + Rr[k]), invT)
+        mT = np.float64(M[k]) / T
+        bad += 0 if _finite_state(mT, Rr[k], W[k]) else 1
+    # special rows (NaN, +-inf) are computed from x into a scratch first and copied in
+    # after the tile write: with out = x (in place) the tile write overwrites x
+    sp = np.empty((bad, n), dtype=out.dtype)
+    k = 0
+    for r in range(nr if bad else 0):
+        code, _ = _classify(M[r], Rr[r], W[r], T)
+        if code != FINITE:
+            _write_row(x[i0 + r], x[i0 + r], sp[k], False, 0, n, M[r], Rr[r], W[r], T, invT, log)
+            k += 1
+    # back to row-major, a column at a time (strided stores: faster here than a row
+    # at a time with strided loads, 20 against 24 ms single-thread)
+    os = out[i0:i1].reshape(nr * n)
+    for j in range(n):
+        tj = tb[j]
+        if log:
+            for r in range(nr):
+                os[r * n + j] = st((tj[r] - M[r]) * invT - C[r], os)
+        else:
+            for r in range(nr):
+                os[r * n + j] = st(tj[r] * C[r], os)
+    k = 0
+    for r in range(nr if bad else 0):
+        code, _ = _classify(M[r], Rr[r], W[r], T)
+        if code != FINITE:
+            out[i0 + r, :] = sp[k]
+            k += 1
+
+
+@njit(fastmath=FASTMATH, cache=True)
+def _lse_tile(t, x, T, invT, rows_per_tile, lse, sign):
+    """logsumexp of a tile of short rows, via ``_tile_states`` (``log(w0 + r)`` is one
+    vectorised loop per tile)."""
+    R = x.shape[0]
+    i0 = t * rows_per_tile
+    i1 = min(i0 + rows_per_tile, R)
+    _tb, M, Rr, W = _tile_states(x, i0, i1, invT, False)
+    L = np.empty(i1 - i0)
+    log_sum_array(W, Rr, L)
+    _lse_finish_group(x, x, x, False, i0, i1, M, Rr, W, L, T, lse, sign)

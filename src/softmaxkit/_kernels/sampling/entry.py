@@ -1,0 +1,245 @@
+"""The sampling kernel ``_sample_rows`` (one row at a time: pass 1, the path's filter,
+the race) and its entry point ``sample_rows``, which runs it on the library's
+threads with a per-thread scratch for the candidates (``release_scratch``).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+
+import numpy as np
+from numba import njit
+
+from .._parallel import run, threads_for
+from ..view import row
+from .keys import _KMAX, _TILE, stream_base
+from .race import _race_init, _race_one, _race_row
+from .scan import _LEV, _first_eq, _has_nan, _heap, _max16, _store_v, _sum_levels, _v
+from .top_p import _compact, _fill, _gather, _top_p_threshold, _weights
+
+# --------------------------------------------------------------------------- driver
+
+
+_TLS = threading.local()
+
+
+def _scratch(n: int):
+    """This thread's candidate buffers (index, value, weight) of at least ``n`` entries,
+    kept for the next call: fresh ones cost a page fault per 4 KiB touched (top-p of a
+    [1, 262144] row: 0.5 ms of faults for 1.5 MB of candidates, as much as the rest of
+    the call)."""
+    buf = getattr(_TLS, "buf", None)
+    if buf is None or buf[0].shape[0] < n:
+        buf = (np.empty(n, dtype=np.int64), np.empty(n), np.empty(n))
+        _TLS.buf = buf
+    return buf
+
+
+def sample_rows(x, T, greedy, K, P, logq, S, seed, row0, need_z, tokens, info):
+    """Run :func:`_sample_rows` over the rows on the library's threads, each thread
+    with its own scratch (``24 n`` bytes when the path needs candidates, kept per thread
+    for reuse; ``release_scratch`` drops them)."""
+    R, n = x.shape
+    if R == 0:
+        return
+    need = (P < 1.0 or K > _KMAX) and not (0 < K <= _KMAX) and not greedy
+    ns = n if need else 1
+
+    def task(t0, t1):
+        ci, cv, cw = _scratch(ns)
+        _sample_rows(
+            x, T, greedy, K, P, logq, S, seed, row0, need_z, tokens, info, ci, cv, cw, t0, t1
+        )
+
+    run(task, R, threads_for(4 * x.size, x.itemsize))
+
+
+def release_scratch() -> None:
+    """Drop the calling thread's scratch buffers."""
+    _TLS.buf = None
+
+
+@njit(cache=True, nogil=True)
+def _sample_rows(x, T, greedy, K, P, logq, S, seed, row0, need_z, tokens, info, ci, cv, cw, r0, r1):
+    """Sample ``S`` tokens from each row of ``x[R, n]`` (module docstring).
+
+    ``K`` = 0 means no top-k (``0 < K < n`` otherwise), ``P`` = 1 no top-p, ``logq`` =
+    -inf no min-p; ``greedy`` uses ``T = 1`` and keeps the maxima (tie mode).  Writes
+    ``tokens[i, :S]`` (int64) and ``info[i] = (status, theta, m, log Z)``; ``log Z``
+    is computed when ``need_z`` (log-probs, ``sampling_probs``).  ``row0 + i`` is the
+    row index the draws use.
+    """
+    n = x.shape[1]
+    nb = max(S, 1)
+    unit = T == 1.0
+    dt = np.empty(_TILE)
+    bt = np.empty(_TILE)
+    acc = np.empty(16, dtype=x.dtype)
+    acc64 = np.empty(16)
+    lev = np.empty(len(_LEV))
+    bases = np.empty(nb, dtype=np.uint64)
+    best = np.empty(nb)
+    bestj = np.empty(nb, dtype=np.int64)
+    small_k = 0 < K <= _KMAX and not greedy
+    large_k = K > _KMAX and not greedy
+    scratch = (P < 1.0 or large_k) and not small_k and not greedy
+    kb = K if small_k else 1
+    bufv = np.empty(kb)
+    bufi = np.empty(kb, dtype=np.int64)
+    lowest = np.finfo(x.dtype).min
+    for i in range(r0, r1):
+        xr = row(x, i)
+        tok = row(tokens, i)
+        for s in range(S):
+            bases[s] = stream_base(seed, row0 + i, s)
+        theta = -np.inf
+        z = 0.0
+        tk = -np.inf
+        lo = -np.inf
+        target = 0.0
+        C = 0
+        # ---- pass 1: NaN, maximum (or the top-k buffer) ----
+        if _has_nan(xr):
+            info[i, 0] = 2.0
+            continue
+        neq = 0
+        if small_k:
+            neq = _heap(xr, T, unit, K, bufv, bufi, acc)
+            m = bufv[0]
+            jmax = bufi[0]
+        else:
+            xm = _max16(xr, acc)
+            m = _v(xm, T, unit)
+            # the race over top-p candidates starts from nothing (the maximum is one of
+            # them); the row races start at the maximum's exact key
+            topp_only = scratch and not large_k
+            jmax = _first_eq(xr, xm) if (m != -np.inf and not topp_only) or m == np.inf else 0
+        if m == -np.inf:
+            info[i, 0] = 1.0
+            continue
+        info[i, 2] = m
+        if greedy or m == np.inf:
+            # tie mode: the maxima, uniformly (the +inf rule; temperature -> 0)
+            _race_init(S, bases, best, bestj, jmax)
+            _, cnt = _race_row(
+                xr, T, unit, m, m, -np.inf, True, S, bases, best, bestj, False, dt, bt, acc, acc64
+            )
+            for s in range(S):
+                tok[s] = bestj[s]
+            info[i, 0] = 3.0
+            info[i, 1] = m
+            info[i, 3] = math.log(cnt)
+            continue
+        if scratch and not large_k:
+            for s in range(S):
+                best[s] = -np.inf
+                bestj[s] = n
+        else:
+            _race_init(S, bases, best, bestj, jmax)
+        if small_k:
+            # ---- top-k buffer: top-p walk, min-p, race over the buffer ----
+            tk = bufv[K - 1]
+            zk = 0.0
+            for q in range(K):
+                zk += math.exp(bufv[q] - m)
+            wk = math.exp(tk - m)
+            zk += neq * wk
+            theta = tk
+            if P < 1.0:
+                target = P * zk
+                cum = 0.0
+                for q in range(K):
+                    cum += math.exp(bufv[q] - m)
+                    if cum >= target:
+                        theta = bufv[q]
+                        break
+            for q in range(K):
+                v = bufv[q]
+                if v < theta or v - m < logq:
+                    break
+                d = v - m
+                z += math.exp(d)
+                if v != -np.inf:
+                    _race_one(bufi[q], d, S, bases, best, bestj)
+            if neq > 0 and tk == theta and tk - m >= logq and tk != -np.inf:
+                z += neq * wk
+                # the ties at the K-th value beyond the buffer: the first `inbuf`
+                # entries equal to tk are the buffer's own
+                inbuf = 0
+                for q in range(K):
+                    inbuf += bufv[q] == tk
+                seen = 0
+                d = tk - m
+                for j in range(n):
+                    if _v(xr[j], T, unit) == tk:
+                        seen += 1
+                        if seen > inbuf:
+                            _race_one(j, d, S, bases, best, bestj)
+        elif scratch:
+            # ---- threshold search over the candidates ----
+            if large_k:
+                _store_v(xr, T, unit, cv)
+                tk = np.partition(cv[:n], n - K)[n - K]
+                theta = tk
+                if P < 1.0:
+                    zk = 0.0
+                    cntk = 0
+                    for j in range(n):
+                        if cv[j] >= tk:
+                            zk += math.exp(cv[j] - m)
+                            cntk += 1
+                    lo = max(m + math.log((1.0 - P) * zk / cntk) - 1e-6, tk)
+                    C = _compact(cv, n, lo, ci)
+                    _weights(cv, C, m, cw)
+                    target = P * zk
+            elif P < 1.0:
+                s_row = _sum_levels(xr, T, unit, m, lev)
+                target = P * s_row
+                # a lower bound of the threshold: the mass below it is at most (1 - P) s
+                lo = m + math.log((1.0 - P) * s_row / n) - 1e-6
+                for k in range(len(_LEV)):
+                    if lev[k] >= target * (1.0 + 1e-12):
+                        lo = max(lo, m + _LEV[k])
+                        break
+                # gather a superset of v >= lo, compared in the input dtype
+                xl = lo if unit else lo * T
+                xl -= abs(xl) * 1e-6
+                xlo = x.dtype.type(xl) if math.isfinite(xl) and xl > lowest else lowest
+                C = _gather(xr, xlo, ci, cv)
+                _fill(C, T, unit, m, cv, cw)
+            if P < 1.0:
+                theta = max(theta, _top_p_threshold(cv, cw, C, m, target))
+                for c in range(C):
+                    v = cv[c]
+                    d = v - m
+                    if v >= theta and d >= logq:
+                        z += cw[c]
+                        _race_one(ci[c], d, S, bases, best, bestj)
+        if not small_k and (not scratch or P >= 1.0):
+            # ---- plain / min-p / large K without top-p: the race over the row ----
+            # one call with the arguments spelled out: passed through a tuple, the
+            # literal False (tie) loses its literal type and the race got 20% slower
+            z, _ = _race_row(
+                xr,
+                T,
+                unit,
+                m,
+                theta,
+                logq,
+                False,
+                S,
+                bases,
+                best,
+                bestj,
+                need_z,
+                dt,
+                bt,
+                acc,
+                acc64,
+            )
+        for s in range(S):
+            tok[s] = bestj[s]
+        info[i, 0] = 0.0
+        info[i, 1] = theta
+        info[i, 3] = math.log(z) if need_z else np.nan
