@@ -162,7 +162,8 @@ def test_no_writable_cache_compiles_in_memory_with_one_warning(tmp_path):
     # importing a kernel module raised "cannot cache function ...: no locator available".
     pkg = tmp_path / "site" / "softmaxkit"
     shutil.copytree(SRC / "softmaxkit", pkg, ignore=shutil.ignore_patterns("__pycache__"))
-    for d in (pkg, pkg / "_kernels"):
+    kernel_dirs = [p for p in (pkg / "_kernels").rglob("*") if p.is_dir()]  # rows/, losses/, ...
+    for d in (pkg, pkg / "_kernels", *kernel_dirs):
         (d / "__pycache__").write_text("not a directory")
     home = tmp_path / "home"
     home.write_text("not a directory")

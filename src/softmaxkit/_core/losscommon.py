@@ -1,7 +1,7 @@
 """Argument checks and target handling shared by ``losses.py`` and ``reference``.
 
 Private.  Every check raises a built-in exception naming the argument, the
-constraint and the value (``_validate.py`` style); positions in messages are
+constraint and the value (``_core/validate.py`` style); positions in messages are
 NumPy index tuples of the *target* array.
 """
 
