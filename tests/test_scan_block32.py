@@ -1,4 +1,4 @@
-"""The float32 block path of logcumsumexp (``_kernels/scan.py::_chunk32``): each
+"""The float32 block path of logcumsumexp (``_kernels/scan_block32.py::_chunk32``): each
 chunk of 256 values scanned as ``R + log(s exp(m - R) + P_k exp(M - R))`` with
 ``M`` the chunk max, ``P_k`` the running sum of ``exp(v - M)``.  Checked against
 the float64 scan (itself checked against mpmath in test_scan.py) within the
