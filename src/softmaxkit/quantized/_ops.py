@@ -197,7 +197,8 @@ def softmax(
         ``"tflite-reference"``): ``"tflite-reference"``, ``"cmsis-nn"`` and
         ``"tflite-micro"`` (the same integer arithmetic), ``"tflite-x86"``
         (TFLite's optimized float-table kernel), ``"tflite-arm64"`` (TFLite's
-        ARM64 ``SoftmaxInt8LUT``, from source; 8-bit to same dtype), ``"torch"``
+        ARM64 ``SoftmaxInt8LUT``, verified against aarch64 LiteRT 2.3.0; 8-bit to
+        same dtype), ``"torch"``
         (``torch.ops.quantized.softmax`` on torch's default x86 engine),
         ``"torch-qnnpack"`` and ``"xnnpack"`` (QNNPACK's / XNNPACK's uint8
         lookup-table softmax), ``"onnxruntime"`` (``com.microsoft.QLinearSoftmax``,
