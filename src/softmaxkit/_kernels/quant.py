@@ -130,11 +130,25 @@ def softmax_fixed_rows(x, exp, keep, out_bits, out_min, out_max, out, status, r0
 
     Accumulator: the Q12.19 sum of exps in int64, checked against the int32 range
     (``OVERFLOW``) and against the kernel's ``0 <= exponent <= 31`` check
-    (``RANGE``, a sum >= 512 for 8-bit output).  Three passes per row.
+    (``RANGE``, a sum >= 512 for 8-bit output).  Three passes per row; the terms
+    and, for rows longer than the table, the outputs are tabulated by difference.
     """
+    # Every term depends on the row's difference d = max - x alone (at most ``size``
+    # values), so the Q12.19 terms are tabulated once and, for rows longer than the
+    # table, the outputs once per row: the same integers as the per-element formula,
+    # with a gather per element instead of a rounding multiply.
+    size = exp.shape[0]
+    n = x.shape[1]
+    e12 = np.zeros(size, dtype=np.int64)
+    for d in range(size):
+        if keep[d]:
+            e12[d] = _rdbpot(exp[d], 12)  # Rescale<12> of a Q0.31 value
+    tab = np.empty(size, dtype=out.dtype)
     for i in range(r0, r1):
         m = _row_max(x, i)
-        s = _sum_exp_q12(x, i, m, exp, keep)
+        s = np.int64(0)
+        for j in range(n):
+            s += e12[m - np.int64(x[i, j])]
         if s > _I32_MAX:
             _fail_row(i, OVERFLOW, out, out_min, status)
             continue
@@ -144,7 +158,17 @@ def softmax_fixed_rows(x, exp, keep, out_bits, out_min, out_max, out, status, r0
             _fail_row(i, RANGE, out, out_min, status)
             continue
         status[i] = OK
-        for j in range(x.shape[1]):
+        if n > size:
+            for d in range(size):
+                if keep[d]:
+                    v = _rdbpot(_srdhm(scale, exp[d]), exponent) + out_min
+                    tab[d] = min(max(v, out_min), out_max)
+                else:
+                    tab[d] = out_min
+            for j in range(n):
+                out[i, j] = tab[m - np.int64(x[i, j])]
+            continue
+        for j in range(n):
             d = m - np.int64(x[i, j])
             if keep[d]:
                 v = _rdbpot(_srdhm(scale, exp[d]), exponent) + out_min
