@@ -86,6 +86,13 @@ def _is_cpu(*ts) -> bool:
     return all(t is None or t.device.type == "cpu" for t in ts)
 
 
+def _tensor(a, like: torch.Tensor):
+    """``a`` as a tensor on ``like``'s device (``None`` and tensors pass through)."""
+    if a is None or isinstance(a, torch.Tensor):
+        return a
+    return torch.as_tensor(np.asarray(a), device=like.device)
+
+
 def _is_meta(*ts) -> bool:
     return any(t is not None and t.device.type == "meta" for t in ts)
 

@@ -19,21 +19,14 @@ from ._common import (
     _aux_outputs,
     _check_devices,
     _check_float,
+    _check_kernel_device,
     _first_order_only,
     _need_grad,
     _scale_saved,
+    _tensor,
 )
 
 _DISTILL_REDUCTIONS = ("batchmean", "sum", "none", "mean")
-
-
-def _cpu_only(name, *ts):
-    for t in ts:
-        if isinstance(t, torch.Tensor) and t.device.type not in ("cpu", "meta"):
-            raise NotImplementedError(
-                f"softmaxkit.torch.{name}: tensors on {t.device} are not supported "
-                "(the kernels run on the CPU); move them with .cpu()"
-            )
 
 
 # ----------------------------------------------------------------- distillation
@@ -95,7 +88,7 @@ def _distill_call(name, student, teacher, direction, beta, temperature, where, r
     _check_float("student_logits", student)
     _check_float("teacher_logits", teacher)
     _check_devices(student_logits=student, teacher_logits=teacher)
-    _cpu_only(name, student, teacher)
+    _check_kernel_device(name, student_logits=student, teacher_logits=teacher)
     if student.shape != teacher.shape:
         raise ValueError(
             "student_logits and teacher_logits must have the same shape; got "
@@ -258,7 +251,8 @@ def _linear_call(name, hs, Ws, ht, Wt, direction, beta, temperature, where, redu
                   ("teacher_weight", Wt)):  # fmt: skip
         _check_float(nm, t)
     _check_devices(student_hidden=hs, student_weight=Ws, teacher_hidden=ht, teacher_weight=Wt)
-    _cpu_only(name, hs, Ws, ht, Wt)
+    _check_kernel_device(name, student_hidden=hs, student_weight=Ws, teacher_hidden=ht,
+                         teacher_weight=Wt)  # fmt: skip
     if (ht.requires_grad or Wt.requires_grad) and torch.is_grad_enabled():
         raise ValueError(
             "the teacher's hidden states and weight must not require a gradient (the fused "
@@ -335,12 +329,6 @@ def linear_jensen_shannon(
 
 
 # ------------------------------------------- routing from the public functions
-def _as_tensor(a, like):
-    if a is None or isinstance(a, torch.Tensor):
-        return a
-    return torch.as_tensor(np.asarray(a), device=like.device)
-
-
 def _with_grad(f, first, rest, kw, wrt):
     """``(loss, grad(s))`` for a public ``return_grad=True`` call: the fused gradient
     saved by the operator, read back through autograd."""
@@ -356,9 +344,9 @@ def _route_distill(name):
 
     def run(a):
         s = a.pop("student_logits")
-        t = _as_tensor(a.pop("teacher_logits"), s)
+        t = _tensor(a.pop("teacher_logits"), s)
         rg = a.pop("return_grad")
-        a["where"] = _as_tensor(a["where"], s)
+        a["where"] = _tensor(a["where"], s)
         if not rg:
             return fn(s, t, **a)
         loss, (g,) = _with_grad(lambda v, tt: fn(v, tt, **a), None, [t], {}, [s])
@@ -373,7 +361,7 @@ def _route_linear(name):
 
     def run(a):
         hs = a.pop("student_hidden")
-        Ws, ht, Wt = (_as_tensor(a.pop(k), hs) for k in
+        Ws, ht, Wt = (_tensor(a.pop(k), hs) for k in
                       ("student_weight", "teacher_hidden", "teacher_weight"))  # fmt: skip
         rg = a.pop("return_grad")
         if not rg:

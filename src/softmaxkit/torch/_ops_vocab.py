@@ -15,18 +15,10 @@ import torch
 from .. import sampling as _sampling
 from ._common import (
     _arr,
+    _check_kernel_device,
 )
 
 _DISTILL_REDUCTIONS = ("batchmean", "sum", "none", "mean")
-
-
-def _cpu_only(name, *ts):
-    for t in ts:
-        if isinstance(t, torch.Tensor) and t.device.type not in ("cpu", "meta"):
-            raise NotImplementedError(
-                f"softmaxkit.torch.{name}: tensors on {t.device} are not supported "
-                "(the kernels run on the CPU); move them with .cpu()"
-            )
 
 
 # --------------------------------------------------------------------- sampling
@@ -75,7 +67,7 @@ def _(logits, temperature, top_k, top_p, min_p, num_samples, seed, axis, row_off
 def _logits(name, logits, axis):
     if not isinstance(logits, torch.Tensor):
         raise TypeError(f"logits must be a torch.Tensor; got {type(logits).__name__}")
-    _cpu_only(name, logits)
+    _check_kernel_device(name, logits=logits)
     if logits.ndim == 0:
         raise ValueError("logits must have at least one dimension; got a 0-d tensor")
     if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):

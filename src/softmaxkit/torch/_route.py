@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from .._core.routes import register
-from ._common import _FLOATS, _as_mask, _check_float, _dims
+from ._common import _FLOATS, _as_mask, _check_float, _dims, _tensor
 from ._ops_dense import (
     _log_softmax_bw_op,
     _softmax_bw_op,
@@ -44,12 +44,6 @@ def _torch_dtype(dtype):
     return {"float16": torch.float16, "float32": torch.float32, "float64": torch.float64}.get(
         name, False
     )
-
-
-def _tensor(a, like):
-    if a is None or isinstance(a, torch.Tensor):
-        return a
-    return torch.as_tensor(np.asarray(a), device=like.device)
 
 
 def _route(name, args):
