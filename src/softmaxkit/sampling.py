@@ -71,17 +71,34 @@ def _filters(temperature: Any, top_k: Any, top_p: Any, min_p: Any, n: Any) -> An
     return (1.0 if greedy else t), greedy, k, p, logq
 
 
-def _rows(logits: Any, axis: Any) -> Any:
-    """``(x2 [R, n] C-contiguous float32/64, batch shape, axis)``."""
-    arr = as_input_array(logits, "logits")
-    if arr.ndim == 0:
+def _vocab_axis(shape: tuple[int, ...], axis: Any) -> int:
+    """The vocabulary axis of logits of ``shape``, checked (at least 1-d, non-empty)."""
+    if len(shape) == 0:
         raise ValueError("logits must have at least one dimension; got a 0-d array")
     if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
         raise TypeError(f"axis must be an int; got {axis!r}")
-    (ax,) = normalize_axis(axis, arr.ndim)
-    n = arr.shape[ax]
-    if n == 0:
+    (ax,) = normalize_axis(axis, len(shape))
+    if shape[ax] == 0:
         raise ValueError(f"logits has size 0 along axis {axis}: there is nothing to sample")
+    return ax
+
+
+def _sample_args(
+    num_samples: Any, seed: Any, row_offset: Any, return_logprobs: Any
+) -> tuple[int, int, int, bool]:
+    """Checked ``(num_samples, seed, row_offset, return_logprobs)``; a fresh seed for None."""
+    s = _int_arg(num_samples, "num_samples", 1)
+    seed = secrets.randbits(64) if seed is None else _int_arg(seed, "seed", 0, 1 << 64, "2**64")
+    off = _int_arg(row_offset, "row_offset", 0, 1 << 62, "2**62")
+    if not isinstance(return_logprobs, bool | np.bool_):
+        raise TypeError(f"return_logprobs must be a bool; got {return_logprobs!r}")
+    return s, seed, off, bool(return_logprobs)
+
+
+def _rows(logits: Any, axis: Any) -> Any:
+    """``(x2 [R, n] C-contiguous float32/64, batch shape, axis)``."""
+    arr = as_input_array(logits, "logits")
+    ax = _vocab_axis(arr.shape, axis)
     batch = tuple(s for i, s in enumerate(arr.shape) if i != ax)
     x2 = rows_view(arr, (ax,))
     if x2.dtype not in (np.float32, np.float64):
@@ -134,15 +151,8 @@ def _dask_axis(
     min_p: float | None,
 ) -> int:
     """Check a dask ``logits``' axis and the filters without reading the data."""
-    if logits.ndim == 0:
-        raise ValueError("logits must have at least one dimension; got a 0-d array")
-    if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
-        raise TypeError(f"axis must be an int; got {axis!r}")
-    (ax,) = normalize_axis(axis, logits.ndim)
-    n = logits.shape[ax]
-    if n == 0:
-        raise ValueError(f"logits has size 0 along axis {axis}: there is nothing to sample")
-    _filters(temperature, top_k, top_p, min_p, n)
+    ax = _vocab_axis(logits.shape, axis)
+    _filters(temperature, top_k, top_p, min_p, logits.shape[ax])
     return ax
 
 
@@ -162,16 +172,12 @@ def _dask_sample(
     from .drivers.dask import sampling as _dask_sampling
 
     ax = _dask_axis(logits, axis, temperature, top_k, top_p, min_p)
-    s = _int_arg(num_samples, "num_samples", 1)
-    seed = secrets.randbits(64) if seed is None else _int_arg(seed, "seed", 0, 1 << 64, "2**64")
-    off = _int_arg(row_offset, "row_offset", 0, 1 << 62, "2**62")
-    if not isinstance(return_logprobs, bool | np.bool_):
-        raise TypeError(f"return_logprobs must be a bool; got {return_logprobs!r}")
+    s, seed, off, lp = _sample_args(num_samples, seed, row_offset, return_logprobs)
     impl = functools.partial(
         sample, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, seed=seed
     )
     return _dask_sampling.sample(logits, impl, axis=ax, num_samples=s, row_offset=off,
-                                 return_logprobs=bool(return_logprobs))  # fmt: skip
+                                 return_logprobs=lp)  # fmt: skip
 
 
 @overload
@@ -367,12 +373,8 @@ def sample(
     x2, batch, _ = _rows(logits, axis)
     n = x2.shape[1]
     t, greedy, k, p, logq = _filters(temperature, top_k, top_p, min_p, n)
-    s = _int_arg(num_samples, "num_samples", 1)
-    seed = secrets.randbits(64) if seed is None else _int_arg(seed, "seed", 0, 1 << 64, "2**64")
-    off = _int_arg(row_offset, "row_offset", 0, 1 << 62, "2**62")
-    if not isinstance(return_logprobs, bool | np.bool_):
-        raise TypeError(f"return_logprobs must be a bool; got {return_logprobs!r}")
-    tokens, info = _run(x2, t, greedy, k, p, logq, s, seed, off, bool(return_logprobs))
+    s, seed, off, lp = _sample_args(num_samples, seed, row_offset, return_logprobs)
+    tokens, info = _run(x2, t, greedy, k, p, logq, s, seed, off, lp)
     _check_rows(info, batch)
     ids: IntArray = tokens.reshape((*batch, s))
     if not return_logprobs:
