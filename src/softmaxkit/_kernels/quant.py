@@ -112,14 +112,23 @@ def _fail_row(i, code, out, fill, status):
         out[i, j] = fill
 
 
+@njit(cache=True, nogil=True)
+def _q12_terms(exp, keep):
+    """The Q12.19 term of each difference d (``Rescale<12>`` of its Q0.31 exp, 0 where
+    dropped): tabulated once per call, as every term depends on d alone."""
+    e12 = np.zeros(exp.shape[0], dtype=np.int64)
+    for d in range(exp.shape[0]):
+        if keep[d]:
+            e12[d] = _rdbpot(exp[d], 12)
+    return e12
+
+
 @njit(cache=True, nogil=True, inline="always")
-def _sum_exp_q12(x, i, m, exp, keep):
-    """Row i's Q12.19 sum of the tabulated Q0.31 exps (int64: may pass the int32 range)."""
+def _sum_q12(x, i, m, e12):
+    """Row i's Q12.19 sum of exps (int64: may pass the int32 range)."""
     s = np.int64(0)
     for j in range(x.shape[1]):
-        d = m - np.int64(x[i, j])
-        if keep[d]:
-            s += _rdbpot(exp[d], 12)  # Rescale<12> of a Q0.31 value
+        s += e12[m - np.int64(x[i, j])]
     return s
 
 
@@ -139,16 +148,11 @@ def softmax_fixed_rows(x, exp, keep, out_bits, out_min, out_max, out, status, r0
     # with a gather per element instead of a rounding multiply.
     size = exp.shape[0]
     n = x.shape[1]
-    e12 = np.zeros(size, dtype=np.int64)
-    for d in range(size):
-        if keep[d]:
-            e12[d] = _rdbpot(exp[d], 12)  # Rescale<12> of a Q0.31 value
+    e12 = _q12_terms(exp, keep)
     tab = np.empty(size, dtype=out.dtype)
     for i in range(r0, r1):
         m = _row_max(x, i)
-        s = np.int64(0)
-        for j in range(n):
-            s += e12[m - np.int64(x[i, j])]
+        s = _sum_q12(x, i, m, e12)
         if s > _I32_MAX:
             _fail_row(i, OVERFLOW, out, out_min, status)
             continue
@@ -250,9 +254,10 @@ def log_softmax_fixed_rows(
     log by ``log_x_for_x_greater_than_or_equal_to_1``; output Q4 at 16/256 steps.
     Three passes per row.
     """
+    e12 = _q12_terms(exp, keep)
     for i in range(r0, r1):
         m = _row_max(x, i)
-        s = _sum_exp_q12(x, i, m, exp, keep)
+        s = _sum_q12(x, i, m, e12)
         if s > _I32_MAX:
             _fail_row(i, OVERFLOW, out, out_min, status)
             continue
