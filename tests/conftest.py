@@ -15,6 +15,11 @@ import pytest
 from hypothesis import HealthCheck, settings
 from strategies import FLOAT_DTYPES, INPUT_DTYPES, OPS
 
+# The suite tests the kernels: every call compiles in the test process, never the
+# cold-start fallback to the reference formulas (tests/test_coldstart.py turns that on
+# where it tests it).  Subprocesses inherit the setting.
+os.environ.setdefault("SOFTMAXKIT_COMPILE", "foreground")
+
 settings.register_profile(
     "softmaxkit",
     deadline=None,

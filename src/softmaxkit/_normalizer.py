@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from ._core import coldstart
 from ._core import state as _state
 from ._core.typing import Array, ArrayLike, Axis, DTypeLike, FloatArray, NDArray
 from ._core.validate import (
@@ -345,8 +346,6 @@ class Normalizer:
         dtype: DTypeLike | None,
         log: bool,
     ) -> Array:
-        from ._kernels import online as k
-
         arr, axes, mask = self._chunk_axes(chunk, axis, where)
         _, out_dtype = resolve_dtype(arr.dtype, dtype)
         out = np.empty(arr.shape, dtype=out_dtype)
@@ -359,16 +358,25 @@ class Normalizer:
             x2 = x2.astype(np.float64)
         mask2 = rows_view(mask, axes) if mask is not None else None
         res = np.empty(x2.shape, dtype=np.float64)
-        k.normalize_rows(
-            x2,
-            mask2 if mask2 is not None else np.broadcast_to(np.ones(1, bool), x2.shape),
-            mask2 is not None,
-            self._temperature,
-            self._m.astype(np.float64).reshape(-1),
-            self._s.astype(np.float64).reshape(-1),
-            log,
-            res,
-        )
+        mm = self._m.astype(np.float64).reshape(-1)
+        ss = self._s.astype(np.float64).reshape(-1)
+        try:
+            with coldstart.allow(x2.size):
+                from ._kernels import online as k
+
+                k.normalize_rows(
+                    x2,
+                    mask2 if mask2 is not None else np.broadcast_to(np.ones(1, bool), x2.shape),
+                    mask2 is not None,
+                    self._temperature,
+                    mm,
+                    ss,
+                    log,
+                    res,
+                )
+        except coldstart.ColdKernel:
+            # the kernel compiles in the background: the float64 formula
+            res[...] = _normalize_float64(x2, mask2, self._temperature, mm, ss, log)
         nd = arr.ndim
         moved = np.moveaxis(out, axes, tuple(range(nd - len(axes), nd)))
         moved[...] = res.reshape(moved.shape)
@@ -469,6 +477,19 @@ class Normalizer:
         # logaddexp(+inf, +inf) is +inf and NaN propagates: the dense contract's edges
         self.update(arr, axis, where=where)
         return _scalar(out.astype(out_dtype, copy=False))
+
+
+def _normalize_float64(x2: Any, mask2: Any, T: float, m: Any, s: Any, log: bool) -> Any:
+    """Chunk rows ``x2`` normalised by the states ``(m, s)``, in float64 NumPy."""
+    with np.errstate(all="ignore"):
+        v = x2.astype(np.float64) / T
+        mc, sc = m[:, None], s[:, None]
+        d = np.where(v == mc, 0.0, v - mc)  # +inf at an +inf state: weight 1 / s
+        res = d - np.log(sc) if log else np.exp(d) / sc
+        res = np.where(sc == 0, -np.inf if log else 0.0, res)  # an empty state
+    if mask2 is not None:
+        res = np.where(mask2, res, -np.inf if log else 0.0)
+    return np.where(np.isnan(m + s)[:, None], np.nan, res)  # a NaN state: all NaN
 
 
 def _restore(m: ArrayLike, s: ArrayLike, temperature: float) -> Normalizer:

@@ -7,6 +7,7 @@ from typing import Any, cast
 
 import numpy as np
 
+from ._core import coldstart
 from ._core.typing import ArrayLike, Axis, FloatArray
 from ._core.validate import (
     as_input_array,
@@ -66,8 +67,49 @@ def _vjp(
         m2 = np.ascontiguousarray(rows_view(mask, axes))
     else:
         m2 = np.broadcast_to(np.ones((1, 1), dtype=np.bool_), y2.shape)
+    try:
+        with coldstart.allow(y2.size):
+            return _vjp_kernel(y2, g2, m2, mask is not None, invT, log, out, axes, compute)
+    except coldstart.ColdKernel:
+        # the kernel compiles in the background: the float64 formula, rounded once
+        res = _vjp_float64(y2, g2, m2, invT, log)
+        moved = np.moveaxis(out, axes, tuple(range(out.ndim - len(axes), out.ndim)))
+        with np.errstate(over="ignore", under="ignore"):
+            moved[...] = res.reshape(moved.shape)
+        return out
+
+
+def _vjp_float64(y2: Any, g2: Any, m2: Any, invT: float, log: bool) -> Any:
+    """The softmax / log_softmax VJP of ``[R, n]`` rows in float64 (masked: 0)."""
+    y = y2.astype(np.float64)
+    g = np.where(m2, g2.astype(np.float64), 0.0)
+    with np.errstate(all="ignore"):
+        p = np.where(m2, np.exp(y) if log else y, 0.0)
+        if log:
+            v = g - p * g.sum(axis=-1, keepdims=True)
+        else:
+            v = p * (g - (p * g).sum(axis=-1, keepdims=True))
+        v = v * invT
+    # excluded entries, and for log_softmax the rows with no mass (every included y
+    # is -inf: a masked-out or all -inf row), as the kernel
+    keep = m2 & ((m2 & (y != -np.inf)).any(axis=-1, keepdims=True) if log else True)
+    return np.where(keep, v, 0.0)
+
+
+def _vjp_kernel(
+    y2: Any,
+    g2: Any,
+    m2: Any,
+    masked: bool,
+    invT: float,
+    log: bool,
+    out: Any,
+    axes: Any,
+    compute: Any,
+) -> Any:
     from ._kernels import losses as k
 
+    mask = m2 if masked else None
     res = _direct_rows(out, axes, compute, (y2, g2))
     if res is not None:
         # out's rows are C-contiguous in the computation dtype: written in place

@@ -21,6 +21,7 @@ from typing import Any, Literal, Unpack, overload
 import numpy as np
 
 from . import _vocab
+from ._core import coldstart
 from ._core.ce import (
     compose,
     grad_out,
@@ -272,6 +273,37 @@ def cross_entropy(
         compute = np.dtype(np.float64)
     grad_out(out, return_grad, arr.shape, out_dtype)
 
+    try:
+        with coldstart.allow(arr.size):
+            return _ce_kernels(
+                arr, ax, red, eps, z, ii, cw, kind, tgt, mask, compute, out_dtype,
+                pre_T, invT, out, return_grad, n_classes,
+            )  # fmt: skip
+    except coldstart.ColdKernel:
+        # the kernels compile in the background: the float64 formulas, rounded once
+        from .reference import _losses as _reference
+
+        res = _reference.cross_entropy(
+            arr, target, axis=ax, weight=weight, ignore_index=ignore_index,
+            label_smoothing=label_smoothing, reduction=red, z_loss=z_loss,
+            temperature=T, where=mask, return_grad=bool(return_grad),
+        )  # fmt: skip
+        loss = np.asarray(res[0] if return_grad else res).astype(out_dtype)
+        loss = loss[()] if loss.ndim == 0 else loss
+        if not return_grad:
+            return loss
+        if out is None:
+            out = np.empty(arr.shape, dtype=out_dtype)
+        with np.errstate(over="ignore", under="ignore"):
+            out[...] = res[1]
+        return loss, out
+
+
+def _ce_kernels(
+    arr, ax, red, eps, z, ii, cw, kind, tgt, mask, compute, out_dtype, pre_T, invT, out,
+    return_grad, n_classes,
+):  # fmt: skip
+    """The NumPy path of :func:`cross_entropy` past validation: the fused kernels."""
     axes = (ax,)
     x2 = np.ascontiguousarray(rows_view(arr, axes), dtype=compute)
     if pre_T is not None:

@@ -16,6 +16,7 @@ from typing import Any, Literal, overload
 
 import numpy as np
 
+from ._core import coldstart
 from ._core.routes import routed
 from ._core.typing import ArrayLike, FloatArray, IntArray, Seed
 from ._core.validate import as_input_array, normalize_axis
@@ -374,7 +375,20 @@ def sample(
     n = x2.shape[1]
     t, greedy, k, p, logq = _filters(temperature, top_k, top_p, min_p, n)
     s, seed, off, lp = _sample_args(num_samples, seed, row_offset, return_logprobs)
-    tokens, info = _run(x2, t, greedy, k, p, logq, s, seed, off, lp)
+    try:
+        with coldstart.allow(x2.size):
+            tokens, info = _run(x2, t, greedy, k, p, logq, s, seed, off, lp)
+    except coldstart.ColdKernel:
+        # the kernel compiles in the background: the float64 twin, whose tokens are
+        # the kernel's (same keys, exact; tests/test_sampling.py)
+        from .reference import _sampling as _ref
+
+        ref: Any = _ref.sample
+        return ref(
+            logits, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
+            num_samples=num_samples, seed=seed, axis=axis,
+            return_logprobs=return_logprobs, row_offset=row_offset,
+        )  # fmt: skip
     _check_rows(info, batch)
     ids: IntArray = tokens.reshape((*batch, s))
     if not return_logprobs:
@@ -454,7 +468,16 @@ def sampling_probs(
     x2, batch, ax = _rows(logits, axis)
     n = x2.shape[1]
     t, greedy, k, p, logq = _filters(temperature, top_k, top_p, min_p, n)
-    _, info = _run(x2, t, greedy, k, p, logq, 0, 0, 0, True)
+    try:
+        with coldstart.allow(x2.size):
+            _, info = _run(x2, t, greedy, k, p, logq, 0, 0, 0, True)
+    except coldstart.ColdKernel:
+        # the kernel compiles in the background: the float64 twin
+        from .reference import _sampling as _ref
+
+        return _ref.sampling_probs(
+            logits, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, axis=axis
+        )
     _check_rows(info, batch)
     with np.errstate(invalid="ignore", over="ignore"):
         v = x2.astype(np.float64) / t

@@ -11,6 +11,7 @@ from typing import Any, Literal, overload
 
 import numpy as np
 
+from ._core import coldstart
 from ._core.buffers import empty_like
 from ._core.routes import foreign, route
 from ._core.typing import ArrayLike, Axis, DTypeLike, FloatArray
@@ -120,7 +121,17 @@ def _softmax_impl(
         out = empty_like(arr, out_dtype)  # x's layout (no transposed copy), 2 MiB-aligned
     else:
         check_out(out, arr.shape, out_dtype)
-    return _eager.dense_softmax(arr, axes, t, mask, compute, out, log)
+    try:
+        with coldstart.allow(arr.size):
+            return _eager.dense_softmax(arr, axes, t, mask, compute, out, log)
+    except coldstart.ColdKernel:
+        # the kernel compiles in the background: the float64 formula, rounded once
+        from .reference import _dense as _reference
+
+        ref = _reference.log_softmax if log else _reference.softmax
+        with np.errstate(over="ignore", under="ignore"):
+            out[...] = ref(arr, axis=axes, temperature=t, where=mask)
+        return out
 
 
 def softmax(
@@ -427,9 +438,21 @@ def logsumexp(
         check_out(out, shape, out_dtype)
     need_sign = return_sign or weights is not None
     sign: Any  # an array whenever need_sign
-    lse, sign = _eager.dense_logsumexp(
-        arr, axes, t, mask, weights, compute, out_dtype=out_dtype, need_sign=need_sign
-    )
+    try:
+        with coldstart.allow(arr.size):
+            lse, sign = _eager.dense_logsumexp(
+                arr, axes, t, mask, weights, compute, out_dtype=out_dtype, need_sign=need_sign
+            )
+    except coldstart.ColdKernel:
+        # the kernel compiles in the background: the float64 formula
+        from .reference import _dense as _reference
+
+        lse, sign = (
+            np.asarray(v, dtype=np.float64)
+            for v in _reference.logsumexp(
+                arr, axis=axes, b=weights, return_sign=True, temperature=t, where=mask
+            )
+        )
     if not return_sign and weights is not None:
         # log of a negative sum is NaN (SciPy's convention); assigned, not computed,
         # so no "invalid value" warning is raised.

@@ -27,6 +27,7 @@ import numpy as np
 from numpy.typing import ArrayLike, DTypeLike, NDArray
 
 from ..drivers.eager import rows_view
+from . import coldstart
 
 __all__ = ["chunk_state", "finalize", "merge"]
 
@@ -40,8 +41,6 @@ def chunk_state(
     compute: DTypeLike = np.float64,
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """(m, s) over ``axes`` of ``x``, shaped like the batch (non-reduced) shape; float64."""
-    from .._kernels import rows as k
-
     compute = np.dtype(compute)
     if temperature != 1.0:
         # v = x / T divided once in float64, as every consumer of the state recomputes
@@ -59,22 +58,49 @@ def chunk_state(
     if x2.size:
         mask2 = rows_view(where, axes) if where is not None else None
         b2 = rows_view(b, axes) if b is not None else None
-        ones = np.broadcast_to(np.ones(1, compute), x2.shape)
-        k.state_rows(
-            x2,
-            mask2 if mask2 is not None else np.broadcast_to(np.ones(1, bool), x2.shape),
-            b2 if b2 is not None else ones,
-            # T itself stays float64 (state_rows takes 1/T in the compute dtype and
-            # m = max x / T in float64, as the dense kernels do); rounding T to float32
-            # here shifted m by |m| * 2**-24 (1.4e-6 .. 3e-5 relative error in the
-            # probabilities of Dask float32 softmax at T = 1.3)
-            float(temperature),
-            mask2 is not None,
-            b2 is not None,
-            m,
-            s,
-        )
+        try:
+            with coldstart.allow(x2.size):
+                _state_rows(x2, mask2, b2, temperature, compute, m, s)
+        except coldstart.ColdKernel:
+            # the kernel compiles in the background: the same state in float64 NumPy
+            m[...], s[...] = _state_float64(x2, mask2, b2, temperature)
     return m.reshape(batch), s.reshape(batch)
+
+
+def _state_float64(x2: Any, mask2: Any, b2: Any, temperature: float) -> Any:
+    """(m, s) of ``[R, n]`` rows in float64 NumPy, with the conventions above."""
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        v = x2.astype(np.float64) / temperature
+    inc = np.ones(v.shape, dtype=bool) if mask2 is None else np.asarray(mask2, dtype=bool)
+    w = np.ones(v.shape) if b2 is None else np.asarray(b2, dtype=np.float64)
+    nan = (inc & np.isnan(v)).any(axis=-1)
+    m = np.where(inc & ~np.isnan(v), v, -np.inf).max(axis=-1, initial=-np.inf)
+    with np.errstate(invalid="ignore", over="ignore", under="ignore"):
+        d = v - m[:, None]
+        e = np.where(v == m[:, None], 1.0, np.exp(d))  # ties exactly 1; inf - inf not formed
+        s = np.where(inc & ~np.isnan(v), w * e, 0.0).sum(axis=-1)
+    s = np.where(m == -np.inf, 0.0, s)
+    return np.where(nan, np.nan, m), np.where(nan, np.nan, s)
+
+
+def _state_rows(x2: Any, mask2: Any, b2: Any, temperature: float, compute: Any, m: Any, s: Any):
+    from .._kernels import rows as k
+
+    ones = np.broadcast_to(np.ones(1, compute), x2.shape)
+    k.state_rows(
+        x2,
+        mask2 if mask2 is not None else np.broadcast_to(np.ones(1, bool), x2.shape),
+        b2 if b2 is not None else ones,
+        # T itself stays float64 (state_rows takes 1/T in the compute dtype and
+        # m = max x / T in float64, as the dense kernels do); rounding T to float32
+        # here shifted m by |m| * 2**-24 (1.4e-6 .. 3e-5 relative error in the
+        # probabilities of Dask float32 softmax at T = 1.3)
+        float(temperature),
+        mask2 is not None,
+        b2 is not None,
+        m,
+        s,
+    )
 
 
 def _scale(mi, m):

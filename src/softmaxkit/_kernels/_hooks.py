@@ -28,6 +28,9 @@ import warnings
 
 from numba.core import caching, event
 
+from .._core import coldstart
+from . import _background
+
 __all__ = ["COMPILED", "cache_dir", "cache_dirs", "install"]
 
 log = logging.getLogger("softmaxkit")
@@ -60,6 +63,15 @@ class _CompileListener(event.Listener):
         disp = ev.data.get("dispatcher")
         if not _ours(disp):
             return
+        if (
+            getattr(_local, "depth", 0) == 0
+            and coldstart.allowed()
+            and disp.py_func not in _IN_MEMORY
+            and _background.submit(disp, ev.data.get("args", ()))
+        ):
+            # a small call on a cold cache: the kernel compiles in a background
+            # process and this call takes the reference path (_core/coldstart.py)
+            raise coldstart.ColdKernel(disp.py_func.__qualname__)
         if disp.py_func in _IN_MEMORY:
             # no writable cache directory: keep this compile in memory (Cache.disable
             # makes save_overload return before it touches the file system)

@@ -19,6 +19,8 @@ from typing import TextIO
 
 import numpy as np
 
+from .._core import coldstart
+
 __all__ = ["CASES", "DEMO_STEPS", "FAMILIES", "cases", "clear", "register", "warmup"]
 
 FAMILIES = ("dense", "online", "losses", "quantized")
@@ -177,10 +179,11 @@ def warmup(
     bar = _Bar(len(rows), stream or sys.stderr, quiet)
     t0 = time.perf_counter()
     try:
-        for family, op, dt, call in rows:
-            t = time.perf_counter()
-            call()
-            bar.step(f"{family} {op} {dt}", time.perf_counter() - t)
+        with coldstart.foreground():
+            for family, op, dt, call in rows:
+                t = time.perf_counter()
+                call()
+                bar.step(f"{family} {op} {dt}", time.perf_counter() - t)
     finally:
         bar.close()
     return {

@@ -1,0 +1,102 @@
+"""Cold start: small calls do not wait for a kernel to compile.
+
+The first call of a kernel with new argument types makes Numba compile it (seconds;
+``docs/performance.md``, "First call").  On a machine whose kernel cache is empty, a
+public function whose input has at most :data:`SMALL` values runs inside
+:func:`allow`; when a kernel it needs would be *compiled* (not loaded from the
+cache), the compile listener in ``_kernels/_hooks.py`` hands that kernel's signature
+to a background process (``_kernels/_background.py``), which compiles it into the
+on-disk cache, and raises :class:`ColdKernel` instead.  The public function catches
+it and computes the result with its float64 reference formula (``softmaxkit.reference``),
+rounded once to the output dtype: as accurate as the kernel or more, and the same
+edge-case contract.  Once the background process has written the kernel, the next
+call loads it from the cache (milliseconds) and runs it.
+
+Larger calls, and every call when ``SOFTMAXKIT_COMPILE=foreground`` is set (the test
+suite, ``softmaxkit warmup`` and ``softmaxkit bench`` set it), compile in the calling
+process as before.  This module imports neither Numba nor the kernels.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Iterator
+
+__all__ = [
+    "SMALL",
+    "ColdKernel",
+    "allow",
+    "allowed",
+    "background_enabled",
+    "fell_back",
+    "foreground",
+]
+
+#: Inputs of at most this many values may take the reference path while cold
+#: (float64 NumPy formulas: a few ms at this size).
+SMALL = 1 << 18
+
+_ENV = "SOFTMAXKIT_COMPILE"
+# Tests set this to make every small call take the reference path, as on a cold cache.
+_FORCE = False
+_local = threading.local()
+
+
+class ColdKernel(Exception):
+    """A kernel this call needs is not compiled yet; it is compiling in the background."""
+
+
+_foreground = 0  # > 0 inside foreground(): this process compiles in the caller
+
+
+def background_enabled() -> bool:
+    """False inside :func:`foreground` or when ``SOFTMAXKIT_COMPILE=foreground``."""
+    if _foreground:
+        return False
+    return os.environ.get(_ENV, "background").strip().lower() != "foreground"
+
+
+@contextlib.contextmanager
+def foreground() -> Iterator[None]:
+    """Compile every kernel in the calling process inside this block (warmup, bench:
+    they must run the kernels, not the reference formulas)."""
+    global _foreground
+    _foreground += 1
+    try:
+        yield
+    finally:
+        _foreground -= 1
+
+
+def allowed() -> bool:
+    """True inside :func:`allow` on this thread (read by the compile listener)."""
+    return getattr(_local, "allow", 0) > 0
+
+
+def fell_back() -> bool:
+    """True when the last :func:`allow` block on this thread ended in :class:`ColdKernel`."""
+    return getattr(_local, "fell_back", False)
+
+
+@contextlib.contextmanager
+def allow(size: int) -> Iterator[None]:
+    """Let the kernels called in this block raise :class:`ColdKernel` instead of
+    compiling, when ``size`` (the input's number of values) is at most :data:`SMALL`
+    and background compiling is enabled.  Nested blocks are fine."""
+    on = size <= SMALL and background_enabled()
+    _local.fell_back = False
+    if _FORCE and size <= SMALL:
+        _local.fell_back = True
+        raise ColdKernel("forced (tests)")
+    if on:
+        _local.allow = getattr(_local, "allow", 0) + 1
+    try:
+        yield
+    except ColdKernel:
+        _local.fell_back = True
+        raise
+    finally:
+        if on:
+            _local.allow -= 1

@@ -1,0 +1,275 @@
+# ruff: noqa: B023  (the lambdas are called within their loop iteration)
+"""Cold start: small calls on an empty kernel cache take the float64 reference path
+while the kernel compiles in a background process (``_core/coldstart.py``,
+``_kernels/_background.py``, docs/performance.md "First call").
+
+* Differential: every fallback (forced with ``coldstart._FORCE``) against the kernel
+  on adversarial inputs -- the same result types, dtypes and shapes, and values within
+  the dtype's contract (sampling: the same tokens).
+* The switches: large inputs, ``SOFTMAXKIT_COMPILE=foreground``, ``foreground()``
+  (warmup, bench) never fall back.
+* End to end, in a new process with an empty ``NUMBA_CACHE_DIR``: the first call
+  falls back and compiles nothing in the process, a background process fills the
+  cache, and the next call runs the kernel loaded from it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import softmaxkit as sk
+from softmaxkit._core import coldstart
+
+TOL = {np.float16: 2e-3, np.float32: 3e-6, np.float64: 1e-12}
+
+
+def _both(f):
+    """``(kernel result, fallback result)`` of ``f()``."""
+    a = f()
+    coldstart._FORCE = True
+    try:
+        b = f()
+    finally:
+        coldstart._FORCE = False
+    return a, b
+
+
+def _leaves(r):
+    return list(r) if isinstance(r, tuple) else [r]
+
+
+def _same(a, b, tol):
+    la, lb = _leaves(a), _leaves(b)
+    assert len(la) == len(lb)
+    for u, v in zip(la, lb, strict=True):
+        assert type(u) is type(v)
+        if isinstance(u, np.ndarray | np.generic):
+            assert u.dtype == v.dtype and np.shape(u) == np.shape(v)
+            np.testing.assert_allclose(
+                np.asarray(u, dtype=np.float64),
+                np.asarray(v, dtype=np.float64),
+                rtol=tol,
+                atol=tol,
+                equal_nan=True,
+            )
+
+
+def _adversarial(rng, shape, dtype):
+    x = rng.standard_normal(shape) * rng.choice([1.0, 30.0, 300.0])
+    u = rng.random(shape)
+    x[u < 0.1] = -np.inf
+    x[(u > 0.1) & (u < 0.13)] = np.inf
+    x[(u > 0.13) & (u < 0.15)] = np.nan
+    return x.astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_dense_and_vjp_fallbacks_match_the_kernels(dtype):
+    rng = np.random.default_rng(11)
+    tol = TOL[dtype]
+    for trial in range(60):
+        shape = (int(rng.integers(1, 5)), int(rng.integers(1, 9)))
+        x = _adversarial(rng, shape, dtype)
+        g = rng.standard_normal(shape).astype(dtype)
+        where = rng.random(shape) > 0.3 if trial % 2 else None
+        T = float(rng.choice([1.0, 0.5, 3.0]))
+        kw = {"temperature": T, "where": where}
+        axis = (0, 1) if trial % 7 == 0 else int(rng.integers(-2, 2))
+        calls = [
+            lambda: sk.softmax(x, axis, **kw),
+            lambda: sk.log_softmax(x, axis, **kw),
+            lambda: sk.softmax(x, axis, **kw, dtype=np.float64),
+            lambda: sk.log_softmax(
+                x, axis, **kw, dtype=np.float32, out=np.empty(shape, np.float32)
+            ),
+            lambda: sk.logsumexp(x, axis, **kw, return_sign=True, keepdims=True),
+            lambda: sk.logsumexp(x, axis, **kw, b=rng.standard_normal(shape)),
+            lambda: sk.softmax_vjp(sk.softmax(x, axis, **kw), g, axis, **kw),
+            lambda: sk.log_softmax_vjp(sk.log_softmax(x, axis, **kw), g, axis, **kw),
+        ]
+        for k, f in enumerate(calls):
+            state = rng.bit_generator.state
+            a = f()
+            rng.bit_generator.state = state  # the same b for both
+            coldstart._FORCE = True
+            try:
+                b = f()
+            finally:
+                coldstart._FORCE = False
+            assert coldstart.fell_back()
+            _same(a, b, max(tol, 3e-6) if k == 3 else tol)
+
+
+def test_out_is_written_and_returned_by_the_fallback():
+    x = np.arange(12.0).reshape(3, 4)
+    out = np.full((3, 4), -1.0, dtype=np.float32)
+    coldstart._FORCE = True
+    try:
+        r = sk.softmax(x, dtype=np.float32, out=out)
+        lse = sk.logsumexp(x, axis=0)
+    finally:
+        coldstart._FORCE = False
+    assert r is out
+    np.testing.assert_allclose(out, sk.softmax(x), rtol=1e-6)
+    assert lse.dtype == np.float64 and lse.shape == (4,)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cross_entropy_fallback_matches_the_kernels(dtype):
+    rng = np.random.default_rng(12)
+    for trial in range(40):
+        R, C = int(rng.integers(1, 6)), int(rng.integers(2, 9))
+        x = _adversarial(rng, (R, C), dtype) if trial % 3 == 0 else rng.standard_normal((R, C))
+        x = x.astype(dtype)
+        t = rng.integers(0, C, R)
+        t[0] = -100 if trial % 4 == 0 else t[0]
+        soft = rng.dirichlet(np.ones(C), R)
+        kw = {
+            "ignore_index": -100,
+            "reduction": ["mean", "sum", "none"][trial % 3],
+            "label_smoothing": [0.0, 0.1][trial % 2],
+            "z_loss": [0.0, 1e-3][trial % 5 == 0],
+            "temperature": [1.0, 0.7][trial % 3 == 0],
+            "weight": rng.random(C) if trial % 4 == 1 else None,
+            "where": rng.random((R, C)) > 0.2 if trial % 6 == 0 else None,
+        }
+        for f in (
+            lambda: sk.cross_entropy(x, t, **kw),
+            lambda: sk.cross_entropy(x, t, **kw, return_grad=True),
+            lambda: sk.cross_entropy(x, soft, **kw, return_grad=True),
+        ):
+            a, b = _both(f)
+            _same(a, b, TOL[dtype] * 10)
+
+
+def test_normalizer_fallback_matches_the_kernels():
+    rng = np.random.default_rng(13)
+    for trial in range(80):
+        R, C = int(rng.integers(1, 5)), int(rng.integers(1, 8))
+        dt = [np.float32, np.float64][trial % 2]
+        x1, x2 = _adversarial(rng, (R, C), dt), _adversarial(rng, (R, C), dt)
+        where = rng.random((R, C)) > 0.3 if trial % 2 else None
+        T = [1.0, 0.7][trial % 3 == 0]
+
+        def f():
+            nz = sk.Normalizer.empty((R,), temperature=T)
+            nz.update(x1, where=where)
+            nz.update(x2)
+            return nz.m, nz.s, nz.softmax(x1, where=where), nz.log_softmax(x2)
+
+        a, b = _both(f)
+        _same(a, b, 1e-5)
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [{}, {"top_p": 0.8}, {"top_k": 5}, {"min_p": 0.1, "temperature": 0.7}, {"temperature": 0}],
+)
+def test_sampling_fallback_gives_the_kernels_tokens(kw):
+    rng = np.random.default_rng(14)
+    for trial in range(30):
+        x = rng.standard_normal((int(rng.integers(1, 4)), int(rng.integers(2, 300))))
+        x = (x * [0.3, 3.0][trial % 2]).astype([np.float32, np.float64][trial % 2])
+        a, b = _both(lambda: sk.sample(x, seed=trial, num_samples=3, return_logprobs=True, **kw))
+        np.testing.assert_array_equal(a[0], b[0])
+        assert a[0].dtype == b[0].dtype
+        np.testing.assert_allclose(a[1], b[1], rtol=1e-9, atol=1e-12)
+        a, b = _both(lambda: sk.sampling_probs(x, **kw))
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-15)
+
+
+def test_large_inputs_and_foreground_never_fall_back(monkeypatch):
+    monkeypatch.delenv("SOFTMAXKIT_COMPILE", raising=False)
+    with coldstart.allow(coldstart.SMALL):
+        assert coldstart.allowed()
+    with coldstart.allow(coldstart.SMALL + 1):
+        assert not coldstart.allowed()
+    with coldstart.foreground(), coldstart.allow(10):
+        assert not coldstart.allowed()
+    monkeypatch.setenv("SOFTMAXKIT_COMPILE", "foreground")
+    with coldstart.allow(10):
+        assert not coldstart.allowed()
+    assert not coldstart.allowed()
+
+
+def test_bench_and_warmup_run_in_the_foreground():
+    from softmaxkit.bench.core import run_cases
+    from softmaxkit.bench.timing import Case
+
+    seen = []
+
+    def impl():
+        seen.append(coldstart.background_enabled())
+        return np.zeros(1)
+
+    case = Case("dense", "probe", "x", {"softmaxkit": impl}, nbytes=0)
+    os.environ.pop("SOFTMAXKIT_COMPILE", None)
+    try:
+        run_cases([case], repeats=3, budget_s=0.01, memory=False)
+    finally:
+        os.environ["SOFTMAXKIT_COMPILE"] = "foreground"
+    assert seen and not any(seen)
+
+
+_COLD = textwrap.dedent(
+    """
+    import json, sys, time
+    import numpy as np
+    import softmaxkit as sk
+    from softmaxkit._core import coldstart
+    x = np.random.default_rng(0).standard_normal((40, 30)).astype(np.float32)
+    t0 = time.perf_counter()
+    y1 = sk.log_softmax(x)
+    first = time.perf_counter() - t0
+    fell1 = coldstart.fell_back()
+    from softmaxkit._kernels import _background, _hooks
+    compiled_here = _hooks.COMPILED["top"]
+    done = _background.wait(timeout=600)
+    y2 = sk.log_softmax(x)
+    print(json.dumps({
+        "first": first, "fell1": fell1, "fell2": coldstart.fell_back(), "done": done,
+        "compiled_here": compiled_here, "compiled_after": _hooks.COMPILED["top"],
+        "err": float(np.max(np.abs(y1 - y2))),
+    }))
+    """
+)
+
+
+def test_cold_cache_first_call_falls_back_and_a_background_process_compiles(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "SOFTMAXKIT_COMPILE"}
+    env["NUMBA_CACHE_DIR"] = str(tmp_path / "cache")
+    src = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
+    r = subprocess.run(
+        [sys.executable, "-c", _COLD], env=env, capture_output=True, text=True, timeout=900
+    )
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    assert res["fell1"] and res["done"]
+    assert res["compiled_here"] == 0  # nothing compiled in the calling process
+    assert not res["fell2"] and res["compiled_after"] == 0  # loaded from the cache
+    assert res["err"] < 1e-5
+    assert any(name.endswith(".nbi") for _, _, fs in os.walk(tmp_path / "cache") for name in fs)
+
+
+def test_a_failed_background_compile_is_not_retried(monkeypatch):
+    from softmaxkit._kernels import _background
+
+    class Fake:
+        def py_func(self):  # pragma: no cover - never called
+            pass
+
+    fake = Fake()
+    fake.py_func = lambda: None
+    fake.py_func.__module__ = "softmaxkit._no_such_module"
+    fake.py_func.__qualname__ = "kernel"
+    assert _background.submit(fake, ())  # queued: the caller falls back
+    assert _background.wait(timeout=120)
+    assert not _background.submit(fake, ())  # tried: the caller compiles it itself
