@@ -5,10 +5,11 @@ never hold either model's ``[N, V]`` logits."""
 from __future__ import annotations
 
 import math
-from typing import Any, Literal, overload
+from typing import Any, Literal, Unpack, overload
 
 import numpy as np
 
+from ._core.distillkw import LinearJSKeywords, LinearKLKeywords
 from ._core.routes import routed
 from ._core.typing import ArrayLike, Direction, DistillReduction, FloatArray
 from ._core.validate import as_input_array, resolve_dtype, validate_temperature, validate_where
@@ -191,12 +192,8 @@ def linear_kl_divergence(
     teacher_weight: ArrayLike,
     /,
     *,
-    temperature: float = 1.0,
-    direction: Direction = "forward",
-    where: ArrayLike | None = None,
-    reduction: DistillReduction = "batchmean",
     return_grad: Literal[False] = False,
-    chunk_size: int | None = None,
+    **kw: Unpack[LinearKLKeywords],
 ) -> FloatArray: ...
 
 
@@ -208,12 +205,8 @@ def linear_kl_divergence(
     teacher_weight: ArrayLike,
     /,
     *,
-    temperature: float = 1.0,
-    direction: Direction = "forward",
-    where: ArrayLike | None = None,
-    reduction: DistillReduction = "batchmean",
     return_grad: Literal[True],
-    chunk_size: int | None = None,
+    **kw: Unpack[LinearKLKeywords],
 ) -> tuple[FloatArray, tuple[FloatArray, FloatArray]]: ...
 
 
@@ -225,12 +218,8 @@ def linear_kl_divergence(
     teacher_weight: ArrayLike,
     /,
     *,
-    temperature: float = 1.0,
-    direction: Direction = "forward",
-    where: ArrayLike | None = None,
-    reduction: DistillReduction = "batchmean",
     return_grad: bool,
-    chunk_size: int | None = None,
+    **kw: Unpack[LinearKLKeywords],
 ) -> FloatArray | tuple[FloatArray, tuple[FloatArray, FloatArray]]: ...
 
 
@@ -291,12 +280,8 @@ def linear_jensen_shannon(
     teacher_weight: ArrayLike,
     /,
     *,
-    beta: float = 0.5,
-    temperature: float = 1.0,
-    where: ArrayLike | None = None,
-    reduction: DistillReduction = "batchmean",
     return_grad: Literal[False] = False,
-    chunk_size: int | None = None,
+    **kw: Unpack[LinearJSKeywords],
 ) -> FloatArray: ...
 
 
@@ -308,12 +293,8 @@ def linear_jensen_shannon(
     teacher_weight: ArrayLike,
     /,
     *,
-    beta: float = 0.5,
-    temperature: float = 1.0,
-    where: ArrayLike | None = None,
-    reduction: DistillReduction = "batchmean",
     return_grad: Literal[True],
-    chunk_size: int | None = None,
+    **kw: Unpack[LinearJSKeywords],
 ) -> tuple[FloatArray, tuple[FloatArray, FloatArray]]: ...
 
 
@@ -325,12 +306,8 @@ def linear_jensen_shannon(
     teacher_weight: ArrayLike,
     /,
     *,
-    beta: float = 0.5,
-    temperature: float = 1.0,
-    where: ArrayLike | None = None,
-    reduction: DistillReduction = "batchmean",
     return_grad: bool,
-    chunk_size: int | None = None,
+    **kw: Unpack[LinearJSKeywords],
 ) -> FloatArray | tuple[FloatArray, tuple[FloatArray, FloatArray]]: ...
 
 

@@ -24,10 +24,11 @@ Conventions shared by every function here:
 
 from __future__ import annotations
 
-from typing import Any, Literal, overload
+from typing import Any, Literal, Unpack, overload
 
 import numpy as np
 
+from ._core.distillkw import JSKeywords, KLKeywords
 from ._core.losscommon import class_axis
 from ._core.routes import routed
 from ._core.typing import ArrayLike, Direction, DistillReduction, FloatArray
@@ -115,12 +116,8 @@ def kl_divergence(
     teacher_logits: ArrayLike,
     /,
     *,
-    temperature: float = 1.0,
-    direction: Direction = "forward",
-    where: ArrayLike | None = None,
-    reduction: DistillReduction = "batchmean",
     return_grad: Literal[False] = False,
-    axis: int = -1,
+    **kw: Unpack[KLKeywords],
 ) -> FloatArray: ...
 
 
@@ -130,12 +127,8 @@ def kl_divergence(
     teacher_logits: ArrayLike,
     /,
     *,
-    temperature: float = 1.0,
-    direction: Direction = "forward",
-    where: ArrayLike | None = None,
-    reduction: DistillReduction = "batchmean",
     return_grad: Literal[True],
-    axis: int = -1,
+    **kw: Unpack[KLKeywords],
 ) -> tuple[FloatArray, FloatArray]: ...
 
 
@@ -145,12 +138,8 @@ def kl_divergence(
     teacher_logits: ArrayLike,
     /,
     *,
-    temperature: float = 1.0,
-    direction: Direction = "forward",
-    where: ArrayLike | None = None,
-    reduction: DistillReduction = "batchmean",
     return_grad: bool,
-    axis: int = -1,
+    **kw: Unpack[KLKeywords],
 ) -> FloatArray | tuple[FloatArray, FloatArray]: ...
 
 
@@ -243,12 +232,8 @@ def jensen_shannon(
     teacher_logits: ArrayLike,
     /,
     *,
-    beta: float = 0.5,
-    temperature: float = 1.0,
-    where: ArrayLike | None = None,
-    reduction: DistillReduction = "batchmean",
     return_grad: Literal[False] = False,
-    axis: int = -1,
+    **kw: Unpack[JSKeywords],
 ) -> FloatArray: ...
 
 
@@ -258,12 +243,8 @@ def jensen_shannon(
     teacher_logits: ArrayLike,
     /,
     *,
-    beta: float = 0.5,
-    temperature: float = 1.0,
-    where: ArrayLike | None = None,
-    reduction: DistillReduction = "batchmean",
     return_grad: Literal[True],
-    axis: int = -1,
+    **kw: Unpack[JSKeywords],
 ) -> tuple[FloatArray, FloatArray]: ...
 
 
@@ -273,12 +254,8 @@ def jensen_shannon(
     teacher_logits: ArrayLike,
     /,
     *,
-    beta: float = 0.5,
-    temperature: float = 1.0,
-    where: ArrayLike | None = None,
-    reduction: DistillReduction = "batchmean",
     return_grad: bool,
-    axis: int = -1,
+    **kw: Unpack[JSKeywords],
 ) -> FloatArray | tuple[FloatArray, FloatArray]: ...
 
 
