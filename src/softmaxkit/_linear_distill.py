@@ -9,6 +9,7 @@ from typing import Any, Literal, Unpack, overload
 
 import numpy as np
 
+from ._core.ce import inv_temperature
 from ._core.distillkw import LinearJSKeywords, LinearKLKeywords
 from ._core.routes import routed
 from ._core.typing import ArrayLike, Direction, DistillReduction, FloatArray
@@ -18,7 +19,6 @@ from ._distill_common import (
     _beta_mode,
     _check_reduction,
     _finish,
-    _inv_t,
     _k,
     _mode,
     _scales,
@@ -71,10 +71,9 @@ def _linear(
     lshape = (*h.shape[:-1], V)
     mask = validate_where(where, lshape)
     compute, out_dtype = resolve_dtype(np.result_type(h.dtype, W.dtype, g.dtype, U.dtype), None)
-    invT = _inv_t(T, compute)
-    pre_T = None
-    if invT is None:
-        compute, pre_T, invT = np.dtype(np.float64), T, 1.0
+    pre_T, invT = inv_temperature(T, compute)
+    if pre_T is not None:  # the kernels see z / T in float64 with T = 1
+        compute = np.dtype(np.float64)
     N = math.prod(h.shape[:-1])
     h2 = np.ascontiguousarray(h.reshape(N, h.shape[-1]), dtype=compute)
     g2 = np.ascontiguousarray(g.reshape(N, g.shape[-1]), dtype=compute)

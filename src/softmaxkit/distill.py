@@ -28,6 +28,7 @@ from typing import Any, Literal, Unpack, overload
 
 import numpy as np
 
+from ._core.ce import inv_temperature
 from ._core.distillkw import JSKeywords, KLKeywords
 from ._core.losscommon import class_axis
 from ._core.routes import routed
@@ -39,7 +40,6 @@ from ._distill_common import (
     _check_reduction,
     _empty_rows,
     _finish,
-    _inv_t,
     _k,
     _mode,
     _prep,
@@ -70,10 +70,9 @@ def _dense(
     T = validate_temperature(temperature)
     mask = validate_where(where, s.shape)
     compute, out_dtype = resolve_dtype(np.result_type(s.dtype, t.dtype), None)
-    invT = _inv_t(T, compute)
-    pre_T = None
-    if invT is None:
-        compute, pre_T, invT = np.dtype(np.float64), T, 1.0
+    pre_T, invT = inv_temperature(T, compute)
+    if pre_T is not None:  # the kernels see x / T in float64 with T = 1
+        compute = np.dtype(np.float64)
     mask2 = np.ascontiguousarray(rows_view(mask, (ax,))) if mask is not None else None
     xs = _prep(s, ax, compute, mask2, pre_T)
     xt = _prep(t, ax, compute, mask2, pre_T)
