@@ -44,15 +44,6 @@ def _beta_mode(beta: Any) -> tuple[int, float]:
     return k.JSD, b
 
 
-def _inv_t(T: float, compute: Any) -> float | None:
-    """1/T when it is a normal number of ``compute``, else None (divide x / T first)."""
-    with np.errstate(over="ignore", divide="ignore"):
-        inv = np.dtype(compute).type(1.0 / T)
-    if np.isfinite(inv) and inv >= np.finfo(compute).tiny:
-        return float(1.0 / T)
-    return None
-
-
 def _prep(arr: np.ndarray, ax: int, compute: Any, mask2: Any, pre_T: Any) -> np.ndarray:
     x2 = np.ascontiguousarray(rows_view(arr, (ax,)), dtype=compute)
     if pre_T is not None:

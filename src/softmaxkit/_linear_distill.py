@@ -5,10 +5,12 @@ never hold either model's ``[N, V]`` logits."""
 from __future__ import annotations
 
 import math
-from typing import Any, Literal, overload
+from typing import Any, Literal, Unpack, overload
 
 import numpy as np
 
+from ._core.ce import inv_temperature
+from ._core.distillkw import LinearJSKeywords, LinearKLKeywords
 from ._core.routes import routed
 from ._core.typing import ArrayLike, Direction, DistillReduction, FloatArray
 from ._core.validate import as_input_array, resolve_dtype, validate_temperature, validate_where
@@ -17,7 +19,6 @@ from ._distill_common import (
     _beta_mode,
     _check_reduction,
     _finish,
-    _inv_t,
     _k,
     _mode,
     _scales,
@@ -70,10 +71,9 @@ def _linear(
     lshape = (*h.shape[:-1], V)
     mask = validate_where(where, lshape)
     compute, out_dtype = resolve_dtype(np.result_type(h.dtype, W.dtype, g.dtype, U.dtype), None)
-    invT = _inv_t(T, compute)
-    pre_T = None
-    if invT is None:
-        compute, pre_T, invT = np.dtype(np.float64), T, 1.0
+    pre_T, invT = inv_temperature(T, compute)
+    if pre_T is not None:  # the kernels see z / T in float64 with T = 1
+        compute = np.dtype(np.float64)
     N = math.prod(h.shape[:-1])
     h2 = np.ascontiguousarray(h.reshape(N, h.shape[-1]), dtype=compute)
     g2 = np.ascontiguousarray(g.reshape(N, g.shape[-1]), dtype=compute)
@@ -191,12 +191,8 @@ def linear_kl_divergence(
     teacher_weight: ArrayLike,
     /,
     *,
-    temperature: float = 1.0,
-    direction: Direction = "forward",
-    where: ArrayLike | None = None,
-    reduction: DistillReduction = "batchmean",
     return_grad: Literal[False] = False,
-    chunk_size: int | None = None,
+    **kw: Unpack[LinearKLKeywords],
 ) -> FloatArray: ...
 
 
@@ -208,12 +204,8 @@ def linear_kl_divergence(
     teacher_weight: ArrayLike,
     /,
     *,
-    temperature: float = 1.0,
-    direction: Direction = "forward",
-    where: ArrayLike | None = None,
-    reduction: DistillReduction = "batchmean",
     return_grad: Literal[True],
-    chunk_size: int | None = None,
+    **kw: Unpack[LinearKLKeywords],
 ) -> tuple[FloatArray, tuple[FloatArray, FloatArray]]: ...
 
 
@@ -225,12 +217,8 @@ def linear_kl_divergence(
     teacher_weight: ArrayLike,
     /,
     *,
-    temperature: float = 1.0,
-    direction: Direction = "forward",
-    where: ArrayLike | None = None,
-    reduction: DistillReduction = "batchmean",
     return_grad: bool,
-    chunk_size: int | None = None,
+    **kw: Unpack[LinearKLKeywords],
 ) -> FloatArray | tuple[FloatArray, tuple[FloatArray, FloatArray]]: ...
 
 
@@ -291,12 +279,8 @@ def linear_jensen_shannon(
     teacher_weight: ArrayLike,
     /,
     *,
-    beta: float = 0.5,
-    temperature: float = 1.0,
-    where: ArrayLike | None = None,
-    reduction: DistillReduction = "batchmean",
     return_grad: Literal[False] = False,
-    chunk_size: int | None = None,
+    **kw: Unpack[LinearJSKeywords],
 ) -> FloatArray: ...
 
 
@@ -308,12 +292,8 @@ def linear_jensen_shannon(
     teacher_weight: ArrayLike,
     /,
     *,
-    beta: float = 0.5,
-    temperature: float = 1.0,
-    where: ArrayLike | None = None,
-    reduction: DistillReduction = "batchmean",
     return_grad: Literal[True],
-    chunk_size: int | None = None,
+    **kw: Unpack[LinearJSKeywords],
 ) -> tuple[FloatArray, tuple[FloatArray, FloatArray]]: ...
 
 
@@ -325,12 +305,8 @@ def linear_jensen_shannon(
     teacher_weight: ArrayLike,
     /,
     *,
-    beta: float = 0.5,
-    temperature: float = 1.0,
-    where: ArrayLike | None = None,
-    reduction: DistillReduction = "batchmean",
     return_grad: bool,
-    chunk_size: int | None = None,
+    **kw: Unpack[LinearJSKeywords],
 ) -> FloatArray | tuple[FloatArray, tuple[FloatArray, FloatArray]]: ...
 
 

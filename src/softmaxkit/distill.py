@@ -24,10 +24,12 @@ Conventions shared by every function here:
 
 from __future__ import annotations
 
-from typing import Any, Literal, overload
+from typing import Any, Literal, Unpack, overload
 
 import numpy as np
 
+from ._core.ce import inv_temperature
+from ._core.distillkw import JSKeywords, KLKeywords
 from ._core.losscommon import class_axis
 from ._core.routes import routed
 from ._core.typing import ArrayLike, Direction, DistillReduction, FloatArray
@@ -38,7 +40,6 @@ from ._distill_common import (
     _check_reduction,
     _empty_rows,
     _finish,
-    _inv_t,
     _k,
     _mode,
     _prep,
@@ -69,10 +70,9 @@ def _dense(
     T = validate_temperature(temperature)
     mask = validate_where(where, s.shape)
     compute, out_dtype = resolve_dtype(np.result_type(s.dtype, t.dtype), None)
-    invT = _inv_t(T, compute)
-    pre_T = None
-    if invT is None:
-        compute, pre_T, invT = np.dtype(np.float64), T, 1.0
+    pre_T, invT = inv_temperature(T, compute)
+    if pre_T is not None:  # the kernels see x / T in float64 with T = 1
+        compute = np.dtype(np.float64)
     mask2 = np.ascontiguousarray(rows_view(mask, (ax,))) if mask is not None else None
     xs = _prep(s, ax, compute, mask2, pre_T)
     xt = _prep(t, ax, compute, mask2, pre_T)
@@ -115,12 +115,8 @@ def kl_divergence(
     teacher_logits: ArrayLike,
     /,
     *,
-    temperature: float = 1.0,
-    direction: Direction = "forward",
-    where: ArrayLike | None = None,
-    reduction: DistillReduction = "batchmean",
     return_grad: Literal[False] = False,
-    axis: int = -1,
+    **kw: Unpack[KLKeywords],
 ) -> FloatArray: ...
 
 
@@ -130,12 +126,8 @@ def kl_divergence(
     teacher_logits: ArrayLike,
     /,
     *,
-    temperature: float = 1.0,
-    direction: Direction = "forward",
-    where: ArrayLike | None = None,
-    reduction: DistillReduction = "batchmean",
     return_grad: Literal[True],
-    axis: int = -1,
+    **kw: Unpack[KLKeywords],
 ) -> tuple[FloatArray, FloatArray]: ...
 
 
@@ -145,12 +137,8 @@ def kl_divergence(
     teacher_logits: ArrayLike,
     /,
     *,
-    temperature: float = 1.0,
-    direction: Direction = "forward",
-    where: ArrayLike | None = None,
-    reduction: DistillReduction = "batchmean",
     return_grad: bool,
-    axis: int = -1,
+    **kw: Unpack[KLKeywords],
 ) -> FloatArray | tuple[FloatArray, FloatArray]: ...
 
 
@@ -243,12 +231,8 @@ def jensen_shannon(
     teacher_logits: ArrayLike,
     /,
     *,
-    beta: float = 0.5,
-    temperature: float = 1.0,
-    where: ArrayLike | None = None,
-    reduction: DistillReduction = "batchmean",
     return_grad: Literal[False] = False,
-    axis: int = -1,
+    **kw: Unpack[JSKeywords],
 ) -> FloatArray: ...
 
 
@@ -258,12 +242,8 @@ def jensen_shannon(
     teacher_logits: ArrayLike,
     /,
     *,
-    beta: float = 0.5,
-    temperature: float = 1.0,
-    where: ArrayLike | None = None,
-    reduction: DistillReduction = "batchmean",
     return_grad: Literal[True],
-    axis: int = -1,
+    **kw: Unpack[JSKeywords],
 ) -> tuple[FloatArray, FloatArray]: ...
 
 
@@ -273,12 +253,8 @@ def jensen_shannon(
     teacher_logits: ArrayLike,
     /,
     *,
-    beta: float = 0.5,
-    temperature: float = 1.0,
-    where: ArrayLike | None = None,
-    reduction: DistillReduction = "batchmean",
     return_grad: bool,
-    axis: int = -1,
+    **kw: Unpack[JSKeywords],
 ) -> FloatArray | tuple[FloatArray, FloatArray]: ...
 
 

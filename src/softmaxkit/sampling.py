@@ -12,12 +12,13 @@ import functools
 import math
 import numbers
 import secrets
-from typing import Any, Literal, overload
+from typing import Any, Literal, Unpack, overload
 
 import numpy as np
 
 from ._core import coldstart
 from ._core.routes import routed
+from ._core.samplekw import SampleKeywords
 from ._core.typing import ArrayLike, FloatArray, IntArray, Seed
 from ._core.validate import as_input_array, normalize_axis
 from .drivers.eager import rows_view
@@ -186,15 +187,8 @@ def sample(
     logits: ArrayLike,
     /,
     *,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    min_p: float | None = None,
-    num_samples: int = 1,
-    seed: Seed = None,
-    axis: int = -1,
     return_logprobs: Literal[False] = False,
-    row_offset: int = 0,
+    **kw: Unpack[SampleKeywords],
 ) -> IntArray: ...
 
 
@@ -203,15 +197,8 @@ def sample(
     logits: ArrayLike,
     /,
     *,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    min_p: float | None = None,
-    num_samples: int = 1,
-    seed: Seed = None,
-    axis: int = -1,
     return_logprobs: Literal[True],
-    row_offset: int = 0,
+    **kw: Unpack[SampleKeywords],
 ) -> tuple[IntArray, FloatArray]: ...
 
 
@@ -220,15 +207,8 @@ def sample(
     logits: ArrayLike,
     /,
     *,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    min_p: float | None = None,
-    num_samples: int = 1,
-    seed: Seed = None,
-    axis: int = -1,
     return_logprobs: bool,
-    row_offset: int = 0,
+    **kw: Unpack[SampleKeywords],
 ) -> IntArray | tuple[IntArray, FloatArray]: ...
 
 

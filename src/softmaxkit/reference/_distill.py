@@ -9,10 +9,11 @@ autograd and central differences.
 
 from __future__ import annotations
 
-from typing import Any, Literal, overload
+from typing import Any, Literal, Unpack, overload
 
 import numpy as np
 
+from .._core.distillkw import JSKeywords, KLKeywords
 from .._core.losscommon import check_real, class_axis
 from .._core.typing import ArrayLike, Direction, DistillReduction, FloatArray
 from .._core.validate import as_input_array, validate_temperature, validate_where
@@ -123,12 +124,8 @@ def kl_divergence(
     teacher_logits: ArrayLike,
     /,
     *,
-    temperature: float = 1.0,
-    direction: Direction = "forward",
-    where: ArrayLike | None = None,
-    reduction: DistillReduction = "batchmean",
     return_grad: Literal[False] = False,
-    axis: int = -1,
+    **kw: Unpack[KLKeywords],
 ) -> FloatArray: ...
 
 
@@ -138,12 +135,8 @@ def kl_divergence(
     teacher_logits: ArrayLike,
     /,
     *,
-    temperature: float = 1.0,
-    direction: Direction = "forward",
-    where: ArrayLike | None = None,
-    reduction: DistillReduction = "batchmean",
     return_grad: Literal[True],
-    axis: int = -1,
+    **kw: Unpack[KLKeywords],
 ) -> tuple[FloatArray, FloatArray]: ...
 
 
@@ -153,12 +146,8 @@ def kl_divergence(
     teacher_logits: ArrayLike,
     /,
     *,
-    temperature: float = 1.0,
-    direction: Direction = "forward",
-    where: ArrayLike | None = None,
-    reduction: DistillReduction = "batchmean",
     return_grad: bool,
-    axis: int = -1,
+    **kw: Unpack[KLKeywords],
 ) -> FloatArray | tuple[FloatArray, FloatArray]: ...
 
 
@@ -188,12 +177,8 @@ def jensen_shannon(
     teacher_logits: ArrayLike,
     /,
     *,
-    beta: float = 0.5,
-    temperature: float = 1.0,
-    where: ArrayLike | None = None,
-    reduction: DistillReduction = "batchmean",
     return_grad: Literal[False] = False,
-    axis: int = -1,
+    **kw: Unpack[JSKeywords],
 ) -> FloatArray: ...
 
 
@@ -203,12 +188,8 @@ def jensen_shannon(
     teacher_logits: ArrayLike,
     /,
     *,
-    beta: float = 0.5,
-    temperature: float = 1.0,
-    where: ArrayLike | None = None,
-    reduction: DistillReduction = "batchmean",
     return_grad: Literal[True],
-    axis: int = -1,
+    **kw: Unpack[JSKeywords],
 ) -> tuple[FloatArray, FloatArray]: ...
 
 
@@ -218,12 +199,8 @@ def jensen_shannon(
     teacher_logits: ArrayLike,
     /,
     *,
-    beta: float = 0.5,
-    temperature: float = 1.0,
-    where: ArrayLike | None = None,
-    reduction: DistillReduction = "batchmean",
     return_grad: bool,
-    axis: int = -1,
+    **kw: Unpack[JSKeywords],
 ) -> FloatArray | tuple[FloatArray, FloatArray]: ...
 
 

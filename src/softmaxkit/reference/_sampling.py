@@ -8,10 +8,11 @@ arithmetic, and exact keys for every kept entry: the oracle for the kernels.
 from __future__ import annotations
 
 import math
-from typing import Literal, overload
+from typing import Literal, Unpack, overload
 
 import numpy as np
 
+from .._core.samplekw import SampleKeywords
 from .._core.typing import ArrayLike, FloatArray, IntArray, Seed
 from ..sampling import _filters, _int_arg, _rows
 
@@ -94,15 +95,8 @@ def sample(
     logits: ArrayLike,
     /,
     *,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    min_p: float | None = None,
-    num_samples: int = 1,
-    seed: Seed = None,
-    axis: int = -1,
     return_logprobs: Literal[False] = False,
-    row_offset: int = 0,
+    **kw: Unpack[SampleKeywords],
 ) -> IntArray: ...
 
 
@@ -111,15 +105,8 @@ def sample(
     logits: ArrayLike,
     /,
     *,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    min_p: float | None = None,
-    num_samples: int = 1,
-    seed: Seed = None,
-    axis: int = -1,
     return_logprobs: Literal[True],
-    row_offset: int = 0,
+    **kw: Unpack[SampleKeywords],
 ) -> tuple[IntArray, FloatArray]: ...
 
 
@@ -128,15 +115,8 @@ def sample(
     logits: ArrayLike,
     /,
     *,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    min_p: float | None = None,
-    num_samples: int = 1,
-    seed: Seed = None,
-    axis: int = -1,
     return_logprobs: bool,
-    row_offset: int = 0,
+    **kw: Unpack[SampleKeywords],
 ) -> IntArray | tuple[IntArray, FloatArray]: ...
 
 

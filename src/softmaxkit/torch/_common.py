@@ -184,6 +184,25 @@ def _need_grad(*ts) -> bool:
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in ts)
 
 
+def _with_grad(f, wrt, seed=None):
+    """``(out, grads)`` for a public ``return_grad=True`` call on tensors.
+
+    ``out = f(*leaves)`` runs under ``torch.enable_grad()`` on detached leaf copies of
+    the tensors ``wrt`` (so it works under ``torch.no_grad()`` and never touches the
+    caller's graph); ``grads`` are the gradients of ``out`` w.r.t. those leaves, one
+    per entry of ``wrt``, for the upstream gradient ``seed(out)`` (default: ones, the
+    gradient of ``out.sum()``).  A ``None`` in ``wrt`` is passed to ``f`` as ``None``
+    and gets the gradient ``None``.  ``out`` comes back detached.  The operators
+    compute their gradients in the forward pass and save them: this reads them back.
+    """
+    with torch.enable_grad():
+        ins = [None if t is None else t.detach().requires_grad_() for t in wrt]
+        out = f(*ins)
+        up = torch.ones_like(out) if seed is None else seed(out)
+        gs = iter(torch.autograd.grad(out, [t for t in ins if t is not None], up))
+    return out.detach(), tuple(None if t is None else next(gs) for t in ins)
+
+
 def _check_target(target, logits, ax):
     if not isinstance(target, torch.Tensor):
         raise TypeError(f"target must be a torch.Tensor; got {type(target).__name__}")

@@ -24,6 +24,7 @@ from ._common import (
     _need_grad,
     _scale_saved,
     _tensor,
+    _with_grad,
 )
 
 _DISTILL_REDUCTIONS = ("batchmean", "sum", "none", "mean")
@@ -329,16 +330,6 @@ def linear_jensen_shannon(
 
 
 # ------------------------------------------- routing from the public functions
-def _with_grad(f, first, rest, kw, wrt):
-    """``(loss, grad(s))`` for a public ``return_grad=True`` call: the fused gradient
-    saved by the operator, read back through autograd."""
-    with torch.enable_grad():
-        ins = [t.detach().requires_grad_() for t in wrt]
-        loss = f(*ins, *rest, **kw) if first is None else f(first, *ins, *rest, **kw)
-        grads = torch.autograd.grad(loss, ins, torch.ones_like(loss))
-    return loss.detach(), grads
-
-
 def _route_distill(name):
     fn = {"kl_divergence": kl_divergence, "jensen_shannon": jensen_shannon}[name]
 
@@ -349,7 +340,7 @@ def _route_distill(name):
         a["where"] = _tensor(a["where"], s)
         if not rg:
             return fn(s, t, **a)
-        loss, (g,) = _with_grad(lambda v, tt: fn(v, tt, **a), None, [t], {}, [s])
+        loss, (g,) = _with_grad(lambda v: fn(v, t, **a), [s])
         return loss, g
 
     return run
@@ -366,8 +357,7 @@ def _route_linear(name):
         rg = a.pop("return_grad")
         if not rg:
             return fn(hs, Ws, ht, Wt, **a)
-        loss, grads = _with_grad(lambda h, w: fn(h, w, ht, Wt, **a), None, [], {}, [hs, Ws])
-        return loss, tuple(grads)
+        return _with_grad(lambda h, w: fn(h, w, ht, Wt, **a), [hs, Ws])
 
     return run
 

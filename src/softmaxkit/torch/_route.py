@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from .._core.routes import register
-from ._common import _FLOATS, _as_mask, _check_float, _dims, _tensor
+from ._common import _FLOATS, _as_mask, _check_float, _dims, _tensor, _with_grad
 from ._ops_dense import (
     _log_softmax_bw_op,
     _softmax_bw_op,
@@ -79,12 +79,13 @@ def _route(name, args):
     if name == "logsumexp_vjp":
         x = a["x"]
         _check_float("x", x)
-        xr = x.detach().requires_grad_()
-        with torch.enable_grad():
-            lse = logsumexp(xr, a["axis"], b=_tensor(a["b"], x), keepdims=a["keepdims"],
-                            temperature=a["temperature"], where=_tensor(a["where"], x))  # fmt: skip
-            g = _tensor(a["g"], x).to(lse.dtype)
-            (gx,) = torch.autograd.grad(lse, xr, g.expand(lse.shape))
+        kw = dict(b=_tensor(a["b"], x), keepdims=a["keepdims"], temperature=a["temperature"],
+                  where=_tensor(a["where"], x))  # fmt: skip
+        _, (gx,) = _with_grad(
+            lambda xr: logsumexp(xr, a["axis"], **kw),
+            [x],
+            lambda lse: _tensor(a["g"], x).to(lse.dtype).expand(lse.shape),  # upstream g
+        )
         return gx
     if a.get("out") is not None:
         raise TypeError(f"{name}: out= is not supported for torch tensors")
@@ -93,13 +94,11 @@ def _route(name, args):
     if name == "cross_entropy":
         logits = a.pop("logits")
         target = _tensor(a.pop("target"), logits)
+        a["weight"] = _tensor(a["weight"], logits)
         if not rg:
-            return cross_entropy(logits, target, weight=_tensor(a.pop("weight"), logits), **a)
-        with torch.enable_grad():
-            lg = logits.detach().requires_grad_()
-            loss = cross_entropy(lg, target, weight=_tensor(a.pop("weight"), logits), **a)
-            (gr,) = torch.autograd.grad(loss, lg, torch.ones_like(loss))
-        return loss.detach(), gr
+            return cross_entropy(logits, target, **a)
+        loss, (gr,) = _with_grad(lambda lg: cross_entropy(lg, target, **a), [logits])
+        return loss, gr
     if name == "linear_cross_entropy":
         h, W = a.pop("hidden"), a.pop("linear_weight")
         t = _tensor(a.pop("target"), h)
@@ -107,12 +106,10 @@ def _route(name, args):
         a["weight"] = _tensor(a["weight"], h)
         if not rg:
             return linear_cross_entropy(h, W, t, bias=b, **a)
-        with torch.enable_grad():
-            ins = [v.detach().requires_grad_() for v in (h, W)]
-            bb = None if b is None else b.detach().requires_grad_()
-            loss = linear_cross_entropy(*ins, t, bias=bb, **a)
-            gs = torch.autograd.grad(loss, ins + ([bb] if bb is not None else []))
-        return loss.detach(), (gs[0], gs[1], gs[2] if bb is not None else None)
+        # (loss, (d_hidden, d_weight, d_bias or None))
+        return _with_grad(
+            lambda hh, ww, bb: linear_cross_entropy(hh, ww, t, bias=bb, **a), [h, W, b]
+        )
     if name == "topk_softmax":
         x = a.pop("x")
         return topk_softmax(x, a.pop("k"), a.pop("axis"), where=_tensor(a.pop("where"), x), **a)
@@ -125,11 +122,8 @@ def _route(name, args):
             a["weight"] = _tensor(a["weight"], x)
         if not rg:
             return f(*pos, **a)
-        with torch.enable_grad():
-            xr = x.detach().requires_grad_()
-            loss = f(xr, *pos[1:], **a)
-            (gr,) = torch.autograd.grad(loss, xr, torch.ones_like(loss))
-        return loss.detach(), gr
+        loss, (gr,) = _with_grad(lambda xr: f(xr, *pos[1:], **a), [x])
+        return loss, gr
     return NotImplemented
 
 
