@@ -28,6 +28,7 @@ from typing import Any, Literal, Unpack, overload
 
 import numpy as np
 
+from ._core import coldstart
 from ._core.ce import inv_temperature
 from ._core.distillkw import JSKeywords, KLKeywords
 from ._core.losscommon import class_axis
@@ -51,6 +52,20 @@ from .drivers.eager import rows_view
 __all__ = ["jensen_shannon", "kl_divergence", "linear_jensen_shannon", "linear_kl_divergence"]
 
 
+def _cold(ref: Any, reduction: str, return_grad: Any, out_dtype: Any) -> Any:
+    """The reference twin's float64 result in the kernel path's types."""
+    loss = np.asarray(ref[0] if return_grad else ref)
+    with np.errstate(over="ignore", invalid="ignore"):
+        if reduction == "none":
+            loss = loss.astype(out_dtype)
+            loss = loss[()] if loss.ndim == 0 else loss
+        else:
+            loss = np.dtype(out_dtype).type(loss)
+        if not return_grad:
+            return loss
+        return loss, np.asarray(ref[1]).astype(out_dtype)
+
+
 def _dense(
     student: Any,
     teacher: Any,
@@ -61,6 +76,7 @@ def _dense(
     reduction: Any,
     return_grad: Any,
     axis: Any,
+    fallback: Any,
 ) -> Any:
     s = as_input_array(student, "student_logits")
     t = as_input_array(teacher, "teacher_logits")
@@ -82,7 +98,14 @@ def _dense(
     per = np.empty(R)
     grad2 = np.empty_like(xs) if return_grad else np.empty((R, 0 if R == 0 else 1), compute)
     if R and C:
-        _k().distill_rows(xs, xt, invT, mode, beta, scale, active, bool(return_grad), grad2, per)
+        try:
+            with coldstart.allow(xs.size):
+                _k().distill_rows(
+                    xs, xt, invT, mode, beta, scale, active, bool(return_grad), grad2, per
+                )
+        except coldstart.ColdKernel:
+            # the kernel compiles in the background: the float64 twin, rounded once
+            return _cold(fallback(), reduction, return_grad, out_dtype)
     elif R:
         per[:] = 0.0
     batch = s.shape[:ax] + s.shape[ax + 1 :]
@@ -216,9 +239,20 @@ def kl_divergence(
     0.0
     """
     mode = _mode(direction)
+
+    def fallback() -> Any:
+        from .reference import _distill as _ref
+
+        ref: Any = _ref.kl_divergence
+        return ref(
+            student_logits, teacher_logits, temperature=temperature, direction=direction,
+            where=where, reduction=reduction, return_grad=return_grad, axis=axis,
+        )  # fmt: skip
+
     res: FloatArray | tuple[FloatArray, FloatArray] = _dense(
-        student_logits, teacher_logits, mode, 0.0, temperature, where, reduction, return_grad, axis
-    )
+        student_logits, teacher_logits, mode, 0.0, temperature, where, reduction, return_grad,
+        axis, fallback,
+    )  # fmt: skip
     return res
 
 
@@ -320,9 +354,20 @@ def jensen_shannon(
     True
     """
     mode, b = _beta_mode(beta)
+
+    def fallback() -> Any:
+        from .reference import _distill as _ref
+
+        ref: Any = _ref.jensen_shannon
+        return ref(
+            student_logits, teacher_logits, beta=beta, temperature=temperature,
+            where=where, reduction=reduction, return_grad=return_grad, axis=axis,
+        )  # fmt: skip
+
     res: FloatArray | tuple[FloatArray, FloatArray] = _dense(
-        student_logits, teacher_logits, mode, b, temperature, where, reduction, return_grad, axis
-    )
+        student_logits, teacher_logits, mode, b, temperature, where, reduction, return_grad,
+        axis, fallback,
+    )  # fmt: skip
     return res
 
 

@@ -23,7 +23,7 @@ from .._core import coldstart
 
 __all__ = ["CASES", "DEMO_STEPS", "FAMILIES", "cases", "clear", "register", "warmup"]
 
-FAMILIES = ("dense", "online", "losses", "quantized")
+FAMILIES = ("dense", "online", "losses", "vocab", "segments", "quantized")
 
 _F32, _F64 = np.float32, np.float64
 
@@ -99,6 +99,54 @@ def _losses() -> list[tuple[str, str, Callable[[], object]]]:
     return out
 
 
+def _vocab() -> list[tuple[str, str, Callable[[], object]]]:
+    import softmaxkit as sk
+
+    out = []
+    t = np.arange(64) % 200
+    for dt in (_F32, _F64):
+        name = np.dtype(dt).name
+        z, z2 = _x((64, 200), dt), _x((64, 200), dt, 3)
+        h, w, w2 = _x((16, 32), dt, 1), _x((200, 32), dt, 2), _x((200, 32), dt, 4)
+        out += [
+            ("sample top-p", name, lambda z=z: sk.sample(z, top_p=0.9, seed=0)),
+            ("sample top-k", name, lambda z=z: sk.sample(z, top_k=5, seed=0)),
+            ("sampling_probs", name, lambda z=z: sk.sampling_probs(z, min_p=0.1)),
+            (
+                "cross_entropy outputs",
+                name,
+                lambda z=z, t=t: sk.cross_entropy(z, t, return_entropy=True, topk=5),
+            ),
+            ("kl_divergence", name, lambda z=z, y=z2: sk.kl_divergence(z, y, return_grad=True)),
+            ("jensen_shannon", name, lambda z=z, y=z2: sk.jensen_shannon(z, y)),
+            (
+                "linear_kl_divergence",
+                name,
+                lambda h=h, w=w, v=w2: sk.linear_kl_divergence(h, w, h, v, return_grad=True),
+            ),
+        ]
+    return out
+
+
+def _segments() -> list[tuple[str, str, Callable[[], object]]]:
+    import softmaxkit as sk
+
+    out = []
+    ids = np.repeat(np.arange(40), 5)
+    shuffled = np.random.default_rng(5).permutation(ids)
+    for dt in (_F32, _F64):
+        name = np.dtype(dt).name
+        x, a, b = _x(200, dt), _x((16, 12), dt, 1), _x((12, 8), dt, 2)
+        out += [
+            ("segment_softmax", name, lambda x=x: sk.segment_softmax(x, ids)),
+            ("segment_logsumexp", name, lambda x=x: sk.segment_logsumexp(x, ids)),
+            ("segment_logsumexp unsorted", name, lambda x=x: sk.segment_logsumexp(x, shuffled)),
+            ("logcumsumexp", name, lambda x=x: sk.logcumsumexp(x)),
+            ("logmatmulexp", name, lambda a=a, b=b: sk.logmatmulexp(a, b)),
+        ]
+    return out
+
+
 def _quantized() -> list[tuple[str, str, Callable[[], object]]]:
     from .. import quantized as q
 
@@ -115,7 +163,14 @@ def _quantized() -> list[tuple[str, str, Callable[[], object]]]:
     ]
 
 
-_BUILDERS = {"dense": _dense, "online": _online, "losses": _losses, "quantized": _quantized}
+_BUILDERS = {
+    "dense": _dense,
+    "online": _online,
+    "losses": _losses,
+    "vocab": _vocab,
+    "segments": _segments,
+    "quantized": _quantized,
+}
 
 # family -> [(op, dtype, call)] ; built on first use (the builders import the package)
 CASES: dict[str, list[tuple[str, str, Callable[[], object]]]] = {}

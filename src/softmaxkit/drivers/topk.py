@@ -13,6 +13,7 @@ import math
 
 import numpy as np
 
+from .._core import coldstart
 from .._core.validate import resolve_dtype
 from .eager import rows_view
 
@@ -29,8 +30,6 @@ def topk(
     temperature, ``mask`` a boolean array broadcastable to ``arr`` or ``None``.
     Probabilities in the dtype of the dense softmax of ``arr``, indices int64.
     """
-    from .._kernels import online as kern
-
     compute, out_dtype = resolve_dtype(arr.dtype, None)
     x2 = rows_view(arr, (ax,))
     if x2.dtype.kind != "f" or x2.dtype == np.float16:
@@ -49,16 +48,41 @@ def topk(
     idx = np.empty((r, k), dtype=np.int64)
     if r and k:
         mask2 = rows_view(mask, (ax,)) if mask is not None else None
-        kern.topk_rows(
-            x2,
-            mask2 if mask2 is not None else np.broadcast_to(np.ones(1, bool), x2.shape),
-            mask2 is not None,
-            t,
-            k,
-            probs,
-            idx,
-        )
+        try:
+            with coldstart.allow(x2.size):
+                from .._kernels import online as kern
+
+                kern.topk_rows(
+                    x2,
+                    mask2 if mask2 is not None else np.broadcast_to(np.ones(1, bool), x2.shape),
+                    mask2 is not None,
+                    t,
+                    k,
+                    probs,
+                    idx,
+                )
+        except coldstart.ColdKernel:
+            # the kernel compiles in the background: float64 NumPy, the same order
+            probs[...], idx[...] = _topk_float64(x2, mask2, t, k)
     moved_shape = (*tuple(s for i, s in enumerate(arr.shape) if i != ax), k)
     p_out = np.moveaxis(probs.reshape(moved_shape), -1, ax).astype(out_dtype)
     i_out = np.moveaxis(idx.reshape(moved_shape), -1, ax).copy()
     return p_out, i_out
+
+
+def _topk_float64(x2: np.ndarray, mask2: np.ndarray | None, t: float, k: int):
+    """The kernel's result in float64 NumPy: the ``k`` largest probabilities of each
+    row, larger first, equal ones by index."""
+    with np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ignore"):
+        v = x2.astype(np.float64) / t
+        inc = np.ones(v.shape, bool) if mask2 is None else np.asarray(mask2, bool)
+        m = np.where(inc & ~np.isnan(v), v, -np.inf).max(axis=-1, keepdims=True)
+        d = np.where(v == m, 0.0, v - m)
+        e = np.where(inc, np.exp(d), 0.0)
+        p = e / e.sum(axis=-1, keepdims=True)
+        p = np.where(m == -np.inf, 0.0, p)
+    # included NaN first, then larger value, then smaller index
+    nan = inc & np.isnan(v)
+    key = np.where(inc & ~nan, v, -np.inf)
+    idx = np.lexsort((-key, ~nan), axis=-1)[:, :k]
+    return np.take_along_axis(p, idx, axis=-1), idx
