@@ -273,3 +273,41 @@ def test_a_failed_background_compile_is_not_retried(monkeypatch):
     assert _background.submit(fake, ())  # queued: the caller falls back
     assert _background.wait(timeout=120)
     assert not _background.submit(fake, ())  # tried: the caller compiles it itself
+
+
+def test_topk_softmax_fallback_gives_the_kernels_order():
+    """Ties, -inf, +inf, NaN rows, masks: probabilities within 1e-6 and the same ids."""
+    rng = np.random.default_rng(15)
+    for trial in range(200):
+        shape = (int(rng.integers(1, 5)), int(rng.integers(1, 9)))
+        x = _adversarial(rng, shape, [np.float32, np.float64][trial % 2])
+        if trial % 3:
+            x = np.where(np.isnan(x), 1.0, np.round(x)).astype(x.dtype)  # exact ties
+        where = rng.random(shape) > 0.3 if trial % 2 else None
+        k = int(rng.integers(0, shape[1] + 1))
+        a, b = _both(lambda: sk.topk_softmax(x, k, temperature=[1.0, 0.7][trial % 2], where=where))
+        np.testing.assert_array_equal(a[1], b[1])
+        _same(a[0], b[0], 1e-6)
+
+
+def test_distillation_fallbacks_match_the_kernels():
+    rng = np.random.default_rng(16)
+    for trial in range(60):
+        shape = (int(rng.integers(1, 5)), int(rng.integers(1, 9)))
+        dt = [np.float32, np.float64][trial % 2]
+        s = (rng.standard_normal(shape) * 10).astype(dt)
+        t = (rng.standard_normal(shape) * 10).astype(dt)
+        s[rng.random(shape) < 0.15] = -np.inf
+        t[rng.random(shape) < 0.15] = -np.inf
+        kw = {
+            "temperature": [1.0, 0.7][trial % 2],
+            "where": rng.random(shape) > 0.3 if trial % 3 == 0 else None,
+            "reduction": ["batchmean", "sum", "none", "mean"][trial % 4],
+        }
+        for f in (
+            lambda: sk.kl_divergence(s, t, **kw, return_grad=True),
+            lambda: sk.kl_divergence(s, t, direction="reverse", **kw),
+            lambda: sk.jensen_shannon(s, t, beta=0.3, **kw, return_grad=True),
+        ):
+            a, b = _both(f)
+            _same(a, b, 1e-5)
