@@ -311,3 +311,49 @@ def test_distillation_fallbacks_match_the_kernels():
         ):
             a, b = _both(f)
             _same(a, b, 1e-5)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_segment_and_scan_fallbacks_match_the_kernels(dtype):
+    rng = np.random.default_rng(17)
+    tol = 4e-3 if dtype == np.float16 else TOL[dtype]
+    for trial in range(40):
+        n = int(rng.integers(1, 30))
+        x = _adversarial(rng, n, dtype)
+        ids = np.sort(rng.integers(0, 5, n)) if trial % 2 else rng.integers(0, 5, n)
+        where = rng.random(n) > 0.3 if trial % 3 == 0 else None
+        A = (rng.standard_normal((3, 4)) * 5).astype(dtype)
+        B = (rng.standard_normal((2, 4, 2)) * 5).astype(dtype)
+        A[0, 1] = -np.inf
+        for f in (
+            lambda: sk.segment_logsumexp(x, ids, num_segments=6, where=where),
+            lambda: sk.segment_softmax(x, ids, temperature=0.7, where=where),
+            lambda: sk.segment_log_softmax(x, ids, where=where),
+            lambda: sk.logcumsumexp(x, where=where),
+            lambda: sk.logcumsumexp(x, reverse=True, dtype=np.float64),
+            lambda: sk.logcumsumexp(x, out=np.empty(n, dtype)),
+            lambda: sk.logmatmulexp(A, B),
+        ):
+            a, b = _both(f)
+            _same(a, b, tol)
+
+
+def test_margin_and_jacobian_fallbacks_match_the_kernels():
+    """Options the twin does not take (return_grad=True) compile in the caller."""
+    rng = np.random.default_rng(18)
+    for trial in range(40):
+        dt = [np.float32, np.float64][trial % 2]
+        R, C = int(rng.integers(1, 5)), int(rng.integers(2, 9))
+        x = (rng.standard_normal((R, C)) * [1.0, 30.0][trial % 2]).astype(dt)
+        t = rng.integers(0, C, R)
+        g = rng.standard_normal(R).astype(dt)
+        for f in (
+            lambda: sk.multiclass_hinge_loss(x, t),
+            lambda: sk.multiclass_hinge_loss(x, t, return_grad=True),
+            lambda: sk.max_margin_loss(x, C - 1),
+            lambda: sk.max_margin_loss_split(x[:, 0], x[:, 1:]),
+            lambda: sk.logsumexp_vjp(x, g),
+            lambda: sk.softmax_jacobian(x[0]),
+        ):
+            a, b = _both(f)
+            _same(a, b, TOL[dt] * 10)

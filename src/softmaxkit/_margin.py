@@ -12,6 +12,7 @@ from typing import Any, Literal, Unpack, overload
 
 import numpy as np
 
+from ._core import coldstart
 from ._core.ce import kernels, scalar
 from ._core.losscommon import check_real, check_reduction, class_axis, class_weights, parse_target
 from ._core.losskw import HingeKeywords, MarginKeywords
@@ -31,6 +32,11 @@ def _reduce(mat: np.ndarray, reduction: str, dtype: Any) -> Array:
 
 
 SplitGrads = tuple[FloatArray, FloatArray]  # (d_positive, d_negatives)
+
+
+def _loss_dtype(x: Any, *args: Any, **kwargs: Any) -> Any:
+    """The loss dtype for scores / logits ``x`` (for the cold-start fallback)."""
+    return resolve_dtype(np.asarray(x).dtype, None)[1]
 
 
 @overload
@@ -57,6 +63,7 @@ def max_margin_loss_split(
 ) -> Array | tuple[Array, SplitGrads]: ...
 
 
+@coldstart.fallback("softmaxkit.reference._losses:max_margin_loss_split", _loss_dtype)
 def max_margin_loss_split(
     positive: ArrayLike,
     negatives: ArrayLike,
@@ -157,6 +164,7 @@ def max_margin_loss(
 ) -> Array | tuple[Array, Array]: ...
 
 
+@coldstart.fallback("softmaxkit.reference._losses:max_margin_loss", _loss_dtype)
 def max_margin_loss(
     scores: ArrayLike,
     /,
@@ -252,6 +260,7 @@ def multiclass_hinge_loss(
 ) -> Array | tuple[Array, Array]: ...
 
 
+@coldstart.fallback("softmaxkit.reference._losses:multiclass_hinge_loss", _loss_dtype)
 def multiclass_hinge_loss(
     logits: ArrayLike,
     target: ArrayLike,

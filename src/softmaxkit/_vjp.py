@@ -30,6 +30,11 @@ __all__ = [
 ]
 
 
+def _first_dtype(x: Any, *args: Any, **kwargs: Any) -> Any:
+    """The output dtype for input ``x`` (for the cold-start fallback)."""
+    return resolve_dtype(np.asarray(x).dtype, None)[1]
+
+
 def _vjp(
     y: ArrayLike,
     g: ArrayLike,
@@ -69,7 +74,10 @@ def _vjp(
         m2 = np.broadcast_to(np.ones((1, 1), dtype=np.bool_), y2.shape)
     try:
         with coldstart.allow(y2.size):
-            return _vjp_kernel(y2, g2, m2, mask is not None, invT, log, out, axes, compute)
+            res: FloatArray = _vjp_kernel(
+                y2, g2, m2, mask is not None, invT, log, out, axes, compute
+            )
+            return res
     except coldstart.ColdKernel:
         # the kernel compiles in the background: the float64 formula, rounded once
         res = _vjp_float64(y2, g2, m2, invT, log)
@@ -264,6 +272,7 @@ def log_softmax_vjp(
     return _vjp(y, g, axis, temperature, where, out, True)
 
 
+@coldstart.fallback("softmaxkit.reference._losses:logsumexp_vjp", _first_dtype)
 def logsumexp_vjp(
     x: ArrayLike,
     g: ArrayLike,
@@ -428,6 +437,7 @@ def softmax_jvp(
     return y, softmax_vjp(y, va, axis=axis, temperature=temperature, where=where)
 
 
+@coldstart.fallback("softmaxkit.reference._losses:softmax_jacobian", _first_dtype)
 def softmax_jacobian(
     x: ArrayLike,
     /,

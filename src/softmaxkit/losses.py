@@ -283,7 +283,8 @@ def cross_entropy(
         # the kernels compile in the background: the float64 formulas, rounded once
         from .reference import _losses as _reference
 
-        res = _reference.cross_entropy(
+        ref_ce: Any = _reference.cross_entropy
+        res = ref_ce(
             arr, target, axis=ax, weight=weight, ignore_index=ignore_index,
             label_smoothing=label_smoothing, reduction=red, z_loss=z_loss,
             temperature=T, where=mask, return_grad=bool(return_grad),
@@ -300,9 +301,10 @@ def cross_entropy(
 
 
 def _ce_kernels(
-    arr, ax, red, eps, z, ii, cw, kind, tgt, mask, compute, out_dtype, pre_T, invT, out,
-    return_grad, n_classes,
-):  # fmt: skip
+    arr: Any, ax: Any, red: Any, eps: Any, z: Any, ii: Any, cw: Any, kind: Any, tgt: Any,
+    mask: Any, compute: Any, out_dtype: Any, pre_T: Any, invT: Any, out: Any,
+    return_grad: Any, n_classes: Any,
+) -> Any:  # fmt: skip
     """The NumPy path of :func:`cross_entropy` past validation: the fused kernels."""
     axes = (ax,)
     x2 = np.ascontiguousarray(rows_view(arr, axes), dtype=compute)

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from ._core import coldstart
 from ._core.routes import routed
 from ._core.typing import ArrayLike, DTypeLike, FloatArray
 from ._core.validate import as_input_array, check_out, resolve_dtype, validate_where
@@ -42,7 +43,16 @@ def _scan(x2: np.ndarray, m2: np.ndarray | None, reverse: bool, res2: np.ndarray
     _scan_rows(x2, m2, reverse, res2, min_block=_MIN_BLOCK)
 
 
+def _lcse_dtype(x: Any, *args: Any, dtype: Any = None, **kwargs: Any) -> Any:
+    return resolve_dtype(np.asarray(x).dtype, dtype)[1]
+
+
+def _lme_dtype(A: Any, B: Any, **kwargs: Any) -> Any:
+    return resolve_dtype(np.result_type(np.asarray(A).dtype, np.asarray(B).dtype), None)[0]
+
+
 @routed("logcumsumexp")
+@coldstart.fallback("softmaxkit.reference._segments:logcumsumexp", _lcse_dtype)
 def logcumsumexp(
     x: ArrayLike,
     /,
@@ -262,6 +272,7 @@ def _lme_prepare(A: Any, B: Any) -> Any:
 
 
 @routed("logmatmulexp")
+@coldstart.fallback("softmaxkit.reference._segments:logmatmulexp", _lme_dtype)
 def logmatmulexp(A: ArrayLike, B: ArrayLike, /, *, out: FloatArray | None = None) -> FloatArray:
     r"""Matrix product in log space.
 

@@ -12,8 +12,10 @@ from typing import Any
 
 import numpy as np
 
+from ._core import coldstart
 from ._core.routes import routed
 from ._core.typing import ArrayLike, FloatArray
+from ._core.validate import resolve_dtype
 from ._segments_common import _is_dask, _prepare, _segment_softmax
 from ._segments_vjp import segment_log_softmax_vjp, segment_logsumexp_vjp, segment_softmax_vjp
 from .drivers.eager_segments import Segs as _Segs
@@ -30,7 +32,13 @@ __all__ = [
 ]
 
 
+def _seg_dtype(x: Any, *args: Any, **kwargs: Any) -> Any:
+    """The output dtype of the segment ops for ``x`` (for the cold-start fallback)."""
+    return resolve_dtype(np.asarray(x).dtype, None)[1]
+
+
 @routed("segment_logsumexp")
+@coldstart.fallback("softmaxkit.reference._segments:segment_logsumexp", _seg_dtype)
 def segment_logsumexp(
     x: ArrayLike,
     /,
@@ -189,6 +197,7 @@ _SOFTMAX_DOC = r"""{title}
 
 
 @routed("segment_softmax")
+@coldstart.fallback("softmaxkit.reference._segments:segment_softmax", _seg_dtype)
 def segment_softmax(
     x: ArrayLike,
     /,
@@ -207,6 +216,7 @@ def segment_softmax(
 
 
 @routed("segment_log_softmax")
+@coldstart.fallback("softmaxkit.reference._segments:segment_log_softmax", _seg_dtype)
 def segment_log_softmax(
     x: ArrayLike,
     /,

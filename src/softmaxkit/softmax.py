@@ -123,7 +123,8 @@ def _softmax_impl(
         check_out(out, arr.shape, out_dtype)
     try:
         with coldstart.allow(arr.size):
-            return _eager.dense_softmax(arr, axes, t, mask, compute, out, log)
+            res: FloatArray = _eager.dense_softmax(arr, axes, t, mask, compute, out, log)
+            return res
     except coldstart.ColdKernel:
         # the kernel compiles in the background: the float64 formula, rounded once
         from .reference import _dense as _reference
@@ -131,7 +132,8 @@ def _softmax_impl(
         ref = _reference.log_softmax if log else _reference.softmax
         with np.errstate(over="ignore", under="ignore"):
             out[...] = ref(arr, axis=axes, temperature=t, where=mask)
-        return out
+        written: FloatArray = out
+        return written
 
 
 def softmax(

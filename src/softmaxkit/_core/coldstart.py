@@ -20,9 +20,13 @@ process as before.  This module imports neither Numba nor the kernels.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 __all__ = [
     "SMALL",
@@ -30,6 +34,7 @@ __all__ = [
     "allow",
     "allowed",
     "background_enabled",
+    "fallback",
     "fell_back",
     "foreground",
 ]
@@ -87,7 +92,7 @@ def allow(size: int) -> Iterator[None]:
     and background compiling is enabled.  Nested blocks are fine."""
     on = size <= SMALL and background_enabled()
     _local.fell_back = False
-    if _FORCE and size <= SMALL:
+    if _FORCE and size <= SMALL and not _foreground:
         _local.fell_back = True
         raise ColdKernel("forced (tests)")
     if on:
@@ -100,3 +105,74 @@ def allow(size: int) -> Iterator[None]:
     finally:
         if on:
             _local.allow -= 1
+
+
+def _float_like(res: Any, dtype: Any) -> Any:
+    """``res`` (an array, a scalar or a tuple of them) with every floating leaf cast
+    to ``dtype`` (0-d results as NumPy scalars); other leaves as they are."""
+    import numpy as np
+
+    if isinstance(res, tuple):
+        return tuple(_float_like(r, dtype) for r in res)
+    a = np.asarray(res)
+    if a.dtype.kind != "f":
+        return res
+    with np.errstate(over="ignore", under="ignore"):
+        a = a.astype(dtype)
+    return a[()] if a.ndim == 0 else a
+
+
+def fallback(reference: str, out_dtype: Callable[..., Any]) -> Callable[[F], F]:
+    """Decorate a public function: a call on at most :data:`SMALL` values whose kernel
+    would compile returns ``reference(*args, **kwargs)`` instead (``"module:name"``
+    of a float64 twin taking the same arguments but ``dtype`` and ``out``), cast to
+    ``out_dtype(*args, **kwargs)`` and written into ``out=`` when given."""
+    import functools
+
+    def deco(fn: F) -> F:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                with allow(_size(args[0]) if args else SMALL + 1):
+                    return fn(*args, **kwargs)
+            except ColdKernel:
+                import importlib
+
+                import numpy as np
+
+                module, _, name = reference.partition(":")
+                ref = getattr(importlib.import_module(module), name)
+                dt = out_dtype(*args, **kwargs)
+                rkw = {k: v for k, v in kwargs.items() if k not in ("out", "dtype")}
+                try:
+                    res = _float_like(ref(*args, **rkw), dt)
+                except TypeError:
+                    # an option the twin does not take: compile here, as before
+                    with foreground():
+                        return fn(*args, **kwargs)
+                out = kwargs.get("out")
+                if out is None:
+                    return res
+                with np.errstate(over="ignore", under="ignore"):
+                    out[...] = res
+                return out
+
+        return wrapper  # type: ignore[return-value]
+
+    return deco
+
+
+def _size(x: Any) -> int:
+    """The number of values of ``x`` without converting an array of any library."""
+    shape = getattr(x, "shape", None)
+    if shape is not None:
+        try:
+            return math.prod(int(n) for n in shape)
+        except (TypeError, ValueError):  # unknown sizes (Dask): not a small call
+            return SMALL + 1
+    import numpy as np
+
+    try:
+        return int(np.size(x))
+    except Exception:  # not array-like: let the function raise its own error
+        return SMALL + 1

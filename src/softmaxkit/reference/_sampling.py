@@ -12,9 +12,9 @@ from typing import Literal, Unpack, overload
 
 import numpy as np
 
+from .._core.sampleargs import _filters, _int_arg, _rows
 from .._core.samplekw import SampleKeywords
 from .._core.typing import ArrayLike, FloatArray, IntArray, Seed
-from ..sampling import _filters, _int_arg, _rows
 
 __all__ = ["sample", "sampling_probs"]
 
