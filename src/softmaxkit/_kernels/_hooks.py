@@ -6,6 +6,10 @@
   kernel being compiled, naming it and its argument types.  Nothing is printed unless
   the application configures logging.  The helpers that kernel compiles on the way
   (dozens of nested dispatchers) are counted, not logged.
+* **Cold start.**  When a kernel would be compiled inside ``_core.coldstart.allow``
+  (a small call, background compiling on), the listener hands its signature to
+  ``_background.submit`` and raises ``ColdKernel`` before Numba compiles anything;
+  the public function then returns its float64 reference result.
 * **No-disk fallback.**  Numba caches a kernel beside its source (``__pycache__``),
   in ``NUMBA_CACHE_DIR`` when set, or in its user-wide cache directory
   (``~/.cache/numba``); when none of them is writable, ``@njit(cache=True)`` raises
