@@ -33,7 +33,7 @@ def _float_route(x):
 def _peers(x, impls):
     rows, n = x.shape
     try:  # LiteRT, from a source checkout (tools/ is not installed)
-        tools = Path(__file__).resolve().parents[2] / "tools"
+        tools = Path(__file__).resolve().parents[3] / "tools"
         sys.path.insert(0, str(tools))
         from ai_edge_litert.interpreter import Interpreter
         from tflite_softmax_model import RESOLVERS, build_model
@@ -103,7 +103,15 @@ def _case(rows: int, n: int) -> Case:
 
     impls = {
         f"softmaxkit {rt}": (lambda rt=rt: Q.softmax(x, _SCALE, runtime=rt))
-        for rt in ("tflite-reference", "tflite-x86", "onnxruntime", "torch", "float-route")
+        for rt in (
+            "tflite-reference",
+            "tflite-x86",
+            "cmsis-nn",
+            "tflite-arm64",
+            "onnxruntime",
+            "torch",
+            "float-route",
+        )
     }
     impls["float route (softmaxkit float32 + NumPy)"] = lambda: _float_route(x)
     _peers(x, impls)
