@@ -97,3 +97,18 @@ def test_qnnpack_live():
             np.testing.assert_array_equal(got, want, err_msg=f"n={n} scale={scale}")
     finally:
         torch.backends.quantized.engine = engine
+
+
+@pytest.mark.parametrize("runtime", ["xnnpack", "torch-qnnpack"])
+@pytest.mark.parametrize("n", [1024, 2048, 4096])
+def test_lut32norm_zero_sum_raises(runtime, n):
+    """n equal values with ``n * lrint((2^32 - 1) / n) == 2^32`` (n a power of two from
+    1024 on): the uint32 sum wraps to 0 and the runtimes divide by zero (torch 2.13's
+    QNNPACK engine on x86-64 dies with SIGFPE); the model raises a ValueError instead
+    of Numba's ZeroDivisionError, and identify() skips that runtime."""
+    x = np.full((3, n), 200, dtype=np.uint8)
+    x[0, 0] = 7  # row 0 sums to less than 2^32: only rows 1 and 2 wrap to 0
+    with pytest.raises(ValueError, match=rf"runtime='{runtime}'.*wraps to 0.*vsum != 0"):
+        Q.softmax(x, 0.1, runtime=runtime)
+    got = Q.softmax(x[:1], 0.1, runtime=runtime)
+    assert got[0, 0] == 0 and (got[0, 1:] == 0).all()

@@ -117,10 +117,14 @@ def lut_float_rows(x, table, y_scale, zp, qmin, qmax, out, r0, r1):
 
 
 @njit(cache=True, nogil=True)
-def lut32norm_rows(x, table, out, r0, r1):
+def lut32norm_rows(x, table, out, zero_row, r0, r1):
     """QNNPACK / XNNPACK ``u8lut32norm``: uint32 table, uint32 sum, rounded division.
 
-    ``y = min(((t << 8) + sum // 2) // sum, 255)`` with ``t = table[max - x]``.
+    ``y = min(((t << 8) + sum // 2) // sum, 255)`` with ``t = table[max - x]`` and
+    the sum modulo 2^32.  A row whose sum wraps to exactly 0 (1024 equal values:
+    ``1024 * lrint((2^32 - 1) / 1024) = 2^32``) divides by zero in both runtimes
+    (torch's QNNPACK engine dies with SIGFPE); here its row index goes to
+    ``zero_row[0]`` and the caller raises.
     """
     n = x.shape[1]
     otab = np.empty(256, dtype=np.uint64)
@@ -129,7 +133,10 @@ def lut32norm_rows(x, table, out, r0, r1):
         s = np.uint64(0)
         for j in range(n):
             s += np.uint64(table[m - np.int32(x[r, j])])
-        s = s & np.uint64(0xFFFFFFFF)  # uint32 sum (the table keeps it below 2^32)
+        s = s & np.uint64(0xFFFFFFFF)  # the runtimes' uint32 sum (wraps past 2^32)
+        if s == 0:
+            zero_row[0] = r
+            continue
         half = s >> np.uint64(1)
         for d in range(m - lo + 1):
             q = ((np.uint64(table[d]) << np.uint64(8)) + half) // s

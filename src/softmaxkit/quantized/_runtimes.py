@@ -224,7 +224,17 @@ def run(
             np.int64(info.max), out,
         )  # fmt: skip
     elif runtime in ("xnnpack", "torch-qnnpack"):
-        prun(quant_rt.lut32norm_rows, x2.shape[0], nt, x2, qnnpack_table(input_scale, n), out)
+        zero_row = np.full(1, -1, dtype=np.int64)
+        table = qnnpack_table(input_scale, n)
+        prun(quant_rt.lut32norm_rows, x2.shape[0], nt, x2, table, out, zero_row)
+        if zero_row[0] >= 0:
+            r = int(zero_row[0])
+            raise ValueError(
+                f"runtime={runtime!r}: the uint32 sum of row {r}'s table entries wraps to 0 "
+                f"(its {n} values sum to 2^32, e.g. {n} equal values when lrint(UINT32_MAX / "
+                f"{n}) * {n} == 2^32), a division by zero in u8lut32norm (XNNPACK: "
+                f"'assert(vsum != 0)'; torch's QNNPACK engine dies with SIGFPE)"
+            )
     else:  # torch (its default x86/fbgemm engine) and float-route
         info = np.iinfo(x2.dtype)
         torch = runtime == "torch"
