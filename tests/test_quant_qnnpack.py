@@ -112,3 +112,15 @@ def test_lut32norm_zero_sum_raises(runtime, n):
         Q.softmax(x, 0.1, runtime=runtime)
     got = Q.softmax(x[:1], 0.1, runtime=runtime)
     assert got[0, 0] == 0 and (got[0, 1:] == 0).all()
+
+
+@pytest.mark.parametrize("runtime", ["xnnpack", "torch-qnnpack"])
+@pytest.mark.parametrize("scale", [1e-40, 1e-38, 1e-45])
+def test_qnnpack_refuses_subnormal_scale(runtime, scale):
+    """Both create functions check ``isnormal(input_scale)`` (float32): torch 2.13's
+    QNNPACK engine raises 'failed to create QNNPACK Softmax operator' on 1e-40, 1e-38
+    and inf (every runtime refuses a non-finite scale already)."""
+    x = np.array([[1, 2, 3]], dtype=np.uint8)
+    with pytest.raises(ValueError, match=rf"runtime='{runtime}'.*isnormal.*; got "):
+        Q.softmax(x, scale, runtime=runtime)
+    assert Q.softmax(x, 1.2e-38, runtime=runtime).tolist() == [[85, 85, 85]]

@@ -74,6 +74,7 @@ def _check(
     output_scale: float,
     output_zero_point: int,
     rounding: str,
+    input_scale: float = 1.0,
 ) -> None:
     if dtype not in (_I8, _U8):
         raise ValueError(
@@ -115,6 +116,14 @@ def _check(
             raise ValueError(
                 f"runtime={runtime!r}: {who} requires output_zero_point == 0 "
                 f"('only output zero point of 0 is supported'); got {output_zero_point!r}"
+            )
+        s32 = np.float32(input_scale)
+        if not (np.isfinite(s32) and s32 >= np.finfo(np.float32).tiny):
+            raise ValueError(
+                f"runtime={runtime!r}: {who} requires a normal float32 input_scale "
+                f"(isnormal(input_scale); XNNPACK: 'scale must be finite, normalized, and "
+                f"positive', QNNPACK: 'scale must be finite and positive', torch then raises "
+                f"'failed to create QNNPACK Softmax operator'); got {input_scale!r}"
             )
     if runtime == "tflite-arm64":
         want = default_output(runtime, dtype)
@@ -202,7 +211,7 @@ def run(
     from .._kernels._parallel import run as prun
     from .._kernels._parallel import threads_for
 
-    _check(runtime, x2.dtype, beta, output_scale, output_zero_point, rounding)
+    _check(runtime, x2.dtype, beta, output_scale, output_zero_point, rounding, input_scale)
     out = np.empty(x2.shape, dtype=x2.dtype)
     if x2.size == 0:
         return out
