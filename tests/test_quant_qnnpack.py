@@ -124,3 +124,18 @@ def test_qnnpack_refuses_subnormal_scale(runtime, scale):
     with pytest.raises(ValueError, match=rf"runtime='{runtime}'.*isnormal.*; got "):
         Q.softmax(x, scale, runtime=runtime)
     assert Q.softmax(x, 1.2e-38, runtime=runtime).tolist() == [[85, 85, 85]]
+
+
+def test_float64_division_is_the_integer_quotient():
+    """``lut32norm_rows`` divides in float64: ``floor(num / s) == num // s`` for every
+    ``num, s < 2^32`` (a quotient just below an integer is at least ``1 / s`` below
+    it, beyond float64's rounding); tried on the quotients nearest an integer."""
+    rng = np.random.default_rng(11)
+    s = np.concatenate([rng.integers(1, 2**32, size=20000), 2**32 - 1 - np.arange(100),
+                        np.arange(1, 101)]).astype(np.uint64)  # fmt: skip
+    k = rng.integers(0, 2**32, size=s.size).astype(np.uint64) // s  # a quotient that fits
+    for off in (-1, 0, 1):
+        num = np.clip(k.astype(np.int64) * s.astype(np.int64) + off * (s > 1), 0, 2**32 - 1)
+        num = num.astype(np.uint64)
+        got = np.floor(num.astype(np.float64) / s.astype(np.float64))
+        np.testing.assert_array_equal(got.astype(np.uint64), num // s)

@@ -137,10 +137,16 @@ def lut32norm_rows(x, table, out, zero_row, r0, r1):
         if s == 0:
             zero_row[0] = r
             continue
-        half = s >> np.uint64(1)
+        # ((t << 8) + s // 2) // s in float64, exact: numerator and divisor are below
+        # 2^32, and a quotient just below an integer k lies at least 1 / s below it, a
+        # relative gap >= 2^-32 that the correctly rounded division (2^-53) cannot
+        # close; so floor gives the integer quotient (a 64-bit division per entry
+        # was 256 serial divisions a row)
+        sf = np.float64(s)
+        half = np.float64(s >> np.uint64(1))
         for d in range(m - lo + 1):
-            q = ((np.uint64(table[d]) << np.uint64(8)) + half) // s
-            otab[d] = min(q, np.uint64(255))
+            q = np.floor((np.float64(table[d]) * 256.0 + half) / sf)
+            otab[d] = np.uint64(min(q, 255.0))
         for j in range(n):
             out[r, j] = otab[m - np.int32(x[r, j])]
 
