@@ -1,8 +1,8 @@
-"""The float-sum runtimes (torch, float-route, onnxruntime) on many rows at once give
-each row's own result: the kernels tabulate ``exp`` per row maximum (shared by the
-rows of a call) and sum four rows interleaved (``_kernels/quant_rt.py``), so a row's
-output must not depend on its neighbours, on the other maxima of the call, on its
-position in a block of four or on the thread ranges."""
+"""The float-sum runtimes (torch, float-route, onnxruntime, tflite-x86) on many rows
+at once give each row's own result: the kernels tabulate ``exp`` per row maximum
+(shared by the rows of a call) and sum four rows interleaved (``_kernels/quant_rt.py``,
+``quant.py``), so a row's output must not depend on its neighbours, on the other
+maxima of the call, on its position in a block of four or on the thread ranges."""
 
 from __future__ import annotations
 
@@ -36,6 +36,7 @@ def _rows(dtype, nrows, n, seed):
         ("float-route", {}),
         ("float-route", {"rounding": "half-away", "input_zero_point": -5}),
         ("onnxruntime", {}),
+        ("tflite-x86", {}),
     ],
 )
 def test_rows_of_a_call_are_independent(runtime, kw, dtype):
