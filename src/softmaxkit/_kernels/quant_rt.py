@@ -14,8 +14,13 @@ Pass structure per row: pass 1 row max and min; pass 2 sum of table entries
 for the float route), in the runtime's order; then the output of every
 difference ``d`` in ``[0, max - min]`` (at most 256 values: one rounding or
 division per value instead of per element); pass 3 gathers it.  The results are
-the per-element formulas' (each output depends on ``d`` only).  Tests:
-``tests/test_quant_runtimes.py`` (vectors recorded from onnxruntime and torch).
+the per-element formulas' (each output depends on ``d`` only).  The float32 sums
+run four rows at a time (``_row_sums``: four independent add chains, each row in
+its own order, so the same bits; the add latency had made them the bottleneck),
+and the float route's ``exp`` is tabulated per row maximum (``_fill_exp``).
+Tests: ``tests/test_quant_runtimes.py`` (vectors recorded from onnxruntime and
+torch), ``tests/test_quant_qnnpack.py`` (torch's QNNPACK engine),
+``tests/test_quant_rowblocks.py`` (rows independent of their neighbours).
 """
 
 from __future__ import annotations
