@@ -36,7 +36,13 @@ import numpy as np
 from numba import njit
 
 from .exp import is32
-from .lme import direct_entries, exp_shift_cols, exp_shift_rows, log_finish  # noqa: F401
+from .lme import (  # noqa: F401
+    direct_entries,
+    direct_entries_signed,
+    exp_shift_cols,
+    exp_shift_rows,
+    log_finish,
+)
 from .scan_block32 import (
     _CH,
     _CH32,
