@@ -97,6 +97,12 @@ def test_signed_large_values_and_underflow_are_finite():
     c, s = sk.logmatmulexp([[0.0, -1000.0]], [[-1000.0], [1.0]], a_sign=[1, -1], return_sign=True)
     np.testing.assert_allclose(c, [[-1000 + math.log(math.e - 1)]], rtol=1e-14)
     assert s[0, 0] == -1.0
+    # the direct sum is compensated: 1 + 1e-16 - 1 keeps its 1e-16
+    B = np.array([[-1000.0], [-1000.0 + math.log(1e-16)], [-1000.0], [0.0]])
+    A = np.array([[0.0, 0.0, 0.0, -np.inf]])
+    c, s = sk.logmatmulexp(A, B, a_sign=[1, 1, -1, 1], return_sign=True)
+    np.testing.assert_allclose(c, [[-1000 + math.log(1e-16)]], rtol=1e-14)
+    assert s[0, 0] == 1.0
 
 
 EDGE = [
