@@ -333,6 +333,10 @@ def test_segment_and_scan_fallbacks_match_the_kernels(dtype):
             lambda: sk.logcumsumexp(x, reverse=True, dtype=np.float64),
             lambda: sk.logcumsumexp(x, out=np.empty(n, dtype)),
             lambda: sk.logmatmulexp(A, B),
+            lambda: sk.logmatmulexp(A, B, a_sign=np.sign(A - 1), return_sign=True),
+            lambda: sk.logmatmulexp(
+                A, B[0], b_sign=-np.ones((4, 2)), out=np.empty((3, 2), A.dtype)
+            ),
         ):
             a, b = _both(f)
             _same(a, b, tol)

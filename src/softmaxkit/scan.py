@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numbers
 import sys
-from typing import Any
+from typing import Any, Literal, overload
 
 import numpy as np
 
@@ -117,6 +117,9 @@ def logcumsumexp(
     its dtype is not float32/float64 (one copy in the compute dtype, with the
     axis moved last); a ``where`` mask: one bool copy in that layout; an output
     that is not C-contiguous with ``axis`` last, or float16: one temporary.
+    The float32 scan costs about 2 ns of CPU per value; on large arrays the
+    operating system's first touch of a fresh result (page faults and zeroing) can
+    cost as much or more, so repeated calls can pass the same ``out`` to skip it.
 
     Examples
     --------
@@ -271,10 +274,58 @@ def _lme_prepare(A: Any, B: Any) -> Any:
     return a, b, batch, compute
 
 
+@overload
+def logmatmulexp(
+    A: ArrayLike,
+    B: ArrayLike,
+    /,
+    *,
+    a_sign: ArrayLike | None = None,
+    b_sign: ArrayLike | None = None,
+    return_sign: Literal[False] = False,
+    out: FloatArray | None = None,
+) -> FloatArray: ...
+
+
+@overload
+def logmatmulexp(
+    A: ArrayLike,
+    B: ArrayLike,
+    /,
+    *,
+    a_sign: ArrayLike | None = None,
+    b_sign: ArrayLike | None = None,
+    return_sign: Literal[True],
+    out: FloatArray | None = None,
+) -> tuple[FloatArray, FloatArray]: ...
+
+
+@overload
+def logmatmulexp(
+    A: ArrayLike,
+    B: ArrayLike,
+    /,
+    *,
+    a_sign: ArrayLike | None = None,
+    b_sign: ArrayLike | None = None,
+    return_sign: bool,
+    out: FloatArray | None = None,
+) -> FloatArray | tuple[FloatArray, FloatArray]: ...
+
+
 @routed("logmatmulexp")
 @coldstart.fallback("softmaxkit.reference._segments:logmatmulexp", _lme_dtype)
-def logmatmulexp(A: ArrayLike, B: ArrayLike, /, *, out: FloatArray | None = None) -> FloatArray:
-    r"""Matrix product in log space.
+def logmatmulexp(
+    A: ArrayLike,
+    B: ArrayLike,
+    /,
+    *,
+    a_sign: ArrayLike | None = None,
+    b_sign: ArrayLike | None = None,
+    return_sign: bool = False,
+    out: FloatArray | None = None,
+) -> FloatArray | tuple[FloatArray, FloatArray]:
+    r"""Matrix product in log space, optionally of signed values.
 
     .. math::
 
@@ -286,20 +337,36 @@ def logmatmulexp(A: ArrayLike, B: ArrayLike, /, *, out: FloatArray | None = None
     ``[0, 1]``, computed by BLAS block by block (256 values of ``j`` at a time,
     accumulated into the output), then ``log`` and the shifts are applied in place.
 
+    With signs (``a_sign``, ``b_sign``), the matrices hold ``log|x|`` and the
+    product is that of the signed values
+    :math:`S_{ik} = \sum_j s^A_{ij} s^B_{jk} e^{A_{ij} + B_{jk}}`, returned as
+    ``log|S|`` (and ``sign(S)`` with ``return_sign``), as
+    ``scipy.special.logsumexp(b=..., return_sign=True)`` does for one sum.
+
     Parameters
     ----------
     A : array_like
         ``[..., I, J]``.
     B : array_like
         ``[..., J, K]``; the batch axes broadcast against ``A``'s.
+    a_sign, b_sign : array_like, optional
+        Signs of the entries of ``A`` and ``B`` (broadcastable to their shapes);
+        only ``numpy.sign`` of each value is read: a negative value is ``-1``, a
+        zero takes its entry out of the sum (whatever ``A`` holds there, ``+inf``
+        included), NaN makes the results it enters NaN.  ``None``: all ``+1``.
+    return_sign : bool, default False
+        Also return ``sign(S)``: ``+1``, ``-1``, ``0`` for an exact zero sum (whose
+        log-magnitude is ``-inf``), NaN with a NaN result.  Without it, a negative
+        sum gives NaN (the real ``log`` of a negative number), as SciPy's.
     out : ndarray, optional
         ``[..., I, K]`` array of the result dtype (float32 for float32 inputs, else
-        float64) to write into.
+        float64) for the (log-magnitude) result.
 
     Returns
     -------
-    ndarray
-        ``[..., I, K]``.
+    ndarray or tuple of ndarray
+        ``[..., I, K]`` ``log|S|``; with ``return_sign``, ``(log|S|, sign(S))``,
+        the sign in the result dtype.
 
     Notes
     -----
@@ -311,6 +378,21 @@ def logmatmulexp(A: ArrayLike, B: ArrayLike, /, *, out: FloatArray | None = None
     overflows or underflows.  Edge cases as the naive form: ``-inf`` entries add
     nothing (an all ``-inf`` contraction gives ``-inf``), ``+inf`` gives ``+inf``,
     NaN (also from ``+inf + -inf``) gives NaN.
+
+    Signed sums can cancel: the error of ``S`` is bounded relative to the sum of
+    the magnitudes :math:`T_{ik} = \sum_j e^{A_{ij} + B_{jk}}` of its terms (about
+    ``J`` units of roundoff of ``T``, as for any floating-point dot product), not
+    relative to ``|S|``; so ``log|S|`` is accurate to about ``J eps T / |S|``.
+    Entries with ``|S|`` below the threshold above relative to the shifts
+    (deeply cancelled sums, rounded sums of exactly 0 included) are recomputed
+    directly with a compensated float64 sum (O(J) each: a product with many such
+    entries is slower); there a sum that is exactly 0 gives ``-inf`` with sign 0.
+    A sum that cancels exactly in exact arithmetic but not in the blocked BLAS sum
+    gives instead a tiny value within the bound above.  ``+inf`` terms of both
+    signs give NaN, as ``inf - inf``.  Without signs the computation is the
+    unsigned one (``return_sign`` adds one pass over the output); with signs, one
+    copy of each input and of each sign array in the compute dtype is made per
+    matrix of the batch.
 
     Peak extra memory: no ``[I, J, K]`` temporary; the ``exp`` of one block of
     ``B`` (``min(J, 256) x K``), of one tile of ``A`` (256 x 256) and one product
@@ -329,8 +411,21 @@ def logmatmulexp(A: ArrayLike, B: ArrayLike, /, *, out: FloatArray | None = None
            [15., 22.]])
     >>> logmatmulexp([[1000.0, -np.inf]], [[1000.0], [0.0]])  # naive: inf
     array([[2000.]])
+
+    Signed values, ``[[1, -1]] @ [[1, 1], [1, -1]] = [[0, 2]]``:
+
+    >>> X = np.array([[1.0, -1.0]])
+    >>> Y = np.array([[1.0, 1.0], [1.0, -1.0]])
+    >>> logmatmulexp(np.log(abs(X)), np.log(abs(Y)), a_sign=X, b_sign=Y, return_sign=True)
+    (array([[      -inf, 0.69314718]]), array([[0., 1.]]))
     """
+    signed = a_sign is not None or b_sign is not None or bool(return_sign)
     if _is_dask(A) or _is_dask(B):
+        if signed:
+            raise NotImplementedError(
+                "logmatmulexp of Dask arrays takes no a_sign / b_sign / return_sign; "
+                "compute the signed product on NumPy blocks"
+            )
         from .drivers.dask import segments as _dask_segments
 
         res: FloatArray = _dask_segments.logmatmulexp(A, B)
@@ -340,15 +435,38 @@ def logmatmulexp(A: ArrayLike, B: ArrayLike, /, *, out: FloatArray | None = None
     if out is not None:
         check_out(out, shape, compute)
     res = out if out is not None and out.flags.c_contiguous else np.empty(shape, compute)
-    _lme_batched(a, b, batch, compute, res)
+    if a_sign is None and b_sign is None:
+        _lme_batched(a, b, batch, compute, res)
+        sgn = None
+        if return_sign:
+            with np.errstate(invalid="ignore"):
+                sgn = np.where(res == -np.inf, 0.0, np.where(res == res, 1.0, np.nan))
+            sgn = sgn.astype(compute, copy=False)
+    else:
+        from .drivers.eager_lme import lme_signed_batched, sign_of
+
+        sa = sign_of(a_sign, "a_sign", a.shape, compute)
+        sb = sign_of(b_sign, "b_sign", b.shape, compute)
+        sgn = np.empty(shape, compute)
+        lme_signed_batched(a, b, sa, sb, batch, compute, res, sgn)
+        if not return_sign:
+            res[sgn < 0] = np.nan
     if out is not None and res is not out:
         out[...] = res
-        return out
-    return res
+        res = out
+    return (res, sgn) if return_sign and sgn is not None else res
 
 
 @routed("logmatmulexp_vjp")
-def logmatmulexp_vjp(A: ArrayLike, B: ArrayLike, G: ArrayLike, /) -> tuple[FloatArray, FloatArray]:
+def logmatmulexp_vjp(
+    A: ArrayLike,
+    B: ArrayLike,
+    G: ArrayLike,
+    /,
+    *,
+    a_sign: ArrayLike | None = None,
+    b_sign: ArrayLike | None = None,
+) -> tuple[FloatArray, FloatArray]:
     r"""Vector-Jacobian product of :func:`logmatmulexp`: ``(dL/dA, dL/dB)``.
 
     .. math::
@@ -360,7 +478,10 @@ def logmatmulexp_vjp(A: ArrayLike, B: ArrayLike, G: ArrayLike, /) -> tuple[Float
     computed as ``e^{A - a} * (W @ e^{(B - b)^T})`` and ``e^{B - b} * (e^{(A - a)^T} @ W)``
     with ``W = G e^{a_i + b_k - C_{ik}}`` (two BLAS products); the entries that
     :func:`logmatmulexp` recomputes directly (``a_i + b_k - C_{ik} > 598``) add
-    their terms directly instead.
+    their terms directly instead.  With signs, ``C = log|S|`` and every term is
+    multiplied by :math:`s^A_{ij} s^B_{jk} \operatorname{sign}(S_{ik})` (the
+    derivative of ``log|S|``); the signs themselves get no gradient (piecewise
+    constant), nor does the ``sign(S)`` output.
 
     Parameters
     ----------
@@ -368,18 +489,24 @@ def logmatmulexp_vjp(A: ArrayLike, B: ArrayLike, G: ArrayLike, /) -> tuple[Float
         The forward inputs (``[..., I, J]``, ``[..., J, K]``).
     G : array_like
         Upstream gradient, shape of the forward output.
+    a_sign, b_sign : array_like, optional
+        The forward call's signs.
 
     Returns
     -------
     tuple of ndarray
         float64 gradients shaped like ``A`` and ``B`` (batch axes that were
-        broadcast are summed).  0 toward ``-inf`` and ``+inf`` results, NaN from NaN
-        results.
+        broadcast are summed).  0 toward ``-inf`` and ``+inf`` results (an exact
+        zero of a signed sum included, where ``log|S|`` has no derivative) and
+        at entries of sign 0, NaN from NaN results.  Near a cancellation
+        (``|S|`` far below the sum of its terms' magnitudes) the gradient is
+        large, as ``1 / |S|``, and carries the forward's relative error.
 
     Notes
     -----
     Peak extra memory: float64 ``e^{A - a}``, ``e^{B - b}``, the forward result and
-    ``W`` (about two inputs and two outputs in float64) per matrix of the batch.
+    ``W`` (about two inputs and two outputs in float64) per matrix of the batch;
+    with signs also the float64 signs.
 
     Examples
     --------
@@ -395,13 +522,25 @@ def logmatmulexp_vjp(A: ArrayLike, B: ArrayLike, G: ArrayLike, /) -> tuple[Float
     shape = (*batch, a.shape[-2], b.shape[-1])
     if g.shape != shape:
         raise ValueError(f"G has shape {g.shape}; expected {shape}")
+    signed = a_sign is not None or b_sign is not None
     af = np.broadcast_to(a.astype(np.float64), batch + a.shape[-2:])
     bf = np.broadcast_to(b.astype(np.float64), batch + b.shape[-2:])
+    if signed:
+        from .drivers.eager_lme import sign_of
+
+        saf = np.broadcast_to(sign_of(a_sign, "a_sign", a.shape, np.float64), af.shape)
+        sbf = np.broadcast_to(sign_of(b_sign, "b_sign", b.shape, np.float64), bf.shape)
     gA = np.zeros(af.shape)
     gB = np.zeros(bf.shape)
     for idx in np.ndindex(*batch):
         Ai, Bi, Gi = np.ascontiguousarray(af[idx]), np.ascontiguousarray(bf[idx]), g[idx]
-        C = logmatmulexp(Ai, Bi)
+        if signed:
+            sAi, sBi = saf[idx], sbf[idx]
+            C, sC = logmatmulexp(Ai, Bi, a_sign=sAi, b_sign=sBi, return_sign=True)
+            Ai = np.where(sAi != 0, Ai, -np.inf)  # sign 0: no term (as in the forward)
+            Bi = np.where(sBi != 0, Bi, -np.inf)
+        else:
+            C = logmatmulexp(Ai, Bi)
         sa = _finite_max(Ai, 1)
         sb = _finite_max(Bi, 0)
         with np.errstate(over="ignore", invalid="ignore", under="ignore"):
@@ -410,10 +549,16 @@ def logmatmulexp_vjp(A: ArrayLike, B: ArrayLike, G: ArrayLike, /) -> tuple[Float
             d = sa[:, None] + sb[None, :] - C
             direct = (d > 598.0) & np.isfinite(C)
             W = np.where(direct | np.isinf(C), 0.0, Gi * np.exp(np.where(direct, 0.0, d)))
+            if signed:
+                eA *= sAi
+                eB *= sBi
+                W *= sC
             gA[idx] = eA * (W @ eB.T)
             gB[idx] = eB * (eA.T @ W)
             for i, k in zip(*np.nonzero(direct), strict=True):
                 t = Gi[i, k] * np.exp(Ai[i] + Bi[:, k] - C[i, k])
+                if signed:
+                    t *= sC[i, k] * sAi[i] * sBi[:, k]
                 gA[(*idx, i)] += t
                 gB[(*idx, slice(None), k)] += t
     return _unbroadcast(gA, a.shape), _unbroadcast(gB, b.shape)

@@ -120,6 +120,9 @@ def segments_and_scans(x: F, ids: I, offsets: I, a: F, b: F) -> None:
     assert_type(sk.logmatmulexp(a, b), F)
     assert_type(sk.logmatmulexp(a, b, out=np.empty((a.shape[0], b.shape[1]))), F)
     assert_type(sk.logmatmulexp_vjp(a, b, np.ones((2, 2))), tuple[F, F])
+    assert_type(sk.logmatmulexp(a, b, a_sign=a, return_sign=True), tuple[F, F])
+    assert_type(sk.logmatmulexp(a, b, b_sign=b), F)
+    assert_type(sk.logmatmulexp_vjp(a, b, np.ones((2, 2)), a_sign=a), tuple[F, F])
 
 
 def sampling(logits: F, flag: bool) -> None:
@@ -183,6 +186,7 @@ def reference(x: F, g: F, target: I, ids: I, s: F, t: F, flag: bool) -> None:
     assert_type(ref.segment_logsumexp(x, ids, axis=0), F)
     assert_type(ref.logcumsumexp(x, reverse=True), F)
     assert_type(ref.logmatmulexp(x, g), F)
+    assert_type(ref.logmatmulexp(x, g, a_sign=x, return_sign=True), tuple[F, F])
     assert_type(ref.sample(x, seed=3), I)
     assert_type(ref.sample(x, seed=3, return_logprobs=True), tuple[I, F])
     assert_type(ref.sampling_probs(x, top_p=0.5), F)

@@ -153,9 +153,10 @@ def fallback(reference: str, out_dtype: Callable[..., Any]) -> Callable[[F], F]:
                 out = kwargs.get("out")
                 if out is None:
                     return res
+                first = res[0] if isinstance(res, tuple) else res
                 with np.errstate(over="ignore", under="ignore"):
-                    out[...] = res
-                return out
+                    out[...] = first
+                return (out, *res[1:]) if isinstance(res, tuple) else out
 
         return wrapper  # type: ignore[return-value]
 

@@ -69,3 +69,65 @@ def direct_entries(A, B, ii, kk, res, t0, t1):
             for j in range(J):
                 s += np.exp(np.float64(A[i, j]) + np.float64(B[j, k]) - m)
             res[t] = m + np.log(s)
+
+
+@njit(nogil=True, cache=True)
+def direct_entries_signed(A, B, sA, sB, ii, kk, res, sgn, t0, t1):
+    """Signed ``direct_entries``: ``S = sum_j sA[i, j] sB[j, k] exp(A[i, j] + B[j, k])``
+    as ``res[t] = log|S|``, ``sgn[t] = sign(S)`` (float64) for ``[t0, t1)``.
+
+    ``A``/``B`` hold ``-inf`` where the sign is 0 (the caller's convention).  The
+    terms ``exp(v - m)`` (``m`` the largest ``v``) are summed with Neumaier's
+    compensation, so a cancelling sum keeps the accuracy of its terms (an exact
+    zero gives ``-inf`` and sign 0).  ``+inf`` terms of one sign give ``+inf`` with
+    that sign, of both signs NaN; a NaN value or sign gives NaN.
+    """
+    J = A.shape[1]
+    for t in range(t0, t1):
+        i = ii[t]
+        k = kk[t]
+        m = -np.inf
+        nan = False
+        for j in range(J):
+            v = np.float64(A[i, j]) + np.float64(B[j, k])
+            g = np.float64(sA[i, j]) * np.float64(sB[j, k])
+            if v != v or g != g:
+                nan = True
+            elif v > m:
+                m = v
+        if nan:
+            res[t] = np.nan
+            sgn[t] = np.nan
+        elif m == -np.inf:
+            res[t] = -np.inf
+            sgn[t] = 0.0
+        elif m == np.inf:
+            pos = False
+            neg = False
+            for j in range(J):
+                v = np.float64(A[i, j]) + np.float64(B[j, k])
+                if v == np.inf:
+                    g = np.float64(sA[i, j]) * np.float64(sB[j, k])
+                    pos = pos or g > 0
+                    neg = neg or g < 0
+            res[t] = np.nan if pos and neg else np.inf
+            sgn[t] = np.nan if pos and neg else (1.0 if pos else -1.0)
+        else:
+            s = 0.0
+            c = 0.0
+            for j in range(J):
+                v = np.float64(A[i, j]) + np.float64(B[j, k])
+                term = np.float64(sA[i, j]) * np.float64(sB[j, k]) * np.exp(v - m)
+                u = s + term
+                if abs(s) >= abs(term):
+                    c += (s - u) + term
+                else:
+                    c += (term - u) + s
+                s = u
+            s += c
+            if s == 0.0:
+                res[t] = -np.inf
+                sgn[t] = 0.0
+            else:
+                res[t] = m + np.log(abs(s))
+                sgn[t] = 1.0 if s > 0 else -1.0

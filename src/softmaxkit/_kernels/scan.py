@@ -36,9 +36,16 @@ import numpy as np
 from numba import njit
 
 from .exp import is32
-from .lme import direct_entries, exp_shift_cols, exp_shift_rows, log_finish  # noqa: F401
+from .lme import (  # noqa: F401
+    direct_entries,
+    direct_entries_signed,
+    exp_shift_cols,
+    exp_shift_rows,
+    log_finish,
+)
 from .scan_block32 import (
     _CH,
+    _CH32,
     _chunk32,
     _exp_terms,
     _log_out,
@@ -103,13 +110,13 @@ def _scan_segment32(xr, mr, use_mask, orow, q0, q1, reverse, m, s, write, bufs):
     they do not alias and vectorises the chunk loops (from a tuple: 21 ns per value
     instead of ~6, [128, 32000] float32, one thread)."""
     n = xr.shape[0]
-    xb = np.empty(_CH, xr.dtype)
-    ef = np.empty(_CH, xr.dtype)
-    pp = np.empty(_CH, np.float64)
-    cc = np.empty(_CH, np.float64)
-    res = np.empty(_CH, np.float64)
-    for c0 in range(q0, q1, _CH):
-        L = min(_CH, q1 - c0)
+    xb = np.empty(_CH32, xr.dtype)
+    ef = np.empty(_CH32, xr.dtype)
+    pp = np.empty(_CH32, np.float64)
+    cc = np.empty(_CH32, np.float64)
+    res = np.empty(_CH32, np.float64)
+    for c0 in range(q0, q1, _CH32):
+        L = min(_CH32, q1 - c0)
         base = n - 1 - c0
         direct = not reverse and not use_mask
         if not direct:

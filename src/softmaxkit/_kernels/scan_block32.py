@@ -10,6 +10,11 @@ from numba import njit
 from .exp import FASTMATH, _log_split, exp_, expd_unit, log_sum_array
 
 _CH = 256
+# Chunk of the float32 block form (``scan._scan_segment32``): 512 values amortise the
+# per-chunk work (max reduction, two scalar exps, loop set-up) better than 256 while
+# the float64 buffers (12 KiB) stay in L1 -- [64, 32000] float32, one thread: 1.90
+# ns per value at 256, 1.73 at 512, 1.68 at 1024 (medians of 9, shared 2-core host).
+_CH32 = 512
 
 
 @njit(fastmath=FASTMATH, cache=True, inline="always")

@@ -4,7 +4,9 @@ Our runtime models against the float route (dequantise -> softmaxkit float32
 softmax -> requantise, in NumPy) and against the real runtimes' per-call time
 where installed: LiteRT ``Interpreter.invoke`` (optimized kernels, model built by
 ``tools/tflite_softmax_model.py`` from a source checkout), an ONNX Runtime session
-running ``com.microsoft.QLinearSoftmax``, and ``torch.ops.quantized.softmax``.
+running ``com.microsoft.QLinearSoftmax``, and ``torch.ops.quantized.softmax`` on
+torch's default engine and (uint8 copy of the data, zero point 128) on its QNNPACK
+engine, next to our ``xnnpack`` model on the same uint8 data.
 Opt-in (``softmaxkit bench --family quantized``).
 """
 
@@ -30,10 +32,11 @@ def _float_route(x):
     return np.clip(np.rint(p * np.float32(256)) - 128, -128, 127).astype(np.int8)
 
 
-def _peers(x, impls):
+def _peers(x, xu, impls):
+    """The real runtimes on int8 ``x`` (and QNNPACK on ``xu = x + 128``, uint8)."""
     rows, n = x.shape
     try:  # LiteRT, from a source checkout (tools/ is not installed)
-        tools = Path(__file__).resolve().parents[2] / "tools"
+        tools = Path(__file__).resolve().parents[3] / "tools"
         sys.path.insert(0, str(tools))
         from ai_edge_litert.interpreter import Interpreter
         from tflite_softmax_model import RESOLVERS, build_model
@@ -82,12 +85,27 @@ def _peers(x, impls):
     try:
         import torch
 
+        engines = torch.backends.quantized.supported_engines
+        default = torch.backends.quantized.engine
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             q = torch._make_per_tensor_quantized_tensor(torch.from_numpy(x), _SCALE, 0)
-        impls["torch quantized.softmax"] = lambda: torch.ops.quantized.softmax(
-            q, -1, 1 / 256, -128
-        ).int_repr()
+            qu = torch._make_per_tensor_quantized_tensor(torch.from_numpy(xu), _SCALE, 128)
+
+        def torch_default():
+            torch.backends.quantized.engine = default
+            return torch.ops.quantized.softmax(q, -1, 1 / 256, -128).int_repr()
+
+        def torch_qnnpack():  # quint8, output 1/256 and 0: QNNPACK's lookup-table kernel
+            torch.backends.quantized.engine = "qnnpack"
+            try:
+                return torch.ops.quantized.softmax(qu, -1, 1 / 256, 0).int_repr()
+            finally:
+                torch.backends.quantized.engine = default
+
+        impls["torch quantized.softmax"] = torch_default
+        if "qnnpack" in engines:
+            impls["torch quantized.softmax, qnnpack engine (uint8)"] = torch_qnnpack
     except Exception:  # pragma: no cover - torch absent
         pass
 
@@ -103,13 +121,27 @@ def _case(rows: int, n: int) -> Case:
 
     impls = {
         f"softmaxkit {rt}": (lambda rt=rt: Q.softmax(x, _SCALE, runtime=rt))
-        for rt in ("tflite-reference", "tflite-x86", "onnxruntime", "torch", "float-route")
+        for rt in (
+            "tflite-reference",
+            "tflite-x86",
+            "cmsis-nn",
+            "tflite-arm64",
+            "onnxruntime",
+            "torch",
+            "float-route",
+        )
     }
+    # the same logits as uint8 with zero point 128: QNNPACK / XNNPACK take uint8 only
+    # and give uint8 probabilities with zero point 0 (``check`` shifts them back)
+    xu = (x.astype(np.int16) + 128).astype(np.uint8)
+    impls["softmaxkit xnnpack (uint8)"] = lambda: Q.softmax(xu, _SCALE, runtime="xnnpack")
     impls["float route (softmaxkit float32 + NumPy)"] = lambda: _float_route(x)
-    _peers(x, impls)
+    _peers(x, xu, impls)
 
     def check(res) -> float:  # max distance in output steps from the exact value
-        return float(np.max(np.abs(np.asarray(res, dtype=np.float64) - ref)))
+        r = np.asarray(res)
+        shift = 128 if r.dtype == np.uint8 else 0
+        return float(np.max(np.abs(r.astype(np.float64) - shift - ref)))
 
     return Case(
         family="quantized",

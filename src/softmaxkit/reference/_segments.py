@@ -9,7 +9,7 @@ Neumaier-compensated sum in a Python loop; ``logmatmulexp`` forms
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Literal, overload
 
 import numpy as np
 
@@ -174,15 +174,82 @@ def logcumsumexp(
     return np.moveaxis(out.reshape(moved.shape), -1, axis)
 
 
-def logmatmulexp(A: ArrayLike, B: ArrayLike, /) -> FloatArray:
-    """``log(sum_j exp(A[..., i, j] + B[..., j, k]))`` via the dense reference logsumexp."""
+@overload
+def logmatmulexp(
+    A: ArrayLike,
+    B: ArrayLike,
+    /,
+    *,
+    a_sign: ArrayLike | None = None,
+    b_sign: ArrayLike | None = None,
+    return_sign: Literal[False] = False,
+) -> FloatArray: ...
+
+
+@overload
+def logmatmulexp(
+    A: ArrayLike,
+    B: ArrayLike,
+    /,
+    *,
+    a_sign: ArrayLike | None = None,
+    b_sign: ArrayLike | None = None,
+    return_sign: Literal[True],
+) -> tuple[FloatArray, FloatArray]: ...
+
+
+def logmatmulexp(
+    A: ArrayLike,
+    B: ArrayLike,
+    /,
+    *,
+    a_sign: ArrayLike | None = None,
+    b_sign: ArrayLike | None = None,
+    return_sign: bool = False,
+) -> FloatArray | tuple[FloatArray, FloatArray]:
+    """``log(sum_j exp(A[..., i, j] + B[..., j, k]))`` via the dense reference logsumexp.
+
+    With signs (see :func:`softmaxkit.logmatmulexp`): ``log|S|`` of
+    ``S = sum_j sign(a_sign) sign(b_sign) exp(A + B)``, each sum shifted by its
+    largest exponent and added with ``math.fsum`` (correctly rounded: a cancelling
+    sum keeps the accuracy of its float64 terms); ``return_sign`` adds ``sign(S)``.
+    """
     a = as_input_array(A, "A").astype(np.float64)
     b = as_input_array(B, "B").astype(np.float64)
     batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
     a = np.broadcast_to(a, batch + a.shape[-2:])
     b = np.broadcast_to(b, batch + b.shape[-2:])
     out = np.empty((*batch, a.shape[-2], b.shape[-1]))
-    for idx in np.ndindex(*batch):
-        for i in range(a.shape[-2]):
-            out[(*idx, i)] = _dense.logsumexp(a[(*idx, i)][:, None] + b[idx], axis=0)
-    return out
+    if a_sign is None and b_sign is None:
+        for idx in np.ndindex(*batch):
+            for i in range(a.shape[-2]):
+                out[(*idx, i)] = _dense.logsumexp(a[(*idx, i)][:, None] + b[idx], axis=0)
+        if not return_sign:
+            return out
+        sgn = np.where(out == -np.inf, 0.0, np.where(np.isnan(out), np.nan, 1.0))
+        return out, sgn
+    sa = np.broadcast_to(np.sign(np.asarray(1.0 if a_sign is None else a_sign, float)), a.shape)
+    sb = np.broadcast_to(np.sign(np.asarray(1.0 if b_sign is None else b_sign, float)), b.shape)
+    sgn = np.empty(out.shape)
+    for idx in np.ndindex(*out.shape):
+        *bi, i, k = idx
+        g = sa[(*bi, i)] * sb[(*bi, slice(None), k)]
+        with np.errstate(invalid="ignore"):  # inf + -inf: NaN, as the naive form
+            v = np.where(g != 0, a[(*bi, i)] + b[(*bi, slice(None), k)], -np.inf)
+        v = np.where(np.isnan(g), np.nan, v)
+        if np.isnan(v).any():
+            out[idx], sgn[idx] = np.nan, np.nan
+            continue
+        m = v.max(initial=-np.inf)
+        if m == -np.inf:
+            out[idx], sgn[idx] = -np.inf, 0.0
+        elif m == np.inf:
+            s = set(np.sign(g[v == np.inf]).tolist())
+            out[idx], sgn[idx] = (np.nan, np.nan) if len(s) > 1 else (np.inf, s.pop())
+        else:
+            tot = math.fsum((g * np.exp(v - m)).tolist())
+            out[idx] = m + math.log(abs(tot)) if tot else -np.inf
+            sgn[idx] = float(np.sign(tot))
+    if return_sign:
+        return out, sgn
+    return np.where(sgn < 0, np.nan, out)

@@ -17,7 +17,7 @@ import torch
 
 from .. import scan as _scan
 from .. import segments as _segments
-from ._common import _arr, _as_mask, _check_float
+from ._common import _arr, _as_mask, _aux_outputs, _check_float, _check_kernel_device
 
 _SEG = ("softmax", "log_softmax", "logsumexp")
 
@@ -128,11 +128,7 @@ def _int_tensor(name, v, like):
 def segment(kind, x, segment_ids, offsets, num_segments, axis, temperature, where):
     """Public segment function ``segment_<kind>`` on a tensor ``x``."""
     _check_float("x", x)
-    if x.device.type != "cpu":
-        raise NotImplementedError(
-            f"softmaxkit.torch segment_{kind}: tensors on {x.device} are not supported "
-            "(the kernels run on the CPU); move them with .cpu()"
-        )
+    _check_kernel_device(f"segment_{kind}", x=x)
     if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
         raise TypeError(f"axis must be an int; got {axis!r}")
     if x.ndim == 0:
@@ -192,11 +188,7 @@ _lcse_op.register_autograd(_lcse_backward, setup_context=_lcse_setup)
 def logcumsumexp(x, axis=-1, *, reverse=False, where=None):
     """:func:`softmaxkit.logcumsumexp` of a tensor (``softmaxkit::logcumsumexp``)."""
     _check_float("x", x)
-    if x.device.type != "cpu":
-        raise NotImplementedError(
-            f"softmaxkit.torch logcumsumexp: tensors on {x.device} are not supported "
-            "(the kernels run on the CPU); move them with .cpu()"
-        )
+    _check_kernel_device("logcumsumexp", x=x)
     if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
         raise TypeError(f"axis must be an int; got {axis!r}")
     nd = max(x.ndim, 1)
@@ -246,17 +238,83 @@ def _lme_backward(ctx, g):
 _lme_op.register_autograd(_lme_backward, setup_context=_lme_setup)
 
 
-def logmatmulexp(A, B):
-    """:func:`softmaxkit.logmatmulexp` of tensors (``softmaxkit::logmatmulexp``)."""
+@torch.library.custom_op("softmaxkit::logmatmulexp_signed", mutates_args=())
+def _lmes_op(
+    A: torch.Tensor, B: torch.Tensor, a_sign: torch.Tensor | None, b_sign: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    dt = torch.promote_types(A.dtype, B.dtype)
+    c, s = _scan.logmatmulexp(
+        _arr(A), _arr(B), a_sign=_np(a_sign), b_sign=_np(b_sign), return_sign=True
+    )
+    return _out(c, dt), _out(s, dt)
+
+
+@_lmes_op.register_fake
+def _(A, B, a_sign, b_sign):
+    batch = torch.broadcast_shapes(A.shape[:-2], B.shape[:-2])
+    shape = (*batch, A.shape[-2], B.shape[-1])
+    dt = torch.promote_types(A.dtype, B.dtype)
+    return A.new_empty(shape, dtype=dt), A.new_empty(shape, dtype=dt)
+
+
+@torch.library.custom_op("softmaxkit::logmatmulexp_signed_backward", mutates_args=())
+def _lmes_bw_op(
+    A: torch.Tensor,
+    B: torch.Tensor,
+    a_sign: torch.Tensor | None,
+    b_sign: torch.Tensor | None,
+    G: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    dA, dB = _scan.logmatmulexp_vjp(
+        _arr(A), _arr(B), _arr(G), a_sign=_np(a_sign), b_sign=_np(b_sign)
+    )
+    return _out(dA, A.dtype), _out(dB, B.dtype)
+
+
+@_lmes_bw_op.register_fake
+def _(A, B, a_sign, b_sign, G):
+    return A.new_empty(A.shape), B.new_empty(B.shape)
+
+
+def _lmes_setup(ctx, inputs, output):
+    ctx.save_for_backward(*inputs)
+    _aux_outputs(ctx, (output[1],))
+
+
+def _lmes_backward(ctx, g, g_sign):
+    A, B, a_sign, b_sign = ctx.saved_tensors
+    if g is None:
+        return None, None, None, None
+    return (*_lmes_bw_op(A, B, a_sign, b_sign, g.contiguous()), None, None)
+
+
+_lmes_op.register_autograd(_lmes_backward, setup_context=_lmes_setup)
+
+
+def _sign_tensor(name, s, like):
+    if s is None:
+        return None
+    t = s if isinstance(s, torch.Tensor) else torch.as_tensor(np.asarray(s))
+    if t.dtype.is_complex:
+        raise TypeError(f"{name} must be a real or bool tensor; got {t.dtype}")
+    if t.device != like.device:
+        raise ValueError(f"{name} must be on {like.device} like A; got {t.device}")
+    return t.detach().sign().to(torch.float64).contiguous()
+
+
+def logmatmulexp(A, B, *, a_sign=None, b_sign=None, return_sign=False):
+    """:func:`softmaxkit.logmatmulexp` of tensors (``softmaxkit::logmatmulexp``;
+    with signs or ``return_sign``, ``softmaxkit::logmatmulexp_signed``, whose ``sign``
+    output and sign inputs get no gradient)."""
     _check_float("A", A)
     _check_float("B", B)
-    for name, t in (("A", A), ("B", B)):
-        if t.device.type != "cpu":
-            raise NotImplementedError(
-                f"softmaxkit.torch logmatmulexp: {name} is on {t.device}; the kernels run "
-                "on the CPU (move it with .cpu())"
-            )
-    return _lme_op(A, B)
+    _check_kernel_device("logmatmulexp", A=A, B=B)
+    if a_sign is None and b_sign is None and not return_sign:
+        return _lme_op(A, B)
+    c, s = _lmes_op(A, B, _sign_tensor("a_sign", a_sign, A), _sign_tensor("b_sign", b_sign, B))
+    if return_sign:
+        return c, s
+    return torch.where(s < 0, torch.full_like(c, float("nan")), c)
 
 
 def _segment_doc(kind):
@@ -306,7 +364,9 @@ def _route_lcse(a):
 def _route_lme(a):
     _no_out("logmatmulexp", a)
     B = a["B"] if isinstance(a["B"], torch.Tensor) else torch.as_tensor(np.asarray(a["B"]))
-    return logmatmulexp(a["A"], B)
+    return logmatmulexp(
+        a["A"], B, a_sign=a["a_sign"], b_sign=a["b_sign"], return_sign=a["return_sign"]
+    )
 
 
 def _numpy_call(name):
