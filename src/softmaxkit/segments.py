@@ -111,7 +111,7 @@ def segment_logsumexp(
         )
         return res
     _arr, ax, x2, moved_shape, _compute, out_dtype, _ = _prepare(x, axis, temperature, where)
-    segs = _Segs(x2.shape[0], segment_ids, offsets, num_segments)
+    segs = _Segs(x2.shape[0], segment_ids, offsets, num_segments, defer_range=True)
     m, w, r = _states(x2, segs)
     lse = _finalize_lse(m, w, r).reshape((segs.num, *moved_shape[1:]))
     res = np.moveaxis(lse, 0, ax).astype(out_dtype, copy=False)

@@ -77,11 +77,24 @@ def check_ids(ids, n: int) -> None:
         )
 
 
+def _check_range(lo, hi, num: int) -> None:
+    if lo < 0:
+        raise ValueError(f"segment_ids must be >= 0; got {lo}")
+    if hi >= num:
+        raise ValueError(f"segment_ids must be < num_segments = {num}; got {hi}")
+
+
 class Segs:
     """Validated segments of an axis of length ``n``: ``offs`` (CSR) or ``ids``."""
 
-    def __init__(self, n, segment_ids, offsets, num_segments):
+    def __init__(self, n, segment_ids, offsets, num_segments, defer_range=False):
+        """``defer_range``: unsorted ids with a given ``num_segments`` are not read
+        here (sortedness is decided at the first descent); the scatter kernels of
+        :func:`states` check every id against ``[0, num)`` in their first pass and
+        :func:`states` raises the same errors (``range_checked`` is then False).
+        Only for callers that go through :func:`states` before using ``ids``."""
         self.n = n
+        self.range_checked = True
         if num_segments is not None:
             if isinstance(num_segments, bool) or not isinstance(num_segments, numbers.Integral):
                 raise TypeError(f"num_segments must be an int; got {num_segments!r}")
@@ -122,18 +135,29 @@ class Segs:
         check_ids(ids, n)
         if ids.dtype not in (np.int32, np.int64):
             ids = ids.astype(np.int64)
+        if defer_range and num_segments is not None and not _ks().ids_sorted(ids):
+            # unsorted: the scatter kernels check the range in their first pass
+            self.num = num_segments
+            self.ids = ids
+            self.sorted = False
+            self.range_checked = False
+            return
         lo, hi, ok = _ks().ids_info(ids)
-        if lo < 0:
-            raise ValueError(f"segment_ids must be >= 0; got {lo}")
         num = int(hi) + 1 if num_segments is None else num_segments
-        if hi >= num:
-            raise ValueError(f"segment_ids must be < num_segments = {num}; got {hi}")
+        _check_range(lo, hi, num)
         self.num = num
         self.ids = ids
         self.sorted = bool(ok)
         if ok:
             self.offs = np.empty(num + 1, np.int64)
             _ks().offsets_from_sorted(ids, num, self.offs)
+
+    def check_range(self) -> None:
+        """Raise for ids outside ``[0, num)`` when ``__init__`` deferred that check."""
+        if not self.range_checked:
+            lo, hi, _ = _ks().ids_info(self.ids)
+            _check_range(lo, hi, self.num)
+            self.range_checked = True
 
     def ids_array(self):
         if self.ids is not None:
@@ -163,7 +187,14 @@ def states(x2, segs):
     pm = np.full((nparts, S, C), -np.inf, dtype=x2.dtype)
     pw = np.zeros((nparts, S, C))
     pr = np.zeros((nparts, S, C))
-    run(k.scatter_state, nparts, nparts, x2, segs.ids, nparts, pm, pw, pr)
+    bad = np.zeros(nparts, np.int8)
+    # float32: the ties' exact 1s are summed into r (w = 0; the dense float32
+    # kernels' choice): no tie list in the kernel's second pass
+    split = x2.dtype != np.float32
+    run(k.scatter_state, nparts, nparts, x2, segs.ids, nparts, pm, pw, pr, bad, split)
+    if bad.any():  # an id outside [0, S): the message needs its min / max
+        segs.check_range()
+    segs.range_checked = True
     m, w, r = pm[0].astype(np.float64), pw[0], pr[0]
     for p in range(1, nparts):
         m, w, r = merge_states(m, w, r, pm[p].astype(np.float64), pw[p], pr[p])
