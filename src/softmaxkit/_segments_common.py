@@ -10,6 +10,7 @@ import numpy as np
 
 from ._core.validate import as_input_array, resolve_dtype, validate_temperature, validate_where
 from .drivers.eager_segments import Segs as _Segs
+from .drivers.eager_segments import finalize_lse as _finalize_lse
 from .drivers.eager_segments import log_wr as _log_wr
 from .drivers.eager_segments import one_axis as _one_axis
 from .drivers.eager_segments import states as _states
@@ -95,13 +96,29 @@ def _segment_softmax(
 
 def _gather_table(m: Any, w: Any, r: Any, log: bool, compute: Any) -> Any:
     """[S, 2] table of ``_kernels.segments.gather_softmax_1d`` from the [S, 1] states:
-    the max and ``1 / s`` (``log``: ``log s``); ``(0, 1)`` / ``(0, 0)`` for segments
-    empty by the contract (``m = -inf`` without NaN)."""
+    a shift ``c`` and a factor ``f`` per segment, ``softmax = exp(v - c) f``,
+    ``log_softmax = (v - c) - f``.
+
+    float64: ``c = m`` (the max) and ``f = 1 / s`` (``log s``), so the dominant
+    log-probability keeps its relative accuracy (``log1p``).  float32 (whose states
+    may come from one shift for all segments, ``m`` not the segment's max): ``c`` the
+    log-sum-exp rounded to float32 and ``f = exp(c - lse)`` (``lse - c``) from float64,
+    where that is finite; ``(m, 1 / s)`` otherwise (``+inf`` segments).  Segments
+    empty by the contract (log-sum-exp ``-inf``): ``(0, 1)`` / ``(0, 0)``, so their
+    ``-inf`` values give 0 / ``-inf``.
+    """
     m1, w1, r1 = m[:, 0], w[:, 0], r[:, 0]
-    with np.errstate(divide="ignore", invalid="ignore"):
+    lse = _finalize_lse(m1, w1, r1)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         f = _log_wr(w1, r1) if log else 1.0 / (w1 + r1)
-    empty = (m1 == -np.inf) & ~np.isnan(r1)
+        c = m1
+        if compute == np.float32:
+            c32 = lse.astype(np.float32).astype(np.float64)
+            ok = np.isfinite(c32)
+            c = np.where(ok, c32, m1)
+            f = np.where(ok, lse - c32 if log else np.exp(c32 - lse), f)
+    empty = lse == -np.inf
     tab = np.empty((m1.shape[0], 2), compute)
-    tab[:, 0] = np.where(empty, 0.0, m1)
+    tab[:, 0] = np.where(empty, 0.0, c)
     tab[:, 1] = np.where(empty, 0.0 if log else 1.0, f)
     return tab

@@ -29,7 +29,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .exp import FASTMATH, exp_, fmax
+from .exp import FASTMATH, exp_, expd_unit, fmax
 from .view import row
 
 __all__ = [
@@ -37,6 +37,7 @@ __all__ = [
     "csr_softmax_2d",
     "csr_state_1d",
     "csr_state_2d",
+    "fix_segments",
     "gather_softmax",
     "gather_softmax_1d",
     "ids_info",
@@ -44,6 +45,7 @@ __all__ = [
     "log_wr",
     "offsets_from_sorted",
     "scatter_state",
+    "shifted_sums",
 ]
 
 
@@ -265,30 +267,8 @@ def _scatter_sum_1d(x1, ids, lo, hi, m1, w1, r1, d, e, tl):
             w1[gs[tl[j]]] += 1.0
 
 
-@njit(fastmath=FASTMATH, cache=True, inline="always")
-def _scatter_sum_1d_whole(x1, ids, lo, hi, m1, r1, e):
-    """Pass 2 without the split (float32): ``r += exp(v - m)`` for every value, the
-    ties included as their exact 1 (``exp_(0) == 1``; ``w`` stays 0), as the dense
-    float32 kernels sum the max's own term.  Per block of ``_BLK`` values: gather
-    ``v - m`` (0 where ``v == m``: ``inf - inf`` never forms), one vectorised exp
-    loop, then the scatter-add.  No tie list: 25-30% cheaper than
-    ``_scatter_sum_1d`` (10^7 values, 10^5 segments)."""
-    for b0 in range(lo, hi, _BLK):
-        L = min(_BLK, hi - b0)
-        xs = x1[b0 : b0 + L]
-        gs = ids[b0 : b0 + L]
-        for k in range(L):
-            v = xs[k]
-            m = m1[gs[k]]
-            e[k] = 0.0 if v == m else v - m
-        for k in range(L):
-            e[k] = exp_(e[k])
-        for k in range(L):
-            r1[gs[k]] += e[k]
-
-
 @njit(nogil=True, cache=True)
-def scatter_state(x2, ids, nparts, pm, pw, pr, bad, split, t0, t1):
+def scatter_state(x2, ids, nparts, pm, pw, pr, bad, t0, t1):
     """Parts ``[t0, t1)`` of the rows of ``x2`` [N, C] into ``pm, pw, pr`` [nparts, S, C].
 
     Two passes over the part (both scatter into the part's own ``[S, C]`` states):
@@ -297,10 +277,8 @@ def scatter_state(x2, ids, nparts, pm, pw, pr, bad, split, t0, t1):
        outside, ``bad[p] = 1`` and the part stops (the caller raises); 2.
        ``w += (v == m)``, ``r += exp(v - m)`` for the others.  For one column, pass 2
        gathers ``v - m`` for 256 values, takes their exps vectorised, then scatters
-       the sums (one exp per value); with ``split`` (float64) ``w`` is touched only
-       at ties, without it (float32, as the dense float32 kernels) the ties add
-       their exact 1 to ``r`` and ``w`` stays 0.  Accumulators float64 (``w``,
-       ``r``), max and exps in the input dtype.
+       the sums (one exp per value; ``w`` is touched only at ties).  Accumulators
+       float64 (``w``, ``r``), max and exps in the input dtype.
     """
     N = x2.shape[0]
     C = x2.shape[1]
@@ -322,10 +300,7 @@ def scatter_state(x2, ids, nparts, pm, pw, pr, bad, split, t0, t1):
             if not _scatter_max_1d(x1, ids, lo, hi, m1, S):
                 bad[p] = 1
                 continue
-            if split:
-                _scatter_sum_1d(x1, ids, lo, hi, m1, w1, r1, d, e, tl)
-            else:
-                _scatter_sum_1d_whole(x1, ids, lo, hi, m1, r1, e)
+            _scatter_sum_1d(x1, ids, lo, hi, m1, w1, r1, d, e, tl)
             continue
         ok = True
         for i in range(lo, hi):
@@ -355,6 +330,79 @@ def scatter_state(x2, ids, nparts, pm, pw, pr, bad, split, t0, t1):
                     rg[c] += exp_(v - m)
 
 
+# One-pass shifted sums (float32 input, one column): every term is exp(v - M) in
+# float64 for ONE shift M of the whole call.  A value with d = v - M outside
+# [_LOW, _HIGH] flags its segment: below, the term may be lost to underflow (float64
+# exp leaves the normal range at -708); above, a sum of up to 2^31 such terms could
+# overflow.  Flagged segments whose sum is below exp(_KEEP) (low) -- or any flagged
+# high -- are recomputed exactly by ``fix_segments``; a segment flagged low whose
+# sum is above exp(_KEEP) has lost terms below exp(_LOW - _KEEP) = e^-50 of it each.
+_LOW = -650.0
+_HIGH = 650.0
+_KEEP = -600.0
+
+
+@njit(nogil=True, fastmath=FASTMATH, cache=True)
+def shifted_sums(x1, ids, M, nparts, pr, pf, bad, t0, t1):
+    """Parts ``[t0, t1)`` of 1-D ``x1``: ``pr[p, g] += exp(v - M)`` (float64) over the
+    part's values, one scattered pass.  In blocks of ``_BLK``: the ids are checked
+    against ``[0, S)`` (``bad[p] = 1`` and the part stops at a bad one, before its
+    block is scattered), the float64 exps are taken vectorised, then scattered;
+    ``pf[p, g] |= 1`` (low) / ``2`` (high) for a value outside ``[M + _LOW, M + _HIGH]``
+    (``-inf`` is not low: its term is exactly 0; NaN makes the sum NaN)."""
+    N = x1.shape[0]
+    S = pr.shape[1]
+    e = np.empty(_BLK, np.float64)
+    for p in range(t0, t1):
+        r1 = pr[p]
+        f1 = pf[p]
+        lo = N * p // nparts
+        hi = N * (p + 1) // nparts
+        for b0 in range(lo, hi, _BLK):
+            L = min(_BLK, hi - b0)
+            xs = x1[b0 : b0 + L]
+            gs = ids[b0 : b0 + L]
+            # one vectorised loop: the exps, the id check, the out-of-band count
+            # (the check in a loop of its own cost ~15% more, 10^7 / 10^5)
+            nbad = 0
+            nout = 0
+            for k in range(L):
+                g = gs[k]
+                nbad += 1 if (g < 0) | (g >= S) else 0
+                d = np.float64(xs[k]) - M
+                e[k] = exp_(d)
+                nout += 1 if ((d < _LOW) & (d > -np.inf)) | (d > _HIGH) else 0
+            if nbad:
+                bad[p] = 1
+                break
+            for k in range(L):
+                r1[gs[k]] += e[k]
+            if nout:
+                for k in range(L):
+                    d = np.float64(xs[k]) - M
+                    if d > _HIGH:
+                        f1[gs[k]] |= 2
+                    elif d < _LOW and d > -np.inf:
+                        f1[gs[k]] |= 1
+
+
+@njit(nogil=True, fastmath=FASTMATH, cache=True)
+def fix_segments(x1, ids, fix, m, r):
+    """Exact ``(m, r)`` (ties summed as their exact 1 in ``r``) of the segments with
+    ``fix[g]``, two passes over all of ``x1`` (serial; only after a flag of
+    ``shifted_sums``, i.e. values spread over more than 650 units)."""
+    for i in range(x1.shape[0]):
+        g = ids[i]
+        if fix[g]:
+            m[g] = fmax(m[g], np.float64(x1[i]))
+    for i in range(x1.shape[0]):
+        g = ids[i]
+        if fix[g]:
+            v = np.float64(x1[i])
+            mg = m[g]
+            r[g] += 1.0 if v == mg else exp_(v - mg)
+
+
 @njit(nogil=True, cache=True)
 def gather_softmax(x2, ids, m, s, ls, out2, log, t0, t1):
     """Rows ``[t0, t1)``: softmax / log_softmax of each value from its segment's
@@ -364,19 +412,20 @@ def gather_softmax(x2, ids, m, s, ls, out2, log, t0, t1):
         _gather_row(row(x2, i), row(out2, i), row(m, g), row(s, g), row(ls, g), log)
 
 
-@njit(fastmath=FASTMATH, cache=True)
+@njit(nogil=True, fastmath=FASTMATH, cache=True)
 def gather_softmax_1d(x1, ids, tab, out1, log, t0, t1):
     """Values ``[t0, t1)`` of 1-D ``x1``: softmax (``log``: log_softmax) from the
-    table ``tab`` [S, 2] in the compute dtype -- per segment the max ``m`` and
-    ``1 / s`` (``log``: ``log s``), with ``(0, 1)`` (``(0, 0)``) for a segment that
-    is empty by the contract (all ``-inf``: ``-inf - 0`` gives 0 / ``-inf``).
+    table ``tab`` [S, 2] in the compute dtype: per segment a shift ``c`` and a factor
+    ``f``, ``softmax = exp(v - c) * f`` and ``log_softmax = (v - c) - f`` (the public
+    layer builds it: ``_segments_common._gather_table``).  ``v == c`` gives exactly
+    ``exp(0) = 1`` / 0, so a ``+inf`` shift never forms ``inf - inf``.
 
-    In blocks of ``_BLK`` values: gather ``d = v - m`` (0 where ``v == m``, so
-    ``+inf`` maxima give 1, never ``inf - inf``) and the segment's factor (one
-    cache line per value: the two sit side by side), then one vectorised loop of
-    exps and products into the output.
+    In blocks of ``_BLK`` values: gather the segment's shift and factor (side by
+    side: one cache line per value), then one vectorised loop of exps (float32:
+    the exact-argument ``expd_unit``) and products into the output.
     """
-    d = np.empty(_BLK, x1.dtype)
+    a = np.empty(_BLK, x1.dtype)
+    b = np.empty(_BLK, x1.dtype)
     sc = np.empty(_BLK, x1.dtype)
     for b0 in range(t0, t1, _BLK):
         L = min(_BLK, t1 - b0)
@@ -386,15 +435,17 @@ def gather_softmax_1d(x1, ids, tab, out1, log, t0, t1):
         for k in range(L):
             g = gs[k]
             v = xs[k]
-            m = tab[g, 0]
-            d[k] = 0.0 if v == m else v - m
+            c = tab[g, 0]
+            eq = v == c
+            a[k] = 0.0 if eq else v
+            b[k] = 0.0 if eq else c
             sc[k] = tab[g, 1]
         if log:
-            for k in range(L):
-                os[k] = d[k] - sc[k]
+            for k in range(L):  # in float64: fastmath may form b + sc first
+                os[k] = np.float64(a[k]) - np.float64(b[k]) - np.float64(sc[k])
         else:
             for k in range(L):
-                os[k] = exp_(d[k]) * sc[k]
+                os[k] = expd_unit(a[k], b[k]) * sc[k]
 
 
 @njit(nogil=True, cache=True)

@@ -38,6 +38,20 @@ def _torch_segment(torch, xt, it, num, which):
     return e / s.gather(0, it)
 
 
+def _nansum_and_exp(group_nansum, xs, ids, groups):
+    """A floor for the unsorted logsumexp: one grouped scatter-add (numbagg) plus one
+    vectorised exp of every value (softmaxkit's exp kernel, no allocation) -- the
+    op needs at least these, and also a second scattered pass for the max."""
+    from .._kernels.exp import exp_array
+
+    buf = _EXP_BUF.setdefault(xs.size, np.empty(xs.size, xs.dtype))  # made once
+    exp_array(xs, buf)
+    return group_nansum(xs, ids, num_labels=groups)
+
+
+_EXP_BUF: dict[int, np.ndarray] = {}
+
+
 def _segment_cases(n: int, groups: int) -> list[Case]:
     from ..reference import segment_logsumexp as ref_lse
     from ..segments import segment_logsumexp, segment_softmax
@@ -69,6 +83,10 @@ def _segment_cases(n: int, groups: int) -> list[Case]:
             impls["numbagg group_nansum"] = lambda xs=xs, ids=ids: group_nansum(
                 xs, ids, num_labels=groups
             )
+            if order == "unsorted":
+                impls["bound: numbagg group_nansum + one exp pass"] = lambda xs=xs, ids=ids: (
+                    _nansum_and_exp(group_nansum, xs, ids, groups)
+                )
         except ImportError:
             pass
         torch = _torch()

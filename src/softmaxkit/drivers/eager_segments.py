@@ -183,15 +183,14 @@ def states(x2, segs):
         else:
             run(k.csr_state_2d, S, nt, x2, segs.offs, m, w, r)
         return m.astype(np.float64), w, r
+    if C == 1 and x2.dtype == np.float32:
+        return _shifted_states(x2[:, 0], segs, nt)
     nparts = max(1, min(nt, N // 4096))
     pm = np.full((nparts, S, C), -np.inf, dtype=x2.dtype)
     pw = np.zeros((nparts, S, C))
     pr = np.zeros((nparts, S, C))
     bad = np.zeros(nparts, np.int8)
-    # float32: the ties' exact 1s are summed into r (w = 0; the dense float32
-    # kernels' choice): no tie list in the kernel's second pass
-    split = x2.dtype != np.float32
-    run(k.scatter_state, nparts, nparts, x2, segs.ids, nparts, pm, pw, pr, bad, split)
+    run(k.scatter_state, nparts, nparts, x2, segs.ids, nparts, pm, pw, pr, bad)
     if bad.any():  # an id outside [0, S): the message needs its min / max
         segs.check_range()
     segs.range_checked = True
@@ -199,6 +198,47 @@ def states(x2, segs):
     for p in range(1, nparts):
         m, w, r = merge_states(m, w, r, pm[p].astype(np.float64), pw[p], pr[p])
     return m, w, r
+
+
+def _shifted_states(x1, segs, nt):
+    """float32 values, one column, unsorted ids: ``(m, w, r)`` [S, 1] from ONE
+    scattered pass, ``r = sum exp(v - M)`` in float64 for a single shift ``M`` (the
+    max of <= 4097 evenly spaced values; 0 when that is not finite): no per-segment
+    max pass.  ``m = M`` and ``w = 0`` (the ties are inside ``r``, as in the dense
+    float32 kernels) except for the segments ``_kernels.segments.shifted_sums``
+    flagged (a value more than 650 below ``M`` in a segment whose sum is below
+    ``e^-600``, or more than 650 above ``M``), recomputed exactly by
+    ``fix_segments`` (two more serial passes, only when some segment is flagged).
+
+    Extra memory: ``parts x S x 9`` bytes (float64 sums, int8 flags) and a few [S]
+    float64 arrays; ``parts`` is the thread count (at most one per 4096 values).
+    """
+    from .._kernels._parallel import run
+
+    k = _ks()
+    N = x1.shape[0]
+    S = segs.num
+    smp = x1[:: max(1, N // 4096)]
+    M = float(np.fmax.reduce(smp)) if smp.size else 0.0
+    if not math.isfinite(M):
+        M = 0.0
+    nparts = max(1, min(nt, N // 4096))
+    pr = np.zeros((nparts, S))
+    pf = np.zeros((nparts, S), np.int8)
+    bad = np.zeros(nparts, np.int8)
+    run(k.shifted_sums, nparts, nparts, x1, segs.ids, M, nparts, pr, pf, bad)
+    if bad.any():  # an id outside [0, S): the message needs its min / max
+        segs.check_range()
+    segs.range_checked = True
+    r = pr.sum(axis=0) if nparts > 1 else pr[0]
+    f = np.bitwise_or.reduce(pf, axis=0) if nparts > 1 else pf[0]
+    m = np.full(S, M)
+    fix = ((f & 2) != 0) | (((f & 1) != 0) & (r < math.exp(k._KEEP)))
+    if fix.any():
+        m[fix] = -np.inf
+        r[fix] = 0.0
+        k.fix_segments(x1, segs.ids, fix, m, r)
+    return m[:, None], np.zeros((S, 1)), r[:, None]
 
 
 def merge_states(m1, w1, r1, m2, w2, r2):
