@@ -140,3 +140,54 @@ def test_scatter_peak_extra_memory():
             tracemalloc.stop()
         # states: threads x num x 20 bytes, a few [num] float64 merge temporaries
         assert peak <= allowed + 64 * num * 8 + 65536, (op.__name__, peak)
+
+
+@pytest.mark.parametrize(("op", "rop"), OPS, ids=["lse", "softmax", "log_softmax"])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_shifted_pass_recomputes_far_segments(op, rop, threads, monkeypatch):
+    # float32 unsorted: one shift M for every segment; segments far from it must be
+    # flagged and recomputed exactly: values near +-1e30 (above: exp overflows;
+    # below: every term underflows), a segment 800 below the rest (its sum e^-800
+    # would be 0 in float64), near float32's max (the sum of two overflows float32,
+    # not float64), and a segment flagged low whose own sum is large (kept)
+    monkeypatch.setattr(par, "threads_for", lambda size, itemsize=4: threads)
+    rng = np.random.default_rng(5)
+    base = rng.standard_normal(20_000) * 3
+    parts = [
+        (0, base),
+        (1, [1e30, 1e30 - 1e24, 3.0]),
+        (2, [-1e30, -1e30]),
+        (3, [-800.0, -801.5, -800.25]),
+        (4, [3e38, 3e38]),
+        (5, [0.5, -700.0, -660.0]),
+        (6, [-1e4, -1e4 - 2]),
+    ]
+    x = np.concatenate([np.asarray(v, float) for _, v in parts]).astype(np.float32)
+    ids = np.concatenate([np.full(len(v), g) for g, v in parts])
+    perm = rng.permutation(x.size)
+    x, ids = x[perm], ids[perm]
+    got = op(x, ids, num_segments=8)
+    want = rop(x.astype(np.float64), ids, num_segments=8)
+    if op is segment_logsumexp:
+        # float32 result: within 1e-6 relative of the value, float32-rounded
+        np.testing.assert_allclose(got, want.astype(np.float32), rtol=1e-6)
+        assert got[7] == -np.inf
+    else:
+        _check32(got, want, op)
+
+
+def test_shift_sample_not_finite():
+    # the sampled values are all -inf or NaN: M falls back to 0, and values far
+    # from 0 are still exact (flagged high, recomputed)
+    n = 50_000
+    x = np.full(n, -np.inf, np.float32)
+    x[1::2] = np.nan
+    ids = np.arange(n) % 7
+    keep = np.arange(3, n, 1000)  # not on the sample's stride, not NaN
+    x[keep] = 1000.0
+    ids[keep] = 8
+    np.random.default_rng(0).shuffle(ids[: n // 2])
+    got = segment_logsumexp(x, ids, num_segments=9)
+    want = ref.segment_logsumexp(x.astype(np.float64), ids, num_segments=9)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_allclose(got[8], want[8], rtol=1e-6)

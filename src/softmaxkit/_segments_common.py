@@ -103,6 +103,7 @@ def _gather_table(m: Any, w: Any, r: Any, log: bool, compute: Any) -> Any:
     log-probability keeps its relative accuracy (``log1p``).  float32 (whose states
     may come from one shift for all segments, ``m`` not the segment's max): ``c`` the
     log-sum-exp rounded to float32 and ``f = exp(c - lse)`` (``lse - c``) from float64,
+    ``c - lse`` taken as ``(c - m) - log s`` (``log 2`` survives next to ``m = -1e30``),
     where that is finite; ``(m, 1 / s)`` otherwise (``+inf`` segments).  Segments
     empty by the contract (log-sum-exp ``-inf``): ``(0, 1)`` / ``(0, 0)``, so their
     ``-inf`` values give 0 / ``-inf``.
@@ -113,10 +114,14 @@ def _gather_table(m: Any, w: Any, r: Any, log: bool, compute: Any) -> Any:
         f = _log_wr(w1, r1) if log else 1.0 / (w1 + r1)
         c = m1
         if compute == np.float32:
-            c32 = lse.astype(np.float32).astype(np.float64)
-            ok = np.isfinite(c32)
+            ls = _log_wr(w1, r1)
+            c32 = (m1 + ls).astype(np.float32).astype(np.float64)
+            # c - lse as (c - m) - log s: c - m is exact when they are close, so
+            # log s survives next to |m| ~ 1e30 (m + log s alone would drop it)
+            delta = (c32 - m1) - ls
+            ok = np.isfinite(c32) & np.isfinite(delta)
             c = np.where(ok, c32, m1)
-            f = np.where(ok, lse - c32 if log else np.exp(c32 - lse), f)
+            f = np.where(ok, -delta if log else np.exp(delta), f)
     empty = lse == -np.inf
     tab = np.empty((m1.shape[0], 2), compute)
     tab[:, 0] = np.where(empty, 0.0, c)
