@@ -139,6 +139,31 @@ def _write_1d(xs, os, m, w, r, log):
             os[j] = (exp_(v - m) if v != m else 1.0) * inv
 
 
+@njit(fastmath=FASTMATH, cache=True, inline="always")
+def _seg_softmax_1d(xs, os):
+    """softmax of one segment with one exp per value: pass 2 of ``_seg_state``
+    also stores its terms (1 at the ties) in ``os``, pass 3 scales them by ``1 / s``
+    (the write pass took the exps again: 10^7 float32 values in 10^5 segments)."""
+    m = xs[0]
+    for j in range(xs.shape[0]):
+        m = fmax(m, xs[j])
+    w = 0.0
+    r = 0.0
+    for j in range(xs.shape[0]):
+        v = xs[j]
+        t = 1.0 if v == m else exp_(v - m)
+        os[j] = t
+        w += 1.0 if v == m else 0.0
+        r += 0.0 if v == m else t
+    if m == -np.inf and r == r:  # empty by the contract: all -inf / masked (no NaN)
+        for j in range(xs.shape[0]):
+            os[j] = 0.0
+        return
+    inv = 1.0 / (w + r)
+    for j in range(xs.shape[0]):
+        os[j] = os[j] * inv
+
+
 @njit(nogil=True, cache=True)
 def csr_softmax_1d(x, offs, out, log, t0, t1):
     """softmax (``log``: log_softmax) of each segment ``[t0, t1)`` of 1-D ``x``."""
@@ -148,8 +173,11 @@ def csr_softmax_1d(x, offs, out, log, t0, t1):
         if hi <= lo:
             continue
         xs = x[lo:hi]
-        m, w, r = _seg_state(xs)
-        _write_1d(xs, out[lo:hi], m, w, r, log)
+        if log:
+            m, w, r = _seg_state(xs)
+            _write_1d(xs, out[lo:hi], m, w, r, log)
+        else:
+            _seg_softmax_1d(xs, out[lo:hi])
 
 
 @njit(fastmath=FASTMATH, cache=True, inline="always")
@@ -424,7 +452,6 @@ def gather_softmax_1d(x1, ids, tab, out1, log, t0, t1):
     side: one cache line per value), then one vectorised loop of exps (float32:
     the exact-argument ``expd_unit``) and products into the output.
     """
-    a = np.empty(_BLK, x1.dtype)
     b = np.empty(_BLK, x1.dtype)
     sc = np.empty(_BLK, x1.dtype)
     for b0 in range(t0, t1, _BLK):
@@ -432,20 +459,22 @@ def gather_softmax_1d(x1, ids, tab, out1, log, t0, t1):
         xs = x1[b0 : b0 + L]
         gs = ids[b0 : b0 + L]
         os = out1[b0 : b0 + L]
-        for k in range(L):
+        for k in range(L):  # the gathers alone: ~30% faster than with the selects
             g = gs[k]
-            v = xs[k]
-            c = tab[g, 0]
-            eq = v == c
-            a[k] = 0.0 if eq else v
-            b[k] = 0.0 if eq else c
+            b[k] = tab[g, 0]
             sc[k] = tab[g, 1]
         if log:
-            for k in range(L):  # in float64: fastmath may form b + sc first
-                os[k] = np.float64(a[k]) - np.float64(b[k]) - np.float64(sc[k])
+            for k in range(L):  # in float64: fastmath may form c + f first
+                v = xs[k]
+                c = b[k]
+                eq = v == c
+                os[k] = (0.0 if eq else np.float64(v) - np.float64(c)) - np.float64(sc[k])
         else:
             for k in range(L):
-                os[k] = expd_unit(a[k], b[k]) * sc[k]
+                v = xs[k]
+                c = b[k]
+                eq = v == c
+                os[k] = expd_unit(0.0 if eq else v, 0.0 if eq else c) * sc[k]
 
 
 @njit(nogil=True, cache=True)
