@@ -54,14 +54,23 @@ def _check32(got, want, op):
         assert np.all(np.abs(got[fin] - want[fin]) <= 1e-6 * (1 + np.abs(want[fin])))
 
 
+def _order(x, ids, order):
+    if order == "sorted":  # the CSR path (float32 logsumexp: one shifted pass per segment)
+        p = np.argsort(ids, kind="stable")
+        return x[p], ids[p]
+    return x, ids
+
+
 @pytest.mark.parametrize(("op", "rop"), OPS, ids=["lse", "softmax", "log_softmax"])
 @pytest.mark.parametrize("threads", [1, 3])
-def test_scatter_float32_adversarial_groups(op, rop, threads, monkeypatch):
+@pytest.mark.parametrize("order", ["unsorted", "sorted"])
+def test_scatter_float32_adversarial_groups(op, rop, threads, order, monkeypatch):
     # float32: the ties' exact 1s go into r (w = 0); the +inf segment, the all -inf
     # one and the NaN one must come out as the dense contract says, in one part or
     # in several merged ones (a part may hold only -inf or only the +inf of a segment)
     monkeypatch.setattr(par, "threads_for", lambda size, itemsize=4: threads)
     x, ids, num = _adversarial(0)
+    x, ids = _order(x, ids, order)
     x32 = x.astype(np.float32)
     want = rop(x32.astype(np.float64), ids, num_segments=num)
     got = op(x32, ids, num_segments=num)
@@ -144,7 +153,8 @@ def test_scatter_peak_extra_memory():
 
 @pytest.mark.parametrize(("op", "rop"), OPS, ids=["lse", "softmax", "log_softmax"])
 @pytest.mark.parametrize("threads", [1, 2])
-def test_shifted_pass_recomputes_far_segments(op, rop, threads, monkeypatch):
+@pytest.mark.parametrize("order", ["unsorted", "sorted"])
+def test_shifted_pass_recomputes_far_segments(op, rop, threads, order, monkeypatch):
     # float32 unsorted: one shift M for every segment; segments far from it must be
     # flagged and recomputed exactly: values near +-1e30 (above: exp overflows;
     # below: every term underflows), a segment 800 below the rest (its sum e^-800
@@ -165,7 +175,7 @@ def test_shifted_pass_recomputes_far_segments(op, rop, threads, monkeypatch):
     x = np.concatenate([np.asarray(v, float) for _, v in parts]).astype(np.float32)
     ids = np.concatenate([np.full(len(v), g) for g, v in parts])
     perm = rng.permutation(x.size)
-    x, ids = x[perm], ids[perm]
+    x, ids = _order(x[perm], ids[perm], order)
     got = op(x, ids, num_segments=8)
     want = rop(x.astype(np.float64), ids, num_segments=8)
     if op is segment_logsumexp:

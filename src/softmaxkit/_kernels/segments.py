@@ -33,6 +33,7 @@ from .exp import FASTMATH, exp_, expd_unit, fmax
 from .view import row
 
 __all__ = [
+    "csr_shifted_1d",
     "csr_softmax_1d",
     "csr_softmax_2d",
     "csr_state_1d",
@@ -47,6 +48,18 @@ __all__ = [
     "scatter_state",
     "shifted_sums",
 ]
+
+
+# One-pass shifted sums (float32 input, one column): every term is exp(v - M) in
+# float64 for ONE shift M of the whole call.  A value with d = v - M outside
+# [_LOW, _HIGH] flags its segment: below, the term may be lost to underflow (float64
+# exp leaves the normal range at -708); above, a sum of up to 2^31 such terms could
+# overflow.  Flagged segments whose sum is below exp(_KEEP) (low) -- or any flagged
+# high -- are recomputed exactly by ``fix_segments``; a segment flagged low whose
+# sum is above exp(_KEEP) has lost terms below exp(_LOW - _KEEP) = e^-50 of it each.
+_LOW = -650.0
+_HIGH = 650.0
+_KEEP = -600.0
 
 
 @njit(nogil=True, cache=True)
@@ -119,6 +132,34 @@ def csr_state_1d(x, offs, outm, outw, outr, t0, t1):
         outm[k] = m
         outw[k] = w
         outr[k] = r
+
+
+@njit(nogil=True, fastmath=FASTMATH, cache=True)
+def csr_shifted_1d(x, offs, M, outm, outw, outr, t0, t1):
+    """Segments ``[t0, t1)`` of 1-D float32 ``x`` in ONE vectorised pass each:
+    ``r = sum exp(v - M)`` in float64 for the call's single shift ``M``, state
+    ``(M, 0, r)``.  A segment holding a value outside ``[M + _LOW, M + _HIGH]``
+    (``-inf`` aside) is recomputed exactly from cache (``_seg_state``: its max, then
+    its sum).  The max pass of ``csr_state_1d`` is skipped for all the others."""
+    for k in range(t0, t1):
+        lo = offs[k]
+        hi = offs[k + 1]
+        xs = x[lo:hi]
+        r = 0.0
+        nout = 0
+        for j in range(xs.shape[0]):
+            d = np.float64(xs[j]) - M
+            r += exp_(d)
+            nout += 1 if ((d < _LOW) & (d > -np.inf)) | (d > _HIGH) else 0
+        if nout:
+            m, w, r = _seg_state(xs)
+            outm[k] = m
+            outw[k] = w
+            outr[k] = r
+        else:
+            outm[k] = M
+            outw[k] = 0.0
+            outr[k] = r
 
 
 @njit(fastmath=FASTMATH, cache=True, inline="always")
@@ -356,18 +397,6 @@ def scatter_state(x2, ids, nparts, pm, pw, pr, bad, t0, t1):
                     wg[c] += 1.0
                 else:
                     rg[c] += exp_(v - m)
-
-
-# One-pass shifted sums (float32 input, one column): every term is exp(v - M) in
-# float64 for ONE shift M of the whole call.  A value with d = v - M outside
-# [_LOW, _HIGH] flags its segment: below, the term may be lost to underflow (float64
-# exp leaves the normal range at -708); above, a sum of up to 2^31 such terms could
-# overflow.  Flagged segments whose sum is below exp(_KEEP) (low) -- or any flagged
-# high -- are recomputed exactly by ``fix_segments``; a segment flagged low whose
-# sum is above exp(_KEEP) has lost terms below exp(_LOW - _KEEP) = e^-50 of it each.
-_LOW = -650.0
-_HIGH = 650.0
-_KEEP = -600.0
 
 
 @njit(nogil=True, fastmath=FASTMATH, cache=True)

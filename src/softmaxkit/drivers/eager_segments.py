@@ -178,6 +178,12 @@ def states(x2, segs):
     w = np.empty((S, C))
     r = np.empty((S, C))
     if segs.offs is not None:
+        if C == 1 and x2.dtype == np.float32:  # one pass per segment, one shift
+            x1 = x2.reshape(-1)
+            M = _shift(x1)
+            m64 = np.empty((S, C))
+            run(k.csr_shifted_1d, S, nt, x1, segs.offs, M, m64[:, 0], w[:, 0], r[:, 0])
+            return m64, w, r
         if C == 1:
             run(k.csr_state_1d, S, nt, x2.reshape(-1), segs.offs, m[:, 0], w[:, 0], r[:, 0])
         else:
@@ -200,6 +206,15 @@ def states(x2, segs):
     return m, w, r
 
 
+def _shift(x1) -> float:
+    """The one shift ``M`` of the shifted kernels: the max of <= 4097 evenly spaced
+    values of ``x1`` (NaN skipped), 0 when that is not finite.  Any finite value is
+    correct (values far from it are flagged and recomputed); near the max, none are."""
+    smp = x1[:: max(1, x1.shape[0] // 4096)]
+    M = float(np.fmax.reduce(smp)) if smp.size else 0.0
+    return M if math.isfinite(M) else 0.0
+
+
 def _shifted_states(x1, segs, nt):
     """float32 values, one column, unsorted ids: ``(m, w, r)`` [S, 1] from ONE
     scattered pass, ``r = sum exp(v - M)`` in float64 for a single shift ``M`` (the
@@ -218,10 +233,7 @@ def _shifted_states(x1, segs, nt):
     k = _ks()
     N = x1.shape[0]
     S = segs.num
-    smp = x1[:: max(1, N // 4096)]
-    M = float(np.fmax.reduce(smp)) if smp.size else 0.0
-    if not math.isfinite(M):
-        M = 0.0
+    M = _shift(x1)
     nparts = max(1, min(nt, N // 4096))
     pr = np.zeros((nparts, S))
     pf = np.zeros((nparts, S), np.int8)
