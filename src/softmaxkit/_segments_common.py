@@ -81,10 +81,10 @@ def _segment_softmax(
                 k.gather_softmax_1d,
                 N,
                 nt,
-                x2[:, 0],
+                x2.reshape(-1),
                 segs.ids,
                 _gather_table(m, w, r, log, compute),
-                out2[:, 0],
+                out2.reshape(-1),
                 log,
             )
         else:

@@ -190,7 +190,7 @@ def states(x2, segs):
             run(k.csr_state_2d, S, nt, x2, segs.offs, m, w, r)
         return m.astype(np.float64), w, r
     if C == 1 and x2.dtype == np.float32:
-        return _shifted_states(x2[:, 0], segs, nt)
+        return _shifted_states(x2.reshape(-1), segs, nt)
     nparts = max(1, min(nt, N // 4096))
     pm = np.full((nparts, S, C), -np.inf, dtype=x2.dtype)
     pw = np.zeros((nparts, S, C))
