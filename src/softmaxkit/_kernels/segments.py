@@ -41,6 +41,7 @@ __all__ = [
     "fix_segments",
     "gather_softmax",
     "gather_softmax_1d",
+    "gather_table",
     "ids_info",
     "ids_sorted",
     "log_wr",
@@ -504,6 +505,37 @@ def gather_softmax_1d(x1, ids, tab, out1, log, t0, t1):
                 c = b[k]
                 eq = v == c
                 os[k] = expd_unit(0.0 if eq else v, 0.0 if eq else c) * sc[k]
+
+
+@njit(cache=True)
+def gather_table(m, w, r, log, shift32, tab):
+    """The [S, 2] table of ``gather_softmax_1d`` from the float64 states ``(m, w, r)``
+    (1-D): a shift ``c`` and a factor ``f`` per segment.  Segments empty by the
+    contract (log-sum-exp ``-inf``): ``(0, 1)`` / ``(0, 0)``.  ``shift32`` (float32
+    output, states maybe from one shift for all segments): ``c`` the log-sum-exp
+    rounded to float32, ``f = exp(c - lse)`` (``lse - c``) with ``c - lse`` taken as
+    ``(c - m) - log s`` (``log 2`` survives next to ``m = -1e30``), where finite.
+    Otherwise ``(m, 1 / s)`` / ``(m, log s)``: the dominant log-probability keeps its
+    relative accuracy (float64), ``+inf`` segments work."""
+    for g in range(m.shape[0]):
+        mg = m[g]
+        wg = w[g]
+        rg = r[g]
+        ls = log_wr(wg, rg)
+        lse = -np.inf if (mg == -np.inf and rg == rg) else mg + ls
+        if lse == -np.inf:
+            tab[g, 0] = 0.0
+            tab[g, 1] = 0.0 if log else 1.0
+            continue
+        if shift32:
+            c = np.float64(np.float32(mg + ls))
+            delta = (c - mg) - ls
+            if np.isfinite(c) and np.isfinite(delta):
+                tab[g, 0] = c
+                tab[g, 1] = -delta if log else np.exp(delta)
+                continue
+        tab[g, 0] = mg
+        tab[g, 1] = ls if log else 1.0 / (wg + rg)
 
 
 @njit(nogil=True, cache=True)
