@@ -10,18 +10,24 @@ dominant log-probability keeps its relative accuracy.  A segment of only ``-inf`
 as empty (logsumexp ``-inf``, softmax 0) unless ``r`` is NaN.  NaN makes ``r`` NaN
 (the max skips NaN: ``[-inf, NaN]`` has ``m = -inf`` and ``r`` NaN).
 States are float64; the exps run in the input dtype (float32 exps for float32
-input) and are accumulated in float64.
+input) and are accumulated in float64.  The shifted kernels (float32, one column)
+give ``(M, 0, r)`` instead: ``m`` is the call's shift, not the segment's max, the
+ties are inside ``r``, and ``m + log(w + r)`` is still the log-sum-exp (the merge
+rule and the public layer need nothing more).
 
 Paths (the public layer picks one):
 
 * CSR (sorted ids or ``offsets``): one task per segment, whose values are
   contiguous: pass 1 the max (vectorised ``maxnum``), pass 2 the sum of exps, and
   for softmax pass 3 the write -- the segment is read from cache after pass 1.
+  float32 logsumexp with one column: ``csr_shifted_1d``, one pass per segment.
 * scatter (unsorted ids): the values are cut into ``nparts`` contiguous parts,
-  one per thread, each folding its values into its own ``[S, C]`` state arrays by
-  the online update (one exp per value, a second only when the max grows); the
-  parts' states are merged afterwards (``_state.merge``), then softmax makes one
-  more pass that gathers each value's state.
+  one per thread, each scattering into its own state arrays.  float32 with one
+  column: ``shifted_sums``, ONE pass of float64 ``exp(v - M)`` for one shift ``M``
+  of the call (segments far from ``M`` flagged, then ``fix_segments``); otherwise
+  ``scatter_state``, two passes (the max, then the sums); the parts' states are
+  merged afterwards, then softmax makes one more pass that gathers each value's
+  segment entry (``gather_softmax_1d`` / ``gather_softmax``).
 """
 
 from __future__ import annotations
