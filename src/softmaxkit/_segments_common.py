@@ -69,6 +69,11 @@ def _segment_softmax(
     nt = threads_for(x2.size, x2.itemsize)
     if x2.size == 0:
         segs.check_range()
+    elif segs.offs is not None and C == 1 and compute == np.float32:
+        # one pass for the states (no max pass), then the write from a table
+        m, w, r = _states(x2, segs)
+        tab = _gather_table(m, w, r, log, compute)
+        run(k.csr_write_1d, segs.num, nt, x2.reshape(-1), segs.offs, tab, out2.reshape(-1), log)
     elif segs.offs is not None and C == 1:
         run(k.csr_softmax_1d, segs.num, nt, x2.reshape(-1), segs.offs, out2.reshape(-1), log)
     elif segs.offs is not None:

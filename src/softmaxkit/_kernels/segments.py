@@ -44,6 +44,7 @@ __all__ = [
     "csr_softmax_2d",
     "csr_state_1d",
     "csr_state_2d",
+    "csr_write_1d",
     "fix_segments",
     "gather_softmax",
     "gather_softmax_1d",
@@ -297,6 +298,9 @@ def _gather_row(xr, orow, mrow, srow, lrow, log):
 
 
 _BLK = 256
+# a float32 zero: ``0.0 if eq else v`` would make float32 ``v`` float64 (and the exp
+# the float64 one); with this it stays in the input dtype
+_Z32 = np.float32(0.0)
 
 
 @njit(fastmath=FASTMATH, cache=True, inline="always")
@@ -510,7 +514,7 @@ def gather_softmax_1d(x1, ids, tab, out1, log, t0, t1):
                 v = xs[k]
                 c = b[k]
                 eq = v == c
-                os[k] = expd_unit(0.0 if eq else v, 0.0 if eq else c) * sc[k]
+                os[k] = expd_unit(_Z32 if eq else v, _Z32 if eq else c) * sc[k]
 
 
 @njit(cache=True)
@@ -524,24 +528,54 @@ def gather_table(m, w, r, log, shift32, tab):
     Otherwise ``(m, 1 / s)`` / ``(m, log s)``: the dominant log-probability keeps its
     relative accuracy (float64), ``+inf`` segments work."""
     for g in range(m.shape[0]):
-        mg = m[g]
-        wg = w[g]
-        rg = r[g]
-        ls = log_wr(wg, rg)
-        lse = -np.inf if (mg == -np.inf and rg == rg) else mg + ls
-        if lse == -np.inf:
-            tab[g, 0] = 0.0
-            tab[g, 1] = 0.0 if log else 1.0
-            continue
-        if shift32:
-            c = np.float64(np.float32(mg + ls))
-            delta = (c - mg) - ls
-            if np.isfinite(c) and np.isfinite(delta):
-                tab[g, 0] = c
-                tab[g, 1] = -delta if log else np.exp(delta)
-                continue
-        tab[g, 0] = mg
-        tab[g, 1] = ls if log else 1.0 / (wg + rg)
+        c, f = _table_entry(m[g], w[g], r[g], log, shift32)
+        tab[g, 0] = c
+        tab[g, 1] = f
+
+
+@njit(cache=True)
+def _table_entry(mg, wg, rg, log, shift32):
+    """``(c, f)`` of one segment for ``gather_table``.  Only called from kernels
+    compiled without fastmath: reassociation turns ``(c - m) - log s`` into
+    ``c - (m + log s) = 0`` (guarded by
+    test_segments_scatter.py::test_shifted_pass_recomputes_far_segments)."""
+    ls = log_wr(wg, rg)
+    lse = -np.inf if (mg == -np.inf and rg == rg) else mg + ls
+    if lse == -np.inf:
+        return 0.0, (0.0 if log else 1.0)
+    if shift32:
+        c = np.float64(np.float32(mg + ls))
+        delta = (c - mg) - ls
+        if np.isfinite(c) and np.isfinite(delta):
+            return c, (-delta if log else np.exp(delta))
+    return mg, (ls if log else 1.0 / (wg + rg))
+
+
+@njit(nogil=True, fastmath=FASTMATH, cache=True)
+def csr_write_1d(x, offs, tab, out, log, t0, t1):
+    """softmax / log_softmax of the segments ``[t0, t1)`` of 1-D ``x`` from the
+    ``gather_table`` entries ``tab[k] = (c, f)``: ``exp(v - c) f`` / ``(v - c) - f``.
+    float32 sorted path: the states come from ``csr_shifted_1d`` (one pass, no max
+    pass) and the table from ``gather_table`` -- built apart, without fastmath:
+    inside this kernel LLVM reassociated ``(c - m) - log s`` to 0 (guarded by
+    test_segments_scatter.py::test_shifted_pass_recomputes_far_segments)."""
+    for k in range(t0, t1):
+        lo = offs[k]
+        hi = offs[k + 1]
+        xs = x[lo:hi]
+        os = out[lo:hi]
+        c = tab[k, 0]
+        f = tab[k, 1]
+        if log:
+            for j in range(xs.shape[0]):  # in float64: fastmath may form c + f first
+                v = xs[j]
+                eq = v == c
+                os[j] = (0.0 if eq else np.float64(v) - np.float64(c)) - np.float64(f)
+        else:
+            for j in range(xs.shape[0]):
+                v = xs[j]
+                eq = v == c
+                os[j] = expd_unit(_Z32 if eq else v, _Z32 if eq else c) * f
 
 
 @njit(nogil=True, cache=True)

@@ -29,6 +29,7 @@ __all__ = [
     "rows",
     "scan",
     "scan_last",
+    "shift_of",
     "states",
 ]
 
@@ -180,7 +181,7 @@ def states(x2, segs):
     if segs.offs is not None:
         if C == 1 and x2.dtype == np.float32:  # one pass per segment, one shift
             x1 = x2.reshape(-1)
-            M = _shift(x1)
+            M = shift_of(x1)
             m64 = np.empty((S, C))
             run(k.csr_shifted_1d, S, nt, x1, segs.offs, M, m64[:, 0], w[:, 0], r[:, 0])
             return m64, w, r
@@ -206,7 +207,7 @@ def states(x2, segs):
     return m, w, r
 
 
-def _shift(x1) -> float:
+def shift_of(x1) -> float:
     """The one shift ``M`` of the shifted kernels: the max of <= 4097 evenly spaced
     values of ``x1`` (NaN skipped), 0 when that is not finite.  Any finite value is
     correct (values far from it are flagged and recomputed); near the max, none are."""
@@ -233,7 +234,7 @@ def _shifted_states(x1, segs, nt):
     k = _ks()
     N = x1.shape[0]
     S = segs.num
-    M = _shift(x1)
+    M = shift_of(x1)
     nparts = max(1, min(nt, N // 4096))
     pr = np.zeros((nparts, S))
     pf = np.zeros((nparts, S), np.int8)
