@@ -89,14 +89,20 @@ def segment_logsumexp(
     masked: ``-inf``; holding ``+inf``: ``+inf``; holding NaN: NaN.
 
     Paths and peak extra memory: sorted ids or ``offsets`` -- one task per
-    segment, each reading its contiguous values twice from cache (max, then the
-    sum of exps): ``num_segments + 1`` int64 offsets (for ids: a binary search per
-    segment, no pass over the values) and the float64 state (16 bytes per segment
-    and column).  Unsorted ids -- the values are folded in one pass per thread into
-    that thread's own states: ``threads x num_segments x columns x 16`` bytes,
-    merged afterwards.  Every path reads the ids once to check them (min, max,
-    sorted).  Copies: ``x`` when ``axis`` is not its first C-contiguous axis, or
-    with a ``temperature`` other than 1 or a ``where`` mask (one compute-dtype copy).
+    segment, its contiguous values read from cache (float32 with one column: one
+    vectorised pass, ``sum exp(x - M)`` in float64 for one shift ``M`` of the call;
+    otherwise its max, then its sum of exps): ``num_segments + 1`` int64 offsets
+    and the float64 state (24 bytes per segment and column).  Unsorted ids -- the
+    values are cut into one part per thread, each scattered into that thread's own
+    states (float32 with one column: ONE scattered pass of float64 ``exp(x - M)``,
+    ``threads x num_segments x 9`` bytes; otherwise two passes, the max then the
+    sums, ``threads x num_segments x columns x 24`` bytes), merged afterwards; the
+    ids are range-checked inside the first pass.  Segments with a value more than
+    650 from ``M`` are recomputed exactly (from cache when sorted, two more passes
+    over the values when not).  No temporary of the input's size.  Copies: ``x``
+    when ``axis`` is not its first C-contiguous axis, or with a ``temperature``
+    other than 1 or a ``where`` mask (one compute-dtype copy).  Details:
+    ``docs/segments.md``.
 
     Examples
     --------
@@ -119,7 +125,7 @@ def segment_logsumexp(
         )
         return res
     _arr, ax, x2, moved_shape, _compute, out_dtype, _ = _prepare(x, axis, temperature, where)
-    segs = _Segs(x2.shape[0], segment_ids, offsets, num_segments)
+    segs = _Segs(x2.shape[0], segment_ids, offsets, num_segments, defer_range=True)
     m, w, r = _states(x2, segs)
     lse = _finalize_lse(m, w, r).reshape((segs.num, *moved_shape[1:]))
     res = np.moveaxis(lse, 0, ax).astype(out_dtype, copy=False)

@@ -29,6 +29,7 @@ __all__ = [
     "rows",
     "scan",
     "scan_last",
+    "shift_of",
     "states",
 ]
 
@@ -77,11 +78,24 @@ def check_ids(ids, n: int) -> None:
         )
 
 
+def _check_range(lo, hi, num: int) -> None:
+    if lo < 0:
+        raise ValueError(f"segment_ids must be >= 0; got {lo}")
+    if hi >= num:
+        raise ValueError(f"segment_ids must be < num_segments = {num}; got {hi}")
+
+
 class Segs:
     """Validated segments of an axis of length ``n``: ``offs`` (CSR) or ``ids``."""
 
-    def __init__(self, n, segment_ids, offsets, num_segments):
+    def __init__(self, n, segment_ids, offsets, num_segments, defer_range=False):
+        """``defer_range``: unsorted ids with a given ``num_segments`` are not read
+        here (sortedness is decided at the first descent); the scatter kernels of
+        :func:`states` check every id against ``[0, num)`` in their first pass and
+        :func:`states` raises the same errors (``range_checked`` is then False).
+        Only for callers that go through :func:`states` before using ``ids``."""
         self.n = n
+        self.range_checked = True
         if num_segments is not None:
             if isinstance(num_segments, bool) or not isinstance(num_segments, numbers.Integral):
                 raise TypeError(f"num_segments must be an int; got {num_segments!r}")
@@ -122,18 +136,29 @@ class Segs:
         check_ids(ids, n)
         if ids.dtype not in (np.int32, np.int64):
             ids = ids.astype(np.int64)
+        if defer_range and num_segments is not None and not _ks().ids_sorted(ids):
+            # unsorted: the scatter kernels check the range in their first pass
+            self.num = num_segments
+            self.ids = ids
+            self.sorted = False
+            self.range_checked = False
+            return
         lo, hi, ok = _ks().ids_info(ids)
-        if lo < 0:
-            raise ValueError(f"segment_ids must be >= 0; got {lo}")
         num = int(hi) + 1 if num_segments is None else num_segments
-        if hi >= num:
-            raise ValueError(f"segment_ids must be < num_segments = {num}; got {hi}")
+        _check_range(lo, hi, num)
         self.num = num
         self.ids = ids
         self.sorted = bool(ok)
         if ok:
             self.offs = np.empty(num + 1, np.int64)
             _ks().offsets_from_sorted(ids, num, self.offs)
+
+    def check_range(self) -> None:
+        """Raise for ids outside ``[0, num)`` when ``__init__`` deferred that check."""
+        if not self.range_checked:
+            lo, hi, _ = _ks().ids_info(self.ids)
+            _check_range(lo, hi, self.num)
+            self.range_checked = True
 
     def ids_array(self):
         if self.ids is not None:
@@ -154,20 +179,79 @@ def states(x2, segs):
     w = np.empty((S, C))
     r = np.empty((S, C))
     if segs.offs is not None:
+        if C == 1 and x2.dtype == np.float32:  # one pass per segment, one shift
+            x1 = x2.reshape(-1)
+            M = shift_of(x1)
+            m64 = np.empty((S, C))
+            run(k.csr_shifted_1d, S, nt, x1, segs.offs, M, m64[:, 0], w[:, 0], r[:, 0])
+            return m64, w, r
         if C == 1:
             run(k.csr_state_1d, S, nt, x2.reshape(-1), segs.offs, m[:, 0], w[:, 0], r[:, 0])
         else:
             run(k.csr_state_2d, S, nt, x2, segs.offs, m, w, r)
         return m.astype(np.float64), w, r
+    if C == 1 and x2.dtype == np.float32:
+        return _shifted_states(x2.reshape(-1), segs, nt)
     nparts = max(1, min(nt, N // 4096))
     pm = np.full((nparts, S, C), -np.inf, dtype=x2.dtype)
     pw = np.zeros((nparts, S, C))
     pr = np.zeros((nparts, S, C))
-    run(k.scatter_state, nparts, nparts, x2, segs.ids, nparts, pm, pw, pr)
+    bad = np.zeros(nparts, np.int8)
+    run(k.scatter_state, nparts, nparts, x2, segs.ids, nparts, pm, pw, pr, bad)
+    if bad.any():  # an id outside [0, S): the message needs its min / max
+        segs.check_range()
+    segs.range_checked = True
     m, w, r = pm[0].astype(np.float64), pw[0], pr[0]
     for p in range(1, nparts):
         m, w, r = merge_states(m, w, r, pm[p].astype(np.float64), pw[p], pr[p])
     return m, w, r
+
+
+def shift_of(x1) -> float:
+    """The one shift ``M`` of the shifted kernels: the max of <= 4097 evenly spaced
+    values of ``x1`` (NaN skipped), 0 when that is not finite.  Any finite value is
+    correct (values far from it are flagged and recomputed); near the max, none are."""
+    smp = x1[:: max(1, x1.shape[0] // 4096)]
+    M = float(np.fmax.reduce(smp)) if smp.size else 0.0
+    return M if math.isfinite(M) else 0.0
+
+
+def _shifted_states(x1, segs, nt):
+    """float32 values, one column, unsorted ids: ``(m, w, r)`` [S, 1] from ONE
+    scattered pass, ``r = sum exp(v - M)`` in float64 for a single shift ``M`` (the
+    max of <= 4097 evenly spaced values; 0 when that is not finite): no per-segment
+    max pass.  ``m = M`` and ``w = 0`` (the ties are inside ``r``, as in the dense
+    float32 kernels) except for the segments ``_kernels.segments.shifted_sums``
+    flagged (a value more than 650 below ``M`` in a segment whose sum is below
+    ``e^-600``, or more than 650 above ``M``), recomputed exactly by
+    ``fix_segments`` (two more serial passes, only when some segment is flagged).
+
+    Extra memory: ``parts x S x 9`` bytes (float64 sums, int8 flags) and a few [S]
+    float64 arrays; ``parts`` is the thread count (at most one per 4096 values).
+    """
+    from .._kernels._parallel import run
+
+    k = _ks()
+    N = x1.shape[0]
+    S = segs.num
+    M = shift_of(x1)
+    nparts = max(1, min(nt, N // 4096))
+    pr = np.zeros((nparts, S))
+    pf = np.zeros((nparts, S), np.int8)
+    bad = np.zeros(nparts, np.int8)
+    run(k.shifted_sums, nparts, nparts, x1, segs.ids, M, nparts, pr, pf, bad)
+    if bad.any():  # an id outside [0, S): the message needs its min / max
+        segs.check_range()
+    segs.range_checked = True
+    r = pr.sum(axis=0) if nparts > 1 else pr[0]
+    f = np.bitwise_or.reduce(pf, axis=0) if nparts > 1 else pf[0]
+    m = np.full(S, M)
+    fix = ((f & 2) != 0) | (((f & 1) != 0) & (r < math.exp(k._KEEP)))
+    if fix.any():
+        m[fix] = -np.inf
+        r[fix] = 0.0
+        k.fix_segments(x1, segs.ids, fix, m, r)
+    return m[:, None], np.zeros((S, 1)), r[:, None]
 
 
 def merge_states(m1, w1, r1, m2, w2, r2):
