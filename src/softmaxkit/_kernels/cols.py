@@ -21,7 +21,7 @@ import math
 import numpy as np
 from numba import njit
 
-from .exp import FASTMATH, expd, expd_unit, fmax, is32
+from .exp import FASTMATH, exp_, expd, expd_unit, fmax, is32
 from .rows.blocks import EMPTY, FINITE, NAN, ld, st
 from .rows.pieces import _classify, _log_sum, _winf_ovf
 
@@ -70,10 +70,27 @@ def _csum_all_unit(xr, m, bs):
 
 @njit(fastmath=FASTMATH, cache=True)
 def _all_finite(m):
-    ok = True
+    # a count, not a short-circuit ``and``: the loop vectorises
+    bad = 0
     for q in range(m.shape[0]):
-        ok = ok and (m[q] > -np.inf and m[q] < np.inf)
-    return ok
+        bad += 0 if (m[q] > -np.inf) & (m[q] < np.inf) else 1
+    return bad == 0
+
+
+@njit(fastmath=FASTMATH, cache=True)
+def _rescale(bm, m, r, w0, inv64):
+    """Columns whose tile max ``bm`` exceeds the running max ``m``: ``r = (r + w0) *
+    exp((m - bm) / T)``, ``w0 = 0``, ``m = bm``.  Branch-free with the vectorised float64
+    exp (``m = -inf`` gives the factor 0; a NaN ``bm`` fails the test): a scalar loop
+    with a libm ``exp`` per grown column cost ~10 us per tile of 4096 columns."""
+    for q in range(m.shape[0]):
+        mq = m[q]
+        b = bm[q]
+        grow = b > mq
+        f = exp_((np.float64(mq) - np.float64(b)) * inv64)
+        r[q] = (r[q] + w0[q]) * f if grow else r[q]
+        w0[q] = 0.0 if grow else w0[q]
+        m[q] = b if grow else mq
 
 
 @njit(fastmath=FASTMATH, cache=True)
@@ -141,12 +158,7 @@ def _col_state(x, mask, b, has_mask, has_b, p, q0, q1, j0, j1, invT, m, r, w0, s
                 mr = mask[p, j, q0:q1] if has_mask else mask[0, 0, :nq]
                 br = b[p, j, q0:q1] if has_b else b[0, 0, :nq]
                 _cmax(x[p, j, q0:q1], mr, br, has_mask, has_b, bm, ninf)
-        for q in range(nq):
-            if bm[q] > m[q]:
-                sc = math.exp((np.float64(m[q]) - np.float64(bm[q])) * inv64)
-                r[q] = (r[q] + w0[q]) * sc
-                w0[q] = 0.0
-                m[q] = bm[q]
+        _rescale(bm, m, r, w0, inv64)
         if plain:
             bs[:] = 0.0
             bc[:] = 0.0

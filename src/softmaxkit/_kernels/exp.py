@@ -78,6 +78,28 @@ def fmax(typingctx, a, b):
 
 
 @intrinsic
+def fmaximum(typingctx, a, b):
+    """``llvm.maximum``: the larger of ``a`` and ``b``, NaN if either is NaN.  For max
+    reductions: LLVM's vectorised ``maxnum`` reduction ends in a serial chain of 16
+    scalar max-and-NaN-fix-up steps, ``maximum``'s is a tree (max of 128 float32 from
+    L1: 20 -> 9 ns).  A NaN max makes a non-finite row state: a NaN row, as before.
+    """
+    if not (isinstance(a, types.Float) and a == b):
+        return None
+
+    def codegen(context, builder, sig, args):
+        fty = _fp_type(sig.args[0])
+        fn = cgutils.get_or_insert_function(
+            builder.module,
+            ir.FunctionType(fty, [fty, fty]),
+            "llvm.maximum.f32" if sig.args[0] == types.float32 else "llvm.maximum.f64",
+        )
+        return builder.call(fn, args)
+
+    return a(a, b), codegen
+
+
+@intrinsic
 def _rint(typingctx, a):
     if not isinstance(a, types.Float):
         return None

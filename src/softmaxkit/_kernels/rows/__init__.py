@@ -27,8 +27,9 @@ float32 blocks whose running max is finite skip the tie split: they return
 float32 contract does not need it).
 
 Pass structure (per row): pass 1 reads the row once, block by block (``_BLOCK``
-values, L1-resident): a vectorised max of the block (``llvm.maxnum``), a rescale
-of (r, w0) when the max grew, then the vectorised sum of ``exp`` over the same
+values, L1-resident): a vectorised max of the block (``llvm.maximum``: NaN if the
+block holds a NaN, which makes the row a NaN row), a rescale of (r, w0) when the
+max grew, then the vectorised sum of ``exp`` over the same
 block from L1; pass 2 (softmax / log_softmax only) writes the output (softmax:
 pass 1 stores the exps and pass 2 rescales them, at every row length).  A few
 long rows are split into chunks reduced in parallel and merged with the (max,

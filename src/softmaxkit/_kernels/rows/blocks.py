@@ -12,7 +12,7 @@ import numpy as np
 from numba import njit, types
 from numba.extending import overload
 
-from ..exp import FASTMATH, expd, expd_unit, f16_to_f32, f32_to_f16, fmax, is32
+from ..exp import FASTMATH, expd, expd_unit, f16_to_f32, f32_to_f16, fmax, fmaximum, is32
 
 _BLOCK = 2048  # 8 KiB of float32: the max and the sum sub-passes share L1
 
@@ -60,10 +60,12 @@ def _st_ov(v, o):
 def _bmax(xr, lo, hi, ninf):
     # loops run over slices from index 0: with an arbitrary start LLVM cannot drop
     # Numba's negative-index wraparound and the loads become gathers (10x slower)
+    # fmaximum (NaN-propagating) reduces as a vector tree; maxnum's reduction ends in
+    # a serial scalar chain (exp.fmaximum): a NaN in the block gives a NaN max
     xs = xr[lo:hi]
     m = ninf
     for j in range(xs.shape[0]):
-        m = fmax(m, ld(xs[j], ninf))
+        m = fmaximum(m, ld(xs[j], ninf))
     return m
 
 

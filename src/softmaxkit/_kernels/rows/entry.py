@@ -26,7 +26,7 @@ from .ranges import (
     state_range,
 )
 from .store import L2_ROW
-from .tiles import _TILE, SHORT, SHORT_STORE
+from .tiles import SHORT, SHORT_STORE, tile_rows
 
 # --------------------------------------------------------------------------- entry points
 CHUNK_MIN = 1 << 15  # shortest chunk worth a task of its own
@@ -83,7 +83,7 @@ def softmax_rows2d(x, mask, out, T, invT, log):
     inplace = np.may_share_memory(x, out)
     store = STORE and not log and not has_mask and out.dtype == invT.dtype and not inplace
     if n <= SHORT and not has_mask and not (store and n >= SHORT_STORE):
-        rpt = max(1, _TILE // n)
+        rpt = tile_rows(n)
         run(softmax_short_range, -(-R // rpt), nt, x, out, T, invT, log, rpt)
         return
     # softmax with ``store`` is store-then-scale at every row length, split or not:
@@ -154,7 +154,7 @@ def logsumexp_rows2d(x, mask, b, T, invT, lse, sign):
     T = np.float64(T)
     nt = threads_for(x.size, invT.itemsize)
     if n <= SHORT and not has_mask and not has_b:
-        rpt = max(1, _TILE // n)
+        rpt = tile_rows(n)
         run(logsumexp_short_range, -(-R // rpt), nt, x, T, invT, rpt, lse, sign)
         return
     nch = n_chunks(R, n, nt)

@@ -30,6 +30,7 @@ from .pieces import (
     _chunk_state,
     _chunk_task,
     _classify,
+    _finite_state,
     _lse_finish,
     _lse_finish_group,
     _lse_row,
@@ -43,6 +44,7 @@ from .pieces import (
 )
 from .store import (
     L2_ROW,
+    _scale,
     _scale_blocks,
     _softmax_block_store,
     _softmax_row_store,
@@ -50,7 +52,7 @@ from .store import (
     _store_all,
     _store_all_unit,
 )
-from .tiles import _lse_tile, _softmax_tile
+from .tiles import _lse_tile, _scratch, _softmax_tile
 
 # --------------------------------------------------------------------------- range kernels
 # Every kernel below is serial and nogil and works on a task range [t0, t1); the
@@ -63,15 +65,17 @@ _KW = {"fastmath": FASTMATH, "cache": True, "nogil": True}
 @njit(**_KW)
 def softmax_short_range(x, out, T, invT, log, rows_per_tile, t0, t1):
     """softmax / log_softmax of short rows (n <= SHORT), tiles t0:t1 of rows."""
+    scr = _scratch(x.shape[1], rows_per_tile, invT)
     for t in range(t0, t1):
-        _softmax_tile(t, x, out, T, invT, log, rows_per_tile)
+        _softmax_tile(t, x, out, T, invT, log, rows_per_tile, scr)
 
 
 @njit(**_KW)
 def logsumexp_short_range(x, T, invT, rows_per_tile, lse, sign, t0, t1):
     """logsumexp of short rows (n <= SHORT), tiles t0:t1 of rows."""
+    scr = _scratch(x.shape[1], rows_per_tile, invT)
     for t in range(t0, t1):
-        _lse_tile(t, x, T, invT, rows_per_tile, lse, sign)
+        _lse_tile(t, x, T, invT, rows_per_tile, lse, sign, scr)
 
 
 _GROUP = 256  # rows whose log(w0 + r) are taken together by the vectorised log
@@ -140,6 +144,15 @@ def _group_states(x, mask, has_mask, g0, g1, invT, M, Rr, W, L, out, touch, mbs)
     log_sum_array(W, Rr, L[: g1 - g0])
 
 
+@njit(fastmath=FASTMATH, cache=True, error_model="numpy")
+def _n_special(M, Rr, W, T, nr):
+    """How many of the first ``nr`` row states are not finite (one vectorised loop)."""
+    bad = 0
+    for k in range(nr):
+        bad += 0 if _finite_state(np.float64(M[k]) / T, Rr[k], W[k]) else 1
+    return bad
+
+
 _TOUCH_BYTES = 1 << 18  # rows per group in pass 1 + 2 whose output stays in L2
 
 
@@ -181,6 +194,13 @@ def log_softmax_range(x, mask, out, has_mask, T, invT, nt, touch_ok, t0, t1):
     for g0 in range(t0, t1, G):
         g1 = min(g0 + G, t1)
         _group_states(x, mask, has_mask, g0, g1, invT, M, Rr, W, L, out, touch, mbs)
+        if not has_mask and not nt and _n_special(M, Rr, W, T, g1 - g0) == 0:
+            # every row of the group finite (the common case): no branchy per-row
+            # _classify ([65536, 128] float32, one thread, CPU time: 5.04 -> 4.88 ms)
+            for i in range(g0, g1):
+                k = i - g0
+                _wlsm(row(x, i), row(out, i), 0, n, M[k], invT, ld(L[k], invT))
+            continue
         for i in range(g0, g1):
             k = i - g0
             code, _mT = _classify(M[k], Rr[k], W[k], T)
@@ -203,7 +223,10 @@ def softmax_store_range(x, out, T, invT, t0, t1):
 
     Rows of at most ``_BLOCK`` values take the max of row i + 1 before the exps of row
     i: independent work that overlaps the latency of each row's max reduction (rows
-    of 128, one thread, cache-resident: 71.7 -> 64.4 ns per row).
+    of 128, one thread, cache-resident: 71.7 -> 64.4 ns per row).  The scale of row
+    i - 1 comes after the exps of row i: it waits on row i - 1's sum reduction and
+    ``1 / S``, a latency chain that otherwise stalls every row ([65536, 128] float32,
+    one thread, CPU time: 4.19 -> 3.85 ms).
     """
     n = x.shape[1]
     if n > _BLOCK:
@@ -211,11 +234,28 @@ def softmax_store_range(x, out, T, invT, t0, t1):
             _softmax_row_store(row(x, i), row(out, i), T, invT)
         return
     ninf = ld(-np.inf, invT)
+    one = ld(1.0, invT)
     m = _bmax(x[t0], 0, n, ninf) if t1 > t0 else ninf
+    prev = -1  # the row whose scale by fprev is pending
+    fprev = one
     for i in range(t0, t1):
         mn = _bmax(row(x, i + 1), 0, n, ninf) if i + 1 < t1 else ninf
-        _softmax_block_store(row(x, i), row(out, i), T, invT, m)
+        mT = np.float64(m) / T
+        if mT > -np.inf and mT < np.inf:
+            # a finite row state (a NaN entry makes S NaN, hence the row NaN)
+            if invT == one:
+                s = _store_all_unit(row(x, i), row(out, i), m)
+            else:
+                s = _store_all(row(x, i), row(out, i), m, invT)
+            if prev >= 0:
+                _scale(row(out, prev), 0, n, fprev)
+            fprev = ld(1.0 / np.float64(s), invT)
+            prev = i
+        else:  # a special row: written whole from its state
+            _softmax_block_store(row(x, i), row(out, i), T, invT, m)
         m = mn
+    if prev >= 0:
+        _scale(row(out, prev), 0, n, fprev)
 
 
 @njit(**_KW)

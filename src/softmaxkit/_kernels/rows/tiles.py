@@ -53,15 +53,60 @@ def _col_sum(col, mc, sc, cc, invT, store):
             col[k] = e
 
 
+def tile_rows(n):
+    """Rows per tile for rows of ``n`` values: about ``_TILE`` values, a multiple of 16
+    rows so that every column loop is whole 16-lane vectors (no remainder loop)."""
+    return max(16, (_TILE // max(n, 1)) // 16 * 16)
+
+
+@njit(fastmath=FASTMATH, cache=True, error_model="numpy")
+def _row_consts(M, Rr, W, L, C, T, invT, log):
+    """Per row: ``C = log S`` (log) or ``1 / S``; returns the count of special rows."""
+    bad = 0
+    for k in range(C.shape[0]):
+        C[k] = ld(L[k], invT) if log else ld(1.0 / (W[k] + Rr[k]), invT)
+        mT = np.float64(M[k]) / T
+        bad += 0 if _finite_state(mT, Rr[k], W[k]) else 1
+    return bad
+
+
 @njit(fastmath=FASTMATH, cache=True)
-def _tile_states(x, i0, i1, invT, store):
-    """Rows i0:i1 of short rows transposed into ``tb[n, nr]`` (compute dtype), their
-    maxima ``M`` and float64 ``Rr`` (sum below the max) and ``W`` (tie count);
-    ``store``: ``tb`` then holds the exps instead of x."""
+def _scratch(n, rpt, invT):
+    """The per-task scratch of the tile kernels, allocated once per task range:
+    ``tb[n, rpt]``, ``M``, ``Sc``, ``Cc``, ``C`` (compute dtype), ``Rr``, ``W``, ``L``
+    (float64)."""
+    dt = np.full(1, invT).dtype
+    tb = np.empty((n, rpt), dtype=dt)
+    M = np.empty(rpt, dtype=dt)
+    Sc = np.empty(rpt, dtype=dt)
+    Cc = np.empty(rpt, dtype=dt)
+    C = np.empty(rpt, dtype=dt)
+    return tb, M, Sc, Cc, C, np.empty(rpt), np.empty(rpt), np.empty(rpt)
+
+
+@njit(fastmath=FASTMATH, cache=True)
+def _fill_v(a, v):
+    for k in range(a.shape[0]):
+        a[k] = v
+
+
+@njit(fastmath=FASTMATH, cache=True)
+def _widen(a, b, ra, rb):
+    for k in range(a.shape[0]):
+        ra[k] = np.float64(a[k])
+        rb[k] = np.float64(b[k])
+
+
+@njit(fastmath=FASTMATH, cache=True)
+def _tile_states(x, i0, i1, invT, store, tb, M, Sc, Cc, Rr, W):
+    """Rows i0:i1 of short rows transposed into ``tb[:, :nr]`` (compute dtype), their
+    maxima ``M[:nr]`` and float64 ``Rr[:nr]`` (sum below the max) and ``W[:nr]`` (tie
+    count); ``store``: ``tb`` then holds the exps instead of x.  The arrays are the
+    task's scratch (``_scratch``): no allocation per tile."""
     n = x.shape[1]
     nr = i1 - i0
-    dt = np.full(1, invT).dtype
-    tb = np.empty((n, nr), dtype=dt)
+    Mv, Sv, Cv = M[:nr], Sc[:nr], Cc[:nr]
+    _fill_v(Mv, ld(-np.inf, invT))
     if n < (_COLWISE32 if is32(invT) else _COLWISE64) and same_dtype(x, invT):
         # a column of the tile at a time (strided loads).  The copy alone, 1e6 rows of
         # 10, one thread: float32 8.0 -> 5.1 ms, float64 14.7 -> 8.8 ms; whole
@@ -69,7 +114,7 @@ def _tile_states(x, i0, i1, invT, store):
         # (float32 16, float64 15: 8-10% slower in the whole op) and float16 bits (at
         # every n) copy faster a row at a time, below.
         for j in range(n):
-            tj = tb[j]
+            tj = tb[j, :nr]
             xc = x[i0:i1, j]
             for r in range(nr):
                 tj[r] = xc[r]
@@ -79,40 +124,34 @@ def _tile_states(x, i0, i1, invT, store):
             xr = xs[r]
             for j in range(n):
                 tb[j, r] = ld(xr[j], invT)
-    M = np.full(nr, -np.inf, dtype=dt)
     for j in range(n):
-        _col_max(tb[j], M)
-    Sc = np.zeros(nr, dtype=dt)
-    Cc = np.zeros(nr, dtype=dt)
+        _col_max(tb[j, :nr], Mv)
+    _fill_v(Sv, ld(0.0, invT))
+    _fill_v(Cv, ld(0.0, invT))
     # with the tie split kept: a plain float32 sum per lane (40 terms in one lane,
     # the max's 1 included) measured 4.7e-7 in test_expd32_argument_is_exact
     for j in range(n):
-        _col_sum(tb[j], M, Sc, Cc, invT, store)
-    return tb, M, Sc.astype(np.float64), Cc.astype(np.float64)
+        _col_sum(tb[j, :nr], Mv, Sv, Cv, invT, store)
+    _widen(Sv, Cv, Rr[:nr], W[:nr])
 
 
 @njit(fastmath=FASTMATH, cache=True)
-def _softmax_tile(t, x, out, T, invT, log, rows_per_tile):
+def _softmax_tile(t, x, out, T, invT, log, rows_per_tile, scr):
     """softmax / log_softmax of a tile of short rows, via ``_tile_states``.
 
     Measured against the row-major tile it replaces (per-row max / state loops of 10
     values): [1e6, 10] float32 softmax 21 -> 13 ms, float64 log_softmax 27 -> 17.5
     ms (2 threads).
     """
+    tb, M, Sc, Cc, C, Rr, W, L = scr
     R, n = x.shape
     i0 = t * rows_per_tile
     i1 = min(i0 + rows_per_tile, R)
     nr = i1 - i0
-    tb, M, Rr, W = _tile_states(x, i0, i1, invT, not log)
-    L = np.empty(nr if log else 0)
+    _tile_states(x, i0, i1, invT, not log, tb, M, Sc, Cc, Rr, W)
     if log:
-        log_sum_array(W, Rr, L)
-    C = np.empty(nr, dtype=M.dtype)  # per row: log S, or 1 / S
-    bad = 0
-    for k in range(nr):
-        C[k] = ld(L[k], invT) if log else ld(1.0 / (W[k] + Rr[k]), invT)
-        mT = np.float64(M[k]) / T
-        bad += 0 if _finite_state(mT, Rr[k], W[k]) else 1
+        log_sum_array(W[:nr], Rr[:nr], L[:nr])
+    bad = _row_consts(M[:nr], Rr[:nr], W[:nr], L[:nr], C[:nr], T, invT, log)
     # special rows (NaN, +-inf) are computed from x into a scratch first and copied in
     # after the tile write: with out = x (in place) the tile write overwrites x
     sp = np.empty((bad, n), dtype=out.dtype)
@@ -123,16 +162,19 @@ def _softmax_tile(t, x, out, T, invT, log, rows_per_tile):
             _write_row(x[i0 + r], x[i0 + r], sp[k], False, 0, n, M[r], Rr[r], W[r], T, invT, log)
             k += 1
     # back to row-major, a column at a time (strided stores: faster here than a row
-    # at a time with strided loads, 20 against 24 ms single-thread)
+    # at a time with strided loads, 20 against 24 ms single-thread; a row-major loop
+    # with the tile's values gathered does not vectorise: LLVM cannot rule out that
+    # the stores alias the gathered loads)
     os = out[i0:i1].reshape(nr * n)
+    Mv, Cv = M[:nr], C[:nr]
     for j in range(n):
-        tj = tb[j]
+        tj = tb[j, :nr]
         if log:
             for r in range(nr):
-                os[r * n + j] = st((tj[r] - M[r]) * invT - C[r], os)
+                os[r * n + j] = st((tj[r] - Mv[r]) * invT - Cv[r], os)
         else:
             for r in range(nr):
-                os[r * n + j] = st(tj[r] * C[r], os)
+                os[r * n + j] = st(tj[r] * Cv[r], os)
     k = 0
     for r in range(nr if bad else 0):
         code, _ = _classify(M[r], Rr[r], W[r], T)
@@ -142,13 +184,14 @@ def _softmax_tile(t, x, out, T, invT, log, rows_per_tile):
 
 
 @njit(fastmath=FASTMATH, cache=True)
-def _lse_tile(t, x, T, invT, rows_per_tile, lse, sign):
+def _lse_tile(t, x, T, invT, rows_per_tile, lse, sign, scr):
     """logsumexp of a tile of short rows, via ``_tile_states`` (``log(w0 + r)`` is one
     vectorised loop per tile)."""
+    tb, M, Sc, Cc, _C, Rr, W, L = scr
     R = x.shape[0]
     i0 = t * rows_per_tile
     i1 = min(i0 + rows_per_tile, R)
-    _tb, M, Rr, W = _tile_states(x, i0, i1, invT, False)
-    L = np.empty(i1 - i0)
-    log_sum_array(W, Rr, L)
+    nr = i1 - i0
+    _tile_states(x, i0, i1, invT, False, tb, M, Sc, Cc, Rr, W)
+    log_sum_array(W[:nr], Rr[:nr], L[:nr])
     _lse_finish_group(x, x, x, False, i0, i1, M, Rr, W, L, T, lse, sign)
