@@ -6,11 +6,14 @@ that is compacted as it shrinks; the last ``_SMALL`` sorted).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numba import njit
 
 from ..exp import exp_
-from .keys import _FM, _SMALL
+from .keys import _BLOCK, _FM, _SMALL
+from .scan import _LEV
 
 # --------------------------------------------------------------------------- top-p
 
@@ -106,17 +109,76 @@ def _top_p_threshold(cv, cw, C, m, target):
     return last  # rounding: the target is not reached; keep every candidate
 
 
+@njit(cache=True, nogil=True)
+def _lower_bound(xr, T, unit, m, s_row, lev, P):
+    """``(target, xlo)``: the top-p mass ``P s`` and, in the input dtype, a value at
+    or below every candidate of the threshold (``x >= xlo`` gathers a superset).
+
+    The tokens below ``m + log((1 - P) s / n)`` hold at most ``(1 - P) s``, and a
+    depth whose mass reaches ``P s`` bounds the threshold too."""
+    n = xr.shape[0]
+    target = P * s_row
+    lo = m + math.log((1.0 - P) * s_row / n) - 1e-6
+    for k in range(len(_LEV)):
+        if lev[k] >= target * (1.0 + 1e-12):
+            lo = max(lo, m + _LEV[k])
+            break
+    xl = lo if unit else lo * T
+    xl -= abs(xl) * 1e-6
+    lowest = np.finfo(xr.dtype).min
+    xlo = xr.dtype.type(xl) if math.isfinite(xl) and xl > lowest else lowest
+    return target, xlo
+
+
 @njit(cache=True, nogil=True, fastmath=_FM)
-def _gather(xr, xlo, ci, cv):
-    """Branch-free compaction of ``xr[j] >= xlo``: indices into ``ci``, values (as
-    float64, not yet divided by ``T``) into ``cv``."""
+def _gather(xr, xlo, ci, cv, j0):
+    """Branch-free compaction of ``xr[j] >= xlo``: indices ``j0 + j`` into ``ci``,
+    values (as float64, not yet divided by ``T``) into ``cv``."""
     c = 0
     for j in range(xr.shape[0]):
         x = xr[j]
-        ci[c] = j
+        ci[c] = j0 + j
         cv[c] = np.float64(x)
         c += x >= xlo
     return c
+
+
+@njit(cache=True, nogil=True)
+def _gather_blocks(xr, xlo, ci, cv, cnt, b0, b1):
+    """``_gather`` of the blocks ``[b0, b1)``, each into its own slot
+    ``[b _BLOCK, ...)`` of ``ci``/``cv``; ``cnt[b]`` its count."""
+    n = xr.shape[0]
+    for b in range(b0, b1):
+        j0 = b * _BLOCK
+        j1 = min(n, j0 + _BLOCK)
+        cnt[b] = _gather(xr[j0:j1], xlo, ci[j0:j1], cv[j0:j1], j0)
+
+
+@njit(cache=True, nogil=True)
+def _join_blocks(ci, cv, cnt):
+    """Move the blocks' candidates down to one run ``[0, C)`` in index order (what one
+    ``_gather`` over the row writes); returns ``C``."""
+    C = 0
+    for b in range(cnt.shape[0]):
+        j0 = b * _BLOCK
+        k = cnt[b]
+        if j0 != C:
+            for c in range(k):
+                ci[C + c] = ci[j0 + c]
+                cv[C + c] = cv[j0 + c]
+        C += k
+    return C
+
+
+@njit(cache=True, nogil=True, fastmath=_FM)
+def _kept_mass(cv, cw, C, m, theta, logq):
+    """``Z``: the mass of the kept candidates (``v >= theta``, ``v - m >= logq``), a
+    vectorised masked sum over the run (the same floats on every path)."""
+    z = 0.0
+    for c in range(C):
+        v = cv[c]
+        z += cw[c] if (v >= theta) & (v - m >= logq) else 0.0
+    return z
 
 
 @njit(cache=True, nogil=True, fastmath=_FM)

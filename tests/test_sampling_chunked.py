@@ -1,0 +1,135 @@
+"""softmaxkit.sample's chunked path: top-p over a single long row (or fewer rows than
+two per thread) with the row's blocks shared out over the threads
+(``softmaxkit._kernels.sampling.chunked``).  The draws depend on (seed, row, j,
+sample) only, so the chunked path must give exactly the serial kernel's tokens,
+log-probs and filtered probabilities (one thread) for every setting."""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+import pytest
+
+import softmaxkit as sk
+from softmaxkit._kernels.sampling import chunked, entry
+
+pytestmark = pytest.mark.skipif(
+    numba.config.NUMBA_NUM_THREADS < 2, reason="the chunked path needs two threads"
+)
+
+N = chunked.CHUNK_MIN + 12345  # 5 blocks, the last one partial
+
+SETTINGS = [
+    {"top_p": 0.9},
+    {"top_p": 0.5},
+    {"top_p": 0.99},
+    {"top_p": 0.2, "temperature": 0.6},
+    {"top_p": 0.9, "temperature": 1.7},
+    {"top_p": 0.95, "min_p": 0.05},
+    {"top_p": 0.8, "min_p": 0.3, "temperature": 0.8},
+]
+
+
+def _rows(kind: str, rows: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    scale = rng.choice([0.5, 3.0, 8.0])
+    x = rng.standard_normal((rows, N)) * scale
+    if kind == "ties":
+        x = np.round(x)  # exact ties at the top-p crossing
+    elif kind == "-inf":
+        x[:, rng.integers(0, N, size=N // 2)] = -np.inf
+    if kind != "float64":
+        x = x.astype(np.float32)
+    return x
+
+
+def _serial(x, **kw):
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        return _call(x, **kw)
+    finally:
+        numba.set_num_threads(before)
+
+
+def _call(x, **kw):
+    ids, lp = sk.sample(x, return_logprobs=True, **kw)
+    return ids, lp
+
+
+@pytest.fixture
+def calls(monkeypatch):
+    """Count the rows the chunked path takes (so that a test cannot pass vacuously)."""
+    count = [0]
+    real = entry.sample_row_chunked
+
+    def spy(*args):
+        count[0] += 1
+        return real(*args)
+
+    monkeypatch.setattr(entry, "sample_row_chunked", spy)
+    return count
+
+
+@pytest.mark.parametrize("kind", ["normal", "ties", "-inf", "float64"])
+def test_chunked_equals_serial(kind, calls):
+    """Tokens and log-probs bit-identical to one thread's serial kernel: 6 seeds x 7
+    settings (top-p 0.2..0.99, temperature, min-p) x 1-3 rows x 1-4 samples per kind."""
+    nt = numba.get_num_threads()
+    assert nt >= 2
+    for trial in range(6):
+        rows = 1 + trial % 3
+        x = _rows(kind, rows, 1000 * trial + len(kind))
+        for q, kw in enumerate(SETTINGS):
+            seed = 7 * trial + q
+            S = 1 + (trial + q) % 4
+            before = calls[0]
+            ids, lp = _call(x, seed=seed, num_samples=S, **kw)
+            assert calls[0] - before == rows, "the chunked path was not taken"
+            sids, slp = _serial(x, seed=seed, num_samples=S, **kw)
+            assert calls[0] - before == rows, "one thread took the chunked path"
+            np.testing.assert_array_equal(ids, sids, err_msg=f"{kind} {trial} {kw}")
+            np.testing.assert_array_equal(lp, slp, err_msg=f"{kind} {trial} {kw}")
+
+
+def test_chunked_equals_serial_probs_and_rows(calls):
+    """``sampling_probs`` (threshold and log-normaliser) bit-identical; a row sampled
+    in a batch of three (chunked), alone with its row_offset (chunked) and in a batch
+    of 64 (row-parallel serial kernel) gives the same tokens."""
+    x = _rows("normal", 3, 5)
+    for kw in SETTINGS[:3]:
+        np.testing.assert_array_equal(sk.sampling_probs(x, **kw), _serial_probs(x, **kw))
+    whole = sk.sample(x, seed=3, num_samples=2, top_p=0.9)
+    for i in range(3):
+        np.testing.assert_array_equal(
+            sk.sample(x[i], seed=3, num_samples=2, top_p=0.9, row_offset=i), whole[i]
+        )
+    big = np.concatenate([x, np.repeat(x[:1], 61, axis=0)])
+    before = calls[0]
+    np.testing.assert_array_equal(sk.sample(big, seed=3, num_samples=2, top_p=0.9)[:3], whole)
+    assert calls[0] == before  # 64 rows: the row-parallel kernel
+
+
+def _serial_probs(x, **kw):
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        return sk.sampling_probs(x, **kw)
+    finally:
+        numba.set_num_threads(before)
+
+
+def test_chunked_special_rows(calls):
+    """A row with +inf (tie mode), one with NaN, one all -inf: the chunked driver hands
+    them to the serial kernel (same tokens; the named error)."""
+    x = _rows("normal", 2, 9)
+    x[1, [100, 70000]] = np.inf
+    ids = sk.sample(x, seed=1, num_samples=4, top_p=0.9)
+    np.testing.assert_array_equal(ids, _serial(x, seed=1, num_samples=4, top_p=0.9)[0])
+    assert set(ids[1]) <= {100, 70000}
+    x[1, 5] = np.nan
+    with pytest.raises(ValueError, match="row 1 of logits contains NaN"):
+        sk.sample(x, seed=1, top_p=0.9)
+    x[1] = -np.inf
+    with pytest.raises(ValueError, match="row 1 of logits is all -inf"):
+        sk.sample(x, seed=1, top_p=0.9)
