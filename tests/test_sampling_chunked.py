@@ -133,3 +133,36 @@ def test_chunked_special_rows(calls):
     x[1] = -np.inf
     with pytest.raises(ValueError, match="row 1 of logits is all -inf"):
         sk.sample(x, seed=1, top_p=0.9)
+
+
+def test_chunked_equals_serial_at_the_knife_edge(calls):
+    """Rows whose top group's mass equals ``top_p * s`` to the last bit (``top_p`` made
+    from the kernel's own block sums): one ulp more in ``s`` moves the threshold below
+    the group, so any other summation order of ``s`` on either path (a row summed whole
+    on one thread, in per-thread pieces on two) changes the kept set.  8 rows x 4
+    samples: the group alone is kept, on both paths, with identical draws."""
+    from softmaxkit._kernels.sampling.scan import _LEV, _sum_blocks
+
+    rng = np.random.default_rng(11)
+    for r in range(8):
+        x = (rng.standard_normal(N) * rng.choice([0.7, 1.0, 1.4])).astype(np.float32)
+        x = np.minimum(x, np.float32(2.5))
+        top = rng.choice(N, size=int(rng.integers(3000, 6000)), replace=False)
+        x[top] = 3.0
+        s = _sum_blocks(x, 1.0, True, 3.0, np.empty(len(_LEV)))
+        k = float(top.size)
+        p = k / s
+        while p * s > k:
+            p = np.nextafter(p, 0.0)
+        while np.nextafter(p, 1.0) * s <= k:
+            p = np.nextafter(p, 1.0)
+        x2 = x[None]
+        probs = sk.sampling_probs(x2, top_p=float(p))
+        assert (probs > 0).sum() == top.size  # the group alone is kept
+        np.testing.assert_array_equal(probs, _serial_probs(x2, top_p=float(p)))
+        ids, lp = _call(x2, seed=r, num_samples=4, top_p=float(p))
+        np.testing.assert_array_equal(np.isin(ids, top), True)
+        sids, slp = _serial(x2, seed=r, num_samples=4, top_p=float(p))
+        np.testing.assert_array_equal(ids, sids)
+        np.testing.assert_array_equal(lp, slp)
+    assert calls[0] >= 16
