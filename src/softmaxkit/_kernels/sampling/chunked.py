@@ -6,7 +6,9 @@ by phase (each phase one :func:`softmaxkit._kernels._parallel.run` over blocks):
 
 1. per block: NaN count and maximum; merged: ``m`` (a maximum is exact);
 2. per block: ``s_b`` and the level masses (``_block_levels``); merged in block
-   order (``_merge_levels``), the lower bound ``xlo`` (``_lower_bound``);
+   order (``_merge_levels``): the bracket of the threshold (``_bracket``);
+2b. where the bracket is wide, per block: the band counts (``_band_blocks``);
+   merged: the refined lower bound (``_refine``), ``xlo`` (``_x_lower``);
 3. per block: the candidates ``x >= xlo`` into the block's own slot
    (``_gather_blocks``); joined into one run in index order (``_join_blocks``), then
    their weights, the threshold and ``Z`` on the calling thread;
@@ -33,12 +35,18 @@ from .keys import _BLOCK, _CBLOCK, stream_base
 from .race import _race_cblocks, _race_merge
 from .scan import _LEV, _block_levels, _has_nan, _max16, _merge_levels, _v
 from .top_p import (
+    _BAND_MIN,
+    _NB,
+    _band_blocks,
+    _band_depths,
+    _bracket,
     _fill,
     _gather_blocks,
     _join_blocks,
     _kept_mass,
-    _lower_bound,
+    _refine,
     _top_p_threshold,
+    _x_lower,
 )
 
 # A row shorter than this (entries) stays on one thread: below it the hand-offs of
@@ -109,7 +117,13 @@ def sample_row_chunked(serial, x, i, T, P, logq, S, seed, row0, need_z, tokens, 
     run(_block_levels, nb, nt, xr, T, unit, m, part)
     lev = np.empty(len(_LEV))
     s_row = _merge_levels(part, lev)
-    target, xlo = _lower_bound(xr, T, unit, m, s_row, lev, P)
+    target, dlo, dup, mup = _bracket(n, m, s_row, lev, P)
+    if dup - dlo > _BAND_MIN:
+        t = _band_depths(dlo, dup)
+        cntb = np.empty((nb, _NB + 1), dtype=np.int64)
+        run(_band_blocks, nb, nt, xr, T, unit, m, t, cntb)
+        dlo = _refine(t, cntb, mup, target)
+    xlo = _x_lower(xr, T, unit, m, dlo)
     ci, cv, cw = scratch(n)
     cnt = np.empty(nb, dtype=np.int64)
     run(_gather_blocks, nb, nt, xr, xlo, ci, cv, cnt)

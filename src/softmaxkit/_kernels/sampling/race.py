@@ -101,16 +101,41 @@ def _race_one(j, d, S, bases, best, bestj):
                 bestj[s] = j
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, fastmath=_FM)
 def _race_cands(ci, cv, c0, c1, m, theta, logq, S, bases, best, bestj):
     """Enter the kept candidates ``c0 <= c < c1`` of a top-p run (``v >= theta``,
-    ``v - m >= logq``) into every sample's race.  The winner is the exact argmax of
-    the keys (ties to the smaller index): the same whatever ranges the run is cut into."""
-    for c in range(c0, c1):
-        v = cv[c]
-        d = v - m
-        if v >= theta and d >= logq:
-            _race_one(ci[c], d, S, bases, best, bestj)
+    ``v - m >= logq``) into every sample's race, in tiles of ``_TILE``: ``d``
+    (``-inf`` where not kept) and, per sample, the vectorised bounds, then the exact
+    keys where a bound beats the best.  The winner is the exact argmax of the keys
+    (ties to the smaller index): the same whatever ranges the run is cut into."""
+    dt = np.empty(_TILE)
+    bt = np.empty(_TILE)
+    for t0 in range(c0, c1, _TILE):
+        tn = min(_TILE, c1 - t0)
+        for c in range(tn):
+            v = cv[t0 + c]
+            d = v - m
+            dt[c] = d if (v >= theta) & (d >= logq) else -np.inf
+        for s in range(S):
+            b = best[s]
+            base = bases[s]
+            for c in range(tn):
+                bt[c] = _bound(dt[c], _unif(base, ci[t0 + c]))
+            hit = 0
+            for c in range(tn):
+                hit += bt[c] > b - _SLACK
+            if hit == 0:
+                continue
+            bj = bestj[s]
+            for c in range(tn):
+                if bt[c] > b - _SLACK and dt[c] != -np.inf:
+                    j = ci[t0 + c]
+                    key = _key(dt[c], _unif(base, j))
+                    if key > b or (key == b and j < bj):
+                        b = key
+                        bj = j
+            best[s] = b
+            bestj[s] = bj
 
 
 @njit(cache=True, nogil=True)

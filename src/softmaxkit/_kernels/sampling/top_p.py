@@ -109,25 +109,132 @@ def _top_p_threshold(cv, cw, C, m, target):
     return last  # rounding: the target is not reached; keep every candidate
 
 
-@njit(cache=True, nogil=True)
-def _lower_bound(xr, T, unit, m, s_row, lev, P):
-    """``(target, xlo)``: the top-p mass ``P s`` and, in the input dtype, a value at
-    or below every candidate of the threshold (``x >= xlo`` gathers a superset).
+_BAND_MIN = 1.0  # a bracket of the threshold wider than this (in d) is refined
+_NB = 8  # the bands between the bracketing depths (``_band_counts``)
+_MARGIN = 1e-9  # relative: the band bound must certify this much more than P s
 
-    The tokens below ``m + log((1 - P) s / n)`` hold at most ``(1 - P) s``, and a
-    depth whose mass reaches ``P s`` bounds the threshold too."""
-    n = xr.shape[0]
+
+@njit(cache=True, nogil=True)
+def _bracket(n, m, s_row, lev, P):
+    """``(target, dlo, dup, mup)``: the top-p mass ``P s`` and a bracket of the
+    threshold's depth ``d = v - m``: at least ``dlo`` (the tokens below
+    ``m + log((1 - P) s / n)`` hold at most ``(1 - P) s``; a depth whose mass reaches
+    ``P s`` bounds it too), below ``dup``, the deepest level whose mass ``mup`` is short
+    of ``P s`` (``dup = dlo``: nothing to refine)."""
     target = P * s_row
-    lo = m + math.log((1.0 - P) * s_row / n) - 1e-6
+    dlo = math.log((1.0 - P) * s_row / n) - 1e-6
+    dup = 0.0
+    mup = 0.0
     for k in range(len(_LEV)):
         if lev[k] >= target * (1.0 + 1e-12):
-            lo = max(lo, m + _LEV[k])
+            dlo = max(dlo, _LEV[k])
             break
+        dup = _LEV[k]
+        mup = lev[k]
+    if mup == 0.0 or dup <= dlo:
+        dup = dlo
+    return target, dlo, dup, mup
+
+
+@njit(cache=True, nogil=True, fastmath=_FM)
+def _band_counts(xr, T, unit, m, t, out):
+    """``out[k] += #{d >= t[k]}`` for the ``_NB + 1`` depths ``t`` (vectorised
+    compares of the same ``d = v - m`` the level sums use)."""
+    c0 = 0
+    c1 = 0
+    c2 = 0
+    c3 = 0
+    c4 = 0
+    c5 = 0
+    c6 = 0
+    c7 = 0
+    c8 = 0
+    for j in range(xr.shape[0]):
+        d = (np.float64(xr[j]) if unit else np.float64(xr[j]) / T) - m
+        c0 += d >= t[0]
+        c1 += d >= t[1]
+        c2 += d >= t[2]
+        c3 += d >= t[3]
+        c4 += d >= t[4]
+        c5 += d >= t[5]
+        c6 += d >= t[6]
+        c7 += d >= t[7]
+        c8 += d >= t[8]
+    out[0] += c0
+    out[1] += c1
+    out[2] += c2
+    out[3] += c3
+    out[4] += c4
+    out[5] += c5
+    out[6] += c6
+    out[7] += c7
+    out[8] += c8
+
+
+@njit(cache=True, nogil=True)
+def _band_depths(dlo, dup):
+    """The depths ``dup = t[0] > ... > t[_NB] = dlo`` of the bands."""
+    t = np.empty(_NB + 1)
+    for k in range(_NB + 1):
+        t[k] = dup - (dup - dlo) * k / _NB
+    t[_NB] = dlo
+    return t
+
+
+@njit(cache=True, nogil=True)
+def _band_blocks(xr, T, unit, m, t, cnt, b0, b1):
+    """``_band_counts`` of the blocks ``[b0, b1)`` into ``cnt[b]`` (integers: any
+    merge order gives the same totals)."""
+    n = xr.shape[0]
+    for b in range(b0, b1):
+        j0 = b * _BLOCK
+        cnt[b, :] = 0
+        _band_counts(xr[j0 : min(n, j0 + _BLOCK)], T, unit, m, t, cnt[b])
+
+
+@njit(cache=True, nogil=True)
+def _refine(t, cnt, mup, target):
+    """The deepest-first bracket refined by the band counts: the mass at depth
+    ``t[k]`` or more is at least ``mup + sum_{i <= k} (c_i - c_{i-1}) exp(t[i])``
+    (``c_0`` = the level's own count); the shallowest ``t[k]`` certified to reach
+    ``P s`` (with a ``_MARGIN``) bounds the threshold from below."""
+    tot = np.zeros(_NB + 1, dtype=np.int64)
+    for b in range(cnt.shape[0]):
+        for k in range(_NB + 1):
+            tot[k] += cnt[b, k]
+    mass = mup
+    for k in range(1, _NB + 1):
+        mass += (tot[k] - tot[k - 1]) * math.exp(t[k]) * (1.0 - _MARGIN)
+        if mass >= target * (1.0 + _MARGIN):
+            return t[k]
+    return t[_NB]
+
+
+@njit(cache=True, nogil=True)
+def _x_lower(xr, T, unit, m, dlo):
+    """``dlo`` as a value of the input dtype at or below every candidate: ``x >= xlo``
+    gathers a superset of ``v - m >= dlo``."""
+    lo = m + dlo
     xl = lo if unit else lo * T
     xl -= abs(xl) * 1e-6
     lowest = np.finfo(xr.dtype).min
-    xlo = xr.dtype.type(xl) if math.isfinite(xl) and xl > lowest else lowest
-    return target, xlo
+    return xr.dtype.type(xl) if math.isfinite(xl) and xl > lowest else lowest
+
+
+@njit(cache=True, nogil=True)
+def _lower_bound(xr, T, unit, m, s_row, lev, P):
+    """``(target, xlo)`` of a whole row on one thread (``_bracket``, the band counts
+    block by block, ``_refine``, ``_x_lower``): what the chunked path computes with
+    the blocks on several threads."""
+    n = xr.shape[0]
+    target, dlo, dup, mup = _bracket(n, m, s_row, lev, P)
+    if dup - dlo > _BAND_MIN:
+        t = _band_depths(dlo, dup)
+        nb = (n + _BLOCK - 1) // _BLOCK
+        cnt = np.empty((nb, _NB + 1), dtype=np.int64)
+        _band_blocks(xr, T, unit, m, t, cnt, 0, nb)
+        dlo = _refine(t, cnt, mup, target)
+    return target, _x_lower(xr, T, unit, m, dlo)
 
 
 @njit(cache=True, nogil=True, fastmath=_FM)
