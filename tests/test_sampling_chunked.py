@@ -166,3 +166,33 @@ def test_chunked_equals_serial_at_the_knife_edge(calls):
         np.testing.assert_array_equal(ids, sids)
         np.testing.assert_array_equal(lp, slp)
     assert calls[0] >= 16
+
+
+@pytest.mark.parametrize("top_p", [0.5, 0.9, 0.99])
+def test_band_refined_bound_matches_reference(top_p):
+    """Long rows whose top-p threshold lies deeper than a level's bracket allows, so
+    the band counts refine the lower bound (checked): the kept set and the tokens equal
+    the float64 twin's (which sorts the row): a bound above the threshold would drop
+    kept entries.  3 rows x 3 settings x 2 temperatures (scales 2.5-3.5, -inf entries, ties)."""
+    from softmaxkit import reference
+    from softmaxkit._kernels.sampling import scan
+    from softmaxkit._kernels.sampling import top_p as tp
+
+    rng = np.random.default_rng(int(top_p * 100))
+    for r, scale in enumerate((2.5, 3.0, 3.5)):
+        x = (rng.standard_normal(N) * scale).astype(np.float32)
+        if r == 1:
+            x = np.round(x * 2) / 2  # ties at the crossing
+        if r == 2:
+            x[rng.integers(0, N, size=N // 4)] = -np.inf
+        m = float(x.max())
+        lev = np.empty(len(scan._LEV))
+        s = scan._sum_blocks(x, 1.0, True, m, lev)
+        _, dlo, dup, _ = tp._bracket(N, m, s, lev, top_p)
+        assert dup - dlo > tp._BAND_MIN  # the bands are used
+        for T in (1.0, 0.9):
+            kw = {"top_p": top_p, "temperature": T}
+            p, rp = sk.sampling_probs(x, **kw), reference.sampling_probs(x, **kw)
+            np.testing.assert_array_equal(p > 0, rp > 0)
+            ids = sk.sample(x, seed=r, num_samples=3, **kw)
+            np.testing.assert_array_equal(ids, reference.sample(x, seed=r, num_samples=3, **kw))
