@@ -59,7 +59,9 @@ def _call(x, **kw):
 
 @pytest.fixture
 def calls(monkeypatch):
-    """Count the rows the chunked path takes (so that a test cannot pass vacuously)."""
+    """Force the chunked path where eligible and count the rows it takes (so that a
+    test cannot pass vacuously)."""
+    monkeypatch.setattr(chunked.CHOOSER, "mode", "chunked")
     count = [0]
     real = entry.sample_row_chunked
 
@@ -196,3 +198,49 @@ def test_band_refined_bound_matches_reference(top_p):
             np.testing.assert_array_equal(p > 0, rp > 0)
             ids = sk.sample(x, seed=r, num_samples=3, **kw)
             np.testing.assert_array_equal(ids, reference.sample(x, seed=r, num_samples=3, **kw))
+
+
+def test_band_values_bracket_the_depths():
+    """The band counts compare in the input dtype: ``X[0]`` must be at or below every
+    entry of the level (``x / T - m >= t[0]``), ``X[k >= 1]`` at or above the least
+    entry at depth ``t[k]`` (float64, as the level sums compute ``d``); 600 random
+    (dtype, m, T, depths) including T = 1 and depths that absorb into ``m`` (a row
+    with maximum 3 and depth -3: the old ulp-stepping search never ended there)."""
+    from softmaxkit._kernels.sampling import top_p as tp
+
+    rng = np.random.default_rng(3)
+    for q in range(600):
+        dt = np.float32 if q % 2 else np.float64
+        T = 1.0 if q % 3 == 0 else float(rng.uniform(0.05, 3.0))
+        m = float(rng.standard_normal() * 10 ** rng.integers(0, 4))
+        dup = -float(rng.uniform(0.0, 10.0))
+        dlo = dup - float(rng.uniform(1.0, 20.0))
+        if q % 5 == 0:
+            m, dup, dlo = 3.0, -1.5, -3.0
+        xr = np.zeros(1, dtype=dt)
+        t, X = tp._band_depths(xr, T, T == 1.0, m, dlo, dup)
+        assert not _reaches(np.nextafter(X[0], dt(-np.inf)), T, m, t[0]), (q, X[0])
+        for k in range(1, len(t)):
+            assert _reaches(X[k], T, m, t[k]), (q, k, X[k])
+
+
+def _reaches(x, T, m, t):
+    return (np.float64(x) if T == 1.0 else np.float64(x) / T) - m >= t
+
+
+def test_chooser_tries_both_then_the_faster():
+    """Auto mode: the first two eligible calls try chunked then serial; then the one
+    with the lower time per entry, the other re-tried every EXPLORE x (slower / faster)
+    calls; a faster time replaces a path's estimate, a slower one is averaged in."""
+    c = chunked.Chooser()
+    assert [c.pick(), c.pick()] == [True, False]
+    c.record(True, 2e-3, 1000)
+    c.record(False, 1e-3, 1000)
+    picks = [c.pick() for _ in range(6 * c.EXPLORE)]
+    assert sum(picks) == 3  # serial is 2x faster: chunked re-tried every 32 calls
+    c.record(True, 1e-4, 1000)  # a faster time counts at once
+    assert c.cost[1] < c.cost[0] and c.pick()
+    c.record(True, 2e-3, 1000)  # a slower one is averaged in
+    assert c.cost[1] == pytest.approx(0.75e-7 + 0.25 * 2e-6)
+    c.mode = "serial"
+    assert not c.pick()

@@ -55,10 +55,63 @@ CHUNK_MIN = 4 * _BLOCK
 
 
 def chunked_path(R: int, n: int, greedy: bool, K: int, P: float, nt: int) -> bool:
-    """Whether :func:`sample_row_chunked` takes the rows: top-p without a top-k
+    """Whether :func:`sample_row_chunked` may take the rows: top-p without a top-k
     (``K = 0``; a small top-k keeps its buffer, a large one its selection), not
     greedy, several threads, fewer rows than two per thread, long rows."""
     return nt > 1 and R < 2 * nt and n >= CHUNK_MIN and P < 1.0 and K == 0 and not greedy
+
+
+class Chooser:
+    """Chunked or serial, by their measured times (the tokens are the same either way).
+
+    Four hand-offs per row pay off on idle cores (two threads: about 1.6x), but on an
+    oversubscribed machine a worker descheduled in the middle of its blocks holds
+    every phase up: [1, 262144] top-p took 3.9 ms on two threads against 0.8 ms on
+    one at load average 8 on this 2-core machine.  So both are timed (seconds per
+    entry over calls of the eligible shapes: a faster time replaces the estimate, a
+    slower one is averaged in with weight 1/4): the first two
+    eligible calls try one each, then the faster is used and the other re-tried every
+    ``EXPLORE`` x (slower / faster) calls (at most 1024; under that load the chunked
+    call took 14.6 ms against 0.85, and a re-try every 16th call doubled the mean).
+    ``mode`` "chunked" / "serial" forces one (tests)."""
+
+    EXPLORE = 16
+
+    def __init__(self) -> None:
+        self.mode = "auto"
+        self.cost = [0.0, 0.0]  # serial, chunked
+        self.calls = 0
+        self.since = 0  # calls since the slower path was last tried
+
+    def pick(self) -> bool:
+        if self.mode != "auto":
+            return self.mode == "chunked"
+        self.calls += 1
+        if self.calls <= 2:
+            return self.calls == 1
+        fast = self.cost[1] <= self.cost[0]
+        # re-try the slower path less often the slower it is (its share of the time
+        # stays about 1/EXPLORE): every EXPLORE x ratio calls, at most 1024
+        lo, hi = sorted(self.cost)
+        every = int(min(1024.0, self.EXPLORE * max(1.0, hi / lo if lo > 0 else 1.0)))
+        self.since += 1
+        if self.since >= every:
+            self.since = 0
+            return not fast
+        return fast
+
+    def record(self, chunked: bool, seconds: float, entries: int) -> None:
+        c = seconds / max(entries, 1)
+        k = int(chunked)
+        # a faster time is taken at once (a first call that compiled, or a load that
+        # has gone, must not hold a path back); slower ones are averaged in
+        if self.cost[k] == 0.0 or c < self.cost[k]:
+            self.cost[k] = c
+        else:
+            self.cost[k] = 0.75 * self.cost[k] + 0.25 * c
+
+
+CHOOSER = Chooser()
 
 
 @njit(cache=True, nogil=True)
@@ -119,9 +172,9 @@ def sample_row_chunked(serial, x, i, T, P, logq, S, seed, row0, need_z, tokens, 
     s_row = _merge_levels(part, lev)
     target, dlo, dup, mup = _bracket(n, m, s_row, lev, P)
     if dup - dlo > _BAND_MIN:
-        t = _band_depths(dlo, dup)
+        t, X = _band_depths(xr, T, unit, m, dlo, dup)
         cntb = np.empty((nb, _NB + 1), dtype=np.int64)
-        run(_band_blocks, nb, nt, xr, T, unit, m, t, cntb)
+        run(_band_blocks, nb, nt, xr, X, cntb)
         dlo = _refine(t, cntb, mup, target)
     xlo = _x_lower(xr, T, unit, m, dlo)
     ci, cv, cw = scratch(n)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 
 import numba
 import numpy as np
@@ -14,7 +15,7 @@ from numba import njit
 
 from .._parallel import run, threads_for
 from ..view import row
-from .chunked import chunked_path, sample_row_chunked
+from .chunked import CHOOSER, chunked_path, sample_row_chunked
 from .keys import _KMAX, _TILE, stream_base
 from .race import _race_cands, _race_init, _race_one, _race_row
 from .scan import _LEV, _first_eq, _has_nan, _heap, _max16, _store_v, _sum_blocks, _v
@@ -65,11 +66,18 @@ def sample_rows(x, T, greedy, K, P, logq, S, seed, row0, need_z, tokens, info):
     nt = threads_for(4 * x.size, x.itemsize)
     ntr = max(1, int(numba.get_num_threads()))
     if chunked_path(R, n, greedy, K, P, ntr):
-        # a single long row (or a few): its blocks on the threads, one row at a time
-        for i in range(R):
-            sample_row_chunked(
-                task, x, i, T, P, logq, S, seed, row0, need_z, tokens, info, ntr, _scratch
-            )
+        # a single long row (or a few): its blocks on the threads, one row at a time,
+        # or the rows whole, whichever has been faster here (chunked.Chooser)
+        use = CHOOSER.pick()
+        t0 = time.perf_counter()
+        if use:
+            for i in range(R):
+                sample_row_chunked(
+                    task, x, i, T, P, logq, S, seed, row0, need_z, tokens, info, ntr, _scratch
+                )
+        else:
+            run(task, R, nt)
+        CHOOSER.record(use, time.perf_counter() - t0, R * n)
         return
     run(task, R, nt)
 

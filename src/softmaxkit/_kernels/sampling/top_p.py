@@ -137,59 +137,90 @@ def _bracket(n, m, s_row, lev, P):
 
 
 @njit(cache=True, nogil=True, fastmath=_FM)
-def _band_counts(xr, T, unit, m, t, out):
-    """``out[k] += #{d >= t[k]}`` for the ``_NB + 1`` depths ``t`` (vectorised
-    compares of the same ``d = v - m`` the level sums use)."""
-    c0 = 0
-    c1 = 0
-    c2 = 0
-    c3 = 0
-    c4 = 0
-    c5 = 0
-    c6 = 0
-    c7 = 0
-    c8 = 0
+def _band_counts(xr, X, out):
+    """``out[k] += #{x >= X[k]}`` for the ``_NB + 1`` values ``X`` of the input dtype
+    (``_band_depths``), vectorised compares
+    counted in float32 lanes (exact: a block has at most ``_BLOCK`` < 2^24 entries)."""
+    c0 = np.float32(0.0)
+    c1 = np.float32(0.0)
+    c2 = np.float32(0.0)
+    c3 = np.float32(0.0)
+    c4 = np.float32(0.0)
+    c5 = np.float32(0.0)
+    c6 = np.float32(0.0)
+    c7 = np.float32(0.0)
+    c8 = np.float32(0.0)
     for j in range(xr.shape[0]):
-        d = (np.float64(xr[j]) if unit else np.float64(xr[j]) / T) - m
-        c0 += d >= t[0]
-        c1 += d >= t[1]
-        c2 += d >= t[2]
-        c3 += d >= t[3]
-        c4 += d >= t[4]
-        c5 += d >= t[5]
-        c6 += d >= t[6]
-        c7 += d >= t[7]
-        c8 += d >= t[8]
-    out[0] += c0
-    out[1] += c1
-    out[2] += c2
-    out[3] += c3
-    out[4] += c4
-    out[5] += c5
-    out[6] += c6
-    out[7] += c7
-    out[8] += c8
+        x = xr[j]
+        c0 += np.float32(1.0) if x >= X[0] else np.float32(0.0)
+        c1 += np.float32(1.0) if x >= X[1] else np.float32(0.0)
+        c2 += np.float32(1.0) if x >= X[2] else np.float32(0.0)
+        c3 += np.float32(1.0) if x >= X[3] else np.float32(0.0)
+        c4 += np.float32(1.0) if x >= X[4] else np.float32(0.0)
+        c5 += np.float32(1.0) if x >= X[5] else np.float32(0.0)
+        c6 += np.float32(1.0) if x >= X[6] else np.float32(0.0)
+        c7 += np.float32(1.0) if x >= X[7] else np.float32(0.0)
+        c8 += np.float32(1.0) if x >= X[8] else np.float32(0.0)
+    out[0] += np.int64(c0)
+    out[1] += np.int64(c1)
+    out[2] += np.int64(c2)
+    out[3] += np.int64(c3)
+    out[4] += np.int64(c4)
+    out[5] += np.int64(c5)
+    out[6] += np.int64(c6)
+    out[7] += np.int64(c7)
+    out[8] += np.int64(c8)
 
 
 @njit(cache=True, nogil=True)
-def _band_depths(dlo, dup):
-    """The depths ``dup = t[0] > ... > t[_NB] = dlo`` of the bands."""
+def _x_at(xr, T, unit, m, t, up):
+    """A value of the input dtype near the least ``x`` with ``_v(x) - m >= t``: above
+    it (``up``: every ``x >= X`` has ``d >= t``) or below it (every entry with
+    ``d >= t`` has ``x >= X``), by a margin of ``1e-6 (|m| + |t|) T``, far above the
+    rounding of ``x / T - m`` and of the dtype."""
+    big = np.finfo(xr.dtype).max
+    g = (m + t) if unit else (m + t) * T
+    eps = 1e-6 * (abs(m) + abs(t)) * (1.0 if unit else T)
+    g = g + eps if up else g - eps
+    if not (g < big):
+        return xr.dtype.type(np.inf)
+    if not (g > -big):
+        return xr.dtype.type(-np.inf)
+    X = xr.dtype.type(g)
+    if up and X < g:
+        X = np.nextafter(X, xr.dtype.type(np.inf))
+    if not up and X > g:
+        X = np.nextafter(X, xr.dtype.type(-np.inf))
+    return X
+
+
+@njit(cache=True, nogil=True)
+def _band_depths(xr, T, unit, m, dlo, dup):
+    """The depths ``dup = t[0] > ... > t[_NB] = dlo`` of the bands and the values
+    ``X[k]`` of the input dtype the counts compare against: ``X[0]`` at or below the
+    level's least value (its count covers the level's entries, maybe a few more) and
+    ``X[k >= 1]`` above the least value at ``t[k]`` (every entry counted is at that
+    depth or above).  An entry is then counted in one band at most, with at most its
+    weight: the band bound of ``_refine`` stays a lower bound."""
     t = np.empty(_NB + 1)
+    X = np.empty(_NB + 1, dtype=xr.dtype)
     for k in range(_NB + 1):
         t[k] = dup - (dup - dlo) * k / _NB
     t[_NB] = dlo
-    return t
+    for k in range(_NB + 1):
+        X[k] = _x_at(xr, T, unit, m, t[k], k > 0)
+    return t, X
 
 
 @njit(cache=True, nogil=True)
-def _band_blocks(xr, T, unit, m, t, cnt, b0, b1):
+def _band_blocks(xr, X, cnt, b0, b1):
     """``_band_counts`` of the blocks ``[b0, b1)`` into ``cnt[b]`` (integers: any
     merge order gives the same totals)."""
     n = xr.shape[0]
     for b in range(b0, b1):
         j0 = b * _BLOCK
         cnt[b, :] = 0
-        _band_counts(xr[j0 : min(n, j0 + _BLOCK)], T, unit, m, t, cnt[b])
+        _band_counts(xr[j0 : min(n, j0 + _BLOCK)], X, cnt[b])
 
 
 @njit(cache=True, nogil=True)
@@ -229,10 +260,10 @@ def _lower_bound(xr, T, unit, m, s_row, lev, P):
     n = xr.shape[0]
     target, dlo, dup, mup = _bracket(n, m, s_row, lev, P)
     if dup - dlo > _BAND_MIN:
-        t = _band_depths(dlo, dup)
+        t, X = _band_depths(xr, T, unit, m, dlo, dup)
         nb = (n + _BLOCK - 1) // _BLOCK
         cnt = np.empty((nb, _NB + 1), dtype=np.int64)
-        _band_blocks(xr, T, unit, m, t, cnt, 0, nb)
+        _band_blocks(xr, X, cnt, 0, nb)
         dlo = _refine(t, cnt, mup, target)
     return target, _x_lower(xr, T, unit, m, dlo)
 
