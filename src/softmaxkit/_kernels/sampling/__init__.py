@@ -50,9 +50,9 @@ path first counts NaN (one vectorised read) and then:
   tokens below hold at most ``(1 - P) s``) or the first depth whose mass reaches
   ``P s``, below the deepest depth short of it; a bracket wider than ``_BAND_MIN``
   is narrowed by one vectorised read counting the entries above ``_NB + 1`` depths
-  inside it (compared in the input dtype against the least value at each depth, so
-  exactly the float64 predicate; the mass above a depth is at least the level's
-  exact mass plus count x band floor); one read gathers the candidates ``x >= lo T``
+  inside it (compared in the input dtype against values a margin to the safe side
+  of each depth; the mass above a depth is at least the level's exact mass plus
+  count x band floor); one read gathers the candidates ``x >= lo T``
   (branch-free compaction, compared in the input dtype with a 1e-6 margin: a
   superset); the crossing of the cumulative mass is found among the candidates by
   bisection on the value (vectorised masked sums, the band compacted as it shrinks,

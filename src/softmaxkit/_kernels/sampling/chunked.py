@@ -50,7 +50,7 @@ from .top_p import (
 )
 
 # A row shorter than this (entries) stays on one thread: below it the hand-offs of
-# the four phases cost more than the second thread saves.
+# the five phases cost more than the second thread saves.
 CHUNK_MIN = 4 * _BLOCK
 
 
@@ -64,7 +64,7 @@ def chunked_path(R: int, n: int, greedy: bool, K: int, P: float, nt: int) -> boo
 class Chooser:
     """Chunked or serial, by their measured times (the tokens are the same either way).
 
-    Four hand-offs per row pay off on idle cores (two threads: about 1.6x), but on an
+    Five hand-offs per row (one per phase) could pay off on idle cores, but on an
     oversubscribed machine a worker descheduled in the middle of its blocks holds
     every phase up: [1, 262144] top-p took 3.9 ms on two threads against 0.8 ms on
     one at load average 8 on this 2-core machine.  So both are timed (seconds per
