@@ -18,6 +18,10 @@ timed as a user would run it:
 
 ``check`` is the fraction of draws outside the top-p set (0 for the filtered routes;
 the unfiltered torch routes show how often they draw what top-p removes).
+
+The full run adds ``sample top_k=50``, ``sample min_p=0.1`` and ``sample`` (no
+filter) on the same inputs against the two unfiltered torch routes (``check``: the
+fraction of draws outside the filter's support).
 """
 
 from __future__ import annotations
@@ -86,10 +90,57 @@ def _sampling_case(rows: int, n: int, top_p: float = 0.9) -> Case:
     )
 
 
+def _filter_case(rows: int, n: int, kw: dict) -> Case:
+    """``softmaxkit.sample(x, **kw)`` (top-k, min-p or no filter) against the two
+    unfiltered torch routes."""
+    from ..sampling import sample, sampling_probs
+
+    x = _logits(rows, n, 21)
+    support = sampling_probs(x, **kw) > 0
+    impls = {"softmaxkit": lambda: sample(x, seed=1, **kw)}
+    try:
+        import torch
+
+        xt = torch.from_numpy(x)
+        gen = torch.Generator().manual_seed(1)
+
+        def race(logits):
+            p = torch.softmax(logits, dim=-1)
+            q = torch.empty_like(p).exponential_(generator=gen)
+            return p.div_(q).argmax(dim=-1, keepdim=True)
+
+        impls["torch multinomial"] = lambda: torch.multinomial(
+            torch.softmax(xt, dim=-1), 1, generator=gen
+        )
+        impls["torch race"] = lambda: race(xt)
+    except ImportError:  # pragma: no cover - torch is optional
+        pass
+
+    def check(ids) -> float:
+        ids = np.asarray(ids).reshape(rows, -1)
+        return float(1.0 - np.take_along_axis(support, ids, axis=1).mean())
+
+    name = " ".join(f"{k}={v}" for k, v in kw.items())
+    return Case(
+        family="vocab",
+        op=f"sample {name}".strip(),
+        label=f"[{rows}, {n}] float32",
+        impls=impls,
+        baseline="softmaxkit",
+        check=check,
+        nbytes=x.nbytes,
+        extra={"kept_per_row": float(support.sum(axis=1).mean())},
+    )
+
+
 def _sampling_cases(quick: bool) -> list[Case]:
     if quick:
         return [_sampling_case(8, 32000), _sampling_case(1, 65536)]
-    return [_sampling_case(64, 128000), _sampling_case(1, 262144)]
+    out = [_sampling_case(64, 128000), _sampling_case(1, 262144)]
+    for rows, n in ((64, 128000), (1, 262144)):
+        for kw in ({"top_k": 50}, {"min_p": 0.1}, {}):
+            out.append(_filter_case(rows, n, kw))
+    return out
 
 
 _BUILDERS = [_sampling_cases]
@@ -97,7 +148,8 @@ _BUILDERS = [_sampling_cases]
 
 def cases(quick: bool) -> list[Case]:
     """Sampling with top-p 0.9 on [64, 128000] and [1, 262144] float32 (smaller when
-    ``quick``), plus the cases of the other builders in ``_BUILDERS``."""
+    ``quick``; the full run adds top-k 50, min-p 0.1 and no filter), plus the cases of
+    the other builders in ``_BUILDERS``."""
     out: list[Case] = []
     for build in _BUILDERS:
         out.extend(build(quick))

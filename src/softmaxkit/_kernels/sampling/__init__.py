@@ -45,16 +45,24 @@ path first counts NaN (one vectorised read) and then:
   exist and are kept.  Extra memory: ``16 K`` bytes.
 * top-p without small ``K`` ("threshold search"): the maximum; then
   ``s = sum exp(v - m)`` (float64, vectorised exp) together with the masses above
-  the depths ``_LEV``; a lower bound ``lo`` of the threshold (the tokens below
-  ``m + log((1 - P) s / n)`` hold at most ``(1 - P) s``, and a depth whose mass
-  reaches ``P s`` bounds it too); one read gathers the candidates ``x >= lo T``
+  the depths ``_LEV``, summed per block of ``_BLOCK`` entries and then in block
+  order; a bracket of the threshold's depth: at least ``log((1 - P) s / n)`` (the
+  tokens below hold at most ``(1 - P) s``) or the first depth whose mass reaches
+  ``P s``, below the deepest depth short of it; a bracket wider than ``_BAND_MIN``
+  is narrowed by one vectorised read counting the entries above ``_NB + 1`` depths
+  inside it (compared in the input dtype against values a margin to the safe side
+  of each depth; the mass above a depth is at least the level's exact mass plus
+  count x band floor); one read gathers the candidates ``x >= lo T``
   (branch-free compaction, compared in the input dtype with a 1e-6 margin: a
   superset); the crossing of the cumulative mass is found among the candidates by
   bisection on the value (vectorised masked sums, the band compacted as it shrinks,
-  the last ``_SMALL`` sorted); the race runs over the kept candidates.  Four reads
-  of the row, no sort of the row.  Extra memory: ``24 n`` bytes per thread
-  (candidate index, value, weight; kept by the thread for the next call, see
-  ``_scratch``) plus the band copies (at most ``2 n / 8`` values).
+  the last ``_SMALL`` sorted); ``Z`` is a masked sum over the candidate run; the race
+  runs over the kept candidates in tiles (vectorised bounds).  Four or five reads of
+  the row, no sort of the row.  Extra memory: ``24 n`` bytes per thread (candidate
+  index, value, weight; kept by the thread for the next call, see ``_scratch``) plus
+  the band copies (at most ``2 n / 8`` values).  A single long row, or fewer rows
+  than two per thread, shares its blocks out over the threads instead (``chunked``):
+  the same floats in the same order, hence the same tokens.
 
 Accumulators are float64.  The per-row output ``info[i]`` is
 ``(status, theta, m, log Z)``: status 0 sampled, 1 nothing to sample (all
@@ -62,8 +70,10 @@ Accumulators are float64.  The per-row output ``info[i]`` is
 ``Z = sum over the kept set of exp(v - m)``.
 
 Modules: ``keys`` (the hash, uniforms and keys), ``scan`` (pass 1: max, NaN, levels,
-the top-k buffer), ``race`` (the race over a row or a candidate), ``top_p`` (the
-threshold search), ``entry`` (``_sample_rows`` and its entry point ``sample_rows``).
+the top-k buffer), ``race`` (the race over a row, a candidate or a candidate run),
+``top_p`` (the bracket, the band counts and the threshold search), ``chunked`` (top-p
+of one row on several threads), ``entry`` (``_sample_rows`` and its entry point
+``sample_rows``).
 """
 
 from __future__ import annotations

@@ -7,16 +7,27 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 
+import numba
 import numpy as np
 from numba import njit
 
 from .._parallel import run, threads_for
 from ..view import row
+from .chunked import CHOOSER, chunked_path, sample_row_chunked
 from .keys import _KMAX, _TILE, stream_base
-from .race import _race_init, _race_one, _race_row
-from .scan import _LEV, _first_eq, _has_nan, _heap, _max16, _store_v, _sum_levels, _v
-from .top_p import _compact, _fill, _gather, _top_p_threshold, _weights
+from .race import _race_cands, _race_init, _race_one, _race_row
+from .scan import _LEV, _first_eq, _has_nan, _heap, _max16, _store_v, _sum_blocks, _v
+from .top_p import (
+    _compact,
+    _fill,
+    _gather,
+    _kept_mass,
+    _lower_bound,
+    _top_p_threshold,
+    _weights,
+)
 
 # --------------------------------------------------------------------------- driver
 
@@ -52,7 +63,23 @@ def sample_rows(x, T, greedy, K, P, logq, S, seed, row0, need_z, tokens, info):
             x, T, greedy, K, P, logq, S, seed, row0, need_z, tokens, info, ci, cv, cw, t0, t1
         )
 
-    run(task, R, threads_for(4 * x.size, x.itemsize))
+    nt = threads_for(4 * x.size, x.itemsize)
+    ntr = max(1, int(numba.get_num_threads()))
+    if chunked_path(R, n, greedy, K, P, ntr):
+        # a single long row (or a few): its blocks on the threads, one row at a time,
+        # or the rows whole, whichever has been faster here (chunked.Chooser)
+        use = CHOOSER.pick()
+        t0 = time.perf_counter()
+        if use:
+            for i in range(R):
+                sample_row_chunked(
+                    task, x, i, T, P, logq, S, seed, row0, need_z, tokens, info, ntr, _scratch
+                )
+        else:
+            run(task, R, nt)
+        CHOOSER.record(use, time.perf_counter() - t0, R * n)
+        return
+    run(task, R, nt)
 
 
 def release_scratch() -> None:
@@ -87,7 +114,6 @@ def _sample_rows(x, T, greedy, K, P, logq, S, seed, row0, need_z, tokens, info, 
     kb = K if small_k else 1
     bufv = np.empty(kb)
     bufi = np.empty(kb, dtype=np.int64)
-    lowest = np.finfo(x.dtype).min
     for i in range(r0, r1):
         xr = row(x, i)
         tok = row(tokens, i)
@@ -194,28 +220,15 @@ def _sample_rows(x, T, greedy, K, P, logq, S, seed, row0, need_z, tokens, info, 
                     _weights(cv, C, m, cw)
                     target = P * zk
             elif P < 1.0:
-                s_row = _sum_levels(xr, T, unit, m, lev)
-                target = P * s_row
-                # a lower bound of the threshold: the mass below it is at most (1 - P) s
-                lo = m + math.log((1.0 - P) * s_row / n) - 1e-6
-                for k in range(len(_LEV)):
-                    if lev[k] >= target * (1.0 + 1e-12):
-                        lo = max(lo, m + _LEV[k])
-                        break
-                # gather a superset of v >= lo, compared in the input dtype
-                xl = lo if unit else lo * T
-                xl -= abs(xl) * 1e-6
-                xlo = x.dtype.type(xl) if math.isfinite(xl) and xl > lowest else lowest
-                C = _gather(xr, xlo, ci, cv)
+                s_row = _sum_blocks(xr, T, unit, m, lev)
+                target, xlo = _lower_bound(xr, T, unit, m, s_row, lev, P)
+                C = _gather(xr, xlo, ci, cv, 0)
                 _fill(C, T, unit, m, cv, cw)
             if P < 1.0:
                 theta = max(theta, _top_p_threshold(cv, cw, C, m, target))
-                for c in range(C):
-                    v = cv[c]
-                    d = v - m
-                    if v >= theta and d >= logq:
-                        z += cw[c]
-                        _race_one(ci[c], d, S, bases, best, bestj)
+                if need_z:
+                    z = _kept_mass(cv, cw, C, m, theta, logq)
+                _race_cands(ci, cv, 0, C, m, theta, logq, S, bases, best, bestj)
         if not small_k and (not scratch or P >= 1.0):
             # ---- plain / min-p / large K without top-p: the race over the row ----
             # one call with the arguments spelled out: passed through a tuple, the

@@ -16,6 +16,12 @@ from numba.extending import intrinsic
 _TILE = 512
 _KMAX = 256  # top-k up to this size keeps a sorted buffer; larger uses a selection
 _SMALL = 256  # a top-p band this small is sorted instead of bisected
+# Top-p sums the row's masses per block of this many entries and then the block
+# partials in block order, on any thread count: a single row cut across threads
+# (``chunked``) gets the same floats, hence the same threshold and tokens, as a row
+# sampled whole.  A multiple of _TILE.
+_BLOCK = 16384
+_CBLOCK = 4096  # the parallel race over top-p candidates takes them in blocks this size
 
 # reassoc: vectorised sums; nsz: sign of zero irrelevant; contract only fuses the
 # bound's multiply-add.  Never arcp (x / T must stay a division everywhere, so that

@@ -9,7 +9,7 @@ import numpy as np
 from numba import njit
 
 from ..exp import exp_
-from .keys import _BOUND_MAX, _FM, _SLACK, _TILE, _bound, _key, _unif
+from .keys import _BOUND_MAX, _CBLOCK, _FM, _SLACK, _TILE, _bound, _key, _unif
 from .scan import _max16, _v
 
 # --------------------------------------------------------------------------- races
@@ -99,3 +99,68 @@ def _race_one(j, d, S, bases, best, bestj):
             if key > b or (key == b and j < bestj[s]):
                 best[s] = key
                 bestj[s] = j
+
+
+@njit(cache=True, nogil=True, fastmath=_FM)
+def _race_cands(ci, cv, c0, c1, m, theta, logq, S, bases, best, bestj):
+    """Enter the kept candidates ``c0 <= c < c1`` of a top-p run (``v >= theta``,
+    ``v - m >= logq``) into every sample's race, in tiles of ``_TILE``: ``d``
+    (``-inf`` where not kept) and, per sample, the vectorised bounds, then the exact
+    keys where a bound beats the best.  The winner is the exact argmax of the keys
+    (ties to the smaller index): the same whatever ranges the run is cut into."""
+    dt = np.empty(_TILE)
+    bt = np.empty(_TILE)
+    for t0 in range(c0, c1, _TILE):
+        tn = min(_TILE, c1 - t0)
+        for c in range(tn):
+            v = cv[t0 + c]
+            d = v - m
+            dt[c] = d if (v >= theta) & (d >= logq) else -np.inf
+        for s in range(S):
+            b = best[s]
+            base = bases[s]
+            for c in range(tn):
+                bt[c] = _bound(dt[c], _unif(base, ci[t0 + c]))
+            hit = 0
+            for c in range(tn):
+                hit += bt[c] > b - _SLACK
+            if hit == 0:
+                continue
+            bj = bestj[s]
+            for c in range(tn):
+                if bt[c] > b - _SLACK and dt[c] != -np.inf:
+                    j = ci[t0 + c]
+                    key = _key(dt[c], _unif(base, j))
+                    if key > b or (key == b and j < bj):
+                        b = key
+                        bj = j
+            best[s] = b
+            bestj[s] = bj
+
+
+@njit(cache=True, nogil=True)
+def _race_cblocks(ci, cv, C, m, theta, logq, S, bases, bestb, bestjb, t0, t1):
+    """``_race_cands`` over the candidate blocks ``[t0, t1)`` of ``_CBLOCK``, each
+    with its own best keys ``bestb[t]`` / ``bestjb[t]`` (merged by ``_race_merge``)."""
+    for t in range(t0, t1):
+        best = bestb[t]
+        bestj = bestjb[t]
+        best[:] = -np.inf
+        bestj[:] = np.iinfo(np.int64).max
+        c0 = t * _CBLOCK
+        _race_cands(ci, cv, c0, min(C, c0 + _CBLOCK), m, theta, logq, S, bases, best, bestj)
+
+
+@njit(cache=True, nogil=True)
+def _race_merge(bestb, bestjb, tok):
+    """Each sample's winner over the blocks: the largest key, ties to the smaller
+    index (what one race over the whole run keeps)."""
+    for s in range(tok.shape[0]):
+        b = -np.inf
+        bj = np.iinfo(np.int64).max
+        for t in range(bestb.shape[0]):
+            key = bestb[t, s]
+            if key > b or (key == b and bestjb[t, s] < bj):
+                b = key
+                bj = bestjb[t, s]
+        tok[s] = bj

@@ -9,7 +9,7 @@ import numpy as np
 from numba import njit
 
 from ..exp import exp_, fmax
-from .keys import _FM, _TILE
+from .keys import _BLOCK, _FM, _TILE
 
 # --------------------------------------------------------------------------- pass 1
 
@@ -90,6 +90,42 @@ def _sum_levels(xr, T, unit, m, lev):
     lev[2] = a2
     lev[3] = a3
     return s
+
+
+@njit(cache=True, nogil=True)
+def _block_levels(xr, T, unit, m, part, b0, b1):
+    """``_sum_levels`` of the blocks ``[b0, b1)`` of ``_BLOCK`` entries of the row:
+    ``part[b] = (s_b, lev_b)``, merged by :func:`_merge_levels`."""
+    n = xr.shape[0]
+    lev = np.empty(len(_LEV))
+    for b in range(b0, b1):
+        j0 = b * _BLOCK
+        part[b, 0] = _sum_levels(xr[j0 : min(n, j0 + _BLOCK)], T, unit, m, lev)
+        for k in range(len(_LEV)):
+            part[b, 1 + k] = lev[k]
+
+
+@njit(cache=True, nogil=True)
+def _merge_levels(part, lev):
+    """The row's ``s`` and level masses from the block partials, summed in block
+    order (the same floats whichever threads made the partials)."""
+    s = 0.0
+    lev[:] = 0.0
+    for b in range(part.shape[0]):
+        s += part[b, 0]
+        for k in range(len(_LEV)):
+            lev[k] += part[b, 1 + k]
+    return s
+
+
+@njit(cache=True, nogil=True)
+def _sum_blocks(xr, T, unit, m, lev):
+    """``s`` and the level masses of a whole row, block by block (``_block_levels``
+    then ``_merge_levels``): what the chunked path computes on several threads."""
+    nb = (xr.shape[0] + _BLOCK - 1) // _BLOCK
+    part = np.empty((nb, 1 + len(_LEV)))
+    _block_levels(xr, T, unit, m, part, 0, nb)
+    return _merge_levels(part, lev)
 
 
 @njit(cache=True, nogil=True, fastmath=_FM)
