@@ -6,6 +6,9 @@ import numpy as np
 import torch
 
 from .. import losses as _losses
+from .._core import ce as _ce
+from .._core.losscommon import class_weights
+from .._core.validate import validate_temperature
 from ._common import (
     _FLOATS,
     _arr,
@@ -24,6 +27,7 @@ from ._common import (
     _result_dtype,
     _scale_saved,
 )
+from ._gradbuf import grad_buffer
 
 
 # --------------------------------------------------------------------------- losses
@@ -41,8 +45,11 @@ def _ce_op(
     axis: int,
     need_grad: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
+    if _bf16_bits_ok(logits, target, where, axis, temperature):
+        return _ce_bf16(logits, target, weight, ignore_index, label_smoothing, reduction,
+                        z_loss, temperature, need_grad)  # fmt: skip
     rdt = _result_dtype(logits.dtype)
-    gout = _new(logits.shape if need_grad else (0,), rdt)
+    gout = grad_buffer(logits.shape, rdt) if need_grad else _new((0,), rdt)
     tgt = target.detach()
     tgt = _arr(tgt) if tgt.dtype in _FLOATS else tgt.numpy()
     r = _losses.cross_entropy(
@@ -54,6 +61,61 @@ def _ce_op(
     loss = r[0] if need_grad else r
     loss = torch.from_numpy(np.array(loss, dtype=gout.numpy().dtype))
     return _finish(loss, logits.dtype), _finish(gout, logits.dtype)
+
+
+def _bf16_bits_ok(logits, target, where, axis, temperature) -> bool:
+    """The bfloat16 bits kernel applies: contiguous CPU bf16 logits, class axis last,
+    index target, no mask, ``1/T`` a normal float32 (else: the widening path)."""
+    return (
+        logits.dtype == torch.bfloat16
+        and logits.device.type == "cpu"
+        and logits.is_contiguous()
+        and logits.numel() > 0
+        and axis % logits.ndim == logits.ndim - 1
+        and where is None
+        and not target.dtype.is_floating_point
+        and _ce.inv_temperature(temperature, np.float32)[0] is None
+    )
+
+
+def _ce_bf16(logits, target, weight, ignore_index, label_smoothing, reduction, z_loss,
+             temperature, need_grad):  # fmt: skip
+    """Cross-entropy of bfloat16 logits read as bits (``_kernels/losses/bf16.py``):
+    the gradient is written as bfloat16 once, no float32 copy of logits or gradient.
+    Options are checked as ``softmaxkit.cross_entropy`` checks them."""
+    from .._kernels import _parallel
+    from .._kernels.losses import bf16 as kb
+
+    red, eps, z, ii = _ce.loss_options(reduction, label_smoothing, z_loss, ignore_index)
+    T = validate_temperature(temperature)
+    C = logits.shape[-1]
+    cw = class_weights(None if weight is None else weight.numpy(), C)
+    xb = logits.detach().view(torch.int16).numpy().view(np.uint16).reshape(-1, C)
+    R = xb.shape[0]
+    t1 = target.detach().reshape(-1).numpy()
+    nonempty = np.empty(R, dtype=np.bool_)
+    kb.row_nonempty_bf16(xb, nonempty)
+    active = nonempty & ~(t1 == ii) if ii is not None else nonempty
+    tsafe = np.where(active, t1, 0).astype(np.int64)
+    wt = cw[tsafe] if cw is not None else np.ones(R)
+    a, b, wsum, count = _ce.scales("index", wt, active, red)
+    if need_grad:
+        gout = grad_buffer(logits.shape, torch.bfloat16)
+        gb = gout.view(torch.int16).numpy().view(np.uint16).reshape(R, C)
+    else:
+        gout = torch.empty((0,), dtype=torch.bfloat16)
+        gb = np.empty((1, 1), dtype=np.uint16)  # never written
+    ce = np.empty(R, dtype=np.float64)
+    lse = np.empty(R, dtype=np.float64)
+    # ~2 ns a value, as ce_index_rows (its over_rows cost 8)
+    nt = _parallel.threads_for(8 * xb.size)
+    _parallel.run(
+        kb.ce_index_rows_bf16, R, nt, xb, tsafe, 1.0 / T, eps, z, a, b, active, need_grad,
+        gb, ce, lse, _ce.lim(np.float32),
+    )  # fmt: skip
+    part, zp = _ce.row_losses("index", wt, ce, lse, active, z)
+    loss = _ce.compose(part, zp, red, wsum, count, tuple(target.shape), np.float32)
+    return torch.from_numpy(np.array(loss, dtype=np.float32)).to(torch.bfloat16), gout
 
 
 @_ce_op.register_fake

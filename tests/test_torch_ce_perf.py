@@ -1,0 +1,237 @@
+"""softmaxkit.torch.cross_entropy fast paths: the bfloat16 bits kernel and the reuse
+of saved-gradient buffers (``softmaxkit/torch/_gradbuf.py``)."""
+
+from __future__ import annotations
+
+import gc
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+skt = pytest.importorskip("softmaxkit.torch")
+F = torch.nn.functional
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+INF = float("inf")
+MiB = 1 << 20
+
+
+def _bf16_logits(shape, seed, scale=4.0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(*shape, generator=g) * scale).to(torch.bfloat16)
+
+
+def _fwd_bwd(x, t, **kw):
+    xa = x.clone().requires_grad_()
+    loss = skt.cross_entropy(xa, t, **kw)
+    (loss.sum() if loss.ndim else loss).backward()
+    return loss.detach(), xa.grad
+
+
+_OPTIONS = [
+    {},
+    {"reduction": "sum", "label_smoothing": 0.1, "z_loss": 1e-3, "temperature": 0.7},
+    {"reduction": "none", "ignore_index": -100, "temperature": 2.5},
+    {"reduction": "mean", "ignore_index": -100, "weight": "rand", "label_smoothing": 0.05},
+]
+
+
+# ------------------------------------------------------------------- bfloat16
+@pytest.mark.parametrize("kw", _OPTIONS, ids=lambda d: ",".join(d) or "defaults")
+@pytest.mark.parametrize("shape", [(33, 1000), (64, 2500), (3, 5, 40)])
+def test_bf16_cross_entropy_equals_widened_float32_path(shape, kw):
+    # the bits kernel runs the float32 row on exactly widened values: the loss and
+    # the gradient are the float32 path's, rounded once to bfloat16, bit for bit
+    # ((64, 2500): two threads; (3, 5, 40): batch dimensions)
+    x = _bf16_logits(shape, 1)
+    x[0, ...] = -INF  # an empty row (counts as ignored)
+    x.view(-1, shape[-1])[2, 3] = INF  # the +inf rule
+    x.view(-1, shape[-1])[4, :2] = 3e38  # huge values: the exact row path
+    t = torch.randint(0, shape[-1], shape[:-1], generator=torch.Generator().manual_seed(2))
+    t.view(-1)[5] = -100
+    kw = dict(kw)
+    kw.setdefault("ignore_index", -100)
+    if kw.get("weight") == "rand":
+        kw["weight"] = torch.rand(shape[-1], generator=torch.Generator().manual_seed(3))
+    before = x.clone()
+    loss, grad = _fwd_bwd(x, t, **kw)
+    loss32, grad32 = _fwd_bwd(x.float(), t, **kw)
+    assert torch.equal(x, before)  # not mutated
+    assert loss.dtype == grad.dtype == torch.bfloat16 and grad.shape == x.shape
+    assert torch.equal(loss, loss32.to(torch.bfloat16))
+    assert torch.equal(grad.view(torch.int16), grad32.to(torch.bfloat16).view(torch.int16))
+
+
+def test_bf16_cross_entropy_nan_row_and_int32_target():
+    x = _bf16_logits((6, 300), 4)
+    x[2, 17] = float("nan")
+    t = torch.tensor([1, 2, 3, 4, 5, 6], dtype=torch.int32)
+    loss, grad = _fwd_bwd(x, t, reduction="none")
+    assert torch.isnan(loss[2]) and not torch.isnan(loss[[0, 1, 3, 4, 5]]).any()
+    assert torch.isnan(grad[2]).all() and not torch.isnan(grad[[0, 1, 3, 4, 5]]).any()
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_bf16_cross_entropy_vs_float64_reference(reduction):
+    # against torch's float64 cross-entropy of the same bfloat16 values: the loss
+    # within one bfloat16 rounding of a float32-accurate value, the gradient too
+    # (absolute: entries near 0 are differences p - onehot)
+    x = _bf16_logits((128, 700), 5, scale=3.0)
+    t = torch.randint(0, 700, (128,), generator=torch.Generator().manual_seed(6))
+    loss, grad = _fwd_bwd(x, t, reduction=reduction, label_smoothing=0.1)
+    xd = x.double().requires_grad_()
+    ref = F.cross_entropy(xd, t, reduction=reduction, label_smoothing=0.1)
+    (ref.sum() if ref.ndim else ref).backward()
+    rel = ((loss.double() - ref.detach()).abs() / ref.detach().abs()).max()
+    assert rel <= 2.0**-8, float(rel)
+    scale = xd.grad.abs().amax(dim=-1, keepdim=True)
+    err = ((grad.double() - xd.grad).abs() / scale).max()
+    assert err <= 2.0**-8, float(err)
+
+
+def test_bf16_cross_entropy_takes_the_bits_kernel_not_a_float32_copy(monkeypatch):
+    # the bits path never calls the NumPy cross_entropy (which needs a float32 copy
+    # of the logits and writes a float32 gradient); masks and probability targets
+    # still do
+    from softmaxkit.torch import _ops_losses
+
+    calls = []
+    real = _ops_losses._losses.cross_entropy
+    monkeypatch.setattr(
+        _ops_losses._losses, "cross_entropy", lambda *a, **k: calls.append(1) or real(*a, **k)
+    )
+    x = _bf16_logits((16, 100), 7)
+    t = torch.randint(0, 100, (16,), generator=torch.Generator().manual_seed(8))
+    _fwd_bwd(x, t)
+    assert calls == []
+    _fwd_bwd(x, t, where=torch.ones(16, 100, dtype=torch.bool))
+    assert calls == [1]
+
+
+def test_bf16_cross_entropy_checks_options_like_numpy():
+    x = _bf16_logits((4, 10), 9)
+    t = torch.tensor([0, 1, 2, 3])
+    with pytest.raises(ValueError, match="label_smoothing"):
+        skt.cross_entropy(x, t, label_smoothing=1.5)
+    with pytest.raises(ValueError, match="weight must have shape"):
+        skt.cross_entropy(x, t, weight=torch.ones(3))
+    with pytest.raises(ValueError, match="sum to 0"):
+        skt.cross_entropy(x, t, weight=torch.zeros(10))
+
+
+# ------------------------------------------------------------- gradient cache
+@pytest.fixture
+def grad_cache():
+    old = skt.set_grad_cache(64 * MiB)
+    gc.collect()
+    yield
+    skt.set_grad_cache(old)
+
+
+def _span(t):
+    return t.data_ptr(), t.data_ptr() + t.numel() * t.element_size()
+
+
+def test_grad_cache_never_hands_out_a_live_gradient(grad_cache):
+    # 2 MiB float32 gradients (4 MiB and more are cached): two losses whose
+    # gradients are both kept must not share memory; a released one is reused
+    x = torch.randn(256, 4096)
+    t = torch.randint(0, 4096, (256,))
+    grads, ptrs = [], []
+    for _k in range(3):
+        xa = x.clone().requires_grad_()
+        skt.cross_entropy(xa, t).backward()
+        grads.append(xa.grad)
+        ptrs.append(_span(xa.grad))
+    for i in range(3):
+        for j in range(i):
+            (a0, a1), (b0, b1) = ptrs[i], ptrs[j]
+            assert a1 <= b0 or b1 <= a0, "two live gradients share memory"
+    ref = grads[0].clone()
+    assert all(torch.equal(g, ref) for g in grads[1:])
+    hits = skt.grad_cache_info()["hits"]
+    del grads, xa
+    gc.collect()
+    info = skt.grad_cache_info()
+    assert info["buffers"] == 3 and info["cached_bytes"] == 3 * 4 * MiB
+    xa = x.clone().requires_grad_()
+    skt.cross_entropy(xa, t).backward()
+    assert skt.grad_cache_info()["hits"] == hits + 1
+    assert _span(xa.grad) in ptrs  # a released buffer, warm
+    assert torch.equal(xa.grad, ref)
+
+
+def test_grad_cache_scaled_backward_and_retain_graph(grad_cache):
+    # an upstream gradient other than 1 makes a new buffer; the saved gradient is
+    # not modified, so a second backward through a retained graph is the same
+    x = torch.randn(128, 8192)
+    t = torch.randint(0, 8192, (128,))
+    xa = x.clone().requires_grad_()
+    loss = skt.cross_entropy(xa, t)
+    (loss * 0.5).backward(retain_graph=True)
+    g1 = xa.grad.clone()
+    xa.grad = None
+    (loss * 0.5).backward()
+    assert torch.equal(xa.grad, g1)
+    xd = x.double().requires_grad_()
+    (F.cross_entropy(xd, t) * 0.5).backward()
+    assert torch.allclose(g1.double(), xd.grad, rtol=0, atol=1e-7)
+
+
+def test_grad_cache_limit(grad_cache):
+    x = torch.randn(64, 32768)  # an 8 MiB gradient
+    t = torch.randint(0, 32768, (64,))
+    skt.set_grad_cache(0)
+    skt.set_grad_cache(4 * MiB)  # smaller than the buffer: never kept
+    xa = x.clone().requires_grad_()
+    skt.cross_entropy(xa, t).backward()
+    del xa
+    gc.collect()
+    assert skt.grad_cache_info()["buffers"] == 0
+    skt.set_grad_cache(64 * MiB)
+    xa = x.clone().requires_grad_()
+    skt.cross_entropy(xa, t).backward()
+    del xa
+    gc.collect()
+    assert skt.grad_cache_info()["cached_bytes"] == 8 * MiB
+    assert skt.set_grad_cache(0) == 64 * MiB  # turning it off frees what it holds
+    assert skt.grad_cache_info()["buffers"] == 0
+    with pytest.raises(TypeError, match="limit"):
+        skt.set_grad_cache(True)
+    with pytest.raises(ValueError, match=">= 0"):
+        skt.set_grad_cache(-1)
+
+
+def test_grad_cache_environment_variable():
+    code = (
+        "import torch, softmaxkit.torch as skt\n"
+        "print(skt.grad_cache_info()['limit'])\n"
+        "try:\n"
+        "    skt.set_grad_cache(0); skt._gradbuf._STATE['limit'] = None\n"
+        "    import os; os.environ['SOFTMAXKIT_GRAD_CACHE'] = 'lots'\n"
+        "    skt.grad_cache_info()\n"
+        "except ValueError as e:\n"
+        "    print('ValueError', 'SOFTMAXKIT_GRAD_CACHE' in str(e))\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(SRC), SOFTMAXKIT_GRAD_CACHE="512M")
+    res = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == [str(512 * MiB), "ValueError", "True"]
+
+
+def test_grad_cache_buffers_are_aligned_and_sized():
+    from softmaxkit.torch._gradbuf import grad_buffer
+
+    b = grad_buffer((1024, 2049), torch.float32)
+    assert b.shape == (1024, 2049) and b.is_contiguous() and b.dtype == torch.float32
+    assert b.data_ptr() % (2 * MiB) == 0
+    s = grad_buffer((3, 5), torch.bfloat16)  # small: a plain tensor
+    assert s.shape == (3, 5) and s.dtype == torch.bfloat16
+    np.testing.assert_equal(b.numpy().shape, (1024, 2049))
