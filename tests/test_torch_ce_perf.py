@@ -235,3 +235,94 @@ def test_grad_cache_buffers_are_aligned_and_sized():
     s = grad_buffer((3, 5), torch.bfloat16)  # small: a plain tensor
     assert s.shape == (3, 5) and s.dtype == torch.bfloat16
     np.testing.assert_equal(b.numpy().shape, (1024, 2049))
+
+
+# ------------------------------------------------------------------- grad_out=
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_grad_out_logits_in_place_equals_default(dtype, reduction):
+    # grad_out=logits (non-leaf logits, as an LM head's output): the loss and the
+    # gradient reaching the layer below equal the default path's; the logits'
+    # storage now holds the gradient (the documented mutation); a 0.5 upstream
+    # scale is applied in place
+    g = torch.Generator().manual_seed(11)
+    x0 = (torch.randn(12, 300, generator=g) * 3).to(dtype)
+    t = torch.randint(0, 300, (12,), generator=g)
+    t[4] = -1
+    kw = {"reduction": reduction, "ignore_index": -1, "label_smoothing": 0.1}
+    h = x0.clone().requires_grad_()
+    z = h * 1
+    loss = skt.cross_entropy(z, t, grad_out=z, **kw)
+    (loss.sum() * 0.5).backward()
+    h2 = x0.clone().requires_grad_()
+    l2 = skt.cross_entropy(h2 * 1, t, **kw)
+    (l2.sum() * 0.5).backward()
+    tol = {"rtol": 1e-14, "atol": 0} if dtype == torch.float64 else {"rtol": 0, "atol": 0}
+    torch.testing.assert_close(loss, l2, **tol)
+    torch.testing.assert_close(h.grad, h2.grad, **tol)
+    torch.testing.assert_close(z.detach(), h2.grad, **tol)
+
+
+def test_grad_out_separate_buffer_and_input_untouched():
+    x = torch.randn(6, 40, dtype=torch.float64, requires_grad=True)
+    before = x.detach().clone()
+    t = torch.randint(0, 40, (6,))
+    buf = torch.full((6, 40), 7.0, dtype=torch.float64)
+    skt.cross_entropy(x, t, grad_out=buf).backward()
+    assert torch.equal(x.detach(), before)
+    xd = x.detach().clone().requires_grad_()
+    F.cross_entropy(xd, t).backward()
+    torch.testing.assert_close(buf, xd.grad, rtol=1e-14, atol=1e-16)
+    torch.testing.assert_close(x.grad, xd.grad, rtol=1e-14, atol=1e-16)
+
+
+def test_grad_out_misuse_raises():
+    x = torch.randn(4, 10, requires_grad=True)
+    t = torch.tensor([0, 1, 2, 3])
+    y = torch.tanh(x)  # tanh saves its output for backward: overwriting it must fail
+    loss = skt.cross_entropy(y, t, grad_out=y)
+    with pytest.raises(RuntimeError, match="inplace"):
+        loss.backward()
+    z = x * 2
+    loss = skt.cross_entropy(z, t, grad_out=z)
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="second backward"):
+        loss.backward()
+    with pytest.raises(ValueError, match="shape"):
+        skt.cross_entropy(x * 1, t, grad_out=torch.empty(4, 11))
+    with pytest.raises(ValueError, match="dtype"):
+        skt.cross_entropy(x * 1, t, grad_out=torch.empty(4, 10, dtype=torch.float64))
+    with pytest.raises(ValueError, match="require grad"):
+        skt.cross_entropy(x.detach(), t, grad_out=torch.empty(4, 10))
+    with pytest.raises(ValueError, match="must not require a gradient"):
+        skt.cross_entropy(x * 1, t, grad_out=torch.empty(4, 10, requires_grad=True))
+    with pytest.raises(TypeError, match="grad_out"):
+        skt.cross_entropy(x * 1, t, grad_out=np.empty((4, 10), np.float32))
+
+
+# torch 2.13 warns about itself: dynamo instantiates every autograd.Function it
+# traces (any, not only ours), inductor uses torch.jit.script_method
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_grad_out_opcheck_and_compile():
+    from softmaxkit.torch._ops_ce import _ce_out_op
+
+    x = torch.randn(8, 50, dtype=torch.float64)
+    t = torch.randint(0, 50, (8,))
+    buf = torch.empty_like(x)
+    torch.library.opcheck(_ce_out_op, (x, t, None, None, 0.1, "mean", 0.0, 1.0, None, 1, buf))
+    W = torch.randn(50, 50, dtype=torch.float64, requires_grad=True)
+    h = torch.randn(8, 50, dtype=torch.float64, requires_grad=True)
+
+    def f(h):
+        z = h @ W
+        return skt.cross_entropy(z, t, grad_out=z)
+
+    loss = torch.compile(f, fullgraph=True)(h)
+    loss.backward()
+    gW, gh = W.grad.clone(), h.grad.clone()
+    W.grad = h.grad = None
+    ref = F.cross_entropy(h @ W, t)
+    ref.backward()
+    torch.testing.assert_close(loss, ref)
+    torch.testing.assert_close(gW, W.grad)
+    torch.testing.assert_close(gh, h.grad)
