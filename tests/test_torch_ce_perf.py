@@ -326,3 +326,32 @@ def test_grad_out_opcheck_and_compile():
     torch.testing.assert_close(loss, ref)
     torch.testing.assert_close(gW, W.grad)
     torch.testing.assert_close(gh, h.grad)
+
+
+# ----------------------------------------------------- bfloat16 dense, short rows
+@pytest.mark.parametrize("log", [False, True])
+@pytest.mark.parametrize("n", [1, 7, 128, 2048])
+def test_bf16_short_rows_paired_passes_match_one_row_passes(n, log):
+    # rows of n <= PAIR_MAX go two at a time; a pair with a special row (+-inf max,
+    # NaN, empty) falls back to the one-row code; an odd last row too.  Against the
+    # one-row passes: the same NaN / special rows, at most 1 ulp (float32 sum order)
+    from softmaxkit._kernels import bf16
+
+    x = _bf16_logits((37, n), 12, scale=5.0)
+    x[3] = -INF
+    x[6, 0] = INF
+    x[9, n // 2] = float("nan")
+    x[14] = 0.0
+    xb = x.view(torch.int16).numpy().view(np.uint16)
+    a = np.empty_like(xb)
+    b = np.empty_like(xb)
+    bf16.softmax_range(xb, 1.0 / 1.5, log, a, 0, 37)
+    bf16._rows(xb, np.float32(1.0 / 1.5), log, b, 0, 37, np.empty(n, np.float32))
+    fa = torch.from_numpy(a.view(np.int16)).view(torch.bfloat16).float()
+    fb = torch.from_numpy(b.view(np.int16)).view(torch.bfloat16).float()
+    assert torch.equal(fa.isnan(), fb.isnan())
+    ok = ~fa.isnan()
+    assert torch.equal(fa[ok].isinf(), fb[ok].isinf())
+    fin = ok & ~fa.isinf()
+    d = a.view(np.int16)[fin.numpy()].astype(np.int32) - b.view(np.int16)[fin.numpy()]
+    assert np.abs(d).max(initial=0) <= 1
