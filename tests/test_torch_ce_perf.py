@@ -127,8 +127,9 @@ def test_bf16_cross_entropy_checks_options_like_numpy():
 # ------------------------------------------------------------- gradient cache
 @pytest.fixture
 def grad_cache():
-    old = skt.set_grad_cache(64 * MiB)
     gc.collect()
+    old = skt.set_grad_cache(0)  # start empty: earlier tests' released buffers
+    skt.set_grad_cache(64 * MiB)
     yield
     skt.set_grad_cache(old)
 
@@ -257,7 +258,8 @@ def test_grad_out_logits_in_place_equals_default(dtype, reduction):
     h2 = x0.clone().requires_grad_()
     l2 = skt.cross_entropy(h2 * 1, t, **kw)
     (l2.sum() * 0.5).backward()
-    tol = {"rtol": 1e-14, "atol": 0} if dtype == torch.float64 else {"rtol": 0, "atol": 0}
+    # float64: the in-place and the two-array exp loops may sum in another order
+    tol = {"rtol": 1e-12, "atol": 1e-16} if dtype == torch.float64 else {"rtol": 0, "atol": 0}
     torch.testing.assert_close(loss, l2, **tol)
     torch.testing.assert_close(h.grad, h2.grad, **tol)
     torch.testing.assert_close(z.detach(), h2.grad, **tol)
