@@ -1,14 +1,16 @@
 """bfloat16 cross-entropy rows on the raw bits (``softmaxkit.torch.cross_entropy``).
 
 NumPy has no bfloat16: the logits arrive as ``uint16`` bit patterns (as in
-``_kernels/bf16.py``).  Per row: widen the bits exactly into a float32 row buffer
-(``bits << 16``), run the float32 cross-entropy row of ``ce_index_rows`` on that
-buffer in place (its ``out=logits`` mode: the exponentials and then the gradient
-overwrite the widened row), and round the gradient once to bfloat16 bits
-(round-to-nearest-even, NaN -> quiet NaN) into the output row.  The buffer is one
-row (a 32000-class row is 128 KB and stays in L2), so memory traffic is one read
-of the bf16 logits and one write of the bf16 gradient: no float32 copy of the
-tensor and no float32 gradient.
+``_kernels/bf16.py``).  Per block of rows (about 128 KB of float32: one
+32000-class row, or 256 rows of 128; it stays in L2): widen the bits exactly into
+a float32 buffer (``bits << 16``), run the float32 cross-entropy rows of
+``ce_index_rows`` on that buffer in place (its ``out=logits`` mode: the
+exponentials and then the gradient overwrite the widened rows), and round the
+gradient once to bfloat16 bits (round-to-nearest-even, NaN -> quiet NaN) into the
+output rows.  Memory traffic is one read of the bf16 logits and one write of the
+bf16 gradient: no float32 copy of the tensor and no float32 gradient.  One kernel
+call per block, not per row (for rows of 128 the per-call slicing cost more than
+the row).
 
 Same arithmetic as the float32 kernel on the widened values (float32 exponentials
 on the fast path, float64 accumulators, the exact scalar row for NaN / +-inf / huge
@@ -68,14 +70,21 @@ def ce_index_rows_bf16(xb, tgt, invT, eps, z, a, b, active, want_grad, gb, ce, l
     ``b``, ``active``, ``tgt``: as in ``ce_index_rows``.
     """
     n = xb.shape[1]
-    xs = np.empty((1, n), dtype=np.float32)
+    # a block of rows at a time (about 128 KB of float32): one kernel call per block,
+    # not per row (short rows: the call's slicing cost more than the row itself)
+    B = max(1, 32768 // max(n, 1))
+    xs = np.empty((B, n), dtype=np.float32)
     mask = np.ones((1, 1), dtype=np.bool_)  # has_mask=False: never read
-    for i in range(r0, r1):
-        fr = row(xs, 0)
-        _widen(row(xb, i), fr)
+    for b0 in range(r0, r1, B):
+        b1 = min(b0 + B, r1)
+        k = b1 - b0
+        for i in range(k):
+            _widen(row(xb, b0 + i), row(xs, i))
+        xk = xs[:k]
         _ce_rows(
-            xs, tgt[i : i + 1], mask, False, invT, eps, z, a[i : i + 1], b[i : i + 1],
-            active[i : i + 1], want_grad, xs, ce[i : i + 1], lse[i : i + 1], True, lim, 0, 1,
+            xk, tgt[b0:b1], mask, False, invT, eps, z, a[b0:b1], b[b0:b1],
+            active[b0:b1], want_grad, xk, ce[b0:b1], lse[b0:b1], True, lim, 0, k,
         )  # fmt: skip
         if want_grad:
-            _round(fr, row(gb, i))
+            for i in range(k):
+                _round(row(xs, i), row(gb, b0 + i))
