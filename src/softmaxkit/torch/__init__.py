@@ -41,6 +41,7 @@ raise ``NotImplementedError`` naming the device.
 Importing this module imports torch; ``import softmaxkit`` never does.
 """
 
+from ._gradbuf import grad_cache_info, set_grad_cache
 from ._modules import CrossEntropyLoss, LinearCrossEntropyLoss, LogSoftmax, Softmax
 from ._ops_dense import log_softmax, logsumexp, softmax, topk_softmax
 from ._ops_distill import (
@@ -66,6 +67,7 @@ __all__ = [
     "LogSoftmax",
     "Softmax",
     "cross_entropy",
+    "grad_cache_info",
     "jensen_shannon",
     "kl_divergence",
     "linear_cross_entropy",
@@ -82,6 +84,7 @@ __all__ = [
     "segment_log_softmax",
     "segment_logsumexp",
     "segment_softmax",
+    "set_grad_cache",
     "softmax",
     "topk_softmax",
 ]

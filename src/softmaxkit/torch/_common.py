@@ -246,8 +246,11 @@ def _scale_saved(grad, g, reduction, axis):
     In eager mode an upstream gradient of exactly 1 (``loss.backward()``) returns
     the saved tensor itself: no pass over the logits and no new logits-sized
     tensor; autograd takes it over as ``.grad``.  Otherwise the product goes into a
-    new buffer from :func:`_new` (a fresh ``torch.empty`` pays its page faults).
+    buffer from the released-gradient cache (``_gradbuf.grad_buffer``; a fresh
+    ``torch.empty`` pays its page faults).
     """
+    from ._gradbuf import grad_buffer
+
     if reduction == "none":
         g = g.unsqueeze(axis % grad.ndim)
     plain = type(grad) is torch.Tensor and type(g) is torch.Tensor  # not fake / functional
@@ -255,7 +258,7 @@ def _scale_saved(grad, g, reduction, axis):
         return grad * g
     if g.numel() == 1 and float(g) == 1.0:
         return grad
-    out = _new(
+    out = grad_buffer(
         torch.broadcast_shapes(grad.shape, g.shape), torch.promote_types(grad.dtype, g.dtype)
     )
     return torch.mul(grad, g, out=out)

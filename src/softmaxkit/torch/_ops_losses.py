@@ -1,4 +1,5 @@
-"""Loss operators: softmaxkit::cross_entropy, linear_cross_entropy, hinge and max-margin."""
+"""Loss operators: softmaxkit::linear_cross_entropy, hinge and max-margin (cross_entropy:
+``_ops_ce``, re-exported here)."""
 
 import numbers
 
@@ -7,175 +8,18 @@ import torch
 
 from .. import losses as _losses
 from ._common import (
-    _FLOATS,
     _arr,
-    _as_mask,
     _aux_outputs,
     _check_devices,
     _check_float,
     _check_kernel_device,
     _check_reduction,
     _check_target,
-    _finish,
     _first_order_only,
-    _is_meta,
     _need_grad,
-    _new,
-    _result_dtype,
     _scale_saved,
 )
-
-
-# --------------------------------------------------------------------------- losses
-@torch.library.custom_op("softmaxkit::cross_entropy", mutates_args=())
-def _ce_op(
-    logits: torch.Tensor,
-    target: torch.Tensor,
-    weight: torch.Tensor | None,
-    ignore_index: int | None,
-    label_smoothing: float,
-    reduction: str,
-    z_loss: float,
-    temperature: float,
-    where: torch.Tensor | None,
-    axis: int,
-    need_grad: bool,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    rdt = _result_dtype(logits.dtype)
-    gout = _new(logits.shape if need_grad else (0,), rdt)
-    tgt = target.detach()
-    tgt = _arr(tgt) if tgt.dtype in _FLOATS else tgt.numpy()
-    r = _losses.cross_entropy(
-        _arr(logits), tgt, axis=axis, weight=_arr(weight), ignore_index=ignore_index,
-        label_smoothing=label_smoothing, reduction=reduction, z_loss=z_loss,
-        temperature=temperature, where=_arr(where), return_grad=need_grad,
-        out=gout.numpy() if need_grad else None,
-    )  # fmt: skip
-    loss = r[0] if need_grad else r
-    loss = torch.from_numpy(np.array(loss, dtype=gout.numpy().dtype))
-    return _finish(loss, logits.dtype), _finish(gout, logits.dtype)
-
-
-@_ce_op.register_fake
-def _(logits, target, weight, ignore_index, label_smoothing, reduction, z_loss, temperature,
-      where, axis, need_grad):  # fmt: skip
-    ax = axis % logits.ndim
-    shape = logits.shape[:ax] + logits.shape[ax + 1 :] if reduction == "none" else ()
-    return logits.new_empty(shape), logits.new_empty(logits.shape if need_grad else (0,))
-
-
-def _ce_setup(ctx, inputs, output):
-    _aux_outputs(ctx, output[1:])
-    ctx.reduction, ctx.axis = inputs[5], inputs[9]
-    if not inputs[10]:
-        ctx.save_for_backward(None)
-        return
-    ctx.save_for_backward(output[1])
-
-
-def _ce_backward(ctx, g_loss, _g_grad):
-    (grad,) = ctx.saved_tensors
-    if g_loss is None:
-        return (None,) * 11
-    _first_order_only("cross_entropy", grad)
-    if grad is None:
-        raise RuntimeError(
-            "softmaxkit.torch.cross_entropy: the gradient was not computed in the forward "
-            "(logits did not require grad when it ran)"
-        )
-    return (_scale_saved(grad, g_loss, ctx.reduction, ctx.axis),) + (None,) * 10
-
-
-_ce_op.register_autograd(_ce_backward, setup_context=_ce_setup)
-
-
-def cross_entropy(
-    logits, target, /, *, axis=-1, weight=None, ignore_index=None, label_smoothing=0.0,
-    reduction="mean", z_loss=0.0, temperature=1.0, where=None,
-):  # fmt: skip
-    r"""Softmax cross-entropy of tensors: the ``softmaxkit::cross_entropy`` operator.
-
-    Every option of :func:`softmaxkit.cross_entropy` (class axis last by default;
-    torch's layout is ``axis=1``).  When ``logits`` requires a gradient, it is
-    computed in the forward pass by the fused kernel and saved (one pass over the
-    logits, Liger-Kernel style); backward multiplies it by the upstream gradient.
-
-    Parameters
-    ----------
-    logits : torch.Tensor
-        Floating (float16, bfloat16, float32, float64).
-    target : torch.Tensor
-        Integer class indices (the logits' shape without ``axis``), or float
-        probabilities of the logits' shape.  Must not require a gradient.
-    axis, weight, ignore_index, label_smoothing, reduction, z_loss, temperature, where
-        As :func:`softmaxkit.cross_entropy`.
-
-    Returns
-    -------
-    torch.Tensor
-        0-d for "mean"/"sum", per sample for "none".
-
-    Raises
-    ------
-    TypeError
-        Integer logits, a floating index target.
-    ValueError
-        Tensors on different devices, a target requiring grad, a target of the
-        wrong shape, out-of-range class indices, options out of range.
-
-    Notes
-    -----
-    Differences from ``torch.nn.functional.cross_entropy``: ``ignore_index``
-    defaults to None (torch: -100); a mean over no counted sample is 0 (torch:
-    NaN); a row whose logits are all ``-inf`` counts as ignored (torch: NaN);
-    label smoothing with class weights weights a sample by ``w_t`` as a whole.
-    Memory: the saved gradient (logits-sized) lives until backward.  Devices: CPU
-    (and ``meta``, for shapes); others raise ``NotImplementedError``.
-
-    Examples
-    --------
-    >>> import torch
-    >>> import softmaxkit.torch as skt
-    >>> x = torch.tensor([[2.0, 1.0, 0.1], [0.5, 2.5, 0.2]], requires_grad=True)
-    >>> loss = skt.cross_entropy(x, torch.tensor([0, 1]))
-    >>> loss.backward()
-    >>> round(float(loss.detach()), 6)
-    0.314291
-    """
-    _check_float("logits", logits)
-    if logits.ndim == 0:
-        raise ValueError("logits must have at least one dimension")
-    ax = int(axis) % logits.ndim
-    kind = _check_target(target, logits, ax)
-    _check_reduction(reduction)
-    w = None
-    if weight is not None:
-        w = weight if isinstance(weight, torch.Tensor) else torch.as_tensor(np.asarray(weight))
-        _check_devices(logits=logits, weight=w)
-        w = w.detach().to(torch.float64)
-    _check_kernel_device("cross_entropy", logits=logits)
-    if (
-        kind == "index"
-        and target.numel()
-        and not torch.compiler.is_compiling()
-        and not _is_meta(target)  # no values to check
-    ):
-        t = target
-        ok = (t >= 0) & (t < logits.shape[ax])
-        if ignore_index is not None:
-            ok |= t == ignore_index
-        if not bool(ok.all()):
-            bad = t[~ok][0].item()
-            raise ValueError(
-                f"target holds class index {bad} outside [0, {logits.shape[ax]})"
-                + (f" (ignore_index={ignore_index})" if ignore_index is not None else "")
-            )
-    loss, _ = _ce_op(
-        logits, target, w, None if ignore_index is None else int(ignore_index),
-        float(label_smoothing), reduction, float(z_loss), float(temperature),
-        _as_mask(where, logits), ax, _need_grad(logits),
-    )  # fmt: skip
-    return loss
+from ._ops_ce import cross_entropy  # noqa: F401  (re-exported: softmaxkit::cross_entropy)
 
 
 # linear cross-entropy: the forward returns the three gradients (the chunked kernel

@@ -1,0 +1,359 @@
+"""softmaxkit.torch.cross_entropy fast paths: the bfloat16 bits kernel and the reuse
+of saved-gradient buffers (``softmaxkit/torch/_gradbuf.py``)."""
+
+from __future__ import annotations
+
+import gc
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+skt = pytest.importorskip("softmaxkit.torch")
+F = torch.nn.functional
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+INF = float("inf")
+MiB = 1 << 20
+
+
+def _bf16_logits(shape, seed, scale=4.0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(*shape, generator=g) * scale).to(torch.bfloat16)
+
+
+def _fwd_bwd(x, t, **kw):
+    xa = x.clone().requires_grad_()
+    loss = skt.cross_entropy(xa, t, **kw)
+    (loss.sum() if loss.ndim else loss).backward()
+    return loss.detach(), xa.grad
+
+
+_OPTIONS = [
+    {},
+    {"reduction": "sum", "label_smoothing": 0.1, "z_loss": 1e-3, "temperature": 0.7},
+    {"reduction": "none", "ignore_index": -100, "temperature": 2.5},
+    {"reduction": "mean", "ignore_index": -100, "weight": "rand", "label_smoothing": 0.05},
+]
+
+
+# ------------------------------------------------------------------- bfloat16
+@pytest.mark.parametrize("kw", _OPTIONS, ids=lambda d: ",".join(d) or "defaults")
+@pytest.mark.parametrize("shape", [(33, 1000), (64, 2500), (3, 5, 40)])
+def test_bf16_cross_entropy_equals_widened_float32_path(shape, kw):
+    # the bits kernel runs the float32 row on exactly widened values: the loss and
+    # the gradient are the float32 path's, rounded once to bfloat16, bit for bit
+    # ((64, 2500): two threads; (3, 5, 40): batch dimensions)
+    x = _bf16_logits(shape, 1)
+    x[0, ...] = -INF  # an empty row (counts as ignored)
+    x.view(-1, shape[-1])[2, 3] = INF  # the +inf rule
+    x.view(-1, shape[-1])[4, :2] = 3e38  # huge values: the exact row path
+    t = torch.randint(0, shape[-1], shape[:-1], generator=torch.Generator().manual_seed(2))
+    t.view(-1)[5] = -100
+    kw = dict(kw)
+    kw.setdefault("ignore_index", -100)
+    if kw.get("weight") == "rand":
+        kw["weight"] = torch.rand(shape[-1], generator=torch.Generator().manual_seed(3))
+    before = x.clone()
+    loss, grad = _fwd_bwd(x, t, **kw)
+    loss32, grad32 = _fwd_bwd(x.float(), t, **kw)
+    assert torch.equal(x, before)  # not mutated
+    assert loss.dtype == grad.dtype == torch.bfloat16 and grad.shape == x.shape
+    assert torch.equal(loss, loss32.to(torch.bfloat16))
+    assert torch.equal(grad.view(torch.int16), grad32.to(torch.bfloat16).view(torch.int16))
+
+
+def test_bf16_cross_entropy_nan_row_and_int32_target():
+    x = _bf16_logits((6, 300), 4)
+    x[2, 17] = float("nan")
+    t = torch.tensor([1, 2, 3, 4, 5, 6], dtype=torch.int32)
+    loss, grad = _fwd_bwd(x, t, reduction="none")
+    assert torch.isnan(loss[2]) and not torch.isnan(loss[[0, 1, 3, 4, 5]]).any()
+    assert torch.isnan(grad[2]).all() and not torch.isnan(grad[[0, 1, 3, 4, 5]]).any()
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_bf16_cross_entropy_vs_float64_reference(reduction):
+    # against torch's float64 cross-entropy of the same bfloat16 values: the loss
+    # within one bfloat16 rounding of a float32-accurate value, the gradient too
+    # (absolute: entries near 0 are differences p - onehot)
+    x = _bf16_logits((128, 700), 5, scale=3.0)
+    t = torch.randint(0, 700, (128,), generator=torch.Generator().manual_seed(6))
+    loss, grad = _fwd_bwd(x, t, reduction=reduction, label_smoothing=0.1)
+    xd = x.double().requires_grad_()
+    ref = F.cross_entropy(xd, t, reduction=reduction, label_smoothing=0.1)
+    (ref.sum() if ref.ndim else ref).backward()
+    rel = ((loss.double() - ref.detach()).abs() / ref.detach().abs()).max()
+    assert rel <= 2.0**-8, float(rel)
+    scale = xd.grad.abs().amax(dim=-1, keepdim=True)
+    err = ((grad.double() - xd.grad).abs() / scale).max()
+    assert err <= 2.0**-8, float(err)
+
+
+def test_bf16_cross_entropy_takes_the_bits_kernel_not_a_float32_copy(monkeypatch):
+    # the bits path never calls the NumPy cross_entropy (which needs a float32 copy
+    # of the logits and writes a float32 gradient); masks and probability targets
+    # still do
+    from softmaxkit.torch import _ops_losses
+
+    calls = []
+    real = _ops_losses._losses.cross_entropy
+    monkeypatch.setattr(
+        _ops_losses._losses, "cross_entropy", lambda *a, **k: calls.append(1) or real(*a, **k)
+    )
+    x = _bf16_logits((16, 100), 7)
+    t = torch.randint(0, 100, (16,), generator=torch.Generator().manual_seed(8))
+    _fwd_bwd(x, t)
+    assert calls == []
+    _fwd_bwd(x, t, where=torch.ones(16, 100, dtype=torch.bool))
+    assert calls == [1]
+
+
+def test_bf16_cross_entropy_checks_options_like_numpy():
+    x = _bf16_logits((4, 10), 9)
+    t = torch.tensor([0, 1, 2, 3])
+    with pytest.raises(ValueError, match="label_smoothing"):
+        skt.cross_entropy(x, t, label_smoothing=1.5)
+    with pytest.raises(ValueError, match="weight must have shape"):
+        skt.cross_entropy(x, t, weight=torch.ones(3))
+    with pytest.raises(ValueError, match="sum to 0"):
+        skt.cross_entropy(x, t, weight=torch.zeros(10))
+
+
+# ------------------------------------------------------------- gradient cache
+@pytest.fixture
+def grad_cache():
+    gc.collect()
+    old = skt.set_grad_cache(0)  # start empty: earlier tests' released buffers
+    skt.set_grad_cache(64 * MiB)
+    yield
+    skt.set_grad_cache(old)
+
+
+def _span(t):
+    return t.data_ptr(), t.data_ptr() + t.numel() * t.element_size()
+
+
+def test_grad_cache_never_hands_out_a_live_gradient(grad_cache):
+    # 2 MiB float32 gradients (4 MiB and more are cached): two losses whose
+    # gradients are both kept must not share memory; a released one is reused
+    x = torch.randn(256, 4096)
+    t = torch.randint(0, 4096, (256,))
+    grads, ptrs = [], []
+    for _k in range(3):
+        xa = x.clone().requires_grad_()
+        skt.cross_entropy(xa, t).backward()
+        grads.append(xa.grad)
+        ptrs.append(_span(xa.grad))
+    for i in range(3):
+        for j in range(i):
+            (a0, a1), (b0, b1) = ptrs[i], ptrs[j]
+            assert a1 <= b0 or b1 <= a0, "two live gradients share memory"
+    ref = grads[0].clone()
+    assert all(torch.equal(g, ref) for g in grads[1:])
+    hits = skt.grad_cache_info()["hits"]
+    del grads, xa
+    gc.collect()
+    info = skt.grad_cache_info()
+    assert info["buffers"] == 3 and info["cached_bytes"] == 3 * 4 * MiB
+    xa = x.clone().requires_grad_()
+    skt.cross_entropy(xa, t).backward()
+    assert skt.grad_cache_info()["hits"] == hits + 1
+    assert _span(xa.grad) in ptrs  # a released buffer, warm
+    assert torch.equal(xa.grad, ref)
+
+
+def test_grad_cache_scaled_backward_and_retain_graph(grad_cache):
+    # an upstream gradient other than 1 makes a new buffer; the saved gradient is
+    # not modified, so a second backward through a retained graph is the same
+    x = torch.randn(128, 8192)
+    t = torch.randint(0, 8192, (128,))
+    xa = x.clone().requires_grad_()
+    loss = skt.cross_entropy(xa, t)
+    (loss * 0.5).backward(retain_graph=True)
+    g1 = xa.grad.clone()
+    xa.grad = None
+    (loss * 0.5).backward()
+    assert torch.equal(xa.grad, g1)
+    xd = x.double().requires_grad_()
+    (F.cross_entropy(xd, t) * 0.5).backward()
+    assert torch.allclose(g1.double(), xd.grad, rtol=0, atol=1e-7)
+
+
+def test_grad_cache_limit(grad_cache):
+    x = torch.randn(64, 32768)  # an 8 MiB gradient
+    t = torch.randint(0, 32768, (64,))
+    skt.set_grad_cache(0)
+    skt.set_grad_cache(4 * MiB)  # smaller than the buffer: never kept
+    xa = x.clone().requires_grad_()
+    skt.cross_entropy(xa, t).backward()
+    del xa
+    gc.collect()
+    assert skt.grad_cache_info()["buffers"] == 0
+    skt.set_grad_cache(64 * MiB)
+    xa = x.clone().requires_grad_()
+    skt.cross_entropy(xa, t).backward()
+    del xa
+    gc.collect()
+    assert skt.grad_cache_info()["cached_bytes"] == 8 * MiB
+    assert skt.set_grad_cache(0) == 64 * MiB  # turning it off frees what it holds
+    assert skt.grad_cache_info()["buffers"] == 0
+    with pytest.raises(TypeError, match="limit"):
+        skt.set_grad_cache(True)
+    with pytest.raises(ValueError, match=">= 0"):
+        skt.set_grad_cache(-1)
+
+
+def test_grad_cache_environment_variable():
+    code = (
+        "import torch, softmaxkit.torch as skt\n"
+        "print(skt.grad_cache_info()['limit'])\n"
+        "try:\n"
+        "    skt.set_grad_cache(0); skt._gradbuf._STATE['limit'] = None\n"
+        "    import os; os.environ['SOFTMAXKIT_GRAD_CACHE'] = 'lots'\n"
+        "    skt.grad_cache_info()\n"
+        "except ValueError as e:\n"
+        "    print('ValueError', 'SOFTMAXKIT_GRAD_CACHE' in str(e))\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(SRC), SOFTMAXKIT_GRAD_CACHE="512M")
+    res = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == [str(512 * MiB), "ValueError", "True"]
+
+
+def test_grad_cache_buffers_are_aligned_and_sized():
+    from softmaxkit.torch._gradbuf import grad_buffer
+
+    b = grad_buffer((1024, 2049), torch.float32)
+    assert b.shape == (1024, 2049) and b.is_contiguous() and b.dtype == torch.float32
+    assert b.data_ptr() % (2 * MiB) == 0
+    s = grad_buffer((3, 5), torch.bfloat16)  # small: a plain tensor
+    assert s.shape == (3, 5) and s.dtype == torch.bfloat16
+    np.testing.assert_equal(b.numpy().shape, (1024, 2049))
+
+
+# ------------------------------------------------------------------- grad_out=
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_grad_out_logits_in_place_equals_default(dtype, reduction):
+    # grad_out=logits (non-leaf logits, as an LM head's output): the loss and the
+    # gradient reaching the layer below equal the default path's; the logits'
+    # storage now holds the gradient (the documented mutation); a 0.5 upstream
+    # scale is applied in place
+    g = torch.Generator().manual_seed(11)
+    x0 = (torch.randn(12, 300, generator=g) * 3).to(dtype)
+    t = torch.randint(0, 300, (12,), generator=g)
+    t[4] = -1
+    kw = {"reduction": reduction, "ignore_index": -1, "label_smoothing": 0.1}
+    h = x0.clone().requires_grad_()
+    z = h * 1
+    loss = skt.cross_entropy(z, t, grad_out=z, **kw)
+    (loss.sum() * 0.5).backward()
+    h2 = x0.clone().requires_grad_()
+    l2 = skt.cross_entropy(h2 * 1, t, **kw)
+    (l2.sum() * 0.5).backward()
+    # float64: the in-place and the two-array exp loops may sum in another order
+    tol = {"rtol": 1e-12, "atol": 1e-16} if dtype == torch.float64 else {"rtol": 0, "atol": 0}
+    torch.testing.assert_close(loss, l2, **tol)
+    torch.testing.assert_close(h.grad, h2.grad, **tol)
+    torch.testing.assert_close(z.detach(), h2.grad, **tol)
+
+
+def test_grad_out_separate_buffer_and_input_untouched():
+    x = torch.randn(6, 40, dtype=torch.float64, requires_grad=True)
+    before = x.detach().clone()
+    t = torch.randint(0, 40, (6,))
+    buf = torch.full((6, 40), 7.0, dtype=torch.float64)
+    skt.cross_entropy(x, t, grad_out=buf).backward()
+    assert torch.equal(x.detach(), before)
+    xd = x.detach().clone().requires_grad_()
+    F.cross_entropy(xd, t).backward()
+    torch.testing.assert_close(buf, xd.grad, rtol=1e-14, atol=1e-16)
+    torch.testing.assert_close(x.grad, xd.grad, rtol=1e-14, atol=1e-16)
+
+
+def test_grad_out_misuse_raises():
+    x = torch.randn(4, 10, requires_grad=True)
+    t = torch.tensor([0, 1, 2, 3])
+    y = torch.tanh(x)  # tanh saves its output for backward: overwriting it must fail
+    loss = skt.cross_entropy(y, t, grad_out=y)
+    with pytest.raises(RuntimeError, match="inplace"):
+        loss.backward()
+    z = x * 2
+    loss = skt.cross_entropy(z, t, grad_out=z)
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="second backward"):
+        loss.backward()
+    with pytest.raises(ValueError, match="shape"):
+        skt.cross_entropy(x * 1, t, grad_out=torch.empty(4, 11))
+    with pytest.raises(ValueError, match="dtype"):
+        skt.cross_entropy(x * 1, t, grad_out=torch.empty(4, 10, dtype=torch.float64))
+    with pytest.raises(ValueError, match="require grad"):
+        skt.cross_entropy(x.detach(), t, grad_out=torch.empty(4, 10))
+    with pytest.raises(ValueError, match="must not require a gradient"):
+        skt.cross_entropy(x * 1, t, grad_out=torch.empty(4, 10, requires_grad=True))
+    with pytest.raises(TypeError, match="grad_out"):
+        skt.cross_entropy(x * 1, t, grad_out=np.empty((4, 10), np.float32))
+
+
+# torch 2.13 warns about itself: dynamo instantiates every autograd.Function it
+# traces (any, not only ours), inductor uses torch.jit.script_method
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_grad_out_opcheck_and_compile():
+    from softmaxkit.torch._ops_ce import _ce_out_op
+
+    x = torch.randn(8, 50, dtype=torch.float64)
+    t = torch.randint(0, 50, (8,))
+    buf = torch.empty_like(x)
+    torch.library.opcheck(_ce_out_op, (x, t, None, None, 0.1, "mean", 0.0, 1.0, None, 1, buf))
+    W = torch.randn(50, 50, dtype=torch.float64, requires_grad=True)
+    h = torch.randn(8, 50, dtype=torch.float64, requires_grad=True)
+
+    def f(h):
+        z = h @ W
+        return skt.cross_entropy(z, t, grad_out=z)
+
+    loss = torch.compile(f, fullgraph=True)(h)
+    loss.backward()
+    gW, gh = W.grad.clone(), h.grad.clone()
+    W.grad = h.grad = None
+    ref = F.cross_entropy(h @ W, t)
+    ref.backward()
+    torch.testing.assert_close(loss, ref)
+    torch.testing.assert_close(gW, W.grad)
+    torch.testing.assert_close(gh, h.grad)
+
+
+# ----------------------------------------------------- bfloat16 dense, short rows
+@pytest.mark.parametrize("log", [False, True])
+@pytest.mark.parametrize("n", [1, 7, 128, 2048])
+def test_bf16_short_rows_paired_passes_match_one_row_passes(n, log):
+    # rows of n <= PAIR_MAX go two at a time; a pair with a special row (+-inf max,
+    # NaN, empty) falls back to the one-row code; an odd last row too.  Against the
+    # one-row passes: the same NaN / special rows, at most 1 ulp (float32 sum order)
+    from softmaxkit._kernels import bf16
+
+    x = _bf16_logits((37, n), 12, scale=5.0)
+    x[3] = -INF
+    x[6, 0] = INF
+    x[9, n // 2] = float("nan")
+    x[14] = 0.0
+    xb = x.view(torch.int16).numpy().view(np.uint16)
+    a = np.empty_like(xb)
+    b = np.empty_like(xb)
+    bf16.softmax_range(xb, 1.0 / 1.5, log, a, 0, 37)
+    bf16._rows(xb, np.float32(1.0 / 1.5), log, b, 0, 37, np.empty(n, np.float32))
+    fa = torch.from_numpy(a.view(np.int16)).view(torch.bfloat16).float()
+    fb = torch.from_numpy(b.view(np.int16)).view(torch.bfloat16).float()
+    assert torch.equal(fa.isnan(), fb.isnan())
+    ok = ~fa.isnan()
+    assert torch.equal(fa[ok].isinf(), fb[ok].isinf())
+    fin = ok & ~fa.isinf()
+    d = a.view(np.int16)[fin.numpy()].astype(np.int32) - b.view(np.int16)[fin.numpy()]
+    assert np.abs(d).max(initial=0) <= 1
