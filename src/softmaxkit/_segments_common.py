@@ -15,6 +15,12 @@ from .drivers.eager_segments import one_axis as _one_axis
 from .drivers.eager_segments import states as _states
 
 
+def _kg() -> Any:
+    from ._kernels import segments_scatter
+
+    return segments_scatter
+
+
 def _k() -> Any:
     from ._kernels import segments
 
@@ -82,7 +88,7 @@ def _segment_softmax(
         m, w, r = _states(x2, segs)
         if C == 1:
             run(
-                k.gather_softmax_1d,
+                _kg().gather_softmax_1d,
                 N,
                 nt,
                 x2.reshape(-1),
@@ -93,7 +99,7 @@ def _segment_softmax(
             )
         else:
             mc = m.astype(compute)
-            run(k.gather_softmax, N, nt, x2, segs.ids, mc, w + r, _log_wr(w, r), out2, log)
+            run(_kg().gather_softmax, N, nt, x2, segs.ids, mc, w + r, _log_wr(w, r), out2, log)
     res = np.moveaxis(out2.reshape(moved_shape), 0, ax)
     return res.astype(out_dtype, copy=False)
 
@@ -103,7 +109,7 @@ def _gather_table(m: Any, w: Any, r: Any, log: bool, compute: Any) -> Any:
     (``_kernels.segments.gather_table``: one Numba loop; the NumPy form took ~20
     array temporaries, 22 ms for 10^5 segments at load 11)."""
     tab = np.empty((m.shape[0], 2), compute)
-    _k().gather_table(
+    _kg().gather_table(
         np.ascontiguousarray(m[:, 0]),
         np.ascontiguousarray(w[:, 0]),
         np.ascontiguousarray(r[:, 0]),

@@ -38,6 +38,12 @@ __all__ = [
 MIN_BLOCK = 1 << 16
 
 
+def _kss():
+    from .._kernels import segments_scatter
+
+    return segments_scatter
+
+
 def _ks():
     from .._kernels import segments
 
@@ -197,7 +203,7 @@ def states(x2, segs):
     pw = np.zeros((nparts, S, C))
     pr = np.zeros((nparts, S, C))
     bad = np.zeros(nparts, np.int8)
-    run(k.scatter_state, nparts, nparts, x2, segs.ids, nparts, pm, pw, pr, bad)
+    run(_kss().scatter_state, nparts, nparts, x2, segs.ids, nparts, pm, pw, pr, bad)
     if bad.any():  # an id outside [0, S): the message needs its min / max
         segs.check_range()
     segs.range_checked = True
@@ -239,7 +245,7 @@ def _shifted_states(x1, segs, nt):
     pr = np.zeros((nparts, S))
     pf = np.zeros((nparts, S), np.int8)
     bad = np.zeros(nparts, np.int8)
-    run(k.shifted_sums, nparts, nparts, x1, segs.ids, M, nparts, pr, pf, bad)
+    run(_kss().shifted_sums, nparts, nparts, x1, segs.ids, M, nparts, pr, pf, bad)
     if bad.any():  # an id outside [0, S): the message needs its min / max
         segs.check_range()
     segs.range_checked = True
@@ -250,7 +256,7 @@ def _shifted_states(x1, segs, nt):
     if fix.any():
         m[fix] = -np.inf
         r[fix] = 0.0
-        k.fix_segments(x1, segs.ids, fix, m, r)
+        _kss().fix_segments(x1, segs.ids, fix, m, r)
     return m[:, None], np.zeros((S, 1)), r[:, None]
 
 

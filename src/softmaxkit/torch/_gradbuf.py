@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from .._core import buffers as _buffers
+from ._alloc import _new
 
 DEFAULT_LIMIT = 1 << 30
 ENV = "SOFTMAXKIT_GRAD_CACHE"
@@ -132,8 +133,6 @@ def grad_buffer(shape, dtype: torch.dtype) -> torch.Tensor:
     gradient buffers of the same size class when there is one.  Otherwise
     ``torch.empty`` (via ``_common._new``'s rules for the output cache).
     """
-    from ._common import _new
-
     shape = tuple(int(s) for s in shape)
     nbytes = int(np.prod(shape, dtype=np.int64)) * torch.empty((), dtype=dtype).element_size()
     limit = _limit()
