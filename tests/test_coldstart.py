@@ -365,3 +365,26 @@ def test_margin_and_jacobian_fallbacks_match_the_kernels():
         ):
             a, b = _both(f)
             _same(a, b, TOL[dt] * 10)
+
+
+def test_the_background_child_finds_kernels_wrapped_by_over_rows(tmp_path):
+    """``_parallel.over_rows`` wraps a dispatcher in a Python function (``f.kernel``):
+    the child must compile the dispatcher, or such kernels never reach the cache."""
+    from softmaxkit._kernels import _background, losses
+
+    disp = losses.softmax_vjp_rows.kernel
+    called = []
+
+    class Spy:
+        def compile(self, sig):
+            called.append(sig)
+
+    orig = losses.softmax_vjp_rows.kernel
+    losses.softmax_vjp_rows.kernel = Spy()
+    try:
+        _background.child_main(
+            {"items": [(disp.py_func.__module__, disp.py_func.__qualname__, ("sig",))]}
+        )
+    finally:
+        losses.softmax_vjp_rows.kernel = orig
+    assert called == [("sig",)]

@@ -40,7 +40,8 @@ _pid = os.getpid()
 _broken = False
 
 _CHILD = (
-    "import pickle, sys; p = pickle.load(sys.stdin.buffer); sys.path[:0] = p['path']; "
+    "import os, pickle, sys; p = pickle.load(sys.stdin.buffer); sys.path[:0] = p['path']\n"
+    "if hasattr(os, 'nice'): os.nice(5)\n"
     "from softmaxkit._kernels._background import child_main; child_main(p)"
 )
 
@@ -169,15 +170,12 @@ def child_main(payload: dict) -> None:
     """The child: compile each queued signature into the cache."""
     import importlib
 
-    try:
-        os.nice(5)
-    except (AttributeError, OSError):  # pragma: no cover - no nice on this platform
-        pass
     for module, qualname, argtypes in payload["items"]:
         try:
             obj = importlib.import_module(module)
             for part in qualname.split("."):
                 obj = getattr(obj, part)
-            obj.compile(argtypes)
+            # a kernel wrapped by _parallel.over_rows keeps its dispatcher as .kernel
+            (obj if hasattr(obj, "compile") else obj.kernel).compile(argtypes)
         except Exception:  # the parent compiles it itself then
             continue
