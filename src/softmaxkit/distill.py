@@ -52,18 +52,10 @@ from .drivers.eager import rows_view
 __all__ = ["jensen_shannon", "kl_divergence", "linear_jensen_shannon", "linear_kl_divergence"]
 
 
-def _cold(ref: Any, reduction: str, return_grad: Any, out_dtype: Any) -> Any:
-    """The reference twin's float64 result in the kernel path's types."""
-    loss = np.asarray(ref[0] if return_grad else ref)
-    with np.errstate(over="ignore", invalid="ignore"):
-        if reduction == "none":
-            loss = loss.astype(out_dtype)
-            loss = loss[()] if loss.ndim == 0 else loss
-        else:
-            loss = np.dtype(out_dtype).type(loss)
-        if not return_grad:
-            return loss
-        return loss, np.asarray(ref[1]).astype(out_dtype)
+def _pair_dtype(student: Any, teacher: Any, *args: Any, **kwargs: Any) -> Any:
+    """The output dtype for a pair of logits (for the cold-start fallback)."""
+    dt = np.result_type(np.asarray(student).dtype, np.asarray(teacher).dtype)
+    return resolve_dtype(dt, None)[1]
 
 
 def _dense(
@@ -76,7 +68,6 @@ def _dense(
     reduction: Any,
     return_grad: Any,
     axis: Any,
-    fallback: Any,
 ) -> Any:
     s = as_input_array(student, "student_logits")
     t = as_input_array(teacher, "teacher_logits")
@@ -98,14 +89,7 @@ def _dense(
     per = np.empty(R)
     grad2 = np.empty_like(xs) if return_grad else np.empty((R, 0 if R == 0 else 1), compute)
     if R and C:
-        try:
-            with coldstart.allow(xs.size):
-                _k().distill_rows(
-                    xs, xt, invT, mode, beta, scale, active, bool(return_grad), grad2, per
-                )
-        except coldstart.ColdKernel:
-            # the kernel compiles in the background: the float64 twin, rounded once
-            return _cold(fallback(), reduction, return_grad, out_dtype)
+        _k().distill_rows(xs, xt, invT, mode, beta, scale, active, bool(return_grad), grad2, per)
     elif R:
         per[:] = 0.0
     batch = s.shape[:ax] + s.shape[ax + 1 :]
@@ -166,6 +150,7 @@ def kl_divergence(
 
 
 @routed("kl_divergence")
+@coldstart.fallback("softmaxkit.reference._distill:kl_divergence", _pair_dtype)
 def kl_divergence(
     student_logits: ArrayLike,
     teacher_logits: ArrayLike,
@@ -240,19 +225,9 @@ def kl_divergence(
     """
     mode = _mode(direction)
 
-    def fallback() -> Any:
-        from .reference import _distill as _ref
-
-        ref: Any = _ref.kl_divergence
-        return ref(
-            student_logits, teacher_logits, temperature=temperature, direction=direction,
-            where=where, reduction=reduction, return_grad=return_grad, axis=axis,
-        )  # fmt: skip
-
     res: FloatArray | tuple[FloatArray, FloatArray] = _dense(
-        student_logits, teacher_logits, mode, 0.0, temperature, where, reduction, return_grad,
-        axis, fallback,
-    )  # fmt: skip
+        student_logits, teacher_logits, mode, 0.0, temperature, where, reduction, return_grad, axis
+    )
     return res
 
 
@@ -293,6 +268,7 @@ def jensen_shannon(
 
 
 @routed("jensen_shannon")
+@coldstart.fallback("softmaxkit.reference._distill:jensen_shannon", _pair_dtype)
 def jensen_shannon(
     student_logits: ArrayLike,
     teacher_logits: ArrayLike,
@@ -355,19 +331,9 @@ def jensen_shannon(
     """
     mode, b = _beta_mode(beta)
 
-    def fallback() -> Any:
-        from .reference import _distill as _ref
-
-        ref: Any = _ref.jensen_shannon
-        return ref(
-            student_logits, teacher_logits, beta=beta, temperature=temperature,
-            where=where, reduction=reduction, return_grad=return_grad, axis=axis,
-        )  # fmt: skip
-
     res: FloatArray | tuple[FloatArray, FloatArray] = _dense(
-        student_logits, teacher_logits, mode, b, temperature, where, reduction, return_grad,
-        axis, fallback,
-    )  # fmt: skip
+        student_logits, teacher_logits, mode, b, temperature, where, reduction, return_grad, axis
+    )
     return res
 
 
