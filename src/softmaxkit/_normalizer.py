@@ -376,7 +376,7 @@ class Normalizer:
                 )
         except coldstart.ColdKernel:
             # the kernel compiles in the background: the float64 formula
-            res[...] = _normalize_float64(x2, mask2, self._temperature, mm, ss, log)
+            res[...] = _state.normalize_float64(x2, mask2, self._temperature, mm, ss, log)
         nd = arr.ndim
         moved = np.moveaxis(out, axes, tuple(range(nd - len(axes), nd)))
         moved[...] = res.reshape(moved.shape)
@@ -477,19 +477,6 @@ class Normalizer:
         # logaddexp(+inf, +inf) is +inf and NaN propagates: the dense contract's edges
         self.update(arr, axis, where=where)
         return _scalar(out.astype(out_dtype, copy=False))
-
-
-def _normalize_float64(x2: Any, mask2: Any, T: float, m: Any, s: Any, log: bool) -> Any:
-    """Chunk rows ``x2`` normalised by the states ``(m, s)``, in float64 NumPy."""
-    with np.errstate(all="ignore"):
-        v = x2.astype(np.float64) / T
-        mc, sc = m[:, None], s[:, None]
-        d = np.where(v == mc, 0.0, v - mc)  # +inf at an +inf state: weight 1 / s
-        res = d - np.log(sc) if log else np.exp(d) / sc
-        res = np.where(sc == 0, -np.inf if log else 0.0, res)  # an empty state
-    if mask2 is not None:
-        res = np.where(mask2, res, -np.inf if log else 0.0)
-    return np.where(np.isnan(m + s)[:, None], np.nan, res)  # a NaN state: all NaN
 
 
 def _restore(m: ArrayLike, s: ArrayLike, temperature: float) -> Normalizer:

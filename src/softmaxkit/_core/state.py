@@ -29,7 +29,13 @@ from numpy.typing import ArrayLike, DTypeLike, NDArray
 from ..drivers.eager import rows_view
 from . import coldstart
 
-__all__ = ["chunk_state", "finalize", "merge"]
+__all__ = [
+    "chunk_state",
+    "finalize",
+    "merge",
+    "normalize_float64",
+    "state_float64",
+]
 
 
 def chunk_state(
@@ -63,11 +69,11 @@ def chunk_state(
                 _state_rows(x2, mask2, b2, temperature, compute, m, s)
         except coldstart.ColdKernel:
             # the kernel compiles in the background: the same state in float64 NumPy
-            m[...], s[...] = _state_float64(x2, mask2, b2, temperature)
+            m[...], s[...] = state_float64(x2, mask2, b2, temperature)
     return m.reshape(batch), s.reshape(batch)
 
 
-def _state_float64(x2: Any, mask2: Any, b2: Any, temperature: float) -> Any:
+def state_float64(x2: Any, mask2: Any, b2: Any, temperature: float) -> Any:
     """(m, s) of ``[R, n]`` rows in float64 NumPy, with the conventions above."""
     with np.errstate(over="ignore", under="ignore", invalid="ignore"):
         v = x2.astype(np.float64) / temperature
@@ -81,6 +87,20 @@ def _state_float64(x2: Any, mask2: Any, b2: Any, temperature: float) -> Any:
         s = np.where(inc & ~np.isnan(v), w * e, 0.0).sum(axis=-1)
     s = np.where(m == -np.inf, 0.0, s)
     return np.where(nan, np.nan, m), np.where(nan, np.nan, s)
+
+
+def normalize_float64(x2: Any, mask2: Any, T: float, m: Any, s: Any, log: bool) -> Any:
+    """Rows ``x2`` normalised by the row states ``(m, s)`` (softmax, or log_softmax),
+    in float64 NumPy, with the conventions above; ``mask2`` False gives 0 / -inf."""
+    with np.errstate(all="ignore"):
+        v = x2.astype(np.float64) / T
+        mc, sc = m[:, None], s[:, None]
+        d = np.where(v == mc, 0.0, v - mc)  # +inf at an +inf state: weight 1 / s
+        res = d - np.log(sc) if log else np.exp(d) / sc
+        res = np.where(sc == 0, -np.inf if log else 0.0, res)  # an empty state
+    if mask2 is not None:
+        res = np.where(mask2, res, -np.inf if log else 0.0)
+    return np.where(np.isnan(m + s)[:, None], np.nan, res)  # a NaN state: all NaN
 
 
 def _state_rows(x2: Any, mask2: Any, b2: Any, temperature: float, compute: Any, m: Any, s: Any):

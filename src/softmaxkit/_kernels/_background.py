@@ -26,7 +26,7 @@ import subprocess
 import sys
 import threading
 
-__all__ = ["child_main", "pending", "submit", "wait"]
+__all__ = ["child_main", "submit", "wait"]
 
 log = logging.getLogger("softmaxkit")
 
@@ -126,13 +126,6 @@ def submit(dispatcher, argtypes) -> bool:
             )
         _start()
         return not _broken
-
-
-def pending() -> bool:
-    """True while a background compile is queued or running."""
-    with _lock:
-        _reap()
-        return bool(_keys)
 
 
 def wait(timeout: float | None = None) -> bool:

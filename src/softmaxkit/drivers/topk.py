@@ -14,6 +14,7 @@ import math
 import numpy as np
 
 from .._core import coldstart
+from .._core.state import normalize_float64, state_float64
 from .._core.validate import resolve_dtype
 from .eager import rows_view
 
@@ -73,14 +74,11 @@ def topk(
 def _topk_float64(x2: np.ndarray, mask2: np.ndarray | None, t: float, k: int):
     """The kernel's result in float64 NumPy: the ``k`` largest probabilities of each
     row, larger first, equal ones by index."""
-    with np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ignore"):
+    m, s = state_float64(x2, mask2, None, t)
+    p = normalize_float64(x2, mask2, t, m, s, False)
+    with np.errstate(invalid="ignore", over="ignore", under="ignore"):
         v = x2.astype(np.float64) / t
-        inc = np.ones(v.shape, bool) if mask2 is None else np.asarray(mask2, bool)
-        m = np.where(inc & ~np.isnan(v), v, -np.inf).max(axis=-1, keepdims=True)
-        d = np.where(v == m, 0.0, v - m)
-        e = np.where(inc, np.exp(d), 0.0)
-        p = e / e.sum(axis=-1, keepdims=True)
-        p = np.where(m == -np.inf, 0.0, p)
+    inc = np.ones(v.shape, bool) if mask2 is None else np.asarray(mask2, bool)
     # included NaN first, then larger value, then smaller index
     nan = inc & np.isnan(v)
     key = np.where(inc & ~nan, v, -np.inf)
