@@ -97,6 +97,11 @@ def _dask_sample(
                                  return_logprobs=lp)  # fmt: skip
 
 
+def _float64(*args: Any, **kwargs: Any) -> Any:
+    """The dtype of the log-probabilities and probabilities (cold-start fallback)."""
+    return np.dtype(np.float64)
+
+
 @overload
 def sample(
     logits: ArrayLike,
@@ -128,6 +133,8 @@ def sample(
 
 
 @routed("sample")
+# (the twin's tokens are the kernel's: the same keys, exact; tests/test_sampling.py)
+@coldstart.fallback("softmaxkit.reference._sampling:sample", _float64)
 def sample(
     logits: ArrayLike,
     /,
@@ -270,21 +277,7 @@ def sample(
     n = x2.shape[1]
     t, greedy, k, p, logq = _filters(temperature, top_k, top_p, min_p, n)
     s, seed, off, lp = _sample_args(num_samples, seed, row_offset, return_logprobs)
-    try:
-        with coldstart.allow(x2.size):
-            tokens, info = _run(x2, t, greedy, k, p, logq, s, seed, off, lp)
-    except coldstart.ColdKernel:
-        # the kernel compiles in the background: the float64 twin, whose tokens are
-        # the kernel's (same keys, exact; tests/test_sampling.py)
-        from .reference import _sampling as _ref
-
-        ref: Any = _ref.sample
-        fb: IntArray | tuple[IntArray, FloatArray] = ref(
-            logits, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
-            num_samples=num_samples, seed=seed, axis=axis,
-            return_logprobs=return_logprobs, row_offset=row_offset,
-        )  # fmt: skip
-        return fb
+    tokens, info = _run(x2, t, greedy, k, p, logq, s, seed, off, lp)
     _check_rows(info, batch)
     ids: IntArray = tokens.reshape((*batch, s))
     if not return_logprobs:
@@ -298,6 +291,7 @@ def sample(
 
 
 @routed("sampling_probs")
+@coldstart.fallback("softmaxkit.reference._sampling:sampling_probs", _float64)
 def sampling_probs(
     logits: ArrayLike,
     /,
@@ -364,16 +358,7 @@ def sampling_probs(
     x2, batch, ax = _rows(logits, axis)
     n = x2.shape[1]
     t, greedy, k, p, logq = _filters(temperature, top_k, top_p, min_p, n)
-    try:
-        with coldstart.allow(x2.size):
-            _, info = _run(x2, t, greedy, k, p, logq, 0, 0, 0, True)
-    except coldstart.ColdKernel:
-        # the kernel compiles in the background: the float64 twin
-        from .reference import _sampling as _ref
-
-        return _ref.sampling_probs(
-            logits, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, axis=axis
-        )
+    _, info = _run(x2, t, greedy, k, p, logq, 0, 0, 0, True)
     _check_rows(info, batch)
     with np.errstate(invalid="ignore", over="ignore"):
         v = x2.astype(np.float64) / t
