@@ -389,3 +389,108 @@ def test_the_background_child_finds_kernels_wrapped_by_over_rows(tmp_path):
     finally:
         losses.softmax_vjp_rows.kernel = orig
     assert called == [("sig",)]
+
+
+def _output_leaves(r):
+    """The fields of a CrossEntropyOutput (None fields dropped) as a flat tuple."""
+    if isinstance(r, tuple) and hasattr(r, "_fields"):
+        return tuple(v for v in r if v is not None)
+    return r
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_per_token_output_fallback_matches_the_vocab_kernel(dtype):
+    # every flag, softcap, per-token temperature, entropy / log-prob weights, label
+    # smoothing, z-loss, masks, ignored targets, on rows with -inf, +inf and NaN
+    rng = np.random.default_rng(21)
+    for trial in range(120):
+        R, V = int(rng.integers(1, 6)), int(rng.integers(1, 12))
+        x = _adversarial(rng, (R, V), dtype) if trial % 2 else rng.standard_normal((R, V))
+        x = x.astype(dtype)
+        if trial % 7 == 0:
+            x[0] = -np.inf
+        if trial % 11 == 0:
+            x[-1, : max(1, V // 2)] = x[-1, 0]  # ties
+        t = rng.integers(0, V, R)
+        if trial % 4 == 0:
+            t[0] = -100
+        kw = {
+            "ignore_index": -100,
+            "reduction": ["mean", "sum", "none"][trial % 3],
+            "label_smoothing": [0.0, 0.2][trial % 2],
+            "z_loss": [0.0, 1e-3][trial % 5 == 0],
+            "temperature": [1.0, 0.7, rng.uniform(0.5, 2.0, R)][trial % 3],
+            "softcap": [None, 5.0][trial % 4 == 1],
+            "where": rng.random((R, V)) > 0.25 if trial % 3 == 1 else None,
+            "weight": rng.random(V) if trial % 5 == 2 else None,
+            "entropy_weight": rng.standard_normal(R) if trial % 2 else None,
+            "logprob_weight": rng.standard_normal(R) if trial % 3 == 2 else None,
+        }
+        flags = {
+            "return_lse": True,
+            "return_logprob": True,
+            "return_entropy": True,
+            "return_argmax": True,
+            "topk": int(rng.integers(1, V + 1)),
+        }
+        for f in (
+            lambda: sk.cross_entropy(x, t, **kw, **flags),
+            lambda: sk.cross_entropy(x, t, **kw, **flags, return_grad=True),
+            lambda: sk.cross_entropy(x, t, **kw, return_entropy=True, return_grad=True),
+        ):
+            a, b = _both(f)
+            assert type(a) is type(b)
+            if a.topk_ids is not None:
+                np.testing.assert_array_equal(a.topk_ids, b.topk_ids)
+            if a.argmax is not None:
+                np.testing.assert_array_equal(a.argmax, b.argmax)
+            _same(_output_leaves(a), _output_leaves(b), TOL[dtype] * 10)
+
+
+def test_vocab_twin_columns_match_the_kernel_module():
+    from softmaxkit._core import vocab64
+    from softmaxkit._kernels import vocab
+
+    for name in ("LSE", "ENT", "LP", "CE", "NINF", "CNT"):
+        assert getattr(vocab64, name) == getattr(vocab, name)
+
+
+def test_linear_distillation_fallbacks_match_the_kernels():
+    rng = np.random.default_rng(22)
+    for trial in range(40):
+        N, V, ds, dt_ = int(rng.integers(1, 6)), int(rng.integers(1, 9)), 3, 4
+        dtype = [np.float32, np.float64][trial % 2]
+        hs = (rng.standard_normal((N, ds)) * 3).astype(dtype)
+        Ws = rng.standard_normal((V, ds)).astype(dtype)
+        ht = (rng.standard_normal((N, dt_)) * 3).astype(dtype)
+        Wt = rng.standard_normal((V, dt_)).astype(dtype)
+        kw = {
+            "temperature": [1.0, 0.7][trial % 2],
+            "where": rng.random((N, V)) > 0.3 if trial % 3 == 0 else None,
+            "reduction": ["batchmean", "sum", "none", "mean"][trial % 4],
+            "chunk_size": [None, 2][trial % 2],
+        }
+        for f in (
+            lambda: sk.linear_kl_divergence(hs, Ws, ht, Wt, **kw),
+            lambda: sk.linear_kl_divergence(
+                hs, Ws, ht, Wt, direction="reverse", **kw, return_grad=True
+            ),  # fmt: skip
+            lambda: sk.linear_jensen_shannon(hs, Ws, ht, Wt, beta=0.3, **kw, return_grad=True),
+        ):
+            a, b = _both(f)
+            la = [a] if not isinstance(a, tuple) else [a[0], *a[1]]
+            lb = [b] if not isinstance(b, tuple) else [b[0], *b[1]]
+            _same(tuple(la), tuple(lb), 1e-4 if dtype == np.float32 else 1e-10)
+
+
+def test_linear_distillation_falls_back_by_the_logits_size():
+    # the size that decides is N * V (the logits never formed), not the input's
+    hs, Ws = np.zeros((600, 2)), np.zeros((600, 2))
+    coldstart._FORCE = True
+    try:
+        sk.linear_kl_divergence(hs, Ws, hs, Ws)  # 360000 > SMALL: the kernels
+        assert not coldstart.fell_back()
+        sk.linear_kl_divergence(hs[:10], Ws, hs[:10], Ws)
+        assert coldstart.fell_back()
+    finally:
+        coldstart._FORCE = False

@@ -432,3 +432,15 @@ def test_entropy_rescale_rule_long_rows(dtype):
         np.testing.assert_allclose(res.entropy, ent, rtol=tol)
         np.testing.assert_allclose(res.lse, torch.logsumexp(torch.from_numpy(x).double(), -1),
                                    rtol=tol)  # fmt: skip
+
+
+@pytest.mark.parametrize(("alpha", "want"), [(1.0, np.nan), (-1.0, np.inf), (0.0, np.inf)])
+def test_logprob_term_of_a_target_at_minus_inf_warns_nothing(alpha, want):
+    # CE = +inf and alpha * log p_t = alpha * -inf: +inf - inf is NaN (undefined),
+    # without a RuntimeWarning (the suite turns warnings into errors)
+    x = np.array([[-np.inf, 0.0, 1.0], [0.0, 1.0, 2.0]])
+    r = sk.cross_entropy(x, [0, 1], reduction="none", logprob_weight=alpha,
+                         return_logprob=True)  # fmt: skip
+    assert r.logprob[0] == -np.inf
+    np.testing.assert_equal(r.loss[0], want)
+    assert np.isfinite(r.loss[1])

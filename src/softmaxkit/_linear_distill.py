@@ -9,6 +9,7 @@ from typing import Any, Literal, Unpack, overload
 
 import numpy as np
 
+from ._core import coldstart
 from ._core.ce import inv_temperature
 from ._core.distillkw import LinearJSKeywords, LinearKLKeywords
 from ._core.routes import routed
@@ -31,6 +32,13 @@ __all__ = ["linear_jensen_shannon", "linear_kl_divergence"]
 # ---------------------------------------------------------------------------
 
 
+def _reference() -> Any:
+    """The float64 twins (the cold-start path of the linear losses)."""
+    from .reference import _distill
+
+    return _distill
+
+
 def _linear(
     hs: Any,
     Ws: Any,
@@ -43,6 +51,7 @@ def _linear(
     reduction: Any,
     return_grad: Any,
     chunk_size: Any,
+    reference: Any,
 ) -> Any:
     h = as_input_array(hs, "student_hidden")
     W = as_input_array(Ws, "student_weight")
@@ -102,37 +111,43 @@ def _linear(
     if mask2 is not None:
         active = mask2.any(axis=1)
     scale, _ = _scales(active, reduction, V)
-    for r0 in range(0, N, rows):
-        r1 = min(N, r0 + rows)
-        zs = zs_buf[: (r1 - r0) * V].reshape(r1 - r0, V)
-        zt = zt_buf[: (r1 - r0) * V].reshape(r1 - r0, V)
-        np.matmul(h2[r0:r1], W2.T, out=zs)
-        np.matmul(g2[r0:r1], U2.T, out=zt)
-        if pre_T is not None:
-            with np.errstate(over="ignore", under="ignore"):
-                zs /= pre_T
-                zt /= pre_T
-        if mask2 is not None:
-            mb = mask2[r0:r1]
-            np.copyto(zs, -np.inf, where=~mb)
-            np.copyto(zt, -np.inf, where=~mb)
-        # KL: the gradient overwrites the student block in place (each element is
-        # read before it is written); the JSD's kernel reads the row again after
-        # writing it, so it gets a third block
-        gz = zs
-        if return_grad and mode == k.JSD:
-            gz = g_buf[: (r1 - r0) * V].reshape(r1 - r0, V)
-        k.distill_rows(zs, zt, invT, mode, beta, scale[r0:r1], active[r0:r1],
-                       bool(return_grad), gz, per[r0:r1])  # fmt: skip
-        if not return_grad:
-            continue
-        if pre_T is not None:
-            with np.errstate(over="ignore", under="ignore", invalid="ignore"):
-                gz /= pre_T
-        # d_h block = G W (as (W^T G^T)^T, the form OpenBLAS ran fastest for
-        # linear_cross_entropy); d_W += G^T h block
-        d_h[r0:r1] = (W2.T @ gz.T).T
-        d_W += gz.T @ h2[r0:r1]
+    try:
+        with coldstart.allow(N * V):  # (the logits' size)
+            for r0 in range(0, N, rows):
+                r1 = min(N, r0 + rows)
+                zs = zs_buf[: (r1 - r0) * V].reshape(r1 - r0, V)
+                zt = zt_buf[: (r1 - r0) * V].reshape(r1 - r0, V)
+                np.matmul(h2[r0:r1], W2.T, out=zs)
+                np.matmul(g2[r0:r1], U2.T, out=zt)
+                if pre_T is not None:
+                    with np.errstate(over="ignore", under="ignore"):
+                        zs /= pre_T
+                        zt /= pre_T
+                if mask2 is not None:
+                    mb = mask2[r0:r1]
+                    np.copyto(zs, -np.inf, where=~mb)
+                    np.copyto(zt, -np.inf, where=~mb)
+                # KL: the gradient overwrites the student block in place (each element is
+                # read before it is written); the JSD's kernel reads the row again after
+                # writing it, so it gets a third block
+                gz = zs
+                if return_grad and mode == k.JSD:
+                    gz = g_buf[: (r1 - r0) * V].reshape(r1 - r0, V)
+                k.distill_rows(zs, zt, invT, mode, beta, scale[r0:r1], active[r0:r1],
+                               bool(return_grad), gz, per[r0:r1])  # fmt: skip
+                if not return_grad:
+                    continue
+                if pre_T is not None:
+                    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+                        gz /= pre_T
+                # d_h block = G W (as (W^T G^T)^T, the form OpenBLAS ran fastest for
+                # linear_cross_entropy); d_W += G^T h block
+                d_h[r0:r1] = (W2.T @ gz.T).T
+                d_W += gz.T @ h2[r0:r1]
+    except coldstart.ColdKernel:
+        # the row kernel compiles in the background: the materialised float64
+        # formulas (softmaxkit.reference), rounded once to the output dtype
+        return coldstart.float_like(reference(), out_dtype)
     loss = _finish(per, reduction, scale, h.shape[:-1], out_dtype)
     if not return_grad:
         return loss
@@ -264,6 +279,17 @@ def linear_kl_divergence(
         reduction,
         return_grad,
         chunk_size,
+        lambda: _reference().linear_kl_divergence(
+            student_hidden,
+            student_weight,
+            teacher_hidden,
+            teacher_weight,
+            temperature=temperature,
+            direction=direction,
+            where=where,
+            reduction=reduction,
+            return_grad=return_grad,
+        ),
     )
     return res
 
@@ -353,6 +379,17 @@ def linear_jensen_shannon(
         reduction,
         return_grad,
         chunk_size,
+        lambda: _reference().linear_jensen_shannon(
+            student_hidden,
+            student_weight,
+            teacher_hidden,
+            teacher_weight,
+            temperature=temperature,
+            beta=beta,
+            where=where,
+            reduction=reduction,
+            return_grad=return_grad,
+        ),
     )
     return res
 

@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from ._core import coldstart
 from ._core.ce import (
     CHUNK_BYTES,
     F64,
@@ -280,8 +281,18 @@ def cross_entropy(args: dict[str, Any]) -> Any:
     grad2 = np.empty(x2.shape if want_grad else (R, 0), dtype=compute)
     st, amax, topv, topi = _outputs(R, o.k)
     if R and V:
-        _run(_k(), x2, mask2, o, tsafe, active, want_grad, coef, be, al, grad2, st, amax,
-             topv, topi)  # fmt: skip
+        try:
+            with coldstart.allow(x2.size):
+                _run(_k(), x2, mask2, o, tsafe, active, want_grad, coef, be, al, grad2, st,
+                     amax, topv, topi)  # fmt: skip
+        except coldstart.ColdKernel:
+            # the kernel compiles in the background: its float64 NumPy twin
+            from ._core.vocab64 import vocab_rows_float64
+
+            vocab_rows_float64(
+                x2, mask2, o.T, o.cap, tsafe, active, o.eps, o.k, st, amax, topv, topi,
+                want_grad, 2.0 * o.z * coef[1], coef[0], be, al, grad2,
+            )  # fmt: skip
     grad = None
     if want_grad:
         if out is None:

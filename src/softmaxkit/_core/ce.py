@@ -182,8 +182,10 @@ def compose(
     """The reduced loss from the per-row parts: a NumPy scalar, or the per-row array
     of shape ``batch`` for ``reduction="none"``."""
     # sums past float64's range and casts past the output dtype's round to +-inf:
-    # that is the correctly rounded loss (x / T at T = 1e-40 in float32), no warning
-    with np.errstate(over="ignore"):
+    # that is the correctly rounded loss (x / T at T = 1e-40 in float32), no warning;
+    # +inf + -inf (a target at -inf whose log-prob term has a positive weight) is NaN,
+    # undefined, also without a warning (docs/vocab_outputs.md, "Edge cases")
+    with np.errstate(over="ignore", invalid="ignore"):
         if reduction == "none":
             loss = (part + zp).reshape(batch).astype(out_dtype)
             return loss[()] if loss.ndim == 0 else loss

@@ -107,13 +107,13 @@ def allow(size: int) -> Iterator[None]:
             _local.allow -= 1
 
 
-def _float_like(res: Any, dtype: Any) -> Any:
+def float_like(res: Any, dtype: Any) -> Any:
     """``res`` (an array, a scalar or a tuple of them) with every floating leaf cast
     to ``dtype`` (0-d results as NumPy scalars); other leaves as they are."""
     import numpy as np
 
     if isinstance(res, tuple):
-        return tuple(_float_like(r, dtype) for r in res)
+        return tuple(float_like(r, dtype) for r in res)
     a = np.asarray(res)
     if a.dtype.kind != "f":
         return res
@@ -145,7 +145,7 @@ def fallback(reference: str, out_dtype: Callable[..., Any]) -> Callable[[F], F]:
                 dt = out_dtype(*args, **kwargs)
                 rkw = {k: v for k, v in kwargs.items() if k not in ("out", "dtype")}
                 try:
-                    res = _float_like(ref(*args, **rkw), dt)
+                    res = float_like(ref(*args, **rkw), dt)
                 except TypeError:
                     # an option the twin does not take: compile here, as before
                     with foreground():
