@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from .._core import coldstart
 from .._core.typing import ArrayLike, DTypeLike, IntArray, NDArray
 from .._core.validate import normalize_axis
 from . import _runtimes as R
@@ -76,6 +77,21 @@ def _unrows(out2: NDArray[Any], arr: NDArray[Any], ax: int) -> NDArray[Any]:
     return np.moveaxis(out2.reshape(moved_shape), -1, ax)
 
 
+def _call(name: str, size: int, *args: Any) -> Any:
+    """``_kernels.quant.<name>(*args)``; on a cold kernel cache and an input of at most
+    ``coldstart.SMALL`` values (``size``), its NumPy twin (``_twin.py``: the same
+    integers) while the kernel compiles in the background."""
+    from .._kernels import quant
+
+    try:
+        with coldstart.allow(size):
+            return getattr(quant, name)(*args)
+    except coldstart.ColdKernel:
+        from . import _twin
+
+        return getattr(_twin, name)(*args)
+
+
 def _raise_status(status: NDArray[np.int8], what: str) -> None:
     from .._kernels import quant
 
@@ -108,7 +124,6 @@ def _softmax8(
     beta: float,
     cmsis_name: str | None = None,
 ) -> NDArray[Any]:
-    from .._kernels import quant
 
     out = np.empty(x2.shape, dtype=out_dtype)
     status = np.zeros(x2.shape[0], dtype=np.int8)
@@ -118,22 +133,34 @@ def _softmax8(
     info = np.iinfo(out_dtype)
     if kernel == "reference":
         assert params is not None  # the reference kernel always has its parameters
-        exp, keep = quant.fixed_exp_table(params.multiplier, params.shift, params.diff_min, 256)
-        quant.softmax_fixed_rows(x2, exp, keep, bits, info.min, info.max, out, status)
+        n = x2.size
+        exp, keep = _call(
+            "fixed_exp_table", n, params.multiplier, params.shift, params.diff_min, 256
+        )
+        _call("softmax_fixed_rows", n, x2, exp, keep, bits, info.min, info.max, out, status)
         _raise_status(status, cmsis_name or "softmax")
         return out
     scale, zp = output_quantization("softmax", x2.dtype, out_dtype)
     neg = np.float32(-np.float32(input_scale) * np.float32(beta))
-    table = quant.float_exp_table(neg, 256)
+    table = _call("float_exp_table", x2.size, neg, 256)
     trunc = out_dtype == _U8
-    quant.softmax_float_rows(
-        x2, table, np.float32(scale), zp, info.min, info.max, trunc, out, status
+    _call(
+        "softmax_float_rows",
+        x2.size,
+        x2,
+        table,
+        np.float32(scale),
+        zp,
+        info.min,
+        info.max,
+        trunc,
+        out,
+        status,
     )
     return out
 
 
 def _softmax16(x2: NDArray[Any], input_scale: float, beta: float) -> NDArray[np.int16]:
-    from .._kernels import quant
 
     out = np.empty(x2.shape, dtype=np.int16)
     status = np.zeros(x2.shape[0], dtype=np.int8)
@@ -141,7 +168,7 @@ def _softmax16(x2: NDArray[Any], input_scale: float, beta: float) -> NDArray[np.
         return out
     mult, shift = _int16_params(input_scale, beta)
     exp_lut, recip_lut = _int16_luts()
-    quant.softmax_int16_rows(x2, mult, shift, exp_lut, recip_lut, out, status)
+    _call("softmax_int16_rows", x2.size, x2, mult, shift, exp_lut, recip_lut, out, status)
     _raise_status(status, "softmax")
     return out
 
@@ -365,7 +392,6 @@ def log_softmax(
     >>> log_softmax(np.array([0, 0, -16, -128], dtype=np.int8), 1 / 16)
     array([113, 113,  97, -15], dtype=int8)
     """
-    from .._kernels import quant
 
     arr = _as_quantized(x_q)
     if arr.dtype == _I16:
@@ -387,18 +413,19 @@ def log_softmax(
     if x2.size:
         if kernel == "reference":
             assert p is not None  # derived above for the reference kernel
-            exp, keep = quant.fixed_exp_table(p.multiplier, p.shift, p.diff_min, 256)
-            dq5 = quant.fixed_diff_q5_table(p.multiplier, p.shift, 256)
-            quant.log_softmax_fixed_rows(
-                x2, exp, keep, dq5, p.reverse_multiplier, p.reverse_shift, p.diff_min, zp,
-                info.min, info.max, out2, status,
+            n = x2.size
+            exp, keep = _call("fixed_exp_table", n, p.multiplier, p.shift, p.diff_min, 256)
+            dq5 = _call("fixed_diff_q5_table", n, p.multiplier, p.shift, 256)
+            _call(
+                "log_softmax_fixed_rows", n, x2, exp, keep, dq5, p.reverse_multiplier,
+                p.reverse_shift, p.diff_min, zp, info.min, info.max, out2, status,
             )  # fmt: skip
             _raise_status(status, "log_softmax")
         else:
-            table = quant.float_exp_table(np.float32(-np.float32(s)), 256)
-            quant.log_softmax_float_rows(
-                x2, table, np.float32(s), np.float32(scale), zp, info.min, info.max, _LOG_FMA,
-                out2, status,
+            table = _call("float_exp_table", x2.size, np.float32(-np.float32(s)), 256)
+            _call(
+                "log_softmax_float_rows", x2.size, x2, table, np.float32(s), np.float32(scale),
+                zp, info.min, info.max, _LOG_FMA, out2, status,
             )  # fmt: skip
     return _unrows(out2, arr, ax)
 
