@@ -474,7 +474,7 @@ def test_linear_distillation_fallbacks_match_the_kernels():
             lambda: sk.linear_kl_divergence(hs, Ws, ht, Wt, **kw),
             lambda: sk.linear_kl_divergence(
                 hs, Ws, ht, Wt, direction="reverse", **kw, return_grad=True
-            ),  # fmt: skip
+            ),
             lambda: sk.linear_jensen_shannon(hs, Ws, ht, Wt, beta=0.3, **kw, return_grad=True),
         ):
             a, b = _both(f)
