@@ -88,3 +88,16 @@ __all__ = [
     "softmax",
     "topk_softmax",
 ]
+
+
+def _defer_dynamo() -> None:
+    """The ops' first call without importing ``torch._dynamo`` (``_nodynamo.py``)."""
+    import sys
+
+    from . import _nodynamo
+
+    mods = [m for k, m in list(sys.modules.items()) if k.startswith(__name__ + "._ops")]
+    _nodynamo.defer(_nodynamo.our_ops(mods))
+
+
+_defer_dynamo()
