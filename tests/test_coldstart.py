@@ -494,3 +494,42 @@ def test_linear_distillation_falls_back_by_the_logits_size():
         assert coldstart.fell_back()
     finally:
         coldstart._FORCE = False
+
+
+def test_linear_cross_entropy_fallback_matches_the_kernels():
+    rng = np.random.default_rng(23)
+    for trial in range(40):
+        N, V, d = int(rng.integers(1, 7)), int(rng.integers(2, 12)), 3
+        dtype = [np.float32, np.float64][trial % 2]
+        h = (rng.standard_normal((N, d)) * 3).astype(dtype)
+        W = rng.standard_normal((V, d)).astype(dtype)
+        t = rng.integers(0, V, N)
+        t[0] = -100 if trial % 4 == 0 else t[0]
+        kw = {
+            "ignore_index": -100,
+            "reduction": ["mean", "sum", "none"][trial % 3],
+            "label_smoothing": [0.0, 0.1][trial % 2],
+            "z_loss": [0.0, 1e-3][trial % 5 == 0],
+            "temperature": [1.0, 0.7][trial % 3 == 0],
+            "weight": rng.random(V) if trial % 4 == 1 else None,
+            "where": rng.random((N, V)) > 0.2 if trial % 6 == 0 else None,
+            "bias": rng.standard_normal(V).astype(dtype) if trial % 2 else None,
+            "strategy": ["auto", "vocab", "rows"][trial % 3],
+            "chunk_size": [None, 2][trial % 2],
+        }
+        for f in (
+            lambda: sk.linear_cross_entropy(h, W, t, **kw),
+            lambda: sk.linear_cross_entropy(h, W, t, **kw, return_grad=True),
+        ):
+            a, b = _both(f)
+            la = [a] if not isinstance(a, tuple) else [a[0], *(g for g in a[1] if g is not None)]
+            lb = [b] if not isinstance(b, tuple) else [b[0], *(g for g in b[1] if g is not None)]
+            _same(tuple(la), tuple(lb), 1e-4 if dtype == np.float32 else 1e-10)
+    # the logits' size decides: N * V over SMALL takes the kernels
+    h, W = np.zeros((600, 2)), np.zeros((600, 2))
+    coldstart._FORCE = True
+    try:
+        sk.linear_cross_entropy(h, W, np.zeros(600, np.int64))
+        assert not coldstart.fell_back()
+    finally:
+        coldstart._FORCE = False

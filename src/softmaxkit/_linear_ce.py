@@ -16,6 +16,7 @@ import numpy as np
 
 from . import _vocab
 from ._core import ce as _ce
+from ._core import coldstart
 from ._core.losscommon import class_weights, parse_target
 from ._core.losskw import LCEAny, LCEKeywords, LCEOutputs
 from ._core.routes import foreign, route
@@ -27,6 +28,17 @@ __all__ = ["linear_cross_entropy"]
 
 
 LCEGrads = tuple[Array, Array, Array | None]  # (d_hidden, d_weight, d_bias or None)
+
+
+def _logits_size(hidden: Any, linear_weight: Any, *args: Any, **kwargs: Any) -> int:
+    """The logits' number of values ``N * V`` (what the cold-start twin forms)."""
+    hs, ws = np.shape(hidden), np.shape(linear_weight)
+    return int(math.prod(hs[:-1])) * int(ws[0])
+
+
+def _out_dtype(hidden: Any, linear_weight: Any, *args: Any, **kwargs: Any) -> Any:
+    dt = np.result_type(np.asarray(hidden).dtype, np.asarray(linear_weight).dtype)
+    return resolve_dtype(dt, None)[1]
 
 
 @overload
@@ -69,6 +81,7 @@ def linear_cross_entropy(
 ) -> Array | tuple[Array, LCEGrads] | CrossEntropyOutput: ...
 
 
+@coldstart.fallback("softmaxkit.reference._losses:linear_cross_entropy", _out_dtype, _logits_size)
 def linear_cross_entropy(
     hidden: ArrayLike,
     linear_weight: ArrayLike,

@@ -122,18 +122,28 @@ def float_like(res: Any, dtype: Any) -> Any:
     return a[()] if a.ndim == 0 else a
 
 
-def fallback(reference: str, out_dtype: Callable[..., Any]) -> Callable[[F], F]:
+def fallback(
+    reference: str, out_dtype: Callable[..., Any], size: Callable[..., int] | None = None
+) -> Callable[[F], F]:
     """Decorate a public function: a call on at most :data:`SMALL` values whose kernel
     would compile returns ``reference(*args, **kwargs)`` instead (``"module:name"``
     of a float64 twin taking the same arguments but ``dtype`` and ``out``), cast to
-    ``out_dtype(*args, **kwargs)`` and written into ``out=`` when given."""
+    ``out_dtype(*args, **kwargs)`` and written into ``out=`` when given.  ``size``:
+    the number of values that decides (default: the first argument's), e.g. the
+    logits' ``N * V`` of a linear loss that never forms them but whose twin does."""
     import functools
 
     def deco(fn: F) -> F:
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             try:
-                with allow(_size(args[0]) if args else SMALL + 1):
+                n = _size(args[0]) if args else SMALL + 1
+                if size is not None and args:
+                    try:
+                        n = size(*args, **kwargs)
+                    except Exception:  # bad input: the function raises its own error
+                        n = SMALL + 1
+                with allow(n):
                     return fn(*args, **kwargs)
             except ColdKernel:
                 import importlib

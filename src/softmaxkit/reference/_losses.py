@@ -238,9 +238,12 @@ def linear_cross_entropy(
     *,
     bias: ArrayLike | None = None,
     return_grad: bool = False,
+    chunk_size: int | None = None,
+    strategy: str = "auto",
     **ce_options: Any,
 ) -> FloatArray | tuple[FloatArray, tuple[FloatArray, FloatArray, FloatArray | None]]:
-    """Reference ``linear_cross_entropy``: materialise the logits, then :func:`cross_entropy`."""
+    """Reference ``linear_cross_entropy``: materialise the logits, then :func:`cross_entropy`
+    (``chunk_size`` and ``strategy`` only choose the blocking of the fused function)."""
     h = np.asarray(hidden, np.float64)
     W = np.asarray(linear_weight, np.float64)
     z = h @ W.T
