@@ -4,13 +4,14 @@ Guards for the speed work on the float32 / float64 row and column kernels
 (``_kernels/rows``, ``_kernels/cols.py``): every row length ``n = 1 .. 40`` (the
 short-row tiles work on 16-lane columns, ``SHORT_STORE = 24``, ``SHORT = 48``), row
 counts that are not a multiple of the tile (``tile_rows(n) + 7``), and in every such
-array one row of each kind: a ``-inf`` masked entry, ``+inf``, two ``+inf``, NaN, NaN
-next to ``+inf``, all ``-inf``, huge magnitudes (``1e30`` / ``3e38`` float32,
-``1e300`` float64), subnormal inputs and values whose probabilities are subnormal,
-ties at the maximum.  Each is compared with the float64 reference
-(``softmaxkit.reference``) plain, with ``out=``, in place, on a non-contiguous view,
-with a temperature and with a ``where`` mask, over the rows (axis -1) and over the
-columns (axis 0), within the documented contract (docs/dense.md section 6).
+array one row of each kind: a ``-inf`` entry, a second half of ``-inf`` (an attention
+mask), ``+inf``, two ``+inf``, NaN, NaN next to ``+inf``, all ``-inf``, huge
+magnitudes (``1e30`` / ``3e38`` float32, ``1e300`` float64), subnormal inputs and
+values whose probabilities are subnormal, ties at the maximum.  Each is compared with
+the float64 reference (``softmaxkit.reference``) plain, with ``out=``, in place, on a
+non-contiguous view, with a temperature and with a ``where`` mask, over the rows
+(axis -1) and over the columns (axis 0), within the documented contract
+(docs/dense.md section 6).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ def _rows(n: int, dtype, seed: int) -> np.ndarray:
     x[8, 0] = np.inf
     x[8, n - 1] = np.inf  # two +inf (one when n == 1)
     x[R // 2, :] = 7.0  # all equal
+    x[R // 2 + 1, (n + 1) // 2 :] = -np.inf  # an attention mask: the second half -inf
     x[R - 1, j] = -np.inf
     x[R - 2, n - 1] = np.nan  # a NaN in the last tile
     return x
