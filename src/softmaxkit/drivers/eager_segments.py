@@ -91,6 +91,22 @@ def _check_range(lo, hi, num: int) -> None:
         raise ValueError(f"segment_ids must be < num_segments = {num}; got {hi}")
 
 
+def _sorted_offsets(ids, num: int):
+    """CSR offsets [num + 1] of 1-D ``ids`` if they are sorted, else None: one pass
+    over the ids in parts on several threads (``_kernels.segments_csr.csr_offsets``,
+    which stops each part at its first descent; random ids cost a few blocks)."""
+    from .._kernels import segments_csr
+    from .._kernels._parallel import run, threads_for
+
+    n = ids.shape[0]
+    nt = threads_for(n)
+    nparts = max(1, min(4 * nt, n // (1 << 16)))
+    offs = np.empty(num + 1, np.int64)
+    desc = np.zeros(nparts, np.int8)
+    run(segments_csr.csr_offsets, nparts, nt, ids, num, nparts, offs, desc)
+    return None if desc.any() else offs
+
+
 class Segs:
     """Validated segments of an axis of length ``n``: ``offs`` (CSR) or ``ids``."""
 
@@ -142,13 +158,26 @@ class Segs:
         check_ids(ids, n)
         if ids.dtype not in (np.int32, np.int64):
             ids = ids.astype(np.int64)
-        if defer_range and num_segments is not None and not _ks().ids_sorted(ids):
-            # unsorted: the scatter kernels check the range in their first pass
-            self.num = num_segments
-            self.ids = ids
-            self.sorted = False
-            self.range_checked = False
-            return
+        n_ids = ids.shape[0]
+        if n_ids:
+            # one pass: sortedness and the CSR offsets together (``num`` guessed from
+            # the last id when not given: right whenever the ids are sorted)
+            num = max(int(ids[-1]) + 1, 0) if num_segments is None else num_segments
+            offs = _sorted_offsets(ids, num)
+            if offs is not None:
+                _check_range(int(ids[0]), int(ids[-1]), num)
+                self.num = num
+                self.ids = ids
+                self.sorted = True
+                self.offs = offs
+                return
+            if defer_range and num_segments is not None:
+                # unsorted: the scatter kernels check the range in their first pass
+                self.num = num_segments
+                self.ids = ids
+                self.sorted = False
+                self.range_checked = False
+                return
         lo, hi, ok = _ks().ids_info(ids)
         num = int(hi) + 1 if num_segments is None else num_segments
         _check_range(lo, hi, num)
