@@ -13,6 +13,7 @@ from ._core.validate import as_input_array, resolve_dtype, validate_temperature,
 from .drivers.eager_segments import Segs as _Segs
 from .drivers.eager_segments import log_wr as _log_wr
 from .drivers.eager_segments import one_axis as _one_axis
+from .drivers.eager_segments import scatter_softmax32 as _scatter_softmax32
 from .drivers.eager_segments import states as _states
 
 
@@ -90,6 +91,13 @@ def _segment_softmax(
         run(k.csr_softmax_1d, segs.num, nt, x2.reshape(-1), segs.offs, out2.reshape(-1), log)
     elif segs.offs is not None:
         run(k.csr_softmax_2d, segs.num, nt, x2, segs.offs, out2, log)
+    elif (
+        C == 1
+        and compute == np.float32
+        and not log
+        and _scatter_softmax32(x2.reshape(-1), segs, out2.reshape(-1), nt)
+    ):
+        pass  # exps stored in pass 1, scaled in pass 2
     else:
         m, w, r = _states(x2, segs)
         if C == 1:
