@@ -8,10 +8,12 @@ from typing import Any
 
 import numpy as np
 
+from ._core.buffers import empty_like as _empty_like
 from ._core.validate import as_input_array, resolve_dtype, validate_temperature, validate_where
 from .drivers.eager_segments import Segs as _Segs
 from .drivers.eager_segments import log_wr as _log_wr
 from .drivers.eager_segments import one_axis as _one_axis
+from .drivers.eager_segments import scatter_softmax32 as _scatter_softmax32
 from .drivers.eager_segments import states as _states
 
 
@@ -71,10 +73,15 @@ def _segment_softmax(
     _arr, ax, x2, moved_shape, compute, out_dtype, _ = _prepare(x, axis, temperature, where)
     segs = _Segs(x2.shape[0], segment_ids, offsets, num_segments, defer_range=True)
     N, C = x2.shape
-    out2 = np.empty((N, C), compute)
+    out2 = _empty_like(x2, compute)  # 2 MiB-aligned, reused once released
     nt = threads_for(x2.size, x2.itemsize)
     if x2.size == 0:
         segs.check_range()
+    elif segs.offs is not None and C == 1 and compute == np.float32 and not log:
+        # one read of each segment from memory: max, exps and scale in cache
+        from ._kernels import segments_csr
+
+        run(segments_csr.csr_softmax32, segs.num, nt, x2.reshape(-1), segs.offs, out2.reshape(-1))
     elif segs.offs is not None and C == 1 and compute == np.float32:
         # one pass for the states (no max pass), then the write from a table
         m, w, r = _states(x2, segs)
@@ -84,6 +91,13 @@ def _segment_softmax(
         run(k.csr_softmax_1d, segs.num, nt, x2.reshape(-1), segs.offs, out2.reshape(-1), log)
     elif segs.offs is not None:
         run(k.csr_softmax_2d, segs.num, nt, x2, segs.offs, out2, log)
+    elif (
+        C == 1
+        and compute == np.float32
+        and not log
+        and _scatter_softmax32(x2.reshape(-1), segs, out2.reshape(-1), nt)
+    ):
+        pass  # exps stored in pass 1, scaled in pass 2
     else:
         m, w, r = _states(x2, segs)
         if C == 1:

@@ -46,7 +46,6 @@ __all__ = [
     "csr_state_2d",
     "csr_write_1d",
     "ids_info",
-    "ids_sorted",
     "log_wr",
     "offsets_from_sorted",
 ]
@@ -79,16 +78,6 @@ def ids_info(ids):
         hi = max(hi, v)
         ok = ok and v >= ids[i - 1]
     return lo, hi, ok
-
-
-@njit(nogil=True, cache=True)
-def ids_sorted(ids):
-    """Whether 1-D integer ``ids`` are non-decreasing; stops at the first descent
-    (random ids: after a few values), so unsorted ids cost no pass here."""
-    for i in range(1, ids.shape[0]):
-        if ids[i] < ids[i - 1]:
-            return False
-    return True
 
 
 @njit(cache=True, inline="always")

@@ -29,6 +29,7 @@ __all__ = [
     "rows",
     "scan",
     "scan_last",
+    "scatter_softmax32",
     "shift_of",
     "states",
 ]
@@ -91,6 +92,22 @@ def _check_range(lo, hi, num: int) -> None:
         raise ValueError(f"segment_ids must be < num_segments = {num}; got {hi}")
 
 
+def _sorted_offsets(ids, num: int):
+    """CSR offsets [num + 1] of 1-D ``ids`` if they are sorted, else None: one pass
+    over the ids in parts on several threads (``_kernels.segments_csr.csr_offsets``,
+    which stops each part at its first descent; random ids cost a few blocks)."""
+    from .._kernels import segments_csr
+    from .._kernels._parallel import run, threads_for
+
+    n = ids.shape[0]
+    nt = threads_for(n)
+    nparts = max(1, min(4 * nt, n // (1 << 16)))
+    offs = np.empty(num + 1, np.int64)
+    desc = np.zeros(nparts, np.int8)
+    run(segments_csr.csr_offsets, nparts, nt, ids, num, nparts, offs, desc)
+    return None if desc.any() else offs
+
+
 class Segs:
     """Validated segments of an axis of length ``n``: ``offs`` (CSR) or ``ids``."""
 
@@ -142,13 +159,26 @@ class Segs:
         check_ids(ids, n)
         if ids.dtype not in (np.int32, np.int64):
             ids = ids.astype(np.int64)
-        if defer_range and num_segments is not None and not _ks().ids_sorted(ids):
-            # unsorted: the scatter kernels check the range in their first pass
-            self.num = num_segments
-            self.ids = ids
-            self.sorted = False
-            self.range_checked = False
-            return
+        n_ids = ids.shape[0]
+        if n_ids:
+            # one pass: sortedness and the CSR offsets together (``num`` guessed from
+            # the last id when not given: right whenever the ids are sorted)
+            num = max(int(ids[-1]) + 1, 0) if num_segments is None else num_segments
+            offs = _sorted_offsets(ids, num)
+            if offs is not None:
+                _check_range(int(ids[0]), int(ids[-1]), num)
+                self.num = num
+                self.ids = ids
+                self.sorted = True
+                self.offs = offs
+                return
+            if defer_range and num_segments is not None:
+                # unsorted: the scatter kernels check the range in their first pass
+                self.num = num_segments
+                self.ids = ids
+                self.sorted = False
+                self.range_checked = False
+                return
         lo, hi, ok = _ks().ids_info(ids)
         num = int(hi) + 1 if num_segments is None else num_segments
         _check_range(lo, hi, num)
@@ -258,6 +288,55 @@ def _shifted_states(x1, segs, nt):
         r[fix] = 0.0
         _kss().fix_segments(x1, segs.ids, fix, m, r)
     return m[:, None], np.zeros((S, 1)), r[:, None]
+
+
+def scatter_softmax32(x1, segs, out1, nt) -> bool:
+    """float32 softmax of 1-D ``x1`` over unsorted ids into ``out1`` without a second
+    exp (``_kernels/segments_scatter32.py``): pass 1 stores ``exp(v - M)`` and
+    scatters the sums, pass 2 scales by ``1 / s``; segments whose stored terms
+    cannot give their softmax are recomputed exactly (``fix_segments``, then
+    ``refix``).  False (nothing done) when the values' sample (<= 4097 evenly
+    spaced, finite ones) spans more than ``_SPAN`` units or has no finite value:
+    the caller then takes the table path, whose band of one shift is 650 units.
+
+    Extra memory: ``parts x S x 9`` bytes and a few [S] arrays, as ``_shifted_states``.
+    """
+    from .._kernels import segments_scatter32 as k32
+    from .._kernels._parallel import run
+
+    N = x1.shape[0]
+    S = segs.num
+    smp = x1[:: max(1, N // 4096)]
+    fin = smp[np.isfinite(smp)]
+    if fin.size == 0 or float(fin.max()) - float(fin.min()) > k32._SPAN:
+        return False
+    M = float(fin.max())
+    nparts = max(1, min(nt, N // 4096))
+    pr = np.zeros((nparts, S))
+    pf = np.zeros((nparts, S), np.int8)
+    bad = np.zeros(nparts, np.int8)
+    run(k32.scatter_exp32, nparts, nparts, x1, segs.ids, M, nparts, out1, pr, pf, bad)
+    if bad.any():  # an id outside [0, S): the message needs its min / max
+        segs.check_range()
+    segs.range_checked = True
+    r = pr.sum(axis=0) if nparts > 1 else pr[0]
+    f = np.bitwise_or.reduce(pf, axis=0) if nparts > 1 else pf[0]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        # r == 0: every value -inf (or masked), softmax 0; r >= e^-81 otherwise
+        # unless flagged; kept below 1e37 in float32
+        fix = ((f & 2) != 0) | (((f & 1) != 0) & (r < math.exp(k32._KEEP32))) | (r > 1e37)
+        scale = np.where((r == 0.0) | fix, 0.0, 1.0 / r)
+    run(k32.scale_gather, N, nt, segs.ids, scale, out1)
+    if fix.any():
+        m = np.full(S, M)
+        m[fix] = -np.inf
+        r = r.copy()
+        r[fix] = 0.0
+        _kss().fix_segments(x1, segs.ids, fix, m, r)
+        tab = np.empty((S, 2), np.float32)
+        _kss().gather_table(m, np.zeros(S), r, False, True, tab)
+        run(k32.refix, N, nt, x1, segs.ids, fix, tab, out1)
+    return True
 
 
 def merge_states(m1, w1, r1, m2, w2, r2):
