@@ -47,3 +47,36 @@ def test_gather_ties_exactly_at_the_threshold():
     c = top_p._gather(x, np.float32(1.0), ci, cv, 0)
     np.testing.assert_array_equal(ci[:c], np.arange(0, 200, 3))
     assert (cv[:c] == 1.0).all()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [1, 15, 16, 17, 33, 1000])
+def test_max_nan_is_the_nan_skipping_maximum(dtype, n):
+    """``scan._max_nan`` = (``nanmax``, ``isnan.any``) with the maximum in any position
+    of the 16 lanes or the tail, NaN and +-inf entries, and all -inf rows: 6 lengths x
+    2 dtypes x (every position of the maximum + 4 special rows)."""
+    from softmaxkit._kernels.sampling import scan
+
+    rng = np.random.default_rng(n)
+    base = rng.standard_normal(n).astype(dtype)
+    rows = []
+    for p in range(n):
+        x = base.copy()
+        x[p] = 50.0
+        rows.append(x)
+    rows.append(np.full(n, -np.inf, dtype=dtype))
+    x = base.copy()
+    x[n // 2] = np.inf
+    rows.append(x)
+    x = base.copy()
+    x[n - 1] = np.nan
+    rows.append(x)
+    x = base.copy()
+    x[0] = np.nan
+    x[n - 1] = 99.0
+    rows.append(x)
+    for x in rows:
+        mx, nan = scan._max_nan(x)
+        assert nan == bool(np.isnan(x).any())
+        want = np.max(x[~np.isnan(x)]) if not np.isnan(x).all() else -np.inf
+        assert mx == want

@@ -18,7 +18,7 @@ from ..view import row
 from .chunked import CHOOSER, chunked_path, sample_row_chunked
 from .keys import _KMAX, _TILE, stream_base
 from .race import _race_cands, _race_init, _race_one, _race_row
-from .scan import _LEV, _first_eq, _has_nan, _heap, _max16, _store_v, _sum_blocks, _v
+from .scan import _LEV, _first_eq, _has_nan, _heap, _max_nan, _store_v, _sum_blocks, _v
 from .top_p import (
     _compact,
     _fill,
@@ -126,16 +126,19 @@ def _sample_rows(x, T, greedy, K, P, logq, S, seed, row0, need_z, tokens, info, 
         target = 0.0
         C = 0
         # ---- pass 1: NaN, maximum (or the top-k buffer) ----
-        if _has_nan(xr):
-            info[i, 0] = 2.0
-            continue
         neq = 0
         if small_k:
+            if _has_nan(xr):
+                info[i, 0] = 2.0
+                continue
             neq = _heap(xr, T, unit, K, bufv, bufi, acc)
             m = bufv[0]
             jmax = bufi[0]
         else:
-            xm = _max16(xr, acc)
+            xm, nan = _max_nan(xr)
+            if nan:
+                info[i, 0] = 2.0
+                continue
             m = _v(xm, T, unit)
             # the race over top-p candidates starts from nothing (the maximum is one of
             # them); the row races start at the maximum's exact key
