@@ -9,8 +9,9 @@ time on a [1, 262144] row (0.265 of 0.53 ms, one thread).  Here:
    carried exactly (``exp._expd32_unit``: TwoSum, 16 lanes), stored in a float32
    buffer; ``s' = sum w_j`` and the masses above the depths ``_LEV`` in float64;
 2. the serial path's bracket, band counts and bound (``top_p._lower_bound``) on these
-   numbers give ``xlo``; ``_gather_lo`` (one read) the candidates ``x >= xlo``
-   (``top_p._gather``'s run) and ``s_lo = sum over x < xlo of w_j`` from the buffer;
+   numbers give ``xlo``; ``top_p._gather`` (one read) the candidates ``x >= xlo``, and
+   ``s_lo = s' - sum over the candidates of w_j`` (read back from the buffer: the same
+   floats, so ``s_lo`` is the other entries' mass up to float64 rounding);
 3. the candidates' float64 weights (``_fill``), ``s = sum(cw) + s_lo``, the threshold
    ``t`` (``_top_p_threshold`` against ``P s``) and a certificate: ``E`` bounds the
    error of ``P s`` here (each ``w_j`` within ``_REL32`` of ``exp(x_j - m)``:
@@ -36,9 +37,9 @@ from numba import njit, types
 from numba.extending import overload
 
 from ..exp import _expd32_unit
-from .keys import _FM, _cttz
+from .keys import _FM
 from .scan import _LEV
-from .top_p import _fill, _lower_bound, _top_p_threshold
+from .top_p import _fill, _gather, _lower_bound, _top_p_threshold
 
 FAST_MIN = 1 << 15  # shorter rows take the serial path (little to gain)
 _REL32 = 3.0e-7  # bound on the relative error of one w_j (module docstring), 2x margin
@@ -89,32 +90,13 @@ def _mass32(xr, m32, wb, X, lev):
 
 
 @njit(cache=True, nogil=True, fastmath=_FM)
-def _gather_lo(xr, xlo, wb, ci, cv):
-    """``(C, s_lo)``: ``top_p._gather``'s run of ``x >= xlo`` and the sum of ``wb``
-    over the other entries (float64)."""
-    n = xr.shape[0]
-    n64 = n - n % 64
-    c = 0
-    s_lo = 0.0
-    for g in range(0, n64, 64):
-        mask = np.uint64(0)
-        for k in range(64):
-            hit = xr[g + k] >= xlo
-            mask |= np.uint64(hit) << np.uint64(k)
-            s_lo += 0.0 if hit else np.float64(wb[g + k])
-        while mask:
-            j = g + np.int64(_cttz(mask))
-            ci[c] = j
-            cv[c] = np.float64(xr[j])
-            c += 1
-            mask &= mask - np.uint64(1)
-    for j in range(n64, n):
-        x = xr[j]
-        ci[c] = j
-        cv[c] = np.float64(x)
-        c += x >= xlo
-        s_lo += 0.0 if x >= xlo else np.float64(wb[j])
-    return c, s_lo
+def _sum_at(wb, ci, C):
+    """``sum wb[ci[c]]`` over the candidates (float64): the buffer's own values, so
+    ``s' - this`` is the mass of the other entries up to float64 rounding."""
+    s = 0.0
+    for c in range(C):
+        s += np.float64(wb[ci[c]])
+    return s
 
 
 @njit(cache=True, nogil=True, fastmath=_FM)
@@ -145,7 +127,8 @@ def _top_p_spec(xr, m, P, ci, cv, cw, wb):
     lev = np.empty(len(_LEV))
     s2 = _mass32(xr, m32, wb, X, lev)
     _, xlo = _lower_bound(xr, 1.0, True, m, s2, lev, P)
-    C, s_lo = _gather_lo(xr, xlo, wb, ci, cv)
+    C = _gather(xr, xlo, ci, cv, 0)
+    s_lo = max(0.0, s2 - _sum_at(wb, ci, C))
     _fill(C, 1.0, True, m, cv, cw)
     # the weights of the candidates, first summed alone (the candidate run's order)
     tot, _, _ = _masses_at(cv, cw, C, np.inf)
@@ -154,6 +137,8 @@ def _top_p_spec(xr, m, P, ci, cv, cw, wb):
     theta = _top_p_threshold(cv, cw, C, m, target)
     _, ge, gt = _masses_at(cv, cw, C, theta)
     err = P * (s_lo * _REL32 + n * _ABS32)
-    err += s * (2.0 * (n + C) + 64.0) * _U64 * 1.5
+    # float64 roundings: here s' (n), the candidates' sums (3 C), s_lo and s; the
+    # float64 path's s (n), a partial mass (n) and P s; each at most _U64 of s
+    err += s * (3.0 * (n + C) + 64.0) * _U64 * 1.5
     ok = ge >= target + err and gt <= target - err
     return ok, theta, C
