@@ -241,9 +241,10 @@ def sample(
     computes the normaliser and gathers the entries above a bound on the threshold
     (two reads) and finds the threshold among those candidates, never sorting the
     row.  Peak extra memory: the outputs, a few kB per thread and, for top-p (or
-    ``top_k > 256``), up to ``24 n`` bytes per thread (``n`` the row length), kept by
-    the thread for its next call; a copy of ``logits`` when ``axis`` is not the last
-    contiguous axis or the dtype is not float32/float64.
+    ``top_k > 256``), up to ``24 n`` bytes per thread (``n`` the row length; ``28 n``
+    for float32 top-p at temperature 1), kept by the thread for its next call; a copy
+    of ``logits`` when ``axis`` is not the last contiguous axis or the dtype is not
+    float32/float64.
 
     Examples
     --------

@@ -71,9 +71,10 @@ Accumulators are float64.  The per-row output ``info[i]`` is
 
 Modules: ``keys`` (the hash, uniforms and keys), ``scan`` (pass 1: max, NaN, levels,
 the top-k buffer), ``race`` (the race over a row, a candidate or a candidate run),
-``top_p`` (the bracket, the band counts and the threshold search), ``chunked`` (top-p
-of one row on several threads), ``entry`` (``_sample_rows`` and its entry point
-``sample_rows``).
+``top_p`` (the bracket, the band counts and the threshold search), ``fast`` (top-p of
+a float32 row at ``T = 1`` with float32 ``exp`` and a certificate that the threshold is
+the float64 path's, else that path), ``chunked`` (top-p of one row on several
+threads), ``entry`` (``_sample_rows`` and its entry point ``sample_rows``).
 """
 
 from __future__ import annotations

@@ -16,9 +16,10 @@ from numba import njit
 from .._parallel import run, threads_for
 from ..view import row
 from .chunked import CHOOSER, chunked_path, sample_row_chunked
+from .fast import FAST_MIN, _top_p_spec
 from .keys import _KMAX, _TILE, stream_base
 from .race import _race_cands, _race_init, _race_one, _race_row
-from .scan import _LEV, _first_eq, _has_nan, _heap, _max16, _store_v, _sum_blocks, _v
+from .scan import _LEV, _first_eq, _has_nan, _heap, _max_nan, _store_v, _sum_blocks, _v
 from .top_p import (
     _compact,
     _fill,
@@ -47,6 +48,21 @@ def _scratch(n: int):
     return buf
 
 
+# Top-p of long float32 rows at T = 1 first tries fast._top_p_spec (a float32 exp per
+# entry, the threshold certified to be this path's, else this path); False: never
+# (tests compare the two)
+FAST_TOP_P = True
+
+
+def _wbuf(n: int):
+    """This thread's float32 buffer of at least ``n`` entries (``fast``), kept."""
+    wb = getattr(_TLS, "wb", None)
+    if wb is None or wb.shape[0] < n:
+        wb = np.empty(n, dtype=np.float32)
+        _TLS.wb = wb
+    return wb
+
+
 def sample_rows(x, T, greedy, K, P, logq, S, seed, row0, need_z, tokens, info):
     """Run :func:`_sample_rows` over the rows on the library's threads, each thread
     with its own scratch (``24 n`` bytes when the path needs candidates, kept per thread
@@ -56,12 +72,19 @@ def sample_rows(x, T, greedy, K, P, logq, S, seed, row0, need_z, tokens, info):
         return
     need = (P < 1.0 or K > _KMAX) and not (0 < K <= _KMAX) and not greedy
     ns = n if need else 1
+    fast = (
+        FAST_TOP_P and need and K == 0 and T == 1.0 and x.dtype == np.float32
+        and n >= FAST_MIN and not need_z
+    )  # fmt: skip
+    nw = n if fast else 1
 
     def task(t0, t1):
         ci, cv, cw = _scratch(ns)
+        wb = _wbuf(nw)
         _sample_rows(
-            x, T, greedy, K, P, logq, S, seed, row0, need_z, tokens, info, ci, cv, cw, t0, t1
-        )
+            x, T, greedy, K, P, logq, S, seed, row0, need_z, tokens, info, ci, cv, cw, wb,
+            fast, t0, t1,
+        )  # fmt: skip
 
     nt = threads_for(4 * x.size, x.itemsize)
     ntr = max(1, int(numba.get_num_threads()))
@@ -85,17 +108,22 @@ def sample_rows(x, T, greedy, K, P, logq, S, seed, row0, need_z, tokens, info):
 def release_scratch() -> None:
     """Drop the calling thread's scratch buffers."""
     _TLS.buf = None
+    _TLS.wb = None
 
 
 @njit(cache=True, nogil=True)
-def _sample_rows(x, T, greedy, K, P, logq, S, seed, row0, need_z, tokens, info, ci, cv, cw, r0, r1):
+def _sample_rows(
+    x, T, greedy, K, P, logq, S, seed, row0, need_z, tokens, info, ci, cv, cw, wb, fast, r0, r1
+):
     """Sample ``S`` tokens from each row of ``x[R, n]`` (module docstring).
 
     ``K`` = 0 means no top-k (``0 < K < n`` otherwise), ``P`` = 1 no top-p, ``logq`` =
     -inf no min-p; ``greedy`` uses ``T = 1`` and keeps the maxima (tie mode).  Writes
     ``tokens[i, :S]`` (int64) and ``info[i] = (status, theta, m, log Z)``; ``log Z``
     is computed when ``need_z`` (log-probs, ``sampling_probs``).  ``row0 + i`` is the
-    row index the draws use.
+    row index the draws use.  ``fast``: top-p tries ``fast._top_p_spec`` first (the
+    caller sets it for float32 rows of at least ``FAST_MIN``, ``T = 1``, no top-k,
+    no ``need_z``; ``wb`` a float32 buffer of ``n``).
     """
     n = x.shape[1]
     nb = max(S, 1)
@@ -125,17 +153,21 @@ def _sample_rows(x, T, greedy, K, P, logq, S, seed, row0, need_z, tokens, info, 
         lo = -np.inf
         target = 0.0
         C = 0
+        ok = False
         # ---- pass 1: NaN, maximum (or the top-k buffer) ----
-        if _has_nan(xr):
-            info[i, 0] = 2.0
-            continue
         neq = 0
         if small_k:
+            if _has_nan(xr):
+                info[i, 0] = 2.0
+                continue
             neq = _heap(xr, T, unit, K, bufv, bufi, acc)
             m = bufv[0]
             jmax = bufi[0]
         else:
-            xm = _max16(xr, acc)
+            xm, nan = _max_nan(xr)
+            if nan:
+                info[i, 0] = 2.0
+                continue
             m = _v(xm, T, unit)
             # the race over top-p candidates starts from nothing (the maximum is one of
             # them); the row races start at the maximum's exact key
@@ -220,12 +252,17 @@ def _sample_rows(x, T, greedy, K, P, logq, S, seed, row0, need_z, tokens, info, 
                     _weights(cv, C, m, cw)
                     target = P * zk
             elif P < 1.0:
-                s_row = _sum_blocks(xr, T, unit, m, lev)
-                target, xlo = _lower_bound(xr, T, unit, m, s_row, lev, P)
-                C = _gather(xr, xlo, ci, cv, 0)
-                _fill(C, T, unit, m, cv, cw)
+                if fast and n >= FAST_MIN:
+                    # certified: the threshold the lines below would find
+                    ok, theta, C = _top_p_spec(xr, m, P, ci, cv, cw, wb)
+                if not ok:
+                    s_row = _sum_blocks(xr, T, unit, m, lev)
+                    target, xlo = _lower_bound(xr, T, unit, m, s_row, lev, P)
+                    C = _gather(xr, xlo, ci, cv, 0)
+                    _fill(C, T, unit, m, cv, cw)
             if P < 1.0:
-                theta = max(theta, _top_p_threshold(cv, cw, C, m, target))
+                if not ok:
+                    theta = max(theta, _top_p_threshold(cv, cw, C, m, target))
                 if need_z:
                     z = _kept_mass(cv, cw, C, m, theta, logq)
                 _race_cands(ci, cv, 0, C, m, theta, logq, S, bases, best, bestj)

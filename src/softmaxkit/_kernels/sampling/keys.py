@@ -11,6 +11,7 @@ import math
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
+from numba.core import cgutils
 from numba.extending import intrinsic
 
 _TILE = 512
@@ -54,6 +55,23 @@ def _bits(typingctx, x):
         return builder.bitcast(args[0], ir.IntType(64))
 
     return types.int64(x), codegen
+
+
+@intrinsic
+def _cttz(typingctx, x):
+    """The number of trailing zero bits of a nonzero uint64 (``llvm.cttz``: one
+    ``tzcnt`` on x86-64)."""
+    if x != types.uint64:
+        return None
+
+    def codegen(context, builder, sig, args):
+        i64 = ir.IntType(64)
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(i64, [i64, ir.IntType(1)]), "llvm.cttz.i64"
+        )
+        return builder.call(fn, [args[0], ir.Constant(ir.IntType(1), 1)])
+
+    return types.uint64(x), codegen
 
 
 @njit(cache=True, nogil=True, inline="always")

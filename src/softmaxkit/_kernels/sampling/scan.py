@@ -41,6 +41,93 @@ def _max16(xs, acc):
 
 
 @njit(cache=True, nogil=True, fastmath=_FM)
+def _max_nan(xr):
+    """``(max(xr) ignoring NaN, whether xr holds NaN)`` in one call: pass 1 of a row.
+
+    Sixteen named running maxima updated by compare-and-select (one vector register,
+    a ``vmaxps``-like select per 16 entries) instead of ``_max16``'s ``llvm.maxnum``
+    on an array (0.075 -> 0.039 ms on a [262144] float32 row; the NaN count, a second
+    loop, 0.015 -> 0.013).  A maximum is exact: the same value as ``_max16`` (NaN
+    entries are skipped by both: ``x > a`` is false for NaN), except that of
+    ``+0.0`` and ``-0.0`` either may come out (``v - m`` is the same)."""
+    n = xr.shape[0]
+    ninf = xr.dtype.type(-np.inf)
+    a0 = ninf
+    a1 = ninf
+    a2 = ninf
+    a3 = ninf
+    a4 = ninf
+    a5 = ninf
+    a6 = ninf
+    a7 = ninf
+    a8 = ninf
+    a9 = ninf
+    a10 = ninf
+    a11 = ninf
+    a12 = ninf
+    a13 = ninf
+    a14 = ninf
+    a15 = ninf
+    n16 = n - n % 16
+    for j in range(0, n16, 16):
+        x0 = xr[j + 0]
+        a0 = x0 if x0 > a0 else a0
+        x1 = xr[j + 1]
+        a1 = x1 if x1 > a1 else a1
+        x2 = xr[j + 2]
+        a2 = x2 if x2 > a2 else a2
+        x3 = xr[j + 3]
+        a3 = x3 if x3 > a3 else a3
+        x4 = xr[j + 4]
+        a4 = x4 if x4 > a4 else a4
+        x5 = xr[j + 5]
+        a5 = x5 if x5 > a5 else a5
+        x6 = xr[j + 6]
+        a6 = x6 if x6 > a6 else a6
+        x7 = xr[j + 7]
+        a7 = x7 if x7 > a7 else a7
+        x8 = xr[j + 8]
+        a8 = x8 if x8 > a8 else a8
+        x9 = xr[j + 9]
+        a9 = x9 if x9 > a9 else a9
+        x10 = xr[j + 10]
+        a10 = x10 if x10 > a10 else a10
+        x11 = xr[j + 11]
+        a11 = x11 if x11 > a11 else a11
+        x12 = xr[j + 12]
+        a12 = x12 if x12 > a12 else a12
+        x13 = xr[j + 13]
+        a13 = x13 if x13 > a13 else a13
+        x14 = xr[j + 14]
+        a14 = x14 if x14 > a14 else a14
+        x15 = xr[j + 15]
+        a15 = x15 if x15 > a15 else a15
+    mx = ninf
+    mx = fmax(mx, a0)
+    mx = fmax(mx, a1)
+    mx = fmax(mx, a2)
+    mx = fmax(mx, a3)
+    mx = fmax(mx, a4)
+    mx = fmax(mx, a5)
+    mx = fmax(mx, a6)
+    mx = fmax(mx, a7)
+    mx = fmax(mx, a8)
+    mx = fmax(mx, a9)
+    mx = fmax(mx, a10)
+    mx = fmax(mx, a11)
+    mx = fmax(mx, a12)
+    mx = fmax(mx, a13)
+    mx = fmax(mx, a14)
+    mx = fmax(mx, a15)
+    for j in range(n16, n):
+        mx = fmax(mx, xr[j])
+    cnt = 0
+    for j in range(n):
+        cnt += xr[j] != xr[j]
+    return mx, cnt > 0
+
+
+@njit(cache=True, nogil=True, fastmath=_FM)
 def _has_nan(xr):
     cnt = 0
     for j in range(xr.shape[0]):
