@@ -256,8 +256,11 @@ def test_empty_arrays():
 
 
 def test_registration_is_lazy():
+    # importing softmaxkit.jax imports neither Numba nor the custom-call module
     code = (
         "import softmaxkit.jax, sys\n"
+        "bad = [m for m in ('numba', 'softmaxkit._kernels') if m in sys.modules]\n"
+        "assert not bad, bad\n"
         "from softmaxkit._kernels import xla\n"
         "assert not xla._STATE and not xla._PLANS, xla._STATE\n"
         "import jax.numpy as jnp\n"

@@ -29,8 +29,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._kernels import xla as _xla
-
 __all__ = ["check_reduction", "check_temperature", "compute_dtype", "host_call", "mask", "neg_axes"]
 
 
@@ -83,8 +81,16 @@ def mask(where, shape):
     return jnp.broadcast_to(w, shape), True
 
 
+def _xla():
+    # imported on first use: softmaxkit._kernels imports Numba (~140 ms), which
+    # ``import softmaxkit.jax`` must not pay
+    from .._kernels import xla
+
+    return xla
+
+
 def _use_custom_call() -> bool:
-    return jax.default_backend() == "cpu" and _xla.register()
+    return jax.default_backend() == "cpu" and _xla().register()
 
 
 def _spec(a) -> tuple[tuple[int, ...], np.dtype]:
@@ -96,11 +102,12 @@ def _run(host, specs, aliases, args):
     multiple = isinstance(specs, tuple)
     outs = specs if multiple else (specs,)
     if _use_custom_call():
-        k = _xla.plan(host, [_spec(a) for a in args], [_spec(s) for s in outs])
+        xla = _xla()
+        k = xla.plan(host, [_spec(a) for a in args], [_spec(s) for s in outs])
         res = jax.ffi.ffi_call(
-            _xla.TARGET,
+            xla.TARGET,
             tuple(outs),
-            custom_call_api_version=_xla.API_VERSION,
+            custom_call_api_version=xla.API_VERSION,
             legacy_backend_config=str(k),
             input_output_aliases=aliases,
         )(*args)
