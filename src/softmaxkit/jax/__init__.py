@@ -81,7 +81,7 @@ def _dense(axes: tuple[int, ...], temperature: float, log: bool, masked: bool):
         return host_call(name, host_vjp, _like_first, y, g.astype(y.dtype), w), None
 
     f.defvjp(f_fwd, f_bwd)
-    return f
+    return jax.jit(f)  # eager calls: one cached dispatch, not op-by-op tracing
 
 
 def _dense_call(x, axis, temperature, where, log):
@@ -178,7 +178,7 @@ def _lse(axes: tuple[int, ...], temperature: float, keepdims: bool, masked: bool
         return host_call("logsumexp", host_vjp, _like_first, x, g.astype(x.dtype), w), None
 
     f.defvjp(f_fwd, f_bwd)
-    return f
+    return jax.jit(f)  # eager calls: one cached dispatch, not op-by-op tracing
 
 
 def logsumexp(x, /, axis=-1, *, keepdims=False, temperature=1.0, where=None):

@@ -84,7 +84,7 @@ def _ce(axis: int, options: tuple, masked: bool, weighted: bool, reduction: str)
         return gx, None, None, None
 
     f.defvjp(f_fwd, f_bwd)
-    return f
+    return jax.jit(f)  # eager calls: one cached dispatch, not op-by-op tracing
 
 
 def cross_entropy(
@@ -190,7 +190,7 @@ def _lce(options: tuple, has_bias: bool, weighted: bool, reduction: str):
         return dh * g, dW * g, db * g, None, None
 
     f.defvjp(f_fwd, f_bwd)
-    return f
+    return jax.jit(f)  # eager calls: one cached dispatch, not op-by-op tracing
 
 
 def linear_cross_entropy(
