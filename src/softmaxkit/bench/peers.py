@@ -10,6 +10,9 @@ Used by ``_bench_dense`` (softmax, log_softmax, logsumexp) and ``_bench_losses``
   once, outside timing; compilation happens ahead (``jit(f).lower(x).compile()``) on
   first use, and its time is recorded apart in ``compile_s["jax jit"]``.  Float64
   inputs are compiled under ``jax.enable_x64`` (without it JAX computes in float32).
+* ``"softmaxkit.jax jit"``: the same for ``softmaxkit.jax``'s op (the kernels in an
+  XLA custom call, docs/frameworks.md), and ``jit(value_and_grad)`` of its
+  ``cross_entropy`` next to optax's in the loss case.
 * ``"ort"``: a one-node ONNX model (``Softmax`` / ``LogSoftmax`` /
   ``ReduceLogSumExp``, opset 18) built in memory with ``onnx.helper``, run by
   ``InferenceSession.run`` with ``intra_op_num_threads=2`` (allocates its output).
@@ -65,33 +68,38 @@ def jax_dense(
     compile_s: dict[str, float],
     store: Callable[[str], dict[str, Any]],
 ) -> dict[str, Callable[[], Any]]:
-    """``{"jax jit": f}`` for a dense op, or ``{}`` without jax.
+    """``{"jax jit": f, "softmaxkit.jax jit": g}`` for a dense op, or ``{}`` without jax.
 
-    ``store(name)`` returns the dict that keeps the peer's device input and compiled
-    function; the case drops it when it releases its inputs.
+    ``"softmaxkit.jax jit"`` is ``jax.jit`` of ``softmaxkit.jax``'s op (the kernels in
+    an XLA custom call).  ``store(name)`` returns the dict that keeps the peer's
+    device input and compiled function; the case drops it when it releases its inputs.
     """
     if not available("jax"):
         return {}
 
-    def call():
-        state = store("jax jit")
-        if not state:
-            jax, cpu = _jax_cpu()
-            fn = {
-                "softmax": jax.nn.softmax,
-                "log_softmax": jax.nn.log_softmax,
-                "logsumexp": jax.nn.logsumexp,
-            }[op]
-            x = get_x()
-            with _x64(jax, x.dtype == np.float64):
-                xj = jax.device_put(x, cpu)
-                t0 = time.perf_counter()
-                state["f"] = jax.jit(lambda a: fn(a, axis=axis)).lower(xj).compile()
-                compile_s["jax jit"] = time.perf_counter() - t0
-            state["x"] = xj
-        return state["f"](state["x"]).block_until_ready()
+    def make(name: str):
+        def call():
+            state = store(name)
+            if not state:
+                jax, cpu = _jax_cpu()
+                if name == "jax jit":
+                    fn = getattr(jax.nn, op)
+                else:
+                    import softmaxkit.jax as skj
 
-    return {"jax jit": call}
+                    fn = getattr(skj, op)
+                x = get_x()
+                with _x64(jax, x.dtype == np.float64):
+                    xj = jax.device_put(x, cpu)
+                    t0 = time.perf_counter()
+                    state["f"] = jax.jit(lambda a: fn(a, axis=axis)).lower(xj).compile()
+                    compile_s[name] = time.perf_counter() - t0
+                state["x"] = xj
+            return state["f"](state["x"]).block_until_ready()
+
+        return call
+
+    return {name: make(name) for name in ("jax jit", "softmaxkit.jax jit")}
 
 
 def jax_cross_entropy(
@@ -121,7 +129,22 @@ def jax_cross_entropy(
         g.block_until_ready()
         return float(lv), g
 
-    return {"jax jit": call}
+    def ours():
+        # softmaxkit.jax.cross_entropy: the fused kernel in an XLA custom call
+        if "g" not in state:
+            call()  # the device inputs
+            jax, _ = _jax_cpu()
+            import softmaxkit.jax as skj
+
+            t0 = time.perf_counter()
+            f = jax.jit(jax.value_and_grad(lambda a, b: skj.cross_entropy(a, b)))
+            state["g"] = f.lower(*state["args"]).compile()
+            compile_s["softmaxkit.jax jit"] = time.perf_counter() - t0
+        lv, g = state["g"](*state["args"])
+        g.block_until_ready()
+        return float(lv), g
+
+    return {"jax jit": call, "softmaxkit.jax jit": ours}
 
 
 # --------------------------------------------------------------------------- ONNX Runtime

@@ -1,0 +1,203 @@
+"""softmaxkit inside JAX: ``jax.custom_vjp`` functions on the CPU kernels.
+
+:func:`softmax`, :func:`log_softmax`, :func:`logsumexp`, :func:`cross_entropy` and
+:func:`linear_cross_entropy` take the NumPy functions' arguments and defaults and
+work under ``jax.jit``, ``jax.grad`` and ``jax.vmap``:
+
+* on the CPU backend the kernels run in an XLA custom call
+  (``softmaxkit._kernels.xla``): the kernel reads XLA's operand buffers and writes
+  its results straight into XLA's result buffers (no copy either way).  On other
+  backends, or where XLA:CPU refuses the call, :func:`jax.pure_callback` (the
+  arrays are copied to the host and back).  See ``softmaxkit.jax._call``.
+* ``vmap``: the dense ops' reduced axes are passed as negative indices, so a
+  leading batch axis is just more rows (one call for the whole batch); the losses
+  take one call per batch element (class weights and the projection matrix must
+  not gain a batch axis).
+* gradients are ``jax.custom_vjp`` rules using the fused backward: softmax and
+  log_softmax from the saved output (:func:`softmaxkit.softmax_vjp`), logsumexp as
+  ``g / T * softmax`` in one host call, cross-entropy and linear cross-entropy from
+  the gradients their kernels compute in the forward pass (the cross-entropy
+  backward scales the saved gradient in its own buffer, and not at all when the
+  upstream gradient is 1; the ``[N, V]`` logits of the linear one are never
+  formed).  Only first derivatives are available: ``jax.hessian`` and
+  ``grad(grad(...))`` raise ``NotImplementedError`` naming the function.
+
+bfloat16 input is computed in float32 and rounded back.  Importing this module
+imports jax; ``import softmaxkit`` never does.  The custom-call target is
+registered on first use.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..grad import log_softmax_vjp as _np_log_softmax_vjp
+from ..grad import softmax_vjp as _np_softmax_vjp
+from ..softmax import log_softmax as _np_log_softmax
+from ..softmax import logsumexp as _np_logsumexp
+from ..softmax import softmax as _np_softmax
+from ._call import check_temperature, compute_dtype, host_call, mask, neg_axes
+from ._losses import cross_entropy, linear_cross_entropy
+
+__all__ = ["cross_entropy", "linear_cross_entropy", "log_softmax", "logsumexp", "softmax"]
+
+
+def _like_first(x, *_):
+    return jax.ShapeDtypeStruct(x.shape, x.dtype)
+
+
+# ------------------------------------------------------------------ dense ops
+@functools.lru_cache(maxsize=256)
+def _dense(axes: tuple[int, ...], temperature: float, log: bool, masked: bool):
+    name = "log_softmax" if log else "softmax"
+    fwd_np = _np_log_softmax if log else _np_softmax
+    vjp_np = _np_log_softmax_vjp if log else _np_softmax_vjp
+
+    def host_fwd(ins, outs):
+        x, w = ins
+        fwd_np(x, axes, temperature=temperature, where=w if masked else None, out=outs[0])
+
+    def host_vjp(ins, outs):
+        y, g, w = ins
+        vjp_np(y, g, axes, temperature=temperature, where=w if masked else None, out=outs[0])
+
+    def call(x, w):
+        return host_call(name, host_fwd, _like_first, x, w)
+
+    @jax.custom_vjp
+    def f(x, w):
+        return call(x, w)
+
+    def f_fwd(x, w):
+        y = call(x, w)
+        return y, (y, w)
+
+    def f_bwd(res, g):
+        y, w = res
+        return host_call(name, host_vjp, _like_first, y, g.astype(y.dtype), w), None
+
+    f.defvjp(f_fwd, f_bwd)
+    return jax.jit(f)  # eager calls: one cached dispatch, not op-by-op tracing
+
+
+def _dense_call(x, axis, temperature, where, log):
+    x = jnp.asarray(x)
+    cdt = compute_dtype(x.dtype)
+    axes = neg_axes(axis, x.ndim)
+    w, masked = mask(where, x.shape)
+    y = _dense(axes, check_temperature(temperature), log, masked)(x.astype(cdt), w)
+    return y.astype(x.dtype)
+
+
+def softmax(x, /, axis=-1, *, temperature=1.0, where=None):
+    r"""Softmax of a JAX array on the CPU kernels, with a fused ``custom_vjp``.
+
+    As :func:`softmaxkit.softmax` (same contract: an empty, all ``-inf`` or fully
+    masked row gives zeros and a zero gradient, where ``jax.nn.softmax`` gives NaN).
+
+    Parameters
+    ----------
+    x : jax.Array
+        float16, bfloat16, float32 or float64.
+    axis : int, tuple of ints or None, default -1
+    temperature : float > 0, default 1
+    where : bool array, optional
+
+    Returns
+    -------
+    jax.Array
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> import softmaxkit.jax as skj
+    >>> skj.softmax(jnp.array([1.0, 1.0, -jnp.inf]))
+    Array([0.5, 0.5, 0. ], dtype=float32)
+    """
+    return _dense_call(x, axis, temperature, where, False)
+
+
+def log_softmax(x, /, axis=-1, *, temperature=1.0, where=None):
+    r"""Log-softmax of a JAX array (see :func:`softmax`); masked entries get ``-inf``.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> import softmaxkit.jax as skj
+    >>> skj.log_softmax(jnp.array([0.0, 0.0]))
+    Array([-0.6931472, -0.6931472], dtype=float32)
+    """
+    return _dense_call(x, axis, temperature, where, True)
+
+
+def _lse_shape(axes, keepdims):
+    def shape(x, *_):
+        red = {a % x.ndim for a in axes}
+        s = tuple(1 if i in red else d for i, d in enumerate(x.shape) if keepdims or i not in red)
+        return jax.ShapeDtypeStruct(s, x.dtype)
+
+    return shape
+
+
+@functools.lru_cache(maxsize=256)
+def _lse(axes: tuple[int, ...], temperature: float, keepdims: bool, masked: bool):
+    shape = _lse_shape(axes, keepdims)
+
+    def host_fwd(ins, outs):
+        x, w = ins
+        _np_logsumexp(
+            x, axes, keepdims=keepdims, temperature=temperature,
+            where=w if masked else None, out=outs[0],
+        )  # fmt: skip
+
+    def host_vjp(ins, outs):
+        # g / T * softmax(x / T), the softmax written into the result and scaled there
+        x, g, w = ins
+        o = outs[0]
+        _np_softmax(x, axes, temperature=temperature, where=w if masked else None, out=o)
+        if not keepdims:
+            g = np.expand_dims(g, tuple(sorted(a % x.ndim for a in axes)))
+        np.multiply(o, (g / temperature).astype(o.dtype), out=o)
+
+    def call(x, w):
+        return host_call("logsumexp", host_fwd, shape, x, w)
+
+    @jax.custom_vjp
+    def f(x, w):
+        return call(x, w)
+
+    def f_fwd(x, w):
+        return call(x, w), (x, w)
+
+    def f_bwd(res, g):
+        x, w = res
+        return host_call("logsumexp", host_vjp, _like_first, x, g.astype(x.dtype), w), None
+
+    f.defvjp(f_fwd, f_bwd)
+    return jax.jit(f)  # eager calls: one cached dispatch, not op-by-op tracing
+
+
+def logsumexp(x, /, axis=-1, *, keepdims=False, temperature=1.0, where=None):
+    r"""``log(sum(exp(x / T)))`` of a JAX array on the CPU kernels.
+
+    As :func:`softmaxkit.logsumexp` without ``b`` / ``return_sign``; an empty, all
+    ``-inf`` or fully masked row gives ``-inf`` with gradient 0 (``jax.nn``: NaN).
+    Backward: ``g / T * softmax(x / T)``.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> import softmaxkit.jax as skj
+    >>> float(skj.logsumexp(jnp.array([1000.0, 1000.0])))
+    1000.6931762695312
+    """
+    x = jnp.asarray(x)
+    cdt = compute_dtype(x.dtype)
+    axes = neg_axes(axis, x.ndim)
+    w, masked = mask(where, x.shape)
+    f = _lse(axes, check_temperature(temperature), bool(keepdims), masked)
+    return f(x.astype(cdt), w).astype(x.dtype)
