@@ -80,7 +80,10 @@ def test_custom_call_is_used_on_cpu_not_a_python_callback():
     ):
         text = _hlo(f, x)
         assert "softmaxkit_host" in text
-        assert "python_cpu_callback" not in text
+        # the one Python callback allowed: the cross-entropy's check of the target
+        # values (3 int64 here, never the logits), which the custom call cannot raise
+        calls = [ln for ln in text.splitlines() if "python_cpu_callback" in ln]
+        assert all("(tensor<3xi64>) -> tensor<3xi64>" in ln for ln in calls), calls
     # the cross-entropy backward takes the saved gradient's buffer as its result
     text = jax.jit(jax.grad(lambda a: 2 * skj.cross_entropy(a, t))).lower(x).compile().as_text()
     assert "output_to_operand_aliasing" in text
@@ -271,3 +274,25 @@ def test_registration_is_lazy():
         "assert xla._STATE['ok'] is True\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+@pytest.mark.parametrize("wrap", ["eager", "jit", "grad"])
+def test_bad_target_values_raise_instead_of_a_silent_nan(wrap):
+    # the custom call cannot raise: the targets' values are checked by a callback first
+    import jax
+    import jax.numpy as jnp
+
+    import softmaxkit.jax as skj
+
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((3, 5)), jnp.float32)
+    f = {"eager": skj.cross_entropy, "jit": jax.jit(skj.cross_entropy),
+         "grad": jax.grad(skj.cross_entropy)}[wrap]  # fmt: skip
+    with pytest.raises(Exception, match=r"target\[2\] = 7 is not a class index in \[0, 5\)"):
+        jax.block_until_ready(f(x, jnp.array([0, 1, 7])))
+    p = jnp.abs(x).at[1, 2].set(-1.0)
+    with pytest.raises(Exception, match="probability target must be finite and >= 0"):
+        jax.block_until_ready(f(x, p))
+    h, W = jnp.ones((2, 3)), jnp.zeros((4, 3))
+    with pytest.raises(Exception, match=r"target\[1\] = 4 is not a class index"):
+        jax.block_until_ready(skj.linear_cross_entropy(h, W, jnp.array([0, 4])))
+    assert np.isfinite(float(skj.cross_entropy(x, jnp.array([0, 1, -100]), ignore_index=-100)))

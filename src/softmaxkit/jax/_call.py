@@ -177,3 +177,24 @@ def host_call(name, host, shapes_fn, *args, vmap="rows", aliases=None):
     """
     items = tuple(sorted(aliases.items())) if aliases else ()
     return _batched(name, host, shapes_fn, vmap, items)(*args)
+
+
+def checked_target(t, n_classes: int, ignore_index, axis: int | None = None):
+    """``t`` after a host check of its values (class indices in ``[0, n_classes)`` or
+    ``ignore_index``; probabilities finite and >= 0 when ``axis`` is given): the
+    :class:`ValueError` of the NumPy function, raised by ``jax.pure_callback`` when the
+    computation runs (``XlaRuntimeError`` under ``jit``).  The custom call cannot
+    raise (it could only fill its results with NaN), so value errors surface here,
+    in a small callback on the targets, before the kernel runs."""
+    from .._core.losscommon import check_prob_target, class_indices
+
+    def host(v):
+        v = np.asarray(v)
+        if axis is None:
+            class_indices(v, n_classes, ignore_index)
+        else:
+            check_prob_target(v, axis % max(v.ndim, 1))
+        return v
+
+    spec = jax.ShapeDtypeStruct(t.shape, t.dtype)
+    return jax.pure_callback(host, spec, t, vmap_method="broadcast_all")

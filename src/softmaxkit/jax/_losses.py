@@ -18,7 +18,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import losses as _losses
-from ._call import check_reduction, check_temperature, compute_dtype, host_call, mask, neg_axes
+from ._call import (
+    check_reduction,
+    check_temperature,
+    checked_target,
+    compute_dtype,
+    host_call,
+    mask,
+    neg_axes,
+)
 
 __all__ = ["cross_entropy", "linear_cross_entropy"]
 
@@ -123,8 +131,11 @@ def cross_entropy(
         raise ValueError("logits must have at least one dimension")
     ax = neg_axes(axis, x.ndim)[0]
     t = jnp.asarray(target)
+    ii = None if ignore_index is None else int(ignore_index)
     if jnp.issubdtype(t.dtype, jnp.floating):
-        t = t.astype(cdt)
+        t = checked_target(t.astype(cdt), x.shape[ax], ii, ax)
+    else:
+        t = checked_target(t, x.shape[ax], ii)
     w, masked = mask(where, x.shape)
     cw = jnp.zeros((0,), cdt) if weight is None else jnp.asarray(weight, dtype=cdt)
     options = (
@@ -236,6 +247,7 @@ def linear_cross_entropy(
     t = jnp.asarray(target)
     if not jnp.issubdtype(t.dtype, jnp.integer):
         raise TypeError(f"target must be integer class indices; got {t.dtype}")
+    t = checked_target(t, W.shape[0], None if ignore_index is None else int(ignore_index))
     b = jnp.zeros((0,), cdt) if bias is None else jnp.asarray(bias, dtype=cdt)
     cw = jnp.zeros((0,), cdt) if weight is None else jnp.asarray(weight, dtype=cdt)
     options = (
