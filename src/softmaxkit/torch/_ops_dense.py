@@ -30,6 +30,7 @@ from ._common import (
     _result_dtype,
     _zero,
 )
+from ._fast import _fast
 
 
 # --------------------------------------------------------------------------- softmax
@@ -285,6 +286,10 @@ def softmax(x, /, axis=-1, *, temperature=1.0, where=None, dtype=None):
     tensor([[-0.1966,  0.1966],
             [ 0.0000,  0.0000]])
     """
+    if where is None and dtype is None:
+        y = _fast(x, axis, temperature, False, _np_softmax)
+        if y is not None:
+            return y
     x, dims, t, mask = _dense_front("softmax", x, axis, temperature, where, dtype)
     return _finish(_softmax_op(x, dims, t, mask), dtype or x.dtype)
 
@@ -315,6 +320,10 @@ def log_softmax(x, /, axis=-1, *, temperature=1.0, where=None, dtype=None):
     >>> skt.log_softmax(torch.tensor([0.0, 0.0], dtype=torch.float64))
     tensor([-0.6931, -0.6931], dtype=torch.float64)
     """
+    if where is None and dtype is None:
+        y = _fast(x, axis, temperature, True, _np_log_softmax)
+        if y is not None:
+            return y
     x, dims, t, mask = _dense_front("log_softmax", x, axis, temperature, where, dtype)
     return _finish(_log_softmax_op(x, dims, t, mask), dtype or x.dtype)
 
