@@ -253,3 +253,28 @@ def test_bf16_ce_vs_float64_reference_odd_shapes_and_strided_logits():
     la, ga = _fwd_bwd(x, t, axis=0)
     lb, gb = _fwd_bwd(x.t().contiguous(), t)
     assert torch.equal(la, lb) and torch.equal(ga, gb.t())
+
+
+# ------------------------------------------------- target range check (NumPy side)
+@pytest.mark.parametrize("tdtype", [torch.int64, torch.int32, torch.uint8], ids=str)
+def test_target_range_check_without_torch_ops(tdtype, monkeypatch):
+    # plain CPU targets are checked in NumPy (torch's elementwise ops wait on an
+    # OpenMP join: 64 ms for [65536] on the loaded VM); same errors as before: the
+    # first offending index named, ignore_index exempt; torch ops are never called
+    x = _logits((5, 7), 14, torch.bfloat16)
+    called = []
+    real_ge = torch.Tensor.__ge__
+    monkeypatch.setattr(torch.Tensor, "__ge__", lambda *a: called.append(1) or real_ge(*a))
+    t = torch.tensor([0, 6, 3, 2, 1], dtype=tdtype)
+    skt.cross_entropy(x, t)
+    assert called == []
+    with pytest.raises(ValueError, match=r"class index 7 outside \[0, 7\)"):
+        skt.cross_entropy(x, torch.tensor([0, 7, 3, 9, 1], dtype=tdtype))
+    if tdtype != torch.uint8:
+        bad = torch.tensor([0, -1, 3, -5, 1], dtype=tdtype)
+        with pytest.raises(ValueError, match=r"class index -1 outside .*ignore_index=-5"):
+            skt.cross_entropy(x, bad, ignore_index=-5)
+        loss = skt.cross_entropy(x, torch.tensor([0, -1, 3, -1, 1], dtype=tdtype),
+                                 ignore_index=-1, reduction="none")  # fmt: skip
+        assert loss[1] == 0 and loss[3] == 0 and loss[0] > 0
+    assert called == []
