@@ -70,9 +70,10 @@ def test_fast_path_equals_the_operator_bit_for_bit(shape, dtype, log):
 
 @pytest.mark.parametrize("log", [False, True])
 @pytest.mark.parametrize("dtype", _DTYPES, ids=str)
-def test_fast_path_is_taken_only_for_plain_no_grad_calls(dtype, log, monkeypatch):
-    # the operator is replaced by a spy: plain calls never reach it; a call that
-    # records a gradient, a strided input, another axis, where= and dtype= do
+def test_fast_path_is_taken_only_for_plain_calls(dtype, log, monkeypatch):
+    # the operator is replaced by a spy: plain calls never reach it (with a gradient
+    # they go through the _Dense autograd function); a strided input, another axis,
+    # where= and dtype= do
     from softmaxkit.torch import _ops_dense
 
     name = "_log_softmax_op" if log else "_softmax_op"
@@ -84,14 +85,48 @@ def test_fast_path_is_taken_only_for_plain_no_grad_calls(dtype, log, monkeypatch
     f(x)
     with torch.no_grad():
         f(x.clone().requires_grad_())
-    assert calls == []
     y = f(x.clone().requires_grad_())
-    assert y.requires_grad and len(calls) == 1
+    assert y.requires_grad and type(y.grad_fn).__name__ == "_DenseBackward"
+    assert calls == []
     f(x.t())  # strided: the operator (one copy)
     f(x, axis=0)
     f(x, where=torch.ones(8, 33, dtype=torch.bool))
     f(x, dtype=torch.float64)
-    assert len(calls) == 5
+    assert len(calls) == 4
+
+
+@pytest.mark.parametrize("log", [False, True])
+@pytest.mark.parametrize("dtype", _DTYPES, ids=str)
+def test_fast_path_gradients_equal_the_operators(dtype, log):
+    # first derivative (contiguous and expanded upstream gradients) bit for bit the
+    # operator's; second derivative through the backward operator, as the operator's
+    x = _special_rows(_logits((6, 37), 15, dtype))
+    x[2] = 1.0  # (no NaN row: its gradients are NaN on both sides)
+    f = skt.log_softmax if log else skt.softmax
+    op = torch.ops.softmaxkit.log_softmax if log else torch.ops.softmaxkit.softmax
+    g = _logits((6, 37), 16, dtype)
+    for T in (1.0, 0.8):
+        for up in (g, None):
+            xa = x.clone().requires_grad_()
+            xb = x.clone().requires_grad_()
+            ya, yb = f(xa, temperature=T), op(xb, [-1], T, None)
+            assert _same(ya.detach(), yb.detach())
+            (ga,) = torch.autograd.grad(ya.sum() if up is None else ya, xa, up)
+            # (the operator given the contiguous ones that the fast path's backward
+            # makes of sum()'s expanded upstream gradient)
+            (gb,) = torch.autograd.grad(yb, xb, torch.ones_like(yb) if up is None else up)
+            assert _same(ga, gb), (T, up is None)
+    if dtype == torch.float64:
+        xa = x[1:].clone().requires_grad_()
+        fn = lambda a: f(a, temperature=0.8)  # noqa: E731
+        assert torch.autograd.gradgradcheck(fn, (xa,), (g[1:].clone(),))
+        (ga,) = torch.autograd.grad((f(xa) * g[1:]).sum(), xa, create_graph=True)
+        xb = x[1:].clone().requires_grad_()
+        (gb,) = torch.autograd.grad((op(xb, [-1], 1.0, None) * g[1:]).sum(), xb,
+                                    create_graph=True)  # fmt: skip
+        (hh_a,) = torch.autograd.grad(ga.square().sum(), xa)
+        (hh_b,) = torch.autograd.grad(gb.square().sum(), xb)
+        torch.testing.assert_close(hh_a, hh_b)
 
 
 def test_fast_path_keeps_the_operator_visible_to_modes_and_the_profiler():

@@ -46,24 +46,25 @@ def _kernels():
 
 
 def _fast(x, axis, temperature, log: bool, npf):
-    """The operator's result for a plain eager call that needs no gradient, or None.
+    """The operator's result for a plain eager call, or None.
 
     Applies to a contiguous CPU bfloat16 / float32 / float64 ``torch.Tensor`` (not a
     subclass) reduced over its last axis (an int ``axis``), without ``where`` /
-    ``dtype``, when no autograd graph is recorded and nothing that must see the
-    ``softmaxkit::`` operator is active (:func:`_plain_eager`).  It runs the same
-    code as the operator's body without the dispatcher (custom_op's autograd and
-    backend layers, ~30 us a call); bfloat16 also skips the tensor checks of the
-    operator path.  [1, 1000] softmax, one thread, CPU time: bfloat16 47 -> ~10 us,
-    float32 64 -> ~20 us (its NumPy function's own validation, ~15 us, stays),
-    against torch's ~2 us.  Anything else returns None and takes the operator.
+    ``dtype``, when nothing that must see the ``softmaxkit::`` operator is active
+    (:func:`_plain_eager`).  It runs the same code as the operator's body without
+    the dispatcher (custom_op's autograd and backend layers, ~30 us a call);
+    bfloat16 also skips the tensor checks of the operator path.  [1, 1000] softmax,
+    one thread, CPU time: bfloat16 46 -> ~11 us, float32 63 -> ~27 us (its NumPy
+    function's own validation stays), against torch's ~3 us.  When a gradient is
+    recorded, :class:`_Dense` (a plain autograd function) carries it: backward is
+    the same VJP kernel, and the differentiable ``softmaxkit::`` backward operator
+    under ``create_graph``.  Anything else returns None and takes the operator.
     ``npf``: the NumPy function (``softmax`` or ``log_softmax``) for float32/64.
     """
     if (
         type(x) is not torch.Tensor
         or x.dtype not in _FAST_DTYPES
         or x.device.type != "cpu"
-        or (x.requires_grad and torch.is_grad_enabled())
         or type(axis) is not int
         or type(temperature) not in (float, int)
         or not _plain_eager()
@@ -74,10 +75,18 @@ def _fast(x, axis, temperature, log: bool, npf):
     if nd == 0 or axis not in (-1, nd - 1) or not x.is_contiguous():
         return None
     t = float(temperature)
+    if not (0.0 < t < math.inf) or x.numel() == 0 or shape[-1] == 0:
+        return None
+    if x.requires_grad and torch.is_grad_enabled():
+        return _Dense.apply(x, t, log, npf)
+    return _body(x, t, log, npf)
+
+
+def _body(x, t: float, log: bool, npf):
+    """(log_)softmax of ``x`` (checked by :func:`_fast`) over its last axis."""
+    shape = x.shape
     n = shape[-1]
     size = x.numel()
-    if not (0.0 < t < math.inf) or size == 0 or n == 0:
-        return None
     K = _K or _kernels()
     par = K["parallel"]
     if x.dtype == torch.bfloat16:
@@ -100,3 +109,38 @@ def _fast(x, axis, temperature, log: bool, npf):
         oa = out.numpy()
     npf(xa, axis=-1, temperature=t, out=oa)
     return out
+
+
+# the backward operators and their body, registered by ``_ops_dense`` (which imports
+# this module: no import back)
+BACKWARD: dict = {}
+
+
+class _Dense(torch.autograd.Function):
+    """softmax / log_softmax of a :func:`_fast` call that records a gradient.
+
+    The ``softmaxkit::`` operators' autograd formulas without their dispatch
+    (~30 us forward, ~200 us forward + backward at [32, 128]): the output is saved,
+    backward runs the fused VJP (``_ops_dense._vjp_impl``, the backward operators'
+    body); with ``create_graph`` it calls the backward operator itself, which has
+    its own derivative, so double backward works as through the operator.
+    """
+
+    @staticmethod
+    def forward(ctx, x, t, log, npf):
+        y = _body(x.detach(), t, log, npf)
+        ctx.save_for_backward(y)
+        ctx.t, ctx.log = t, log
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        (y,) = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph: the differentiable operator
+            op = BACKWARD["log_softmax_op" if ctx.log else "softmax_op"]
+            return op(y, g, [-1], ctx.t, None), None, None, None
+        if y.dtype == torch.bfloat16 and not g.is_contiguous():
+            # the bits kernel wants contiguous rows (``loss = y.sum()`` hands an
+            # expanded g); else both would be widened to float32 copies
+            g = g.contiguous()
+        return BACKWARD["vjp"](y, g, [-1], ctx.t, None, ctx.log), None, None, None

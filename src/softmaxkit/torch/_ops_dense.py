@@ -12,6 +12,7 @@ from .._core.validate import normalize_axis
 from ..softmax import log_softmax as _np_log_softmax
 from ..softmax import logsumexp as _np_logsumexp
 from ..softmax import softmax as _np_softmax
+from . import _fast as _fast_mod
 from ._common import (
     _FLOATS,
     _arr,
@@ -216,6 +217,10 @@ def _log_softmax_bw_backward(ctx, u):
 
 _softmax_bw_op.register_autograd(_softmax_bw_backward, setup_context=_setup_vjp)
 _log_softmax_bw_op.register_autograd(_log_softmax_bw_backward, setup_context=_setup_vjp)
+# the fast path's autograd function (torch/_fast.py) backs through these
+_fast_mod.BACKWARD.update(
+    softmax_op=_softmax_bw_op, log_softmax_op=_log_softmax_bw_op, vjp=_vjp_impl
+)
 
 
 def _dense_front(name, x, axis, temperature, where, dtype):
