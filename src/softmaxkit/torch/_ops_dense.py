@@ -12,6 +12,7 @@ from .._core.validate import normalize_axis
 from ..softmax import log_softmax as _np_log_softmax
 from ..softmax import logsumexp as _np_logsumexp
 from ..softmax import softmax as _np_softmax
+from . import _fast as _fast_mod
 from ._common import (
     _FLOATS,
     _arr,
@@ -30,6 +31,7 @@ from ._common import (
     _result_dtype,
     _zero,
 )
+from ._fast import _fast
 
 
 # --------------------------------------------------------------------------- softmax
@@ -215,6 +217,10 @@ def _log_softmax_bw_backward(ctx, u):
 
 _softmax_bw_op.register_autograd(_softmax_bw_backward, setup_context=_setup_vjp)
 _log_softmax_bw_op.register_autograd(_log_softmax_bw_backward, setup_context=_setup_vjp)
+# the fast path's autograd function (torch/_fast.py) backs through these
+_fast_mod.BACKWARD.update(
+    softmax_op=_softmax_bw_op, log_softmax_op=_log_softmax_bw_op, vjp=_vjp_impl
+)
 
 
 def _dense_front(name, x, axis, temperature, where, dtype):
@@ -285,6 +291,10 @@ def softmax(x, /, axis=-1, *, temperature=1.0, where=None, dtype=None):
     tensor([[-0.1966,  0.1966],
             [ 0.0000,  0.0000]])
     """
+    if where is None and dtype is None:
+        y = _fast(x, axis, temperature, False, _np_softmax)
+        if y is not None:
+            return y
     x, dims, t, mask = _dense_front("softmax", x, axis, temperature, where, dtype)
     return _finish(_softmax_op(x, dims, t, mask), dtype or x.dtype)
 
@@ -315,6 +325,10 @@ def log_softmax(x, /, axis=-1, *, temperature=1.0, where=None, dtype=None):
     >>> skt.log_softmax(torch.tensor([0.0, 0.0], dtype=torch.float64))
     tensor([-0.6931, -0.6931], dtype=torch.float64)
     """
+    if where is None and dtype is None:
+        y = _fast(x, axis, temperature, True, _np_log_softmax)
+        if y is not None:
+            return y
     x, dims, t, mask = _dense_front("log_softmax", x, axis, temperature, where, dtype)
     return _finish(_log_softmax_op(x, dims, t, mask), dtype or x.dtype)
 
