@@ -533,3 +533,39 @@ def test_linear_cross_entropy_fallback_matches_the_kernels():
         assert not coldstart.fell_back()
     finally:
         coldstart._FORCE = False
+
+
+def test_torch_bfloat16_fallbacks_match_the_bits_kernels():
+    # the bits kernels' cold path is the float32 one (widen, compute, round once)
+    torch = pytest.importorskip("torch")
+    import softmaxkit.torch as skt
+
+    rng = np.random.default_rng(24)
+    for _ in range(30):
+        R, C = int(rng.integers(1, 6)), int(rng.integers(1, 40))
+        x = torch.from_numpy(_adversarial(rng, (R, C), np.float32)).to(torch.bfloat16)
+        t = torch.from_numpy(rng.integers(0, C, R))
+        g = torch.from_numpy(rng.standard_normal((R, C)).astype(np.float32)).bfloat16()
+        finite = torch.isfinite(x.float()).all(dim=-1)
+
+        def grads(op, x=x, g=g):
+            xr = x.clone().requires_grad_(True)
+            y = op(xr)
+            y.backward(g)
+            return y.detach(), xr.grad
+
+        calls = [
+            lambda: skt.softmax(x),
+            lambda: skt.log_softmax(x, temperature=0.7),
+            lambda: skt.softmax(x.T.contiguous()),
+            lambda: grads(skt.softmax),
+            lambda: grads(skt.log_softmax),
+        ]
+        if bool(finite.all()):  # (the loss of a NaN row is NaN on both paths)
+            calls.append(lambda: skt.cross_entropy(x, t))
+        for f in calls:
+            a, b = _both(f)
+            for u, v in zip(_leaves(a), _leaves(b), strict=True):
+                assert u.dtype == v.dtype == torch.bfloat16 and u.shape == v.shape
+                np.testing.assert_allclose(u.float().numpy(), v.float().numpy(),
+                                           rtol=8e-3, atol=8e-3, equal_nan=True)  # fmt: skip

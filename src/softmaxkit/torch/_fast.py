@@ -13,6 +13,7 @@ import math
 import numpy as np
 import torch
 
+from .._core import coldstart
 from .._core.buffers import ALIGN_MIN_BYTES as _SMALL
 from ._alloc import _new
 
@@ -88,18 +89,12 @@ def _body(x, t: float, log: bool, npf):
     n = shape[-1]
     size = x.numel()
     K = _K or _kernels()
-    par = K["parallel"]
     if x.dtype == torch.bfloat16:
-        xb = x.view(torch.int16).numpy().view(np.uint16).reshape(-1, n)
-        # empty_like: contiguous as x is (0.9 us; torch.empty(shape, dtype=) 2.1 us)
-        out = torch.empty_like(x) if 2 * size < _SMALL else _new(shape, torch.bfloat16)
-        ob = out.view(torch.int16).numpy().view(np.uint16).reshape(xb.shape)
-        nt = par.threads_for(size)
-        if nt == 1:
-            K["bf16"].softmax_range(xb, 1.0 / t, log, ob, 0, xb.shape[0])
-        else:
-            par.run(K["bf16"].softmax_range, xb.shape[0], nt, xb, 1.0 / t, log, ob)
-        return out
+        try:  # (the kernel may still be compiling: coldstart, docs/performance.md)
+            with coldstart.allow(size):
+                return _body_bf16(x, t, log, K, n, size)
+        except coldstart.ColdKernel:  # compiling in the background: float32 (cold path)
+            return _body(x.float(), t, log, npf).to(torch.bfloat16)
     xa = x.numpy()
     if size * xa.itemsize < _SMALL:
         oa = np.empty(shape, dtype=xa.dtype)
@@ -108,6 +103,22 @@ def _body(x, t: float, log: bool, npf):
         out = _new(shape, x.dtype)
         oa = out.numpy()
     npf(xa, axis=-1, temperature=t, out=oa)
+    return out
+
+
+def _body_bf16(x, t: float, log: bool, K, n: int, size: int):
+    """The bfloat16 bits kernel of :func:`_body`."""
+    shape = x.shape
+    par = K["parallel"]
+    xb = x.view(torch.int16).numpy().view(np.uint16).reshape(-1, n)
+    # empty_like: contiguous as x is (0.9 us; torch.empty(shape, dtype=) 2.1 us)
+    out = torch.empty_like(x) if 2 * size < _SMALL else _new(shape, torch.bfloat16)
+    ob = out.view(torch.int16).numpy().view(np.uint16).reshape(xb.shape)
+    nt = par.threads_for(size)
+    if nt == 1:
+        K["bf16"].softmax_range(xb, 1.0 / t, log, ob, 0, xb.shape[0])
+    else:
+        par.run(K["bf16"].softmax_range, xb.shape[0], nt, xb, 1.0 / t, log, ob)
     return out
 
 

@@ -13,6 +13,7 @@ import torch
 
 from .. import losses as _losses
 from .._core import ce as _ce
+from .._core import coldstart
 from .._core.losscommon import class_weights
 from .._core.validate import validate_temperature
 from ._common import (
@@ -43,8 +44,12 @@ def _ce_impl(logits, target, weight, ignore_index, label_smoothing, reduction, z
     of the logits' shape and dtype, possibly ``logits`` itself), else into a buffer
     from :func:`grad_buffer` (an empty tensor without ``need_grad``)."""
     if _bf16_bits_ok(logits, target, where, axis, temperature):
-        return _ce_bf16(logits, target, weight, ignore_index, label_smoothing, reduction,
-                        z_loss, temperature, need_grad, gout)  # fmt: skip
+        try:
+            with coldstart.allow(logits.numel()):
+                return _ce_bf16(logits, target, weight, ignore_index, label_smoothing,
+                                reduction, z_loss, temperature, need_grad, gout)  # fmt: skip
+        except coldstart.ColdKernel:
+            pass  # compiling in the background: the float32 path below (its own cold path)
     rdt = _result_dtype(logits.dtype)
     if gout is not None and gout.dtype != rdt:  # bfloat16 off the bits path
         loss, g = _ce_impl(logits, target, weight, ignore_index, label_smoothing, reduction,

@@ -8,6 +8,7 @@ import torch
 
 from .. import grad as _grad
 from .. import online as _online
+from .._core import coldstart
 from .._core.validate import normalize_axis
 from ..softmax import log_softmax as _np_log_softmax
 from ..softmax import logsumexp as _np_logsumexp
@@ -64,8 +65,12 @@ def _softmax_impl(x, dims, temperature, where, log):
     if x2 is not None:  # the bits kernel: one read, one write, no float32 copy
         from .._kernels import bf16
 
-        out = _new(x.shape, torch.bfloat16)
-        return _bf16_run(bf16.softmax_range, out, x2, 1.0 / temperature, log)
+        try:
+            with coldstart.allow(x2.size):
+                out = _new(x.shape, torch.bfloat16)
+                return _bf16_run(bf16.softmax_range, out, x2, 1.0 / temperature, log)
+        except coldstart.ColdKernel:
+            pass  # compiling in the background: the float32 path below (its own cold path)
     out = _new(x.shape, _result_dtype(x.dtype))
     f = _np_log_softmax if log else _np_softmax
     f(_arr(x), axis=_axis(dims), temperature=temperature, where=_arr(where), out=out.numpy())
@@ -94,8 +99,12 @@ def _vjp_impl(y, g, dims, temperature, where, log):
     if g2 is not None:
         from .._kernels import bf16
 
-        out = _new(y.shape, torch.bfloat16)
-        return _bf16_run(bf16.vjp_range, out, y2, g2, 1.0 / temperature, log)
+        try:
+            with coldstart.allow(y2.size):
+                out = _new(y.shape, torch.bfloat16)
+                return _bf16_run(bf16.vjp_range, out, y2, g2, 1.0 / temperature, log)
+        except coldstart.ColdKernel:
+            pass  # compiling in the background: the float32 path below
     out = _new(y.shape, _result_dtype(y.dtype))
     f = _grad.log_softmax_vjp if log else _grad.softmax_vjp
     f(_arr(y), _arr(g), axis=_axis(dims), temperature=temperature, where=_arr(where),
