@@ -212,7 +212,9 @@ def test_pure_callback_fallback_gives_the_same_results(monkeypatch):
     for f, want in zip(fns, fast, strict=True):
         g = jax.jit(lambda a, f=f: f(a) * 1.0)  # a new trace
         assert "python_cpu_callback" in _hlo(g, x)
-        np.testing.assert_array_equal(g(x), want)
+        # the same kernels; the upstream scaling of the saved gradient may round once
+        # differently (host multiply vs XLA's), 1 ulp seen on a fresh machine
+        np.testing.assert_allclose(g(x), want, rtol=1e-14, atol=1e-15)
     monkeypatch.undo()
     jax.clear_caches()
 
