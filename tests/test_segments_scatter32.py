@@ -122,3 +122,36 @@ def test_stored_exps_path_ids_out_of_range_raise(bad, taken):
     ids[12_345] = bad
     with pytest.raises(ValueError, match="segment_ids must be"):
         segment_softmax(x, ids, num_segments=num)
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+@pytest.mark.parametrize("far", [True, False])
+def test_logsumexp_float32_exps_match_reference(threads, far, monkeypatch):
+    # segment_logsumexp, float32 unsorted, sample spanning < 60 units: one scattered
+    # pass of float32 exps (scatter_exp32 storing nothing) with float64 sums; the
+    # flagged segments (far below with a tiny sum, far above, +inf) are recomputed
+    from softmaxkit import segment_logsumexp
+    from softmaxkit._kernels import segments_scatter32 as k32
+
+    monkeypatch.setattr(par, "threads_for", lambda size, itemsize=4: threads)
+    stored = []
+    orig = k32.scatter_exp32
+
+    def spy(*a):
+        stored.append(a[4].shape[0])
+        return orig(*a)
+
+    monkeypatch.setattr(k32, "scatter_exp32", spy)
+    x, ids, num = _data(6, far)
+    got = segment_logsumexp(x, ids, num_segments=num)
+    assert stored and set(stored) == {0}
+    assert got.dtype == np.float32
+    want = ref.segment_logsumexp(x.astype(np.float64), ids, num_segments=num)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_array_equal(np.isinf(got), np.isinf(want))
+    ok = np.isfinite(want)
+    np.testing.assert_allclose(got[ok], want[ok], rtol=1e-6, atol=1e-6)
+    assert got[4] == -np.inf and np.isnan(got[5]) and got[38] == got[39] == -np.inf
+    if far:
+        assert got[2] == np.inf
+        assert -121 < got[0] < -95  # all 50 terms would be 0 or subnormal in float32

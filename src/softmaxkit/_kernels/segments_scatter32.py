@@ -37,7 +37,8 @@ _BLK = 256
 @njit(nogil=True, fastmath=FASTMATH, cache=True)
 def scatter_exp32(x1, ids, M, nparts, out1, pr, pf, bad, t0, t1):
     """Parts ``[t0, t1)`` of 1-D float32 ``x1``: ``out1[i] = exp(x1[i] - M)`` (float32)
-    and ``pr[p, g] += out1[i]`` (float64) over the part's values, one scattered pass.
+    and ``pr[p, g] += out1[i]`` (float64) over the part's values, one scattered pass;
+    an ``out1`` of length 0 stores nothing (the sums of ``segment_logsumexp``).
     In blocks of ``_BLK``: ids checked against ``[0, S)`` first (``bad[p] = 1`` and
     the part stops before scattering a block with a bad id); ``pf[p, g] |= 1`` (low)
     / ``2`` (high) for ``d`` outside ``[_LOW32, _HIGH32]``; NaN makes the sum NaN."""
@@ -49,6 +50,8 @@ def scatter_exp32(x1, ids, M, nparts, out1, pr, pf, bad, t0, t1):
     vlo = np.float32(M + _LOW32 - 1.0)
     vhi = np.float32(M + _HIGH32 + 1.0)
     ninf = np.float32(-np.inf)
+    store = out1.shape[0] == N
+    eb = np.empty(_BLK, np.float32)
     for p in range(t0, t1):
         r1 = pr[p]
         f1 = pf[p]
@@ -58,7 +61,7 @@ def scatter_exp32(x1, ids, M, nparts, out1, pr, pf, bad, t0, t1):
             L = min(_BLK, hi - b0)
             xs = x1[b0 : b0 + L]
             gs = ids[b0 : b0 + L]
-            es = out1[b0 : b0 + L]
+            es = out1[b0 : b0 + L] if store else eb[:L]
             nbad = 0
             nout = 0
             for k in range(L):
