@@ -32,6 +32,7 @@ _HIGH32 = 80.0
 _KEEP32 = -30.0
 _SPAN = 60.0
 _BLK = 256
+_BLK_SUMS = 16384
 
 
 @njit(nogil=True, fastmath=FASTMATH, cache=True)
@@ -51,14 +52,17 @@ def scatter_exp32(x1, ids, M, nparts, out1, pr, pf, bad, t0, t1):
     vhi = np.float32(M + _HIGH32 + 1.0)
     ninf = np.float32(-np.inf)
     store = out1.shape[0] == N
-    eb = np.empty(_BLK, np.float32)
+    # storing nothing: blocks of _BLK_SUMS (the exps of a block, then its scatter;
+    # 10^7 values in 10^5 groups, one thread: 256 -> 19.9 ms, 16384 -> 18.3 ms)
+    B = _BLK if store else _BLK_SUMS
+    eb = np.empty(B, np.float32)
     for p in range(t0, t1):
         r1 = pr[p]
         f1 = pf[p]
         lo = N * p // nparts
         hi = N * (p + 1) // nparts
-        for b0 in range(lo, hi, _BLK):
-            L = min(_BLK, hi - b0)
+        for b0 in range(lo, hi, B):
+            L = min(B, hi - b0)
             xs = x1[b0 : b0 + L]
             gs = ids[b0 : b0 + L]
             es = out1[b0 : b0 + L] if store else eb[:L]
