@@ -1,4 +1,4 @@
-"""The float32 fast path of logcumsumexp at its chunk boundaries (``_CH32`` = 512
+"""The float32 fast path of logcumsumexp at its chunk boundaries (``_CH32``
 values per chunk of the block form) and through its output routes (a fresh array,
 ``out=``, a strided ``out=``), against the float64 reference within the float32
 contract ``1e-6 (1 + |y|)``."""
@@ -31,8 +31,8 @@ def test_chunk_boundaries(n, reverse):
         rng.standard_normal(n) * 3,
         np.linspace(-300.0, 300.0, n),  # the carry rescaled at every chunk
         np.linspace(60.0, -60.0, n),  # the carry dominates
-        # a span over 87 inside one 512-value chunk but not inside either 256-value
-        # half: the whole chunk takes the per-value fallback
+        # a span over 87 inside one chunk but not inside either half of it:
+        # the whole chunk takes the per-value fallback
         np.where(
             np.arange(n) % _CH32 == _CH32 // 2 + 3, 88.0, np.where(np.arange(n) < 4, -1.0, 0.0)
         ),
@@ -61,3 +61,26 @@ def test_output_routes_agree_bitwise():
     np.testing.assert_array_equal(logcumsumexp(x.T.copy(), axis=0), fresh.T)
     w = rng.random(x.shape) < 0.8
     _check32(logcumsumexp(x, where=w), np.where(w, x, -np.inf))
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_chunk_shift_is_its_first_value(reverse):
+    # the block form shifts each chunk by its first value (in scan order), not its
+    # max: values up to 88 above it (exps up to e^88, still finite float32) stay on
+    # the block path, one further above overflows and must send the chunk to the
+    # per-value recurrence, as must one more than 87 below; the state carried out of
+    # a chunk whose shift was far below its max must give the next chunks exactly
+    n = 4 * _CH32 + 17
+    rng = np.random.default_rng(11)
+    k = np.arange(n)
+    pos = k if not reverse else n - 1 - k  # position in scan order
+    first = pos % _CH32 == 0
+    rows = [
+        np.where(first, -40.0, rng.uniform(0.0, 45.0, n)),  # <= 85 above: block path
+        np.where(first, -45.0, np.where(pos % _CH32 == 7, 44.0, 0.0)),  # 89 above
+        np.where(first, 45.0, np.where(pos % _CH32 == 9, -43.0, 0.0)),  # 88 below
+        np.where(first, -80.0, rng.uniform(-1.0, 1.0, n)),  # a low shift, then ~80 up
+        np.where(first, 30.0, rng.uniform(-50.0, -40.0, n)),  # the shift is the max
+    ]
+    x32 = np.array(rows, dtype=np.float32)
+    _check32(logcumsumexp(x32, reverse=reverse), x32, reverse=reverse)

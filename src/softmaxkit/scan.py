@@ -14,6 +14,7 @@ from typing import Any, Literal, overload
 import numpy as np
 
 from ._core import coldstart
+from ._core.buffers import empty_like
 from ._core.routes import routed
 from ._core.typing import ArrayLike, DTypeLike, FloatArray
 from ._core.validate import as_input_array, check_out, resolve_dtype, validate_where
@@ -156,7 +157,8 @@ def logcumsumexp(
         view = np.moveaxis(out, ax, -1)
         if view.flags.c_contiguous:
             direct = view.reshape(x2.shape)
-    res2 = direct if direct is not None else np.empty(x2.shape, kdt)
+    # a fresh result from the reused, 2 MiB-aligned output buffers (_core/buffers.py)
+    res2 = direct if direct is not None else empty_like(x2, kdt)
     _scan(x2, m2, bool(reverse), res2)
     if direct is not None and out is not None:
         return out

@@ -22,9 +22,10 @@ in the compute dtype (float32 for float32 input: the difference of two float32
 values, exact up to half an ulp of the difference), vectorised; (d) ``s = s*A + B``,
 sequential float64 FMA chain; (e) ``m + log(s)`` with a vectorised float64 log,
 written in the output dtype.  float32 rows take the block form of each chunk where it
-applies (``_chunk32``: chunk max ``M``, ``exp(v - M)`` vectorised, a float64
-running sum in 8 chains, a vectorised log; 2.3x faster than the recurrence, which
-stays the fallback for chunks with non-finite values or a span over 87).  Long
+applies (``_chunk32``: the chunk's first value as the shift ``M``, ``exp(v - M)``
+vectorised, a float64 running sum in 8 chains, a vectorised log; 2.3x faster than
+the recurrence, which stays the fallback for chunks with non-finite values or a
+value more than 87 below ``M`` or 88 above it).  Long
 rows are cut into blocks scanned on several threads, each starting from the merged
 state of the blocks before it (``block_states`` first computes every block's own
 state).
@@ -113,7 +114,6 @@ def _scan_segment32(xr, mr, use_mask, orow, q0, q1, reverse, m, s, write, bufs):
     xb = np.empty(_CH32, xr.dtype)
     ef = np.empty(_CH32, xr.dtype)
     pp = np.empty(_CH32, np.float64)
-    cc = np.empty(_CH32, np.float64)
     res = np.empty(_CH32, np.float64)
     for c0 in range(q0, q1, _CH32):
         L = min(_CH32, q1 - c0)
@@ -136,9 +136,9 @@ def _scan_segment32(xr, mr, use_mask, orow, q0, q1, reverse, m, s, write, bufs):
         # forward without a mask: read the row and write the output in place
         xs = xr[c0 : c0 + L] if direct else xb[:L]
         if direct and write:
-            ok, m2, s2 = _chunk32(xs, L, m, s, write, ef, pp, cc, orow[c0 : c0 + L])
+            ok, m2, s2 = _chunk32(xs, L, m, s, write, ef, pp, orow[c0 : c0 + L])
         else:
-            ok, m2, s2 = _chunk32(xs, L, m, s, write, ef, pp, cc, res)
+            ok, m2, s2 = _chunk32(xs, L, m, s, write, ef, pp, res)
         if not ok:
             m, s = _scan_segment(xr, mr, use_mask, orow, c0, c0 + L, reverse, m, s, write, bufs)
             continue
