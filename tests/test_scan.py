@@ -207,6 +207,16 @@ def test_logcumsumexp_vjp_special_values():
 
 
 # --------------------------------------------------------------------------- logmatmulexp
+@pytest.fixture(params=["tiles", "direct"])
+def lme_path(request, monkeypatch):
+    """Both routes of logmatmulexp: the blockwise tiles through BLAS, and every entry
+    directly (``_kernels.lme.direct_batched``, taken for small products)."""
+    import softmaxkit.drivers.eager_segments as es
+
+    monkeypatch.setattr(es, "_DIRECT_MAX", 0 if request.param == "tiles" else 1 << 40)
+    return request.param
+
+
 def _naive(A, B):
     with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
         return np.log(np.exp(A) @ np.exp(B))
@@ -214,7 +224,7 @@ def _naive(A, B):
 
 @pytest.mark.parametrize("shape", [(1, 1, 1), (3, 5, 4), (70, 300, 90), (257, 513, 3)])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_logmatmulexp_matches_naive_float64(shape, dtype):
+def test_logmatmulexp_matches_naive_float64(shape, dtype, lme_path):
     I, J, K = shape
     rng = _rng(7)
     A = (rng.standard_normal((I, J)) * 4).astype(dtype)
@@ -228,7 +238,7 @@ def test_logmatmulexp_matches_naive_float64(shape, dtype):
         assert np.all(np.abs(got - want) <= 1e-5 * (1 + np.abs(want)))
 
 
-def test_logmatmulexp_batched_and_broadcast():
+def test_logmatmulexp_batched_and_broadcast(lme_path):
     rng = _rng(8)
     A = rng.standard_normal((2, 3, 4, 5))
     B = rng.standard_normal((3, 5, 6))
@@ -241,7 +251,7 @@ def test_logmatmulexp_batched_and_broadcast():
     np.testing.assert_array_equal(out, got)
 
 
-def test_logmatmulexp_underflow_fallback_and_overflow():
+def test_logmatmulexp_underflow_fallback_and_overflow(lme_path):
     # values spread over 700 units: exp(A - a_i) exp(B - b_k) underflows for the
     # pairs that dominate some entries; the directly recomputed entries are exact
     rng = _rng(9)
@@ -263,7 +273,7 @@ def test_logmatmulexp_underflow_fallback_and_overflow():
     )
 
 
-def test_logmatmulexp_special_values():
+def test_logmatmulexp_special_values(lme_path):
     inf, nan = np.inf, np.nan
     A = np.array([[0.0, 1.0], [-inf, -inf], [inf, 0.0], [nan, 0.0]])
     B = np.array([[0.0, -inf], [1.0, -inf]])

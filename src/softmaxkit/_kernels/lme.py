@@ -45,30 +45,48 @@ def log_finish(S, a, b, t0, t1):
             sr[k] = (lg if ok else np.log(s)) + ai + b[k]
 
 
+@njit(nogil=True, cache=True, inline="always")
+def _direct(A, B, i, k):
+    """``log sum_j exp(A[i, j] + B[j, k])`` in float64, as the naive form: NaN when a
+    sum ``A[i, j] + B[j, k]`` is NaN (``+inf + -inf`` included), else ``+-inf`` when
+    the largest is, else ``m + log(sum exp(v - m))``."""
+    J = A.shape[1]
+    m = -np.inf
+    nan = False
+    for j in range(J):
+        v = np.float64(A[i, j]) + np.float64(B[j, k])
+        if v > m:
+            m = v
+        elif v != v:
+            nan = True
+    if nan:
+        return np.nan
+    if m == -np.inf or m == np.inf:
+        return m
+    s = 0.0
+    for j in range(J):
+        s += np.exp(np.float64(A[i, j]) + np.float64(B[j, k]) - m)
+    return m + np.log(s)
+
+
 @njit(nogil=True, cache=True)
 def direct_entries(A, B, ii, kk, res, t0, t1):
     """``res[t] = log sum_j exp(A[ii[t], j] + B[j, kk[t]])`` (float64) for ``[t0, t1)``."""
-    J = A.shape[1]
     for t in range(t0, t1):
-        i = ii[t]
-        k = kk[t]
-        m = -np.inf
-        nan = False
-        for j in range(J):
-            v = np.float64(A[i, j]) + np.float64(B[j, k])
-            if v > m:
-                m = v
-            elif v != v:
-                nan = True
-        if nan:
-            res[t] = np.nan
-        elif m == -np.inf or m == np.inf:
-            res[t] = m
-        else:
-            s = 0.0
-            for j in range(J):
-                s += np.exp(np.float64(A[i, j]) + np.float64(B[j, k]) - m)
-            res[t] = m + np.log(s)
+        res[t] = _direct(A, B, ii[t], kk[t])
+
+
+@njit(nogil=True, cache=True)
+def direct_batched(A3, B3, out3):
+    """Every entry of small products directly: ``out3[n, i, k] = log sum_j exp(A3[n, i,
+    j] + B3[n, j, k])`` (``_direct``, rounded once to ``out3``'s dtype)."""
+    for n in range(A3.shape[0]):
+        An = A3[n]
+        Bn = B3[n]
+        on = out3[n]
+        for i in range(An.shape[0]):
+            for k in range(Bn.shape[1]):
+                on[i, k] = _direct(An, Bn, i, k)
 
 
 @njit(nogil=True, cache=True)

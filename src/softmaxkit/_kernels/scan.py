@@ -38,6 +38,7 @@ from numba import njit
 
 from .exp import is32
 from .lme import (  # noqa: F401
+    direct_batched,
     direct_entries,
     direct_entries_signed,
     exp_shift_cols,
