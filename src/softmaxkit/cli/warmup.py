@@ -137,12 +137,22 @@ def _segments() -> list[tuple[str, str, Callable[[], object]]]:
     for dt in (_F32, _F64):
         name = np.dtype(dt).name
         x, a, b = _x(200, dt), _x((16, 12), dt, 1), _x((12, 8), dt, 2)
+        # values spread over more than 60 units: the float32 unsorted pass with float64
+        # exps; a product of more than 2^15 terms: logmatmulexp's BLAS tiles
+        wide = (x * 100).astype(dt)
+        ta, tb = _x((40, 30), dt, 3), _x((30, 30), dt, 4)
         out += [
             ("segment_softmax", name, lambda x=x: sk.segment_softmax(x, ids)),
             ("segment_logsumexp", name, lambda x=x: sk.segment_logsumexp(x, ids)),
             ("segment_logsumexp unsorted", name, lambda x=x: sk.segment_logsumexp(x, shuffled)),
+            (
+                "segment_logsumexp unsorted wide",
+                name,
+                lambda x=wide: sk.segment_logsumexp(x, shuffled),
+            ),
             ("logcumsumexp", name, lambda x=x: sk.logcumsumexp(x)),
             ("logmatmulexp", name, lambda a=a, b=b: sk.logmatmulexp(a, b)),
+            ("logmatmulexp tiles", name, lambda a=ta, b=tb: sk.logmatmulexp(a, b)),
         ]
     return out
 
