@@ -1,8 +1,9 @@
 """softmaxkit.jax speed paths: both softmax / log_softmax backward paths and the
 huge-page advice on the custom call's result buffers.
 
-The backward of ``softmax`` / ``log_softmax`` runs as jnp ops for results under
-4 MiB and as the VJP kernel from 4 MiB on (``softmaxkit.jax._xla_backward``).  Both
+The backward of ``log_softmax`` runs as jnp ops, that of ``softmax`` as jnp ops for
+results under 4 MiB and as the VJP kernel from 4 MiB on
+(``softmaxkit.jax._xla_backward``).  Both
 are checked here, each forced by ``BWD_MODE``, against ``jax.nn``, the float64
 reference VJPs and ``jax.test_util.check_grads`` (float64), on the contract rows
 (all -inf, one and two +inf, NaN, a -inf entry, masked entries, a fully masked
@@ -130,23 +131,24 @@ def test_each_backward_path_under_vmap(op, bwd):
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-300)
 
 
-def test_auto_backward_is_jnp_below_4_mib_and_the_kernel_from_4_mib():
+def test_auto_backward_softmax_jnp_below_4_mib_kernel_from_4_mib_log_softmax_jnp():
     assert skj.BWD_MODE == "auto"
-    for op in OPS:
+    small = jax.ShapeDtypeStruct((32, 32000), jnp.float32)  # 4 096 000 bytes
+    large = jax.ShapeDtypeStruct((1024, 1024), jnp.float32)  # 4 MiB
+    large64 = jax.ShapeDtypeStruct((512, 1024), jnp.float64)
+    for op, n_large in [("softmax", 2), ("log_softmax", 1)]:
         f = getattr(skj, op)
 
         def loss(a, f=f):
             return jnp.sum(f(a) * a)
 
-        small = jax.ShapeDtypeStruct((32, 32000), jnp.float32)  # 4 096 000 bytes
-        large = jax.ShapeDtypeStruct((1024, 1024), jnp.float32)  # 4 MiB
         assert _n_calls(jax.grad(loss), small) == 1
-        assert _n_calls(jax.grad(loss), large) == 2
-        assert _n_calls(jax.grad(loss), jax.ShapeDtypeStruct((512, 1024), jnp.float64)) == 2
+        assert _n_calls(jax.grad(loss), large) == n_large
+        assert _n_calls(jax.grad(loss), large64) == n_large
 
 
 def test_large_auto_backward_matches_the_reference():
-    # a 4 MiB float64 gradient: the kernel path, chosen by size
+    # a 4 MiB float64 gradient (softmax: the kernel path, chosen by size)
     rng = np.random.default_rng(6)
     x = rng.normal(size=(512, 1024)) * 4
     x[3] = -INF

@@ -14,13 +14,13 @@ work under ``jax.jit``, ``jax.grad`` and ``jax.vmap``:
   take one call per batch element (class weights and the projection matrix must
   not gain a batch axis).
 * gradients are ``jax.custom_vjp`` rules from the saved output: softmax and
-  log_softmax in jnp ops that XLA fuses with their neighbours for results under
-  4 MiB, the VJP kernel (:func:`softmaxkit.softmax_vjp`) from 4 MiB on
-  (``_xla_backward``); logsumexp as the softmax kernel times ``g / T`` (a multiply
-  XLA fuses); cross-entropy and linear cross-entropy from the gradients their
-  kernels compute in the forward pass (the cross-entropy backward scales the saved
-  gradient in its own buffer, and not at all when the upstream gradient is 1; the
-  ``[N, V]`` logits of the linear one are never
+  log_softmax in jnp ops that XLA fuses with their neighbours (softmax from 4 MiB
+  on: the VJP kernel, :func:`softmaxkit.softmax_vjp`; see ``_xla_backward``);
+  logsumexp as the softmax kernel times ``g / T`` (a multiply XLA fuses);
+  cross-entropy and linear cross-entropy from the gradients their kernels compute
+  in the forward pass (the cross-entropy backward scales the saved gradient in its
+  own buffer, and not at all when the upstream gradient is 1; the ``[N, V]``
+  logits of the linear one are never
   formed).  Only first derivatives are available: ``jax.hessian`` and
   ``grad(grad(...))`` raise ``NotImplementedError`` naming the function.
 
@@ -80,7 +80,7 @@ def _dense(axes: tuple[int, ...], temperature: float, log: bool, masked: bool):
     def f_bwd(res, g):
         y, w = res
         g = g.astype(y.dtype)
-        if _xla_backward(y):
+        if _xla_backward(y, log):
             return _vjp_jnp(y, g, w, axes, temperature, log, masked), None
         return host_call(name, host_vjp, _like_first, y, g, w), None
 
@@ -91,21 +91,26 @@ def _dense(axes: tuple[int, ...], temperature: float, log: bool, masked: bool):
 BWD_MODE = "auto"  # "auto", "xla" or "kernel": a switch for measurements and tests
 
 
-def _xla_backward(y) -> bool:
+def _xla_backward(y, log: bool) -> bool:
     """Whether the softmax / log_softmax VJP runs as jnp ops (True) or as the kernel.
 
-    Results under 4 MiB: jnp ops, which XLA fuses with the ops around them (no second
-    custom call, no separate add of the product rule's other term); 4 MiB and more:
-    the VJP kernel, whose result buffer gets huge pages (``_kernels/xla.py``) where
-    XLA's own fusion output takes 4 KiB page faults (~250 ms per 512 MiB on the
-    2-core VM).  Measured (one thread, ``jax.grad(sum(f(x) * x))`` under ``jit``,
-    ratio jax.nn / ours): [32, 32000] softmax 0.61x kernel, 0.74x jnp; log_softmax
-    0.70x / 0.91x; [256, 1000] 0.60x / 0.84x and 0.61x / 0.76x; [65536, 128]
-    softmax 1.40x kernel / 0.61x jnp, log_softmax 1.14x / 0.66x.
+    log_softmax: jnp ops at every size; softmax: jnp ops for results under 4 MiB,
+    the VJP kernel from 4 MiB on.  The jnp ops fuse with the ops around them (no
+    second custom call, no separate pass for the product rule's other term) and
+    XLA may write their result into the forward's buffer, which has huge pages
+    (``_kernels/xla.py``); where it gives the fusion a fresh result instead, that
+    buffer takes 4 KiB page faults (~250 ms per 512 MiB on the 2-core VM), which
+    the kernel's result avoids.  Measured (one thread, ``jax.grad(sum(f(x) * x))``
+    under ``jit``, interleaved medians, load 6-8, ratio jax.nn / ours, kernel / jnp):
+    softmax [4096, 32000] 1.24-1.48x / 0.93x (the fusion's fresh result: 128788
+    faults), [65536, 128] 1.24-1.40x / 0.61-0.89x, [32, 32000] 0.61x / 0.74x,
+    [256, 1000] 0.60x / 0.84x; log_softmax [4096, 32000] 0.74-0.85x / 1.48x (XLA
+    wrote in place: 763 faults), [65536, 128] 1.11x / 1.28x, [32, 32000] 0.70x /
+    0.91x, [256, 1000] 0.61x / 0.76x.
     """
     if BWD_MODE != "auto":
         return BWD_MODE == "xla"
-    return y.size * y.dtype.itemsize < _HUGE_MIN_BYTES
+    return log or y.size * y.dtype.itemsize < _HUGE_MIN_BYTES
 
 
 _HUGE_MIN_BYTES = 1 << 22  # = softmaxkit._kernels.xla.HUGE_MIN_BYTES (not imported: Numba)
