@@ -28,6 +28,9 @@ How (jax >= 0.4.31; checked with jax 0.10.2):
 * The opaque string is a plan number: :func:`plan` records ``(host, operand
   specs, result specs)`` for each distinct call signature (traced shapes and
   dtypes) and returns its number, which the lowering puts in ``backend_config``.
+* Result buffers of 4 MiB and more get ``madvise(MADV_HUGEPAGE)`` before the host
+  function writes them (:func:`_ask_huge_pages`): XLA allocates them with 4 KiB
+  pages, whose faults cost more than the kernels (``docs/frameworks.md``).
 * XLA:CPU offers no way to report an error from a legacy target (its
   ``XlaCustomCallStatusSetFailure`` is not exported by jaxlib): a host function
   that raises (it should not: the JAX layer validates everything at trace time)
