@@ -227,3 +227,24 @@ def test_the_huge_page_advice_is_a_hint_that_may_fail(monkeypatch):
     assert xla._ask_huge_pages(1 << 21, 1 << 22) is False
     monkeypatch.setattr(xla, "HUGEPAGES", False)
     assert xla._ask_huge_pages(1 << 21, 1 << 22) is False
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_float32_gradients_are_as_accurate_as_jax_nn(op, bwd):
+    # the jnp backward sums in float32 (as jax.nn does): its error against the float64
+    # gradient stays within twice jax.nn's own float32 error
+    x64 = np.random.default_rng(10).standard_normal((64, 1000)) * 3
+    x32 = jnp.asarray(x64.astype(np.float32))
+
+    def loss(f):
+        return lambda v: jnp.sum(jnp.sin(f(v)) * v)
+
+    nn = getattr(jax.nn, op)
+    want = np.asarray(jax.grad(loss(nn))(jnp.asarray(np.asarray(x32, np.float64))))
+    with jax.enable_x64(False):
+        ours = np.asarray(jax.jit(jax.grad(loss(getattr(skj, op))))(x32), np.float64)
+        theirs = np.asarray(jax.jit(jax.grad(loss(nn)))(x32), np.float64)
+    scale = np.abs(want).max()
+    err_ours = np.abs(ours - want).max() / scale
+    err_nn = np.abs(theirs - want).max() / scale
+    assert err_ours <= 2 * err_nn + 1e-7, (err_ours, err_nn)
