@@ -13,12 +13,14 @@ work under ``jax.jit``, ``jax.grad`` and ``jax.vmap``:
   leading batch axis is just more rows (one call for the whole batch); the losses
   take one call per batch element (class weights and the projection matrix must
   not gain a batch axis).
-* gradients are ``jax.custom_vjp`` rules using the fused backward: softmax and
-  log_softmax from the saved output (:func:`softmaxkit.softmax_vjp`), logsumexp as
-  ``g / T * softmax`` in one host call, cross-entropy and linear cross-entropy from
-  the gradients their kernels compute in the forward pass (the cross-entropy
-  backward scales the saved gradient in its own buffer, and not at all when the
-  upstream gradient is 1; the ``[N, V]`` logits of the linear one are never
+* gradients are ``jax.custom_vjp`` rules from the saved output: softmax and
+  log_softmax in jnp ops that XLA fuses with their neighbours (softmax from 4 MiB
+  on: the VJP kernel, :func:`softmaxkit.softmax_vjp`; see ``_xla_backward``);
+  logsumexp as the softmax kernel times ``g / T`` (a multiply XLA fuses);
+  cross-entropy and linear cross-entropy from the gradients their kernels compute
+  in the forward pass (the cross-entropy backward scales the saved gradient in its
+  own buffer, and not at all when the upstream gradient is 1; the ``[N, V]``
+  logits of the linear one are never
   formed).  Only first derivatives are available: ``jax.hessian`` and
   ``grad(grad(...))`` raise ``NotImplementedError`` naming the function.
 
@@ -33,7 +35,6 @@ import functools
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from ..grad import log_softmax_vjp as _np_log_softmax_vjp
 from ..grad import softmax_vjp as _np_softmax_vjp
@@ -78,10 +79,67 @@ def _dense(axes: tuple[int, ...], temperature: float, log: bool, masked: bool):
 
     def f_bwd(res, g):
         y, w = res
-        return host_call(name, host_vjp, _like_first, y, g.astype(y.dtype), w), None
+        g = g.astype(y.dtype)
+        if _xla_backward(y, log):
+            return _vjp_jnp(y, g, w, axes, temperature, log, masked), None
+        return host_call(name, host_vjp, _like_first, y, g, w), None
 
     f.defvjp(f_fwd, f_bwd)
     return jax.jit(f)  # eager calls: one cached dispatch, not op-by-op tracing
+
+
+BWD_MODE = "auto"  # "auto", "xla" or "kernel": a switch for measurements and tests
+
+
+def _xla_backward(y, log: bool) -> bool:
+    """Whether the softmax / log_softmax VJP runs as jnp ops (True) or as the kernel.
+
+    log_softmax: jnp ops at every size; softmax: jnp ops for results under 4 MiB,
+    the VJP kernel from 4 MiB on.  The jnp ops fuse with the ops around them (no
+    second custom call, no separate pass for the product rule's other term) and
+    XLA may write their result into the forward's buffer, which has huge pages
+    (``_kernels/xla.py``); where it gives the fusion a fresh result instead, that
+    buffer takes 4 KiB page faults (~250 ms per 512 MiB on the 2-core VM), which
+    the kernel's result avoids.  Measured (one thread, ``jax.grad(sum(f(x) * x))``
+    under ``jit``, interleaved medians, load 6-8, ratio jax.nn / ours, kernel / jnp):
+    softmax [4096, 32000] 1.24-1.48x / 0.93x (the fusion's fresh result: 128788
+    faults), [65536, 128] 1.24-1.40x / 0.61-0.89x, [32, 32000] 0.61x / 0.74x,
+    [256, 1000] 0.60x / 0.84x; log_softmax [4096, 32000] 0.74-0.85x / 1.48x (XLA
+    wrote in place: 763 faults), [65536, 128] 1.11x / 1.28x, [32, 32000] 0.70x /
+    0.91x, [256, 1000] 0.61x / 0.76x.
+    """
+    if BWD_MODE != "auto":
+        return BWD_MODE == "xla"
+    return log or y.size * y.dtype.itemsize < _HUGE_MIN_BYTES
+
+
+_HUGE_MIN_BYTES = 1 << 22  # = softmaxkit._kernels.xla.HUGE_MIN_BYTES (not imported: Numba)
+
+
+def _vjp_jnp(y, g, w, axes, temperature, log, masked):
+    """The softmax / log_softmax VJP from the saved output ``y`` in jnp ops.
+
+    softmax ``y (g - sum(g y)) / T`` (0 where ``y == 0``: masked, -inf, empty rows);
+    log_softmax ``(g - exp(y) sum(g)) / T`` over the included entries, 0 on masked
+    entries and on rows whose ``y`` are all -inf (empty, all -inf, fully masked),
+    as the kernel (``_kernels/losses/vjp.py``).  Written without elementwise selects
+    where no mask is given (a select splits XLA:CPU's fusion into several
+    materialised temporaries: [32, 32000] softmax 2.47 ms with selects, 1.51 ms
+    without); the row flag of log_softmax is a ``max`` reduction.  Differences from
+    the kernel: sums accumulate in ``y``'s dtype (as ``jax.nn``'s gradients do, the
+    kernel in float64), and an infinite upstream gradient at an entry with
+    ``y == 0`` gives NaN (the kernel: 0).
+    """
+    inv_t = 1.0 / temperature
+    if log:
+        gi = jnp.where(w, g, jnp.zeros((), g.dtype)) if masked else g
+        acc = jnp.sum(gi, axis=axes, keepdims=True)
+        live = jnp.max(y, axis=axes, keepdims=True) > -jnp.inf
+        scale = live.astype(y.dtype) * jnp.asarray(inv_t, y.dtype)
+        # masked entries: gi = 0 and y = -inf there, so the result is 0 without a select
+        return (gi - jnp.exp(y) * acc) * scale
+    acc = jnp.sum(g * y, axis=axes, keepdims=True)
+    return y * (g - acc) * jnp.asarray(inv_t, y.dtype)
 
 
 def _dense_call(x, axis, temperature, where, log):
@@ -154,15 +212,6 @@ def _lse(axes: tuple[int, ...], temperature: float, keepdims: bool, masked: bool
             where=w if masked else None, out=outs[0],
         )  # fmt: skip
 
-    def host_vjp(ins, outs):
-        # g / T * softmax(x / T), the softmax written into the result and scaled there
-        x, g, w = ins
-        o = outs[0]
-        _np_softmax(x, axes, temperature=temperature, where=w if masked else None, out=o)
-        if not keepdims:
-            g = np.expand_dims(g, tuple(sorted(a % x.ndim for a in axes)))
-        np.multiply(o, (g / temperature).astype(o.dtype), out=o)
-
     def call(x, w):
         return host_call("logsumexp", host_fwd, shape, x, w)
 
@@ -174,8 +223,16 @@ def _lse(axes: tuple[int, ...], temperature: float, keepdims: bool, masked: bool
         return call(x, w), (x, w)
 
     def f_bwd(res, g):
+        # g / T * softmax(x / T): the softmax kernel, then a multiply that XLA fuses
+        # with the ops that use the gradient (the product rule's add below, e.g.).
+        # Measured against the softmax and the scaling in one host call (one thread,
+        # grad of sum(logsumexp(x) * x[:, 0]), ratio jax.nn / ours): [4096, 32000]
+        # 1.65x -> 2.14x, [65536, 128] 1.29x -> 1.64x, [32, 32000] 0.59x -> 0.65x
         x, w = res
-        return host_call("logsumexp", host_vjp, _like_first, x, g.astype(x.dtype), w), None
+        p = _dense(axes, temperature, False, masked)(x, w)
+        if not keepdims:
+            g = jnp.expand_dims(g, tuple(sorted(a % x.ndim for a in axes)))
+        return p * (g.astype(x.dtype) * jnp.asarray(1.0 / temperature, x.dtype)), None
 
     f.defvjp(f_fwd, f_bwd)
     return jax.jit(f)  # eager calls: one cached dispatch, not op-by-op tracing
