@@ -348,3 +348,37 @@ def test_logsumexp_vjp_dtypes_errors_and_memory():
     finally:
         tracemalloc.stop()
     assert peak <= big.nbytes + 65536, peak / big.nbytes  # the output alone (was 4x)
+
+
+@pytest.mark.parametrize("log", [False, True])
+@pytest.mark.parametrize("T", [1.0, 0.5])
+def test_vjp_reference_twin_agrees_on_contract_rows(log, T):
+    # the float64 reference twins (from x) and the kernels (from y) on the contract's
+    # special rows: a NaN row's gradient is NaN (the reference log_softmax_vjp gave 0),
+    # an all -inf or fully masked row's is 0, +inf entries share the row's mass
+    from softmaxkit import log_softmax, log_softmax_vjp, softmax, softmax_vjp
+
+    inf, nan = np.inf, np.nan
+    x = np.array(
+        [
+            [0.5, -1.0, 2.0, 0.0],
+            [1.0, nan, 2.0, 0.0],
+            [-inf, -inf, -inf, -inf],
+            [inf, 0.0, inf, 1.0],
+            [3.0, -inf, 1.0, 2.0],
+            [7.0, 6.0, 5.0, 4.0],
+        ]
+    )
+    where = np.ones_like(x, bool)
+    where[5] = False
+    g = np.array([[1.0, -2.0, 0.5, 3.0]] * x.shape[0])
+    fwd, vjp = (log_softmax, log_softmax_vjp) if log else (softmax, softmax_vjp)
+    rvjp = ref.log_softmax_vjp if log else ref.softmax_vjp
+    with np.errstate(invalid="ignore"):
+        got = vjp(fwd(x, temperature=T, where=where), g, temperature=T, where=where)
+        want = rvjp(x, g, temperature=T, where=where)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    assert np.isnan(want[1]).all()
+    assert (want[2] == 0).all() and (want[5] == 0).all()
+    ok = ~np.isnan(want)
+    np.testing.assert_allclose(got[ok], want[ok], rtol=1e-13, atol=1e-15)

@@ -406,7 +406,8 @@ def log_softmax_vjp(
     gs = np.where(inc, gg, 0.0)
     r = (gs - p * gs.sum(axis=axes, keepdims=True)) / temperature
     lse = np.asarray(logsumexp(a, axis=axes, temperature=temperature, where=where, keepdims=True))
-    return np.where(inc & (lse > -np.inf), r, 0.0)
+    # an empty or all -inf row gives 0; a NaN row stays NaN (as the kernels)
+    return np.where(inc & ~(lse == -np.inf), r, 0.0)
 
 
 def logsumexp_vjp(
