@@ -16,6 +16,8 @@ import gc
 
 import pytest
 
+import softmaxkit as sk
+
 torch = pytest.importorskip("torch")
 skt = pytest.importorskip("softmaxkit.torch")
 
@@ -265,3 +267,38 @@ def test_bf16_logsumexp_other_calls_keep_the_float32_path():
     b = skt.logsumexp(x.float(), where=mask).to(torch.bfloat16)
     assert torch.equal(a.isnan(), b.isnan())
     assert torch.equal(a.nan_to_num(0.0), b.nan_to_num(0.0))
+
+
+# ------------------------------------------------ bfloat16 ranges on two threads
+def test_bf16_many_small_ranges_give_the_one_thread_bits():
+    # the parallel bfloat16 calls cut their rows into up to 64 ranges a thread
+    # (torch/_fast.chunks_for): every row written once, the same bits as one thread
+    import numba
+
+    from softmaxkit.torch import _fast
+
+    assert _fast.chunks_for(1 << 10, 2) == 4 and _fast.chunks_for(1 << 40, 2) == 64
+    assert _fast.chunks_for(65536 * 128, 2) == 32
+    x = _lse_rows_input((8191, 257), 13)  # 2.1M values: parallel, odd row count
+    g = torch.randn(8191, 257, generator=torch.Generator().manual_seed(14)).to(torch.bfloat16)
+    old = numba.get_num_threads()
+    res = {}
+    # no cached buffers: a row left unwritten must not show an earlier run's values
+    old_cache = (skt.set_grad_cache(0), sk.set_output_cache(0))
+    try:
+        for nt in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
+            numba.set_num_threads(nt)
+            out = []
+            for f in (skt.softmax, skt.log_softmax):
+                xa = x.clone().requires_grad_()
+                y = f(xa, temperature=0.9)
+                y.backward(g)
+                out += [y.detach(), xa.grad]
+            out.append(skt.logsumexp(x, temperature=0.9))
+            res[nt] = [t.view(torch.int16) for t in out]
+    finally:
+        numba.set_num_threads(old)
+        skt.set_grad_cache(old_cache[0])
+        sk.set_output_cache(old_cache[1])
+    for a, b in zip(res[1], res[max(res)], strict=True):
+        assert torch.equal(a, b)

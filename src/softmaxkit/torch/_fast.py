@@ -123,8 +123,26 @@ def _body_bf16(x, t: float, log: bool, K, n: int, size: int, alloc=_new):
     if nt == 1:
         K["bf16"].softmax_range(xb, 1.0 / t, log, ob, 0, xb.shape[0])
     else:
-        par.run(K["bf16"].softmax_range, xb.shape[0], nt, xb, 1.0 / t, log, ob)
+        par.run(K["bf16"].softmax_range, xb.shape[0], nt, xb, 1.0 / t, log, ob,
+                chunks=chunks_for(size, nt))  # fmt: skip
     return out
+
+
+# Values per range of a parallel bfloat16 call (~0.1 ms of work).  The ranges are
+# taken from a shared counter (``_kernels/_parallel.run``); next to torch, whose
+# OpenMP worker spins on the other core for milliseconds after each parallel op, our
+# worker starts late and runs slowly, and the caller then waits for its last range:
+# small ranges bound that wait.  [65536, 128] bfloat16 softmax / log_softmax, 2
+# threads, interleaved with torch's in one process, medians of 41 (load 5):
+# 4 ranges a thread 20.4-22.5 ms, 16: 15.4-17.6, 32: 10.5-14.5, 64: 11.9-13.6
+# (torch 11.5-15.9; the same run's minima 3.4-11 ms: the machine was shared).
+CHUNK_VALUES = 1 << 17
+MAX_CHUNKS = 64
+
+
+def chunks_for(size: int, nt: int) -> int:
+    """Ranges per thread for a parallel bfloat16 kernel over ``size`` values."""
+    return max(4, min(MAX_CHUNKS, size // (CHUNK_VALUES * max(1, nt))))
 
 
 # the backward operators and their body, registered by ``_ops_dense`` (which imports

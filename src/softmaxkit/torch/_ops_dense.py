@@ -54,7 +54,7 @@ def _bf16_run(kernel, out: torch.Tensor, *args) -> torch.Tensor:
 
     o2 = out.view(torch.int16).numpy().view(np.uint16).reshape(args[0].shape)
     nt = _parallel.threads_for(o2.size)
-    _parallel.run(kernel, o2.shape[0], nt, *args, o2)
+    _parallel.run(kernel, o2.shape[0], nt, *args, o2, chunks=_fast_mod.chunks_for(o2.size, nt))
     return out
 
 
@@ -390,10 +390,11 @@ def _lse_bf16(x, dims, temperature):
     from .._kernels import _parallel, bf16
 
     lse = torch.empty(x2.shape[0], dtype=torch.float32)
+    nt = _parallel.threads_for(x2.size)
     try:
         with coldstart.allow(x2.size):
-            _parallel.run(bf16.lse_range, x2.shape[0], _parallel.threads_for(x2.size),
-                          x2, 1.0 / temperature, lse.numpy())  # fmt: skip
+            _parallel.run(bf16.lse_range, x2.shape[0], nt, x2, 1.0 / temperature, lse.numpy(),
+                          chunks=_fast_mod.chunks_for(x2.size, nt))  # fmt: skip
     except coldstart.ColdKernel:
         return None  # compiling in the background: the float32 path
     return lse.to(torch.bfloat16)
