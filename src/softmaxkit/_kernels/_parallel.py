@@ -80,7 +80,7 @@ if hasattr(os, "register_at_fork"):
 _CHUNKS_PER_THREAD = 4  # ranges per thread, taken in turn from a shared counter
 
 
-def run(kernel, ntask: int, nt: int, *args) -> None:
+def run(kernel, ntask: int, nt: int, *args, chunks: int = _CHUNKS_PER_THREAD) -> None:
     """``kernel(*args, t0, t1)`` over ``[0, ntask)`` on ``nt`` threads.
 
     The tasks are cut into up to ``_CHUNKS_PER_THREAD * nt`` contiguous ranges that the
@@ -89,7 +89,8 @@ def run(kernel, ntask: int, nt: int, *args) -> None:
     another library's spinning OpenMP threads, costs 0.2-1.4 ms here -- then costs
     only the ranges it did not take, instead of delaying a fixed half of the work:
     softmax of [65536, 128] float32 (3 ms calls) interleaved with PyTorch and NumPy
-    calls, median 6.3 -> 3.6-4.0 ms (docs/performance.md).
+    calls, median 6.3 -> 3.6-4.0 ms (docs/performance.md).  ``chunks``: ranges per
+    thread (the torch bfloat16 calls ask for more, ``softmaxkit/torch/_fast.py``).
     """
     if ntask <= 0:
         return
@@ -97,7 +98,7 @@ def run(kernel, ntask: int, nt: int, *args) -> None:
     if nt == 1:
         kernel(*args, 0, ntask)
         return
-    nch = min(ntask, _CHUNKS_PER_THREAD * nt)
+    nch = min(ntask, max(1, chunks) * nt)
     bounds = [ntask * k // nch for k in range(nch + 1)]
     counter = itertools.count()  # next() is atomic under the GIL
     # A cancelled work item stays in the pool's queue until a worker pops it, so the

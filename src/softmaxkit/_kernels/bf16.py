@@ -274,6 +274,56 @@ def _rows(x, t, log, out, t0, t1, fb):
             _write_scaled(fb, np.float32(1.0) / s, orow)
 
 
+# ----------------------------------------------------------------- logsumexp
+@njit(cache=True, nogil=True)
+def _special_lse(xr, t, m):
+    """logsumexp of a row whose scaled max ``m`` is ``+-inf`` (or that is empty):
+    NaN if any entry is NaN (``fmax`` skipped it), else ``m``."""
+    for j in range(xr.shape[0]):
+        v = bf16_to_f32(xr[j])
+        if v != v:
+            return np.float32(np.nan)
+    return m
+
+
+@njit(cache=True, nogil=True, fastmath=_FM)
+def lse_range(x, invT, out, t0, t1):
+    """``out[i] = log(sum(exp(x[i] * invT)))`` (float32) for rows ``t0 <= i < t1``.
+
+    Bits in, float32 out (one value a row): max, then the sum of ``exp(v - m)``,
+    ``m + log(s)``; short rows two at a time (the paired passes above).  A NaN entry
+    gives NaN, an all ``-inf`` (or empty) row ``-inf``, a ``+inf`` entry ``+inf``.
+    """
+    t = np.float32(invT)
+    i = t0
+    if x.shape[1] <= PAIR_MAX:
+        while i + 1 < t1:
+            xa = row(x, i)
+            xb = row(x, i + 1)
+            ma, mb = _max2(xa, xb)
+            ma *= t
+            mb *= t
+            if ma > -np.inf and ma < np.inf and mb > -np.inf and mb < np.inf:
+                sa, sb = _exp_sum2(xa, xb, t, ma, mb)
+                out[i] = ma + np.float32(math.log(sa))
+                out[i + 1] = mb + np.float32(math.log(sb))
+            else:
+                _lse_rows(x, t, out, i, i + 2)
+            i += 2
+    _lse_rows(x, t, out, i, t1)
+
+
+@njit(cache=True, nogil=True, fastmath=_FM)
+def _lse_rows(x, t, out, t0, t1):
+    for i in range(t0, t1):
+        xr = row(x, i)
+        m = _max(xr) * t
+        if m > -np.inf and m < np.inf:
+            out[i] = m + np.float32(math.log(_exp_sum(xr, t, m)))  # NaN entry: s NaN
+        else:
+            out[i] = _special_lse(xr, t, m)
+
+
 # ----------------------------------------------------------------- VJPs
 @njit(cache=True, nogil=True, fastmath=_FM)
 def _dot_nz(yr, gr):

@@ -31,13 +31,14 @@ def _result_dtype(dt: torch.dtype) -> torch.dtype:
     return torch.float32 if dt == torch.bfloat16 else dt
 
 
-def _finish(res: torch.Tensor, dt: torch.dtype) -> torch.Tensor:
-    """``res`` in dtype ``dt`` (rounded once, into a buffer from :func:`_new`)."""
+def _finish(res: torch.Tensor, dt: torch.dtype, alloc=_new) -> torch.Tensor:
+    """``res`` in dtype ``dt`` (rounded once, into a buffer from ``alloc``: :func:`_new`
+    or ``_gradbuf.grad_buffer``)."""
     if res.dtype == dt:
         return res
     if res.device.type != "cpu" or type(res) is not torch.Tensor:
         return res.to(dt)
-    out = _new(res.shape, dt)
+    out = alloc(res.shape, dt)
     out.copy_(res)
     return out
 

@@ -83,8 +83,13 @@ def _fast(x, axis, temperature, log: bool, npf):
     return _body(x, t, log, npf)
 
 
-def _body(x, t: float, log: bool, npf):
-    """(log_)softmax of ``x`` (checked by :func:`_fast`) over its last axis."""
+def _body(x, t: float, log: bool, npf, alloc=_new):
+    """(log_)softmax of ``x`` (checked by :func:`_fast`) over its last axis.
+
+    ``alloc(shape, dtype)`` makes a large output (4 MiB and more): ``_new`` (the
+    output cache) for a plain call, ``_gradbuf.grad_buffer`` for an output saved for
+    backward (:class:`_Dense`).
+    """
     shape = x.shape
     n = shape[-1]
     size = x.numel()
@@ -92,7 +97,7 @@ def _body(x, t: float, log: bool, npf):
     if x.dtype == torch.bfloat16:
         try:  # (the kernel may still be compiling: coldstart, docs/performance.md)
             with coldstart.allow(size):
-                return _body_bf16(x, t, log, K, n, size)
+                return _body_bf16(x, t, log, K, n, size, alloc)
         except coldstart.ColdKernel:  # compiling in the background: float32 (cold path)
             return _body(x.float(), t, log, npf).to(torch.bfloat16)
     xa = x.numpy()
@@ -100,26 +105,44 @@ def _body(x, t: float, log: bool, npf):
         oa = np.empty(shape, dtype=xa.dtype)
         out = torch.from_numpy(oa)
     else:
-        out = _new(shape, x.dtype)
+        out = alloc(shape, x.dtype)
         oa = out.numpy()
     npf(xa, axis=-1, temperature=t, out=oa)
     return out
 
 
-def _body_bf16(x, t: float, log: bool, K, n: int, size: int):
+def _body_bf16(x, t: float, log: bool, K, n: int, size: int, alloc=_new):
     """The bfloat16 bits kernel of :func:`_body`."""
     shape = x.shape
     par = K["parallel"]
     xb = x.view(torch.int16).numpy().view(np.uint16).reshape(-1, n)
     # empty_like: contiguous as x is (0.9 us; torch.empty(shape, dtype=) 2.1 us)
-    out = torch.empty_like(x) if 2 * size < _SMALL else _new(shape, torch.bfloat16)
+    out = torch.empty_like(x) if 2 * size < _SMALL else alloc(shape, torch.bfloat16)
     ob = out.view(torch.int16).numpy().view(np.uint16).reshape(xb.shape)
     nt = par.threads_for(size)
     if nt == 1:
         K["bf16"].softmax_range(xb, 1.0 / t, log, ob, 0, xb.shape[0])
     else:
-        par.run(K["bf16"].softmax_range, xb.shape[0], nt, xb, 1.0 / t, log, ob)
+        par.run(K["bf16"].softmax_range, xb.shape[0], nt, xb, 1.0 / t, log, ob,
+                chunks=chunks_for(size, nt))  # fmt: skip
     return out
+
+
+# Values per range of a parallel bfloat16 call (~0.1 ms of work).  The ranges are
+# taken from a shared counter (``_kernels/_parallel.run``); next to torch, whose
+# OpenMP worker spins on the other core for milliseconds after each parallel op, our
+# worker starts late and runs slowly, and the caller then waits for its last range:
+# small ranges bound that wait.  [65536, 128] bfloat16 softmax / log_softmax, 2
+# threads, interleaved with torch's in one process, medians of 41 (load 5):
+# 4 ranges a thread 20.4-22.5 ms, 16: 15.4-17.6, 32: 10.5-14.5, 64: 11.9-13.6
+# (torch 11.5-15.9; the same run's minima 3.4-11 ms: the machine was shared).
+CHUNK_VALUES = 1 << 17
+MAX_CHUNKS = 64
+
+
+def chunks_for(size: int, nt: int) -> int:
+    """Ranges per thread for a parallel bfloat16 kernel over ``size`` values."""
+    return max(4, min(MAX_CHUNKS, size // (CHUNK_VALUES * max(1, nt))))
 
 
 # the backward operators and their body, registered by ``_ops_dense`` (which imports
@@ -135,11 +158,22 @@ class _Dense(torch.autograd.Function):
     backward runs the fused VJP (``_ops_dense._vjp_impl``, the backward operators'
     body); with ``create_graph`` it calls the backward operator itself, which has
     its own derivative, so double backward works as through the operator.
+
+    Memory: the saved output and the gradient (``_vjp_impl``) come from the cache of
+    released gradient buffers (``_gradbuf``, 1 GiB by default), not the 256 MiB
+    output cache: both are released within a training step (the output when the
+    graph is freed, the gradient once accumulated), and the next step takes their
+    buffers back with their pages mapped.  A [4096, 32000] float32 output or
+    gradient is 524 MB, over the output cache's limit, so before this each
+    forward + backward faulted in 1 GB of fresh pages (torch eager: 1.5 GB, its
+    output, its gradient and the caller's ``ones_like``).
     """
 
     @staticmethod
     def forward(ctx, x, t, log, npf):
-        y = _body(x.detach(), t, log, npf)
+        from ._gradbuf import grad_buffer
+
+        y = _body(x.detach(), t, log, npf, grad_buffer)
         ctx.save_for_backward(y)
         ctx.t, ctx.log = t, log
         return y

@@ -8,9 +8,12 @@ step (after the backward of the layer that made the logits), and the next step
 asks for a buffer of the same size: this module keeps released gradient buffers and
 hands them out again with their pages already mapped.
 
-* Which buffers: only the gradients the loss operators save (never a user-visible
-  forward result, never an input); 4 MiB and more (smaller ones are plain
-  ``torch.empty``).
+* Which buffers: the gradients the loss operators save; the output that
+  softmax / log_softmax save for backward when they record a gradient, and the
+  gradients their backward and logsumexp's write (``_fast._Dense``,
+  ``_ops_dense``): all released within a training step.  Never a plain forward
+  result (no gradient recorded: the output cache, ``softmaxkit._core.buffers``),
+  never an input; 4 MiB and more (smaller ones are plain ``torch.empty``).
 * How much: released buffers are kept, most recent first, up to a limit in bytes
   (the buffers' size classes: their bytes rounded up to 2 MiB); the oldest beyond
   it are freed.  Default 1 GiB, ``SOFTMAXKIT_GRAD_CACHE`` in the environment
@@ -161,7 +164,8 @@ def set_grad_cache(limit: int) -> int:
     """Set how much memory of released loss-gradient buffers softmaxkit.torch keeps.
 
     :func:`softmaxkit.torch.cross_entropy` computes the logits' gradient in the
-    forward pass into a new logits-sized buffer and saves it for backward.  Fresh
+    forward pass into a new logits-sized buffer and saves it for backward (the
+    dense ops' saved outputs and gradients use the same cache).  Fresh
     memory costs its first-touch page faults (on a 2-core VM about 100-150 ms for
     a 500 MiB [4096, 32000] float32 gradient, as long as the kernel); when a
     gradient is released (in a training loop: within the same step), its buffer is

@@ -33,6 +33,7 @@ from ._common import (
     _zero,
 )
 from ._fast import _fast
+from ._gradbuf import grad_buffer
 
 
 # --------------------------------------------------------------------------- softmax
@@ -53,11 +54,11 @@ def _bf16_run(kernel, out: torch.Tensor, *args) -> torch.Tensor:
 
     o2 = out.view(torch.int16).numpy().view(np.uint16).reshape(args[0].shape)
     nt = _parallel.threads_for(o2.size)
-    _parallel.run(kernel, o2.shape[0], nt, *args, o2)
+    _parallel.run(kernel, o2.shape[0], nt, *args, o2, chunks=_fast_mod.chunks_for(o2.size, nt))
     return out
 
 
-def _softmax_impl(x, dims, temperature, where, log):
+def _softmax_impl(x, dims, temperature, where, log, alloc=_new):
     if not _is_cpu(x, where):
         f = _array_api().log_softmax if log else _array_api().softmax
         return f(x, axis=_axis(dims), temperature=temperature, where=where).clone()
@@ -67,14 +68,14 @@ def _softmax_impl(x, dims, temperature, where, log):
 
         try:
             with coldstart.allow(x2.size):
-                out = _new(x.shape, torch.bfloat16)
+                out = alloc(x.shape, torch.bfloat16)
                 return _bf16_run(bf16.softmax_range, out, x2, 1.0 / temperature, log)
         except coldstart.ColdKernel:
             pass  # compiling in the background: the float32 path below (its own cold path)
-    out = _new(x.shape, _result_dtype(x.dtype))
+    out = alloc(x.shape, _result_dtype(x.dtype))
     f = _np_log_softmax if log else _np_softmax
     f(_arr(x), axis=_axis(dims), temperature=temperature, where=_arr(where), out=out.numpy())
-    return _finish(out, x.dtype)
+    return _finish(out, x.dtype, alloc)
 
 
 @torch.library.custom_op("softmaxkit::softmax", mutates_args=())
@@ -101,15 +102,17 @@ def _vjp_impl(y, g, dims, temperature, where, log):
 
         try:
             with coldstart.allow(y2.size):
-                out = _new(y.shape, torch.bfloat16)
+                out = grad_buffer(y.shape, torch.bfloat16)
                 return _bf16_run(bf16.vjp_range, out, y2, g2, 1.0 / temperature, log)
         except coldstart.ColdKernel:
             pass  # compiling in the background: the float32 path below
-    out = _new(y.shape, _result_dtype(y.dtype))
+    # a gradient: from the released-gradient cache (``_gradbuf``; a [4096, 32000]
+    # float32 one is over the output cache's limit and would be fresh pages each step)
+    out = grad_buffer(y.shape, _result_dtype(y.dtype))
     f = _grad.log_softmax_vjp if log else _grad.softmax_vjp
     f(_arr(y), _arr(g), axis=_axis(dims), temperature=temperature, where=_arr(where),
       out=out.numpy())  # fmt: skip
-    return _finish(out, y.dtype)
+    return _finish(out, y.dtype, grad_buffer)
 
 
 def _vjp_torch(y, g, dims, temperature, where, log):
@@ -362,6 +365,10 @@ def _logsumexp_op(
         )  # fmt: skip
         lse, sign = r if return_sign else (r, x.new_empty((0,)))
         return lse.clone(), sign.clone()
+    if b is None and where is None and not return_sign:
+        lse = _lse_bf16(x, dims, temperature)
+        if lse is not None:
+            return lse.reshape(shape), torch.empty((0,), dtype=x.dtype)
     out = _new(shape, rdt)
     r = _np_logsumexp(
         _arr(x), axis=_axis(dims), b=_arr(b), keepdims=keepdim, return_sign=return_sign,
@@ -371,6 +378,26 @@ def _logsumexp_op(
     if sign is None:
         sign = torch.empty((0,), dtype=rdt)
     return _finish(out, x.dtype), _finish(sign.to(rdt), x.dtype)
+
+
+def _lse_bf16(x, dims, temperature):
+    """logsumexp of a contiguous CPU bfloat16 tensor over trailing ``dims`` by the bits
+    kernel (``_kernels/bf16.py``: no float32 copy of ``x``; a float32 value a row,
+    rounded once), or None (other layouts, or the kernel still compiling)."""
+    x2 = _bf16_rows(x, dims)
+    if x2 is None:
+        return None
+    from .._kernels import _parallel, bf16
+
+    lse = torch.empty(x2.shape[0], dtype=torch.float32)
+    nt = _parallel.threads_for(x2.size)
+    try:
+        with coldstart.allow(x2.size):
+            _parallel.run(bf16.lse_range, x2.shape[0], nt, x2, 1.0 / temperature, lse.numpy(),
+                          chunks=_fast_mod.chunks_for(x2.size, nt))  # fmt: skip
+    except coldstart.ColdKernel:
+        return None  # compiling in the background: the float32 path
+    return lse.to(torch.bfloat16)
 
 
 @_logsumexp_op.register_fake
@@ -438,9 +465,42 @@ def _lse_backward(ctx, g_lse, _g_sign):
             axes = list(range(x.ndim)) if dims is None else sorted(d % x.ndim for d in dims)
             for a in axes:
                 g = g.unsqueeze(a)
-        # through the softmax operator, so the result is differentiable again
-        gx = _softmax_op(x, dims, T, where) * (g / T)
+        gx = _lse_grad_eager(x, g, dims, T, where)
+        if gx is None:
+            # through the softmax operator, so the result is differentiable again
+            gx = _softmax_op(x, dims, T, where) * (g / T)
+            if where is not None:  # masked entries: 0, even in a NaN row (as the VJP's)
+                gx = torch.where(where, gx, _zero(gx))
     return gx, None, None, None, None, None, None
+
+
+def _lse_grad_eager(x, g, dims, T, where):
+    """``softmax(x / T) * (g / T)`` into one buffer from the gradient cache, or None.
+
+    First-order eager backward of plain CPU tensors (no ``create_graph``, no
+    tracing, no fake or functional tensors): the softmax (the operator's body, the
+    same kernel and rounding) is written into a buffer from ``_gradbuf`` and scaled
+    in place, the same values as the operator path's ``softmax * (g / T)`` bit for
+    bit, without its second full-size tensor; [4096, 32000] float32: two fresh
+    524 MB tensors per backward before.  Anything else returns None (the operator
+    path, differentiable again).
+    """
+    if (
+        torch.is_grad_enabled()
+        or torch.compiler.is_compiling()
+        or type(x) is not torch.Tensor
+        or type(g) is not torch.Tensor
+        or not _is_cpu(x, g, where)
+        or (where is not None and type(where) is not torch.Tensor)
+    ):
+        return None
+    p = _softmax_impl(x.detach(), dims, T, where, False, grad_buffer)
+    if type(p) is not torch.Tensor or p.shape != x.shape or not p.is_contiguous():
+        return None  # pragma: no cover - the CPU body always gives a contiguous tensor
+    p.mul_(g.detach() / T)
+    if where is not None:  # masked entries: 0, even in a NaN row (whose softmax is NaN)
+        p.masked_fill_(~where, 0.0)
+    return p
 
 
 _logsumexp_op.register_autograd(_lse_backward, setup_context=_lse_setup)
