@@ -12,7 +12,7 @@ import numpy as np
 from numba import njit, types
 from numba.extending import overload
 
-from ..exp import exp_
+from ..exp import exp_, fmaximum, fminimum
 from .common import _FM
 
 # ---------------------------------------------------------------------------
@@ -23,14 +23,20 @@ from .common import _FM
 @njit(cache=True, nogil=True, fastmath=_FM)
 def _max_min_sum_row(xr):
     # raw max and min of the row (not scaled: the differences are (x - max) / T) and
-    # the plain sum (not finite: a NaN / inf somewhere, or a huge row)
-    m = -np.inf
-    mn = np.inf
+    # the plain sum (not finite: a NaN / inf somewhere, or a huge row).  fmaximum /
+    # fminimum (NaN-propagating: a NaN row fails _fast_ok either way) reduce as
+    # vector trees; Numba's max / min or a compare-and-select did not vectorise
+    # ([32, 32000] float32, one thread: 0.73 -> ~0.1 ns per value)
+    n = xr.shape[0]
+    if n == 0:
+        return -np.inf, np.inf, 0.0
+    m = xr[0]
+    mn = xr[0]
     tot = 0.0
-    for j in range(xr.shape[0]):
+    for j in range(n):
         v = xr[j]
-        m = max(m, v)
-        mn = min(mn, v)
+        m = fmaximum(m, v)
+        mn = fminimum(mn, v)
         tot += v
     return np.float64(m), np.float64(mn), tot
 
