@@ -47,6 +47,67 @@ def _run(
     return tokens, info
 
 
+# False: every call takes the generic route (tests compare the two)
+FAST_PATH = True
+_FAST_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_KERN: Any = None  # softmaxkit._kernels.sampling, once imported
+
+
+def _sample_fast(
+    x: np.ndarray,
+    temperature: Any,
+    top_k: Any,
+    top_p: Any,
+    min_p: Any,
+    num_samples: Any,
+    seed: Any,
+    axis: Any,
+    row_offset: Any,
+) -> Any:
+    """:func:`sample` of a C-contiguous float32/float64 ndarray along its last axis,
+    with plain ``int`` arguments, run on the calling thread: the ids, or None for
+    every other call (the generic route then checks and runs it).
+
+    The same kernel on the same rows as the generic route (the same tokens), reached
+    through a few Python calls (``_kernels.sampling.entry.sample_serial``): the
+    generic route's ``_rows`` / ``_check_rows`` / driver cost 0.2-0.3 ms on their
+    own when a call finds the caches cold (after another library's call)."""
+    global _KERN
+    nd = x.ndim
+    if (
+        nd == 0
+        or x.dtype not in _FAST_DTYPES
+        or not x.flags.c_contiguous
+        or type(axis) is not int
+        or (axis != -1 and axis != nd - 1)
+        or type(num_samples) is not int
+        or num_samples < 1
+        or type(seed) is not int
+        or not 0 <= seed < 1 << 64
+        or type(row_offset) is not int
+        or not 0 <= row_offset < 1 << 62
+    ):
+        return None
+    n = x.shape[-1]
+    if n == 0 or x.size == 0:
+        return None
+    t, greedy, k, p, logq = _filters(temperature, top_k, top_p, min_p, n)
+    if _KERN is None:
+        from ._kernels import sampling as kern
+
+        _KERN = kern
+    x2 = x.reshape(-1, n)
+    res = _KERN.sample_serial(x2, t, greedy, k, p, logq, num_samples, np.uint64(seed),
+                              row_offset)  # fmt: skip
+    if res is None:
+        return None
+    tokens, info, bad = res
+    batch = x.shape[:-1]
+    if bad >= 0:
+        _check_rows(info, batch)
+    return tokens.reshape((*batch, num_samples))
+
+
 def _check_rows(info: Any, batch: Any) -> Any:
     status = info[:, 0]
     bad = np.flatnonzero((status == 1.0) | (status == 2.0))
@@ -274,6 +335,12 @@ def sample(
             row_offset,
         )  # fmt: skip  (a Dask array, typed as what NumPy input gives)
         return lazy
+    if type(logits) is np.ndarray and return_logprobs is False and FAST_PATH:
+        res = _sample_fast(
+            logits, temperature, top_k, top_p, min_p, num_samples, seed, axis, row_offset
+        )
+        if res is not None:
+            return res
     x2, batch, _ = _rows(logits, axis)
     n = x2.shape[1]
     t, greedy, k, p, logq = _filters(temperature, top_k, top_p, min_p, n)

@@ -42,15 +42,19 @@ def _band_count(wv, L, a, b):
 
 @njit(cache=True, nogil=True)
 def _band_compact(wv, ww, L, a, b, cnt):
-    nv = np.empty(cnt)
-    nw = np.empty(cnt)
+    """The entries of ``wv[:L]`` / ``ww[:L]`` in ``[a, b)`` (``cnt`` of them), in order,
+    into new arrays of ``cnt + 1`` (the last slot a spare).  Branch-free: every entry
+    is stored at the next free slot, which advances only on a hit; a branch per entry
+    mispredicted on a hit (about 1 in 8) and cost 25-70 us of a [1, 262144] top-p call
+    whose predictors had not just seen the same row (``docs/vocab.md``)."""
+    nv = np.empty(cnt + 1)
+    nw = np.empty(cnt + 1)
     k = 0
     for c in range(L):
         v = wv[c]
-        if v >= a and v < b:
-            nv[k] = v
-            nw[k] = ww[c]
-            k += 1
+        nv[k] = v
+        nw[k] = ww[c]
+        k = min(k + ((v >= a) & (v < b)), cnt)
     return nv, nw
 
 

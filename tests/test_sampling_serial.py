@@ -1,0 +1,205 @@
+"""softmaxkit.sample's fast route (``sampling._sample_fast`` ->
+``_kernels.sampling.entry.sample_serial``): plain-int calls on C-contiguous
+float32/float64 arrays along the last axis reach the serial kernel through a few
+Python calls.  The tokens and the errors must be exactly those of the generic route
+(``sampling.FAST_PATH = False``) for the same seed, on adversarial rows; and the
+branch-free band compaction of the top-p threshold search (``top_p._band_compact``)
+must be the masked selection, in order."""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+import pytest
+
+import softmaxkit as sk
+from softmaxkit import sampling
+from softmaxkit._kernels import sampling as kern
+from softmaxkit._kernels.sampling import chunked, fast, top_p
+
+
+def _routes(x, **kw):
+    """(fast route, generic route) results of ``sample`` and how many calls went
+    through ``sample_serial`` (the package's name, which ``sampling`` calls)."""
+    calls = []
+    real = kern.sample_serial
+
+    def counting(*a):
+        calls.append(1)
+        return real(*a)
+
+    try:
+        kern.sample_serial = counting
+        sampling.FAST_PATH = True
+        a = sk.sample(x, **kw)
+        sampling.FAST_PATH = False
+        b = sk.sample(x, **kw)
+    finally:
+        sampling.FAST_PATH = True
+        kern.sample_serial = real
+    return a, b, len(calls)
+
+
+def _rows(kind: str, rows: int, n: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((rows, n)) * [0.5, 3.0, 8.0][seed % 3]
+    if kind == "ties":
+        x = np.round(x)  # exact ties at the top-p / top-k / min-p thresholds
+    elif kind == "coarse":
+        x = np.round(x / 4.0)  # a few distinct values: big tie groups
+    elif kind == "-inf":
+        x[rng.random(x.shape) < 0.3] = -np.inf
+        x[:, 0] = 0.0  # every row keeps a finite entry
+    elif kind == "+inf":
+        x[:, rng.integers(0, n, 3)] = np.inf  # tie mode: uniform over the +inf
+    elif kind == "one":
+        x[:] = -np.inf
+        x[:, n // 2] = 1.0  # a single candidate per row
+    return x
+
+
+KINDS = ["normal", "ties", "coarse", "-inf", "+inf", "one"]
+SETTINGS = [
+    {"top_p": 0.9},
+    {"top_p": 1e-9},  # the maximum (and its ties) alone
+    {"top_p": 0.999999},
+    {"top_p": 1.0},
+    {"top_p": 0.5, "temperature": 1e-6},
+    {"top_p": 0.5, "temperature": 1e6},
+    {"top_p": 0.7, "temperature": 0.37},
+    {"temperature": 0.0},
+    {},
+    {"top_k": 5},
+    {"top_k": 300},  # the large-K selection
+    {"top_k": 40, "top_p": 0.8, "min_p": 0.05},
+    {"min_p": 0.2},
+    {"top_p": 0.9, "num_samples": 3, "row_offset": 17},
+]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fast_route_gives_the_generic_tokens(kind, dtype):
+    for q, kw in enumerate(SETTINGS):
+        for rows, n in ((3, 1000), (1, fast.FAST_MIN + 777)):
+            x = _rows(kind, rows, n, 31 * q + rows).astype(dtype)
+            a, b, calls = _routes(x, seed=12345 + q, **kw)
+            assert calls == 1, (kind, kw)
+            np.testing.assert_array_equal(a, b, err_msg=f"{kind} {kw} {dtype} [{rows}, {n}]")
+            assert a.dtype == np.int64 and a.shape == (rows, kw.get("num_samples", 1))
+
+
+@pytest.mark.parametrize("mode", ["serial", "chunked"])
+def test_fast_route_single_long_row_either_chooser_path(monkeypatch, mode):
+    # one long top-p row: the chunked-or-serial choice is made in sample_serial
+    monkeypatch.setattr(chunked.CHOOSER, "mode", mode)
+    nt = numba.get_num_threads()
+    try:
+        numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+        for seed in range(4):
+            x = _rows(["normal", "ties"][seed % 2], 1, 4 * chunked.CHUNK_MIN, seed)
+            a, b, calls = _routes(x.astype(np.float32), top_p=0.9, seed=seed)
+            assert calls == 1
+            np.testing.assert_array_equal(a, b)
+    finally:
+        numba.set_num_threads(nt)
+
+
+def test_fast_route_shapes():
+    # 1-d, 3-d and axis=ndim-1 spelled out: the batch shape comes back
+    x = _rows("normal", 6, 500, 4)
+    for arr, kw in ((x[0], {}), (x.reshape(2, 3, 500), {}), (x.reshape(2, 3, 500), {"axis": 2})):
+        a, b, calls = _routes(arr, top_p=0.8, seed=9, num_samples=2, **kw)
+        assert calls == 1
+        assert a.shape == (*arr.shape[:-1], 2)
+        np.testing.assert_array_equal(a, b)
+
+
+def test_fast_route_declines_other_calls():
+    # each goes to the generic route (sample_serial not called), with its tokens
+    x = _rows("normal", 4, 300, 5)
+    cases = [
+        (np.asfortranarray(x), {}),
+        (x.astype(np.float16), {}),
+        (np.round(x).astype(np.int64), {}),
+        (x.T.copy(), {"axis": 0}),
+        (x, {"seed": np.int64(7)}),
+        (x, {"num_samples": np.int64(2)}),
+        (x, {"row_offset": np.int64(2)}),
+        (x[:0], {}),
+    ]
+    for arr, kw in cases:
+        kw = {"seed": 7, **kw}
+        a, b, calls = _routes(arr, top_p=0.9, **kw)
+        assert calls == 0, kw
+        np.testing.assert_array_equal(a, b)
+    # the log-probs and a fresh seed skip it too
+    a, b, calls = _routes(x, top_p=0.9, seed=3, return_logprobs=True)
+    assert calls == 0
+    np.testing.assert_array_equal(a[0], b[0])
+    _, _, calls = _routes(x, top_p=0.9)
+    assert calls == 0
+
+
+@pytest.mark.parametrize("bad", ["nan", "-inf"])
+def test_fast_route_names_the_bad_row(bad):
+    x = _rows("normal", 5, 2000, 6).astype(np.float32)
+    if bad == "nan":
+        x[3, 17] = np.nan
+    else:
+        x[3] = -np.inf
+    msgs = []
+    for flag in (True, False):
+        sampling.FAST_PATH = flag
+        try:
+            with pytest.raises(ValueError, match="row 3") as exc:
+                sk.sample(x, top_p=0.9, seed=1)
+            msgs.append(str(exc.value))
+        finally:
+            sampling.FAST_PATH = True
+    assert msgs[0] == msgs[1]
+
+
+def test_fast_route_bad_arguments_raise_as_before():
+    x = _rows("normal", 2, 100, 7)
+    for kw, err in (
+        ({"top_p": 0.0}, ValueError),
+        ({"top_p": 1.5}, ValueError),
+        ({"top_k": 0}, ValueError),
+        ({"min_p": -0.1}, ValueError),
+        ({"temperature": -1.0}, ValueError),
+        ({"temperature": float("nan")}, ValueError),
+        ({"seed": -1}, ValueError),
+        ({"seed": 1 << 64}, ValueError),
+        ({"num_samples": 0}, ValueError),
+        ({"row_offset": -1}, ValueError),
+        ({"seed": True}, TypeError),
+        ({"axis": 1.0}, TypeError),
+        ({"top_k": 2.5}, TypeError),
+    ):
+        kw = {"seed": 1, **kw}
+        with pytest.raises(err) as e1:
+            sk.sample(x, **kw)
+        sampling.FAST_PATH = False
+        try:
+            with pytest.raises(err) as e2:
+                sk.sample(x, **kw)
+        finally:
+            sampling.FAST_PATH = True
+        assert str(e1.value) == str(e2.value), kw
+
+
+def test_band_compact_is_the_masked_selection():
+    rng = np.random.default_rng(8)
+    for trial in range(200):
+        L = int(rng.integers(0, 600))
+        wv = np.round(rng.standard_normal(L + 5) * 3)  # ties at both band ends
+        ww = rng.random(L + 5)
+        a, b = sorted(rng.choice(np.arange(-4.0, 5.0), 2, replace=False))
+        if trial % 7 == 0:
+            b = np.inf
+        sel = (wv[:L] >= a) & (wv[:L] < b)
+        nv, nw = top_p._band_compact(wv, ww, L, a, b, int(sel.sum()))
+        assert nv.shape[0] == sel.sum() + 1
+        np.testing.assert_array_equal(nv[:-1], wv[:L][sel])
+        np.testing.assert_array_equal(nw[:-1], ww[:L][sel])
