@@ -203,3 +203,33 @@ def test_band_compact_is_the_masked_selection():
         assert nv.shape[0] == sel.sum() + 1
         np.testing.assert_array_equal(nv[:-1], wv[:L][sel])
         np.testing.assert_array_equal(nw[:-1], ww[:L][sel])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_max_nan_integer_keys_edge_values(dtype):
+    """``scan._max_nan`` by integer keys (``_key_max``): NaN of either sign and with
+    payloads (above +inf or below -inf as keys), +-0, subnormals, +-inf, all -inf or
+    all +inf rows, at every position of a short row and in a long one."""
+    from softmaxkit._kernels.sampling import scan
+
+    ity = np.int32 if dtype == np.float32 else np.int64
+    neg_nan = -np.array([np.nan], dtype=dtype)  # the sign bit set
+    assert np.signbit(neg_nan[0])
+    payload = np.array([np.nan], dtype=dtype)
+    payload.view(ity)[0] |= 5
+    tiny = np.finfo(dtype).smallest_subnormal
+    specials = [neg_nan[0], payload[0], np.nan, -0.0, 0.0, tiny, -tiny, np.inf, -np.inf]
+    rng = np.random.default_rng(11)
+    rows = [np.full(37, -np.inf, dtype), np.full(37, np.inf, dtype), np.array([-0.0], dtype)]
+    for n in (1, 5, 37, 1000):
+        base = (rng.standard_normal(n) * 1e-30).astype(dtype)  # near 0: sign matters
+        for v in specials:
+            for p in {0, n // 2, n - 1}:
+                x = base.copy()
+                x[p] = v
+                rows.append(x)
+    for x in rows:
+        mx, nan = scan._max_nan(x)
+        assert nan == bool(np.isnan(x).any())
+        want = np.max(x[~np.isnan(x)]) if not np.isnan(x).all() else -np.inf
+        assert mx == want, (x, mx, want)
