@@ -19,14 +19,15 @@ from softmaxkit._kernels.sampling import chunked, fast, top_p
 
 
 def _routes(x, **kw):
-    """(fast route, generic route) results of ``sample`` and how many calls went
-    through ``sample_serial`` (the package's name, which ``sampling`` calls)."""
+    """(fast route, generic route) results of ``sample`` and how many calls were
+    sampled by ``sample_serial`` (the package's name, which ``sampling`` calls)."""
     calls = []
     real = kern.sample_serial
 
     def counting(*a):
-        calls.append(1)
-        return real(*a)
+        res = real(*a)
+        calls.append(res is not None)  # the call sampled there
+        return res
 
     try:
         kern.sample_serial = counting
@@ -37,7 +38,7 @@ def _routes(x, **kw):
     finally:
         sampling.FAST_PATH = True
         kern.sample_serial = real
-    return a, b, len(calls)
+    return a, b, sum(calls)
 
 
 def _rows(kind: str, rows: int, n: int, seed: int) -> np.ndarray:
@@ -233,3 +234,61 @@ def test_max_nan_integer_keys_edge_values(dtype):
         assert nan == bool(np.isnan(x).any())
         want = np.max(x[~np.isnan(x)]) if not np.isnan(x).all() else -np.inf
         assert mx == want, (x, mx, want)
+
+
+def test_warm_routes_skip_the_generic_route_only_once_run(monkeypatch):
+    """A call skips the generic route (its cold-start handling) only for a route
+    ``(dtype, writeable, aligned, chunked)`` that has run in this process: the first
+    call of a key goes through ``sampling._sample`` and marks it."""
+    from softmaxkit._kernels.sampling import entry
+
+    monkeypatch.setattr(entry, "WARM", set())
+    seen = []
+    real = kern.sample_serial
+
+    def spy(*a):
+        res = real(*a)
+        seen.append((a[-1], res is not None))  # (warm_only, sampled)
+        return res
+
+    monkeypatch.setattr(kern, "sample_serial", spy)
+    x = _rows("normal", 2, 500, 12)
+    ro = x.copy()
+    ro.flags.writeable = False
+    cold = [(True, False), (False, True)]  # the warm route declines, the generic samples
+    warm = [(True, True)]
+    want = sk.sample(x, top_p=0.9, seed=5, return_logprobs=True)[0]  # no sample_serial
+    for arr, expect in ((x, cold), (x, warm), (ro, cold), (ro, warm), (x, warm)):
+        seen.clear()
+        np.testing.assert_array_equal(sk.sample(arr, top_p=0.9, seed=5), want)
+        assert seen == expect
+    assert {k[1] for k in entry.WARM} == {True, False}  # writeable and read-only keys
+
+
+def test_forced_cold_calls_take_the_twin_even_when_warm():
+    """``coldstart._FORCE`` (a cold cache, as the tests force it) must reach the
+    generic route's fallback even for a warm route."""
+    from softmaxkit._core import coldstart
+
+    x = _rows("normal", 2, 500, 13)
+    a = sk.sample(x, top_p=0.9, seed=5)  # warm now
+    sk.softmax(np.ones(3))  # an unforced call: fell_back() False
+    assert not coldstart.fell_back()
+    coldstart._FORCE = True
+    try:
+        b = sk.sample(x, top_p=0.9, seed=5)
+        assert coldstart.fell_back()
+    finally:
+        coldstart._FORCE = False
+    np.testing.assert_array_equal(a, b)  # the twin's tokens are the kernel's
+
+
+def test_inline_filters_are_what_filters_returns():
+    """The fast route's inline reading of (temperature, top_p) for plain floats is
+    ``sampleargs._filters``' result: compared through the tokens at knife-edge values."""
+    x = _rows("ties", 3, 2000, 14)
+    for t in (1, 1.0, 0.5, 3, 1e-300, 1e300, 5e-324):
+        for p in (None, 1.0, 0.5, 1e-300, float(np.nextafter(1.0, 0.0))):
+            a, b, calls = _routes(x, temperature=t, top_p=p, seed=8)
+            assert calls == 1
+            np.testing.assert_array_equal(a, b, err_msg=f"{t} {p}")
