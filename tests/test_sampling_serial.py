@@ -292,3 +292,93 @@ def test_inline_filters_are_what_filters_returns():
             a, b, calls = _routes(x, temperature=t, top_p=p, seed=8)
             assert calls == 1
             np.testing.assert_array_equal(a, b, err_msg=f"{t} {p}")
+
+
+def test_estimate_is_at_or_above_the_bound():
+    """``fast._estimate`` (mid-band weights) never gives a deeper depth than
+    ``top_p._refine`` (floor weights) on the same counts: 500 random count tables."""
+    rng = np.random.default_rng(15)
+    nb = top_p._NB
+    for _ in range(500):
+        dup = -rng.uniform(1, 8)
+        dlo = dup - rng.uniform(1.01, 6)
+        t = dup - (dup - dlo) * np.arange(nb + 1) / nb
+        cnt = np.sort(rng.integers(0, 5000, (int(rng.integers(1, 5)), nb + 1)), axis=1)
+        mup = rng.uniform(0, 2)
+        target = mup + rng.uniform(0, 3) * cnt.sum() * np.exp(dlo)
+        assert fast._estimate(t, cnt, mup, target) >= top_p._refine(t, cnt, mup, target)
+
+
+def _snapped(seed: int, P: float = 0.9) -> np.ndarray:
+    """std-3 normal logits with every entry of the top-p bracket moved to just above
+    the floor of its band: ``_estimate``'s mid-band weights then overstate the mass
+    and its depth misses the threshold."""
+    from softmaxkit._kernels.sampling.scan import _LEV
+
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal(1 << 17) * 3).astype(np.float32)
+    nb = top_p._NB
+    for _ in range(3):  # the bracket moves with the mass; a few rounds settle it
+        m = float(x.max())
+        X = np.array([m + lv for lv in _LEV], dtype=np.float32)
+        lev = np.empty(len(_LEV))
+        s2 = fast._mass32(x, np.float32(m), np.empty_like(x), X, lev)
+        _, dlo, dup, _ = top_p._bracket(x.size, m, s2, lev, P)
+        d = x.astype(np.float64) - m
+        inside = (d < dup) & (d > dlo)
+        k = np.ceil((dup - d[inside]) / ((dup - dlo) / nb))
+        x[inside] = (m + (dup - (dup - dlo) * k / nb) + 1e-4).astype(np.float32)
+    return x
+
+
+def test_a_missed_estimate_is_certified_with_the_bound():
+    """Rows where the estimate is above the threshold: ``_top_p_spec`` still certifies
+    the serial path's threshold (second try with the bound), and the tokens are the
+    serial path's."""
+    from softmaxkit._kernels.sampling import entry
+
+    retried = 0
+    for seed in range(5):
+        x = _snapped(seed)
+        n = x.size
+        m = float(x.max())
+        X = np.array([m + lv for lv in (-1.5, -3.0, -5.0, -8.0)], dtype=np.float32)
+        lev = np.empty(4)
+        s2 = fast._mass32(x, np.float32(m), np.empty_like(x), X, lev)
+        _, xest = fast._lower_bounds(x, m, s2, lev, 0.9)
+        ci, cv, cw = np.empty(n, np.int64), np.empty(n), np.empty(n)
+        ok, theta, _ = fast._top_p_spec(x, m, 0.9, ci, cv, cw, np.empty_like(x))
+        assert ok
+        tokens = np.zeros((1, 5), dtype=np.int64)
+        info = np.full((1, 4), np.nan)
+        entry.FAST_TOP_P = False
+        try:
+            entry.sample_rows(
+                x[None], 1.0, False, 0, 0.9, -np.inf, 5, np.uint64(seed), 0, False, tokens, info
+            )
+        finally:
+            entry.FAST_TOP_P = True
+        assert theta == info[0, 1]
+        retried += bool(xest > theta)
+        np.testing.assert_array_equal(sk.sample(x, top_p=0.9, seed=seed, num_samples=5), tokens[0])
+    assert retried >= 2  # the second try was needed
+
+
+def test_estimate_holds_on_smooth_rows():
+    """On smooth logits (normal, several scales; Gumbel) the estimate is at or below
+    the threshold, so the first try is certified: fewer candidates and no second try
+    (a speed property, on fixed seeds)."""
+    from softmaxkit._kernels.sampling.scan import _LEV
+
+    rng = np.random.default_rng(16)
+    rows = [rng.standard_normal(1 << 17) * s for s in (1.0, 2.0, 3.0, 5.0)]
+    rows.append(rng.gumbel(size=1 << 17) * 3)
+    for x in rows:
+        x = x.astype(np.float32)
+        m = float(x.max())
+        X = np.array([m + lv for lv in _LEV], dtype=np.float32)
+        lev = np.empty(len(_LEV))
+        s2 = fast._mass32(x, np.float32(m), np.empty_like(x), X, lev)
+        xlo, xest = fast._lower_bounds(x, m, s2, lev, 0.9)
+        theta = x[sk.sampling_probs(x, top_p=0.9) > 0].min()
+        assert xlo <= xest <= theta
