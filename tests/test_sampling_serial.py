@@ -382,3 +382,18 @@ def test_estimate_holds_on_smooth_rows():
         xlo, xest = fast._lower_bounds(x, m, s2, lev, 0.9)
         theta = x[sk.sampling_probs(x, top_p=0.9) > 0].min()
         assert xlo <= xest <= theta
+
+
+def test_min_finite_is_the_minimum():
+    """``top_p._min_finite`` (integer keys) = ``min`` of the first ``C`` values: random
+    lengths and prefixes, negative and positive, +-0, subnormals, -inf, ``C = 0``."""
+    rng = np.random.default_rng(17)
+    tiny = np.finfo(np.float64).smallest_subnormal
+    assert top_p._min_finite(np.empty(3), 0) == np.inf
+    for _ in range(300):
+        n = int(rng.integers(1, 300))
+        v = rng.standard_normal(n) * 10.0 ** rng.integers(-300, 300)
+        k = int(rng.integers(0, 4))
+        v[rng.integers(0, n, k)] = rng.choice([0.0, -0.0, tiny, -tiny, -np.inf, 1e308], k)
+        C = int(rng.integers(1, n + 1))
+        assert top_p._min_finite(v, C) == v[:C].min()

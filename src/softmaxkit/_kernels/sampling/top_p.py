@@ -13,7 +13,7 @@ from numba import njit
 
 from ..exp import exp_
 from .keys import _BLOCK, _FM, _SMALL, _cttz
-from .scan import _LEV
+from .scan import _LEV, _as_float
 
 # --------------------------------------------------------------------------- top-p
 
@@ -58,6 +58,25 @@ def _band_compact(wv, ww, L, a, b, cnt):
     return nv, nw
 
 
+_MAG = np.int64(0x7FFFFFFFFFFFFFFF)
+
+
+@njit(cache=True, nogil=True)
+def _min_finite(cv, C):
+    """``min(cv[:C])`` (``inf`` for ``C = 0``) of NaN-free float64 values: integer min
+    of the order keys of the bits (``scan._key_max``), which vectorises where the
+    float ``min`` chain did not (15479 values: 8.7 -> 1.5 us).  The same value, but
+    that of ``+0.0`` and ``-0.0`` either may come out (compared equal below)."""
+    if C == 0:
+        return np.inf
+    b = cv[:C].view(np.int64)
+    lo = _MAG
+    for j in range(C):
+        v = b[j]
+        lo = min(lo, v ^ ((v >> np.int64(63)) & _MAG))
+    return _as_float(lo ^ ((lo >> np.int64(63)) & _MAG))
+
+
 @njit(cache=True, nogil=True)
 def _top_p_threshold(cv, cw, C, m, target):
     """The largest ``tp`` among the candidates with ``sum_{cv >= tp} cw >= target``
@@ -69,9 +88,7 @@ def _top_p_threshold(cv, cw, C, m, target):
     band holds at most an eighth of them; once the band holds at most ``_SMALL``
     entries (or cannot be split), it is sorted and walked from ``A``.
     """
-    a = np.inf
-    for c in range(C):
-        a = min(a, cv[c])
+    a = _min_finite(cv, C)
     b = m + 1.0
     A = 0.0
     wv = cv
