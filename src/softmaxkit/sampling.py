@@ -217,7 +217,8 @@ def _sample(
             logits, temperature, top_k, top_p, min_p, num_samples, seed, axis, row_offset, False
         )
         if res is not None:
-            return res
+            fast_ids: IntArray = res
+            return fast_ids
     x2, batch, _ = _rows(logits, axis)
     n = x2.shape[1]
     t, greedy, k, p, logq = _filters(temperature, top_k, top_p, min_p, n)
