@@ -79,7 +79,7 @@ threads), ``entry`` (``_sample_rows`` and its entry point ``sample_rows``).
 
 from __future__ import annotations
 
-from .entry import release_scratch, sample_rows
+from .entry import release_scratch, sample_rows, sample_serial
 from .keys import stream_base, uniform
 
-__all__ = ["release_scratch", "sample_rows", "stream_base", "uniform"]
+__all__ = ["release_scratch", "sample_rows", "sample_serial", "stream_base", "uniform"]

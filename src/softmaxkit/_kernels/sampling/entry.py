@@ -12,10 +12,11 @@ import time
 import numba
 import numpy as np
 from numba import njit
+from numba.np.ufunc import parallel as _numba_parallel
 
 from .._parallel import run, threads_for
 from ..view import row
-from .chunked import CHOOSER, chunked_path, sample_row_chunked
+from .chunked import CHOOSER, CHUNK_MIN, chunked_path, sample_row_chunked
 from .fast import FAST_MIN, _top_p_spec
 from .keys import _KMAX, _TILE, stream_base
 from .race import _race_cands, _race_init, _race_one, _race_row
@@ -63,20 +64,26 @@ def _wbuf(n: int):
     return wb
 
 
-def sample_rows(x, T, greedy, K, P, logq, S, seed, row0, need_z, tokens, info):
-    """Run :func:`_sample_rows` over the rows on the library's threads, each thread
-    with its own scratch (``24 n`` bytes when the path needs candidates, kept per thread
-    for reuse; ``release_scratch`` drops them)."""
-    R, n = x.shape
-    if R == 0:
-        return
+def _sizes(x, T, greedy, K, P, need_z):
+    """``(ns, nw, fast)``: the scratch sizes and whether top-p tries ``_top_p_spec``."""
+    n = x.shape[1]
     need = (P < 1.0 or K > _KMAX) and not (0 < K <= _KMAX) and not greedy
-    ns = n if need else 1
     fast = (
         FAST_TOP_P and need and K == 0 and T == 1.0 and x.dtype == np.float32
         and n >= FAST_MIN and not need_z
     )  # fmt: skip
-    nw = n if fast else 1
+    return (n if need else 1), (n if fast else 1), fast
+
+
+def sample_rows(x, T, greedy, K, P, logq, S, seed, row0, need_z, tokens, info, use=None):
+    """Run :func:`_sample_rows` over the rows on the library's threads, each thread
+    with its own scratch (``24 n`` bytes when the path needs candidates, kept per thread
+    for reuse; ``release_scratch`` drops them).  ``use``: the chunked-or-serial choice
+    already made by ``CHOOSER.pick()`` (``sample_serial``), None to make it here."""
+    R, n = x.shape
+    if R == 0:
+        return
+    ns, nw, fast = _sizes(x, T, greedy, K, P, need_z)
 
     def task(t0, t1):
         ci, cv, cw = _scratch(ns)
@@ -91,7 +98,8 @@ def sample_rows(x, T, greedy, K, P, logq, S, seed, row0, need_z, tokens, info):
     if chunked_path(R, n, greedy, K, P, ntr):
         # a single long row (or a few): its blocks on the threads, one row at a time,
         # or the rows whole, whichever has been faster here (chunked.Chooser)
-        use = CHOOSER.pick()
+        if use is None:
+            use = CHOOSER.pick()
         t0 = time.perf_counter()
         if use:
             for i in range(R):
@@ -103,6 +111,79 @@ def sample_rows(x, T, greedy, K, P, logq, S, seed, row0, need_z, tokens, info):
         CHOOSER.record(use, time.perf_counter() - t0, R * n)
         return
     run(task, R, nt)
+
+
+# the (dtype, writeable, aligned, chunked) routes of sample_serial that have run in
+# this process: their kernels are compiled or loaded (``warm_only``)
+WARM: set = set()
+
+
+def _num_threads() -> int:
+    """``numba.get_num_threads()`` without its launch check once the threading layer is
+    up (two locks, one a process lock: 2 us, 18 us with cold caches); Numba's own
+    function otherwise or if its internals change."""
+    get = getattr(_numba_parallel, "_get_num_threads", None)
+    if getattr(_numba_parallel, "_is_initialized", False) and get is not None:
+        return max(1, int(get()))
+    return max(1, int(numba.get_num_threads()))
+
+
+def sample_serial(x, T, greedy, K, P, logq, S, seed, row0, warm_only=False):
+    """``(tokens, info, bad)`` of :func:`sample_rows` without log-probs (``need_z``
+    False) in one call of the serial kernel (``_sample_all``), for calls that run on
+    the calling thread: the public function's fast route (``sampling.sample``), a few
+    Python calls instead of the dozens of the generic route, which cost 0.2-0.3 ms
+    when the caches are cold (a call after another library's: [1, 262144] top-p
+    0.89 -> 0.59 ms, one thread).  ``bad``: the first row that is all ``-inf`` or
+    holds NaN, else -1.  The same kernel on the same rows as :func:`sample_rows`: the
+    same tokens (``tests/test_sampling_serial.py``).  None when the rows go to several
+    threads (the caller takes the generic route), or with ``warm_only`` when a route
+    the call may take has not run in this process yet (its kernel could compile:
+    the caller takes the route that handles a cold kernel); when the chunked path is
+    picked (``CHOOSER``) it runs here through :func:`sample_rows`."""
+    R, n = x.shape
+    if R == 0 or threads_for(4 * x.size, x.itemsize) > 1:
+        return None
+    chunk = n >= CHUNK_MIN and chunked_path(R, n, greedy, K, P, _num_threads())
+    key = (x.dtype.char, x.flags.writeable, x.flags.aligned)
+    if warm_only and ((*key, False) not in WARM or (chunk and (*key, True) not in WARM)):
+        return None
+    use = CHOOSER.pick() if chunk else False
+    if use:
+        tokens = np.zeros((R, S), dtype=np.int64)
+        info = np.full((R, 4), np.nan)
+        sample_rows(x, T, greedy, K, P, logq, S, seed, row0, False, tokens, info, use=True)
+        WARM.add((*key, True))
+        st = info[:, 0]
+        bad = np.flatnonzero((st == 1.0) | (st == 2.0))
+        return tokens, info, int(bad[0]) if bad.size else -1
+    ns, nw, fast = _sizes(x, T, greedy, K, P, False)
+    t0 = time.perf_counter()
+    ci, cv, cw = _scratch(ns)
+    wb = _wbuf(nw)
+    res = _sample_all(x, T, greedy, K, P, logq, S, seed, row0, ci, cv, cw, wb, fast)
+    if chunk:
+        CHOOSER.record(False, time.perf_counter() - t0, R * n)
+    WARM.add((*key, False))
+    return res
+
+
+@njit(cache=True, nogil=True)
+def _sample_all(x, T, greedy, K, P, logq, S, seed, row0, ci, cv, cw, wb, fast):
+    """:func:`_sample_rows` over every row with its outputs made here; returns
+    ``(tokens, info, bad)`` (``sample_serial``)."""
+    R = x.shape[0]
+    tokens = np.zeros((R, S), dtype=np.int64)
+    info = np.full((R, 4), np.nan)
+    _sample_rows(
+        x, T, greedy, K, P, logq, S, seed, row0, False, tokens, info, ci, cv, cw, wb, fast, 0, R
+    )
+    bad = -1
+    for i in range(R):
+        if info[i, 0] == 1.0 or info[i, 0] == 2.0:
+            bad = i
+            break
+    return tokens, info, bad
 
 
 def release_scratch() -> None:
