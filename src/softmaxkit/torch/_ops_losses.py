@@ -6,6 +6,7 @@ import numbers
 import numpy as np
 import torch
 
+from .. import _linear_ce
 from .. import losses as _losses
 from ._common import (
     _arr,
@@ -42,12 +43,13 @@ def _lce_op(
     need_grad: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     dt = torch.promote_types(hidden.dtype, linear_weight.dtype)
-    r = _losses.linear_cross_entropy(
-        _arr(hidden), _arr(linear_weight), target.numpy(), bias=_arr(bias), chunk_size=chunk_size,
-        strategy=strategy, weight=_arr(weight), ignore_index=ignore_index,
-        label_smoothing=label_smoothing, reduction=reduction, z_loss=z_loss,
-        temperature=temperature, where=_arr(where), return_grad=need_grad,
-    )  # fmt: skip
+    with _linear_ce.torch_blas():  # the matmuls on PyTorch's BLAS and thread pool
+        r = _losses.linear_cross_entropy(
+            _arr(hidden), _arr(linear_weight), target.numpy(), bias=_arr(bias),
+            chunk_size=chunk_size, strategy=strategy, weight=_arr(weight),
+            ignore_index=ignore_index, label_smoothing=label_smoothing, reduction=reduction,
+            z_loss=z_loss, temperature=temperature, where=_arr(where), return_grad=need_grad,
+        )  # fmt: skip
     if need_grad:
         loss, (dh, dW, db) = r
     else:
