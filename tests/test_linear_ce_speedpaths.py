@@ -228,7 +228,7 @@ def test_split_worker_error_raised_not_hung(threads, monkeypatch):
             return Boom(failing) if name == "ce_index_rows" else getattr(real, name)
 
     monkeypatch.setattr(_ce, "kernels", lambda: K())
-    h, W, b, t = _data()
+    h, W, _, t = _data()
     with _linear_ce.torch_blas(), pytest.raises(FloatingPointError, match="worker failed"):
         sk.linear_cross_entropy(h, W, t, chunk_size=4, strategy="rows", return_grad=True)
     assert torch.get_num_threads() == 2
