@@ -147,6 +147,13 @@ def linear_cross_entropy(
     ``hidden``- and ``weight``-sized.  CPU (and ``meta``) tensors only; other
     devices raise ``NotImplementedError``.
 
+    Speed: the matmuls run on PyTorch's BLAS (not NumPy's, whose spinning threads
+    fought the kernels' on two cores).  With gradients and ``torch.get_num_threads()``
+    = P > 1, each block of rows is shared by P threads, one vocabulary slice
+    ``V/P`` each, with one-thread matmuls and two barriers per block (PyTorch's thread
+    count is restored afterwards); extra memory one ``[rows, V]`` logits block
+    (``rows <= N/16``) and P ``[rows, d]`` partials of ``d_hidden``.
+
     Examples
     --------
     >>> import torch
