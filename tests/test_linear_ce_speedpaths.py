@@ -232,3 +232,25 @@ def test_split_worker_error_raised_not_hung(threads, monkeypatch):
     with _linear_ce.torch_blas(), pytest.raises(FloatingPointError, match="worker failed"):
         sk.linear_cross_entropy(h, W, t, chunk_size=4, strategy="rows", return_grad=True)
     assert torch.get_num_threads() == 2
+
+
+def test_torch_op_takes_the_split_path(threads, monkeypatch):
+    """The operator runs its matmuls on PyTorch's BLAS and, with two threads and
+    gradients, the vocabulary split; the NumPy function alone does neither."""
+    import softmaxkit.torch as skt
+
+    threads(2)
+    seen = []
+    real = _linear_ce._rows_split
+
+    def spy(*args):
+        seen.append(_linear_ce._BLAS.get())
+        return real(*args)
+
+    monkeypatch.setattr(_linear_ce, "_rows_split", spy)
+    h, W, _, t = _data()
+    sk.linear_cross_entropy(h, W, t, chunk_size=4, return_grad=True)
+    assert seen == []
+    ht = torch.from_numpy(h).requires_grad_()
+    skt.linear_cross_entropy(ht, torch.from_numpy(W), torch.from_numpy(t)).backward()
+    assert seen == ["torch"]
