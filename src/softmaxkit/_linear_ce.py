@@ -9,7 +9,11 @@ Maths and memory in ``docs/losses.md``.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
+import threading
+from collections.abc import Iterator
 from typing import Any, Literal, Unpack, overload
 
 import numpy as np
@@ -28,6 +32,37 @@ __all__ = ["linear_cross_entropy"]
 
 
 LCEGrads = tuple[Array, Array, Array | None]  # (d_hidden, d_weight, d_bias or None)
+
+# Which BLAS runs the matmuls: NumPy's (default) or PyTorch's (set by the
+# ``softmaxkit::linear_cross_entropy`` operator through :func:`torch_blas`).
+_BLAS: contextvars.ContextVar[str] = contextvars.ContextVar("softmaxkit_lce_blas", default="numpy")
+
+
+@contextlib.contextmanager
+def torch_blas() -> Iterator[None]:
+    """Run this thread's ``linear_cross_entropy`` matmuls with PyTorch's BLAS."""
+    token = _BLAS.set("torch")
+    try:
+        yield
+    finally:
+        _BLAS.reset(token)
+
+
+def _mm(a: np.ndarray, b: np.ndarray, out: np.ndarray, acc: bool = False) -> None:
+    """``out = a @ b`` (``out += a @ b`` with ``acc``), with the selected BLAS."""
+    if _BLAS.get() == "torch":
+        import torch
+
+        ta, tb, to = torch.from_numpy(a), torch.from_numpy(b), torch.from_numpy(out)
+        if acc:
+            to.addmm_(ta, tb)
+        else:
+            torch.mm(ta, tb, out=to)
+        return
+    if acc:
+        out += a @ b
+    else:
+        np.matmul(a, b, out=out)
 
 
 def _logits_size(hidden: Any, linear_weight: Any, *args: Any, **kwargs: Any) -> int:
@@ -234,7 +269,7 @@ def linear_cross_entropy(
 
     def logits_chunk(v0: int, v1: int) -> tuple[np.ndarray, np.ndarray, bool]:
         zc = buf[: N * (v1 - v0)].reshape(N, v1 - v0)
-        np.matmul(h2, W2[v0:v1].T, out=zc)
+        _mm(h2, W2[v0:v1].T, zc)
         if bvec is not None:
             zc += bvec[v0:v1]
         if pre_T is not None:
@@ -276,7 +311,8 @@ def linear_cross_entropy(
         return loss
 
     d_h = np.zeros((N, d), dtype=compute)
-    scratch = np.empty((N, d), dtype=compute)
+    torch_gemm = _BLAS.get() == "torch"
+    scratch = np.empty((0 if torch_gemm else N, d), dtype=compute)
     d_W = np.empty((V, d), dtype=compute)
     d_b = np.empty(V, dtype=compute) if bvec is not None else None
     cntf = cnt.astype(np.float64)
@@ -288,9 +324,12 @@ def linear_cross_entropy(
         if pre_T is not None:
             with np.errstate(over="ignore", under="ignore"):
                 zc /= pre_T  # d/dlogits = (d/dv) / T
-        np.matmul(zc, W2[v0:v1], out=scratch)
-        d_h += scratch
-        np.matmul(zc.T, h2, out=d_W[v0:v1])
+        if torch_gemm:
+            _mm(zc, W2[v0:v1], d_h, acc=True)
+        else:
+            np.matmul(zc, W2[v0:v1], out=scratch)
+            d_h += scratch
+        _mm(zc.T, h2, d_W[v0:v1])
         if d_b is not None:
             np.sum(zc, axis=0, out=d_b[v0:v1])
     return loss, _grads_out(d_h, d_W, d_b, h.shape, out_dtype)
@@ -350,10 +389,21 @@ def _lce_rows(
     d_W = alloc((V, d), dtype=compute)
     d_b = alloc(V, dtype=compute) if bvec is not None else None
     slab = max(1, min(V, rows * V // max(1, 4 * d)))  # slab scratch <= 1/4 logits block
-    tmp = np.empty(slab * d, dtype=compute)
+    tmp = np.empty(0 if _BLAS.get() == "torch" else slab * d, dtype=compute)
     ce = np.empty(N)
     lse = np.empty(N)
-    for r0, r1, zb, hb in _ce.logit_blocks(h2, W2, bvec, rows, buf):
+    torch_gemm = _BLAS.get() == "torch"
+    P = _split_threads(N, V, d, rows) if torch_gemm else 1
+    if P > 1:
+        _rows_split(P, h2, W2, bvec, mask2, tsafe, a, b, active, invT, eps, z, pre_T,
+                    buf.reshape(rows, V), d_h, d_W, d_b, ce, lse)  # fmt: skip
+    for r0 in range(0, N if P == 1 else 0, rows):
+        r1 = min(N, r0 + rows)
+        zb = buf[: (r1 - r0) * V].reshape(r1 - r0, V)
+        hb = h2[r0:r1]
+        _mm(hb, W2.T, zb)
+        if bvec is not None:
+            zb += bvec
         if pre_T is not None:
             with np.errstate(over="ignore", under="ignore"):
                 zb /= pre_T
@@ -365,19 +415,25 @@ def _lce_rows(
         if pre_T is not None:
             with np.errstate(over="ignore", under="ignore"):
                 zb /= pre_T
-        # d_h block = G W, computed as (W^T G^T)^T: OpenBLAS was measured ~3x
-        # faster on this transposed form of the small-output, long-K product
-        d_h[r0:r1] = (W2.T @ zb.T).T
-        for v0 in range(0, V, slab):
-            v1 = min(V, v0 + slab)
-            if r0 == 0:
-                # first block: straight into d_W (no zero fill, no add pass); in
-                # slabs too, as one [V, d] product was measured ~10 % slower
-                np.matmul(zb[:, v0:v1].T, hb, out=d_W[v0:v1])
-                continue
-            t = tmp[: (v1 - v0) * d].reshape(v1 - v0, d)
-            np.matmul(zb[:, v0:v1].T, hb, out=t)
-            d_W[v0:v1] += t
+        if torch_gemm:
+            # PyTorch's BLAS: d_h block = G W; d_W += G^T h accumulated by the
+            # matmul itself (beta = 1: no temporary, no add pass)
+            _mm(zb, W2, d_h[r0:r1])
+            _mm(zb.T, hb, d_W, acc=r0 > 0)
+        else:
+            # d_h block = G W, computed as (W^T G^T)^T: OpenBLAS was measured ~3x
+            # faster on this transposed form of the small-output, long-K product
+            d_h[r0:r1] = (W2.T @ zb.T).T
+            for v0 in range(0, V, slab):
+                v1 = min(V, v0 + slab)
+                if r0 == 0:
+                    # first block: straight into d_W (no zero fill, no add pass); in
+                    # slabs too, as one [V, d] product was measured ~10 % slower
+                    np.matmul(zb[:, v0:v1].T, hb, out=d_W[v0:v1])
+                    continue
+                t = tmp[: (v1 - v0) * d].reshape(v1 - v0, d)
+                np.matmul(zb[:, v0:v1].T, hb, out=t)
+                d_W[v0:v1] += t
         if d_b is not None:
             if r0 == 0:
                 np.sum(zb, axis=0, out=d_b)
@@ -386,3 +442,144 @@ def _lce_rows(
     part, zp = _ce.row_losses("index", wt, ce, lse, active, z)
     loss = _ce.compose(part, zp, reduction, wsum, count, hshape[:-1], out_dtype)
     return loss, _grads_out(d_h, d_W, d_b, hshape, out_dtype)
+
+
+# Below this many multiply-adds per row block (rows * V * d) the split's thread
+# hand-offs are not worth it: one thread, or PyTorch's own threading, runs the block.
+_SPLIT_MIN = 1 << 24
+
+
+def _split_threads(N: int, V: int, d: int, rows: int) -> int:
+    """Threads for :func:`_rows_split`: PyTorch's intra-op count, at most ``V``; 1 when
+    the blocks are small (or PyTorch uses one thread)."""
+    import torch
+
+    P = min(int(torch.get_num_threads()), V)
+    return P if P > 1 and min(rows, N) * V * d >= _SPLIT_MIN else 1
+
+
+def _rows_split(
+    P: int,
+    h2: np.ndarray,
+    W2: np.ndarray,
+    bvec: np.ndarray | None,
+    mask2: np.ndarray | None,
+    tsafe: np.ndarray,
+    a: np.ndarray,
+    b: np.ndarray,
+    active: np.ndarray,
+    invT: float,
+    eps: float,
+    z: float,
+    pre_T: float | None,
+    zbuf: np.ndarray,
+    d_h: np.ndarray,
+    d_W: np.ndarray,
+    d_b: np.ndarray | None,
+    ce: np.ndarray,
+    lse: np.ndarray,
+) -> None:
+    """:func:`_lce_rows`' block loop on ``P`` threads, each owning a slice of the
+    vocabulary, with one-thread PyTorch matmuls.
+
+    Per block of rows: (A) thread ``i`` forms its logits columns ``z[:, V_i] = h W_i^T``;
+    barrier; (B) each thread runs the fused cross-entropy kernel over its share of the
+    block's rows (full rows: the ``lse`` needs every class) and sums its rows of the
+    previous block's ``d_h`` partials; barrier; (C) thread ``i`` forms its partial
+    ``G[:, V_i] W_i`` of ``d_h`` and accumulates ``d_W[V_i] += G[:, V_i]^T h``.  Phase C
+    and the next block's phase A touch only the thread's own columns, so two barriers
+    per block; PyTorch's threaded matmuls (a fork/join each, 3 per block, and the
+    kernel's) were measured much slower on small blocks of the loaded 2-core VM.
+    ``zbuf`` is the ``[rows, V]`` buffer (a fixed row stride, so a thread's columns
+    stay in place for the last, shorter block).  Writes ``d_h``, ``d_W``, ``d_b``,
+    ``ce``, ``lse``.
+    """
+    import torch
+
+    N, d = h2.shape
+    V = W2.shape[0]
+    rows = zbuf.shape[0]
+    kern = _ce.kernels().ce_index_rows.kernel
+    lim = _ce.lim(h2.dtype)
+    vb = [V * i // P for i in range(P + 1)]
+    part = np.empty((P, rows, d), dtype=h2.dtype)
+    blocks = [(r0, min(N, r0 + rows)) for r0 in range(0, N, rows)]
+    ones = np.ones((1, 1), dtype=np.bool_)
+    th, tW, tdW = torch.from_numpy(h2), torch.from_numpy(W2), torch.from_numpy(d_W)
+    barrier = threading.Barrier(P)
+
+    def sum_rows(i: int, r0: int, r1: int) -> None:
+        q0, q1 = (r1 - r0) * i // P, (r1 - r0) * (i + 1) // P
+        np.sum(part[:, q0:q1], axis=0, out=d_h[r0 + q0 : r0 + q1])
+
+    def blocks_of(i: int) -> None:
+        torch.set_num_threads(1)  # this thread's matmuls (thread-local setting)
+        v0, v1 = vb[i], vb[i + 1]
+        Wi = tW[v0:v1]
+        prev = None
+        for r0, r1 in blocks:
+            R = r1 - r0
+            zb = zbuf[:R]
+            zi = zb[:, v0:v1]
+            torch.mm(th[r0:r1], Wi.T, out=torch.from_numpy(zi))
+            if bvec is not None:
+                zi += bvec[v0:v1]
+            if pre_T is not None:
+                with np.errstate(over="ignore", under="ignore"):
+                    zi /= pre_T
+            barrier.wait()
+            if prev is not None:
+                sum_rows(i, *prev)
+            q0, q1 = R * i // P, R * (i + 1) // P
+            mb = mask2[r0:r1] if mask2 is not None else np.broadcast_to(ones, zb.shape)
+            kern(
+                zb, tsafe[r0:r1], mb, mask2 is not None, invT, eps, z, a[r0:r1], b[r0:r1],
+                active[r0:r1], True, zb, ce[r0:r1], lse[r0:r1], True, lim, q0, q1,
+            )  # fmt: skip
+            if pre_T is not None:
+                with np.errstate(over="ignore", under="ignore"):
+                    zb[q0:q1] /= pre_T
+            barrier.wait()
+            tz = torch.from_numpy(zi)
+            torch.mm(tz, Wi, out=torch.from_numpy(part[i, :R]))
+            if r0 == 0:
+                torch.mm(tz.T, th[r0:r1], out=tdW[v0:v1])
+            else:
+                tdW[v0:v1].addmm_(tz.T, th[r0:r1])
+            if d_b is not None:
+                if r0 == 0:
+                    np.sum(zi, axis=0, out=d_b[v0:v1])
+                else:
+                    d_b[v0:v1] += zi.sum(axis=0)
+            prev = (r0, r1)
+        barrier.wait()
+        if prev is not None:
+            sum_rows(i, *prev)
+
+    errors: list[BaseException] = []
+
+    def guarded(i: int) -> None:
+        try:
+            blocks_of(i)
+        except BaseException as e:
+            errors.append(e)
+            barrier.abort()  # the other threads raise BrokenBarrierError, not hang
+
+    # compile (or raise ColdKernel) on this thread first, before any thread waits
+    kern(zbuf[:0], tsafe[:0], ones, False, invT, eps, z, a[:0], b[:0], active[:0], True,
+         zbuf[:0], ce[:0], lse[:0], True, lim, 0, 0)  # fmt: skip
+    n_main = torch.get_num_threads()
+    workers = [threading.Thread(target=guarded, args=(i,), daemon=True) for i in range(1, P)]
+    try:
+        for w in workers:
+            w.start()
+        guarded(0)
+    finally:
+        for w in workers:
+            w.join()
+        # set_num_threads(1) on a thread also sets PyTorch's default for new threads:
+        # put back this thread's count (and that default)
+        torch.set_num_threads(n_main)
+    if errors:  # the first error that is not a consequence of another's abort
+        broken = threading.BrokenBarrierError
+        raise next((e for e in errors if not isinstance(e, broken)), errors[0])

@@ -6,6 +6,7 @@ import numbers
 import numpy as np
 import torch
 
+from .. import _linear_ce
 from .. import losses as _losses
 from ._common import (
     _arr,
@@ -42,12 +43,13 @@ def _lce_op(
     need_grad: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     dt = torch.promote_types(hidden.dtype, linear_weight.dtype)
-    r = _losses.linear_cross_entropy(
-        _arr(hidden), _arr(linear_weight), target.numpy(), bias=_arr(bias), chunk_size=chunk_size,
-        strategy=strategy, weight=_arr(weight), ignore_index=ignore_index,
-        label_smoothing=label_smoothing, reduction=reduction, z_loss=z_loss,
-        temperature=temperature, where=_arr(where), return_grad=need_grad,
-    )  # fmt: skip
+    with _linear_ce.torch_blas():  # the matmuls on PyTorch's BLAS and thread pool
+        r = _losses.linear_cross_entropy(
+            _arr(hidden), _arr(linear_weight), target.numpy(), bias=_arr(bias),
+            chunk_size=chunk_size, strategy=strategy, weight=_arr(weight),
+            ignore_index=ignore_index, label_smoothing=label_smoothing, reduction=reduction,
+            z_loss=z_loss, temperature=temperature, where=_arr(where), return_grad=need_grad,
+        )  # fmt: skip
     if need_grad:
         loss, (dh, dW, db) = r
     else:
@@ -144,6 +146,13 @@ def linear_cross_entropy(
     raises ``NotImplementedError``.  Memory saved for backward: the gradients,
     ``hidden``- and ``weight``-sized.  CPU (and ``meta``) tensors only; other
     devices raise ``NotImplementedError``.
+
+    Speed: the matmuls run on PyTorch's BLAS (not NumPy's, whose spinning threads
+    fought the kernels' on two cores).  With gradients and ``torch.get_num_threads()``
+    = P > 1, each block of rows is shared by P threads, one vocabulary slice
+    ``V/P`` each, with one-thread matmuls and two barriers per block (PyTorch's thread
+    count is restored afterwards); extra memory one ``[rows, V]`` logits block
+    (``rows <= N/16``) and P ``[rows, d]`` partials of ``d_hidden``.
 
     Examples
     --------
