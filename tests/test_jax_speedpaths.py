@@ -248,3 +248,40 @@ def test_float32_gradients_are_as_accurate_as_jax_nn(op, bwd):
     err_ours = np.abs(ours - want).max() / scale
     err_nn = np.abs(theirs - want).max() / scale
     assert err_ours <= 2 * err_nn + 1e-7, (err_ours, err_nn)
+
+
+@pytest.mark.parametrize("ignore_index", [None, -100, 3])
+def test_class_targets_reach_the_host_check_only_when_out_of_range(ignore_index, monkeypatch):
+    # the range test runs in jnp; the raising host callback (class_indices) runs only
+    # when it fails (a pure_callback costs ~0.1 ms a call); under vmap it always runs
+    import jax
+    import jax.numpy as jnp
+
+    import softmaxkit.jax as skj
+
+    calls = []
+    orig = jax.pure_callback
+
+    def spy(callback, *a, **k):  # counts the host callbacks that run
+        def counted(*args):
+            calls.append(1)
+            return callback(*args)
+
+        return orig(counted, *a, **k)
+
+    monkeypatch.setattr(jax, "pure_callback", spy)
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((4, 6)), jnp.float32)
+    kw = {} if ignore_index is None else {"ignore_index": ignore_index}
+    f = jax.jit(lambda x, t: skj.cross_entropy(x, t, **kw))
+    good = jnp.array([0, 5, 2, 3 if ignore_index is None else ignore_index])
+    jax.block_until_ready(f(x, good))
+    jax.block_until_ready(jax.grad(lambda x: skj.cross_entropy(x, good, **kw))(x))
+    assert calls == []
+    for bad in ([0, 6, 1, 2], [0, -1, 1, 2], [0, -100 if ignore_index != -100 else -7, 1, 2]):
+        with pytest.raises(Exception, match="is not a class index in"):
+            jax.block_until_ready(f(x, jnp.array(bad)))
+    assert len(calls) == 3
+    # vmap: the cond becomes a select, the callback runs (and passes) every time
+    v = jax.vmap(lambda x, t: skj.cross_entropy(x[None], t[None], **kw))(x, good)
+    jax.block_until_ready(v)
+    assert len(calls) > 3

@@ -197,4 +197,17 @@ def checked_target(t, n_classes: int, ignore_index, axis: int | None = None):
         return v
 
     spec = jax.ShapeDtypeStruct(t.shape, t.dtype)
-    return jax.pure_callback(host, spec, t, vmap_method="broadcast_all")
+
+    def check(v):
+        return jax.pure_callback(host, spec, v, vmap_method="broadcast_all")
+
+    if axis is not None:
+        return check(t)
+    # class indices: the range test in jnp first (fused, no host round trip), the
+    # callback (which raises) only when it fails -- a pure_callback costs ~0.1 ms a
+    # call, as much as the whole loss of a [256, 1000] batch (optax / ours 0.40x).
+    # Under vmap the cond becomes a select and the callback runs every time.
+    valid = (t < n_classes) if t.dtype.kind == "u" else (t >= 0) & (t < n_classes)
+    if ignore_index is not None:
+        valid = valid | (t == ignore_index)
+    return jax.lax.cond(jnp.all(valid), lambda v: v, check, t)
