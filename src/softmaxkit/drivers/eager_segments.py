@@ -27,10 +27,10 @@ __all__ = [
     "merge_states",
     "one_axis",
     "rows",
+    "sample_span",
     "scan",
     "scan_last",
     "scatter_softmax32",
-    "shift_of",
     "states",
 ]
 
@@ -217,7 +217,7 @@ def states(x2, segs):
     if segs.offs is not None:
         if C == 1 and x2.dtype == np.float32:  # one pass per segment, one shift
             x1 = x2.reshape(-1)
-            M = shift_of(x1)
+            M, _ = sample_span(x1)
             m64 = np.empty((S, C))
             run(k.csr_shifted_1d, S, nt, x1, segs.offs, M, m64[:, 0], w[:, 0], r[:, 0])
             return m64, w, r
@@ -243,18 +243,11 @@ def states(x2, segs):
     return m, w, r
 
 
-def shift_of(x1) -> float:
-    """The one shift ``M`` of the shifted kernels: the max of <= 4097 evenly spaced
-    values of ``x1`` (NaN skipped), 0 when that is not finite.  Any finite value is
-    correct (values far from it are flagged and recomputed); near the max, none are."""
-    smp = x1[:: max(1, x1.shape[0] // 4096)]
-    M = float(np.fmax.reduce(smp)) if smp.size else 0.0
-    return M if math.isfinite(M) else 0.0
-
-
-def _sample_span(x1):
+def sample_span(x1):
     """``(M, span)`` of the finite values among <= 4097 evenly spaced ones of ``x1``:
-    their max and max - min; ``(0.0, inf)`` when none is finite."""
+    their max and max - min; ``(0.0, inf)`` when none is finite.  ``M`` is the one
+    shift of the shifted kernels: any finite value is correct (values far from it
+    are flagged and recomputed); near the max, none are."""
     smp = x1[:: max(1, x1.shape[0] // 4096)]
     fin = smp[np.isfinite(smp)]
     if fin.size == 0:
@@ -266,12 +259,12 @@ def _sample_span(x1):
 def _shifted_states(x1, segs, nt):
     """float32 values, one column, unsorted ids: ``(m, w, r)`` [S, 1] from ONE
     scattered pass, ``r = sum exp(v - M)`` in float64 for a single shift ``M``: no
-    per-segment max pass.  When the sample of ``_sample_span`` spans less than
+    per-segment max pass.  When the sample of ``sample_span`` spans less than
     ``segments_scatter32._SPAN`` units the exps are float32 (``scatter_exp32`` with no
     output: 8 lanes, not 4, blocks of 16384; 10^7 values in 10^5 groups, one thread
     26.5 -> 19 ms against numbagg's ``group_nansum`` 14-15 ms) and a
     value outside ``[M - 80, M + 80]`` flags its segment; otherwise they are float64
-    (``_kernels.segments.shifted_sums``, ``M`` from ``shift_of``) and the band is 650
+    (``_kernels.segments.shifted_sums``) and the band is 650
     units.  ``m = M`` and ``w = 0`` (the ties are inside ``r``, as in the dense float32
     kernels) except for the flagged segments whose terms cannot give their sum (a
     value above the band, or one below it in a segment whose sum is below ``e^-30``
@@ -287,7 +280,7 @@ def _shifted_states(x1, segs, nt):
 
     N = x1.shape[0]
     S = segs.num
-    M, span = _sample_span(x1)
+    M, span = sample_span(x1)
     nparts = max(1, min(nt, N // 4096))
     pr = np.zeros((nparts, S))
     pf = np.zeros((nparts, S), np.int8)
@@ -297,7 +290,6 @@ def _shifted_states(x1, segs, nt):
         run(k32.scatter_exp32, nparts, nparts, x1, segs.ids, M, nparts, none, pr, pf, bad)
         keep = k32._KEEP32
     else:
-        M = shift_of(x1)
         run(_kss().shifted_sums, nparts, nparts, x1, segs.ids, M, nparts, pr, pf, bad)
         keep = _ks()._KEEP
     if bad.any():  # an id outside [0, S): the message needs its min / max
@@ -330,7 +322,7 @@ def scatter_softmax32(x1, segs, out1, nt) -> bool:
 
     N = x1.shape[0]
     S = segs.num
-    M, span = _sample_span(x1)
+    M, span = sample_span(x1)
     if span > k32._SPAN:
         return False
     nparts = max(1, min(nt, N // 4096))
