@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import itertools
 import os
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -66,11 +67,14 @@ def _pool() -> ThreadPoolExecutor:
 
 def _after_fork_in_child() -> None:
     # the parent's worker threads do not exist in a forked child, and the lock may
-    # have been held by another parent thread at the fork: start afresh
-    global _POOL, _POOL_PID, _LOCK
+    # have been held by another parent thread at the fork: start afresh; the OpenMP
+    # team (below) is not used in a child at all (libgomp's pool would wait forever
+    # for the parent's threads)
+    global _POOL, _POOL_PID, _LOCK, _OMP_PID
     _POOL = None
     _POOL_PID = -1
     _LOCK = threading.Lock()
+    _OMP_PID = -2
 
 
 if hasattr(os, "register_at_fork"):
@@ -78,6 +82,55 @@ if hasattr(os, "register_at_fork"):
 
 
 _CHUNKS_PER_THREAD = 4  # ranges per thread, taken in turn from a shared counter
+
+# ------------------------------------------------------- PyTorch's OpenMP team
+# PyTorch's CPU ops run on libgomp's team, whose worker keeps spinning on the other
+# core for milliseconds after each op.  A softmaxkit call right after a torch op
+# (every call in a training step) then had its pool worker share that core with the
+# spinning thread: [65536, 128] bfloat16 softmax, 2 threads, interleaved with
+# torch's, 6.1 ms against 5.8 on one thread.  When torch's libgomp is loaded in this
+# process, the ranges run on that same team instead (``GOMP_parallel`` with a ctypes
+# callback: each team thread takes the GIL only to call the ``nogil`` kernel, the
+# kernel itself runs without it), so the spinning worker takes our ranges at once:
+# 6.1 -> 3.5-4.1 ms (docs/frameworks.md).  Never in a forked child (libgomp's team
+# does not exist there) and never unless torch is already imported (no import here).
+# ``OMP = False`` turns it off (tests run both routes).
+OMP = True
+_OMP_PID = -1  # the pid the team was looked up in; -2: a forked child, never
+_OMP: tuple | None = None  # (GOMP_parallel, CFUNCTYPE) when found
+
+
+def _omp_team():
+    """``(GOMP_parallel, callback type)`` of the process's libgomp, or None."""
+    global _OMP_PID, _OMP
+    if not OMP or _OMP_PID == -2 or "torch" not in sys.modules:
+        return None
+    if _OMP_PID == os.getpid():
+        return _OMP
+    _OMP = None
+    _OMP_PID = os.getpid()
+    try:
+        with open("/proc/self/maps") as f:
+            paths = {ln.split()[-1] for ln in f if "libgomp" in ln and "/" in ln}
+        # torch's own copy (its wheel ships one); another libgomp may be loaded too
+        # (Numba's threading layer loads the system's): a second runtime would bring
+        # its own spinning threads, the very thing this avoids
+        home = os.path.dirname(getattr(sys.modules["torch"], "__file__", None) or "/-")
+        mine = [p for p in paths if p.startswith(home + os.sep)]
+        import ctypes
+
+        for path in mine or (sorted(paths) if len(paths) == 1 else []):
+            lib = ctypes.CDLL(path)
+            fn = getattr(lib, "GOMP_parallel", None)
+            if fn is not None:
+                cb = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
+                fn.argtypes = [cb, ctypes.c_void_p, ctypes.c_uint, ctypes.c_uint]
+                fn.restype = None
+                _OMP = (fn, cb)
+                break
+    except OSError:  # no /proc (not Linux), or the library cannot be opened
+        _OMP = None
+    return _OMP
 
 
 def run(kernel, ntask: int, nt: int, *args, chunks: int = _CHUNKS_PER_THREAD) -> None:
@@ -112,6 +165,10 @@ def run(kernel, ntask: int, nt: int, *args, chunks: int = _CHUNKS_PER_THREAD) ->
         while a is not None and (k := next(counter)) < nch:
             kernel(*a, bounds[k], bounds[k + 1])
 
+    omp = _omp_team()
+    if omp is not None and threading.current_thread() is threading.main_thread():
+        _run_omp(omp, work, nt, held)
+        return
     try:
         futs = [_pool().submit(work) for _ in range(1, nt)]
         work()  # the calling thread takes ranges too
@@ -123,6 +180,26 @@ def run(kernel, ntask: int, nt: int, *args, chunks: int = _CHUNKS_PER_THREAD) ->
                 f.result()
     finally:
         held.clear()
+
+
+def _run_omp(omp, work, nt: int, held: list) -> None:
+    """``work`` on ``nt`` threads of the OpenMP team (the caller is thread 0)."""
+    gomp_parallel, cbtype = omp
+    errors: list[BaseException] = []
+
+    def body(_data):
+        try:
+            work()
+        except BaseException as e:  # a ctypes callback cannot raise: hand it back
+            errors.append(e)
+
+    cb = cbtype(body)
+    try:
+        gomp_parallel(cb, None, nt, 0)
+    finally:
+        held.clear()
+    if errors:
+        raise errors[0]
 
 
 def over_rows(cost: int = 1):

@@ -2,11 +2,11 @@
 
 NumPy has no bfloat16, so the arrays arrive as ``uint16`` bit patterns (a bfloat16
 is the upper half of a float32).  Each value is widened to float32 in registers
-(``bits << 16``, exact: :func:`bf16_to_f32`), computed in float32 and rounded once to
-bfloat16 (:func:`f32_to_bf16`: round-to-nearest-even on the float32 bits; NaN stays
-a quiet NaN), so the input is read from memory once and the output written once: no
-float32 copy of the tensor.  Accumulator: float32 (the sums' rounding, about
-``sqrt(n) 2^-24``, is far below the output's ``2^-9``).
+(exact), computed in float32 and rounded once to bfloat16 (``bf16_math.py``: the
+conversions, and the short exp :func:`exp_bf` that suffices before that rounding),
+so the input is read from memory once and the output written once: no float32 copy
+of the tensor.  Accumulator: float32 (the sums' rounding, about ``sqrt(n) 2^-24``,
+is far below the output's ``2^-9``).
 
 Pass structure per row (every pass a small helper over a 1-D row view from index
 0, so that LLVM vectorises it: 16 float32 lanes, the widening and the rounding in
@@ -14,10 +14,13 @@ Pass structure per row (every pass a small helper over a 1-D row view from index
 and a uint32/float32 double view of the row buffer, ran at 1.7 ns a value against
 0.6 here):
 
-* softmax: max; ``e = exp(v - m)`` into a float32 row buffer + sum; write
+* softmax: ``e = exp(v - c)`` into a float32 row buffer + sum; write
   ``round(e / s)``;
-* log_softmax: max; sum of ``exp(v - m)``; write ``round(v - m - log s)`` (no
+* log_softmax: sum of ``exp(v - c)``; write ``round(v - c - log s)`` (no
   buffer: ``v`` is recomputed from the bits);
+* rows of up to ``PAIR_MAX`` values are shifted by their first value ``c = x[0] /
+  T`` (no max pass; conditions below ``_S_MAX``), longer rows, and short rows the
+  first value does not suit, by their max ``m`` after a max pass;
 * with ``v = x * (1/T)`` rounded to float32 and ``m = max(x) * (1/T)``: rounding
   is monotone, so ``m`` is exactly the largest ``v`` and the max entry's own
   difference ``v - m`` is exactly 0 (no FMA contraction: the flags leave out
@@ -39,12 +42,13 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from llvmlite import ir
-from numba import njit, types
-from numba.extending import intrinsic
+from numba import njit
 
+from .bf16_math import HW_BF16, bf16_to_f32, exp_bf, f32_to_bf16
 from .exp import exp_, fmax
 from .view import row
+
+__all__ = ["HW_BF16", "PAIR_MAX", "lse_range", "softmax_range", "vjp_range"]
 
 # never nnan / ninf (NaN rows and -inf entries must go through); no "contract": no
 # FMA between a product and a later difference (``x * t - m`` must see the same
@@ -52,44 +56,6 @@ from .view import row
 _FM = {"nsz", "arcp", "afn", "reassoc"}
 _QNAN = 0x7FC0
 _NEG_INF = np.uint16(0xFF80)
-
-
-@intrinsic
-def bf16_to_f32(typingctx, h):
-    """bfloat16 bits (uint16) -> float32, exact (zero-extend, shift left 16, bitcast)."""
-    if h != types.uint16:
-        return None
-
-    def codegen(context, builder, sig, args):
-        i32 = ir.IntType(32)
-        b = builder.shl(builder.zext(args[0], i32), ir.Constant(i32, 16))
-        return builder.bitcast(b, ir.FloatType())
-
-    return types.float32(h), codegen
-
-
-@intrinsic
-def f32_to_bf16(typingctx, f):
-    """float32 -> bfloat16 bits (uint16), one rounding to nearest even; NaN -> 0x7FC0.
-
-    ``(b + 0x7FFF + ((b >> 16) & 1)) >> 16`` on the bits ``b``: a carry out of the
-    mantissa rounds up into the exponent (and the largest finite values to ``inf``),
-    as IEEE rounding does.  Branch-free (a select for NaN), 32-bit integer lanes.
-    """
-    if f != types.float32:
-        return None
-
-    def codegen(context, builder, sig, args):
-        i32 = ir.IntType(32)
-        i16 = ir.IntType(16)
-        b = builder.bitcast(args[0], i32)
-        lsb = builder.and_(builder.lshr(b, ir.Constant(i32, 16)), ir.Constant(i32, 1))
-        r = builder.add(builder.add(b, ir.Constant(i32, 0x7FFF)), lsb)
-        hi = builder.trunc(builder.lshr(r, ir.Constant(i32, 16)), i16)
-        isnan = builder.fcmp_unordered("uno", args[0], args[0])
-        return builder.select(isnan, ir.Constant(i16, _QNAN), hi)
-
-    return types.uint16(f), codegen
 
 
 # ----------------------------------------------------------------- row passes
@@ -105,7 +71,7 @@ def _max(xr):
 def _exp_store_sum(xr, t, m, fb):
     s = np.float32(0.0)
     for j in range(xr.shape[0]):
-        e = exp_(bf16_to_f32(xr[j]) * t - m)
+        e = exp_bf(bf16_to_f32(xr[j]) * t - m)
         fb[j] = e
         s += e
     return s
@@ -115,7 +81,7 @@ def _exp_store_sum(xr, t, m, fb):
 def _exp_sum(xr, t, m):
     s = np.float32(0.0)
     for j in range(xr.shape[0]):
-        s += exp_(bf16_to_f32(xr[j]) * t - m)
+        s += exp_bf(bf16_to_f32(xr[j]) * t - m)
     return s
 
 
@@ -178,8 +144,8 @@ def _exp_store_sum2(xa, xb, t, ma, mb, fa, fb):
     sa = np.float32(0.0)
     sb = np.float32(0.0)
     for j in range(xa.shape[0]):
-        ea = exp_(bf16_to_f32(xa[j]) * t - ma)
-        eb = exp_(bf16_to_f32(xb[j]) * t - mb)
+        ea = exp_bf(bf16_to_f32(xa[j]) * t - ma)
+        eb = exp_bf(bf16_to_f32(xb[j]) * t - mb)
         fa[j] = ea
         fb[j] = eb
         sa += ea
@@ -192,8 +158,8 @@ def _exp_sum2(xa, xb, t, ma, mb):
     sa = np.float32(0.0)
     sb = np.float32(0.0)
     for j in range(xa.shape[0]):
-        sa += exp_(bf16_to_f32(xa[j]) * t - ma)
-        sb += exp_(bf16_to_f32(xb[j]) * t - mb)
+        sa += exp_bf(bf16_to_f32(xa[j]) * t - ma)
+        sb += exp_bf(bf16_to_f32(xb[j]) * t - mb)
     return sa, sb
 
 
@@ -211,26 +177,46 @@ def _write_shifted2(xa, xb, t, ca, cb, oa, ob):
         ob[j] = f32_to_bf16(bf16_to_f32(xb[j]) * t - cb)
 
 
+# The paired rows are shifted by their first value ``c = x[0] t`` instead of their
+# max, which saves the max pass (and its reduction's latency): the row's own
+# ``exp(0) = 1`` makes ``s >= 1``, so nothing that matters underflows (an entry
+# whose ``v - c < -88`` has softmax below ``e^-88``).  Accepted when the sums show the
+# shift was safe, else the row pair is redone with its max: softmax when ``s`` is
+# finite and below ``2^100`` (so ``1/s`` is a normal float32; an entry with
+# ``v - c > 89`` makes ``s`` infinite; a NaN entry, or a non-finite ``c``, makes it
+# NaN); log_softmax when ``s < 2^40``, i.e. ``max - c < 27.7``, so that
+# ``v - c - log s`` near the max loses at most ``2 * 28 * 2^-24 = 3.4e-6`` to
+# cancellation (the contract: ``2^-8 (1 + |v|)``).  The argument ``v - c`` carries
+# ``|v - c| 2^-24 <= 5.3e-6`` relative error into each exp, as ``v - max`` does for
+# entries far below the max.
+_S_MAX = np.float32(2.0**100)
+_S_MAX_LOG = np.float32(2.0**40)
+
+
 @njit(cache=True, nogil=True, fastmath=_FM)
 def _pair(x, t, log, out, i, fa, fb):
     """Rows ``i`` and ``i + 1`` through the paired passes; False (nothing written)
-    when either scaled max is not finite (those rows take the one-row code)."""
+    when the first-value shift was not safe for either row (see above: those rows
+    take the one-row code, shifted by their max)."""
     xa = row(x, i)
     xb = row(x, i + 1)
-    ma, mb = _max2(xa, xb)
-    ma *= t
-    mb *= t
-    if not (ma > -np.inf and ma < np.inf and mb > -np.inf and mb < np.inf):
+    if xa.shape[0] == 0:
         return False
+    ma = bf16_to_f32(xa[0]) * t
+    mb = bf16_to_f32(xb[0]) * t
     oa = row(out, i)
     ob = row(out, i + 1)
     if log:
         sa, sb = _exp_sum2(xa, xb, t, ma, mb)
+        if not (sa < _S_MAX_LOG and sb < _S_MAX_LOG):
+            return False
         ca = ma + np.float32(math.log(sa))
         cb = mb + np.float32(math.log(sb))
         _write_shifted2(xa, xb, t, ca, cb, oa, ob)
     else:
         sa, sb = _exp_store_sum2(xa, xb, t, ma, mb, fa, fb)
+        if not (sa < _S_MAX and sb < _S_MAX):
+            return False
         _write_scaled2(fa, fb, np.float32(1.0) / sa, np.float32(1.0) / sb, oa, ob)
     return True
 
@@ -246,7 +232,7 @@ def softmax_range(x, invT, log, out, t0, t1):
         i = t0
         while i + 1 < t1:
             if not _pair(x, t, log, out, i, fa, fb):
-                _rows(x, t, log, out, i, i + 2, fb)
+                _rows(x, t, log, out, i, i + 2, fb)  # each row: its first value, else max
             i += 2
         _rows(x, t, log, out, i, t1, fb)
         return
@@ -254,11 +240,35 @@ def softmax_range(x, invT, log, out, t0, t1):
 
 
 @njit(cache=True, nogil=True, fastmath=_FM)
+def _first(xr, t, log, orow, fb):
+    """One short row shifted by its first value (the pair code's rule, so a row gives
+    the same bits alone as in a pair, whatever the thread ranges); False (nothing
+    written) when that shift is not safe."""
+    if xr.shape[0] == 0:
+        return False
+    c = bf16_to_f32(xr[0]) * t
+    if log:
+        s = _exp_sum(xr, t, c)
+        if not s < _S_MAX_LOG:
+            return False
+        _write_shifted(xr, t, c + np.float32(math.log(s)), orow)
+    else:
+        s = _exp_store_sum(xr, t, c, fb)
+        if not s < _S_MAX:
+            return False
+        _write_scaled(fb, np.float32(1.0) / s, orow)
+    return True
+
+
+@njit(cache=True, nogil=True, fastmath=_FM)
 def _rows(x, t, log, out, t0, t1, fb):
     """One row at a time (rows ``[t0, t1)``; ``t`` the float32 ``1/T``)."""
+    short = x.shape[1] <= PAIR_MAX
     for i in range(t0, t1):
         xr = row(x, i)
         orow = row(out, i)
+        if short and _first(xr, t, log, orow, fb):
+            continue
         # rounding is monotone and t > 0: max(round(x t)) == round(max(x) t), the same
         # float32 that each value's x * t gives for the max entry (no FMA: no "contract")
         m = _max(xr) * t
@@ -382,18 +392,3 @@ def vjp_range(y, g, invT, log, out, t0, t1):
                     orow[j] = np.uint16(0)
         else:
             _write_softmax_vjp(yr, gr, _dot_nz(yr, gr), t, orow)
-
-
-# ----------------------------------------------------------------- array forms (tests)
-@njit(cache=True, nogil=True, fastmath=_FM)
-def widen_array(bits, out):
-    """``out[:] = bf16_to_f32(bits)`` elementwise (1-D); used by the tests."""
-    for j in range(bits.shape[0]):
-        out[j] = bf16_to_f32(bits[j])
-
-
-@njit(cache=True, nogil=True, fastmath=_FM)
-def round_array(f, out):
-    """``out[:] = f32_to_bf16(f)`` elementwise (1-D); used by the tests."""
-    for j in range(f.shape[0]):
-        out[j] = f32_to_bf16(f[j])

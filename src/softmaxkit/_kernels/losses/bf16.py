@@ -25,7 +25,7 @@ import math
 import numpy as np
 from numba import njit
 
-from ..bf16 import bf16_to_f32, f32_to_bf16
+from ..bf16_math import bf16_to_f32, f32_to_bf16
 from ..exp import fmaximum
 from ..view import row
 from .common import _FM
