@@ -7,6 +7,10 @@ knob controls every softmaxkit kernel.  Inputs of at most ``PAR_MIN`` units of w
 on the calling thread.  Larger ones are cut into a few ranges per thread that the
 calling thread and the pool workers take from a shared counter (see :func:`run`).
 
+With PyTorch loaded in the process, the ranges run on torch's own OpenMP team
+instead of the pool (see ``_omp_team`` below: the same ranges, the same shared
+counter, other threads).
+
 This is the only threading layer of softmaxkit: no kernel uses ``parallel=True``
 (Numba's OpenMP layer aborts a forked child that runs a parallel region after its
 parent did: "fork() called from a process already using GNU OpenMP"; the TBB layer
