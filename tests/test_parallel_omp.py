@@ -14,6 +14,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import softmaxkit  # noqa: E402
+import softmaxkit.reference  # noqa: E402
 import softmaxkit.torch as skt  # noqa: E402
 from softmaxkit._kernels import _parallel  # noqa: E402
 
