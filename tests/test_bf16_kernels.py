@@ -89,3 +89,39 @@ def test_first_value_shift_and_its_fallbacks_against_float64(log, T):
     bf16._rows(xb, np.float32(1.0 / T), log, one, 0, xb.shape[0], fb)
     same = ~np.isnan(got)
     assert np.abs(one[same].astype(np.int32) - out[same].astype(np.int32)).max() <= 1
+
+
+@pytest.mark.skipif(
+    __import__("platform").machine() not in ("x86_64", "AMD64"), reason="x86 CPU names"
+)
+def test_kernels_built_without_avx512_bf16_give_the_same_bits(tmp_path):
+    # the integer rounding inside the kernels (CPUs without vcvtneps2bf16): compiled
+    # for a Haswell target in a child process with its own cache; on these ordinary
+    # rows (no subnormal results, no NaN) both roundings give the same bits
+    import os
+    import subprocess
+    import sys
+
+    x = _bits(np.random.default_rng(0).standard_normal((64, 200)) * 3)
+    np.save(tmp_path / "x.npy", x)
+    code = (
+        "import sys, numpy as np\n"
+        "from softmaxkit._kernels import bf16\n"
+        "x = np.load(sys.argv[1]); o = np.empty_like(x); g = np.empty_like(x)\n"
+        "bf16.softmax_range(x, 1 / 0.7, False, o, 0, x.shape[0])\n"
+        "bf16.vjp_range(o, x, 1.0, False, g, 0, x.shape[0])\n"
+        "np.save(sys.argv[2], np.stack([o, g])); print(bf16.HW_BF16)\n"
+    )
+    env = dict(os.environ, NUMBA_CPU_NAME="haswell", NUMBA_CACHE_DIR=str(tmp_path / "cache"))
+    env["SOFTMAXKIT_COMPILE"] = "foreground"
+    r = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "x.npy"), str(tmp_path / "y.npy")],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "False"
+    o, g = np.empty_like(x), np.empty_like(x)
+    bf16.softmax_range(x, 1 / 0.7, False, o, 0, x.shape[0])
+    bf16.vjp_range(o, x, 1.0, False, g, 0, x.shape[0])
+    theirs = np.load(tmp_path / "y.npy")
+    assert np.array_equal(theirs[0], o) and np.array_equal(theirs[1], g)
