@@ -175,3 +175,36 @@ def test_plot_shows_every_family_and_the_cases_we_lose(tmp_path):
     report.plot(results, str(png), {"cpu": "Test CPU", "cpus": 2, "numba_threads": 2})
     assert png.read_bytes()[:4] == b"\x89PNG"
     assert report.machine_name({"cpu": "Test CPU", "cpus": 2}) == "Test CPU, 2 CPUs"
+
+
+def test_other_families_show_their_floor_scaled_by_the_copies_they_move():
+    """A non-dense case with an input shows a read+write floor line, the copy of its
+    input scaled by ``extra["floor_copies"]`` (forward + backward moves 3 copies)."""
+    from softmaxkit.bench.timing import Case
+
+    x = np.ones((64, 4096), np.float32)
+
+    def case(copies):
+        extra = {"input": lambda: x}
+        if copies is not None:
+            extra["floor_copies"] = copies
+        return Case(
+            family="torch",
+            op="toy",
+            label="[64, 4096]",
+            impls={"softmaxkit": lambda: x.copy()},
+            nbytes=2 * x.nbytes,
+            extra=extra,
+        )
+
+    res = bench.run_cases([case(None), case(3.0)], repeats=5, budget_s=0.05, memory=False)
+    for r, k in zip(res, (1, 3), strict=True):
+        copies = [r["impls"][n]["median_s"] for n in ("floor", "floor nt") if n in r["impls"]]
+        assert copies and r["floor_s"] == pytest.approx(k * min(copies))
+    three = res[1]["floor_s"]
+    assert res[1]["extra"]["floor_copies"] == 3.0
+    ff = res[1]["impls"]["softmaxkit"]["floor_fraction"]
+    assert ff == pytest.approx(three / res[1]["impls"]["softmaxkit"]["median_s"])
+    text = bench.format_table(res)
+    assert "read+write floor (1 x input copy)" in text
+    assert "read+write floor (3.0 x input copy)" in text

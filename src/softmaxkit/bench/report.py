@@ -152,6 +152,13 @@ def _generic_rows(results: list[dict[str, Any]]) -> tuple[list[str], list[list[s
                     str(notes),
                 ]
             )
+        fl = r.get("floor_s")
+        if fl and r["family"] != "dense":
+            # the bound measured in the same run: copies of the input on our threads
+            k = r.get("extra", {}).get("floor_copies", 1)
+            name = f"read+write floor ({k} x input copy)"
+            ratio = "-" if not t_ours else f"{fl / t_ours:.2f}"
+            rows.append([r["family"], r["op"], r["label"], name, _fmt_ms(fl), ratio, "-", "-", ""])
     return header, rows
 
 

@@ -23,6 +23,7 @@ Inputs are built on first use and shared by the cases of one shape and dtype.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -45,6 +46,21 @@ def _input(shape, dtype_name):
         t = torch.randint(0, shape[-1], shape[:-1], generator=g)
         _INPUTS[key] = (x, t)
     return _INPUTS[key]
+
+
+def _floor_input(shape, dtype_name):
+    """The case's input as a NumPy array (bfloat16 as its bits), for the floor copy."""
+
+    def get():
+        import numpy as np
+        import torch
+
+        x = _input(shape, dtype_name)[0]
+        if x.dtype == torch.bfloat16:
+            return x.view(torch.int16).numpy().view(np.uint16)
+        return x.numpy()
+
+    return get
 
 
 def _dense_cases(shape, dtype_name, backward: bool) -> list[Case]:
@@ -81,6 +97,13 @@ def _dense_cases(shape, dtype_name, backward: bool) -> list[Case]:
         }
         itemsize = 2 if dtype_name == "bfloat16" else 4
         n = shape[0] * shape[1] * itemsize
+        # input-sized arrays moved, in copies of the input (a read and a write each):
+        # softmax / log_softmax forward reads x, writes y (1); forward + backward adds
+        # the upstream ones_like (a write: 1/2), reading y and g, writing the gradient
+        # (3/2); logsumexp's forward only reads x (1/2), its backward reads x and
+        # writes the gradient (1)
+        lse = op == "logsumexp"
+        copies = (1.5 if lse else 3.0) if backward else (0.5 if lse else 1.0)
         out.append(
             Case(
                 family="torch",
@@ -88,7 +111,8 @@ def _dense_cases(shape, dtype_name, backward: bool) -> list[Case]:
                 label=f"[{shape[0]}, {shape[1]}] {dtype_name}",
                 impls=impls,
                 baseline="softmaxkit",
-                nbytes=(4 if backward else 2) * n,
+                nbytes=int(2 * copies * n),
+                extra={"input": _floor_input(shape, dtype_name), "floor_copies": copies},
             )
         )
     return out
@@ -116,6 +140,9 @@ def _ce_case(shape, dtype_name) -> Case:
         family="torch",
         op="cross_entropy fwd+bwd",
         label=f"[{shape[0]}, {shape[1]}] {dtype_name}",
+        # reads the logits, writes their gradient: one copy
+        nbytes=2 * math.prod(shape) * (2 if dtype_name == "bfloat16" else 4),
+        extra={"input": _floor_input(shape, dtype_name), "floor_copies": 1.0},
         impls={
             "softmaxkit": make(skt.cross_entropy),
             "torch eager": make(F.cross_entropy),
