@@ -128,3 +128,15 @@ def test_a_forked_child_never_uses_the_parents_team():
     with mp.get_context("fork").Pool(1) as pool:
         ((s, none),) = pool.map_async(_child, [0]).get(timeout=120)
     assert none and abs(s - 2048) < 1e-2
+
+
+def test_the_environment_turns_it_off():
+    import subprocess
+
+    code = (
+        "from softmaxkit._kernels import _parallel as p; import torch; print(p.OMP, p._omp_team())"
+    )
+    for v, want in (("0", "False None"), ("1", "True (")):
+        env = dict(os.environ, SOFTMAXKIT_OMP_TEAM=v)
+        r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+        assert r.returncode == 0 and r.stdout.startswith(want), (v, r.stdout, r.stderr)

@@ -98,8 +98,8 @@ _CHUNKS_PER_THREAD = 4  # ranges per thread, taken in turn from a shared counter
 # kernel itself runs without it), so the spinning worker takes our ranges at once:
 # 6.1 -> 3.5-4.1 ms (docs/frameworks.md).  Never in a forked child (libgomp's team
 # does not exist there) and never unless torch is already imported (no import here).
-# ``OMP = False`` turns it off (tests run both routes).
-OMP = True
+# ``OMP = False`` (or ``SOFTMAXKIT_OMP_TEAM=0`` in the environment) turns it off.
+OMP = os.environ.get("SOFTMAXKIT_OMP_TEAM", "1") != "0"
 _OMP_PID = -1  # the pid the team was looked up in; -2: a forked child, never
 _OMP: tuple | None = None  # (GOMP_parallel, CFUNCTYPE) when found
 
