@@ -96,7 +96,7 @@ _CHUNKS_PER_THREAD = 4  # ranges per thread, taken in turn from a shared counter
 # process, the ranges run on that same team instead (``GOMP_parallel`` with a ctypes
 # callback: each team thread takes the GIL only to call the ``nogil`` kernel, the
 # kernel itself runs without it), so the spinning worker takes our ranges at once:
-# 6.1 -> 3.5-4.1 ms (docs/frameworks.md).  Never in a forked child (libgomp's team
+# 6.1-8.9 -> 3.5-5.5 ms (docs/performance.md, "Threads").  Never in a forked child (libgomp's team
 # does not exist there) and never unless torch is already imported (no import here).
 # ``OMP = False`` (or ``SOFTMAXKIT_OMP_TEAM=0`` in the environment) turns it off.
 OMP = os.environ.get("SOFTMAXKIT_OMP_TEAM", "1") != "0"

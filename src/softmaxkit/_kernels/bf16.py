@@ -44,17 +44,15 @@ import math
 import numpy as np
 from numba import njit
 
-from .bf16_math import HW_BF16, bf16_to_f32, exp_bf, f32_to_bf16
+# _FM: never nnan / ninf (NaN rows and -inf entries must go through); no "contract":
+# no FMA between a product and a later difference (``x * t - m`` must see the same
+# rounded ``x * t`` as the max did)
+from .bf16_math import _FM, _QNAN, bf16_to_f32, exp_bf, f32_to_bf16
 from .exp import exp_, fmax
 from .view import row
 
-__all__ = ["HW_BF16", "PAIR_MAX", "lse_range", "softmax_range", "vjp_range"]
+__all__ = ["PAIR_MAX", "lse_range", "softmax_range", "vjp_range"]
 
-# never nnan / ninf (NaN rows and -inf entries must go through); no "contract": no
-# FMA between a product and a later difference (``x * t - m`` must see the same
-# rounded ``x * t`` as the max did)
-_FM = {"nsz", "arcp", "afn", "reassoc"}
-_QNAN = 0x7FC0
 _NEG_INF = np.uint16(0xFF80)
 
 
@@ -183,7 +181,7 @@ def _write_shifted2(xa, xb, t, ca, cb, oa, ob):
 # whose ``v - c < -88`` has softmax below ``e^-88``).  Accepted when the sums show the
 # shift was safe, else the row pair is redone with its max: softmax when ``s`` is
 # finite and below ``2^100`` (so ``1/s`` is a normal float32; an entry with
-# ``v - c > 89`` makes ``s`` infinite; a NaN entry, or a non-finite ``c``, makes it
+# ``v - c`` above 88 makes ``s`` infinite; a NaN entry, or a non-finite ``c``, makes it
 # NaN); log_softmax when ``s < 2^40``, i.e. ``max - c < 27.7``, so that
 # ``v - c - log s`` near the max loses at most ``2 * 28 * 2^-24 = 3.4e-6`` to
 # cancellation (the contract: ``2^-8 (1 + |v|)``).  The argument ``v - c`` carries

@@ -14,10 +14,10 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
 
-from .exp import _LO32_FLUSH, _SHIFT32, _fma, _pow2_from_shifter32
+from .exp import _HI_32, _LO32_FLUSH, _LOG2E_32, _SHIFT32, _fma, _pow2_from_shifter32
 
 _QNAN = 0x7FC0
-# never nnan / ninf; no "contract" (see bf16.py)
+# the bits kernels' fast-math flags: never nnan / ninf; no "contract" (see bf16.py)
 _FM = {"nsz", "arcp", "afn", "reassoc"}
 
 
@@ -120,11 +120,10 @@ def _round_bits(builder, f):
 # one float32: |n| * 1.9e-9 <= 2.9e-7 for n >= -150) and a degree-4 polynomial
 # (relative error 2.9e-6, fitted to the relative error on [-ln2/2, ln2/2]): 3e-6 in
 # all, under 1/600 of the rounding that follows, in 11 operations.  The float32
-# sums and the one rounding are unchanged; tests/test_torch.py compares the results
-# with float64 torch (one bfloat16 rounding) and with the float32 route.
+# sums and the one rounding are unchanged; tests/test_bf16_kernels.py checks the exp
+# against float64, tests/test_torch.py the results against float64 torch (one
+# bfloat16 rounding) and the float32 route.
 _LN2_1 = np.float32(0.6931471805599453)
-_LOG2E = np.float32(1.4426950408889634)
-_HI = np.float32(89.0)  # exp(89) > FLT_MAX: 2**128 is built as inf
 _B0 = np.float32(0.9999668598175049)
 _B1 = np.float32(0.5000301599502563)
 _B2 = np.float32(0.16787457466125488)
@@ -141,8 +140,8 @@ def exp_bf(x):
     kernels only need "finite or not" there).
     """
     xc = _LO32_FLUSH if x < _LO32_FLUSH else x
-    xc = _HI if xc > _HI else xc
-    t = xc * _LOG2E + _SHIFT32
+    xc = _HI_32 if xc > _HI_32 else xc  # n = 128: 2**128 is built as inf
+    t = xc * _LOG2E_32 + _SHIFT32
     n = t - _SHIFT32
     r = _fma(n, -_LN2_1, xc)
     g = _B3
@@ -162,7 +161,8 @@ def widen_array(bits, out):
 
 @njit(cache=True, nogil=True, fastmath=_FM)
 def round_array(f, out):
-    """``out[:] = f32_to_bf16(f)`` elementwise (1-D); used by the tests."""
+    """``out[:] = f32_to_bf16(f)`` elementwise (1-D): a float32 row rounded into
+    bits (``losses/bf16.py``'s gradient rows) and the tests' handle."""
     for j in range(f.shape[0]):
         out[j] = f32_to_bf16(f[j])
 

@@ -25,7 +25,7 @@ import math
 import numpy as np
 from numba import njit
 
-from ..bf16_math import bf16_to_f32, f32_to_bf16
+from ..bf16_math import bf16_to_f32, round_array
 from ..exp import fmaximum
 from ..view import row
 from .common import _FM
@@ -33,18 +33,6 @@ from .cross_entropy import _index_row_general
 from .fast import _fast_ok, _scale_shift_row, _sum_exp, _sum_exp_inplace
 
 _NEG_INF = np.uint16(0xFF80)
-
-
-@njit(cache=True, nogil=True, fastmath=_FM)
-def _widen(br, fr):
-    for j in range(br.shape[0]):
-        fr[j] = bf16_to_f32(br[j])
-
-
-@njit(cache=True, nogil=True, fastmath=_FM)
-def _round(fr, br):
-    for j in range(fr.shape[0]):
-        br[j] = f32_to_bf16(fr[j])
 
 
 @njit(cache=True, nogil=True)
@@ -143,4 +131,4 @@ def ce_index_rows_bf16(xb, tgt, invT, eps, z, a, b, active, want_grad, gb, ce, l
                 _scale_shift_row(fr, invT * c / s, invT * a[i] * eps / n)
                 fr[t] -= invT * a[i] * (1.0 - eps)
         if want_grad:
-            _round(fr, row(gb, i))
+            round_array(fr, row(gb, i))
