@@ -49,6 +49,7 @@ from .top_p import (
     _NB,
     _band_blocks,
     _band_depths,
+    _band_totals,
     _bracket,
     _fill,
     _gather,
@@ -136,10 +137,7 @@ def _estimate(t, cnt, mup, target):
     ``exp((t[k] + t[k-1]) / 2)``, instead of its floor.  Not a bound: the candidates
     it gives may miss the threshold (``_top_p_spec`` then tries ``_refine``'s bound);
     at or above ``_refine``'s depth, as each weight is at least the floor's."""
-    tot = np.zeros(_NB + 1, dtype=np.int64)
-    for b in range(cnt.shape[0]):
-        for k in range(_NB + 1):
-            tot[k] += cnt[b, k]
+    tot = _band_totals(cnt)
     mass = mup
     for k in range(1, _NB + 1):
         mass += (tot[k] - tot[k - 1]) * math.exp(0.5 * (t[k] + t[k - 1]))

@@ -245,15 +245,22 @@ def _band_blocks(xr, X, cnt, b0, b1):
 
 
 @njit(cache=True, nogil=True)
+def _band_totals(cnt):
+    """The band counts summed over the blocks: ``tot[k] = sum_b cnt[b, k]``."""
+    tot = np.zeros(_NB + 1, dtype=np.int64)
+    for b in range(cnt.shape[0]):
+        for k in range(_NB + 1):
+            tot[k] += cnt[b, k]
+    return tot
+
+
+@njit(cache=True, nogil=True)
 def _refine(t, cnt, mup, target):
     """The deepest-first bracket refined by the band counts: the mass at depth
     ``t[k]`` or more is at least ``mup + sum_{i <= k} (c_i - c_{i-1}) exp(t[i])``
     (``c_0`` = the level's own count); the shallowest ``t[k]`` certified to reach
     ``P s`` (with a ``_MARGIN``) bounds the threshold from below."""
-    tot = np.zeros(_NB + 1, dtype=np.int64)
-    for b in range(cnt.shape[0]):
-        for k in range(_NB + 1):
-            tot[k] += cnt[b, k]
+    tot = _band_totals(cnt)
     mass = mup
     for k in range(1, _NB + 1):
         mass += (tot[k] - tot[k - 1]) * math.exp(t[k]) * (1.0 - _MARGIN)
