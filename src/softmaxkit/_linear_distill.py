@@ -10,6 +10,7 @@ from typing import Any, Literal, Unpack, overload
 import numpy as np
 
 from ._core import coldstart
+from ._core.blas import matmul
 from ._core.ce import inv_temperature
 from ._core.distillkw import LinearJSKeywords, LinearKLKeywords
 from ._core.routes import routed
@@ -117,8 +118,8 @@ def _linear(
                 r1 = min(N, r0 + rows)
                 zs = zs_buf[: (r1 - r0) * V].reshape(r1 - r0, V)
                 zt = zt_buf[: (r1 - r0) * V].reshape(r1 - r0, V)
-                np.matmul(h2[r0:r1], W2.T, out=zs)
-                np.matmul(g2[r0:r1], U2.T, out=zt)
+                matmul(h2[r0:r1], W2.T, out=zs)
+                matmul(g2[r0:r1], U2.T, out=zt)
                 if pre_T is not None:
                     with np.errstate(over="ignore", under="ignore"):
                         zs /= pre_T

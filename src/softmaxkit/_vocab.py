@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ._core import coldstart
+from ._core.blas import matmul
 from ._core.ce import (
     CHUNK_BYTES,
     F64,
@@ -362,11 +363,11 @@ def linear_cross_entropy(args: dict[str, Any]) -> Any:
             want_grad,
         )  # fmt: skip
         if want_grad:
-            np.matmul(zb, W2, out=d_h[r0:r1])
+            matmul(zb, W2, out=d_h[r0:r1])
             for v0 in range(0, V, slab):  # d_W += G^T h, no [V, d] temporary
                 v1 = min(V, v0 + slab)
                 t = tmp[: (v1 - v0) * d].reshape(v1 - v0, d)
-                np.matmul(zb[:, v0:v1].T, hb, out=t)
+                matmul(zb[:, v0:v1].T, hb, out=t)
                 d_W[v0:v1] += t
             if d_b is not None:
                 d_b += zb.sum(axis=0)

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from .blas import matmul
 from .losscommon import check_int_or_none, check_real, check_reduction
 from .validate import as_input_array, check_out
 
@@ -122,7 +123,7 @@ def logit_blocks(
         r1 = min(N, r0 + rows)
         zb = buf[: (r1 - r0) * V].reshape(r1 - r0, V)
         hb = h2[r0:r1]
-        np.matmul(hb, W2.T, out=zb)
+        matmul(hb, W2.T, out=zb)
         if bvec is not None:
             zb += bvec
         yield r0, r1, zb, hb

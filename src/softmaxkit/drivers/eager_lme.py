@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._core.blas import matmul
 from .eager_segments import _BI, _BJ, _LOST, finite_max
 
 __all__ = ["lme_signed_batched", "sign_of"]
@@ -81,10 +82,10 @@ def _signed_2d(A, B, sA, sB, out, sgn):
                 run(k.exp_shift_rows, i1 - i0, threads_for(Ai.size), Ai, a[i0:i1], eAi)
                 eAi *= sA[i0:i1, j0:j1]
                 if j0 == 0:
-                    np.matmul(eAi, eBj, out=out[i0:i1])
+                    matmul(eAi, eBj, out=out[i0:i1])
                 else:
                     Pi = P[: i1 - i0]
-                    np.matmul(eAi, eBj, out=Pi)
+                    matmul(eAi, eBj, out=Pi)
                     out[i0:i1] += Pi
         np.sign(out, out=sgn)
         np.abs(out, out=out)

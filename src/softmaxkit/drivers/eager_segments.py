@@ -16,6 +16,8 @@ import numbers
 import numpy as np
 from numpy.exceptions import AxisError
 
+from .._core.blas import matmul
+
 __all__ = [
     "MIN_BLOCK",
     "Segs",
@@ -529,10 +531,10 @@ def _lme_tiles(A, B, a, b, eA, eB, P, out):
             Ai = np.ascontiguousarray(A[i0:i1, j0:j1])
             run(k.exp_shift_rows, i1 - i0, threads_for(Ai.size), Ai, a[i0:i1], eAi)
             if j0 == 0:
-                np.matmul(eAi, eBj, out=out[i0:i1])
+                matmul(eAi, eBj, out=out[i0:i1])
             else:
                 Pi = P[: i1 - i0]
-                np.matmul(eAi, eBj, out=Pi)
+                matmul(eAi, eBj, out=Pi)
                 out[i0:i1] += Pi
 
 

@@ -13,6 +13,7 @@ from typing import Any, Literal, Unpack, overload
 
 import numpy as np
 
+from .._core.blas import matmul
 from .._core.distillkw import JSKeywords, KLKeywords
 from .._core.losscommon import check_real, class_axis
 from .._core.typing import ArrayLike, Direction, DistillReduction, FloatArray
@@ -228,12 +229,12 @@ def _linear(fn: Any, hs: Any, Ws: Any, ht: Any, Wt: Any, kw: Any) -> Any:
     g = np.asarray(ht, dtype=np.float64)
     U = np.asarray(Wt, dtype=np.float64)
     kw.pop("chunk_size", None)
-    res = fn(h @ W.T, g @ U.T, **kw)
+    res = fn(matmul(h, W.T), matmul(g, U.T), **kw)
     if not kw.get("return_grad"):
         return res
     loss, G = res
     G2 = G.reshape(-1, W.shape[0])
-    return loss, ((G2 @ W).reshape(h.shape), G2.T @ h.reshape(-1, h.shape[-1]))
+    return loss, (matmul(G2, W).reshape(h.shape), matmul(G2.T, h.reshape(-1, h.shape[-1])))
 
 
 @overload

@@ -11,6 +11,7 @@ from typing import Any, Literal, overload
 
 import numpy as np
 
+from .._core.blas import matmul
 from .._core.losscommon import (
     check_int_or_none,
     check_prob_target,
@@ -246,7 +247,7 @@ def linear_cross_entropy(
     (``chunk_size`` and ``strategy`` only choose the blocking of the fused function)."""
     h = np.asarray(hidden, np.float64)
     W = np.asarray(linear_weight, np.float64)
-    z = h @ W.T
+    z = matmul(h, W.T)
     if bias is not None:
         z = z + np.asarray(bias, np.float64)
     res: Any = cross_entropy(z, target, return_grad=return_grad, **ce_options)
@@ -254,8 +255,8 @@ def linear_cross_entropy(
         return res
     loss, g = res
     g2 = g.reshape(-1, W.shape[0])
-    dh = (g2 @ W).reshape(h.shape)
-    dW = g2.T @ h.reshape(-1, W.shape[1])
+    dh = matmul(g2, W).reshape(h.shape)
+    dW = matmul(g2.T, h.reshape(-1, W.shape[1]))
     db = g2.sum(axis=0) if bias is not None else None
     return loss, (dh, dW, db)
 
