@@ -13,6 +13,7 @@ import math
 
 import numpy as np
 import pytest
+from _bf16util import ulps
 
 torch = pytest.importorskip("torch")
 skt = pytest.importorskip("softmaxkit.torch")
@@ -239,8 +240,9 @@ _CE_OPTIONS = [
 @pytest.mark.parametrize("shape", [(1, 1), (7, 3), (40, 129), (5, 2049), (2, 3, 17)], ids=str)
 def test_bf16_ce_kernel_equals_float32_path_on_every_kind_of_row(shape, kw):
     # ordinary rows, an all -inf row (ignored), +inf, NaN, huge values (the exact
-    # scalar row), an ignored target, a zero row: loss and gradient bit for bit the
-    # float32 path's rounded once; the loss without a gradient too
+    # scalar row), an ignored target, a zero row: loss and gradient within one
+    # bfloat16 ulp of the float32 path's rounded once (bit for bit off the short-row
+    # fast path: label smoothing, rows over 2048); the loss without a gradient too
     x = _logits(shape, 7, torch.bfloat16)
     C = shape[-1]
     r = x.view(-1, C)
@@ -261,13 +263,15 @@ def test_bf16_ce_kernel_equals_float32_path_on_every_kind_of_row(shape, kw):
         t.view(-1)[5] = 0
     loss, grad = _fwd_bwd(x, t, **kw)
     loss32, grad32 = _fwd_bwd(x.float(), t, **kw)
-    assert _same(loss, loss32.to(torch.bfloat16))
+    tol = 1 if C <= 2048 and not kw.get("label_smoothing") else 0
+    assert ulps(loss, loss32.to(torch.bfloat16)).max() <= tol
     g32 = grad32.to(torch.bfloat16)
-    assert _same(grad, g32)  # NaN where NaN (its bits: ours a quiet 0x7FC0)
-    ok = ~grad.isnan()
-    assert torch.equal(grad.view(torch.int16)[ok], g32.view(torch.int16)[ok])  # -0.0 too
-    nog = skt.cross_entropy(x, t, **kw)  # no gradient: the _sum_exp helper
-    assert _same(nog, skt.cross_entropy(x.float(), t, **kw).to(torch.bfloat16))
+    assert ulps(grad, g32).max() <= tol  # NaN where NaN (its bits: ours a quiet 0x7FC0)
+    if tol == 0:
+        ok = ~grad.isnan()
+        assert torch.equal(grad.view(torch.int16)[ok], g32.view(torch.int16)[ok])  # -0.0 too
+    nog = skt.cross_entropy(x, t, **kw)  # no gradient
+    assert ulps(nog, skt.cross_entropy(x.float(), t, **kw).to(torch.bfloat16)).max() <= tol
 
 
 def test_bf16_ce_vs_float64_reference_odd_shapes_and_strided_logits():

@@ -51,7 +51,7 @@ from .bf16_math import _FM, _QNAN, bf16_to_f32, exp_bf, f32_to_bf16
 from .exp import exp_, fmax
 from .view import row
 
-__all__ = ["PAIR_MAX", "lse_range", "softmax_range", "vjp_range"]
+__all__ = ["PAIR_MAX", "lse_range", "lse_vjp_range", "softmax_range", "vjp_range"]
 
 _NEG_INF = np.uint16(0xFF80)
 
@@ -330,6 +330,46 @@ def _lse_rows(x, t, out, t0, t1):
             out[i] = m + np.float32(math.log(_exp_sum(xr, t, m)))  # NaN entry: s NaN
         else:
             out[i] = _special_lse(xr, t, m)
+
+
+# ----------------------------------------------------------------- logsumexp VJP
+# ``exp(v - l)`` with ``l`` the row's float32 logsumexp: ``l`` rounded to float32 puts
+# ``|l| 2^-24`` into the exponent, below 2.5e-4 relative for ``|l| < 2^12`` (the
+# output's half ulp is 2^-9); larger ``|l|`` and non-finite ``l`` (NaN, inf and all
+# ``-inf`` rows) take the softmax row (max shift, the contract's edge rows), scaled.
+_L_MAX = np.float32(2.0**12)
+
+
+@njit(cache=True, nogil=True, fastmath=_FM)
+def _write_exp_scaled(xr, t, lse, c, orow):
+    for j in range(orow.shape[0]):
+        orow[j] = f32_to_bf16(exp_bf(bf16_to_f32(xr[j]) * t - lse) * c)
+
+
+@njit(cache=True, nogil=True, fastmath=_FM)
+def _scale_bits(orow, c):
+    for j in range(orow.shape[0]):
+        orow[j] = f32_to_bf16(bf16_to_f32(orow[j]) * c)
+
+
+@njit(cache=True, nogil=True, fastmath=_FM)
+def lse_vjp_range(x, invT, lse, gs, out, t0, t1):
+    """``out[i] = softmax(x[i] * invT) * gs[i]`` (bits) for rows ``t0 <= i < t1``.
+
+    The logsumexp VJP in one pass: ``lse`` (float32, a value a row) is the forward's
+    ``log(sum(exp(x[i] * invT)))``, ``gs`` (float32) the output gradient over ``T``;
+    each value is ``exp(v - lse) gs`` rounded once, from one read of ``x``.
+    """
+    t = np.float32(invT)
+    fb = np.empty(x.shape[1], dtype=np.float32)
+    for i in range(t0, t1):
+        li = lse[i]
+        orow = row(out, i)
+        if li > -_L_MAX and li < _L_MAX:
+            _write_exp_scaled(row(x, i), t, li, gs[i], orow)
+        else:
+            _rows(x, t, False, out, i, i + 1, fb)
+            _scale_bits(orow, gs[i])
 
 
 # ----------------------------------------------------------------- VJPs

@@ -1,4 +1,4 @@
-"""Eager fast path of ``softmaxkit.torch.softmax`` / ``log_softmax``.
+"""Eager fast path of ``softmaxkit.torch.softmax`` / ``log_softmax`` / ``logsumexp``.
 
 A plain eager call that records no gradient runs the operator's body directly:
 the ``torch.library.custom_op`` dispatcher (autograd layer, backend layer, the
@@ -189,3 +189,97 @@ class _Dense(torch.autograd.Function):
             # expanded g); else both would be widened to float32 copies
             g = g.contiguous()
         return BACKWARD["vjp"](y, g, [-1], ctx.t, None, ctx.log), None, None, None
+
+
+def lse_fast(x, axis, temperature, keepdims):
+    """The result of a plain eager ``logsumexp`` of a bfloat16 tensor, or None.
+
+    Applies as :func:`_fast` does (a contiguous CPU ``torch.Tensor``, the last axis,
+    nothing active that must see the operator), to bfloat16 only.  The forward is
+    the operator's (``lse_range``: float32 row values, rounded once).  With a
+    gradient, :class:`_LSE` keeps those float32 values (4 bytes a row) so that
+    backward is one pass over ``x`` (``lse_vjp_range``) instead of the operator's
+    softmax, written out, and a scaling pass over it.
+    """
+    if (
+        type(x) is not torch.Tensor
+        or x.dtype != torch.bfloat16
+        or x.device.type != "cpu"
+        or type(axis) is not int
+        or type(temperature) not in (float, int)
+        or not _plain_eager()
+    ):
+        return None
+    shape = x.shape
+    nd = len(shape)
+    if nd == 0 or axis not in (-1, nd - 1) or not x.is_contiguous():
+        return None
+    t = float(temperature)
+    if not (0.0 < t < math.inf) or x.numel() == 0 or shape[-1] == 0:
+        return None
+    lse = _lse32(x.detach(), t)
+    if lse is None:
+        return None  # compiling in the background: the operator's path
+    if x.requires_grad and torch.is_grad_enabled():
+        return _LSE.apply(x, lse, t, bool(keepdims))
+    return _lse_out(lse, shape, bool(keepdims))
+
+
+def _lse32(x, t: float):
+    """float32 logsumexp of each last-axis row of ``x / t`` (bits kernel), or None."""
+    K = _K or _kernels()
+    par = K["parallel"]
+    n = x.shape[-1]
+    xb = x.view(torch.int16).numpy().view(np.uint16).reshape(-1, n)
+    lse = torch.empty(xb.shape[0], dtype=torch.float32)
+    nt = par.threads_for(xb.size)
+    try:
+        with coldstart.allow(xb.size):
+            par.run(K["bf16"].lse_range, xb.shape[0], nt, xb, 1.0 / t, lse.numpy(),
+                    chunks=chunks_for(xb.size, nt))  # fmt: skip
+    except coldstart.ColdKernel:
+        return None
+    return lse
+
+
+def _lse_out(lse, shape, keepdims: bool):
+    return lse.to(torch.bfloat16).reshape(tuple(shape[:-1]) + ((1,) if keepdims else ()))
+
+
+class _LSE(torch.autograd.Function):
+    """bfloat16 logsumexp of a :func:`lse_fast` call that records a gradient.
+
+    Saves ``x`` and the float32 row values; first-order backward writes
+    ``exp(x / T - lse) g / T`` rounded once into a buffer from ``_gradbuf`` (one
+    read of ``x``, one write); with ``create_graph``, ``softmax(x / T) * (g / T)``
+    through the softmax operator, differentiable again (the operator path's
+    formula).
+    """
+
+    @staticmethod
+    def forward(ctx, x, lse, t, keepdims):
+        ctx.save_for_backward(x, lse)
+        ctx.t = t
+        return _lse_out(lse, x.shape, keepdims)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, lse = ctx.saved_tensors
+        t = ctx.t
+        gk = g.reshape((*x.shape[:-1], 1))
+        if torch.is_grad_enabled():
+            p = BACKWARD["softmax_fwd_op"](x, [x.ndim - 1], t, None)
+            return p * (gk / t), None, None, None
+        from ._gradbuf import grad_buffer
+
+        K = _K or _kernels()
+        par = K["parallel"]
+        n = x.shape[-1]
+        gs = (gk.reshape(-1).to(torch.float32) / t).contiguous()
+        out = grad_buffer(x.shape, torch.bfloat16)
+        xb = x.detach().view(torch.int16).numpy().view(np.uint16).reshape(-1, n)
+        ob = out.view(torch.int16).numpy().view(np.uint16).reshape(xb.shape)
+        nt = par.threads_for(xb.size)
+        par.run(K["bf16"].lse_vjp_range, xb.shape[0], nt, xb, 1.0 / t, lse.numpy(),
+                gs.numpy(), ob, chunks=chunks_for(xb.size, nt))  # fmt: skip
+        return out, None, None, None

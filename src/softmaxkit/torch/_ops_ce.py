@@ -104,6 +104,9 @@ def _bf16_bits_ok(logits, target, where, axis, temperature) -> bool:
     )
 
 
+_NEG_INF_BITS = np.uint16(0xFF80)  # bfloat16 -inf
+
+
 def _ce_bf16(logits, target, weight, ignore_index, label_smoothing, reduction, z_loss,
              temperature, need_grad, gout=None):  # fmt: skip
     """Cross-entropy of bfloat16 logits read as bits (``_kernels/losses/bf16.py``):
@@ -119,8 +122,12 @@ def _ce_bf16(logits, target, weight, ignore_index, label_smoothing, reduction, z
     xb = logits.detach().view(torch.int16).numpy().view(np.uint16).reshape(-1, C)
     R = xb.shape[0]
     t1 = target.detach().reshape(-1).numpy()
-    nonempty = np.empty(R, dtype=np.bool_)
-    kb.row_nonempty_bf16(xb, nonempty)
+    # a row is empty when every entry is -inf: most rows show a finite first entry
+    # (one strided read a row: 0.05 ms at [65536, 128], the per-row scan 0.4 ms)
+    nonempty = xb[:, 0] != _NEG_INF_BITS
+    if not nonempty.all():
+        idx = np.flatnonzero(~nonempty)
+        nonempty[idx] = (xb[idx] != _NEG_INF_BITS).any(axis=1)
     active = nonempty & ~(t1 == ii) if ii is not None else nonempty
     tsafe = np.where(active, t1, 0).astype(np.int64)
     wt = cw[tsafe] if cw is not None else np.ones(R)
@@ -138,7 +145,7 @@ def _ce_bf16(logits, target, weight, ignore_index, label_smoothing, reduction, z
     # ~2 ns a value, as ce_index_rows (its over_rows cost 8)
     nt = _parallel.threads_for(8 * xb.size)
     _parallel.run(
-        kb.ce_index_rows_bf16, R, nt, xb, tsafe, 1.0 / T, eps, z, a, b, active, need_grad,
+        kb.ce_rows_bf16, R, nt, xb, tsafe, 1.0 / T, eps, z, a, b, active, need_grad,
         gb, ce, lse, _ce.lim(np.float32),
     )  # fmt: skip
     part, zp = _ce.row_losses("index", wt, ce, lse, active, z)

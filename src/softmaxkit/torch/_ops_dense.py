@@ -231,8 +231,9 @@ _softmax_bw_op.register_autograd(_softmax_bw_backward, setup_context=_setup_vjp)
 _log_softmax_bw_op.register_autograd(_log_softmax_bw_backward, setup_context=_setup_vjp)
 # the fast path's autograd function (torch/_fast.py) backs through these
 _fast_mod.BACKWARD.update(
-    softmax_op=_softmax_bw_op, log_softmax_op=_log_softmax_bw_op, vjp=_vjp_impl
-)
+    softmax_op=_softmax_bw_op, log_softmax_op=_log_softmax_bw_op, vjp=_vjp_impl,
+    softmax_fwd_op=_softmax_op,
+)  # fmt: skip
 
 
 def _dense_front(name, x, axis, temperature, where, dtype):
@@ -528,6 +529,11 @@ def logsumexp(
     (torch: ``-inf`` with gradient NaN).  Backward: ``g / T * softmax(x / T)`` by
     the softmax operator (double backward works); with ``b``, the
     :func:`softmaxkit.logsumexp_vjp` kernel (first order; no gradient for ``b``).
+    A plain eager call on a contiguous CPU bfloat16 tensor over its last axis
+    (no ``b``, ``where``, ``dtype`` or ``return_sign``) saves the float32 row values
+    and computes the first-order gradient in one pass over ``x``
+    (``_kernels/bf16.py``, ``lse_vjp_range``: ``exp(x / T - lse) g / T`` rounded
+    once); memory: the gradient, and 4 bytes a row.
 
     Examples
     --------
@@ -536,6 +542,10 @@ def logsumexp(
     >>> skt.logsumexp(torch.tensor([1000.0, 1000.0], dtype=torch.float64))
     tensor(1000.6931, dtype=torch.float64)
     """
+    if b is None and where is None and dtype is None and not return_sign:
+        r = _fast_mod.lse_fast(x, axis, temperature, keepdims)
+        if r is not None:
+            return r
     x, dims, t, mask = _dense_front("logsumexp", x, axis, temperature, where, dtype)
     bt = None
     if b is not None:

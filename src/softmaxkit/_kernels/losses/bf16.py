@@ -10,12 +10,14 @@ bfloat16 bits (round-to-nearest-even, NaN -> quiet NaN) into the output row.
 Memory traffic is one read of the bf16 logits and one write of the bf16 gradient:
 no float32 copy of the tensor and no float32 gradient.
 
-Same arithmetic as the float32 kernel on the widened values (float32 exponentials
-on the fast path, float64 accumulators, the exact scalar row for NaN / +-inf / huge
-rows), so the loss and the float32 gradient before rounding equal those of
-``cross_entropy(logits.float(), ...)``; the only extra error is the gradient's one
-bfloat16 rounding (relative ``2^-9``).  Guarded by
-``tests/test_torch_ce_perf.py::test_bf16_cross_entropy_*``.
+``ce_index_rows_bf16``: the float32 kernel's arithmetic on the widened values
+(float32 exponentials on the fast path, float64 accumulators, the exact scalar row
+for NaN / +-inf / huge rows), so the loss and the float32 gradient before rounding
+equal those of ``cross_entropy(logits.float(), ...)``; the only extra error is the
+gradient's one bfloat16 rounding (relative ``2^-9``).  ``ce_rows_bf16`` (what
+``softmaxkit.torch`` calls) runs short rows without label smoothing faster, within
+one bfloat16 ulp of that (section "short rows, fast" below), and the rest through
+``ce_index_rows_bf16``.  Guarded by ``tests/test_torch_ce_perf.py::test_bf16_*``.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ import math
 import numpy as np
 from numba import njit
 
-from ..bf16_math import bf16_to_f32, round_array
+from ..bf16 import _S_MAX, PAIR_MAX, _exp_store_sum, _exp_store_sum2, _write_scaled
+from ..bf16_math import bf16_to_f32, f32_to_bf16, round_array
 from ..exp import fmaximum
 from ..view import row
 from .common import _FM
@@ -33,21 +36,6 @@ from .cross_entropy import _index_row_general
 from .fast import _fast_ok, _scale_shift_row, _sum_exp, _sum_exp_inplace
 
 _NEG_INF = np.uint16(0xFF80)
-
-
-@njit(cache=True, nogil=True)
-def row_nonempty_bf16(xb, out):
-    """out[i] = True when row i of the bits has an entry that is not -inf (NaN counts).
-
-    Stops at each row's first such entry (O(rows) for ordinary rows).
-    """
-    for i in range(xb.shape[0]):
-        found = False
-        for j in range(xb.shape[1]):
-            if xb[i, j] != _NEG_INF:
-                found = True
-                break
-        out[i] = found
 
 
 @njit(cache=True, nogil=True, fastmath=_FM)
@@ -132,3 +120,122 @@ def ce_index_rows_bf16(xb, tgt, invT, eps, z, a, b, active, want_grad, gb, ce, l
                 fr[t] -= invT * a[i] * (1.0 - eps)
         if want_grad:
             round_array(fr, row(gb, i))
+
+
+# ----------------------------------------------------------------- short rows, fast
+# Rows of up to PAIR_MAX classes without label smoothing, as the bf16 softmax kernel
+# runs them (``_kernels/bf16.py``): two rows a pass, shifted by their first value (no
+# max pass), the short exp, float32 sums; the gradient ``softmax * c / T`` written in
+# one pass straight from the exponentials, then its target entry.  A row the shift
+# does not suit (s not below 2^100: an entry 69 above the first, a NaN, an inf, a
+# first value -inf), a target logit that is not finite, or an ignored row takes
+# ``ce_index_rows_bf16`` (the float32 path's arithmetic).  Errors: the exponentials
+# 3e-6 relative and the float32 sum; a confident row (target probability above 1/2)
+# takes its loss as ``log1p(r / e_t)`` and its target gradient from ``r``, the sum of
+# the other exponentials, so neither cancels (``log(s) - (v_t - c)`` and ``p_t - 1``
+# would lose their digits as ``p_t -> 1``; the float32 path's do).
+
+
+@njit(cache=True, nogil=True, fastmath=_FM)
+def _sum_except(fr, tg):
+    r = np.float32(0.0)
+    for j in range(fr.shape[0]):
+        r += fr[j] if j != tg else np.float32(0.0)
+    return r
+
+
+@njit(cache=True, nogil=True, fastmath=_FM)
+def _finish(xr, fr, s, c, t, tg, z, ai, bi, want_grad, gr):
+    """Loss, lse and (``want_grad``) gradient row of one row whose exponentials
+    ``fr = exp(v - c)`` sum to ``s``; returns ``(ce, lse)``.
+
+    ``v_t - c`` is taken in float32, before the widening: with ``reassoc`` (which
+    also reaches a helper without fast-math once it is inlined into one with it),
+    ``log s - (v_t - c)`` in float64 became ``(log s - v_t) + c``, 0 at ``c = 3e38``.
+    """
+    et = np.float64(fr[tg])
+    ls = np.float64(math.log(s))  # logf: s is float32
+    lrow = np.float64(c) + ls
+    confident = 2.0 * et > s
+    r = np.float64(_sum_except(fr, tg)) if confident else 0.0
+    if confident:
+        cei = math.log1p(r / et)
+    else:
+        cei = ls - np.float64(bf16_to_f32(xr[tg]) * t - c)
+    if want_grad:
+        cz = ai + 2.0 * bi * z * lrow
+        _write_scaled(fr, np.float32(np.float64(t) * cz / s), gr)
+        if confident:  # softmax_t - 1 = -r / s
+            g = np.float64(t) * ((cz - ai) - cz * (r / s))
+        else:
+            g = np.float64(t) * (cz * (et / s) - ai)
+        gr[tg] = f32_to_bf16(np.float32(g))
+    return cei, lrow
+
+
+@njit(cache=True, nogil=True, fastmath=_FM)
+def _target_ok(xr, tg):
+    v = bf16_to_f32(xr[tg])
+    return v > -np.inf and v < np.inf
+
+
+@njit(cache=True, nogil=True, fastmath=_FM)
+def _one(xb, tgt, t, z, a, b, active, want_grad, gb, ce, lse, i, fr):
+    """Row ``i`` shifted by its first value; False (nothing written) when unsafe."""
+    xr = row(xb, i)
+    tg = tgt[i]
+    if not (active[i] and _target_ok(xr, tg)):
+        return False
+    c = bf16_to_f32(xr[0]) * t
+    s = _exp_store_sum(xr, t, c, fr)
+    if not s < _S_MAX:
+        return False
+    gr = row(gb, i if want_grad else 0)  # (gb is 1 x 1 without a gradient)
+    ce[i], lse[i] = _finish(xr, fr, s, c, t, tg, z, a[i], b[i], want_grad, gr)
+    return True
+
+
+@njit(cache=True, nogil=True, fastmath=_FM)
+def _two(xb, tgt, t, z, a, b, active, want_grad, gb, ce, lse, i, fa, fc):
+    """Rows ``i`` and ``i + 1`` in one pass (as ``_one``); False when either is unsafe."""
+    xa = row(xb, i)
+    xc = row(xb, i + 1)
+    ta = tgt[i]
+    tc = tgt[i + 1]
+    if not (active[i] and active[i + 1] and _target_ok(xa, ta) and _target_ok(xc, tc)):
+        return False
+    ca = bf16_to_f32(xa[0]) * t
+    cc = bf16_to_f32(xc[0]) * t
+    sa, sc = _exp_store_sum2(xa, xc, t, ca, cc, fa, fc)
+    if not (sa < _S_MAX and sc < _S_MAX):
+        return False
+    ga = row(gb, i if want_grad else 0)
+    ce[i], lse[i] = _finish(xa, fa, sa, ca, t, ta, z, a[i], b[i], want_grad, ga)
+    j = i + 1
+    gj = row(gb, j if want_grad else 0)
+    ce[j], lse[j] = _finish(xc, fc, sc, cc, t, tc, z, a[j], b[j], want_grad, gj)
+    return True
+
+
+@njit(cache=True, nogil=True)
+def ce_rows_bf16(xb, tgt, invT, eps, z, a, b, active, want_grad, gb, ce, lse, lim, r0, r1):
+    """``ce_index_rows_bf16`` with the short-row fast path above (same arguments)."""
+    n = xb.shape[1]
+    if eps != 0.0 or n == 0 or n > PAIR_MAX or np.float32(invT) != invT:
+        ce_index_rows_bf16(xb, tgt, invT, eps, z, a, b, active, want_grad, gb, ce, lse, lim,
+                           r0, r1)  # fmt: skip
+        return
+    t = np.float32(invT)
+    fa = np.empty(n, dtype=np.float32)
+    fc = np.empty(n, dtype=np.float32)
+    i = r0
+    while i + 1 < r1:
+        if not _two(xb, tgt, t, z, a, b, active, want_grad, gb, ce, lse, i, fa, fc):
+            for k in range(i, i + 2):  # each row alone: the same rule, else the float32 path
+                if not _one(xb, tgt, t, z, a, b, active, want_grad, gb, ce, lse, k, fa):
+                    ce_index_rows_bf16(xb, tgt, invT, eps, z, a, b, active, want_grad, gb,
+                                       ce, lse, lim, k, k + 1)  # fmt: skip
+        i += 2
+    if i < r1 and not _one(xb, tgt, t, z, a, b, active, want_grad, gb, ce, lse, i, fa):
+        ce_index_rows_bf16(xb, tgt, invT, eps, z, a, b, active, want_grad, gb, ce, lse, lim,
+                           i, i + 1)  # fmt: skip
