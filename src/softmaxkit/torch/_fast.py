@@ -217,7 +217,8 @@ def lse_fast(x, axis, temperature, keepdims):
     t = float(temperature)
     if not (0.0 < t < math.inf) or x.numel() == 0 or shape[-1] == 0:
         return None
-    lse = _lse32(x.detach(), t)
+    xb = x.detach().view(torch.int16).numpy().view(np.uint16).reshape(-1, shape[-1])
+    lse = lse32_rows(xb, t)
     if lse is None:
         return None  # compiling in the background: the operator's path
     if x.requires_grad and torch.is_grad_enabled():
@@ -225,12 +226,12 @@ def lse_fast(x, axis, temperature, keepdims):
     return _lse_out(lse, shape, bool(keepdims))
 
 
-def _lse32(x, t: float):
-    """float32 logsumexp of each last-axis row of ``x / t`` (bits kernel), or None."""
+def lse32_rows(xb, t: float):
+    """float32 logsumexp of each row of the bfloat16 bits ``xb`` (``[R, n]``) over
+    ``t``, by the bits kernel, as a tensor; None while the kernel is compiling in the
+    background (``coldstart``)."""
     K = _K or _kernels()
     par = K["parallel"]
-    n = x.shape[-1]
-    xb = x.view(torch.int16).numpy().view(np.uint16).reshape(-1, n)
     lse = torch.empty(xb.shape[0], dtype=torch.float32)
     nt = par.threads_for(xb.size)
     try:

@@ -388,17 +388,9 @@ def _lse_bf16(x, dims, temperature):
     x2 = _bf16_rows(x, dims)
     if x2 is None:
         return None
-    from .._kernels import _parallel, bf16
-
-    lse = torch.empty(x2.shape[0], dtype=torch.float32)
-    nt = _parallel.threads_for(x2.size)
-    try:
-        with coldstart.allow(x2.size):
-            _parallel.run(bf16.lse_range, x2.shape[0], nt, x2, 1.0 / temperature, lse.numpy(),
-                          chunks=_fast_mod.chunks_for(x2.size, nt))  # fmt: skip
-    except coldstart.ColdKernel:
-        return None  # compiling in the background: the float32 path
-    return lse.to(torch.bfloat16)
+    lse = _fast_mod.lse32_rows(x2, temperature)
+    # (None: compiling in the background, the float32 path)
+    return None if lse is None else lse.to(torch.bfloat16)
 
 
 @_logsumexp_op.register_fake
