@@ -62,9 +62,22 @@ def _fast(x, axis, temperature, log: bool, npf):
     under ``create_graph``.  Anything else returns None and takes the operator.
     ``npf``: the NumPy function (``softmax`` or ``log_softmax``) for float32/64.
     """
+    t = _eligible(x, axis, temperature, _FAST_DTYPES)
+    if t is None:
+        return None
+    if x.requires_grad and torch.is_grad_enabled():
+        return _Dense.apply(x, t, log, npf)
+    return _body(x, t, log, npf)
+
+
+def _eligible(x, axis, temperature, dtypes):
+    """``float(temperature)`` when a fast path applies to this call, else None: a
+    contiguous, non-empty CPU ``torch.Tensor`` (not a subclass) of one of ``dtypes``,
+    reduced over its last axis (an int ``axis``), a finite ``temperature > 0``, and
+    nothing active that must see the operator (:func:`_plain_eager`)."""
     if (
         type(x) is not torch.Tensor
-        or x.dtype not in _FAST_DTYPES
+        or x.dtype not in dtypes
         or x.device.type != "cpu"
         or type(axis) is not int
         or type(temperature) not in (float, int)
@@ -78,9 +91,7 @@ def _fast(x, axis, temperature, log: bool, npf):
     t = float(temperature)
     if not (0.0 < t < math.inf) or x.numel() == 0 or shape[-1] == 0:
         return None
-    if x.requires_grad and torch.is_grad_enabled():
-        return _Dense.apply(x, t, log, npf)
-    return _body(x, t, log, npf)
+    return t
 
 
 def _body(x, t: float, log: bool, npf, alloc=_new):
@@ -201,22 +212,10 @@ def lse_fast(x, axis, temperature, keepdims):
     backward is one pass over ``x`` (``lse_vjp_range``) instead of the operator's
     softmax, written out, and a scaling pass over it.
     """
-    if (
-        type(x) is not torch.Tensor
-        or x.dtype != torch.bfloat16
-        or x.device.type != "cpu"
-        or type(axis) is not int
-        or type(temperature) not in (float, int)
-        or not _plain_eager()
-    ):
+    t = _eligible(x, axis, temperature, (torch.bfloat16,))
+    if t is None:
         return None
     shape = x.shape
-    nd = len(shape)
-    if nd == 0 or axis not in (-1, nd - 1) or not x.is_contiguous():
-        return None
-    t = float(temperature)
-    if not (0.0 < t < math.inf) or x.numel() == 0 or shape[-1] == 0:
-        return None
     xb = x.detach().view(torch.int16).numpy().view(np.uint16).reshape(-1, shape[-1])
     lse = lse32_rows(xb, t)
     if lse is None:
