@@ -202,7 +202,7 @@ def softmax(
     do not follow ``x``'s layout: one bool copy (broadcast masks are read in place).
     A new output of 4 MiB or more is placed at a 2 MiB (huge page) boundary of a
     buffer 2 MiB larger, whose unused part is address space only (never written).
-    Such buffers are reused once the caller releases the array: up to 256 MiB of
+    Such buffers are reused once the caller releases the array: up to 1 GiB of
     released outputs are kept for the next call of the same size (no page faults),
     see :func:`set_output_cache`.  Details and measurements: ``docs/performance.md``.
 

@@ -18,7 +18,7 @@ about 2.1 ms, as long as the softmax itself on [65536, 128] float32).  When the 
 array using such a buffer is released, the buffer goes back to a small cache, and
 the next output of the same size class takes it with its pages already mapped.  The
 cache keeps the most recently released buffers up to ``limit`` bytes in all and frees
-the oldest beyond it.  The limit is 256 MiB by default, ``SOFTMAXKIT_OUTPUT_CACHE`` in
+the oldest beyond it.  The limit is 1 GiB by default, ``SOFTMAXKIT_OUTPUT_CACHE`` in
 the environment (e.g. ``0``, ``64M``, ``1G``), or :func:`set_output_cache` at run
 time.  Each buffer counts as its size class, the output's bytes rounded up to 2 MiB:
 the alignment slack is never written, so it is address space, not memory.  A buffer is
@@ -37,7 +37,7 @@ import numpy as np
 
 HUGE_PAGE = 1 << 21
 ALIGN_MIN_BYTES = 1 << 22  # NumPy's own threshold for asking for huge pages
-DEFAULT_LIMIT = 256 << 20
+DEFAULT_LIMIT = 1 << 30
 ENV = "SOFTMAXKIT_OUTPUT_CACHE"
 
 _LOCK = threading.RLock()  # re-entrant: a finalizer may run during a cache operation
@@ -130,7 +130,7 @@ def set_output_cache(limit: int) -> int:
     outputs of the same size released, skipping the kernel's zeroing of fresh pages
     (about 2 ms per 32 MiB on the developer machine).  Released buffers are kept,
     most recent first, up to ``limit`` bytes in all; ``0`` turns the cache off and
-    frees what it holds.  The default is 256 MiB, or ``SOFTMAXKIT_OUTPUT_CACHE``
+    frees what it holds.  The default is 1 GiB, or ``SOFTMAXKIT_OUTPUT_CACHE``
     (bytes, or with a ``K`` / ``M`` / ``G`` suffix) when it is set.  A buffer is
     reused only after every array viewing it has been released.  Peak extra memory:
     none (this call only frees cached buffers when the limit shrinks).

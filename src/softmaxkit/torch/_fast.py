@@ -171,13 +171,13 @@ class _Dense(torch.autograd.Function):
     its own derivative, so double backward works as through the operator.
 
     Memory: the saved output and the gradient (``_vjp_impl``) come from the cache of
-    released gradient buffers (``_gradbuf``, 1 GiB by default), not the 256 MiB
-    output cache: both are released within a training step (the output when the
-    graph is freed, the gradient once accumulated), and the next step takes their
-    buffers back with their pages mapped.  A [4096, 32000] float32 output or
-    gradient is 524 MB, over the output cache's limit, so before this each
-    forward + backward faulted in 1 GB of fresh pages (torch eager: 1.5 GB, its
-    output, its gradient and the caller's ``ones_like``).
+    released gradient buffers (``_gradbuf``, 1 GiB by default), not the output
+    cache: both are released within a training step (the output when the graph is
+    freed, the gradient once accumulated), and the next step takes their buffers
+    back with their pages mapped.  (A [4096, 32000] float32 output or gradient is
+    524 MB: with the output cache's former 256 MiB limit each forward + backward
+    faulted in 1 GB of fresh pages; torch eager: 1.5 GB, its output, its gradient
+    and the caller's ``ones_like``.)
     """
 
     @staticmethod

@@ -25,9 +25,9 @@ hands them out again with their pages already mapped.
   that is the NumPy base of every view, as ``softmaxkit._core.buffers`` does), so two
   gradients alive at once never share memory.
 
-Independent of :func:`softmaxkit.set_output_cache` (plain outputs, 256 MiB): a
-[4096, 32000] float32 gradient is over that limit, and raising it would keep every
-large forward result too.
+Independent of :func:`softmaxkit.set_output_cache` (plain outputs, 1 GiB): the two
+kinds of buffer are released at different times in a training step, and each cache
+keeps its own most recent ones.
 """
 
 from __future__ import annotations
