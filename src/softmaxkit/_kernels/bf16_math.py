@@ -14,11 +14,19 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
 
-from .exp import _HI_32, _LO32_FLUSH, _LOG2E_32, _SHIFT32, _fma, _pow2_from_shifter32
+from .exp import (
+    _HI_32,
+    _LO32_FLUSH,
+    _LOG2E_32,
+    _SHIFT32,
+    FASTMATH_NO_FMA,
+    _fma,
+    _pow2_from_shifter32,
+)
 
 _QNAN = 0x7FC0
 # the bits kernels' fast-math flags: never nnan / ninf; no "contract" (see bf16.py)
-_FM = {"nsz", "arcp", "afn", "reassoc"}
+_FM = FASTMATH_NO_FMA
 
 
 @intrinsic

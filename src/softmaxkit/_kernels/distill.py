@@ -44,12 +44,12 @@ import numpy as np
 from numba import njit
 
 from ._parallel import over_rows
-from .exp import _log_sum_pair, exp_
+from .exp import FASTMATH_NO_FMA, _log_sum_pair, exp_
 from .view import row
 
 # never nnan / ninf (masked entries are -inf; NaN must propagate); no "contract"
 # (the max and each difference must be formed the same way, see _kernels/losses/)
-_FM = {"nsz", "arcp", "afn", "reassoc"}
+_FM = FASTMATH_NO_FMA
 
 FORWARD = 0
 REVERSE = 1

@@ -54,6 +54,9 @@ __all__ = [
 # cheaper division; nsz: sign of zero is irrelevant here.  Never nnan/ninf: -inf
 # masks and NaN rows must go through (guarded by test_kernels.py::test_special_rows).
 FASTMATH = {"reassoc", "contract", "afn", "arcp", "nsz"}
+# the same without "contract", for kernels whose max and each difference must be
+# formed the same way (no FMA of ``x * t - m``: the max's own difference stays 0)
+FASTMATH_NO_FMA = FASTMATH - {"contract"}
 
 
 # --------------------------------------------------------------------------- intrinsics

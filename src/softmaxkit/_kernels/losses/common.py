@@ -9,14 +9,16 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from ..exp import FASTMATH, FASTMATH_NO_FMA
+
 # never nnan / ninf.  No "contract" in the cross-entropy kernels: a row's max and
 # each difference must be formed the same way, or FMA contraction of ``x * invT - m``
 # makes the max's own difference the product's rounding error (not 0) and exp
 # overflows at extreme temperatures (issue 18 item 2; guarded by
 # tests/test_loss_extremes.py).  The differences are ``(x - max x) * invT``, as in the
 # dense kernels: exactly 0 at the max whatever LLVM does with them.
-_FM = {"nsz", "arcp", "afn", "reassoc"}
-_FMC = _FM | {"contract"}  # VJP and hinge kernels: no max/difference pairing there
+_FM = FASTMATH_NO_FMA
+_FMC = FASTMATH  # VJP and hinge kernels: no max/difference pairing there
 
 # Fast-path bound on |x - max| / T (and on max / T, min / T): below it no difference,
 # no scaled value and no sum of differences can overflow (float32 differences are
