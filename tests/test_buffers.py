@@ -132,7 +132,7 @@ def test_the_limit_bounds_the_cache_and_drops_the_oldest(cache):
         outs.pop(0)
     info = cache.output_cache_info()
     assert info["buffers"] == 2 and info["cached_bytes"] == 2 * size
-    held = {r.ctypes.data + (-r.ctypes.data % _buffers.HUGE_PAGE) for r in cache._FREE}
+    held = {r.ctypes.data + (-r.ctypes.data % _buffers.HUGE_PAGE) for r in cache.OUTPUTS.free}
     assert held == set(ptrs[1:])
     sk.set_output_cache(size - 1)  # smaller than a buffer: nothing kept
     assert cache.output_cache_info()["cached_bytes"] == 0
@@ -171,14 +171,14 @@ def test_threads_never_share_a_live_output(cache):
 )
 def test_the_environment_variable(monkeypatch, text, want):
     assert _buffers._parse_limit(text) == want
-    monkeypatch.setitem(_buffers._STATE, "limit", None)  # read the environment again
+    monkeypatch.setitem(_buffers.OUTPUTS.state, "limit", None)  # read the environment again
     monkeypatch.setenv(_buffers.ENV, text)
     assert sk.output_cache_info()["limit"] == want
 
 
 @pytest.mark.parametrize("text", ["lots", "-1", "12X", "M", "inf", "nan"])
 def test_a_bad_environment_variable_is_named(monkeypatch, text):
-    monkeypatch.setitem(_buffers._STATE, "limit", None)
+    monkeypatch.setitem(_buffers.OUTPUTS.state, "limit", None)
     monkeypatch.setenv(_buffers.ENV, text)
     with pytest.raises(ValueError, match=_buffers.ENV):
         sk.output_cache_info()
@@ -200,7 +200,7 @@ def test_a_fork_while_the_lock_is_held_leaves_the_child_a_free_lock():
     held, release = threading.Event(), threading.Event()
 
     def hold():
-        with _buffers._LOCK:
+        with _buffers.OUTPUTS.lock:
             held.set()
             release.wait(10)
 

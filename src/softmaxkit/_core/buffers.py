@@ -40,19 +40,7 @@ ALIGN_MIN_BYTES = 1 << 22  # NumPy's own threshold for asking for huge pages
 DEFAULT_LIMIT = 1 << 30
 ENV = "SOFTMAXKIT_OUTPUT_CACHE"
 
-_LOCK = threading.RLock()  # re-entrant: a finalizer may run during a cache operation
-_FREE: list[np.ndarray] = []  # released buffers, oldest first
-_STATE = {"limit": None, "cached": 0, "hits": 0, "misses": 0}
-
-
-def _reset_lock_in_child() -> None:
-    # a fork while another thread held the lock would leave the child's copy locked
-    global _LOCK
-    _LOCK = threading.RLock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reset_lock_in_child)
+_CACHES: list[ReleasedBuffers] = []  # every cache, for the fork hook
 
 
 class _Lease:
@@ -61,7 +49,7 @@ class _Lease:
     __slots__ = ("__array_interface__", "__weakref__")
 
 
-def _parse_limit(text: str) -> int:
+def _parse_limit(text: str, env: str = ENV) -> int:
     units = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
     t = text.strip().upper().removesuffix("B").removesuffix("I")
     num, unit = (t[:-1], t[-1]) if t and t[-1] in units else (t, "")
@@ -70,33 +58,8 @@ def _parse_limit(text: str) -> int:
     except (ValueError, OverflowError):  # not a number, or inf
         val = -1
     if val < 0:
-        raise ValueError(f"{ENV} must be a byte count such as 0, 67108864, 64M or 1G; got {text!r}")
+        raise ValueError(f"{env} must be a byte count such as 0, 67108864, 64M or 1G; got {text!r}")
     return val
-
-
-def _limit() -> int:
-    lim = _STATE["limit"]
-    if lim is None:
-        env = os.environ.get(ENV)
-        lim = DEFAULT_LIMIT if env is None or not env.strip() else _parse_limit(env)
-        _STATE["limit"] = lim
-    return lim
-
-
-def _trim(limit: int) -> None:
-    while _FREE and _STATE["cached"] > limit:
-        _STATE["cached"] -= _held(_FREE.pop(0))
-
-
-def _give(raw: np.ndarray) -> None:
-    # the finalizer of a lease: the buffer's last view is gone
-    with _LOCK:
-        limit = _limit()
-        if _held(raw) > limit:
-            return
-        _FREE.append(raw)
-        _STATE["cached"] += _held(raw)
-        _trim(limit)
 
 
 def _held(raw: np.ndarray) -> int:
@@ -106,20 +69,99 @@ def _held(raw: np.ndarray) -> int:
     return raw.size - HUGE_PAGE
 
 
-def _take(cap: int) -> np.ndarray | None:
-    with _LOCK:
-        # read the limit here, so that a bad SOFTMAXKIT_OUTPUT_CACHE fails the call
-        # that asked for an output, not the lease's finalizer later (where Python only
-        # prints "Exception ignored" and the buffer is dropped)
-        _limit()
-        for k in range(len(_FREE) - 1, -1, -1):
-            if _FREE[k].size == cap:
-                raw = _FREE.pop(k)
-                _STATE["cached"] -= _held(raw)
-                _STATE["hits"] += 1
-                return raw
-        _STATE["misses"] += 1
-        return None
+class ReleasedBuffers:
+    """Released raw ``uint8`` buffers kept for reuse, up to a byte limit.
+
+    The state of one cache (this module's output cache; ``softmaxkit.torch``'s
+    gradient cache): the buffers, oldest first; the limit, read from the environment
+    variable ``env`` on first use (``default`` when unset); hits and misses.  A
+    buffer counts as its size class (:func:`_held`).  Thread-safe (one re-entrant
+    lock: a finalizer may run during a cache operation), and fork-safe (the child
+    gets a free lock).
+    """
+
+    def __init__(self, env: str, default: int) -> None:
+        self.env = env
+        self.default = default
+        self.lock = threading.RLock()
+        self.free: list[np.ndarray] = []
+        self.state: dict[str, int | None] = {"limit": None, "cached": 0, "hits": 0, "misses": 0}
+        _CACHES.append(self)
+
+    def _count(self, key: str, delta: int) -> None:
+        self.state[key] = int(self.state[key] or 0) + delta
+
+    def limit(self) -> int:
+        lim = self.state["limit"]
+        if lim is None:
+            env = os.environ.get(self.env)
+            lim = self.default if env is None or not env.strip() else _parse_limit(env, self.env)
+            self.state["limit"] = lim
+        return lim
+
+    def _trim(self, limit: int) -> None:
+        while self.free and int(self.state["cached"] or 0) > limit:
+            self._count("cached", -_held(self.free.pop(0)))
+
+    def give(self, raw: np.ndarray) -> None:
+        """The finalizer of a lease: the buffer's last view is gone."""
+        with self.lock:
+            limit = self.limit()
+            if _held(raw) > limit:
+                return
+            self.free.append(raw)
+            self._count("cached", _held(raw))
+            self._trim(limit)
+
+    def take(self, cap: int) -> np.ndarray | None:
+        """A released buffer of ``cap`` bytes (most recent first), or None (a miss)."""
+        with self.lock:
+            # read the limit here, so that a bad environment variable fails the call
+            # that asked for a buffer, not the lease's finalizer later (where Python
+            # only prints "Exception ignored" and the buffer is dropped)
+            self.limit()
+            for k in range(len(self.free) - 1, -1, -1):
+                if self.free[k].size == cap:
+                    raw = self.free.pop(k)
+                    self._count("cached", -_held(raw))
+                    self._count("hits", 1)
+                    return raw
+            self._count("misses", 1)
+            return None
+
+    def set_limit(self, limit: int) -> int:
+        """Set the limit (bytes, ``>= 0``; 0 frees everything held); the old one."""
+        if isinstance(limit, bool) or not isinstance(limit, (int, np.integer)):
+            raise TypeError(f"limit must be an int number of bytes, got {type(limit).__name__}")
+        if limit < 0:
+            raise ValueError(f"limit must be >= 0 bytes, got {limit}")
+        with self.lock:
+            old = self.limit()
+            self.state["limit"] = int(limit)
+            self._trim(int(limit))
+        return old
+
+    def info(self) -> dict[str, int]:
+        with self.lock:
+            return {
+                "limit": self.limit(),
+                "cached_bytes": int(self.state["cached"] or 0),
+                "buffers": len(self.free),
+                "hits": int(self.state["hits"] or 0),
+                "misses": int(self.state["misses"] or 0),
+            }
+
+
+def _reset_locks_in_child() -> None:
+    # a fork while another thread held a lock would leave the child's copy locked
+    for c in _CACHES:
+        c.lock = threading.RLock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_locks_in_child)
+
+OUTPUTS = ReleasedBuffers(ENV, DEFAULT_LIMIT)
 
 
 def set_output_cache(limit: int) -> int:
@@ -154,15 +196,7 @@ def set_output_cache(limit: int) -> int:
     >>> sk.set_output_cache(old) == 0
     True
     """
-    if isinstance(limit, bool) or not isinstance(limit, (int, np.integer)):
-        raise TypeError(f"limit must be an int number of bytes, got {type(limit).__name__}")
-    if limit < 0:
-        raise ValueError(f"limit must be >= 0 bytes, got {limit}")
-    with _LOCK:
-        old = _limit()
-        _STATE["limit"] = int(limit)
-        _trim(int(limit))
-    return old
+    return OUTPUTS.set_limit(limit)
 
 
 def output_cache_info() -> dict[str, int]:
@@ -181,14 +215,7 @@ def output_cache_info() -> dict[str, int]:
     >>> sorted(sk.output_cache_info())
     ['buffers', 'cached_bytes', 'hits', 'limit', 'misses']
     """
-    with _LOCK:
-        return {
-            "limit": _limit(),
-            "cached_bytes": _STATE["cached"],
-            "buffers": len(_FREE),
-            "hits": _STATE["hits"],
-            "misses": _STATE["misses"],
-        }
+    return OUTPUTS.info()
 
 
 def empty_like(arr: np.ndarray, dtype) -> np.ndarray:
@@ -211,7 +238,7 @@ def empty_like(arr: np.ndarray, dtype) -> np.ndarray:
     else:
         return np.empty_like(arr, dtype=dtype)
     cap = -(-nbytes // HUGE_PAGE) * HUGE_PAGE + HUGE_PAGE  # size class + alignment slack
-    raw = _take(cap)
+    raw = OUTPUTS.take(cap)
     if raw is None:
         raw = np.empty(cap, dtype=np.uint8)
     ptr = raw.ctypes.data
@@ -222,6 +249,6 @@ def empty_like(arr: np.ndarray, dtype) -> np.ndarray:
         "typestr": dtype.str,
         "version": 3,
     }
-    fin = weakref.finalize(lease, _give, raw)
+    fin = weakref.finalize(lease, OUTPUTS.give, raw)
     fin.atexit = False
     return np.asarray(lease).reshape(arr.shape, order=order)

@@ -32,8 +32,6 @@ keeps its own most recent ones.
 
 from __future__ import annotations
 
-import os
-import threading
 import weakref
 
 import numpy as np
@@ -46,67 +44,7 @@ DEFAULT_LIMIT = 1 << 30
 ENV = "SOFTMAXKIT_GRAD_CACHE"
 _HUGE = _buffers.HUGE_PAGE
 
-_LOCK = threading.RLock()
-_FREE: list[np.ndarray] = []  # released raw buffers, oldest first
-_STATE: dict[str, int | None] = {"limit": None, "cached": 0, "hits": 0, "misses": 0}
-
-
-def _reset_lock_in_child() -> None:
-    global _LOCK
-    _LOCK = threading.RLock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reset_lock_in_child)
-
-
-def _limit() -> int:
-    lim = _STATE["limit"]
-    if lim is None:
-        env = os.environ.get(ENV)
-        if env is None or not env.strip():
-            lim = DEFAULT_LIMIT
-        else:
-            try:
-                lim = _buffers._parse_limit(env)
-            except ValueError:
-                raise ValueError(
-                    f"{ENV} must be a byte count such as 0, 67108864, 512M or 1G; got {env!r}"
-                ) from None
-        _STATE["limit"] = lim
-    return lim
-
-
-def _held(raw: np.ndarray) -> int:
-    return raw.size - _HUGE  # the size class (the 2 MiB alignment slack is never touched)
-
-
-def _trim(limit: int) -> None:
-    while _FREE and _STATE["cached"] > limit:  # type: ignore[operator]
-        _STATE["cached"] -= _held(_FREE.pop(0))  # type: ignore[operator]
-
-
-def _give(raw: np.ndarray) -> None:
-    # the lease's finalizer: the buffer's last view is gone
-    with _LOCK:
-        limit = _limit()
-        if _held(raw) > limit:
-            return
-        _FREE.append(raw)
-        _STATE["cached"] += _held(raw)  # type: ignore[operator]
-        _trim(limit)
-
-
-def _take(cap: int) -> np.ndarray | None:
-    with _LOCK:
-        for k in range(len(_FREE) - 1, -1, -1):
-            if _FREE[k].size == cap:
-                raw = _FREE.pop(k)
-                _STATE["cached"] -= _held(raw)  # type: ignore[operator]
-                _STATE["hits"] += 1  # type: ignore[operator]
-                return raw
-        _STATE["misses"] += 1  # type: ignore[operator]
-        return None
+GRADS = _buffers.ReleasedBuffers(ENV, DEFAULT_LIMIT)
 
 
 _HUGEPAGES = False  # measured: see _fresh
@@ -138,13 +76,13 @@ def grad_buffer(shape, dtype: torch.dtype) -> torch.Tensor:
     """
     shape = tuple(int(s) for s in shape)
     nbytes = int(np.prod(shape, dtype=np.int64)) * torch.empty((), dtype=dtype).element_size()
-    limit = _limit()
+    limit = GRADS.limit()
     if nbytes < _buffers.ALIGN_MIN_BYTES or limit == 0:
         return _new(shape, dtype)
     cap = -(-nbytes // _HUGE) * _HUGE + _HUGE
     if cap - _HUGE > limit:
         return _new(shape, dtype)
-    raw = _take(cap)
+    raw = GRADS.take(cap)
     if raw is None:
         raw = _fresh(cap)
     ptr = raw.ctypes.data
@@ -155,7 +93,7 @@ def grad_buffer(shape, dtype: torch.dtype) -> torch.Tensor:
         "typestr": "|u1",
         "version": 3,
     }
-    fin = weakref.finalize(lease, _give, raw)
+    fin = weakref.finalize(lease, GRADS.give, raw)
     fin.atexit = False
     return torch.from_numpy(np.asarray(lease)).view(dtype).view(shape)
 
@@ -195,15 +133,7 @@ def set_grad_cache(limit: int) -> int:
     >>> skt.set_grad_cache(old) == 0
     True
     """
-    if isinstance(limit, bool) or not isinstance(limit, (int, np.integer)):
-        raise TypeError(f"limit must be an int number of bytes, got {type(limit).__name__}")
-    if limit < 0:
-        raise ValueError(f"limit must be >= 0 bytes, got {limit}")
-    with _LOCK:
-        old = _limit()
-        _STATE["limit"] = int(limit)
-        _trim(int(limit))
-    return old
+    return GRADS.set_limit(limit)
 
 
 def grad_cache_info() -> dict[str, int]:
@@ -222,11 +152,4 @@ def grad_cache_info() -> dict[str, int]:
     >>> sorted(skt.grad_cache_info())
     ['buffers', 'cached_bytes', 'hits', 'limit', 'misses']
     """
-    with _LOCK:
-        return {
-            "limit": _limit(),
-            "cached_bytes": int(_STATE["cached"] or 0),
-            "buffers": len(_FREE),
-            "hits": int(_STATE["hits"] or 0),
-            "misses": int(_STATE["misses"] or 0),
-        }
+    return GRADS.info()
