@@ -241,14 +241,21 @@ def empty_like(arr: np.ndarray, dtype) -> np.ndarray:
     raw = OUTPUTS.take(cap)
     if raw is None:
         raw = np.empty(cap, dtype=np.uint8)
+    return leased(raw, arr.size, dtype, OUTPUTS).reshape(arr.shape, order=order)
+
+
+def leased(raw: np.ndarray, n: int, dtype: np.dtype, cache: ReleasedBuffers) -> np.ndarray:
+    """A 1-D array of ``n`` ``dtype`` values at the first 2 MiB boundary of ``raw``,
+    whose buffer goes back to ``cache`` once every view of it is released (its
+    ``base`` is a :class:`_Lease` with a finalizer)."""
     ptr = raw.ctypes.data
     lease = _Lease()
     lease.__array_interface__ = {
         "data": (ptr + (-ptr % HUGE_PAGE), False),
-        "shape": (arr.size,),
+        "shape": (n,),
         "typestr": dtype.str,
         "version": 3,
     }
-    fin = weakref.finalize(lease, OUTPUTS.give, raw)
+    fin = weakref.finalize(lease, cache.give, raw)
     fin.atexit = False
-    return np.asarray(lease).reshape(arr.shape, order=order)
+    return np.asarray(lease)

@@ -32,8 +32,6 @@ keeps its own most recent ones.
 
 from __future__ import annotations
 
-import weakref
-
 import numpy as np
 import torch
 
@@ -85,17 +83,8 @@ def grad_buffer(shape, dtype: torch.dtype) -> torch.Tensor:
     raw = GRADS.take(cap)
     if raw is None:
         raw = _fresh(cap)
-    ptr = raw.ctypes.data
-    lease = _buffers._Lease()
-    lease.__array_interface__ = {
-        "data": (ptr + (-ptr % _HUGE), False),
-        "shape": (nbytes,),
-        "typestr": "|u1",
-        "version": 3,
-    }
-    fin = weakref.finalize(lease, GRADS.give, raw)
-    fin.atexit = False
-    return torch.from_numpy(np.asarray(lease)).view(dtype).view(shape)
+    u8 = _buffers.leased(raw, nbytes, np.dtype(np.uint8), GRADS)
+    return torch.from_numpy(u8).view(dtype).view(shape)
 
 
 def set_grad_cache(limit: int) -> int:
