@@ -66,6 +66,42 @@ def test_demo_subprocess():
     assert "Traceback" not in res.stderr
 
 
+_CONSOLE = """
+import atexit, sys
+import softmaxkit.cli.core as core
+sys.stdout = open(1, "w", buffering=1 << 16, closefd=False)  # block-buffered, whatever the env
+atexit.register(lambda: print("exit handler ran", file=sys.stderr))
+core.main = lambda argv=None: (print("result"), {code})[1]
+core.console()
+"""
+
+
+@pytest.mark.parametrize("code", [0, 2])
+def test_console_runs_the_exit_handlers_flushes_and_keeps_the_status(code):
+    # the console entry ends with os._exit (no interpreter teardown): the exit
+    # handlers still run, buffered output still arrives, main's status is the status
+    res = subprocess.run(
+        [sys.executable, "-c", _CONSOLE.format(code=code)],
+        capture_output=True, text=True, env=_env(), timeout=120,
+    )  # fmt: skip
+    assert res.returncode == code, res.stderr
+    assert res.stdout == "result\n" and "exit handler ran" in res.stderr
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_console_reports_an_output_that_cannot_be_written():
+    # the last flush of stdout fails (a full disk): one line on stderr, status 2
+    with open("/dev/full", "w") as full:
+        res = subprocess.run(
+            [sys.executable, "-c", _CONSOLE.format(code=0)],
+            stdout=full, stderr=subprocess.PIPE, text=True, env=_env(), timeout=120,
+        )  # fmt: skip
+    assert res.returncode == 2
+    lines = [ln for ln in res.stderr.splitlines() if ln and "exit handler ran" not in ln]
+    assert len(lines) == 1 and "writing the output" in lines[0], res.stderr
+    assert "Traceback" not in res.stderr
+
+
 @pytest.mark.parametrize("argv", [["--help"], ["demo", "--help"]])
 def test_help(argv, capsys):
     with pytest.raises(SystemExit) as e:

@@ -1,7 +1,5 @@
 """``python -m softmaxkit`` runs the command-line interface."""
 
-import sys
+from .cli.core import console
 
-from .cli.core import main
-
-sys.exit(main())
+console()
