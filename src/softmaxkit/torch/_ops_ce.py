@@ -129,7 +129,7 @@ def _ce_bf16(logits, target, weight, ignore_index, label_smoothing, reduction, z
         idx = np.flatnonzero(~nonempty)
         nonempty[idx] = (xb[idx] != _NEG_INF_BITS).any(axis=1)
     active = nonempty & ~(t1 == ii) if ii is not None else nonempty
-    tsafe = np.where(active, t1, 0).astype(np.int64)
+    tsafe = t1.astype(np.int64) if active.all() else np.where(active, t1, 0).astype(np.int64)
     wt = cw[tsafe] if cw is not None else np.ones(R)
     a, b, wsum, count = _ce.scales("index", wt, active, red)
     if need_grad:
