@@ -180,7 +180,7 @@ def row_losses(
             with np.errstate(over="ignore"):
                 zp = z * np.square(lse)
         else:
-            zp = np.zeros_like(part)
+            zp = np.zeros(part.shape)  # (calloc: no pages written; compose only reads it)
         return part, zp
     if kind == "index":
         part = np.where(active & (wt != 0), wt * np.where(active, ce, 0.0), 0.0)
@@ -190,7 +190,7 @@ def row_losses(
         with np.errstate(over="ignore"):  # lse^2 past 1.8e308: +inf, as it should
             zp = np.where(active, z * np.square(np.where(active, lse, 0.0)), 0.0)
     else:
-        zp = np.zeros_like(part)
+        zp = np.zeros(part.shape)
     return part, zp
 
 
