@@ -28,7 +28,7 @@ import threading
 from collections.abc import Sequence
 from typing import NoReturn, TextIO
 
-__all__ = ["main"]
+__all__ = ["console", "main"]
 
 _PLUGINS = (
     "softmaxkit.cli.dense",

@@ -34,6 +34,7 @@ from ._common import (
     _result_dtype,
     _scale_saved,
 )
+from ._fast import bits
 from ._gradbuf import grad_buffer
 
 
@@ -119,7 +120,7 @@ def _ce_bf16(logits, target, weight, ignore_index, label_smoothing, reduction, z
     T = validate_temperature(temperature)
     C = logits.shape[-1]
     cw = class_weights(None if weight is None else weight.numpy(), C)
-    xb = logits.detach().view(torch.int16).numpy().view(np.uint16).reshape(-1, C)
+    xb = bits(logits, C)
     R = xb.shape[0]
     t1 = target.detach().reshape(-1).numpy()
     # a row is empty when every entry is -inf: most rows show a finite first entry
@@ -136,7 +137,7 @@ def _ce_bf16(logits, target, weight, ignore_index, label_smoothing, reduction, z
         if gout is None:
             gout = grad_buffer(logits.shape, torch.bfloat16)
         # (gout may be logits itself: each row is widened before it is overwritten)
-        gb = gout.detach().view(torch.int16).numpy().view(np.uint16).reshape(R, C)
+        gb = bits(gout, C)
     else:
         gout = torch.empty((0,), dtype=torch.bfloat16)
         gb = np.empty((1, 1), dtype=np.uint16)  # never written

@@ -45,17 +45,7 @@ def _bf16_rows(t: torch.Tensor, dims) -> np.ndarray | None:
     axes = list(range(nd)) if dims is None else sorted(d % nd for d in dims) if nd else []
     if nd == 0 or t.numel() == 0 or axes != list(range(nd - len(axes), nd)):
         return None
-    n = math.prod(t.shape[nd - len(axes) :])
-    return t.detach().view(torch.int16).numpy().view(np.uint16).reshape(-1, n)
-
-
-def _bf16_run(kernel, out: torch.Tensor, *args) -> torch.Tensor:
-    from .._kernels import _parallel
-
-    o2 = out.view(torch.int16).numpy().view(np.uint16).reshape(args[0].shape)
-    nt = _parallel.threads_for(o2.size)
-    _parallel.run(kernel, o2.shape[0], nt, *args, o2, chunks=_fast_mod.chunks_for(o2.size, nt))
-    return out
+    return _fast_mod.bits(t, math.prod(t.shape[nd - len(axes) :]))
 
 
 def _softmax_impl(x, dims, temperature, where, log, alloc=_new):
@@ -69,7 +59,7 @@ def _softmax_impl(x, dims, temperature, where, log, alloc=_new):
         try:
             with coldstart.allow(x2.size):
                 out = alloc(x.shape, torch.bfloat16)
-                return _bf16_run(bf16.softmax_range, out, x2, 1.0 / temperature, log)
+                return _fast_mod.bits_run(bf16.softmax_range, out, x2, 1.0 / temperature, log)
         except coldstart.ColdKernel:
             pass  # compiling in the background: the float32 path below (its own cold path)
     out = alloc(x.shape, _result_dtype(x.dtype))
@@ -103,7 +93,7 @@ def _vjp_impl(y, g, dims, temperature, where, log):
         try:
             with coldstart.allow(y2.size):
                 out = grad_buffer(y.shape, torch.bfloat16)
-                return _bf16_run(bf16.vjp_range, out, y2, g2, 1.0 / temperature, log)
+                return _fast_mod.bits_run(bf16.vjp_range, out, y2, g2, 1.0 / temperature, log)
         except coldstart.ColdKernel:
             pass  # compiling in the background: the float32 path below
     # a gradient: from the released-gradient cache (``_gradbuf``; a [4096, 32000]

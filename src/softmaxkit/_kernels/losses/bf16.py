@@ -35,8 +35,6 @@ from .common import _FM
 from .cross_entropy import _index_row_general
 from .fast import _fast_ok, _scale_shift_row, _sum_exp, _sum_exp_inplace
 
-_NEG_INF = np.uint16(0xFF80)
-
 
 @njit(cache=True, nogil=True, fastmath=_FM)
 def _widen_scan(br, fr):
