@@ -171,14 +171,14 @@ def test_threads_never_share_a_live_output(cache):
 )
 def test_the_environment_variable(monkeypatch, text, want):
     assert _buffers._parse_limit(text) == want
-    monkeypatch.setitem(_buffers.OUTPUTS.state, "limit", None)  # read the environment again
+    monkeypatch.setattr(_buffers.OUTPUTS, "_limit", None)  # read the environment again
     monkeypatch.setenv(_buffers.ENV, text)
     assert sk.output_cache_info()["limit"] == want
 
 
 @pytest.mark.parametrize("text", ["lots", "-1", "12X", "M", "inf", "nan"])
 def test_a_bad_environment_variable_is_named(monkeypatch, text):
-    monkeypatch.setitem(_buffers.OUTPUTS.state, "limit", None)
+    monkeypatch.setattr(_buffers.OUTPUTS, "_limit", None)
     monkeypatch.setenv(_buffers.ENV, text)
     with pytest.raises(ValueError, match=_buffers.ENV):
         sk.output_cache_info()

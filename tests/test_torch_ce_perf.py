@@ -222,7 +222,7 @@ def test_grad_cache_environment_variable():
         "import torch, softmaxkit.torch as skt\n"
         "print(skt.grad_cache_info()['limit'])\n"
         "try:\n"
-        "    skt.set_grad_cache(0); skt._gradbuf.GRADS.state['limit'] = None\n"
+        "    skt.set_grad_cache(0); skt._gradbuf.GRADS._limit = None\n"
         "    import os; os.environ['SOFTMAXKIT_GRAD_CACHE'] = 'lots'\n"
         "    skt.grad_cache_info()\n"
         "except ValueError as e:\n"

@@ -73,8 +73,9 @@ class ReleasedBuffers:
     """Released raw ``uint8`` buffers kept for reuse, up to a byte limit.
 
     The state of one cache (this module's output cache; ``softmaxkit.torch``'s
-    gradient cache): the buffers, oldest first; the limit, read from the environment
-    variable ``env`` on first use (``default`` when unset); hits and misses.  A
+    gradient cache): the buffers, oldest first, and the bytes they hold; the limit,
+    read from the environment variable ``env`` on first use (``default`` when
+    unset); hits and misses.  A
     buffer counts as its size class (:func:`_held`).  Thread-safe (one re-entrant
     lock: a finalizer may run during a cache operation), and fork-safe (the child
     gets a free lock).
@@ -85,23 +86,23 @@ class ReleasedBuffers:
         self.default = default
         self.lock = threading.RLock()
         self.free: list[np.ndarray] = []
-        self.state: dict[str, int | None] = {"limit": None, "cached": 0, "hits": 0, "misses": 0}
+        self._limit: int | None = None  # read from the environment on first use
+        self.cached = 0  # bytes held (size classes)
+        self.hits = 0
+        self.misses = 0
         _CACHES.append(self)
 
-    def _count(self, key: str, delta: int) -> None:
-        self.state[key] = int(self.state[key] or 0) + delta
-
     def limit(self) -> int:
-        lim = self.state["limit"]
-        if lim is None:
+        if self._limit is None:
             env = os.environ.get(self.env)
-            lim = self.default if env is None or not env.strip() else _parse_limit(env, self.env)
-            self.state["limit"] = lim
-        return lim
+            self._limit = (
+                self.default if env is None or not env.strip() else _parse_limit(env, self.env)
+            )
+        return self._limit
 
     def _trim(self, limit: int) -> None:
-        while self.free and int(self.state["cached"] or 0) > limit:
-            self._count("cached", -_held(self.free.pop(0)))
+        while self.free and self.cached > limit:
+            self.cached -= _held(self.free.pop(0))
 
     def give(self, raw: np.ndarray) -> None:
         """The finalizer of a lease: the buffer's last view is gone."""
@@ -110,7 +111,7 @@ class ReleasedBuffers:
             if _held(raw) > limit:
                 return
             self.free.append(raw)
-            self._count("cached", _held(raw))
+            self.cached += _held(raw)
             self._trim(limit)
 
     def take(self, cap: int) -> np.ndarray | None:
@@ -123,10 +124,10 @@ class ReleasedBuffers:
             for k in range(len(self.free) - 1, -1, -1):
                 if self.free[k].size == cap:
                     raw = self.free.pop(k)
-                    self._count("cached", -_held(raw))
-                    self._count("hits", 1)
+                    self.cached -= _held(raw)
+                    self.hits += 1
                     return raw
-            self._count("misses", 1)
+            self.misses += 1
             return None
 
     def set_limit(self, limit: int) -> int:
@@ -137,18 +138,18 @@ class ReleasedBuffers:
             raise ValueError(f"limit must be >= 0 bytes, got {limit}")
         with self.lock:
             old = self.limit()
-            self.state["limit"] = int(limit)
-            self._trim(int(limit))
+            self._limit = int(limit)
+            self._trim(self._limit)
         return old
 
     def info(self) -> dict[str, int]:
         with self.lock:
             return {
                 "limit": self.limit(),
-                "cached_bytes": int(self.state["cached"] or 0),
+                "cached_bytes": self.cached,
                 "buffers": len(self.free),
-                "hits": int(self.state["hits"] or 0),
-                "misses": int(self.state["misses"] or 0),
+                "hits": self.hits,
+                "misses": self.misses,
             }
 
 
