@@ -122,6 +122,82 @@ def test_bf16_cross_entropy_takes_the_bits_kernel_not_a_float32_copy(monkeypatch
     assert calls == [1]
 
 
+def _count_runs(monkeypatch):
+    from softmaxkit.torch import _ops_ce
+
+    runs = []
+    real = _ops_ce._ce_bf16_run
+    monkeypatch.setattr(_ops_ce, "_ce_bf16_run", lambda *a: runs.append(1) or real(*a))
+    return runs
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_bf16_empty_rows_found_after_the_kernel(monkeypatch, reduction):
+    # Without grad_out= the empty rows (all -inf) are found after the kernel from the
+    # rows whose loss is NaN, and the kernel runs again without them: one run when no
+    # row is empty (a NaN row is not empty), two with an empty one; grad_out= checks
+    # up front (its buffer may be the logits): one run.  Every result equals the
+    # float32 route's rounded once (the fast rows: within one bfloat16 ulp).
+    runs = _count_runs(monkeypatch)
+    x = _bf16_logits((40, 300), 21)
+    t = torch.randint(0, 300, (40,), generator=torch.Generator().manual_seed(22))
+    x[9, :5] = -INF  # a first entry -inf, the row not empty
+    t[9] = 100  # (a target at -inf would make that loss +inf)
+    cases = {"plain": (x, 1)}
+    xn = x.clone()
+    xn[3, 8] = float("nan")
+    cases["nan row"] = (xn, 1)
+    xe = x.clone()
+    xe[17] = -INF
+    xe[30] = -INF
+    cases["empty rows"] = (xe, 2)
+    xb = xe.clone()
+    xb[3, 8] = float("nan")
+    cases["empty and nan rows"] = (xb, 2)
+    for name, (xc, want_runs) in cases.items():
+        runs.clear()
+        loss, grad = _fwd_bwd(xc, t, reduction=reduction)
+        assert len(runs) == want_runs, name
+        loss32, grad32 = _fwd_bwd(xc.float(), t, reduction=reduction)
+        nan = torch.isnan(loss32)
+        assert torch.equal(torch.isnan(loss), nan), name
+        if not nan.any():
+            assert ulps(loss, loss32.to(torch.bfloat16)).max() <= 1, name
+        rows = ~torch.isnan(grad32).any(dim=-1)
+        assert ulps(grad[rows], grad32.to(torch.bfloat16)[rows]).max() <= 1, name
+        if name == "empty rows":
+            assert torch.equal(grad[[17, 30]], torch.zeros(2, 300, dtype=torch.bfloat16))
+            if reduction == "mean":  # the mean over the 38 other rows
+                keep = torch.ones(40, dtype=torch.bool)
+                keep[[17, 30]] = False
+                ref = F.cross_entropy(xc.double()[keep], t[keep])
+                assert abs(float(loss) - float(ref)) <= 2.0**-8 * abs(float(ref))
+        # forward only (no gradient): the same check, the same loss
+        runs.clear()
+        with torch.no_grad():
+            lf = skt.cross_entropy(xc, t, reduction=reduction)
+        assert len(runs) == want_runs and torch.equal(lf.isnan(), loss.isnan()), name
+        assert torch.equal(lf.nan_to_num(7.0), loss.nan_to_num(7.0)), name
+    runs.clear()
+    z = xe.clone().requires_grad_()
+    h = z * 1
+    lo = skt.cross_entropy(h, t, reduction=reduction, grad_out=h)
+    (lo.sum() if lo.ndim else lo).backward()
+    assert len(runs) == 1
+    assert torch.equal(lo.nan_to_num(7.0), _fwd_bwd(xe, t, reduction=reduction)[0].nan_to_num(7.0))
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_bf16_unweighted_rows_equal_the_weighted_path_with_unit_weights(reduction):
+    # no weights, every row counted, no z-loss: one scale array and one sum; the same
+    # bits as the general per-row weights (unit weights) and parts
+    x = _bf16_logits((64, 500), 23)
+    t = torch.randint(0, 500, (64,), generator=torch.Generator().manual_seed(24))
+    a = _fwd_bwd(x, t, reduction=reduction)
+    b = _fwd_bwd(x, t, reduction=reduction, weight=torch.ones(500))
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
 def test_bf16_cross_entropy_checks_options_like_numpy():
     x = _bf16_logits((4, 10), 9)
     t = torch.tensor([0, 1, 2, 3])

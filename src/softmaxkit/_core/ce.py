@@ -196,24 +196,25 @@ def row_losses(
 
 def compose(
     part: F64,
-    zp: F64,
+    zp: F64 | None,
     reduction: str,
     wsum: float,
     count: int,
     batch: tuple[int, ...],
     out_dtype: Any,
 ) -> Any:
-    """The reduced loss from the per-row parts: a NumPy scalar, or the per-row array
-    of shape ``batch`` for ``reduction="none"``."""
+    """The reduced loss from the per-row parts (``zp`` None: no z-loss part): a NumPy
+    scalar, or the per-row array of shape ``batch`` for ``reduction="none"``."""
     # sums past float64's range and casts past the output dtype's round to +-inf:
     # that is the correctly rounded loss (x / T at T = 1e-40 in float32), no warning;
     # +inf + -inf (a target at -inf whose log-prob term has a positive weight) is NaN,
     # undefined, also without a warning (docs/vocab_outputs.md, "Edge cases")
     with np.errstate(over="ignore", invalid="ignore"):
+        zs = np.sum(zp) if zp is not None else 0.0
         if reduction == "none":
-            loss = (part + zp).reshape(batch).astype(out_dtype)
+            loss = (part + zp if zp is not None else part).reshape(batch).astype(out_dtype)
             return loss[()] if loss.ndim == 0 else loss
         if reduction == "sum":
-            return scalar(np.sum(part) + np.sum(zp), out_dtype)
-        val = (np.sum(part) / wsum if wsum != 0 else 0.0) + (np.sum(zp) / count if count else 0.0)
+            return scalar(np.sum(part) + zs, out_dtype)
+        val = (np.sum(part) / wsum if wsum != 0 else 0.0) + (zs / count if count else 0.0)
         return scalar(val, out_dtype)

@@ -113,9 +113,6 @@ def _ce_bf16(logits, target, weight, ignore_index, label_smoothing, reduction, z
     """Cross-entropy of bfloat16 logits read as bits (``_kernels/losses/bf16.py``):
     the gradient is written as bfloat16 once, no float32 copy of logits or gradient.
     Options are checked as ``softmaxkit.cross_entropy`` checks them."""
-    from .._kernels import _parallel
-    from .._kernels.losses import bf16 as kb
-
     red, eps, z, ii = _ce.loss_options(reduction, label_smoothing, z_loss, ignore_index)
     T = validate_temperature(temperature)
     C = logits.shape[-1]
@@ -123,35 +120,77 @@ def _ce_bf16(logits, target, weight, ignore_index, label_smoothing, reduction, z
     xb = bits(logits, C)
     R = xb.shape[0]
     t1 = target.detach().reshape(-1).numpy()
-    # a row is empty when every entry is -inf: most rows show a finite first entry
-    # (one strided read a row: 0.05 ms at [65536, 128], the per-row scan 0.4 ms)
+    counted = ~(t1 == ii) if ii is not None else np.ones(R, dtype=bool)
+    # Rows whose entries are all -inf ("empty") do not count (docs/losses.md).  When
+    # the kernel may run twice (no ``gout`` from the caller: logits stay intact), they
+    # are found afterwards: such a row, counted, comes out with a NaN loss, and only
+    # then are the NaN rows looked at and the kernel run again without them.  The
+    # check up front (a strided read of each row's first entry, a cache line a row:
+    # 0.8-1.2 ms at [65536, 128] bfloat16) stays for a caller's ``gout`` (possibly
+    # ``logits`` itself).
+    rerun_ok = gout is None
+    active = counted if rerun_ok else _nonempty(xb) & counted
+    if need_grad and gout is None:
+        gout = grad_buffer(logits.shape, torch.bfloat16)
+    gw = gout if need_grad else None
+    ce, part, zp, wsum, count = _ce_bf16_run(xb, t1, cw, active, red, T, eps, z, gw)
+    if rerun_ok:
+        bad = np.flatnonzero(np.isnan(ce))
+        if bad.size and not _nonempty(xb[bad]).all():
+            active = _nonempty(xb) & counted
+            ce, part, zp, wsum, count = _ce_bf16_run(xb, t1, cw, active, red, T, eps, z, gw)
+    if gout is None:
+        gout = torch.empty((0,), dtype=torch.bfloat16)
+    loss = _ce.compose(part, zp, red, wsum, count, tuple(target.shape), np.float32)
+    return torch.from_numpy(np.array(loss, dtype=np.float32)).to(torch.bfloat16), gout
+
+
+def _nonempty(xb):
+    """Rows of the bits ``xb`` with an entry above -inf (most show it in their first)."""
     nonempty = xb[:, 0] != _NEG_INF_BITS
     if not nonempty.all():
         idx = np.flatnonzero(~nonempty)
         nonempty[idx] = (xb[idx] != _NEG_INF_BITS).any(axis=1)
-    active = nonempty & ~(t1 == ii) if ii is not None else nonempty
-    tsafe = t1.astype(np.int64) if active.all() else np.where(active, t1, 0).astype(np.int64)
-    wt = cw[tsafe] if cw is not None else np.ones(R)
-    a, b, wsum, count = _ce.scales("index", wt, active, red)
-    if need_grad:
-        if gout is None:
-            gout = grad_buffer(logits.shape, torch.bfloat16)
-        # (gout may be logits itself: each row is widened before it is overwritten)
-        gb = bits(gout, C)
+    return nonempty
+
+
+def _ce_bf16_run(xb, t1, cw, active, red, T, eps, z, gout):
+    """One run of the bfloat16 cross-entropy kernel over every row, the gradient into
+    ``gout`` (None: none); returns the per-row ``ce`` and parts and the denominators."""
+    from .._kernels import _parallel
+    from .._kernels.losses import bf16 as kb
+
+    R = xb.shape[0]
+    every = bool(active.all())
+    tsafe = t1.astype(np.int64, copy=False) if every else np.where(active, t1, 0).astype(np.int64)
+    # no class weights, every row counted, no z-loss, a reduced loss: each row's scale
+    # is 1/R (or 1) and the loss is the sum of the rows' (one array, one sum, instead
+    # of the general per-row weights and parts: ~0.4 ms at [65536, 128])
+    plain = cw is None and every and z == 0 and red != "none"
+    if plain:
+        wt = None
+        a = b = np.full(R, 1.0 / R if red == "mean" else 1.0)
+        wsum, count = float(R), R
     else:
-        gout = torch.empty((0,), dtype=torch.bfloat16)
+        wt = cw[tsafe] if cw is not None else np.ones(R)
+        a, b, wsum, count = _ce.scales("index", wt, active, red)
+    if gout is not None:
+        # (gout may be logits itself: each row is widened before it is overwritten)
+        gb = bits(gout, xb.shape[1])
+    else:
         gb = np.empty((1, 1), dtype=np.uint16)  # never written
     ce = np.empty(R, dtype=np.float64)
     lse = np.empty(R, dtype=np.float64)
     # ~2 ns a value, as ce_index_rows (its over_rows cost 8)
     nt = _parallel.threads_for(8 * xb.size)
     _parallel.run(
-        kb.ce_rows_bf16, R, nt, xb, tsafe, 1.0 / T, eps, z, a, b, active, need_grad,
+        kb.ce_rows_bf16, R, nt, xb, tsafe, 1.0 / T, eps, z, a, b, active, gout is not None,
         gb, ce, lse, _ce.lim(np.float32),
     )  # fmt: skip
+    if plain:
+        return ce, ce, None, wsum, count
     part, zp = _ce.row_losses("index", wt, ce, lse, active, z)
-    loss = _ce.compose(part, zp, red, wsum, count, tuple(target.shape), np.float32)
-    return torch.from_numpy(np.array(loss, dtype=np.float32)).to(torch.bfloat16), gout
+    return ce, part, zp, wsum, count
 
 
 @_ce_op.register_fake
