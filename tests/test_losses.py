@@ -677,3 +677,46 @@ def test_hinge_empty_inputs(kind):
         assert loss == 0.0 and g.shape == shape
         per = sk.multiclass_hinge_loss(x, t, kind=kind, reduction="none")
         assert per.shape == (0,)
+
+
+@pytest.mark.parametrize("kw", [{}, {"label_smoothing": 0.1, "z_loss": 1e-3}, {"prob": True}])
+def test_empty_rows_found_after_the_kernel_without_a_full_scan(monkeypatch, kw):
+    # Without a mask, rows of all -inf are found from the rows whose loss comes out
+    # non-finite: no scan of every row for a plain input, the few non-finite rows
+    # scanned (a NaN row is not empty), and a full scan + second kernel run only when
+    # one is empty.  A gradient written over the logits scans first.
+    import softmaxkit.losses as losses
+
+    scans = []
+    real = losses._nonempty
+    monkeypatch.setattr(
+        losses, "_nonempty", lambda k, x2, m, hm: scans.append(x2.shape[0]) or real(k, x2, m, hm)
+    )
+    kw = dict(kw)
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((50, 40)).astype(np.float32)
+    t = rng.integers(0, 40, 50)
+    if kw.pop("prob", False):
+        t = sk.softmax(rng.standard_normal((50, 40)))
+    sk.cross_entropy(x, t, return_grad=True, **kw)
+    assert scans == []
+    x[9, 3] = np.nan
+    for empty, want in (([], [1]), ([7, 30], [3, 50])):
+        xe = x.copy()
+        xe[empty] = -np.inf
+        scans.clear()
+        loss, g = sk.cross_entropy(xe, t, reduction="none", return_grad=True, **kw)
+        assert scans == want
+        r_loss, r_g = ref.cross_entropy(xe, t, reduction="none", return_grad=True, **kw)
+        np.testing.assert_allclose(loss, r_loss, rtol=2e-6, atol=1e-6)
+        np.testing.assert_allclose(g, r_g, rtol=2e-6, atol=1e-6)
+        assert np.all(loss[empty] == 0) and np.all(g[empty] == 0)
+        scans.clear()
+        lm = sk.cross_entropy(np.delete(xe, 9, axis=0), np.delete(t, 9, axis=0), **kw)
+        keep = [i for i in range(50) if i not in (9, *empty)]
+        np.testing.assert_allclose(lm, ref.cross_entropy(xe[keep], t[keep], **kw), rtol=2e-6)
+    scans.clear()
+    xo = xe.copy()
+    sk.cross_entropy(xo, t, return_grad=True, out=xo, **kw)  # the gradient over the logits
+    assert scans == [50]
+    np.testing.assert_allclose(xo, g / 48, rtol=2e-6, atol=1e-7)
