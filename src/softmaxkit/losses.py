@@ -362,7 +362,7 @@ def _ce_kernels(
         y2 = y2 if y2.flags.writeable else y2.copy()
         counted = np.ones(R, dtype=np.bool_)
 
-    def run(active):
+    def run(active: Any) -> tuple[Any, float, int]:
         if kind == "index":
             tsafe = t1 if active.all() else np.where(active, t1, 0)
             wt = cw[tsafe] if cw is not None else np.ones(R)
