@@ -27,7 +27,14 @@ import math
 import numpy as np
 from numba import njit
 
-from ..bf16 import _S_MAX, PAIR_MAX, _exp_store_sum, _exp_store_sum2, _write_scaled
+from ..bf16 import (
+    _S_MAX,
+    PAIR_MAX,
+    _exp_store_sum,
+    _exp_store_sum2,
+    _write_scaled,
+    _write_scaled2,
+)
 from ..bf16_math import bf16_to_f32, f32_to_bf16, round_array
 from ..exp import fmaximum
 from ..view import row
@@ -143,9 +150,9 @@ def _sum_except(fr, tg):
 
 
 @njit(cache=True, nogil=True, fastmath=_FM)
-def _finish(xr, fr, s, c, t, tg, z, ai, bi, want_grad, gr):
-    """Loss, lse and (``want_grad``) gradient row of one row whose exponentials
-    ``fr = exp(v - c)`` sum to ``s``; returns ``(ce, lse)``.
+def _terms(xr, fr, s, c, t, tg, z, ai, bi):
+    """``(ce, lse, scale, g_t)`` of one row whose exponentials ``fr = exp(v - c)`` sum
+    to ``s``: its gradient is ``fr * scale`` rounded, then ``g_t`` at the target.
 
     ``v_t - c`` is taken in float32, before the widening: with ``reassoc`` (which
     also reaches a helper without fast-math once it is inlined into one with it),
@@ -160,14 +167,21 @@ def _finish(xr, fr, s, c, t, tg, z, ai, bi, want_grad, gr):
         cei = math.log1p(r / et)
     else:
         cei = ls - np.float64(bf16_to_f32(xr[tg]) * t - c)
+    cz = ai + 2.0 * bi * z * lrow
+    if confident:  # softmax_t - 1 = -r / s
+        g = np.float64(t) * ((cz - ai) - cz * (r / s))
+    else:
+        g = np.float64(t) * (cz * (et / s) - ai)
+    return cei, lrow, np.float32(np.float64(t) * cz / s), np.float32(g)
+
+
+@njit(cache=True, nogil=True, fastmath=_FM)
+def _finish(xr, fr, s, c, t, tg, z, ai, bi, want_grad, gr):
+    """Loss, lse and (``want_grad``) gradient row of one row (:func:`_terms`)."""
+    cei, lrow, sc, g = _terms(xr, fr, s, c, t, tg, z, ai, bi)
     if want_grad:
-        cz = ai + 2.0 * bi * z * lrow
-        _write_scaled(fr, np.float32(np.float64(t) * cz / s), gr)
-        if confident:  # softmax_t - 1 = -r / s
-            g = np.float64(t) * ((cz - ai) - cz * (r / s))
-        else:
-            g = np.float64(t) * (cz * (et / s) - ai)
-        gr[tg] = f32_to_bf16(np.float32(g))
+        _write_scaled(fr, sc, gr)
+        gr[tg] = f32_to_bf16(g)
     return cei, lrow
 
 
@@ -207,11 +221,15 @@ def _two(xb, tgt, t, z, a, b, active, want_grad, gb, ce, lse, i, fa, fc):
     sa, sc = _exp_store_sum2(xa, xc, t, ca, cc, fa, fc)
     if not (sa < _S_MAX and sc < _S_MAX):
         return False
-    ga = row(gb, i if want_grad else 0)
-    ce[i], lse[i] = _finish(xa, fa, sa, ca, t, ta, z, a[i], b[i], want_grad, ga)
     j = i + 1
-    gj = row(gb, j if want_grad else 0)
-    ce[j], lse[j] = _finish(xc, fc, sc, cc, t, tc, z, a[j], b[j], want_grad, gj)
+    ce[i], lse[i], sca, g_a = _terms(xa, fa, sa, ca, t, ta, z, a[i], b[i])
+    ce[j], lse[j], scc, g_c = _terms(xc, fc, sc, cc, t, tc, z, a[j], b[j])
+    if want_grad:  # both gradient rows in one pass, as the softmax writes its pairs
+        ga = row(gb, i)
+        gc = row(gb, j)
+        _write_scaled2(fa, fc, sca, scc, ga, gc)
+        ga[ta] = f32_to_bf16(g_a)
+        gc[tc] = f32_to_bf16(g_c)
     return True
 
 
