@@ -24,6 +24,7 @@ from . import _vocab
 from ._core import coldstart
 from ._core.ce import (
     compose,
+    deferred_empty_rows,
     grad_out,
     inv_temperature,
     kernels,
@@ -300,13 +301,6 @@ def cross_entropy(
         return loss, out
 
 
-def _nonempty(k: Any, x2: Any, mask: Any, has_mask: bool) -> Any:
-    """Rows of ``x2`` with an included entry above -inf (NaN counts)."""
-    nonempty = np.empty(x2.shape[0], dtype=np.bool_)
-    k.row_nonempty(x2, mask, has_mask, nonempty)
-    return nonempty
-
-
 def _ce_kernels(
     arr: Any, ax: Any, red: Any, eps: Any, z: Any, ii: Any, cw: Any, kind: Any, tgt: Any,
     mask: Any, compute: Any, out_dtype: Any, pre_T: Any, invT: Any, out: Any,
@@ -362,43 +356,38 @@ def _ce_kernels(
         y2 = y2 if y2.flags.writeable else y2.copy()
         counted = np.ones(R, dtype=np.bool_)
 
-    def run(active: Any) -> tuple[Any, float, int]:
+    def run(active: Any) -> tuple[Any, Any, float, int]:
         if kind == "index":
             tsafe = t1 if active.all() else np.where(active, t1, 0)
-            wt = cw[tsafe] if cw is not None else np.ones(R)
+            wt = cw[tsafe] if cw is not None else None
             a, b, wsum, count = scales(kind, wt, active, red)
             k.ce_index_rows(
                 x2, tsafe, dummy_mask, has_mask, invT, eps, z, a, b, active,
                 return_grad, grad2, ce, lse, inplace, lim(compute),
             )  # fmt: skip
         else:
-            wt = np.ones(R)
+            wt = None
             a, b, wsum, count = scales(kind, wt, active, red)
             k.ce_prob_rows(
                 x2, y2, cw if cw is not None else np.ones(n_classes), cw is not None,
                 dummy_mask, has_mask, invT, eps, z, a, b, active,
                 return_grad, grad2, ce, lse,
             )  # fmt: skip
-        return wt, wsum, count
+        return ce, wt, wsum, count
 
-    # Rows with no included entry above -inf ("empty") do not count.  Without a mask,
-    # and unless the gradient overwrites the logits, they are found after the kernel:
-    # such a row (all -inf), counted, comes out with a non-finite loss, and only those
-    # rows are scanned, the kernel run again without the empty ones.  Scanning every
-    # row first (to its first entry above -inf, a cache line a row) cost ~1 ms at
-    # [65536, 128] float32.  (A fully masked row, counted, is not a state the kernels
-    # take: label smoothing divides by its number of included classes.)
-    if inplace or has_mask:
-        active = _nonempty(k, x2, dummy_mask, has_mask) & counted
-        wt, wsum, count = run(active)
-    else:
-        active = counted
-        wt, wsum, count = run(active)
-        bad = np.flatnonzero(~np.isfinite(ce) & active)
-        if bad.size:
-            if not _nonempty(k, x2[bad], dummy_mask[: bad.size], False).all():
-                active = _nonempty(k, x2, dummy_mask, has_mask) & counted
-                wt, wsum, count = run(active)
+    def nonempty(idx: Any) -> Any:
+        xs = x2 if idx is None else x2[idx]
+        ms = dummy_mask if idx is None else dummy_mask[: idx.size]  # (no mask: all True)
+        out = np.empty(xs.shape[0], dtype=np.bool_)
+        k.row_nonempty(xs, ms, has_mask, out)
+        return out
+
+    # Without a mask, and unless the gradient overwrites the logits, empty rows are
+    # found after the kernel (a fully masked row, counted, is not a state the kernels
+    # take: label smoothing divides by its number of included classes)
+    (_, wt, wsum, count), active = deferred_empty_rows(
+        run, counted, nonempty, not (inplace or has_mask)
+    )
 
     part, zp = row_losses(kind, wt, ce, lse, active, z)
     batch = arr.shape[:ax] + arr.shape[ax + 1 :]

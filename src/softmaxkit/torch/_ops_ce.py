@@ -121,24 +121,20 @@ def _ce_bf16(logits, target, weight, ignore_index, label_smoothing, reduction, z
     R = xb.shape[0]
     t1 = target.detach().reshape(-1).numpy()
     counted = ~(t1 == ii) if ii is not None else np.ones(R, dtype=bool)
-    # Rows whose entries are all -inf ("empty") do not count (docs/losses.md).  When
-    # the kernel may run twice (no ``gout`` from the caller: logits stay intact), they
-    # are found afterwards: such a row, counted, comes out with a NaN loss, and only
-    # then are the NaN rows looked at and the kernel run again without them.  The
-    # check up front (a strided read of each row's first entry, a cache line a row:
-    # 0.8-1.2 ms at [65536, 128] bfloat16) stays for a caller's ``gout`` (possibly
-    # ``logits`` itself).
-    rerun_ok = gout is None
-    active = counted if rerun_ok else _nonempty(xb) & counted
+    own = gout is None  # no buffer from the caller: the kernel may run twice
     if need_grad and gout is None:
         gout = grad_buffer(logits.shape, torch.bfloat16)
     gw = gout if need_grad else None
-    ce, part, zp, wsum, count = _ce_bf16_run(xb, t1, cw, active, red, T, eps, z, gw)
-    if rerun_ok:
-        bad = np.flatnonzero(np.isnan(ce))
-        if bad.size and not _nonempty(xb[bad]).all():
-            active = _nonempty(xb) & counted
-            ce, part, zp, wsum, count = _ce_bf16_run(xb, t1, cw, active, red, T, eps, z, gw)
+
+    def nonempty(idx):
+        return _nonempty(xb if idx is None else xb[idx])
+
+    # empty rows (all -inf) found after the kernel unless the caller's ``gout`` may
+    # be ``logits`` itself (``_core/ce.deferred_empty_rows``)
+    (_, part, zp, wsum, count), _ = _ce.deferred_empty_rows(
+        lambda active: _ce_bf16_run(xb, t1, cw, active, red, T, eps, z, gw), counted,
+        nonempty, own,
+    )  # fmt: skip
     if gout is None:
         gout = torch.empty((0,), dtype=torch.bfloat16)
     loss = _ce.compose(part, zp, red, wsum, count, tuple(target.shape), np.float32)
@@ -163,17 +159,8 @@ def _ce_bf16_run(xb, t1, cw, active, red, T, eps, z, gout):
     R = xb.shape[0]
     every = bool(active.all())
     tsafe = t1.astype(np.int64, copy=False) if every else np.where(active, t1, 0).astype(np.int64)
-    # no class weights, every row counted, no z-loss, a reduced loss: each row's scale
-    # is 1/R (or 1) and the loss is the sum of the rows' (one array, one sum, instead
-    # of the general per-row weights and parts: ~0.4 ms at [65536, 128])
-    plain = cw is None and every and z == 0 and red != "none"
-    if plain:
-        wt = None
-        a = b = np.full(R, 1.0 / R if red == "mean" else 1.0)
-        wsum, count = float(R), R
-    else:
-        wt = cw[tsafe] if cw is not None else np.ones(R)
-        a, b, wsum, count = _ce.scales("index", wt, active, red)
+    wt = cw[tsafe] if cw is not None else None
+    a, b, wsum, count = _ce.scales("index", wt, active, red)
     if gout is not None:
         # (gout may be logits itself: each row is widened before it is overwritten)
         gb = bits(gout, xb.shape[1])
@@ -187,8 +174,6 @@ def _ce_bf16_run(xb, t1, cw, active, red, T, eps, z, gout):
         kb.ce_rows_bf16, R, nt, xb, tsafe, 1.0 / T, eps, z, a, b, active, gout is not None,
         gb, ce, lse, _ce.lim(np.float32),
     )  # fmt: skip
-    if plain:
-        return ce, ce, None, wsum, count
     part, zp = _ce.row_losses("index", wt, ce, lse, active, z)
     return ce, part, zp, wsum, count
 
