@@ -4,6 +4,7 @@ big-endian files, top-k over rows longer than the budget."""
 
 from __future__ import annotations
 
+import dis
 import errno
 import os
 import signal
@@ -20,6 +21,7 @@ import softmaxkit
 from softmaxkit import stream_logsumexp, stream_softmax
 from softmaxkit._core import npyio as _npyio
 from softmaxkit.cli import main
+from softmaxkit.cli.core import Terminated
 from softmaxkit.drivers import stream as _stream
 
 
@@ -65,10 +67,15 @@ def _targets(tmp_path):
     }
 
 
-@pytest.mark.parametrize("cmd", ["softmax", "logsumexp", "topk", "int8"])
+@pytest.mark.parametrize(
+    "cmd", ["softmax", "logsumexp", "topk", "int8", "sample", "bench-json", "bench-md", "bench-png"]
+)
 def test_special_output_targets_are_refused_untouched(x_path, tmp_path, capsys, cmd):
     """-o onto a FIFO, a symlink (live or dangling), a socket or /dev/null: exit 2 naming
-    the path, and the node is still what it was (the refusal comes before any write)."""
+    the path, and the node is still what it was (the refusal comes before any write;
+    the bench's before any timing)."""
+    if cmd == "bench-png":
+        pytest.importorskip("matplotlib")
     _, src = x_path
     sock, targets = _targets(tmp_path)
     try:
@@ -79,10 +86,16 @@ def test_special_output_targets_are_refused_untouched(x_path, tmp_path, capsys, 
                 "logsumexp": ["logsumexp", str(src), "-o", str(target)],
                 "topk": ["topk", str(src), "-k", "2", "-o", str(target)],
                 "int8": ["int8", "1", "2", "--input-scale", "0.1", "-o", str(target)],
+                "sample": ["sample", str(src), "-o", str(target)],
+                "bench-json": ["bench", "--quick", "--json", str(target)],
+                "bench-md": ["bench", "--quick", "--markdown", str(target)],
+                "bench-png": ["bench", "--quick", "--plot", str(target)],
             }[cmd]
             assert main(argv) == 2, kind
             line = _one_line(capsys.readouterr().err)
-            assert str(target) in line and kind.strip() in line, line
+            assert str(target) in line, line
+            # sample names the .npy rule first for /dev/null; every other refusal its kind
+            assert kind.strip() in line or (cmd == "sample" and "a .npy file" in line), line
             after = os.lstat(target)
             assert (after.st_mode, after.st_ino, after.st_rdev) == (
                 before.st_mode,
@@ -399,3 +412,105 @@ def test_next_write_removes_stale_temporaries_of_its_target(x_path, tmp_path):
 def test_clean_of_a_non_directory_is_one_line(tmp_path, capsys):
     assert main(["clean", str(tmp_path / "missing")]) == 2
     assert "is not a directory" in _one_line(capsys.readouterr().err)
+
+
+# -- an interrupt at every bytecode of a write ----------------------------------------
+
+_WRITERS = {"softmax_to_file", "topk_to_file", "create", "commit", "abort", "write_atomic",
+            "_remove_temp"}  # fmt: skip
+
+
+_NOP = dis.opmap["NOP"]
+
+
+def _interrupted_at(k, call):
+    """Run ``call()`` with KeyboardInterrupt raised at the ``k``-th bytecode executed
+    in the main thread by the functions that create, rename or remove an output's
+    temporary: a signal's Python handler runs between two bytecodes of the main
+    thread, so these are all the places one can land (a ``NOP``, a line marker that
+    CPython leaves outside every exception handler, is skipped: the interpreter never
+    runs a signal handler there).  Returns whether ``call`` finished without the
+    interrupt (its result, or False if it raised it)."""
+    n = 0
+
+    def local(frame, event, arg):
+        nonlocal n
+        if event == "opcode" and frame.f_code.co_code[frame.f_lasti] != _NOP:
+            n += 1
+            if n == k:
+                raise KeyboardInterrupt
+        return local
+
+    def scope(frame, event, arg):
+        code = frame.f_code
+        if code.co_name in _WRITERS and code.co_filename.endswith(("npyio.py", "stream.py")):
+            frame.f_trace_opcodes = True
+            return local
+        return None
+
+    sys.settrace(scope)
+    try:
+        return call()
+    except KeyboardInterrupt:
+        return False
+    finally:
+        sys.settrace(None)
+
+
+def _temporaries(d):
+    return [p for p in os.listdir(d) if _npyio.TMP_TAG in p]
+
+
+# An interrupt between ``open`` and the binding of its result leaves the file object to
+# the garbage collector, which closes it with a ResourceWarning; the file on disk is
+# removed all the same (asserted below).
+@pytest.mark.filterwarnings("ignore::ResourceWarning")
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+@pytest.mark.parametrize("api", ["cli-softmax", "cli-topk", "library-chunks"])
+def test_an_interrupt_at_any_bytecode_leaves_no_temporary(tmp_path, api):
+    """Every position an interrupt can land in, one run each: no temporary is left,
+    and none is still recorded as live.  The CLI removes what is live on Ctrl-C; the
+    library's own handlers must leave nothing for the exit handler at all."""
+    x = np.random.default_rng(1).normal(size=(3, 40))
+    src = tmp_path / "x.npy"
+    np.save(src, x)
+    if api == "cli-softmax":
+        argv = ["softmax", str(src), "-o", str(tmp_path / "o.npy"), "--quiet"]
+    elif api == "cli-topk":
+        argv = ["topk", str(src), "-k", "2", "-o", str(tmp_path / "t.npz")]
+
+    def call():
+        if api == "library-chunks":  # shape known only after pass 1: created later
+            stream_softmax([x[:, :25], x[:, 25:]], tmp_path / "o.npy", progress=False)
+            return True
+        rc = main(argv)
+        assert rc in (0, 130)
+        return rc == 0
+
+    call()  # compiled, and the target exists as it will for most runs below
+    k = 0
+    while True:
+        k += 1
+        finished = _interrupted_at(k, call)
+        assert _temporaries(tmp_path) == [], (api, k)
+        assert not _npyio._LIVE, (api, k)
+        if finished:
+            break
+    assert k > 100, k  # the interrupt really landed at every one of them
+
+
+@pytest.mark.parametrize("exc, code", [(KeyboardInterrupt, 130), (Terminated, 143)])
+def test_the_cli_removes_what_a_writer_left_live(x_path, tmp_path, monkeypatch, exc, code):
+    """The net under the writers' own handlers: a temporary still recorded as live when
+    Ctrl-C or SIGTERM ends a command is removed (here a writer whose abort forgot it)."""
+    _, src = x_path
+
+    def interrupted(*args):
+        raise exc
+
+    monkeypatch.setattr(_npyio.NpyOut, "abort", _npyio.NpyOut._close)  # the file stays
+    monkeypatch.setattr(_npyio.NpyOut, "write_block", interrupted)
+    out = tmp_path / "out"
+    out.mkdir()
+    assert main(["softmax", str(src), "-o", str(out / "o.npy"), "--quiet"]) == code
+    assert os.listdir(out) == [] and not _npyio._LIVE

@@ -17,10 +17,18 @@ Targets that exist and are not regular files (devices, FIFOs, sockets, directori
 and symbolic links are refused: renaming over them would replace the node or the link
 itself.  A temporary whose PID is no longer running is stale (a run killed by SIGKILL);
 ``softmaxkit clean DIR`` and every new write to the same target remove them.
+
+Signals.  A temporary's name is recorded (:data:`_LIVE`) before the file is created
+and forgotten only after it has been renamed or removed, so a Ctrl-C or SIGTERM that
+lands at any point, even between a file's creation and the assignment that would have
+let a handler see it, finds it: the CLI calls :func:`remove_live` on both, and so does
+an exit handler for library callers.  ``tests/test_stream_faults.py`` raises the
+interrupt at every bytecode of a write in turn and checks that no temporary is left.
 """
 
 from __future__ import annotations
 
+import atexit
 import errno
 import io
 import math
@@ -43,6 +51,7 @@ __all__ = [
     "check_target",
     "clean",
     "open_regular",
+    "remove_live",
     "temp_name",
     "write_atomic",
 ]
@@ -205,6 +214,28 @@ def temp_name(dst: Path) -> Path:
     return dst.with_name(f".{dst.name}.{TMP_TAG}.{os.getpid()}.{secrets.token_hex(4)}")
 
 
+_LIVE: set[Path] = set()  # temporaries of this process not yet renamed or removed
+os.register_at_fork(after_in_child=_LIVE.clear)  # a child never removes its parent's files
+
+
+def _remove_temp(tmp: Path) -> None:
+    try:
+        os.unlink(tmp)
+    except FileNotFoundError:
+        pass  # never created, or already renamed over its target
+    _LIVE.discard(tmp)
+
+
+def remove_live() -> None:
+    """Remove every temporary this process has not yet renamed or removed: what an
+    interrupt (Ctrl-C, SIGTERM) left behind, wherever it landed."""
+    for tmp in list(_LIVE):
+        _remove_temp(tmp)
+
+
+atexit.register(remove_live)
+
+
 def check_target(dst: Any) -> Path:
     """Refuse an output path that is a directory, a symlink or a special file, or whose
     directory does not exist.  Called again just before the final rename."""
@@ -319,25 +350,39 @@ def _header_bytes(shape: tuple[int, ...], dtype: np.dtype, fortran: bool) -> byt
 
 class NpyOut:
     """A ``.npy`` output written in place by blocks into a reserved temporary, then
-    renamed over the target (:meth:`commit`) or removed (:meth:`abort`)."""
+    renamed over the target (:meth:`commit`) or removed (:meth:`abort`).
+
+    The constructor only checks the target; :meth:`create` makes the temporary.  Bind
+    the object first and call :meth:`create` inside the ``try`` whose handler calls
+    :meth:`abort`, so no interrupt can land between the file's creation and a name for
+    it (:func:`remove_live` covers the rest)."""
 
     def __init__(self, dst: Any, shape: tuple[int, ...], dtype: Any, order: str = "C"):
         self.dst = check_target(dst)
-        _drop_stale(self.dst)
         self.dtype = np.dtype(dtype)
-        hdr = _header_bytes(shape, self.dtype, order == "F" and len(shape) > 1)
-        self.offset = len(hdr)
-        total = self.offset + math.prod(shape) * self.dtype.itemsize
+        self._hdr = _header_bytes(shape, self.dtype, order == "F" and len(shape) > 1)
+        self.offset = len(self._hdr)
+        self.total = self.offset + math.prod(shape) * self.dtype.itemsize
+        self.fd = -1
+        self._file: io.FileIO | None = None
+        self.tmp: Path | None = None
+
+    def create(self) -> NpyOut:
+        """Create the temporary, reserve its space and write the header."""
+        _drop_stale(self.dst)
         self.tmp = temp_name(self.dst)
-        self.fd = os.open(
-            self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666
-        )
         try:
-            _reserve(self.fd, total, self.dst.parent)
-            _write_all(self.fd, memoryview(hdr), 0)
+            _LIVE.add(self.tmp)  # before the file exists
+            # a file object, not a bare descriptor: if an interrupt lands between the
+            # open and the assignment, the garbage collector still closes it
+            self._file = open(self.tmp, "xb", buffering=0)
+            self.fd = self._file.fileno()
+            _reserve(self.fd, self.total, self.dst.parent)
+            _write_all(self.fd, memoryview(self._hdr), 0)
         except BaseException:
             self.abort()
             raise
+        return self
 
     def write(self, start: int, values: np.ndarray) -> None:
         """Write the 1-D ``values`` (this file's dtype) from element ``start``."""
@@ -372,21 +417,23 @@ class NpyOut:
             self.write(start, data[j * run : (j + 1) * run])
 
     def commit(self) -> Path:
+        assert self.tmp is not None, "NpyOut.commit before create"
         os.fsync(self.fd)
-        os.close(self.fd)
-        self.fd = -1
+        self._close()
         check_target(self.dst)
         os.replace(self.tmp, self.dst)
+        _LIVE.discard(self.tmp)
         return self.dst
 
+    def _close(self) -> None:
+        self.fd = -1
+        if self._file is not None:
+            self._file.close()
+
     def abort(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
-        try:
-            os.unlink(self.tmp)
-        except FileNotFoundError:
-            pass
+        self._close()
+        if self.tmp is not None:
+            _remove_temp(self.tmp)
 
 
 def write_atomic(dst: Any, writer: Callable[[BinaryIO], None]) -> Path:
@@ -396,6 +443,7 @@ def write_atomic(dst: Any, writer: Callable[[BinaryIO], None]) -> Path:
     _drop_stale(p)
     tmp = temp_name(p)
     try:
+        _LIVE.add(tmp)  # before the file exists
         with open(tmp, "xb") as f:
             try:
                 writer(f)
@@ -405,11 +453,9 @@ def write_atomic(dst: Any, writer: Callable[[BinaryIO], None]) -> Path:
                 raise _no_space(exc, f.tell(), p.parent) from None
         check_target(p)
         os.replace(tmp, p)
+        _LIVE.discard(tmp)
     except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+        _remove_temp(tmp)
         raise
     return p
 

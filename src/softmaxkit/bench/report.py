@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from .._core.npyio import write_atomic
+
 __all__ = ["format_markdown", "format_table", "machine", "machine_name", "plot", "to_json"]
 
 
@@ -309,7 +311,8 @@ def plot(results: list[dict[str, Any]], path: str, info: dict[str, Any] | None =
     One panel per family in ``results``; the x axis is peer time / softmaxkit time on
     a log scale, with the 1.0 line drawn and the side where the peer is faster
     shaded, and the ratios below 1 written beside their marks.  The title names the
-    machine (``info``, by default :func:`machine`).
+    machine (``info``, by default :func:`machine`).  The file is written atomically
+    (a temporary beside it, then a rename), like every softmaxkit output.
     """
     try:
         import matplotlib
@@ -408,8 +411,10 @@ def plot(results: list[dict[str, Any]], path: str, info: dict[str, Any] | None =
         f"softmaxkit bench on {machine_name(info)}: medians, higher = softmaxkit faster",
         fontsize=10,
     )
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    try:
+        write_atomic(path, lambda fh: fig.savefig(fh, format="png", dpi=110))
+    finally:
+        plt.close(fig)
 
 
 def to_json(results: list[dict[str, Any]], info: dict[str, Any], command: str) -> str:

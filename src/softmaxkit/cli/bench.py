@@ -65,6 +65,11 @@ def _run(args) -> int:
             raise OSError(
                 "--plot needs matplotlib: pip install 'softmaxkit[plot]' (or matplotlib)"
             ) from None
+    from .._core import npyio
+
+    for target in (args.json, args.markdown, args.plot):
+        if target:  # refused now, not after minutes of timing
+            npyio.check_target(target)
     cases = bench.select_cases(args.quick, args.family)
     if args.op:
         cases = [c for c in cases if c.op in args.op]
@@ -81,11 +86,11 @@ def _run(args) -> int:
     print(bench.format_table(results))
     command = "softmaxkit " + " ".join(sys.argv[1:]) if sys.argv[1:] else "softmaxkit bench"
     if args.json:
-        with open(args.json, "w") as fh:
-            fh.write(bench.to_json(results, info, command))
+        text = bench.to_json(results, info, command)
+        npyio.write_atomic(args.json, lambda fh: fh.write(text.encode()))
     if args.markdown:
-        with open(args.markdown, "w") as fh:
-            fh.write(f"Command: `{command}`\n\n" + bench.format_markdown(results, info))
+        text = f"Command: `{command}`\n\n" + bench.format_markdown(results, info)
+        npyio.write_atomic(args.markdown, lambda fh: fh.write(text.encode()))
     if args.plot:
         bench.plot(results, args.plot)
     return 0

@@ -82,6 +82,14 @@ def _on_sigterm(signum, frame):
     raise Terminated()
 
 
+def _remove_temporaries() -> None:
+    """After Ctrl-C / SIGTERM: every output temporary not yet renamed or removed, even
+    one whose creation the interrupt cut short (``_core.npyio.remove_live``)."""
+    npyio = sys.modules.get("softmaxkit._core.npyio")
+    if npyio is not None:  # never imported: no temporaries
+        npyio.remove_live()
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .. import __version__
 
@@ -112,9 +120,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
+        _remove_temporaries()
         print("softmaxkit: interrupted", file=sys.stderr)
         return 130
     except Terminated:
+        _remove_temporaries()
         print("softmaxkit: terminated (SIGTERM)", file=sys.stderr)
         return 128 + signal.SIGTERM
     except (ValueError, TypeError, OSError, MemoryError, OverflowError, EOFError) as exc:

@@ -246,6 +246,7 @@ def softmax_to_file(
             # is reported at once (guarded by test_no_space_is_reported_before_pass_1)
             _, out_dtype = resolve_dtype(source.dtype, dtype)
             out = _npyio.NpyOut(dst, source.shape, out_dtype, source.order)
+            out.create()
             one_pass = _whole_rows(source.shape, source.order, source.axes, limit)
         n_blocks = source.count(limit)
         total = None if n_blocks is None else n_blocks * (1 if one_pass else 2)
@@ -256,6 +257,7 @@ def softmax_to_file(
         if out is None:  # an iterable: its shape is known only now
             _, out_dtype = resolve_dtype(source.dtype, dtype)
             out = _npyio.NpyOut(dst, source.shape, out_dtype, source.order)
+            out.create()
         axes = source.axes
         shape, order = source.shape, source.order
 
