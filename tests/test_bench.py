@@ -208,3 +208,11 @@ def test_other_families_show_their_floor_scaled_by_the_copies_they_move():
     text = bench.format_table(res)
     assert "read+write floor (1 x input copy)" in text
     assert "read+write floor (3.0 x input copy)" in text
+    assert "exp pass" not in text
+    # a case with an exp pass ("floor exp", bench/torch.py) shows it as a bound line
+    c = case(1.0)
+    c.impls["floor exp"] = lambda: x.max()
+    (r,) = bench.run_cases([c], repeats=3, budget_s=0.05, memory=False)
+    ex = r["impls"]["floor exp"]["median_s"]
+    line = next(ln for ln in bench.format_table([r]).splitlines() if "exp pass" in ln)
+    assert f"{ex / r['impls']['softmaxkit']['median_s']:.2f}" in line

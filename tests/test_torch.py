@@ -584,6 +584,12 @@ def test_bench_family_torch_is_opt_in_and_its_cases_run():
     a = ce.impls["softmaxkit"]()
     b = ce.impls["torch eager"]()
     torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-9)
+    # the compute bound under each case: one exp pass over the same input
+    from softmaxkit.bench import torch as bench_torch
+
+    shape = tuple(int(v) for v in ce.label.split("]")[0].strip("[").split(","))
+    x = bench_torch._input(shape, "float32")[0]
+    torch.testing.assert_close(ce.impls["floor exp"](), torch.logsumexp(x, -1))
 
 
 def test_double_backward_through_saved_gradients_raises_instead_of_zero():

@@ -161,6 +161,11 @@ def _generic_rows(results: list[dict[str, Any]]) -> tuple[list[str], list[list[s
             name = f"read+write floor ({k} x input copy)"
             ratio = "-" if not t_ours else f"{fl / t_ours:.2f}"
             rows.append([r["family"], r["op"], r["label"], name, _fmt_ms(fl), ratio, "-", "-", ""])
+        ex = r["impls"].get("floor exp", {}).get("median_s")
+        if ex:  # the compute bound measured in the same run (bench/torch.py::_exp_pass)
+            name = "exp pass (logsumexp forward: one read, one exp a value)"
+            ratio = "-" if not t_ours else f"{ex / t_ours:.2f}"
+            rows.append([r["family"], r["op"], r["label"], name, _fmt_ms(ex), ratio, "-", "-", ""])
     return header, rows
 
 

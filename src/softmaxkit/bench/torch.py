@@ -7,6 +7,9 @@ JAX case) and compiles ``torch.compile`` graphs.
   [4096, 32000] and [65536, 128] in float32 and bfloat16: ``softmaxkit.torch`` vs
   torch eager and ``torch.compile`` (inductor).
 * cross_entropy forward+backward at the same shapes (float32, bfloat16).
+* Under each of those cases, two bounds measured in the same run: the read+write
+  floor (copies of the input, its memory bound) and one exp pass (our logsumexp
+  forward on the input, its compute bound: ``_exp_pass``).
 * linear_cross_entropy forward+backward at N=1024, d=512, V=32000 float32 (the
   issue's [8192, 2048] x [128000, 2048] scaled down by 128x in matmul work so the
   case finishes on a 2-core VM: at N=4096, d=1024, V=128000 one forward+backward
@@ -63,6 +66,16 @@ def _floor_input(shape, dtype_name):
     return get
 
 
+def _exp_pass(shape, dtype_name) -> Callable[[], Any]:
+    """``"floor exp"``: our logsumexp forward on the case's input, without autograd.
+    One read of the input and one exp a value, nothing input-sized written: the
+    compute bound of any op that exponentiates every value once (a softmax forward, a
+    cross-entropy forward+backward), as the read+write floor is its memory bound."""
+    import softmaxkit.torch as skt
+
+    return lambda: skt.logsumexp(_input(shape, dtype_name)[0], -1)
+
+
 def _dense_cases(shape, dtype_name, backward: bool) -> list[Case]:
     import torch
 
@@ -99,6 +112,7 @@ def _dense_cases(shape, dtype_name, backward: bool) -> list[Case]:
             "softmaxkit": make(ours[op]),
             "torch eager": make(theirs[op]),
             "torch.compile": make(compiled),
+            "floor exp": _exp_pass(shape, dtype_name),
         }
         itemsize = 2 if dtype_name == "bfloat16" else 4
         n = shape[0] * shape[1] * itemsize
@@ -154,6 +168,7 @@ def _ce_case(shape, dtype_name) -> Case:
             "softmaxkit": make(skt.cross_entropy),
             "torch eager": make(F.cross_entropy),
             "torch.compile": make(compiled),
+            "floor exp": _exp_pass(shape, dtype_name),
         },
         baseline="softmaxkit",
     )
