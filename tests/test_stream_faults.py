@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -514,3 +515,21 @@ def test_the_cli_removes_what_a_writer_left_live(x_path, tmp_path, monkeypatch, 
     out.mkdir()
     assert main(["softmax", str(src), "-o", str(out / "o.npy"), "--quiet"]) == code
     assert os.listdir(out) == [] and not _npyio._LIVE
+
+
+def test_a_forked_child_never_removes_its_parents_temporary(tmp_path):
+    out = _npyio.NpyOut(tmp_path / "o.npy", (2, 3), np.float64)
+    out.create()
+    try:
+        with warnings.catch_warnings():  # 3.12+: fork of a multi-threaded process
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
+        if pid == 0:  # the child: its exit handler (remove_live) must find nothing of ours
+            _npyio.remove_live()
+            os._exit(0 if not _npyio._LIVE else 1)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert _temporaries(tmp_path) == [out.tmp.name]
+    finally:
+        out.abort()
+    assert _temporaries(tmp_path) == [] and not _npyio._LIVE

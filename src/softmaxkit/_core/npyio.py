@@ -215,7 +215,8 @@ def temp_name(dst: Path) -> Path:
 
 
 _LIVE: set[Path] = set()  # temporaries of this process not yet renamed or removed
-os.register_at_fork(after_in_child=_LIVE.clear)  # a child never removes its parent's files
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_LIVE.clear)  # a child never removes its parent's
 
 
 def _remove_temp(tmp: Path) -> None:
