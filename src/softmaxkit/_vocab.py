@@ -192,10 +192,12 @@ def _run(k: ModuleType, x2: np.ndarray, mask2: np.ndarray | None, o: _Opts, tsaf
          active: np.ndarray, want_grad: bool, coef: tuple[Any, ...], be: F64, al: F64,
          grad2: np.ndarray, st: F64, amax: np.ndarray, topv: F64,
          topi: np.ndarray) -> None:  # fmt: skip
+    from ._kernels.view import readonly  # (k, a kernel module, has imported Numba)
+
     a, b = coef[0], coef[1]
     mk = mask2 if mask2 is not None else np.broadcast_to(np.ones((1, 1), np.bool_), x2.shape)
     k.vocab_rows(
-        x2, mk, mask2 is not None, o.T, o.cap, tsafe, active, o.eps, o.k, st, amax, topv,
+        readonly(x2), mk, mask2 is not None, o.T, o.cap, tsafe, active, o.eps, o.k, st, amax, topv,
         topi, want_grad, np.ascontiguousarray(2.0 * o.z * b), np.ascontiguousarray(a),
         np.ascontiguousarray(be), np.ascontiguousarray(al), grad2, False,
     )  # fmt: skip
@@ -351,13 +353,15 @@ def linear_cross_entropy(args: dict[str, Any]) -> Any:
         slab = max(1, min(V, rows * V // max(1, 4 * d)))  # scratch <= 1/4 of the buffer
         tmp = np.empty(slab * d, dtype=compute)
     kern = _k()
+    from ._kernels.view import readonly
+
     b2z = np.ascontiguousarray(2.0 * o.z * coef[1])
     ca = np.ascontiguousarray(coef[0])
     for r0, r1, zb, hb in logit_blocks(h2, W2, bvec, rows, buf):
         mb = mask2[r0:r1] if mask2 is not None else None
         mk = mb if mb is not None else np.broadcast_to(np.ones((1, 1), np.bool_), zb.shape)
         kern.vocab_rows(
-            zb, mk, mb is not None, o.T[r0:r1], o.cap, tsafe[r0:r1], active[r0:r1], o.eps,
+            readonly(zb), mk, mb is not None, o.T[r0:r1], o.cap, tsafe[r0:r1], active[r0:r1], o.eps,
             o.k, st[r0:r1], amax[r0:r1], topv[r0:r1], topi[r0:r1], want_grad, b2z[r0:r1],
             ca[r0:r1], be[r0:r1], al[r0:r1], zb if want_grad else buf[:0].reshape(0, 0),
             want_grad,

@@ -24,6 +24,7 @@ from numba import njit
 from .exp import FASTMATH, exp_, expd, expd_unit, fmax, is32
 from .rows.blocks import EMPTY, FINITE, NAN, ld, st
 from .rows.pieces import _classify, _log_sum, _winf_ovf
+from .view import readonly
 
 QB = 4096  # columns per task: 16 KiB of float32 per row slice.  Measured on [8192, 4096]
 # float32 axis=0 (softmax / log_softmax / logsumexp, ms): QB 256 x JB 32: 66 / 64 / 23;
@@ -404,6 +405,7 @@ def softmax_cols3d(x, mask, out, T, invT, log):
     """softmax / log_softmax over axis 1 of dense ``x[P, n, Q]`` into ``out``."""
     from ._parallel import run, threads_for
 
+    x = readonly(x)  # one compiled variant (view.readonly)
     P, n, Q = x.shape
     nt = threads_for(x.size, invT.itemsize)
     nqb, njc, jcs = _split(P, n, Q, nt)
@@ -446,6 +448,7 @@ def logsumexp_cols3d(x, mask, b, T, invT, lse, sign):
     """logsumexp over axis 1 of dense ``x[P, n, Q]`` -> ``lse[P, Q]``, ``sign[P, Q]``."""
     from ._parallel import run, threads_for
 
+    x = readonly(x)  # one compiled variant (view.readonly)
     P, n, Q = x.shape
     nt = threads_for(x.size, invT.itemsize)
     nqb, njc, jcs = _split(P, n, Q, nt)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..nt import NT_MIN_BYTES
+from ..view import readonly
 from .blocks import _BLOCK
 from .ranges import (
     chunk_lse_finish,
@@ -73,6 +74,7 @@ def softmax_rows2d(x, mask, out, T, invT, log):
     """softmax / log_softmax over the rows of C-contiguous ``x[R, n]`` into ``out``."""
     from .._parallel import run, threads_for
 
+    x = readonly(x)  # one compiled variant (view.readonly)
     has_mask = mask is not None
     mask = _DUMMY_MASK if mask is None else mask
     R, n = x.shape
@@ -146,6 +148,7 @@ def logsumexp_rows2d(x, mask, b, T, invT, lse, sign):
     """
     from .._parallel import run, threads_for
 
+    x = readonly(x)  # one compiled variant (view.readonly)
     has_mask = mask is not None
     has_b = b is not None
     mask = _DUMMY_MASK if mask is None else mask
@@ -193,6 +196,7 @@ def state_rows(x, mask, b, T, has_mask, has_b, m_out, s_out):
         T, invT = 1.0, np.float64(1.0)
     if not x.flags.c_contiguous:
         x = np.ascontiguousarray(x)
+    x = readonly(x)  # one compiled variant (view.readonly)
     R = x.shape[0]
     if R == 0:
         return

@@ -15,7 +15,7 @@ from numba import njit
 from numba.np.ufunc import parallel as _numba_parallel
 
 from .._parallel import run, threads_for
-from ..view import row
+from ..view import readonly, row
 from .chunked import CHOOSER, CHUNK_MIN, chunked_path, sample_row_chunked
 from .fast import FAST_MIN, _top_p_spec
 from .keys import _KMAX, _TILE, stream_base
@@ -83,6 +83,7 @@ def sample_rows(x, T, greedy, K, P, logq, S, seed, row0, need_z, tokens, info, u
     R, n = x.shape
     if R == 0:
         return
+    x = readonly(x)  # one compiled variant (view.readonly)
     ns, nw, fast = _sizes(x, T, greedy, K, P, need_z)
 
     def task(t0, t1):
@@ -113,7 +114,7 @@ def sample_rows(x, T, greedy, K, P, logq, S, seed, row0, need_z, tokens, info, u
     run(task, R, nt)
 
 
-# the (dtype, writeable, aligned, chunked) routes of sample_serial that have run in
+# the (dtype, aligned, chunked) routes of sample_serial that have run in
 # this process: their kernels are compiled or loaded (``warm_only``)
 WARM: set = set()
 
@@ -144,8 +145,9 @@ def sample_serial(x, T, greedy, K, P, logq, S, seed, row0, warm_only=False):
     R, n = x.shape
     if R == 0 or threads_for(4 * x.size, x.itemsize) > 1:
         return None
+    x = readonly(x)  # one compiled variant (view.readonly)
     chunk = n >= CHUNK_MIN and chunked_path(R, n, greedy, K, P, _num_threads())
-    key = (x.dtype.char, x.flags.writeable, x.flags.aligned)
+    key = (x.dtype.char, x.flags.aligned)  # (x is read-only here, whatever the caller's)
     if warm_only and ((*key, False) not in WARM or (chunk and (*key, True) not in WARM)):
         return None
     use = CHOOSER.pick() if chunk else False
@@ -161,7 +163,9 @@ def sample_serial(x, T, greedy, K, P, logq, S, seed, row0, warm_only=False):
     t0 = time.perf_counter()
     ci, cv, cw = _scratch(ns)
     wb = _wbuf(nw)
-    res = _sample_all(x, T, greedy, K, P, logq, S, seed, row0, ci, cv, cw, wb, fast)
+    # need_z passed from here, a plain bool: a constant False inside _sample_all would
+    # compile _sample_rows once more for Literal[bool](False)
+    res = _sample_all(x, T, greedy, K, P, logq, S, seed, row0, False, ci, cv, cw, wb, fast)
     if chunk:
         CHOOSER.record(False, time.perf_counter() - t0, R * n)
     WARM.add((*key, False))
@@ -169,14 +173,14 @@ def sample_serial(x, T, greedy, K, P, logq, S, seed, row0, warm_only=False):
 
 
 @njit(cache=True, nogil=True)
-def _sample_all(x, T, greedy, K, P, logq, S, seed, row0, ci, cv, cw, wb, fast):
+def _sample_all(x, T, greedy, K, P, logq, S, seed, row0, need_z, ci, cv, cw, wb, fast):
     """:func:`_sample_rows` over every row with its outputs made here; returns
     ``(tokens, info, bad)`` (``sample_serial``)."""
     R = x.shape[0]
     tokens = np.zeros((R, S), dtype=np.int64)
     info = np.full((R, 4), np.nan)
     _sample_rows(
-        x, T, greedy, K, P, logq, S, seed, row0, False, tokens, info, ci, cv, cw, wb, fast, 0, R
+        x, T, greedy, K, P, logq, S, seed, row0, need_z, tokens, info, ci, cv, cw, wb, fast, 0, R
     )
     bad = -1
     for i in range(R):

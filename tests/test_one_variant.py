@@ -1,0 +1,84 @@
+"""The kernel entry points hand the arrays a kernel only reads over read-only
+(``_kernels.view.readonly``): Numba compiles one variant for a writable input and a
+read-only one (a memory map, a broadcast view, a JAX buffer), not two."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import softmaxkit as sk
+from softmaxkit._kernels import _parallel
+from softmaxkit._kernels.view import readonly
+
+
+def test_readonly_is_a_view_and_leaves_the_caller_writable():
+    x = np.arange(6.0).reshape(2, 3)
+    v = readonly(x)
+    assert not v.flags.writeable and x.flags.writeable
+    assert np.shares_memory(v, x) and v.shape == x.shape and v.strides == x.strides
+    assert readonly(v) is v
+
+
+def _first_args(monkeypatch, call):
+    """The first array argument of every kernel ``_parallel.run`` starts in ``call``."""
+    seen = []
+    real = _parallel.run
+
+    def spy(kernel, ntask, nt, *args, **kw):
+        seen.append(args[0])
+        return real(kernel, ntask, nt, *args, **kw)
+
+    monkeypatch.setattr(_parallel, "run", spy)
+    call()
+    return seen
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    "name, call",
+    [
+        ("softmax rows", lambda x: sk.softmax(x)),
+        ("log_softmax rows", lambda x: sk.log_softmax(x)),
+        ("softmax rows out=x", lambda x: sk.softmax(x, out=x) if x.flags.writeable else None),
+        ("logsumexp rows", lambda x: sk.logsumexp(x, axis=-1)),
+        ("softmax columns", lambda x: sk.softmax(x, axis=0)),
+        ("logsumexp columns", lambda x: sk.logsumexp(x, axis=0)),
+        ("long rows, split", lambda x: sk.log_softmax(np.tile(x, (1, 20000)))),
+    ],
+)
+def test_dense_kernels_read_the_input_read_only(monkeypatch, dtype, name, call):
+    x = np.random.default_rng(0).standard_normal((6, 9)).astype(dtype)
+    ro = x.copy()
+    ro.flags.writeable = False
+    for inp in (x.copy(), ro):
+        seen = _first_args(monkeypatch, lambda inp=inp: call(inp))
+        assert seen or not inp.flags.writeable or name != "softmax rows out=x", name
+        for a in seen:
+            assert isinstance(a, np.ndarray) and not a.flags.writeable, (name, a.dtype)
+
+
+def test_sampling_and_vocab_kernels_read_the_input_read_only(monkeypatch):
+    from softmaxkit._kernels import vocab
+    from softmaxkit._kernels.sampling import entry
+
+    x = np.random.default_rng(1).standard_normal((3, 50))
+    got = []
+    real_all = entry._sample_all
+
+    def spy_all(a, *args):
+        got.append(a)
+        return real_all(a, *args)
+
+    monkeypatch.setattr(entry, "_sample_all", spy_all)
+    real_rows = vocab.vocab_rows
+
+    def spy_rows(a, *args, **kw):
+        got.append(a)
+        return real_rows(a, *args, **kw)
+
+    monkeypatch.setattr(vocab, "vocab_rows", spy_rows)
+    sk.sample(x, top_p=0.9, seed=3)
+    sk.cross_entropy(x, np.array([1, 2, 3]), return_entropy=True)
+    assert len(got) == 2, got
+    assert all(not a.flags.writeable for a in got)
