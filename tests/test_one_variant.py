@@ -82,3 +82,29 @@ def test_sampling_and_vocab_kernels_read_the_input_read_only(monkeypatch):
     sk.cross_entropy(x, np.array([1, 2, 3]), return_entropy=True)
     assert len(got) == 2, got
     assert all(not a.flags.writeable for a in got)
+
+
+@pytest.mark.parametrize("strided", [False, True])
+@pytest.mark.parametrize("axis", [-1, 0])
+def test_masks_reach_the_kernels_read_only(monkeypatch, axis, strided):
+    x = np.random.default_rng(2).standard_normal((6, 18))
+    # strided: no copy-free layout, so x and the mask are copied (a writable mask)
+    x = x[:, ::2] if strided else x[:, :9]
+    where = x > -1.0  # a writable bool array of its own
+    masks: list[np.ndarray] = []
+    real = _parallel.run
+
+    def spy(kernel, ntask, nt, *args, **kw):
+        masks.extend(a for a in args if isinstance(a, np.ndarray) and a.dtype == np.bool_)
+        return real(kernel, ntask, nt, *args, **kw)
+
+    monkeypatch.setattr(_parallel, "run", spy)
+    for call in (
+        lambda: sk.softmax(x, axis=axis, where=where),
+        lambda: sk.log_softmax(x, axis=axis, where=where),
+        lambda: sk.logsumexp(x, axis=axis, where=where, b=np.abs(x)),
+    ):
+        masks.clear()
+        call()
+        assert masks and all(not m.flags.writeable for m in masks)
+    assert where.flags.writeable  # the caller's array is untouched

@@ -414,7 +414,7 @@ def softmax_cols3d(x, mask, out, T, invT, log):
         # whole column in the write pass (rows.softmax_rows2d): columns stay whole
         njc, jcs = 1, n
     has_mask = mask is not None
-    mask = _DUMMY_MASK if mask is None else mask
+    mask = _DUMMY_MASK if mask is None else readonly(mask)
     T = np.float64(T)
     ntask = P * nqb * njc
     if njc == 1:
@@ -453,8 +453,8 @@ def logsumexp_cols3d(x, mask, b, T, invT, lse, sign):
     nt = threads_for(x.size, invT.itemsize)
     nqb, njc, jcs = _split(P, n, Q, nt)
     has_mask, has_b = mask is not None, b is not None
-    mask = _DUMMY_MASK if mask is None else mask
-    b = _DUMMY_B if b is None else b
+    mask = _DUMMY_MASK if mask is None else readonly(mask)
+    b = _DUMMY_B if b is None else readonly(b)
     T = np.float64(T)
     M, Rr, W = (np.empty((P, njc, Q)) for _ in range(3))
     run(

@@ -76,7 +76,7 @@ def softmax_rows2d(x, mask, out, T, invT, log):
 
     x = readonly(x)  # one compiled variant (view.readonly)
     has_mask = mask is not None
-    mask = _DUMMY_MASK if mask is None else mask
+    mask = _DUMMY_MASK if mask is None else readonly(mask)
     R, n = x.shape
     T = np.float64(T)
     nt = threads_for(x.size, invT.itemsize)
@@ -151,8 +151,8 @@ def logsumexp_rows2d(x, mask, b, T, invT, lse, sign):
     x = readonly(x)  # one compiled variant (view.readonly)
     has_mask = mask is not None
     has_b = b is not None
-    mask = _DUMMY_MASK if mask is None else mask
-    b = _DUMMY_B if b is None else b
+    mask = _DUMMY_MASK if mask is None else readonly(mask)
+    b = _DUMMY_B if b is None else readonly(b)
     R, n = x.shape
     T = np.float64(T)
     nt = threads_for(x.size, invT.itemsize)
@@ -204,8 +204,8 @@ def state_rows(x, mask, b, T, has_mask, has_b, m_out, s_out):
         m_out[:] = -np.inf
         s_out[:] = 0.0
         return
-    mask = mask if has_mask else _DUMMY_MASK
-    b = b if has_b else _DUMMY_B
+    mask = readonly(mask) if has_mask else _DUMMY_MASK
+    b = readonly(b) if has_b else _DUMMY_B
     run(
         state_range,
         R,
