@@ -108,3 +108,21 @@ def test_masks_reach_the_kernels_read_only(monkeypatch, axis, strided):
         call()
         assert masks and all(not m.flags.writeable for m in masks)
     assert where.flags.writeable  # the caller's array is untouched
+
+
+def test_serial_sampling_reuses_the_threaded_routes_variant(monkeypatch):
+    """``sample_serial``'s ``_sample_all`` passes its flags and first row to
+    ``_sample_rows`` as plain values: no ``Literal`` variant of the 5-25 s kernel.
+    ``_sample_all`` is compiled afresh (not loaded from the cache, which would not
+    type its call again), so its call to ``_sample_rows`` is typed here."""
+    import numba
+
+    from softmaxkit._kernels.sampling import entry
+
+    fresh = numba.njit(nogil=True)(entry._sample_all.py_func)
+    monkeypatch.setattr(entry, "_sample_all", fresh)
+    x = np.random.default_rng(4).standard_normal((2, 40))
+    sk.sample(x, top_p=0.9, seed=1)  # the serial route
+    assert fresh.signatures
+    sigs = [str(s) for s in entry._sample_rows.signatures]
+    assert sigs and not any("Literal" in s for s in sigs), sigs

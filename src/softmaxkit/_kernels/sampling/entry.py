@@ -163,9 +163,10 @@ def sample_serial(x, T, greedy, K, P, logq, S, seed, row0, warm_only=False):
     t0 = time.perf_counter()
     ci, cv, cw = _scratch(ns)
     wb = _wbuf(nw)
-    # need_z passed from here, a plain bool: a constant False inside _sample_all would
-    # compile _sample_rows once more for Literal[bool](False)
-    res = _sample_all(x, T, greedy, K, P, logq, S, seed, row0, False, ci, cv, cw, wb, fast)
+    # need_z and the first row passed from here, a plain bool and int: constants inside
+    # _sample_all would compile _sample_rows again for Literal[bool](False) and
+    # Literal[int](0), instead of reusing the variant sample_rows compiles
+    res = _sample_all(x, T, greedy, K, P, logq, S, seed, row0, False, ci, cv, cw, wb, fast, 0)
     if chunk:
         CHOOSER.record(False, time.perf_counter() - t0, R * n)
     WARM.add((*key, False))
@@ -173,14 +174,14 @@ def sample_serial(x, T, greedy, K, P, logq, S, seed, row0, warm_only=False):
 
 
 @njit(cache=True, nogil=True)
-def _sample_all(x, T, greedy, K, P, logq, S, seed, row0, need_z, ci, cv, cw, wb, fast):
-    """:func:`_sample_rows` over every row with its outputs made here; returns
-    ``(tokens, info, bad)`` (``sample_serial``)."""
+def _sample_all(x, T, greedy, K, P, logq, S, seed, row0, need_z, ci, cv, cw, wb, fast, r0):
+    """:func:`_sample_rows` over rows ``r0:`` (``sample_serial`` passes 0: every row)
+    with its outputs made here; returns ``(tokens, info, bad)``."""
     R = x.shape[0]
     tokens = np.zeros((R, S), dtype=np.int64)
     info = np.full((R, 4), np.nan)
     _sample_rows(
-        x, T, greedy, K, P, logq, S, seed, row0, need_z, tokens, info, ci, cv, cw, wb, fast, 0, R
+        x, T, greedy, K, P, logq, S, seed, row0, need_z, tokens, info, ci, cv, cw, wb, fast, r0, R
     )
     bad = -1
     for i in range(R):
