@@ -368,8 +368,9 @@ class NpyOut:
         self._file: io.FileIO | None = None
         self.tmp: Path | None = None
 
-    def create(self) -> NpyOut:
-        """Create the temporary, reserve its space and write the header."""
+    def create(self) -> None:
+        """Create the temporary, reserve its space and write the header (returns
+        nothing: ``out = NpyOut(...).create()`` would reopen the window above)."""
         _drop_stale(self.dst)
         self.tmp = temp_name(self.dst)
         try:
@@ -383,7 +384,6 @@ class NpyOut:
         except BaseException:
             self.abort()
             raise
-        return self
 
     def write(self, start: int, values: np.ndarray) -> None:
         """Write the 1-D ``values`` (this file's dtype) from element ``start``."""
