@@ -1,6 +1,8 @@
 """Short rows (``n <= SHORT``) a tile at a time: the tile is copied transposed into an
 L1 buffer so that SIMD lanes run across rows (max, exps and sums are vector loops
-over rows); special rows (NaN, +-inf max) are written by the general row code.
+over rows); special rows (NaN, +-inf max) are written by the general row code.  With
+AVX-512 the copies of float32 rows of 2..15 values (float64 2..10) are in-register
+transposes (``transpose.py``), else strided loops.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ import numpy as np
 from numba import njit
 
 from ..exp import FASTMATH, expd, fmax, is32, log_sum_array
+from ..transpose import HW_TRANSPOSE, NMAX32, NMAX64, cols_to_rows, rows_to_cols
 from .blocks import FINITE, ld, same_dtype, st
 from .pieces import _classify, _finite_state, _lse_finish_group, _write_row
 
@@ -98,6 +101,21 @@ def _widen(a, b, ra, rb):
 
 
 @njit(fastmath=FASTMATH, cache=True)
+def _lanes(invT):
+    return 16 if is32(invT) else 8
+
+
+@njit(fastmath=FASTMATH, cache=True)
+def _vector_moves(a, invT):
+    """Whether rows of ``a`` (2-D, C order) move to and from a tile as whole vectors
+    (``transpose.py``): AVX-512, ``a`` in the compute dtype, ``2 <= n <= NMAX``."""
+    n = a.shape[1]
+    return (
+        HW_TRANSPOSE and same_dtype(a, invT) and n >= 2 and n <= (NMAX32 if is32(invT) else NMAX64)
+    )
+
+
+@njit(fastmath=FASTMATH, cache=True)
 def _tile_states(x, i0, i1, invT, store, tb, M, Sc, Cc, Rr, W):
     """Rows i0:i1 of short rows transposed into ``tb[:, :nr]`` (compute dtype), their
     maxima ``M[:nr]`` and float64 ``Rr[:nr]`` (sum below the max) and ``W[:nr]`` (tie
@@ -107,7 +125,18 @@ def _tile_states(x, i0, i1, invT, store, tb, M, Sc, Cc, Rr, W):
     nr = i1 - i0
     Mv, Sv, Cv = M[:nr], Sc[:nr], Cc[:nr]
     _fill_v(Mv, ld(-np.inf, invT))
-    if n < (_COLWISE32 if is32(invT) else _COLWISE64) and same_dtype(x, invT):
+    if _vector_moves(x, invT):
+        # whole blocks of 16 (float32) / 8 (float64) rows as whole vectors
+        # (transpose.py), the rest row by row
+        nv = nr // _lanes(invT) * _lanes(invT)
+        rows_to_cols(
+            x.reshape(x.size), i0 * n, nv // _lanes(invT), n, tb.reshape(tb.size), tb.shape[1]
+        )
+        for r in range(nv, nr):
+            xr = x[i0 + r]
+            for j in range(n):
+                tb[j, r] = xr[j]
+    elif n < (_COLWISE32 if is32(invT) else _COLWISE64) and same_dtype(x, invT):
         # a column of the tile at a time (strided loads).  The copy alone, 1e6 rows of
         # 10, one thread: float32 8.0 -> 5.1 ms, float64 14.7 -> 8.8 ms; whole
         # logsumexp of rows of 10, float32: 16.3 -> 12.7 ns per row.  Longer rows
@@ -161,12 +190,41 @@ def _softmax_tile(t, x, out, T, invT, log, rows_per_tile, scr):
         if code != FINITE:
             _write_row(x[i0 + r], x[i0 + r], sp[k], False, 0, n, M[r], Rr[r], W[r], T, invT, log)
             k += 1
-    # back to row-major, a column at a time (strided stores: faster here than a row
-    # at a time with strided loads, 20 against 24 ms single-thread; a row-major loop
-    # with the tile's values gathered does not vectorise: LLVM cannot rule out that
-    # the stores alias the gathered loads)
+    # back to row-major
     os = out[i0:i1].reshape(nr * n)
     Mv, Cv = M[:nr], C[:nr]
+    if _vector_moves(out, invT):
+        # the results in place in ``tb`` (vector loops), then whole blocks of rows out
+        # as whole vectors (transpose.py), the rest row by row
+        for j in range(n):
+            tj = tb[j, :nr]
+            if log:
+                for r in range(nr):
+                    tj[r] = (tj[r] - Mv[r]) * invT - Cv[r]
+            else:
+                for r in range(nr):
+                    tj[r] = tj[r] * Cv[r]
+        nv = nr // _lanes(invT) * _lanes(invT)
+        cols_to_rows(tb.reshape(tb.size), tb.shape[1], nv // _lanes(invT), n, os, 0)
+        for r in range(nv, nr):
+            for j in range(n):
+                os[r * n + j] = st(tb[j, r], os)
+    else:
+        _write_back(tb, os, Mv, Cv, invT, log, n, nr)
+    k = 0
+    for r in range(nr if bad else 0):
+        code, _ = _classify(M[r], Rr[r], W[r], T)
+        if code != FINITE:
+            out[i0 + r, :] = sp[k]
+            k += 1
+
+
+@njit(fastmath=FASTMATH, cache=True)
+def _write_back(tb, os, Mv, Cv, invT, log, n, nr):
+    """The tile's results to the flat rows ``os``, a column at a time (strided stores:
+    faster here than a row at a time with strided loads, 20 against 24 ms
+    single-thread; a row-major loop with the tile's values gathered does not
+    vectorise: LLVM cannot rule out that the stores alias the gathered loads)."""
     for j in range(n):
         tj = tb[j, :nr]
         if log:
@@ -175,12 +233,6 @@ def _softmax_tile(t, x, out, T, invT, log, rows_per_tile, scr):
         else:
             for r in range(nr):
                 os[r * n + j] = st(tj[r] * Cv[r], os)
-    k = 0
-    for r in range(nr if bad else 0):
-        code, _ = _classify(M[r], Rr[r], W[r], T)
-        if code != FINITE:
-            out[i0 + r, :] = sp[k]
-            k += 1
 
 
 @njit(fastmath=FASTMATH, cache=True)
