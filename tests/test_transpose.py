@@ -122,3 +122,29 @@ def test_short_rows_on_a_cpu_without_avx512(tmp_path):
         np.testing.assert_allclose(
             got[f"arr_{k}"], ours, rtol=1e-6 if x.dtype == np.float32 else 1e-14
         )
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_streamed_write_back_aligned_and_not(dtype):
+    # outputs of NT_MIN_BYTES or more take streaming stores: straight from the shuffles
+    # into a 64-byte-aligned output (a fresh one is), else through nt_copy
+    from softmaxkit._kernels.nt import NT_MIN_BYTES
+
+    n = 10 if dtype == np.float32 else 7
+    R = NT_MIN_BYTES // (n * np.dtype(dtype).itemsize) + 1237
+    x = _rows(R, n, dtype)
+    for op in ("softmax", "log_softmax"):
+        want = getattr(ref, op)(x, axis=-1)
+        fresh = getattr(sk, op)(x, axis=-1)
+        assert fresh.ctypes.data % 64 == 0
+        _close(fresh, want, dtype)
+        for shift in (1, 4):  # elements past a line: misaligned out= buffers
+            buf = np.empty(x.size + 64, dtype)
+            a = (-buf.ctypes.data % 64) // buf.itemsize + shift
+            out = buf[a : a + x.size].reshape(x.shape)
+            assert out.ctypes.data % 64 != 0
+            getattr(sk, op)(x, axis=-1, out=out)
+            _close(out, want, dtype)
+        y = x.copy()
+        getattr(sk, op)(y, axis=-1, out=y)
+        _close(y, want, dtype)
