@@ -27,8 +27,6 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .nt import _sfence
-
 __all__ = ["HW_TRANSPOSE", "NMAX32", "NMAX64", "cols_to_rows", "rows_to_cols"]
 
 # the longest rows moved this way: float32 rows of 16+ (float64 11+) copy as fast a
@@ -83,7 +81,7 @@ def _gather(builder, srcs, where, L):
     return acc
 
 
-def _make(to_cols: bool, nt: bool = False):
+def _make(to_cols: bool):
     def impl(typingctx, src, soff, sstride, nb, dst, doff, dstride, n):
         if not (
             isinstance(src, types.Array)
@@ -116,14 +114,7 @@ def _make(to_cols: bool, nt: bool = False):
                 return builder.load(builder.bitcast(builder.gep(arr.data, [off]), vp), align=size)
 
             def vstore(v, arr, off):
-                ptr = builder.bitcast(builder.gep(arr.data, [off]), vp)
-                if nt:
-                    st = builder.store(v, ptr, align=64)
-                    st.set_metadata(
-                        "nontemporal", builder.module.add_metadata([ir.Constant(ir.IntType(32), 1)])
-                    )
-                else:
-                    builder.store(v, ptr, align=size)
+                builder.store(v, builder.bitcast(builder.gep(arr.data, [off]), vp), align=size)
 
             pf = builder.module.declare_intrinsic(
                 "llvm.prefetch",
@@ -177,7 +168,6 @@ def _make(to_cols: bool, nt: bool = False):
 
 _to_cols = intrinsic(_make(True))
 _to_rows = intrinsic(_make(False))
-_to_rows_nt = intrinsic(_make(False, True))
 
 
 @njit(cache=True)
@@ -195,10 +185,3 @@ def cols_to_rows(tf, ts, nb, n, of, o0):
     """``of[o0 + r * n + j] = tf[j * ts + r]`` for ``r < L * nb``, ``j < n``: the inverse
     of :func:`rows_to_cols`."""
     _to_rows(tf, 0, ts, nb, of, o0, 0, n)
-
-
-@njit(cache=True)
-def cols_to_rows_nt(tf, ts, nb, n, of, o0):
-    """:func:`cols_to_rows` with non-temporal stores: ``of[o0:]`` must be 64-byte aligned."""
-    _to_rows_nt(tf, 0, ts, nb, of, o0, 0, n)
-    _sfence()

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit
+from numba.extending import overload
 
 from ..exp import FASTMATH, expd, fmax, is32, log_sum_array
 from ..nt import NT_MIN_BYTES, nt_copy
-from ..transpose import HW_TRANSPOSE, NMAX32, NMAX64, cols_to_rows, cols_to_rows_nt, rows_to_cols
+from ..transpose import HW_TRANSPOSE, NMAX32, NMAX64, cols_to_rows, rows_to_cols
 from .blocks import FINITE, ld, same_dtype, st
 from .pieces import _classify, _finite_state, _lse_finish_group, _write_row
 
@@ -111,6 +112,18 @@ def _widen(a, b, ra, rb):
         rb[k] = np.float64(b[k])
 
 
+def _nt_rows(src, dst, hi):  # pragma: no cover - replaced by the overload inside jitted code
+    """``nt_copy(src, dst, 0, hi)``; nothing where the dtypes differ (an untaken branch)."""
+    raise NotImplementedError
+
+
+@overload(_nt_rows)
+def _nt_rows_ov(src, dst, hi):
+    if src.dtype == dst.dtype:
+        return lambda src, dst, hi: nt_copy(src, dst, 0, hi)
+    return lambda src, dst, hi: None
+
+
 @njit(fastmath=FASTMATH, cache=True)
 def _lanes(invT):
     return 16 if is32(invT) else 8
@@ -126,7 +139,7 @@ def _vector_moves(a, invT):
     )
 
 
-@njit(fastmath=FASTMATH, cache=True)
+@njit(fastmath=FASTMATH, cache=True, inline="always")
 def _tile_states(x, i0, i1, invT, store, tb, M, Sc, Cc, Rr, W):
     """Rows i0:i1 of short rows transposed into ``tb[:, :nr]`` (compute dtype), their
     maxima ``M[:nr]`` and float64 ``Rr[:nr]`` (sum below the max) and ``W[:nr]`` (tie
@@ -175,7 +188,7 @@ def _tile_states(x, i0, i1, invT, store, tb, M, Sc, Cc, Rr, W):
     _widen(Sv, Cv, Rr[:nr], W[:nr])
 
 
-@njit(fastmath=FASTMATH, cache=True)
+@njit(fastmath=FASTMATH, cache=True, inline="always")
 def _softmax_tile(t, x, out, T, invT, log, rows_per_tile, scr):
     """softmax / log_softmax of a tile of short rows, via ``_tile_states``.
 
@@ -217,22 +230,19 @@ def _softmax_tile(t, x, out, T, invT, log, rows_per_tile, scr):
                     tj[r] = tj[r] * Cv[r]
         nv = nr // _lanes(invT) * _lanes(invT)
         tf, ts, nb = tb.reshape(tb.size), tb.shape[1], nv // _lanes(invT)
-        # outputs larger than the last-level cache: streaming stores (no read of each
-        # output line before it is written), straight from the shuffles when the
-        # tile's rows start on a 64-byte boundary (every store is then a whole
-        # aligned line), else through an L1 scratch and nt_copy.  One thread, CPU
-        # time, [1e6, 10] out=, plain stores -> streaming: aligned float32 softmax
-        # 13.5-13.7 -> 12.0-12.1 ms, float64 27.8-28.9 -> 23.8-24.3; unaligned (a
-        # NumPy buffer, 16 bytes past a line) float32 13.9-14.1 -> 13.0-13.6,
-        # float64 28.1-28.7 -> 25.8-25.9
+        # outputs larger than the last-level cache: through an L1 scratch and streaming
+        # stores (nt_copy: no read of each output line before it is written).  One
+        # thread, CPU time, [1e6, 10] out=, a NumPy buffer (16 bytes past a line),
+        # plain -> streaming: float32 softmax 13.9-14.1 -> 13.0-13.6 ms, float64
+        # 28.1-28.7 -> 25.8-25.9.  Stored straight from the shuffles into an aligned
+        # output it was 13.5 -> 12.0 (float32), but a third unrolled variant
+        # (compile time, transpose.py) was not worth 1 ms.
         if out.nbytes < NT_MIN_BYTES:
             cols_to_rows(tf, ts, nb, n, os, 0)
-        elif (os.ctypes.data & 63) == 0:
-            cols_to_rows_nt(tf, ts, nb, n, os, 0)
         else:
             ob = scr[8]
             cols_to_rows(tf, ts, nb, n, ob, 0)
-            nt_copy(ob, os, 0, nv * n)
+            _nt_rows(ob, os, nv * n)
         for r in range(nv, nr):
             for j in range(n):
                 os[r * n + j] = st(tb[j, r], os)
@@ -262,7 +272,7 @@ def _write_back(tb, os, Mv, Cv, invT, log, n, nr):
                 os[r * n + j] = st(tj[r] * Cv[r], os)
 
 
-@njit(fastmath=FASTMATH, cache=True)
+@njit(fastmath=FASTMATH, cache=True, inline="always")
 def _lse_tile(t, x, T, invT, rows_per_tile, lse, sign, scr):
     """logsumexp of a tile of short rows, via ``_tile_states`` (``log(w0 + r)`` is one
     vectorised loop per tile)."""
