@@ -98,9 +98,7 @@ def test_kernels_built_without_avx512_bf16_give_the_same_bits(tmp_path):
     # the integer rounding inside the kernels (CPUs without vcvtneps2bf16): compiled
     # for a Haswell target in a child process with its own cache; on these ordinary
     # rows (no subnormal results, no NaN) both roundings give the same bits
-    import os
-    import subprocess
-    import sys
+    from _haswell import run_for_haswell
 
     x = _bits(np.random.default_rng(0).standard_normal((64, 200)) * 3)
     np.save(tmp_path / "x.npy", x)
@@ -113,14 +111,10 @@ def test_kernels_built_without_avx512_bf16_give_the_same_bits(tmp_path):
         "bf16.vjp_range(o, x, 1.0, False, g, 0, x.shape[0])\n"
         "np.save(sys.argv[2], np.stack([o, g])); print(HW_BF16)\n"
     )
-    env = dict(os.environ, NUMBA_CPU_NAME="haswell", NUMBA_CACHE_DIR=str(tmp_path / "cache"))
-    env["SOFTMAXKIT_COMPILE"] = "foreground"
-    r = subprocess.run(
-        [sys.executable, "-c", code, str(tmp_path / "x.npy"), str(tmp_path / "y.npy")],
-        env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert r.returncode == 0, r.stderr
-    assert r.stdout.strip() == "False"
+    out = run_for_haswell(
+        tmp_path / "cache", code, str(tmp_path / "x.npy"), str(tmp_path / "y.npy")
+    )
+    assert out.strip() == "False"
     o, g = np.empty_like(x), np.empty_like(x)
     bf16.softmax_range(x, 1 / 0.7, False, o, 0, x.shape[0])
     bf16.vjp_range(o, x, 1.0, False, g, 0, x.shape[0])
