@@ -135,6 +135,8 @@ def npy_files(draw) -> bytes:
 @example(blob=_header("<f8", False, ()) + b"\0" * 8, cmd="softmax")  # 0-d: item assignment
 @example(blob=_header(">f8", False, (2, 3)) + b"\1" * 48, cmd="softmax")  # big-endian
 @example(blob=_header(">i2", False, (2, 3)) + b"\1" * 12, cmd="int8")
+@example(blob=_header("<f8", False, (2**31, -1)), cmd="logsumexp")  # looped for minutes
+@example(blob=_header("<f8", False, (2**40, 0)), cmd="logsumexp")  # a state beyond RAM
 def test_malformed_npy_headers_exit_2_in_one_line(tmp_path, blob, cmd):
     path = tmp_path / "in.npy"
     path.write_bytes(blob)

@@ -113,3 +113,32 @@ def test_demo_step_online(capsys):
     assert "two halves, merged" in out
     assert "(0.7761150, 6.9828933)" in out  # the notebook's merged (m, d)
     assert "(-inf, 0.0)" in out
+
+
+def test_headers_that_ask_for_too_much_are_refused_before_any_work(tmp_path):
+    # NumPy's header reader accepts negative dimensions, and a file of zero-size rows
+    # holds no data however many rows its header claims: stream_logsumexp looped for
+    # minutes on (2**31, -1) and, on (2**31, 0), allocated a 32 GiB state that the OOM
+    # killer ended while it was filled (a crashed test worker, tests/test_cli_fuzz.py)
+    import math
+    import os
+
+    from softmaxkit import stream_logsumexp
+
+    def npy(shape):
+        p = tmp_path / f"h{len(list(tmp_path.iterdir()))}.npy"
+        with open(p, "wb") as f:
+            np.lib.format.write_array_header_1_0(
+                f, {"descr": "<f8", "fortran_order": False, "shape": shape}
+            )
+        return p
+
+    with pytest.raises(ValueError, match=r"negative dimension in shape \(2147483648, -1\)"):
+        stream_logsumexp(npy((2**31, -1)))
+    phys = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    rows = 2 ** math.ceil(math.log2(phys / 24 + 1))  # their state and result exceed RAM
+    with pytest.raises(MemoryError, match=f"state and result of {rows} rows"):
+        stream_logsumexp(npy((rows, 0)))
+    # within reach, zero-size rows still give -inf rows
+    np.testing.assert_array_equal(stream_logsumexp(npy((5, 0))), np.full(5, -np.inf))
+    assert main(["logsumexp", str(npy((rows, 0)))]) == 2

@@ -70,7 +70,9 @@ def stream_normalizer(
     Notes
     -----
     Peak extra memory: ``memory`` plus about 16 MB, plus the float64 state (16 bytes
-    per row); the source is never loaded or mapped whole.  Results do not depend on
+    per row; ``MemoryError`` before any work when the state and a float64 result
+    would not fit in the machine's physical memory, e.g. a header claiming 2**31 rows
+    of zero length); the source is never loaded or mapped whole.  Results do not depend on
     ``workers`` (chunk states are merged in order).  A file truncated while it is
     read raises ``ValueError``; a non-regular file (FIFO, device) is refused before
     it is read.  See ``docs/online.md``, "Streaming / out-of-core".
@@ -121,7 +123,9 @@ def stream_logsumexp(
 
     Notes
     -----
-    Peak extra memory: about ``memory``.
+    Peak extra memory: ``memory`` plus about 16 MB, plus the float64 state and the
+    result (24 bytes per row; ``MemoryError`` before any work when they would not fit
+    in the machine's physical memory).
 
     Examples
     --------

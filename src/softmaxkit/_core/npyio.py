@@ -148,6 +148,12 @@ class NpyIn:
                 detail = " ".join(str(exc).split()) or type(exc).__name__
                 raise ValueError(f"{p!r} is not a valid .npy file ({detail})") from None
             self.offset = f.tell()
+        if any(d < 0 for d in shape):
+            # NumPy's header reader accepts them; the product would pass the size check
+            # below (tests/test_cli_fuzz.py: (2**31, -1) made logsumexp loop for minutes)
+            raise ValueError(
+                f"{p!r} is not a valid .npy file (negative dimension in shape {shape})"
+            )
         if check_dtype is not None:
             check_dtype(dtype, p)
         n = math.prod(shape)  # Python ints: a header saying (2**64,) cannot overflow here

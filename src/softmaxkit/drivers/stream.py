@@ -27,6 +27,7 @@ complete.
 from __future__ import annotations
 
 import math
+import os
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -147,17 +148,36 @@ def _state_pass(source, t, limit, workers, pbar):
                     batch = m.shape
                 else:
                     batch = tuple(n for i, n in enumerate(source.shape) if i not in source.axes)
-                gm = np.full(batch, -np.inf)
-                gs = np.zeros(batch)
+                gm, gs = _batch_state(batch)
             bs = _batch_slices(sl, source.axes)
             gm[bs], gs[bs] = _state.merge(gm[bs], gs[bs], m, s)
             if pbar is not None:
                 pbar.update(1)
     if gm is None:  # an array with no blocks (a zero-size dimension)
         batch = tuple(n for i, n in enumerate(source.shape) if i not in source.axes)
-        gm = np.full(batch, -np.inf)
-        gs = np.zeros(batch)
+        gm, gs = _batch_state(batch)
     return gm, gs
+
+
+def _batch_state(batch):
+    """The running ``(m, s)`` of every row of the batch: two float64 arrays, held in
+    memory whatever ``memory`` says (the blocks are what ``memory`` bounds).  Refused
+    with ``MemoryError`` before any allocation when they and a float64 result would
+    exceed the machine's physical memory: a file of zero-size rows (``(2**31, 0)``)
+    holds no data but asks for a 2**31-row state, which NumPy allocates lazily and the
+    OOM killer then ends while it is filled (found by tests/test_cli_fuzz.py)."""
+    need = 3 * 8 * math.prod(batch)  # m, s and the float64 result
+    try:
+        phys = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):  # no sysconf (Windows): let NumPy try
+        phys = need
+    if need > phys:
+        raise MemoryError(
+            f"the running state and result of {math.prod(batch)} rows (batch shape {batch}) "
+            f"need {need / 2**30:.1f} GiB, more than this machine's "
+            f"{phys / 2**30:.1f} GiB of memory"
+        )
+    return np.full(batch, -np.inf), np.zeros(batch)
 
 
 def _setup(src, axis, temperature, where, memory, workers):
