@@ -149,17 +149,14 @@ def _tile_states(x, i0, i1, invT, store, tb, M, Sc, Cc, Rr, W):
     nr = i1 - i0
     Mv, Sv, Cv = M[:nr], Sc[:nr], Cc[:nr]
     _fill_v(Mv, ld(-np.inf, invT))
+    r0 = 0  # rows from r0 on are copied a row at a time, below
     if _vector_moves(x, invT):
         # whole blocks of 16 (float32) / 8 (float64) rows as whole vectors
         # (transpose.py), the rest row by row
-        nv = nr // _lanes(invT) * _lanes(invT)
+        r0 = nr // _lanes(invT) * _lanes(invT)
         rows_to_cols(
-            x.reshape(x.size), i0 * n, nv // _lanes(invT), n, tb.reshape(tb.size), tb.shape[1]
+            x.reshape(x.size), i0 * n, r0 // _lanes(invT), n, tb.reshape(tb.size), tb.shape[1]
         )
-        for r in range(nv, nr):
-            xr = x[i0 + r]
-            for j in range(n):
-                tb[j, r] = xr[j]
     elif n < (_COLWISE32 if is32(invT) else _COLWISE64) and same_dtype(x, invT):
         # a column of the tile at a time (strided loads).  The copy alone, 1e6 rows of
         # 10, one thread: float32 8.0 -> 5.1 ms, float64 14.7 -> 8.8 ms; whole
@@ -171,12 +168,12 @@ def _tile_states(x, i0, i1, invT, store, tb, M, Sc, Cc, Rr, W):
             xc = x[i0:i1, j]
             for r in range(nr):
                 tj[r] = xc[r]
-    else:
-        xs = x[i0:i1]
-        for r in range(nr):
-            xr = xs[r]
-            for j in range(n):
-                tb[j, r] = ld(xr[j], invT)
+        r0 = nr
+    xs = x[i0:i1]
+    for r in range(r0, nr):
+        xr = xs[r]
+        for j in range(n):
+            tb[j, r] = ld(xr[j], invT)
     for j in range(n):
         _col_max(tb[j, :nr], Mv)
     _fill_v(Sv, ld(0.0, invT))
