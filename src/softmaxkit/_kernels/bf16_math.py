@@ -23,6 +23,7 @@ from .exp import (
     _fma,
     _pow2_from_shifter32,
 )
+from .hostcpu import host_has
 
 _QNAN = 0x7FC0
 # the bits kernels' fast-math flags: never nnan / ninf; no "contract" (see bf16.py)
@@ -56,21 +57,8 @@ class _BFloat(ir.types._BaseFloatType):
 _BFloat._create_instance()
 
 
-def _hw_bf16() -> bool:
-    """Whether the code Numba generates may use AVX512-BF16's ``vcvtneps2bf16``: the
-    host has it and Numba targets the host (no ``NUMBA_CPU_NAME`` / ``_FEATURES``).
-    Numba keys its cache by CPU name and features, so a kernel cached here is never
-    loaded on a CPU without it."""
-    from numba.core import config
-
-    if config.CPU_NAME or config.CPU_FEATURES:
-        return False
-    import llvmlite.binding as ll
-
-    return bool(ll.get_host_cpu_features().get("avx512bf16", False))
-
-
-HW_BF16 = _hw_bf16()
+# AVX512-BF16's ``vcvtneps2bf16``
+HW_BF16 = host_has("avx512bf16")
 
 
 @intrinsic

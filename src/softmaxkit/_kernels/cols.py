@@ -30,6 +30,7 @@ QB = 4096  # columns per task: 16 KiB of float32 per row slice.  Measured on [81
 # float32 axis=0 (softmax / log_softmax / logsumexp, ms): QB 256 x JB 32: 66 / 64 / 23;
 # 1024 x 128: 39 / 39 / 16; 4096 x 32: 28.5 / 29 / 11.5.  Short slices at a power-of-two
 # row stride land in the same cache sets and defeat the prefetchers.
+_CSUB = 8  # rows per float32 lane sum before it is added in float64
 JB = 32  # rows per tile (a float32 tile of 512 KiB stays in L2 for the sum sub-pass)
 
 
@@ -165,14 +166,18 @@ def _col_state(x, mask, b, has_mask, has_b, p, q0, q1, j0, j1, invT, m, r, w0, s
             bc[:] = 0.0
             if (is32(invT) or not split) and _all_finite(m):
                 # float32 (or softmax), every column max finite: plain sums of every
-                # exp, as in the row kernels (rows._bsum); the max terms are exactly 1,
-                # w0 stays 0
-                if invT == 1:
-                    for j in range(t0, t1):
-                        _csum_all_unit(x[p, j, q0:q1], m, bs)
-                else:
-                    for j in range(t0, t1):
-                        _csum_all(x[p, j, q0:q1], m, invT, bs)
+                # exp (the max terms exactly 1, w0 stays 0), at most _CSUB rows per
+                # float32 lane sum (32 put log S 1.8e-6 off: rows/blocks.py::_SUB)
+                for s0 in range(t0, t1, _CSUB):
+                    for j in range(s0, min(s0 + _CSUB, t1)):
+                        if invT == 1:
+                            _csum_all_unit(x[p, j, q0:q1], m, bs)
+                        else:
+                            _csum_all(x[p, j, q0:q1], m, invT, bs)
+                    if t1 - s0 > _CSUB:
+                        for q in range(nq):
+                            r[q] += np.float64(bs[q])
+                        bs[:] = 0.0
             else:
                 for j in range(t0, t1):
                     _csum_plain(x[p, j, q0:q1], m, invT, bs, bc)

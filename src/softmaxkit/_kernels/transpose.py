@@ -29,6 +29,8 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from .hostcpu import host_has
+
 __all__ = ["HW_TRANSPOSE", "NMAX32", "NMAX64", "cols_to_rows", "rows_to_cols"]
 
 # the longest rows moved this way: float32 rows of 16+ (float64 11+) copy as fast a
@@ -41,20 +43,8 @@ NMAX64 = 10
 PREFETCH_BYTES = 4096
 
 
-def _hw_transpose() -> bool:
-    """Whether Numba generates AVX-512 code here: the host has AVX-512F and Numba
-    targets the host (no ``NUMBA_CPU_NAME`` / ``NUMBA_CPU_FEATURES``).  Numba keys its
-    cache by CPU name and features, so a kernel cached here is never loaded elsewhere."""
-    from numba.core import config
-
-    if config.CPU_NAME or config.CPU_FEATURES:
-        return False
-    import llvmlite.binding as ll
-
-    return bool(ll.get_host_cpu_features().get("avx512f", False))
-
-
-HW_TRANSPOSE = _hw_transpose()
+# AVX-512 makes each shuffle one instruction (see the module docstring)
+HW_TRANSPOSE = host_has("avx512f")
 
 
 def _shuffle(builder, a, b, mask):

@@ -12,7 +12,17 @@ import numpy as np
 from numba import njit, types
 from numba.extending import overload
 
-from ..exp import FASTMATH, expd, expd_unit, f16_to_f32, f32_to_f16, fmax, fmaximum, is32
+from ..exp import (
+    FASTMATH,
+    expd,
+    expd_unit,
+    expsum_unit,
+    f16_to_f32,
+    f32_to_f16,
+    fmax,
+    fmaximum,
+    is32,
+)
 
 _BLOCK = 2048  # 8 KiB of float32: the max and the sum sub-passes share L1
 
@@ -79,8 +89,19 @@ def _bmax_m(xr, mr, br, has_mask, has_b, lo, hi, ninf):
     return m
 
 
+# float32 sums keep at most 8 terms per lane accumulator.  The sum loops run 16 lanes x
+# 4 accumulators, and one accumulator over a block of 2048 took 32 terms, rounding each
+# time at up to half an ulp of its running sum: on adversarial rows (the max's exact 1
+# in a lane, equal small terms whose sum with 1 rounds the same way each time) log S was
+# off by 1.8e-6, beyond the float32 contract of 1e-6 (1 + |value|).  Sums of more than
+# _SUB terms now add four interleaved quarters, (e0 + e1) + (e2 + e3), per accumulator
+# step (_sum4: no extra operation per value); the loops that also store their terms
+# (store.py) sum pieces of _SUB and add them in float64.
+_SUB = 512
+
+
 @njit(fastmath=FASTMATH, cache=True)
-def _sum_all(xs, m, invT):
+def _sum_run(xs, m, invT):
     s = ld(0.0, m)
     for j in range(xs.shape[0]):
         s += expd(ld(xs[j], m), m, invT)
@@ -88,11 +109,67 @@ def _sum_all(xs, m, invT):
 
 
 @njit(fastmath=FASTMATH, cache=True)
-def _sum_all_unit(xs, m):
+def _sum_run_unit(xs, m):
     s = ld(0.0, m)
     for j in range(xs.shape[0]):
-        s += expd_unit(ld(xs[j], m), m)
+        s += expsum_unit(ld(xs[j], m), m)
     return s
+
+
+@njit(fastmath={"contract"}, cache=True)
+def _add4(a, b, c, d):
+    """``(a + b) + (c + d)`` in this order: compiled without ``reassoc`` so that LLVM,
+    inlining it into a reassociating loop, keeps the tree (see ``_SUB``)."""
+    return (a + b) + (c + d)
+
+
+@njit(fastmath=FASTMATH, cache=True)
+def _sum4(xs, m, invT):
+    q = xs.shape[0] // 4
+    a, b, c, d = xs[:q], xs[q : 2 * q], xs[2 * q : 3 * q], xs[3 * q : 4 * q]
+    s = ld(0.0, m)
+    for j in range(q):
+        s += _add4(
+            expd(ld(a[j], m), m, invT),
+            expd(ld(b[j], m), m, invT),
+            expd(ld(c[j], m), m, invT),
+            expd(ld(d[j], m), m, invT),
+        )
+    return s
+
+
+@njit(fastmath=FASTMATH, cache=True)
+def _sum4_unit(xs, m):
+    q = xs.shape[0] // 4
+    a, b, c, d = xs[:q], xs[q : 2 * q], xs[2 * q : 3 * q], xs[3 * q : 4 * q]
+    s = ld(0.0, m)
+    for j in range(q):
+        s += _add4(
+            expsum_unit(ld(a[j], m), m),
+            expsum_unit(ld(b[j], m), m),
+            expsum_unit(ld(c[j], m), m),
+            expsum_unit(ld(d[j], m), m),
+        )
+    return s
+
+
+@njit(fastmath=FASTMATH, cache=True)
+def _sum_all(xs, m, invT):
+    """``sum exp((x - m) / T)`` over ``xs``, in the dtype of ``m`` (float32 rows longer
+    than ``_SUB``: four interleaved quarters, see ``_SUB``)."""
+    n = xs.shape[0]
+    if not is32(m) or n <= _SUB:
+        return _sum_run(xs, m, invT)
+    return _sum4(xs, m, invT) + _sum_run(xs[n - n % 4 :], m, invT)
+
+
+@njit(fastmath=FASTMATH, cache=True)
+def _sum_all_unit(xs, m):
+    """``_sum_all`` for ``T = 1``, with ``expsum_unit``'s plain float32 argument."""
+    n = xs.shape[0]
+    if not is32(m) or n <= _SUB:
+        return _sum_run_unit(xs, m)
+    return _sum4_unit(xs, m) + _sum_run_unit(xs[n - n % 4 :], m)
 
 
 @njit(fastmath=FASTMATH, cache=True)

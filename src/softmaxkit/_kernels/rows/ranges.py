@@ -13,6 +13,7 @@ from ..exp import FASTMATH, is32, log_sum_array
 from ..view import row
 from .blocks import (
     _BLOCK,
+    _SUB,
     EMPTY,
     FINITE,
     NAN,
@@ -21,6 +22,8 @@ from .blocks import (
     _bsum,
     _sum_all,
     _sum_all_unit,
+    _sum_run,
+    _sum_run_unit,
     _wlsm,
     _wsm_m,
     ld,
@@ -51,6 +54,10 @@ from .store import (
     _state_store,
     _store_all,
     _store_all_unit,
+    _store_run,
+    _store_run_unit,
+    _touch_run_unit,
+    _touch_sum_unit,
 )
 from .tiles import _lse_tile, _scratch, _softmax_tile
 
@@ -65,7 +72,7 @@ _KW = {"fastmath": FASTMATH, "cache": True, "nogil": True}
 @njit(**_KW)
 def softmax_short_range(x, out, T, invT, log, rows_per_tile, t0, t1):
     """softmax / log_softmax of short rows (n <= SHORT), tiles t0:t1 of rows."""
-    scr = _scratch(x.shape[1], rows_per_tile, invT)
+    scr = _scratch(x.shape[1], rows_per_tile, invT, True)
     for t in range(t0, t1):
         _softmax_tile(t, x, out, T, invT, log, rows_per_tile, scr)
 
@@ -73,7 +80,7 @@ def softmax_short_range(x, out, T, invT, log, rows_per_tile, t0, t1):
 @njit(**_KW)
 def logsumexp_short_range(x, T, invT, rows_per_tile, lse, sign, t0, t1):
     """logsumexp of short rows (n <= SHORT), tiles t0:t1 of rows."""
-    scr = _scratch(x.shape[1], rows_per_tile, invT)
+    scr = _scratch(x.shape[1], rows_per_tile, invT, False)
     for t in range(t0, t1):
         _lse_tile(t, x, T, invT, rows_per_tile, lse, sign, scr)
 
@@ -114,13 +121,23 @@ def _group_states(x, mask, has_mask, g0, g1, invT, M, Rr, W, L, out, touch, mbs)
                 # float32: (S, 0), the loops _bsum / _bsum_store would pick, called
                 # directly: through them (their slices and split branch) log_softmax
                 # took 100-106 instead of 89 ns per row, logsumexp 70 instead of 61
+                # (rows of up to _SUB values call the loops themselves: through the
+                # pieces of _sum_all etc. rows of 128 took 5-7 ns more each)
                 if touch:
-                    if invT == one:
-                        r = np.float64(_store_all_unit(row(x, i), row(out, i), m))
+                    if invT == one and n <= _SUB:
+                        r = np.float64(_touch_run_unit(row(x, i), row(out, i), m))
+                    elif invT == one:
+                        r = np.float64(_touch_sum_unit(row(x, i), row(out, i), m))
+                    elif n <= _SUB:
+                        r = np.float64(_store_run(row(x, i), row(out, i), m, invT))
                     else:
                         r = np.float64(_store_all(row(x, i), row(out, i), m, invT))
+                elif invT == one and n <= _SUB:
+                    r = np.float64(_sum_run_unit(row(x, i), m))
                 elif invT == one:
                     r = np.float64(_sum_all_unit(row(x, i), m))
+                elif n <= _SUB:
+                    r = np.float64(_sum_run(row(x, i), m, invT))
                 else:
                     r = np.float64(_sum_all(row(x, i), m, invT))
             else:  # a special row (max +-inf or NaN): the general state
@@ -243,8 +260,12 @@ def softmax_store_range(x, out, T, invT, t0, t1):
         mT = np.float64(m) / T
         if mT > -np.inf and mT < np.inf:
             # a finite row state (a NaN entry makes S NaN, hence the row NaN)
-            if invT == one:
+            if invT == one and n <= _SUB:
+                s = _store_run_unit(row(x, i), row(out, i), m)
+            elif invT == one:
                 s = _store_all_unit(row(x, i), row(out, i), m)
+            elif n <= _SUB:
+                s = _store_run(row(x, i), row(out, i), m, invT)
             else:
                 s = _store_all(row(x, i), row(out, i), m, invT)
             if prev >= 0:

@@ -11,8 +11,8 @@ import math
 import numpy as np
 from numba import njit
 
-from ..exp import FASTMATH, expd, expd_unit, is32
-from .blocks import _BLOCK, FINITE, _bmax, _bsum, _fill, ld
+from ..exp import FASTMATH, expd, expd_unit, expsum_unit, is32
+from .blocks import _BLOCK, _SUB, FINITE, _bmax, _bsum, _fill, ld
 from .pieces import _classify, _write_row
 
 
@@ -38,7 +38,7 @@ def _bsum_store(xr, orow, lo, hi, m, invT, split):
 
 
 @njit(fastmath=FASTMATH, cache=True)
-def _store_all(xs, os, m, invT):
+def _store_run(xs, os, m, invT):
     s = ld(0.0, m)
     for j in range(xs.shape[0]):
         e = expd(ld(xs[j], m), m, invT)
@@ -48,13 +48,70 @@ def _store_all(xs, os, m, invT):
 
 
 @njit(fastmath=FASTMATH, cache=True)
-def _store_all_unit(xs, os, m):
+def _store_run_unit(xs, os, m):
     s = ld(0.0, m)
     for j in range(xs.shape[0]):
         e = expd_unit(ld(xs[j], m), m)
         os[j] = e
         s += e
     return s
+
+
+@njit(fastmath=FASTMATH, cache=True)
+def _touch_run_unit(xs, os, m):
+    s = ld(0.0, m)
+    for j in range(xs.shape[0]):
+        e = expsum_unit(ld(xs[j], m), m)
+        os[j] = e
+        s += e
+    return s
+
+
+@njit(fastmath=FASTMATH, cache=True)
+def _store_all(xs, os, m, invT):
+    """Store ``exp((x - m) / T)`` into ``os`` and return their sum (float32 rows longer
+    than ``_SUB``: pieces of ``_SUB`` whose float32 sums are added in float64; see
+    ``blocks._SUB``.  Four interleaved output streams, as in ``blocks._sum4``, were
+    slower: 19 -> 22 ms on [16384, 2048] softmax)."""
+    # one call site of the loop (a second copy kept the caller from inlining this:
+    # rows of 128 took 5-7 ns more each)
+    n = xs.shape[0]
+    step = n if not is32(m) or n <= _SUB else _SUB
+    tot = 0.0
+    for b0 in range(0, n, max(step, 1)):
+        b1 = min(b0 + step, n)
+        tot += np.float64(_store_run(xs[b0:b1], os[b0:b1], m, invT))
+    return ld(tot, m)
+
+
+@njit(fastmath=FASTMATH, cache=True)
+def _store_all_unit(xs, os, m):
+    """``_store_all`` for ``T = 1``."""
+    # one call site of the loop (a second copy kept the caller from inlining this:
+    # rows of 128 took 5-7 ns more each)
+    n = xs.shape[0]
+    step = n if not is32(m) or n <= _SUB else _SUB
+    tot = 0.0
+    for b0 in range(0, n, max(step, 1)):
+        b1 = min(b0 + step, n)
+        tot += np.float64(_store_run_unit(xs[b0:b1], os[b0:b1], m))
+    return ld(tot, m)
+
+
+@njit(fastmath=FASTMATH, cache=True)
+def _touch_sum_unit(xs, os, m):
+    """The sum of ``exp(x - m)`` (``expsum_unit``, pieces as ``_store_all``), storing
+    each term into ``os`` only to fetch its lines while computing (their values are
+    overwritten)."""
+    # one call site of the loop (a second copy kept the caller from inlining this:
+    # rows of 128 took 5-7 ns more each)
+    n = xs.shape[0]
+    step = n if not is32(m) or n <= _SUB else _SUB
+    tot = 0.0
+    for b0 in range(0, n, max(step, 1)):
+        b1 = min(b0 + step, n)
+        tot += np.float64(_touch_run_unit(xs[b0:b1], os[b0:b1], m))
+    return ld(tot, m)
 
 
 @njit(fastmath=FASTMATH, cache=True)
@@ -97,14 +154,21 @@ def _softmax_block_store(xr, orow, T, invT, m):
         # a finite row state (a NaN entry makes s NaN, hence the row NaN): the sum
         # and scale loops written out here, not in helpers (_bsum_store, _scale):
         # 0.76 -> 0.63 ns per value on rows of 128 (one thread, cache-resident); with
-        # _store_all* + _scale instead of the two loops, 10% slower again
-        s = ld(0.0, m)
-        if invT == ld(1.0, invT):
+        # _store_all* + _scale instead of the two loops, 10% slower again.  Rows longer
+        # than _SUB: the four-quarter sums of _store_all* (see blocks._SUB).
+        if n > _SUB and is32(m):
+            if invT == ld(1.0, invT):
+                s = _store_all_unit(xr, orow, m)
+            else:
+                s = _store_all(xr, orow, m, invT)
+        elif invT == ld(1.0, invT):
+            s = ld(0.0, m)
             for j in range(n):
                 e = expd_unit(ld(xr[j], m), m)
                 orow[j] = e
                 s += e
         else:
+            s = ld(0.0, m)
             for j in range(n):
                 e = expd(ld(xr[j], m), m, invT)
                 orow[j] = e

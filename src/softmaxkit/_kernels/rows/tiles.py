@@ -11,7 +11,7 @@ import numpy as np
 from numba import njit
 from numba.extending import overload
 
-from ..exp import FASTMATH, expd, fmax, is32, log_sum_array
+from ..exp import FASTMATH, expd, expsum_unit, fmax, is32, log_sum_array
 from ..nt import NT_MIN_BYTES, nt_copy
 from ..transpose import HW_TRANSPOSE, NMAX32, NMAX64, cols_to_rows, rows_to_cols
 from .blocks import FINITE, ld, same_dtype, st
@@ -48,6 +48,14 @@ def _col_sum(col, mc, sc, cc, invT, store):
     ``store``: the exps replace the column (softmax writes them scaled)."""
     z = ld(0.0, invT)
     one = ld(1.0, invT)
+    if not store and invT == one:  # terms only summed: the plain argument
+        for k in range(mc.shape[0]):
+            v = col[k]
+            m = mc[k]
+            e = expsum_unit(v, m)
+            sc[k] += z if v >= m else e
+            cc[k] += one if v == m else z
+        return
     for k in range(mc.shape[0]):
         v = col[k]
         m = mc[k]
@@ -76,10 +84,11 @@ def _row_consts(M, Rr, W, L, C, T, invT, log):
 
 
 @njit(fastmath=FASTMATH, cache=True)
-def _scratch(n, rpt, invT):
+def _scratch(n, rpt, invT, staged):
     """The per-task scratch of the tile kernels, allocated once per task range:
     ``tb[n, rpt]``, ``M``, ``Sc``, ``Cc``, ``C`` (compute dtype), ``Rr``, ``W``, ``L``
-    (float64), and a flat ``[rpt * n]`` staging buffer for streamed writes."""
+    (float64), and a flat ``[rpt * n]`` staging buffer for streamed writes (empty
+    unless ``staged``: logsumexp writes no rows)."""
     dt = np.full(1, invT).dtype
     tb = np.empty((n, rpt), dtype=dt)
     M = np.empty(rpt, dtype=dt)
@@ -95,7 +104,7 @@ def _scratch(n, rpt, invT):
         np.empty(rpt),
         np.empty(rpt),
         np.empty(rpt),
-        np.empty(n * rpt, dtype=dt),
+        np.empty(n * rpt if staged else 0, dtype=dt),
     )
 
 
