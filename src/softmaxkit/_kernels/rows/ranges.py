@@ -47,17 +47,13 @@ from .pieces import (
 )
 from .store import (
     L2_ROW,
+    _run_terms,
     _scale,
     _scale_blocks,
     _softmax_block_store,
     _softmax_row_store,
     _state_store,
-    _store_all,
-    _store_all_unit,
-    _store_run,
-    _store_run_unit,
-    _touch_run_unit,
-    _touch_sum_unit,
+    _store_sum,
 )
 from .tiles import _lse_tile, _scratch, _softmax_tile
 
@@ -125,13 +121,13 @@ def _group_states(x, mask, has_mask, g0, g1, invT, M, Rr, W, L, out, touch, mbs)
                 # pieces of _sum_all etc. rows of 128 took 5-7 ns more each)
                 if touch:
                     if invT == one and n <= _SUB:
-                        r = np.float64(_touch_run_unit(row(x, i), row(out, i), m))
+                        r = np.float64(_run_terms(row(x, i), row(out, i), m, m, 2))
                     elif invT == one:
-                        r = np.float64(_touch_sum_unit(row(x, i), row(out, i), m))
+                        r = np.float64(_store_sum(row(x, i), row(out, i), m, m, 2))
                     elif n <= _SUB:
-                        r = np.float64(_store_run(row(x, i), row(out, i), m, invT))
+                        r = np.float64(_run_terms(row(x, i), row(out, i), m, invT, 0))
                     else:
-                        r = np.float64(_store_all(row(x, i), row(out, i), m, invT))
+                        r = np.float64(_store_sum(row(x, i), row(out, i), m, invT, 0))
                 elif invT == one and n <= _SUB:
                     r = np.float64(_sum_run_unit(row(x, i), m))
                 elif invT == one:
@@ -261,13 +257,13 @@ def softmax_store_range(x, out, T, invT, t0, t1):
         if mT > -np.inf and mT < np.inf:
             # a finite row state (a NaN entry makes S NaN, hence the row NaN)
             if invT == one and n <= _SUB:
-                s = _store_run_unit(row(x, i), row(out, i), m)
+                s = _run_terms(row(x, i), row(out, i), m, m, 1)
             elif invT == one:
-                s = _store_all_unit(row(x, i), row(out, i), m)
+                s = _store_sum(row(x, i), row(out, i), m, m, 1)
             elif n <= _SUB:
-                s = _store_run(row(x, i), row(out, i), m, invT)
+                s = _run_terms(row(x, i), row(out, i), m, invT, 0)
             else:
-                s = _store_all(row(x, i), row(out, i), m, invT)
+                s = _store_sum(row(x, i), row(out, i), m, invT, 0)
             if prev >= 0:
                 _scale(row(out, prev), 0, n, fprev)
             fprev = ld(1.0 / np.float64(s), invT)

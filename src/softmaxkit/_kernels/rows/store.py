@@ -24,8 +24,8 @@ def _bsum_store(xr, orow, lo, hi, m, invT, split):
     xs, os = xr[lo:hi], orow[lo:hi]
     if (is32(m) or not split) and m > -np.inf and m < np.inf:  # as in _bsum: (S, 0)
         if invT == one:
-            return _store_all_unit(xs, os, m), z
-        return _store_all(xs, os, m, invT), z
+            return _store_sum(xs, os, m, m, 1), z
+        return _store_sum(xs, os, m, invT, 0), z
     s = z
     c = z
     for j in range(xs.shape[0]):
@@ -38,102 +38,57 @@ def _bsum_store(xr, orow, lo, hi, m, invT, split):
 
 
 @njit(fastmath=FASTMATH, cache=True)
-def _store_run(xs, os, m, invT):
+def _term(v, m, invT, mode):
+    """A stored term: ``expd`` (``mode`` 0), ``expd_unit`` (1) or ``expsum_unit`` (2:
+    terms stored only to fetch the lines).  ``mode`` is a constant at every call."""
+    if mode == 0:
+        return expd(v, m, invT)
+    if mode == 1:
+        return expd_unit(v, m)
+    return expsum_unit(v, m)
+
+
+@njit(fastmath=FASTMATH, cache=True)
+def _run_terms(xs, os, m, invT, mode):
+    """Store the terms (``_term``) of ``xs`` into ``os`` and return their sum, one
+    float32 accumulator per lane: for at most ``_SUB`` values (see ``blocks._SUB``)."""
     s = ld(0.0, m)
     for j in range(xs.shape[0]):
-        e = expd(ld(xs[j], m), m, invT)
+        e = _term(ld(xs[j], m), m, invT, mode)
         os[j] = e
         s += e
     return s
 
 
 @njit(fastmath=FASTMATH, cache=True)
-def _store_run_unit(xs, os, m):
-    s = ld(0.0, m)
-    for j in range(xs.shape[0]):
-        e = expd_unit(ld(xs[j], m), m)
-        os[j] = e
-        s += e
-    return s
-
-
-@njit(fastmath=FASTMATH, cache=True)
-def _touch_run_unit(xs, os, m):
-    s = ld(0.0, m)
-    for j in range(xs.shape[0]):
-        e = expsum_unit(ld(xs[j], m), m)
-        os[j] = e
-        s += e
-    return s
-
-
-@njit(fastmath=FASTMATH, cache=True)
-def _store_all(xs, os, m, invT):
-    """Store ``exp((x - m) / T)`` into ``os`` and return their sum (float32: float32
-    sums of pieces of ``_SUB`` added in float64, see ``blocks._SUB``; the pieces as an
-    inner loop of constant length: through ``_store_run`` on slices, softmax of
-    [4096, 32000] took 8% longer than before the pieces, this way 2-4%; four
-    interleaved output streams as in ``blocks._sum4`` were slower still)."""
-    n = xs.shape[0]
-    if not is32(m):
-        return _store_run(xs, os, m, invT)
-    nb = n // _SUB
+def _store_pieces(xs, os, m, invT, mode):
+    """float32: store the terms (``_term``) into ``os`` and return their sum, as float32
+    sums of pieces of ``_SUB`` added in float64 (see ``blocks._SUB``).  The pieces are
+    an inner loop of constant length: through the loop helpers on slices, softmax of
+    [4096, 32000] took 8% longer than before the pieces, this way about 5%; four
+    interleaved output streams as in ``blocks._sum4`` were slower still."""
+    nb = xs.shape[0] // _SUB
     tot = 0.0
     for b in range(nb):
         s = ld(0.0, m)
         base = b * _SUB
         for j in range(_SUB):
-            e = expd(ld(xs[base + j], m), m, invT)
+            e = _term(ld(xs[base + j], m), m, invT, mode)
             os[base + j] = e
             s += e
         tot += np.float64(s)
-    r = nb * _SUB
-    tot += np.float64(_store_run(xs[r:], os[r:], m, invT))
-    return ld(tot, m)
+    return tot, nb * _SUB
 
 
 @njit(fastmath=FASTMATH, cache=True)
-def _store_all_unit(xs, os, m):
-    """``_store_all`` for ``T = 1``."""
-    n = xs.shape[0]
+def _store_sum(xs, os, m, invT, mode):
+    """Store the terms (``_term``: 0 ``exp((x - m) / T)``, 1 the same at ``T = 1``, 2
+    plain-argument terms stored only to fetch the lines) into ``os`` and return their
+    sum (float32: pieces, ``_store_pieces``)."""
     if not is32(m):
-        return _store_run_unit(xs, os, m)
-    nb = n // _SUB
-    tot = 0.0
-    for b in range(nb):
-        s = ld(0.0, m)
-        base = b * _SUB
-        for j in range(_SUB):
-            e = expd_unit(ld(xs[base + j], m), m)
-            os[base + j] = e
-            s += e
-        tot += np.float64(s)
-    r = nb * _SUB
-    tot += np.float64(_store_run_unit(xs[r:], os[r:], m))
-    return ld(tot, m)
-
-
-@njit(fastmath=FASTMATH, cache=True)
-def _touch_sum_unit(xs, os, m):
-    """The sum of ``exp(x - m)`` (``expsum_unit``, pieces as ``_store_all``), storing
-    each term into ``os`` only to fetch its lines while computing (their values are
-    overwritten)."""
-    n = xs.shape[0]
-    if not is32(m):
-        return _touch_run_unit(xs, os, m)
-    nb = n // _SUB
-    tot = 0.0
-    for b in range(nb):
-        s = ld(0.0, m)
-        base = b * _SUB
-        for j in range(_SUB):
-            e = expsum_unit(ld(xs[base + j], m), m)
-            os[base + j] = e
-            s += e
-        tot += np.float64(s)
-    r = nb * _SUB
-    tot += np.float64(_touch_run_unit(xs[r:], os[r:], m))
-    return ld(tot, m)
+        return _run_terms(xs, os, m, invT, mode)
+    tot, r = _store_pieces(xs, os, m, invT, mode)
+    return ld(tot + np.float64(_run_terms(xs[r:], os[r:], m, invT, mode)), m)
 
 
 @njit(fastmath=FASTMATH, cache=True)
@@ -176,13 +131,13 @@ def _softmax_block_store(xr, orow, T, invT, m):
         # a finite row state (a NaN entry makes s NaN, hence the row NaN): the sum
         # and scale loops written out here, not in helpers (_bsum_store, _scale):
         # 0.76 -> 0.63 ns per value on rows of 128 (one thread, cache-resident); with
-        # _store_all* + _scale instead of the two loops, 10% slower again.  Rows longer
-        # than _SUB: the four-quarter sums of _store_all* (see blocks._SUB).
+        # _store_sum + _scale instead of the two loops, 10% slower again.  Rows longer
+        # than _SUB: the pieces of _store_sum (see blocks._SUB).
         if n > _SUB and is32(m):
             if invT == ld(1.0, invT):
-                s = _store_all_unit(xr, orow, m)
+                s = _store_sum(xr, orow, m, m, 1)
             else:
-                s = _store_all(xr, orow, m, invT)
+                s = _store_sum(xr, orow, m, invT, 0)
         elif invT == ld(1.0, invT):
             s = ld(0.0, m)
             for j in range(n):
