@@ -101,18 +101,24 @@ _SUB = 512
 
 
 @njit(fastmath=FASTMATH, cache=True)
-def _sum_run(xs, m, invT):
-    s = ld(0.0, m)
-    for j in range(xs.shape[0]):
-        s += expd(ld(xs[j], m), m, invT)
-    return s
+def _term(v, m, invT, mode):
+    """One exp of a sum: ``expd`` (``mode`` 0), ``expd_unit`` (1) or ``expsum_unit``
+    (2: the plain argument, for terms that are only summed or stored only to fetch the
+    lines).  ``mode`` is a constant at every call, so each caller compiles one branch."""
+    if mode == 0:
+        return expd(v, m, invT)
+    if mode == 1:
+        return expd_unit(v, m)
+    return expsum_unit(v, m)
 
 
 @njit(fastmath=FASTMATH, cache=True)
-def _sum_run_unit(xs, m):
+def _sum_run(xs, m, invT, mode):
+    """The sum of the terms (``_term``) of ``xs``, one accumulator per lane: for at most
+    ``_SUB`` float32 values."""
     s = ld(0.0, m)
     for j in range(xs.shape[0]):
-        s += expsum_unit(ld(xs[j], m), m)
+        s += _term(ld(xs[j], m), m, invT, mode)
     return s
 
 
@@ -124,52 +130,28 @@ def _add4(a, b, c, d):
 
 
 @njit(fastmath=FASTMATH, cache=True)
-def _sum4(xs, m, invT):
+def _sum4(xs, m, invT, mode):
     q = xs.shape[0] // 4
     a, b, c, d = xs[:q], xs[q : 2 * q], xs[2 * q : 3 * q], xs[3 * q : 4 * q]
     s = ld(0.0, m)
     for j in range(q):
         s += _add4(
-            expd(ld(a[j], m), m, invT),
-            expd(ld(b[j], m), m, invT),
-            expd(ld(c[j], m), m, invT),
-            expd(ld(d[j], m), m, invT),
+            _term(ld(a[j], m), m, invT, mode),
+            _term(ld(b[j], m), m, invT, mode),
+            _term(ld(c[j], m), m, invT, mode),
+            _term(ld(d[j], m), m, invT, mode),
         )
     return s
 
 
 @njit(fastmath=FASTMATH, cache=True)
-def _sum4_unit(xs, m):
-    q = xs.shape[0] // 4
-    a, b, c, d = xs[:q], xs[q : 2 * q], xs[2 * q : 3 * q], xs[3 * q : 4 * q]
-    s = ld(0.0, m)
-    for j in range(q):
-        s += _add4(
-            expsum_unit(ld(a[j], m), m),
-            expsum_unit(ld(b[j], m), m),
-            expsum_unit(ld(c[j], m), m),
-            expsum_unit(ld(d[j], m), m),
-        )
-    return s
-
-
-@njit(fastmath=FASTMATH, cache=True)
-def _sum_all(xs, m, invT):
-    """``sum exp((x - m) / T)`` over ``xs``, in the dtype of ``m`` (float32 rows longer
-    than ``_SUB``: four interleaved quarters, see ``_SUB``)."""
+def _sum_terms(xs, m, invT, mode):
+    """The sum of the terms (``_term``) of ``xs``, in the dtype of ``m`` (float32 rows
+    longer than ``_SUB``: four interleaved quarters, see ``_SUB``)."""
     n = xs.shape[0]
     if not is32(m) or n <= _SUB:
-        return _sum_run(xs, m, invT)
-    return _sum4(xs, m, invT) + _sum_run(xs[n - n % 4 :], m, invT)
-
-
-@njit(fastmath=FASTMATH, cache=True)
-def _sum_all_unit(xs, m):
-    """``_sum_all`` for ``T = 1``, with ``expsum_unit``'s plain float32 argument."""
-    n = xs.shape[0]
-    if not is32(m) or n <= _SUB:
-        return _sum_run_unit(xs, m)
-    return _sum4_unit(xs, m) + _sum_run_unit(xs[n - n % 4 :], m)
+        return _sum_run(xs, m, invT, mode)
+    return _sum4(xs, m, invT, mode) + _sum_run(xs[n - n % 4 :], m, invT, mode)
 
 
 @njit(fastmath=FASTMATH, cache=True)
@@ -186,8 +168,8 @@ def _bsum(xr, lo, hi, m, invT, split):
         # float64 takes this path too when the caller needs only S (softmax, whose
         # 1 / S has no log1p to serve: ``split`` False): 0.86 -> 0.68 ns per value.
         if invT == one:
-            return _sum_all_unit(xs, m), z
-        return _sum_all(xs, m, invT), z
+            return _sum_terms(xs, m, m, 2), z
+        return _sum_terms(xs, m, invT, 0), z
     s = z
     c = z
     for j in range(xs.shape[0]):

@@ -20,10 +20,8 @@ from .blocks import (
     POSINF,
     _bmax,
     _bsum,
-    _sum_all,
-    _sum_all_unit,
     _sum_run,
-    _sum_run_unit,
+    _sum_terms,
     _wlsm,
     _wsm_m,
     ld,
@@ -117,8 +115,8 @@ def _group_states(x, mask, has_mask, g0, g1, invT, M, Rr, W, L, out, touch, mbs)
                 # float32: (S, 0), the loops _bsum / _bsum_store would pick, called
                 # directly: through them (their slices and split branch) log_softmax
                 # took 100-106 instead of 89 ns per row, logsumexp 70 instead of 61
-                # (rows of up to _SUB values call the loops themselves: through the
-                # pieces of _sum_all etc. rows of 128 took 5-7 ns more each)
+                # (rows of up to _SUB values call the loops themselves: through
+                # _sum_terms and _store_sum rows of 128 took 5-7 ns more each)
                 if touch:
                     if invT == one and n <= _SUB:
                         r = np.float64(_run_terms(row(x, i), row(out, i), m, m, 2))
@@ -129,13 +127,13 @@ def _group_states(x, mask, has_mask, g0, g1, invT, M, Rr, W, L, out, touch, mbs)
                     else:
                         r = np.float64(_store_sum(row(x, i), row(out, i), m, invT, 0))
                 elif invT == one and n <= _SUB:
-                    r = np.float64(_sum_run_unit(row(x, i), m))
+                    r = np.float64(_sum_run(row(x, i), m, m, 2))
                 elif invT == one:
-                    r = np.float64(_sum_all_unit(row(x, i), m))
+                    r = np.float64(_sum_terms(row(x, i), m, m, 2))
                 elif n <= _SUB:
-                    r = np.float64(_sum_run(row(x, i), m, invT))
+                    r = np.float64(_sum_run(row(x, i), m, invT, 0))
                 else:
-                    r = np.float64(_sum_all(row(x, i), m, invT))
+                    r = np.float64(_sum_terms(row(x, i), m, invT, 0))
             else:  # a special row (max +-inf or NaN): the general state
                 m, r, w0 = _chunk_state(
                     row(x, i), row(x, i), row(x, i), False, False, 0, n, invT, True

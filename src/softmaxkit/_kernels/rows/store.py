@@ -11,8 +11,8 @@ import math
 import numpy as np
 from numba import njit
 
-from ..exp import FASTMATH, expd, expd_unit, expsum_unit, is32
-from .blocks import _BLOCK, _SUB, FINITE, _bmax, _bsum, _fill, ld
+from ..exp import FASTMATH, expd, expd_unit, is32
+from .blocks import _BLOCK, _SUB, FINITE, _bmax, _bsum, _fill, _term, ld
 from .pieces import _classify, _write_row
 
 
@@ -35,17 +35,6 @@ def _bsum_store(xr, orow, lo, hi, m, invT, split):
         s += z if v >= m else e
         c += one if v == m else z
     return s, c
-
-
-@njit(fastmath=FASTMATH, cache=True)
-def _term(v, m, invT, mode):
-    """A stored term: ``expd`` (``mode`` 0), ``expd_unit`` (1) or ``expsum_unit`` (2:
-    terms stored only to fetch the lines).  ``mode`` is a constant at every call."""
-    if mode == 0:
-        return expd(v, m, invT)
-    if mode == 1:
-        return expd_unit(v, m)
-    return expsum_unit(v, m)
 
 
 @njit(fastmath=FASTMATH, cache=True)
@@ -82,9 +71,9 @@ def _store_pieces(xs, os, m, invT, mode):
 
 @njit(fastmath=FASTMATH, cache=True)
 def _store_sum(xs, os, m, invT, mode):
-    """Store the terms (``_term``: 0 ``exp((x - m) / T)``, 1 the same at ``T = 1``, 2
-    plain-argument terms stored only to fetch the lines) into ``os`` and return their
-    sum (float32: pieces, ``_store_pieces``)."""
+    """Store the terms (``blocks._term``: 0 ``exp((x - m) / T)``, 1 the same at
+    ``T = 1``, 2 plain-argument terms stored only to fetch the lines) into ``os`` and
+    return their sum (float32: pieces, ``_store_pieces``)."""
     if not is32(m):
         return _run_terms(xs, os, m, invT, mode)
     tot, r = _store_pieces(xs, os, m, invT, mode)
