@@ -7,7 +7,7 @@ contract implemented here is the table in ``docs/dense.md``.
 from __future__ import annotations
 
 import math
-from typing import Any, Literal, overload
+from typing import Any, Literal, TypeGuard, overload
 
 import numpy as np
 
@@ -100,6 +100,41 @@ def _tiny_log_sum(r: float, w0: int) -> float:
     return math.log(w0) + math.log1p(r / w0) if r <= w0 else math.log(w0 + r)
 
 
+_FAST_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _fast_rows(x: Any, axis: Any, temperature: Any) -> TypeGuard[FloatArray]:
+    """True for the common call that needs neither validation nor a layout search: a
+    C-contiguous, non-empty, native float32/float64 ``ndarray`` (not a subclass) over
+    its last axis at ``T = 1``.  Every other call takes the validated path, which
+    raises the errors.  Through that path a softmax of [1, 128] cost 16 us, almost
+    all of it Python (NumPy's stable formula: 4 us)."""
+    return (
+        type(x) is np.ndarray
+        and type(axis) is int
+        and type(temperature) is float
+        and temperature == 1.0
+        and x.dtype in _FAST_DTYPES
+        and x.flags.c_contiguous
+        and x.ndim > 0
+        and x.size > 0
+        and (axis == -1 or axis == x.ndim - 1)
+    )
+
+
+def _fast_out(out: Any, x: np.ndarray, shape: tuple[int, ...]) -> bool:
+    """True when ``out`` can be written directly by the fast path: a C-contiguous,
+    writable ``ndarray`` of ``shape`` and ``x``'s dtype that does not overlap ``x``."""
+    return (
+        type(out) is np.ndarray
+        and out.dtype == x.dtype
+        and out.shape == shape
+        and out.flags.c_contiguous
+        and out.flags.writeable
+        and not np.may_share_memory(x, out)
+    )
+
+
 def _softmax_impl(
     x: Any, axis: Any, temperature: Any, where: Any, dtype: Any, out: Any, log: bool
 ) -> FloatArray:
@@ -112,17 +147,31 @@ def _softmax_impl(
                 return np.array([(v - m) - ls for v in vals], dtype=x.dtype)
             s = w0 + r
             return np.array([math.exp(v - m) / s for v in vals], dtype=x.dtype)
-    arr = as_input_array(x)
-    axes = normalize_axis(axis, arr.ndim)
-    t = validate_temperature(temperature)
-    mask = validate_where(where, arr.shape)
-    compute, out_dtype = resolve_dtype(arr.dtype, dtype)
-    if out is None:
-        out = empty_like(arr, out_dtype)  # x's layout (no transposed copy), 2 MiB-aligned
+    fast = (
+        where is None
+        and dtype is None
+        and _fast_rows(x, axis, temperature)
+        and (out is None or _fast_out(out, x, x.shape))
+    )
+    if fast:
+        arr, t, mask = x, 1.0, None
+        axes: tuple[int, ...] = (x.ndim - 1,)
+        if out is None:
+            out = empty_like(arr, arr.dtype)
     else:
-        check_out(out, arr.shape, out_dtype)
+        arr = as_input_array(x)
+        axes = normalize_axis(axis, arr.ndim)
+        t = validate_temperature(temperature)
+        mask = validate_where(where, arr.shape)
+        compute, out_dtype = resolve_dtype(arr.dtype, dtype)
+        if out is None:
+            out = empty_like(arr, out_dtype)  # x's layout (no transposed copy), 2 MiB-aligned
+        else:
+            check_out(out, arr.shape, out_dtype)
     try:
         with coldstart.allow(arr.size):
+            if fast:
+                return _eager.last_axis_softmax(arr, out, log)
             res: FloatArray = _eager.dense_softmax(arr, axes, t, mask, compute, out, log)
             return res
     except coldstart.ColdKernel:
@@ -216,7 +265,7 @@ def softmax(
     array([[0.1192, 0.1192],
            [0.8808, 0.8808]])
     """
-    if _foreign(x):
+    if type(x) is not np.ndarray and _foreign(x):
         foreign: FloatArray = _dispatch(
             "softmax", x, axis=axis, temperature=temperature, where=where, dtype=dtype, out=out
         )
@@ -270,7 +319,7 @@ def log_softmax(
     >>> float(log_softmax([0.0, -40.0])[0])  # -log1p(exp(-40)); log(softmax) gives 0.0
     -4.248354255291589e-18
     """
-    if _foreign(x):
+    if type(x) is not np.ndarray and _foreign(x):
         foreign: FloatArray = _dispatch(
             "log_softmax", x, axis=axis, temperature=temperature, where=where, dtype=dtype, out=out
         )
@@ -403,7 +452,7 @@ def logsumexp(
     >>> logsumexp([1.0, 2.0], b=[1.0, -1.0], return_sign=True)
     (np.float64(1.5413248546129181), np.float64(-1.0))
     """
-    if _foreign(x):
+    if type(x) is not np.ndarray and _foreign(x):
         foreign: FloatArray | tuple[FloatArray, FloatArray] = _dispatch(
             "logsumexp",
             x,
@@ -417,6 +466,24 @@ def logsumexp(
             out=out,
         )
         return foreign
+    if (
+        b is None
+        and where is None
+        and dtype is None
+        and not keepdims
+        and not return_sign
+        and _fast_rows(x, axis, temperature)
+        and x.shape[-1] > _TINY
+        and (out is None or _fast_out(out, x, x.shape[:-1]))
+    ):
+        res = np.empty(x.shape[:-1], x.dtype) if out is None else out
+        try:
+            with coldstart.allow(x.size):
+                _eager.last_axis_logsumexp(x, res)
+        except coldstart.ColdKernel:
+            pass  # the path below computes the float64 reference formula
+        else:
+            return res[()] if res.ndim == 0 and out is None else res
     if b is None and where is None and dtype is None and out is None and not keepdims:
         st = _tiny_state(x, axis, temperature)
         if st is not None:

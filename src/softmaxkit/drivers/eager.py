@@ -30,7 +30,15 @@ import math
 
 import numpy as np
 
-__all__ = ["dense_logsumexp", "dense_softmax", "direct_rows", "rows_view", "same_memory"]
+__all__ = [
+    "dense_logsumexp",
+    "dense_softmax",
+    "direct_rows",
+    "last_axis_logsumexp",
+    "last_axis_softmax",
+    "rows_view",
+    "same_memory",
+]
 
 _KERNELS = None
 
@@ -255,6 +263,32 @@ def dense_softmax(
             else:
                 outk[...] = target
     return out
+
+
+_ONE = {np.dtype(np.float32): np.float32(1.0), np.dtype(np.float64): np.float64(1.0)}
+
+
+def last_axis_softmax(x: np.ndarray, out: np.ndarray, log: bool) -> np.ndarray:
+    """``dense_softmax`` over the last axis at ``T = 1`` for a C-contiguous float32 or
+    float64 ``x`` and an ``out`` of its shape and dtype that does not overlap it (the
+    public layer's fast path has checked all that): the row kernels directly."""
+    rows, _ = _kernels()
+    n = x.shape[-1]
+    rows.softmax_rows2d(x.reshape(-1, n), None, out.reshape(-1, n), 1.0, _ONE[x.dtype], log)
+    return out
+
+
+def last_axis_logsumexp(x: np.ndarray, lse: np.ndarray) -> None:
+    """``dense_logsumexp`` over the last axis at ``T = 1`` into ``lse`` (the batch
+    shape, C-contiguous, ``x``'s dtype), for the inputs of ``last_axis_softmax``."""
+    rows, _ = _kernels()
+    n = x.shape[-1]
+    rows.logsumexp_rows2d(
+        x.reshape(-1, n), None, None, 1.0, _ONE[x.dtype], lse.reshape(-1), _NO_SIGN
+    )
+
+
+_NO_SIGN = np.empty(0)
 
 
 def dense_logsumexp(

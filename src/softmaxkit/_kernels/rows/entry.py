@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import _parallel
 from ..nt import NT_MIN_BYTES
 from ..view import readonly
 from .blocks import _BLOCK
@@ -72,8 +73,7 @@ def inv_temperature(T: float, compute: np.dtype):
 
 def softmax_rows2d(x, mask, out, T, invT, log):
     """softmax / log_softmax over the rows of C-contiguous ``x[R, n]`` into ``out``."""
-    from .._parallel import run, threads_for
-
+    run, threads_for = _parallel.run, _parallel.threads_for
     x = readonly(x)  # one compiled variant (view.readonly)
     has_mask = mask is not None
     mask = _DUMMY_MASK if mask is None else readonly(mask)
@@ -146,8 +146,7 @@ def logsumexp_rows2d(x, mask, b, T, invT, lse, sign):
     ``lse`` is float64 or the compute dtype (the float64 result rounded once);
     ``sign`` is float64, or empty when the caller does not need it.
     """
-    from .._parallel import run, threads_for
-
+    run, threads_for = _parallel.run, _parallel.threads_for
     x = readonly(x)  # one compiled variant (view.readonly)
     has_mask = mask is not None
     has_b = b is not None
@@ -179,8 +178,7 @@ def state_rows(x, mask, b, T, has_mask, has_b, m_out, s_out):
     weight of the +inf entries); NaN -> (NaN, NaN).  See ``softmaxkit._core.state``.
     Same pass as logsumexp (one read of ``x``); ``s = w0 + r``.
     """
-    from .._parallel import run, threads_for
-
+    run, threads_for = _parallel.run, _parallel.threads_for
     x = np.asarray(x)
     if x.dtype == np.float16:
         x = x.view(np.uint16)
