@@ -15,7 +15,8 @@ from softmaxkit import reference as ref
 from softmaxkit._core.buffers import HUGE_PAGE
 from softmaxkit._core.state import chunk_state
 from softmaxkit._kernels import _parallel, rows
-from softmaxkit._kernels.exp import exp_array, log_sum_array
+from softmaxkit._kernels.exp import exp_array
+from softmaxkit._kernels.logsum import log_sum_array
 from softmaxkit.drivers import eager as _eager
 
 RNG = np.random.default_rng(12345)
@@ -762,3 +763,32 @@ def test_kernel_modules_stay_small_and_acyclic():
     assert ("topk",) in graph[("online",)]
     for n in sorted(graph):
         visit(n, [])
+
+
+def test_exp32_sum_sweep():
+    """``expsum_unit`` (terms that are only summed): the one-step reduction is off by
+    ``n (ln 2 - ln2_f32)``, |n| * 1.9e-9 relative, on top of _exp32's 1 ulp.  Every
+    31st float32 in [ln FLT_MIN, 0], and the special values."""
+    from softmaxkit._kernels.exp import expsum_array
+
+    lo = np.float32(np.log(np.finfo(np.float32).tiny))
+    bits = np.arange(np.float32(-0.0).view(np.uint32), lo.view(np.uint32), 31, dtype=np.uint32)
+    x = bits.view(np.float32)
+    got = np.empty_like(x)
+    expsum_array(x, np.float32(0.0), got)
+    want = np.exp(x.astype(np.float64))
+    n = np.rint(x.astype(np.float64) / np.log(2.0))
+    rel = np.abs(got - want) / want
+    # 1 ulp of the result (2^-23 relative at most) plus the reduction's share
+    assert (rel <= 2.0**-23 + np.abs(n) * 2.0e-9).all(), rel.max()
+    assert rel.max() > 1.2e-7  # the share is there: a bound that cannot fail is no test
+    sp = np.array([-np.inf, np.nan, 0.0, -0.0, -1e-30, -1e4, -87.9, -88.5], np.float32)
+    out = np.empty_like(sp)
+    expsum_array(sp, np.float32(0.0), out)
+    np.testing.assert_array_equal(out[:6], np.array([0.0, np.nan, 1.0, 1.0, 1.0, 0.0], np.float32))
+    assert 0.0 <= out[6] < 1e-38 and out[7] < 1e-38
+    # v - m with v = m exactly 1 (the max's own term)
+    m = np.float32(37.1)
+    one = np.empty(1, np.float32)
+    expsum_array(np.array([m]), m, one)
+    assert one[0] == 1.0

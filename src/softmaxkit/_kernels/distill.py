@@ -44,7 +44,8 @@ import numpy as np
 from numba import njit
 
 from ._parallel import over_rows
-from .exp import FASTMATH_NO_FMA, _log_sum_pair, exp_
+from .exp import FASTMATH_NO_FMA, exp_
+from .logsum import _log_sum_pair
 from .view import row
 
 # never nnan / ninf (masked entries are -inf; NaN must propagate); no "contract"

@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .exp import FASTMATH, _log_sum_pair, exp_
+from .exp import FASTMATH, exp_
+from .logsum import _log_sum_pair
 from .view import row
 
 

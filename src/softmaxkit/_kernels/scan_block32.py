@@ -7,7 +7,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .exp import FASTMATH, _log_split, exp_, expd_unit, log_sum_array
+from .exp import FASTMATH, exp_, expd_unit
+from .logsum import _log_split, log_sum_array
 
 _CH = 256
 # Chunk of the float32 block form (``scan._scan_segment32``): 1024 values amortise the
@@ -35,7 +36,7 @@ def _exp_terms(xb, mp, a, b, L, zero):
 @njit(fastmath=FASTMATH, cache=True, inline="always")
 def _log_out(mm, ss, zeros, res, L):
     # (e): m + log(s).  s is 0 (nothing included yet: log gives -inf), NaN, or in
-    # [1, n].  exp.log_sum_array is vectorised inside its own loop (1.1 ns per value);
+    # [1, n].  logsum.log_sum_array is vectorised inside its own loop (1.1 ns per value);
     # calling its per-value helper from this module was not inlined (5 ns per value).
     log_sum_array(ss[:L], zeros[:L], res[:L])
     for k in range(L):
@@ -73,7 +74,7 @@ _B1, _B2, _B3, _B4, _B5 = 1.0 / 3, 1.0 / 5, 1.0 / 7, 1.0 / 9, 1.0 / 11
 @njit(fastmath={"contract"}, cache=True, error_model="numpy", inline="always")
 def _log32(u, R):
     # R + log(u) for a positive normal finite float64 u: a shorter vectorisable log
-    # than exp.log_sum_array's (1e-11 relative instead of 3 ulp, no libm fallback),
+    # than logsum.log_sum_array's (1e-11 relative instead of 3 ulp, no libm fallback),
     # far under the float32 scan's exps (6e-8)
     f, kf, _ = _log_split(u)
     t = (f - 1.0) / (f + 1.0)

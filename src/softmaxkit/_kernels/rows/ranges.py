@@ -9,7 +9,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ..exp import FASTMATH, is32, log_sum_array
+from ..exp import FASTMATH, is32
+from ..logsum import log_sum_array
 from ..view import row
 from .blocks import (
     _BLOCK,

@@ -11,7 +11,8 @@ import numpy as np
 from numba import njit
 from numba.extending import overload
 
-from ..exp import FASTMATH, expd, expsum_unit, fmax, is32, log_sum_array
+from ..exp import FASTMATH, expd, expsum_unit, fmax, is32
+from ..logsum import log_sum_array
 from ..nt import NT_MIN_BYTES, nt_copy
 from ..transpose import HW_TRANSPOSE, NMAX32, NMAX64, cols_to_rows, rows_to_cols
 from .blocks import FINITE, ld, same_dtype, st
