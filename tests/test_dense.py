@@ -512,3 +512,52 @@ def test_integer_input_where_and_empty():
 
 def test_module_namespace():
     assert softmaxkit.softmax is softmax
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(17,), (1, 128), (3, 10), (64, 129), (2, 3, 3000)])
+def test_fast_path_matches_the_validated_path(dtype, shape):
+    """The public layer's fast path (C-contiguous native float ndarray, last axis,
+    T = 1, default options) gives bit for bit what the validated path gives: the
+    integer ``temperature=1`` forces the validated path, the same kernels after it."""
+    rng = np.random.default_rng(7)
+    x = (rng.standard_normal(shape) * 30).astype(dtype)
+    flat = x.reshape(-1, shape[-1])
+    if flat.shape[0] >= 3:
+        flat[0, :2] = np.inf
+        flat[1, 1] = np.nan
+        flat[2, :] = -np.inf
+    for op in (softmax, log_softmax, logsumexp):
+        fast, slow = op(x), op(x, temperature=1)
+        np.testing.assert_array_equal(fast, slow)
+        assert type(fast) is type(slow) and fast.dtype == slow.dtype
+        out = np.empty_like(slow)
+        assert op(x, out=out) is out
+        np.testing.assert_array_equal(out, slow)
+
+
+class _Sub(np.ndarray):
+    pass
+
+
+def test_fast_path_leaves_other_calls_to_the_validated_path():
+    """Inputs just outside the fast path's conditions: subclasses, big-endian, F order,
+    an overlapping or strided ``out``: each gives the reference answer (or the
+    validated path's error)."""
+    x = np.random.default_rng(8).standard_normal((6, 40))
+    want = reference.softmax(x)
+    np.testing.assert_allclose(softmax(x.astype(">f8")), want, rtol=1e-14)
+    np.testing.assert_allclose(softmax(np.asfortranarray(x)), want, rtol=1e-14)
+    np.testing.assert_allclose(softmax(x.view(_Sub)), want, rtol=1e-14)
+    y = x.copy()
+    assert softmax(y, out=y) is y  # in place
+    np.testing.assert_allclose(y, want, rtol=1e-14)
+    big = np.zeros((6, 80))
+    strided = big[:, ::2]
+    assert softmax(x, out=strided) is strided
+    np.testing.assert_allclose(strided, want, rtol=1e-14)
+    lse = np.empty(7)
+    with pytest.raises(ValueError, match="out"):
+        logsumexp(x, out=lse)
+    with pytest.raises(ValueError, match="out"):
+        softmax(x, out=np.empty((6, 41)))

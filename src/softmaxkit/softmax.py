@@ -466,6 +466,13 @@ def logsumexp(
             out=out,
         )
         return foreign
+    if b is None and where is None and dtype is None and out is None and not keepdims:
+        st = _tiny_state(x, axis, temperature)
+        if st is not None:
+            _vals, m, r, w0 = st
+            x0: Any = x  # an ndarray: _tiny_state accepts nothing else
+            lse0 = x0.dtype.type(m + _tiny_log_sum(r, w0))
+            return (lse0, x0.dtype.type(1.0)) if return_sign else lse0
     if (
         b is None
         and where is None
@@ -473,7 +480,6 @@ def logsumexp(
         and not keepdims
         and not return_sign
         and _fast_rows(x, axis, temperature)
-        and x.shape[-1] > _TINY
         and (out is None or _fast_out(out, x, x.shape[:-1]))
     ):
         res = np.empty(x.shape[:-1], x.dtype) if out is None else out
@@ -484,13 +490,6 @@ def logsumexp(
             pass  # the path below computes the float64 reference formula
         else:
             return res[()] if res.ndim == 0 and out is None else res
-    if b is None and where is None and dtype is None and out is None and not keepdims:
-        st = _tiny_state(x, axis, temperature)
-        if st is not None:
-            _vals, m, r, w0 = st
-            x0: Any = x  # an ndarray: _tiny_state accepts nothing else
-            lse0 = x0.dtype.type(m + _tiny_log_sum(r, w0))
-            return (lse0, x0.dtype.type(1.0)) if return_sign else lse0
     arr = as_input_array(x)
     axes = normalize_axis(axis, arr.ndim)
     t = validate_temperature(temperature)
