@@ -518,8 +518,9 @@ def test_module_namespace():
 @pytest.mark.parametrize("shape", [(17,), (1, 128), (3, 10), (64, 129), (2, 3, 3000)])
 def test_fast_path_matches_the_validated_path(dtype, shape):
     """The public layer's fast path (C-contiguous native float ndarray, last axis,
-    T = 1, default options) gives bit for bit what the validated path gives: the
-    integer ``temperature=1`` forces the validated path, the same kernels after it."""
+    a float temperature, default options) gives bit for bit what the validated path
+    gives: a NumPy scalar temperature forces the validated path, the same kernels
+    after it."""
     rng = np.random.default_rng(7)
     x = (rng.standard_normal(shape) * 30).astype(dtype)
     flat = x.reshape(-1, shape[-1])
@@ -528,12 +529,14 @@ def test_fast_path_matches_the_validated_path(dtype, shape):
         flat[1, 1] = np.nan
         flat[2, :] = -np.inf
     for op in (softmax, log_softmax, logsumexp):
-        fast, slow = op(x), op(x, temperature=1)
-        np.testing.assert_array_equal(fast, slow)
-        assert type(fast) is type(slow) and fast.dtype == slow.dtype
-        out = np.empty_like(slow)
-        assert op(x, out=out) is out
-        np.testing.assert_array_equal(out, slow)
+        for t in (1.0, 0.7, 3e-5, 1e30):
+            # a Python float takes the fast path, the same value as np.float64 not
+            fast, slow = op(x, temperature=t), op(x, temperature=np.float64(t))
+            np.testing.assert_array_equal(fast, slow)
+            assert type(fast) is type(slow) and fast.dtype == slow.dtype
+            out = np.empty_like(slow)
+            assert op(x, out=out, temperature=t) is out
+            np.testing.assert_array_equal(out, slow)
 
 
 class _Sub(np.ndarray):
@@ -542,8 +545,8 @@ class _Sub(np.ndarray):
 
 def test_fast_path_leaves_other_calls_to_the_validated_path():
     """Inputs just outside the fast path's conditions: subclasses, big-endian, F order,
-    an overlapping or strided ``out``: each gives the reference answer (or the
-    validated path's error)."""
+    an overlapping or strided ``out``, temperatures beyond [1e-30, 1e30]: each gives
+    the reference answer (or the validated path's error)."""
     x = np.random.default_rng(8).standard_normal((6, 40))
     want = reference.softmax(x)
     np.testing.assert_allclose(softmax(x.astype(">f8")), want, rtol=1e-14)
@@ -556,6 +559,14 @@ def test_fast_path_leaves_other_calls_to_the_validated_path():
     strided = big[:, ::2]
     assert softmax(x, out=strided) is strided
     np.testing.assert_allclose(strided, want, rtol=1e-14)
+    for t in (1e-300, 1e300):  # 1 / T beyond float32 (the tiny-temperature fallback)
+        xs = x.astype(np.float32)
+        with np.errstate(over="ignore"):
+            want32 = reference.log_softmax(xs, temperature=t).astype(np.float32)
+        np.testing.assert_allclose(log_softmax(xs, temperature=t), want32, rtol=1e-6)
+    for t in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="temperature"):
+            softmax(x, temperature=t)
     lse = np.empty(7)
     with pytest.raises(ValueError, match="out"):
         logsumexp(x, out=lse)

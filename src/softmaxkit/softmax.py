@@ -106,14 +106,15 @@ _FAST_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 def _fast_rows(x: Any, axis: Any, temperature: Any) -> TypeGuard[FloatArray]:
     """True for the common call that needs neither validation nor a layout search: a
     C-contiguous, non-empty, native float32/float64 ``ndarray`` (not a subclass) over
-    its last axis at ``T = 1``.  Every other call takes the validated path, which
-    raises the errors.  Through that path a softmax of [1, 128] cost 16 us, almost
-    all of it Python (NumPy's stable formula: 4 us)."""
+    its last axis, at a Python float temperature whose inverse is a normal float32
+    (``1e-30 <= T <= 1e30``).  Every other call takes the validated path, which raises
+    the errors.  Through that path a softmax of [1, 128] cost 16 us, almost all of it
+    Python (NumPy's stable formula: 4 us)."""
     return (
         type(x) is np.ndarray
         and type(axis) is int
         and type(temperature) is float
-        and temperature == 1.0
+        and 1e-30 <= temperature <= 1e30
         and x.dtype in _FAST_DTYPES
         and x.flags.c_contiguous
         and x.ndim > 0
@@ -154,7 +155,7 @@ def _softmax_impl(
         and (out is None or _fast_out(out, x, x.shape))
     )
     if fast:
-        arr, t, mask = x, 1.0, None
+        arr, t, mask = x, temperature, None
         axes: tuple[int, ...] = (x.ndim - 1,)
         if out is None:
             out = empty_like(arr, arr.dtype)
@@ -171,7 +172,7 @@ def _softmax_impl(
     try:
         with coldstart.allow(arr.size):
             if fast:
-                return _eager.last_axis_softmax(arr, out, log)
+                return _eager.last_axis_softmax(arr, out, log, t)
             res: FloatArray = _eager.dense_softmax(arr, axes, t, mask, compute, out, log)
             return res
     except coldstart.ColdKernel:
@@ -485,7 +486,7 @@ def logsumexp(
         res = np.empty(x.shape[:-1], x.dtype) if out is None else out
         try:
             with coldstart.allow(x.size):
-                _eager.last_axis_logsumexp(x, res)
+                _eager.last_axis_logsumexp(x, res, temperature)
         except coldstart.ColdKernel:
             pass  # the path below computes the float64 reference formula
         else:

@@ -265,27 +265,32 @@ def dense_softmax(
     return out
 
 
-_ONE = {np.dtype(np.float32): np.float32(1.0), np.dtype(np.float64): np.float64(1.0)}
+def _inv_temperature(T: float, dtype: np.dtype) -> np.floating:
+    """``rows.inv_temperature`` for ``1e-30 <= T <= 1e30``, where ``1 / T`` is always a
+    normal float32: the same double division, rounded once, without its checks."""
+    return dtype.type(1.0 / T)
 
 
-def last_axis_softmax(x: np.ndarray, out: np.ndarray, log: bool) -> np.ndarray:
-    """``dense_softmax`` over the last axis at ``T = 1`` for a C-contiguous float32 or
-    float64 ``x`` and an ``out`` of its shape and dtype that does not overlap it (the
-    public layer's fast path has checked all that): the row kernels directly."""
+def last_axis_softmax(x: np.ndarray, out: np.ndarray, log: bool, temperature: float) -> np.ndarray:
+    """``dense_softmax`` over the last axis for a C-contiguous float32 or float64 ``x``
+    and an ``out`` of its shape and dtype that does not overlap it, at a temperature
+    in ``[1e-30, 1e30]`` (the public layer's fast path has checked all that): the row
+    kernels directly."""
     rows, _ = _kernels()
     n = x.shape[-1]
-    rows.softmax_rows2d(x.reshape(-1, n), None, out.reshape(-1, n), 1.0, _ONE[x.dtype], log)
+    invT = _inv_temperature(temperature, x.dtype)
+    rows.softmax_rows2d(x.reshape(-1, n), None, out.reshape(-1, n), temperature, invT, log)
     return out
 
 
-def last_axis_logsumexp(x: np.ndarray, lse: np.ndarray) -> None:
-    """``dense_logsumexp`` over the last axis at ``T = 1`` into ``lse`` (the batch
-    shape, C-contiguous, ``x``'s dtype), for the inputs of ``last_axis_softmax``."""
+def last_axis_logsumexp(x: np.ndarray, lse: np.ndarray, temperature: float) -> None:
+    """``dense_logsumexp`` over the last axis into ``lse`` (the batch shape,
+    C-contiguous, ``x``'s dtype), for the inputs of ``last_axis_softmax``."""
     rows, _ = _kernels()
     n = x.shape[-1]
-    rows.logsumexp_rows2d(
-        x.reshape(-1, n), None, None, 1.0, _ONE[x.dtype], lse.reshape(-1), _NO_SIGN
-    )
+    invT = _inv_temperature(temperature, x.dtype)
+    x2 = x.reshape(-1, n)
+    rows.logsumexp_rows2d(x2, None, None, temperature, invT, lse.reshape(-1), _NO_SIGN)
 
 
 _NO_SIGN = np.empty(0)
