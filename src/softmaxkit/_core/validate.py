@@ -101,6 +101,8 @@ def normalize_axis(axis: Any, ndim: int, name: str = "axis") -> tuple[int, ...]:
     """
     if axis is None:
         return tuple(range(ndim))
+    if type(axis) is int and -ndim <= axis < ndim:  # the common case, without the checks
+        return (axis % ndim,)
     scalar = not isinstance(axis, tuple | list)
     items: Sequence[Any] = (axis,) if scalar else axis
     result = []

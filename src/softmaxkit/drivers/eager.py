@@ -25,6 +25,7 @@ different from the input's).
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 
@@ -90,13 +91,19 @@ def same_memory(a: np.ndarray, b: np.ndarray) -> bool:
 def plan(a: np.ndarray, axes: tuple[int, ...]):
     """``(P, n, Q, order)`` when ``a`` is a dense ``[P, n, Q]`` block in memory order.
 
-    ``order`` is the axis order (largest stride first) that makes ``a`` C-contiguous;
-    None when the layout needs a copy.
+    ``order`` (a tuple) is the axis order (largest stride first) that makes ``a``
+    C-contiguous; None when the layout needs a copy.  Memoised on the layout: the
+    search cost about 2 us a call, and each call plans ``x`` and ``out``.
     """
-    shape, strides = a.shape, a.strides
-    keep = [i for i in range(a.ndim) if shape[i] != 1]
-    order = sorted(keep, key=lambda i: -strides[i])
-    step = a.itemsize
+    return _plan(a.shape, a.strides, a.itemsize, tuple(axes))
+
+
+@functools.lru_cache(maxsize=512)
+def _plan(shape: tuple[int, ...], strides: tuple[int, ...], itemsize: int, axes: tuple[int, ...]):
+    ndim = len(shape)
+    keep = [i for i in range(ndim) if shape[i] != 1]
+    order = tuple(sorted(keep, key=lambda i: -strides[i]))
+    step = itemsize
     for i in reversed(order):
         if strides[i] != step:
             return None
@@ -173,10 +180,11 @@ def _compute_input(x: np.ndarray, compute: np.dtype) -> np.ndarray:
     """The array the kernels read: float16 as bits, float32/64 as is, others cast."""
     if not x.dtype.isnative:  # Numba reads native byte order only
         x = x.astype(x.dtype.newbyteorder("="))
-    if x.dtype == np.float16:
-        return x.view(np.uint16) if compute == np.float32 else x.astype(compute)
-    if x.dtype in (np.float32, np.float64):
+    c = x.dtype.char  # (compared as characters: a dtype == type test costs ~0.3 us)
+    if c == "f" or c == "d":
         return x
+    if c == "e":
+        return x.view(np.uint16) if compute.char == "f" else x.astype(compute)
     return x.astype(compute)
 
 
