@@ -720,3 +720,49 @@ def test_empty_rows_found_after_the_kernel_without_a_full_scan(monkeypatch, kw):
     sk.cross_entropy(xo, t, return_grad=True, out=xo, **kw)  # the gradient over the logits
     assert scans == [50]
     np.testing.assert_allclose(xo, g / 48, rtol=2e-6, atol=1e-7)
+
+
+def _ro(a):
+    a = np.array(a)
+    a.flags.writeable = False
+    return a
+
+
+def test_read_only_inputs_are_not_copied():
+    """A read-only input (a memory map, a JAX buffer, a broadcast view) is read in
+    place: the kernels take their inputs read-only, one compiled variant for every
+    caller.  These calls used to copy a read-only input whole (tracemalloc: NumPy's
+    allocations), and give the same results as on a writeable copy."""
+    import tracemalloc
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((512, 1000)).astype(np.float32)
+    t = rng.integers(0, 1000, 512)
+    q = sk.softmax(rng.standard_normal((512, 1000)).astype(np.float32))
+    y, g = sk.softmax(x), np.ones_like(x)
+    grad = np.empty_like(x)
+    xr, tr, qr, yr, gr = _ro(x), _ro(t), _ro(q), _ro(y), _ro(g)
+    calls = {
+        "cross_entropy": lambda a, b: sk.cross_entropy(a, b),
+        "cross_entropy grad out=": lambda a, b: sk.cross_entropy(a, b, return_grad=True, out=grad)[
+            0
+        ],
+        "cross_entropy probs": lambda a, b: sk.cross_entropy(a, qr if b is tr else q),
+        "multiclass_hinge_loss": lambda a, b: sk.multiclass_hinge_loss(a, b),
+        "kl_divergence": lambda a, b: sk.kl_divergence(a, qr if b is tr else q),
+        "softmax_vjp out=": lambda a, b: sk.softmax_vjp(
+            yr if b is tr else y, gr if b is tr else g, out=grad
+        ),
+    }
+    for name, call in calls.items():
+        want = np.asarray(call(x, t)).copy()
+        call(xr, tr)
+        tracemalloc.start()
+        try:
+            got = call(xr, tr)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        got = np.asarray(got).copy()
+        np.testing.assert_array_equal(got, want, err_msg=name)
+        assert peak < x.nbytes // 4, (name, peak / x.nbytes)

@@ -51,9 +51,9 @@ def _prep(arr: np.ndarray, ax: int, compute: Any, mask2: Any, pre_T: Any) -> np.
             x2 = x2 / pre_T
     if mask2 is not None:
         x2 = np.where(mask2, x2, -np.inf).astype(compute, copy=False)
-    if not x2.flags.writeable:
-        x2 = x2.copy()  # read-only arrays are another Numba type (another compile)
-    return x2
+    from ._kernels.view import readonly  # (imports Numba: not at module level)
+
+    return readonly(x2)  # read-only for the kernels: one variant, no copy
 
 
 def _empty_rows(x2: np.ndarray) -> np.ndarray:

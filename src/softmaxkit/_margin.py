@@ -350,8 +350,9 @@ def multiclass_hinge_loss(
     batch = moved.shape[:-1]
     R = math.prod(batch)  # (reshape(-1, C) fails for C == 0)
     x2 = np.ascontiguousarray(moved.reshape(R, C), dtype=compute)
-    if not x2.flags.writeable:
-        x2 = x2.copy()  # read-only arrays are another Numba type (another compile)
+    from ._kernels.view import readonly  # (imports Numba: not at module level)
+
+    x2 = readonly(x2)  # read-only for the kernels: one variant, no copy
     t2 = np.ascontiguousarray(tgt.reshape(-1), dtype=np.int64)
     scale = 1.0
     if red == "mean":

@@ -65,9 +65,11 @@ def _vjp(
         return out
     y2 = np.ascontiguousarray(rows_view(ya, axes), dtype=compute)
     g2 = np.ascontiguousarray(rows_view(ga, axes), dtype=compute)
-    # read-only arrays are another Numba type: copy rather than compile twice
-    y2 = y2 if y2.flags.writeable else y2.copy()
-    g2 = g2 if g2.flags.writeable else g2.copy()
+    # read-only for the kernels: one compiled variant, no copy of a read-only input
+    from ._kernels.view import readonly  # (imports Numba: not at module level)
+
+    y2 = readonly(y2)
+    g2 = readonly(g2)
     if mask is not None:
         m2 = np.ascontiguousarray(rows_view(mask, axes))
     else:

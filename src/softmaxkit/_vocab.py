@@ -270,8 +270,7 @@ def cross_entropy(args: dict[str, Any]) -> Any:
     out = a["out"]
     grad_out(out, a["return_grad"], arr.shape, out_dtype)
     x2 = np.ascontiguousarray(rows_view(arr, (ax,)), dtype=compute)
-    if not x2.flags.writeable:
-        x2 = x2.copy()  # read-only arrays are another Numba type (another compile)
+    # (no copy of a read-only input: the kernels take x2 read-only, see _run)
     mask2 = np.ascontiguousarray(rows_view(mask, (ax,))) if mask is not None else None
     if mask2 is not None and not mask2.flags.writeable:
         mask2 = mask2.copy()

@@ -312,14 +312,15 @@ def _ce_kernels(
     if pre_T is not None:
         with np.errstate(over="ignore", under="ignore"):
             x2 = x2 / pre_T
-    if not x2.flags.writeable:
-        # read-only input: the kernels are compiled for writeable arrays only (a
-        # read-only array is another Numba type, i.e. another compile)
-        x2 = x2.copy()
+    # the kernels take x (and the mask, the targets) read-only: one compiled variant
+    # for writeable and read-only callers alike, and no copy of a read-only input
+    from ._kernels.view import readonly  # (imports Numba: not at module level)
+
+    x2 = readonly(x2)
     R = x2.shape[0]
     mask2 = np.ascontiguousarray(rows_view(mask, axes)) if mask is not None else None
-    if mask2 is not None and not mask2.flags.writeable:
-        mask2 = mask2.copy()
+    if mask2 is not None:
+        mask2 = readonly(mask2)
     k = kernels()
     dummy_mask = mask2 if mask2 is not None else np.ones((1, 1), dtype=np.bool_)
     if mask2 is None:
@@ -353,7 +354,7 @@ def _ce_kernels(
         # the logits' size
         tdt = tgt.dtype if tgt.dtype in (np.float32, np.float64) else np.float64
         y2 = np.ascontiguousarray(rows_view(tgt, axes), dtype=tdt)
-        y2 = y2 if y2.flags.writeable else y2.copy()
+        y2 = readonly(y2)
         counted = np.ones(R, dtype=np.bool_)
 
     def run(active: Any) -> tuple[Any, Any, float, int]:
@@ -376,7 +377,7 @@ def _ce_kernels(
         return ce, wt, wsum, count
 
     def nonempty(idx: Any) -> Any:
-        xs = x2 if idx is None else x2[idx]
+        xs = x2 if idx is None else readonly(x2[idx])
         ms = dummy_mask if idx is None else dummy_mask[: idx.size]  # (no mask: all True)
         out = np.empty(xs.shape[0], dtype=np.bool_)
         k.row_nonempty(xs, ms, has_mask, out)
