@@ -444,3 +444,32 @@ def test_logprob_term_of_a_target_at_minus_inf_warns_nothing(alpha, want):
     assert r.logprob[0] == -np.inf
     np.testing.assert_equal(r.loss[0], want)
     assert np.isfinite(r.loss[1])
+
+
+def test_per_token_outputs_make_no_input_sized_temporary():
+    """The empty-row scan runs in a kernel that stops at each row's first entry above
+    -inf: a NumPy ``(x != -inf).any(axis=1)`` made a bool array of the logits' shape
+    (a quarter of float32 logits) and read them whole.  Also with a mask, and on a
+    read-only input (no copy)."""
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((256, 4000)).astype(np.float32)
+    x[3] = -np.inf  # an empty row
+    t = rng.integers(0, 4000, 256)
+    w = rng.random((256, 4000)) > 0.1
+    xr = x.copy()
+    xr.flags.writeable = False
+    for name, call in {
+        "plain": lambda: sk.cross_entropy(x, t, return_lse=True),
+        "read-only": lambda: sk.cross_entropy(xr, t, return_lse=True),
+        "masked": lambda: sk.cross_entropy(x, t, where=w, return_lse=True),
+    }.items():
+        want = call()
+        tracemalloc.start()
+        try:
+            got = call()
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        np.testing.assert_array_equal(got.lse, want.lse)
+        assert got.lse[3] == -np.inf
+        assert peak < x.nbytes // 16, (name, peak / x.nbytes)

@@ -30,6 +30,9 @@ from ._core.ce import (
     row_losses,
     scales,
 )
+from ._core.ce import (
+    kernels as ce_kernels,
+)
 from ._core.losscommon import check_real, class_axis, class_weights, parse_target
 from ._core.routes import foreign
 from ._core.typing import Array, FloatArray, IntArray
@@ -269,15 +272,19 @@ def cross_entropy(args: dict[str, Any]) -> Any:
     compute, out_dtype = resolve_dtype(arr.dtype, None)
     out = a["out"]
     grad_out(out, a["return_grad"], arr.shape, out_dtype)
-    x2 = np.ascontiguousarray(rows_view(arr, (ax,)), dtype=compute)
-    # (no copy of a read-only input: the kernels take x2 read-only, see _run)
+    from ._kernels.view import readonly  # (imports Numba: not at module level)
+
+    # the kernels take x2 and the mask read-only: no copy of a read-only input
+    x2 = readonly(np.ascontiguousarray(rows_view(arr, (ax,)), dtype=compute))
     mask2 = np.ascontiguousarray(rows_view(mask, (ax,))) if mask is not None else None
-    if mask2 is not None and not mask2.flags.writeable:
-        mask2 = mask2.copy()
-    if mask2 is not None:
-        nonempty = (mask2 & (x2 != -np.inf)).any(axis=1) if V else np.zeros(R, np.bool_)
-    else:
-        nonempty = (x2 != -np.inf).any(axis=1) if V else np.zeros(R, np.bool_)
+    mask2 = None if mask2 is None else readonly(mask2)
+    # rows with an included entry above -inf, each scanned up to its first one (a
+    # NumPy ``(x2 != -inf).any(axis=1)`` made a bool temporary of the logits' shape
+    # and read them whole)
+    nonempty = np.zeros(R, np.bool_)
+    if R and V:
+        mk = mask2 if mask2 is not None else np.broadcast_to(np.ones((1, 1), np.bool_), x2.shape)
+        ce_kernels().row_nonempty(x2, mk, mask2 is not None, nonempty)
     tsafe, ignored, active, wt, coef, be, al = _prepare(o, tgt, nonempty, R)
     want_grad = bool(a["return_grad"])
     grad2 = np.empty(x2.shape if want_grad else (R, 0), dtype=compute)
