@@ -464,8 +464,9 @@ def sampling_probs(
     Notes
     -----
     The kept set and ``Z`` come from the sampling kernel (no race); the dense output
-    is then one NumPy pass.  Peak extra memory: the float64 output plus two temporaries
-    of its size.  A Dask ``logits`` gives a lazy Dask result (one task per block of
+    is then computed in place in the float64 output.  Peak extra memory: the output
+    plus two boolean masks of its shape (an eighth of its size each).  A Dask
+    ``logits`` gives a lazy Dask result (one task per block of
     rows; the vocabulary axis becomes one chunk).
 
     Examples
@@ -489,12 +490,23 @@ def sampling_probs(
     t, greedy, k, p, logq = _filters(temperature, top_k, top_p, min_p, n)
     _, info = _run(x2, t, greedy, k, p, logq, 0, 0, 0, True)
     _check_rows(info, batch)
+    # in place in the output (v = x / T, then d = v - m, then e^(d - log Z)) with
+    # boolean masks beside it: the same operations in the same order as
+    # where(kept, exp(where(tie, 0, v - m) - log Z), 0), without float64 temporaries
     with np.errstate(invalid="ignore", over="ignore"):
-        v = x2.astype(np.float64) / t
+        out = x2.astype(np.float64)
+        out /= t
         m = info[:, 2:3]
-        d = v - m
-        kept = (v >= info[:, 1:2]) & (d >= logq) & (v > -np.inf)
-        tie = info[:, 0:1] == 3.0
-        kept = np.where(tie, v == m, kept)
-        out = np.where(kept, np.exp(np.where(tie, 0.0, d) - info[:, 3:4]), 0.0)
+        kept = out >= info[:, 1:2]
+        kept &= out > -np.inf
+        ties = np.flatnonzero(info[:, 0] == 3.0)  # rows that keep only their maxima
+        tie_kept = out[ties] == m[ties]
+        out -= m
+        kept &= out >= logq
+        out -= info[:, 3:4]
+        np.exp(out, out=out)
+        if ties.size:
+            kept[ties] = tie_kept
+            out[ties] = np.exp(-info[ties, 3:4])
+        np.copyto(out, 0.0, where=~kept)
     return np.moveaxis(out.reshape((*batch, n)), -1, ax)
