@@ -66,6 +66,8 @@ def topk(
             # the kernel compiles in the background: float64 NumPy, the same order
             probs[...], idx[...] = _topk_float64(x2, mask2, t, k)
     moved_shape = (*tuple(s for i, s in enumerate(arr.shape) if i != ax), k)
+    if ax == arr.ndim - 1:  # (nothing to move: the results as they are)
+        return probs.reshape(moved_shape).astype(out_dtype, copy=False), idx.reshape(moved_shape)
     p_out = np.moveaxis(probs.reshape(moved_shape), -1, ax).astype(out_dtype)
     i_out = np.moveaxis(idx.reshape(moved_shape), -1, ax).copy()
     return p_out, i_out
