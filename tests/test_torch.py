@@ -704,3 +704,37 @@ def test_cuda_dense_fallback_matches_torch_and_losses_raise():
     ):
         with pytest.raises(NotImplementedError, match="cuda"):
             f()
+
+
+def test_cross_entropy_eager_no_grad_path_matches_the_operator():
+    """A plain eager call that records no gradient skips the custom_op dispatcher
+    (the operator's body directly): the same loss as the operator, for every option;
+    with a gradient recorded the operator still runs (backward works)."""
+    from softmaxkit.torch._ops_ce import _ce_op
+
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(6, 7, 11, generator=g)
+    t = torch.randint(0, 11, (6, 7), generator=g)
+    w = torch.rand(11, generator=g, dtype=torch.float64)
+    m = torch.rand(6, 7, 11, generator=g) > 0.2
+    for kw in (
+        {},
+        {"ignore_index": 3, "label_smoothing": 0.1, "reduction": "sum"},
+        {"z_loss": 1e-3, "temperature": 0.7, "reduction": "none"},
+        {"where": m},
+    ):
+        got = skt.cross_entropy(x, t, **kw)
+        full = {"ignore_index": None, "label_smoothing": 0.0, "reduction": "mean",
+                "z_loss": 0.0, "temperature": 1.0, "where": None, **kw}  # fmt: skip
+        want, _ = _ce_op(x, t, None, full["ignore_index"], full["label_smoothing"],
+                         full["reduction"], full["z_loss"], full["temperature"],
+                         full["where"], 2, False)  # fmt: skip
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+    got = skt.cross_entropy(x, t, weight=w)
+    torch.testing.assert_close(got, _ce_op(x, t, w, None, 0.0, "mean", 0.0, 1.0, None, 2, False)[0])
+    xg = x.clone().requires_grad_()
+    loss = skt.cross_entropy(xg, t)
+    loss.backward()
+    assert xg.grad is not None and loss.grad_fn is not None
+    with torch.no_grad():
+        torch.testing.assert_close(skt.cross_entropy(xg, t), loss.detach())
