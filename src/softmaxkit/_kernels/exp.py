@@ -242,14 +242,7 @@ def _exp32_sum(x):
     t = xc * _LOG2E_32 + _SHIFT32
     n = t - _SHIFT32
     r = _fma(-n, _LN2_32, xc)
-    g = _G32_5
-    g = g * r + _G32_4
-    g = g * r + _G32_3
-    g = g * r + _G32_2
-    g = g * r + _G32_1
-    g = g * r + _G32_0
-    p = _F32(1.0) + r * g
-    return p * _pow2_from_shifter32(t)  # NaN passes the clamp and gives NaN
+    return _exp32_finish(r, t)  # NaN passes the clamp and gives NaN
 
 
 @njit(fastmath={"contract"}, cache=True)
@@ -321,6 +314,15 @@ def _exp32_pair(d, lo):
     t = xc * _LOG2E_32 + _SHIFT32
     n = t - _SHIFT32
     r = ((xc - n * _LN2HI_32) - n * _LN2LO_32) + lo
+    return _exp32_finish(r, t)
+
+
+@njit(fastmath={"contract"}, cache=True)
+def _exp32_finish(r, t):
+    # exp(r) * 2^n for the reduced argument r and the shifter sum t holding n: the
+    # degree-6 polynomial 1 + r g(r) (the constant 1 exact: exp(0) == 1) and the
+    # exponent bits.  Shared by _exp32_pair and _exp32_sum, written out (a Horner
+    # helper over the coefficient tuple measured 30-45% slower, see above)
     g = _G32_5
     g = g * r + _G32_4
     g = g * r + _G32_3
