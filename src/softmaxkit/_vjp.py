@@ -10,6 +10,7 @@ import numpy as np
 from ._core import coldstart
 from ._core.typing import ArrayLike, Axis, FloatArray
 from ._core.validate import (
+    all_true,
     as_input_array,
     check_out,
     normalize_axis,
@@ -73,7 +74,7 @@ def _vjp(
     if mask is not None:
         m2 = np.ascontiguousarray(rows_view(mask, axes))
     else:
-        m2 = np.broadcast_to(np.ones((1, 1), dtype=np.bool_), y2.shape)
+        m2 = all_true(y2.shape)
     try:
         with coldstart.allow(y2.size):
             res: FloatArray = _vjp_kernel(

@@ -36,7 +36,7 @@ from ._core.ce import (
 from ._core.losscommon import check_real, class_axis, class_weights, parse_target
 from ._core.routes import foreign
 from ._core.typing import Array, FloatArray, IntArray
-from ._core.validate import as_input_array, resolve_dtype, validate_where
+from ._core.validate import all_true, as_input_array, resolve_dtype, validate_where
 from .drivers.eager import rows_view
 
 __all__ = ["CrossEntropyOutput"]
@@ -198,7 +198,7 @@ def _run(k: ModuleType, x2: np.ndarray, mask2: np.ndarray | None, o: _Opts, tsaf
     from ._kernels.view import readonly  # (k, a kernel module, has imported Numba)
 
     a, b = coef[0], coef[1]
-    mk = mask2 if mask2 is not None else np.broadcast_to(np.ones((1, 1), np.bool_), x2.shape)
+    mk = mask2 if mask2 is not None else all_true(x2.shape)
     k.vocab_rows(
         readonly(x2), mk, mask2 is not None, o.T, o.cap, tsafe, active, o.eps, o.k, st, amax, topv,
         topi, want_grad, np.ascontiguousarray(2.0 * o.z * b), np.ascontiguousarray(a),
@@ -283,7 +283,7 @@ def cross_entropy(args: dict[str, Any]) -> Any:
     # and read them whole)
     nonempty = np.zeros(R, np.bool_)
     if R and V:
-        mk = mask2 if mask2 is not None else np.broadcast_to(np.ones((1, 1), np.bool_), x2.shape)
+        mk = mask2 if mask2 is not None else all_true(x2.shape)
         ce_kernels().row_nonempty(x2, mk, mask2 is not None, nonempty)
     tsafe, ignored, active, wt, coef, be, al = _prepare(o, tgt, nonempty, R)
     want_grad = bool(a["return_grad"])
@@ -365,7 +365,7 @@ def linear_cross_entropy(args: dict[str, Any]) -> Any:
     ca = np.ascontiguousarray(coef[0])
     for r0, r1, zb, hb in logit_blocks(h2, W2, bvec, rows, buf):
         mb = mask2[r0:r1] if mask2 is not None else None
-        mk = mb if mb is not None else np.broadcast_to(np.ones((1, 1), np.bool_), zb.shape)
+        mk = mb if mb is not None else all_true(zb.shape)
         kern.vocab_rows(
             readonly(zb), mk, mb is not None, o.T[r0:r1], o.cap, tsafe[r0:r1], active[r0:r1], o.eps,
             o.k, st[r0:r1], amax[r0:r1], topv[r0:r1], topi[r0:r1], want_grad, b2z[r0:r1],

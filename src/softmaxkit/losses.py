@@ -37,7 +37,13 @@ from ._core.losscommon import check_prob_target, class_axis, class_weights, pars
 from ._core.losskw import CEAny, CEKeywords, CEOutputs
 from ._core.routes import foreign, route
 from ._core.typing import Array, ArrayLike, FloatArray, Reduction
-from ._core.validate import as_input_array, resolve_dtype, validate_temperature, validate_where
+from ._core.validate import (
+    all_true,
+    as_input_array,
+    resolve_dtype,
+    validate_temperature,
+    validate_where,
+)
 from ._linear_ce import linear_cross_entropy
 from ._margin import max_margin_loss, max_margin_loss_split, multiclass_hinge_loss
 from ._vocab import CrossEntropyOutput
@@ -322,9 +328,7 @@ def _ce_kernels(
     if mask2 is not None:
         mask2 = readonly(mask2)
     k = kernels()
-    dummy_mask = mask2 if mask2 is not None else np.ones((1, 1), dtype=np.bool_)
-    if mask2 is None:
-        dummy_mask = np.broadcast_to(dummy_mask, x2.shape)
+    dummy_mask = mask2 if mask2 is not None else all_true(x2.shape)
     grad2 = None
     direct = False
     if return_grad:
