@@ -17,7 +17,7 @@ from numpy.typing import NDArray
 
 from .blas import matmul
 from .losscommon import check_int_or_none, check_real, check_reduction
-from .validate import as_input_array, check_out
+from .validate import as_input_array, check_out, normal_inverse
 
 #: The logits buffer of the blocked loss paths (``linear_cross_entropy``): 32 MiB.
 CHUNK_BYTES = 32 * 2**20
@@ -47,14 +47,8 @@ def inv_temperature(T: float, compute: Any) -> tuple[float | None, float]:
     """(x_scale, invT): ``invT = 1/T`` when it is a normal number of ``compute``;
     else ``(T, 1.0)``: the caller divides the logits by ``T`` in float64 and the
     gradient by ``T`` afterwards (the dense driver's rule for a tiny or huge T)."""
-    if T == 1.0:  # (the checks below cost ~5 us)
-        return None, 1.0
-    with np.errstate(over="ignore", divide="ignore"):
-        inv = np.float64(1.0) / np.float64(T)
-        inv_c = np.dtype(compute).type(inv)
-    if np.isfinite(inv_c) and inv_c >= np.finfo(compute).tiny:
-        return None, float(inv)
-    return float(T), 1.0
+    inv = normal_inverse(T, compute)
+    return (None, inv) if inv is not None else (float(T), 1.0)
 
 
 def loss_options(

@@ -97,7 +97,7 @@ class _Allow:
     def __init__(self, size: int) -> None:
         self.on = size <= SMALL and not _foreground
         _local.fell_back = False
-        if _FORCE and size <= SMALL and not _foreground:
+        if _FORCE and self.on:
             _local.fell_back = True
             raise ColdKernel("forced (tests)")
 

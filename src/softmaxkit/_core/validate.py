@@ -136,6 +136,21 @@ def validate_temperature(temperature: Any) -> float:
     return t
 
 
+def normal_inverse(T: float, dtype: Any) -> float | None:
+    """``1 / T`` as a Python float when it is a finite normal number of ``dtype``
+    (float32 or float64), else None: the kernels' ``invT`` test.  A temperature in
+    ``[1e-30, 1e30]`` (every ordinary one) needs no test: its inverse is normal in both
+    dtypes (the checked path costs about 5 us, a small call's whole kernel time)."""
+    if 1e-30 <= T <= 1e30:
+        return 1.0 / T
+    with np.errstate(over="ignore", divide="ignore"):
+        inv = np.float64(1.0) / np.float64(T)
+        inv_c = np.dtype(dtype).type(inv)
+    if np.isfinite(inv_c) and inv_c >= np.finfo(dtype).tiny:
+        return float(inv)
+    return None
+
+
 def all_true(shape: tuple[int, ...]) -> np.ndarray:
     """A read-only all-True bool array of ``shape`` that holds no memory (a broadcast
     view), memoised: the kernels' stand-in for "no mask" (``np.broadcast_to`` costs

@@ -275,10 +275,7 @@ def dense_softmax(
     return out
 
 
-def _inv_temperature(T: float, dtype: np.dtype) -> np.floating:
-    """``rows.inv_temperature`` for ``1e-30 <= T <= 1e30``, where ``1 / T`` is always a
-    normal float32: the same double division, rounded once, without its checks."""
-    return dtype.type(1.0 / T)
+_NO_SIGN = np.empty(0)  # logsumexp without its sign
 
 
 def last_axis_softmax(x: np.ndarray, out: np.ndarray, log: bool, temperature: float) -> np.ndarray:
@@ -288,7 +285,7 @@ def last_axis_softmax(x: np.ndarray, out: np.ndarray, log: bool, temperature: fl
     kernels directly."""
     rows, _ = _kernels()
     n = x.shape[-1]
-    invT = _inv_temperature(temperature, x.dtype)
+    invT = rows.inv_temperature(temperature, x.dtype)
     rows.softmax_rows2d(x.reshape(-1, n), None, out.reshape(-1, n), temperature, invT, log)
     return out
 
@@ -298,12 +295,9 @@ def last_axis_logsumexp(x: np.ndarray, lse: np.ndarray, temperature: float) -> N
     C-contiguous, ``x``'s dtype), for the inputs of ``last_axis_softmax``."""
     rows, _ = _kernels()
     n = x.shape[-1]
-    invT = _inv_temperature(temperature, x.dtype)
+    invT = rows.inv_temperature(temperature, x.dtype)
     x2 = x.reshape(-1, n)
     rows.logsumexp_rows2d(x2, None, None, temperature, invT, lse.reshape(-1), _NO_SIGN)
-
-
-_NO_SIGN = np.empty(0)
 
 
 def dense_logsumexp(

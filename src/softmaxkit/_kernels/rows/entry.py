@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..._core.validate import normal_inverse
 from .. import _parallel
 from ..nt import NT_MIN_BYTES
 from ..view import readonly
@@ -61,14 +62,10 @@ def _chunking(n, nch):
 
 
 def inv_temperature(T: float, compute: np.dtype):
-    """``1/T`` in the compute dtype, or None when it is not a finite normal number."""
-    if T == 1.0:
-        return compute.type(1.0)
-    with np.errstate(over="ignore", divide="ignore"):
-        inv = compute.type(np.float64(1.0) / np.float64(T))
-    if not (np.isfinite(inv) and inv >= np.finfo(compute).tiny):
-        return None
-    return inv
+    """``1/T`` in the compute dtype, or None when it is not a finite normal number
+    (``_core.validate.normal_inverse``)."""
+    inv = normal_inverse(T, compute)
+    return None if inv is None else compute.type(inv)
 
 
 def softmax_rows2d(x, mask, out, T, invT, log):
