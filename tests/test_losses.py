@@ -11,6 +11,7 @@ import itertools
 
 import numpy as np
 import pytest
+from _peak import traced
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -276,8 +277,6 @@ def test_out_and_in_place():
 def test_probability_targets_keep_their_dtype():
     # a float32 probability target is read as it is: the same bits as its float64
     # widening, and no float64 copy of the target (was twice the logits' size)
-    import tracemalloc
-
     rng = np.random.default_rng(11)
     x = (rng.standard_normal((64, 1000)) * 3).astype(np.float32)
     q = sk.softmax(rng.standard_normal((64, 1000))).astype(np.float32)
@@ -296,12 +295,7 @@ def test_probability_targets_keep_their_dtype():
     big = rng.standard_normal((256, 4096)).astype(np.float32)
     qb = np.full(big.shape, 1 / 4096, dtype=np.float32)
     sk.cross_entropy(big, qb)
-    tracemalloc.start()
-    try:
-        sk.cross_entropy(big, qb)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    _, peak = traced(lambda: sk.cross_entropy(big, qb))
     assert peak <= 0.05 * big.nbytes, peak / big.nbytes
 
 
@@ -514,8 +508,6 @@ def test_hinge_kernel_vs_numpy_formulas(kind, p):
     # inf target logit, classes on axis 0, both dtypes, mean and none reductions;
     # PyTorch for Weston-Watkins; peak memory of the gradient alone (the NumPy
     # version held several float64 copies of the logits)
-    import tracemalloc
-
     rng = _rng(21)
     x = rng.normal(size=(700, 301))
     t = rng.integers(0, 301, 700)
@@ -548,13 +540,12 @@ def test_hinge_kernel_vs_numpy_formulas(kind, p):
     big = rng.normal(size=(4096, 512))
     tb = rng.integers(0, 512, 4096)
     for want_grad, allowed in ((True, big.nbytes), (False, 0)):
-        sk.multiclass_hinge_loss(big, tb, kind=kind, return_grad=want_grad)
-        tracemalloc.start()
-        try:
-            sk.multiclass_hinge_loss(big, tb, kind=kind, return_grad=want_grad)
-            peak = tracemalloc.get_traced_memory()[1]
-        finally:
-            tracemalloc.stop()
+
+        def call(want_grad=want_grad):
+            return sk.multiclass_hinge_loss(big, tb, kind=kind, return_grad=want_grad)
+
+        call()
+        _, peak = traced(call)
         assert peak <= allowed + 2**18, (want_grad, peak / big.nbytes)
 
 
@@ -733,8 +724,6 @@ def test_read_only_inputs_are_not_copied():
     place: the kernels take their inputs read-only, one compiled variant for every
     caller.  These calls used to copy a read-only input whole (tracemalloc: NumPy's
     allocations), and give the same results as on a writeable copy."""
-    import tracemalloc
-
     rng = np.random.default_rng(3)
     x = rng.standard_normal((512, 1000)).astype(np.float32)
     t = rng.integers(0, 1000, 512)
@@ -757,12 +746,7 @@ def test_read_only_inputs_are_not_copied():
     for name, call in calls.items():
         want = np.asarray(call(x, t)).copy()
         call(xr, tr)
-        tracemalloc.start()
-        try:
-            got = call(xr, tr)
-            peak = tracemalloc.get_traced_memory()[1]
-        finally:
-            tracemalloc.stop()
+        got, peak = traced(lambda call=call: call(xr, tr))
         got = np.asarray(got).copy()
         np.testing.assert_array_equal(got, want, err_msg=name)
         assert peak < x.nbytes // 4, (name, peak / x.nbytes)

@@ -5,10 +5,9 @@ beside the kernel, a copy of a read-only input) fails here whichever op it is in
 
 from __future__ import annotations
 
-import tracemalloc
-
 import numpy as np
 import pytest
+from _peak import traced
 
 import softmaxkit as sk
 
@@ -76,11 +75,6 @@ def _fresh_bytes(res):
 def test_peak_extra_memory(name):
     call, allowed = CALLS[name]
     call()  # compile, fill the caches
-    tracemalloc.start()
-    try:
-        res = call()
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    res, peak = traced(call)
     extra = peak - _fresh_bytes(res)
     assert extra <= allowed * X.nbytes, (name, extra / X.nbytes)

@@ -4,10 +4,9 @@ fused gradients of the entropy / log-prob terms."""
 
 from __future__ import annotations
 
-import tracemalloc
-
 import numpy as np
 import pytest
+from _peak import traced
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -337,12 +336,7 @@ def test_linear_all_outputs_same_peak_memory():
     sk.linear_cross_entropy(h[:4], W, t[:4])
     peaks = []
     for extra in ({}, full):
-        tracemalloc.start()
-        try:
-            sk.linear_cross_entropy(h, W, t, **kw, **extra)
-            peaks.append(tracemalloc.get_traced_memory()[1])
-        finally:
-            tracemalloc.stop()
+        peaks.append(traced(lambda extra=extra: sk.linear_cross_entropy(h, W, t, **kw, **extra))[1])
     logits = N * V * 4
     # the loss alone holds one 32 MiB-capped logits buffer (here the whole [N, V]
     # fits it, so compare against the buffer, not a fraction of the logits); the
@@ -360,12 +354,9 @@ def test_linear_peak_below_logits():
     W = rng.normal(size=(V, d))
     t = rng.integers(0, V, N)
     sk.linear_cross_entropy(h[:2], W, t[:2], chunk_size=16, **ALL, topk=5, return_grad=True)
-    tracemalloc.start()
-    try:
-        sk.linear_cross_entropy(h, W, t, chunk_size=16, **ALL, topk=5, return_grad=True)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    _, peak = traced(
+        lambda: sk.linear_cross_entropy(h, W, t, chunk_size=16, **ALL, topk=5, return_grad=True)
+    )
     grads = (N * d + V * d) * 8
     assert peak - grads < N * V * 8 / 5, peak
 
@@ -464,12 +455,7 @@ def test_per_token_outputs_make_no_input_sized_temporary():
         "masked": lambda: sk.cross_entropy(x, t, where=w, return_lse=True),
     }.items():
         want = call()
-        tracemalloc.start()
-        try:
-            got = call()
-            peak = tracemalloc.get_traced_memory()[1]
-        finally:
-            tracemalloc.stop()
+        got, peak = traced(call)
         np.testing.assert_array_equal(got.lse, want.lse)
         assert got.lse[3] == -np.inf
         assert peak < x.nbytes // 16, (name, peak / x.nbytes)
