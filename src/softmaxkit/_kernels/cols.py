@@ -8,8 +8,12 @@ sum) rule).  It streams over the reduced rows in tiles of ``JB`` rows with
 per-column state -- the same state as the row kernels (``rows/``):
 ``m`` (compute dtype), ``r = sum_{x<m} w exp((x-m)/T)`` and ``w0 = sum_{x==m} w``
 (float64, tile sums in the compute dtype) -- all loops vectorised along ``q``
-(contiguous).  Pass 1: per tile, column max, rescale, column sums (the tile is
-cache-resident for the second sub-pass); pass 2 (softmax): write.  The exp is
+(contiguous; the sweeps are in ``colsweeps.py``).  Pass 1, unmasked: tiles of
+``JBF`` rows in one sweep each against the running max (``colsweeps.fused_tile``),
+falling back to two sub-passes per tile of ``JB`` rows (column max, rescale, column
+sums: the tile is cache-resident for the second) where that does not apply.  Pass 2
+(softmax / log_softmax): write; an output larger than the last-level cache is
+streamed with non-temporal stores (``colsweeps.stream_rows8``).  The exp is
 ``exp.expd`` (float32: all-float32 lanes with the argument ``(x - m) / T`` carried
 exactly, see ``exp._expd32``).
 """
@@ -21,8 +25,25 @@ import math
 import numpy as np
 from numba import njit
 
-from .exp import FASTMATH, exp_, expd, expd_unit, fmax, is32
-from .rows.blocks import EMPTY, FINITE, NAN, ld, st
+from .colsweeps import (
+    JBF,
+    NT_ROW,
+    _all_finite,
+    _cmax,
+    _cmax_plain,
+    _csum,
+    _csum_all,
+    _csum_all_unit,
+    _csum_plain,
+    _cwrite,
+    _cwrite_m,
+    _rescale,
+    fused_tile,
+    stream_rows8,
+)
+from .exp import FASTMATH, is32
+from .nt import NT_MIN_BYTES
+from .rows.blocks import EMPTY, FINITE, NAN, ld, same_dtype, st
 from .rows.pieces import _classify, _log_sum, _winf_ovf
 from .view import readonly
 
@@ -32,103 +53,6 @@ QB = 4096  # columns per task: 16 KiB of float32 per row slice.  Measured on [81
 # row stride land in the same cache sets and defeat the prefetchers.
 _CSUB = 8  # rows per float32 lane sum before it is added in float64
 JB = 32  # rows per tile (a float32 tile of 512 KiB stays in L2 for the sum sub-pass)
-
-
-@njit(fastmath=FASTMATH, cache=True)
-def _cmax(xr, mr, br, has_mask, has_b, bm, ninf):
-    for q in range(bm.shape[0]):
-        inc = (not has_mask or mr[q]) and (not has_b or br[q] != 0)
-        bm[q] = fmax(bm[q], ld(xr[q], ninf) if inc else ninf)
-
-
-@njit(fastmath=FASTMATH, cache=True)
-def _cmax_plain(xr, bm, ninf):
-    for q in range(bm.shape[0]):
-        bm[q] = fmax(bm[q], ld(xr[q], ninf))
-
-
-@njit(fastmath=FASTMATH, cache=True)
-def _csum_plain(xr, m, invT, bs, bc):
-    z = ld(0.0, invT)
-    one = ld(1.0, invT)
-    for q in range(bs.shape[0]):
-        v = ld(xr[q], invT)
-        e = expd(v, m[q], invT)
-        bs[q] += z if v >= m[q] else e
-        bc[q] += one if v == m[q] else z
-
-
-@njit(fastmath=FASTMATH, cache=True)
-def _csum_all(xr, m, invT, bs):
-    for q in range(bs.shape[0]):
-        bs[q] += expd(ld(xr[q], invT), m[q], invT)
-
-
-@njit(fastmath=FASTMATH, cache=True)
-def _csum_all_unit(xr, m, bs):
-    for q in range(bs.shape[0]):
-        bs[q] += expd_unit(ld(xr[q], m[0]), m[q])
-
-
-@njit(fastmath=FASTMATH, cache=True)
-def _all_finite(m):
-    # a count, not a short-circuit ``and``: the loop vectorises
-    bad = 0
-    for q in range(m.shape[0]):
-        bad += 0 if (m[q] > -np.inf) & (m[q] < np.inf) else 1
-    return bad == 0
-
-
-@njit(fastmath=FASTMATH, cache=True)
-def _rescale(bm, m, r, w0, inv64):
-    """Columns whose tile max ``bm`` exceeds the running max ``m``: ``r = (r + w0) *
-    exp((m - bm) / T)``, ``w0 = 0``, ``m = bm``.  Branch-free with the vectorised float64
-    exp (``m = -inf`` gives the factor 0; a NaN ``bm`` fails the test): a scalar loop
-    with a libm ``exp`` per grown column cost ~10 us per tile of 4096 columns."""
-    for q in range(m.shape[0]):
-        mq = m[q]
-        b = bm[q]
-        grow = b > mq
-        f = exp_((np.float64(mq) - np.float64(b)) * inv64)
-        r[q] = (r[q] + w0[q]) * f if grow else r[q]
-        w0[q] = 0.0 if grow else w0[q]
-        m[q] = b if grow else mq
-
-
-@njit(fastmath=FASTMATH, cache=True)
-def _csum(xr, mr, br, has_mask, has_b, m, invT, bs, bc):
-    for q in range(bs.shape[0]):
-        inc = not has_mask or mr[q]
-        w = 1.0
-        if has_b:
-            w = np.float64(br[q])
-            inc = inc and w != 0
-        v = ld(xr[q], invT)
-        e = expd(v, m[q], invT)
-        bs[q] += w * e if inc and not v >= m[q] else 0.0
-        bc[q] += w if inc and v == m[q] else 0.0
-
-
-@njit(fastmath=FASTMATH, cache=True)
-def _cwrite(xr, orow, m, invT, c, log):
-    for q in range(orow.shape[0]):
-        v = ld(xr[q], invT)
-        if log:
-            orow[q] = st((v - m[q]) * invT - c[q], orow)
-        else:
-            orow[q] = st(expd(v, m[q], invT) * c[q], orow)
-
-
-@njit(fastmath=FASTMATH, cache=True)
-def _cwrite_m(xr, mr, orow, m, invT, c, log):
-    z = ld(0.0, invT)
-    ninf = ld(-np.inf, invT)
-    for q in range(orow.shape[0]):
-        v = ld(xr[q], invT)
-        if log:
-            orow[q] = st((v - m[q]) * invT - c[q] if mr[q] else ninf, orow)
-        else:
-            orow[q] = st(expd(v, m[q], invT) * c[q] if mr[q] else z, orow)
 
 
 @njit(fastmath=FASTMATH, cache=True)
@@ -149,6 +73,31 @@ def _col_state(x, mask, b, has_mask, has_b, p, q0, q1, j0, j1, invT, m, r, w0, s
     m[:] = ninf
     r[:] = 0.0
     w0[:] = 0.0
+    plain = not has_mask and not has_b
+    fuse = plain and (is32(invT) or not split)  # the sums below without ties (w0)
+    tr = np.zeros(nq if fuse else 0)
+    # tiles of JBF rows in one sweep against the running max where that applies (every
+    # column max finite so far, no tie counts); else, and where the sweep's tile is
+    # refused (colsweeps.fused_tile), two sub-passes per tile of JB rows
+    for f0 in range(j0, j1, JBF):
+        f1 = min(f0 + JBF, j1)
+        if fuse and _all_finite(m) and fused_tile(x, p, q0, q1, f0, f1, invT, m, bm, bs, tr):
+            for q in range(nq):
+                r[q] += tr[q]
+            _rescale(bm, m, r, w0, inv64)
+            continue
+        scr = (bm, bs, bc, bs64, bc64)
+        _col_tiles(x, mask, b, has_mask, has_b, p, q0, q1, f0, f1, invT, m, r, w0, split, scr)
+
+
+@njit(fastmath=FASTMATH, cache=True)
+def _col_tiles(x, mask, b, has_mask, has_b, p, q0, q1, j0, j1, invT, m, r, w0, split, scr):
+    """``_col_state``'s rows j0:j1 in tiles of ``JB`` rows, two sub-passes each (max,
+    then sums); ``scr``: the tile max and sums (``_col_state``)."""
+    bm, bs, bc, bs64, bc64 = scr
+    nq = q1 - q0
+    ninf = ld(-np.inf, invT)
+    inv64 = np.float64(invT)
     plain = not has_mask and not has_b
     for t0 in range(j0, j1, JB):
         t1 = min(t0 + JB, j1)
@@ -197,6 +146,15 @@ def _col_state(x, mask, b, has_mask, has_b, p, q0, q1, j0, j1, invT, m, r, w0, s
 
 
 @njit(fastmath=FASTMATH, cache=True)
+def _write_rows(x, mask, out, has_mask, p, q0, q1, j0, j1, mm, invT, c, log):
+    for j in range(j0, j1):
+        if has_mask:
+            _cwrite_m(x[p, j, q0:q1], mask[p, j, q0:q1], out[p, j, q0:q1], mm, invT, c, log)
+        else:
+            _cwrite(x[p, j, q0:q1], out[p, j, q0:q1], mm, invT, c, log)
+
+
+@njit(fastmath=FASTMATH, cache=True)
 def _col_write(x, mask, out, has_mask, p, q0, q1, j0, j1, T, invT, log, m, r, w0):
     """Pass 2 for columns q0:q1 of block p, rows j0:j1, given merged column states."""
     nq = q1 - q0
@@ -232,11 +190,16 @@ def _col_write(x, mask, out, has_mask, p, q0, q1, j0, j1, T, invT, log, m, r, w0
                 hit = ld(x[p, j, qq], 0.0) / T == np.inf and (not has_mask or mask[p, j, qq])
                 hits[j - j0, k] = hit
         k += 1
-    for j in range(j0, j1):
-        if has_mask:
-            _cwrite_m(x[p, j, q0:q1], mask[p, j, q0:q1], out[p, j, q0:q1], mm, invT, c, log)
-        else:
-            _cwrite(x[p, j, q0:q1], out[p, j, q0:q1], mm, invT, c, log)
+    # an unmasked output larger than the last-level cache, rows of at least NT_ROW
+    # bytes: streamed eight rows at a time (cols8.py), the rest one row at a time
+    big = out.nbytes >= NT_MIN_BYTES and same_dtype(out, invT) and nq * out.itemsize >= NT_ROW
+    sb = np.empty((8 if big else 0, nq), dtype=out.dtype)
+    jr = (
+        stream_rows8(x, out, p, q0, q1, j0, j1, mm, invT, c, log, sb)
+        if big and not has_mask
+        else j0
+    )
+    _write_rows(x, mask, out, has_mask, p, q0, q1, jr, j1, mm, invT, c, log)
     k = 0
     for q in range(nq if nspecial else 0):
         code, _ = _classify(m[q], r[q], w0[q], T)
