@@ -216,3 +216,43 @@ def test_other_families_show_their_floor_scaled_by_the_copies_they_move():
     ex = r["impls"]["floor exp"]["median_s"]
     line = next(ln for ln in bench.format_table([r]).splitlines() if "exp pass" in ln)
     assert f"{ex / r['impls']['softmaxkit']['median_s']:.2f}" in line
+
+
+def test_each_timed_call_follows_an_untimed_read_of_the_input(monkeypatch):
+    """Every timed call starts after a read of the input ("floor read"), so a call is
+    not charged for what the call before it evicted (SciPy's temporaries)."""
+    from softmaxkit.bench.timing import Case
+
+    x = np.ones(1000, np.float32)
+    log: list[str] = []
+
+    def impl(name):
+        def f():
+            log.append(name)
+            return x
+
+        return f
+
+    real = bench._floor_impls
+
+    def logged_floors(arr):
+        impls = real(arr)
+        read = impls["floor read"]
+        impls["floor read"] = lambda: (log.append("read"), read())[1]
+        return impls
+
+    monkeypatch.setattr(bench, "_floor_impls", logged_floors)
+    case = Case(
+        family="dense",
+        op="toy",
+        label="[1000]",
+        impls={"softmaxkit": impl("softmaxkit"), "scipy": impl("scipy")},
+        check=None,
+        nbytes=x.nbytes,
+        extra={"input": lambda: x},
+    )
+    (result,) = bench.run_cases([case], repeats=4, budget_s=10.0, memory=False)
+    assert result["repeats"] == 4
+    calls = [i for i, v in enumerate(log) if v in ("softmaxkit", "scipy")]
+    # the last 8 calls (4 rounds of 2) are the timed ones: each right after a read
+    assert all(log[i - 1] == "read" for i in calls[-8:]), log

@@ -15,7 +15,9 @@ Every family module named in ``_BENCH_FAMILIES`` contributes ``cases(quick)`` (s
    faster of the two.  Two lower bounds are timed with them: a copy into a new
    output taken as softmaxkit's plain calls take theirs ("floor new", what any call
    returning a new array pays; reused from the cache of released outputs, see
-   ``_buffers``) and one read of the input ("floor read");
+   ``_buffers``) and one read of the input ("floor read").  That read also runs,
+   untimed, before every timed call, so that each call starts with the input as warm
+   as the caches allow, whatever the call before it evicted;
 3. reports medians, each peer's time as a multiple of softmaxkit's, every
    implementation's floor fraction (floor time / its time) and, for the dense
    ops, "reach x": the best multiple any implementation could show against the
@@ -278,10 +280,17 @@ def _run_cases(
         n = int(max(3, min(repeats, budget_s / max(per_round, 1e-9))))
         times: dict[str, list[float]] = {name: [] for name in impls}
         names = _timing_order(list(impls))
+        # an untimed read of the input before each timed call: every call starts with
+        # as much of the input in cache as fits, whatever the call before it evicted
+        # (SciPy's temporaries pushed an 8 MB input out of L3, so the call after
+        # SciPy's paid for memory that the others read from cache)
+        settle = impls.get("floor read")
         for r in range(n):
             order = names[r % len(names) :] + names[: r % len(names)]
             for name in order:
                 f = impls[name]
+                if settle is not None:
+                    settle()
                 t0 = time.perf_counter()
                 f()
                 times[name].append(time.perf_counter() - t0)
