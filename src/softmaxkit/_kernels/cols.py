@@ -68,14 +68,16 @@ def _col_state(x, mask, b, has_mask, has_b, p, q0, q1, j0, j1, invT, m, r, w0, s
     bm = np.full(nq, ninf)
     bs = np.zeros(nq, dtype=m.dtype)  # plain path: tile sums in the compute dtype
     bc = np.zeros(nq, dtype=m.dtype)
-    bs64 = np.zeros(nq)  # weighted / masked path: float64
-    bc64 = np.zeros(nq)
+    plain = not has_mask and not has_b
+    fuse = plain and (is32(invT) or not split)  # the sums below without ties (w0)
+    # weighted / masked path: float64 sums and ties (unmasked: bs64 holds the fused
+    # tiles' sums, tr)
+    bs64 = np.zeros(nq)
+    bc64 = np.zeros(0 if plain else nq)
+    tr = bs64
     m[:] = ninf
     r[:] = 0.0
     w0[:] = 0.0
-    plain = not has_mask and not has_b
-    fuse = plain and (is32(invT) or not split)  # the sums below without ties (w0)
-    tr = np.zeros(nq if fuse else 0)
     # tiles of JBF rows in one sweep against the running max where that applies (every
     # column max finite so far, no tie counts); else, and where the sweep's tile is
     # refused (colsweeps.fused_tile), two sub-passes per tile of JB rows
