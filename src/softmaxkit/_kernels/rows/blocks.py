@@ -201,9 +201,9 @@ def _bsum_m(xr, mr, br, has_mask, has_b, lo, hi, m, invT):
 @njit(fastmath=FASTMATH, cache=True)
 def _wsm(xr, orow, lo, hi, m, invT, invS):
     xs, os = xr[lo:hi], orow[lo:hi]
-    if invT == ld(1.0, invT):
+    if invT == ld(1.0, invT):  # the plain argument (exp.expsum_unit: one rounding)
         for j in range(xs.shape[0]):
-            os[j] = st(expd_unit(ld(xs[j], m), m) * invS, os)
+            os[j] = st(expsum_unit(ld(xs[j], m), m) * invS, os)
         return
     for j in range(xs.shape[0]):
         os[j] = st(expd(ld(xs[j], m), m, invT) * invS, os)

@@ -256,9 +256,9 @@ def softmax_store_range(x, out, T, invT, t0, t1):
         if mT > -np.inf and mT < np.inf:
             # a finite row state (a NaN entry makes S NaN, hence the row NaN)
             if invT == one and n <= _SUB:
-                s = _run_terms(row(x, i), row(out, i), m, m, 1)
+                s = _run_terms(row(x, i), row(out, i), m, m, 2)
             elif invT == one:
-                s = _store_sum(row(x, i), row(out, i), m, m, 1)
+                s = _store_sum(row(x, i), row(out, i), m, m, 2)
             elif n <= _SUB:
                 s = _run_terms(row(x, i), row(out, i), m, invT, 0)
             else:

@@ -11,7 +11,7 @@ import math
 import numpy as np
 from numba import njit
 
-from ..exp import FASTMATH, expd, expd_unit, is32
+from ..exp import FASTMATH, expd, expsum_unit, is32
 from .blocks import _BLOCK, _SUB, FINITE, _bmax, _bsum, _fill, _term, ld
 from .pieces import _classify, _write_row
 
@@ -24,7 +24,7 @@ def _bsum_store(xr, orow, lo, hi, m, invT, split):
     xs, os = xr[lo:hi], orow[lo:hi]
     if (is32(m) or not split) and m > -np.inf and m < np.inf:  # as in _bsum: (S, 0)
         if invT == one:
-            return _store_sum(xs, os, m, m, 1), z
+            return _store_sum(xs, os, m, m, 2), z
         return _store_sum(xs, os, m, invT, 0), z
     s = z
     c = z
@@ -124,13 +124,13 @@ def _softmax_block_store(xr, orow, T, invT, m):
         # than _SUB: the pieces of _store_sum (see blocks._SUB).
         if n > _SUB and is32(m):
             if invT == ld(1.0, invT):
-                s = _store_sum(xr, orow, m, m, 1)
+                s = _store_sum(xr, orow, m, m, 2)
             else:
                 s = _store_sum(xr, orow, m, invT, 0)
         elif invT == ld(1.0, invT):
             s = ld(0.0, m)
             for j in range(n):
-                e = expd_unit(ld(xr[j], m), m)
+                e = expsum_unit(ld(xr[j], m), m)
                 orow[j] = e
                 s += e
         else:

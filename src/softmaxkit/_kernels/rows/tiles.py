@@ -49,13 +49,15 @@ def _col_sum(col, mc, sc, cc, invT, store):
     ``store``: the exps replace the column (softmax writes them scaled)."""
     z = ld(0.0, invT)
     one = ld(1.0, invT)
-    if not store and invT == one:  # terms only summed: the plain argument
+    if invT == one:  # T = 1: the plain argument (exp.expsum_unit)
         for k in range(mc.shape[0]):
             v = col[k]
             m = mc[k]
             e = expsum_unit(v, m)
             sc[k] += z if v >= m else e
             cc[k] += one if v == m else z
+            if store:
+                col[k] = e
         return
     for k in range(mc.shape[0]):
         v = col[k]
