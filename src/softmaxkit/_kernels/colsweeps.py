@@ -35,8 +35,6 @@ from .nt import nt_copy
 from .rows.blocks import ld, st
 
 GROW = 60.0  # largest accepted growth of a column max within a fused tile, in units of T
-
-
 JBF = 128  # rows per fused tile (the check and the rescale run once per tile)
 # the write pass streams rows of at least this many bytes (shorter ones: plain stores)
 NT_ROW = 4096
