@@ -15,7 +15,6 @@ from numba.extending import overload
 from ..exp import (
     FASTMATH,
     expd,
-    expd_unit,
     expsum_unit,
     f16_to_f32,
     f32_to_f16,
@@ -102,13 +101,12 @@ _SUB = 512
 
 @njit(fastmath=FASTMATH, cache=True)
 def _term(v, m, invT, mode):
-    """One exp of a sum: ``expd`` (``mode`` 0), ``expd_unit`` (1) or ``expsum_unit``
-    (2: the plain argument, for terms that are only summed or stored only to fetch the
-    lines).  ``mode`` is a constant at every call, so each caller compiles one branch."""
+    """One exp of a sum: ``expd`` (``mode`` 0: the argument ``(x - m) / T`` carried
+    exactly) or ``expsum_unit`` (1: ``T = 1``, the plain argument, for terms that are
+    summed or stored as softmax outputs, see ``exp.expsum_unit``).  ``mode`` is a
+    constant at every call, so each caller compiles one branch."""
     if mode == 0:
         return expd(v, m, invT)
-    if mode == 1:
-        return expd_unit(v, m)
     return expsum_unit(v, m)
 
 
@@ -168,7 +166,7 @@ def _bsum(xr, lo, hi, m, invT, split):
         # float64 takes this path too when the caller needs only S (softmax, whose
         # 1 / S has no log1p to serve: ``split`` False): 0.86 -> 0.68 ns per value.
         if invT == one:
-            return _sum_terms(xs, m, m, 2), z
+            return _sum_terms(xs, m, m, 1), z
         return _sum_terms(xs, m, invT, 0), z
     s = z
     c = z

@@ -120,17 +120,17 @@ def _group_states(x, mask, has_mask, g0, g1, invT, M, Rr, W, L, out, touch, mbs)
                 # _sum_terms and _store_sum rows of 128 took 5-7 ns more each)
                 if touch:
                     if invT == one and n <= _SUB:
-                        r = np.float64(_run_terms(row(x, i), row(out, i), m, m, 2))
+                        r = np.float64(_run_terms(row(x, i), row(out, i), m, m, 1))
                     elif invT == one:
-                        r = np.float64(_store_sum(row(x, i), row(out, i), m, m, 2))
+                        r = np.float64(_store_sum(row(x, i), row(out, i), m, m, 1))
                     elif n <= _SUB:
                         r = np.float64(_run_terms(row(x, i), row(out, i), m, invT, 0))
                     else:
                         r = np.float64(_store_sum(row(x, i), row(out, i), m, invT, 0))
                 elif invT == one and n <= _SUB:
-                    r = np.float64(_sum_run(row(x, i), m, m, 2))
+                    r = np.float64(_sum_run(row(x, i), m, m, 1))
                 elif invT == one:
-                    r = np.float64(_sum_terms(row(x, i), m, m, 2))
+                    r = np.float64(_sum_terms(row(x, i), m, m, 1))
                 elif n <= _SUB:
                     r = np.float64(_sum_run(row(x, i), m, invT, 0))
                 else:
@@ -256,9 +256,9 @@ def softmax_store_range(x, out, T, invT, t0, t1):
         if mT > -np.inf and mT < np.inf:
             # a finite row state (a NaN entry makes S NaN, hence the row NaN)
             if invT == one and n <= _SUB:
-                s = _run_terms(row(x, i), row(out, i), m, m, 2)
+                s = _run_terms(row(x, i), row(out, i), m, m, 1)
             elif invT == one:
-                s = _store_sum(row(x, i), row(out, i), m, m, 2)
+                s = _store_sum(row(x, i), row(out, i), m, m, 1)
             elif n <= _SUB:
                 s = _run_terms(row(x, i), row(out, i), m, invT, 0)
             else:

@@ -24,7 +24,7 @@ def _bsum_store(xr, orow, lo, hi, m, invT, split):
     xs, os = xr[lo:hi], orow[lo:hi]
     if (is32(m) or not split) and m > -np.inf and m < np.inf:  # as in _bsum: (S, 0)
         if invT == one:
-            return _store_sum(xs, os, m, m, 2), z
+            return _store_sum(xs, os, m, m, 1), z
         return _store_sum(xs, os, m, invT, 0), z
     s = z
     c = z
@@ -71,9 +71,9 @@ def _store_pieces(xs, os, m, invT, mode):
 
 @njit(fastmath=FASTMATH, cache=True)
 def _store_sum(xs, os, m, invT, mode):
-    """Store the terms (``blocks._term``: 0 ``exp((x - m) / T)``, 1 the same at
-    ``T = 1``, 2 plain-argument terms stored only to fetch the lines) into ``os`` and
-    return their sum (float32: pieces, ``_store_pieces``)."""
+    """Store the terms (``blocks._term``: 0 ``exp((x - m) / T)`` with the exact
+    argument, 1 ``exp(fl(x - m))`` at ``T = 1``) into ``os`` and return their sum
+    (float32: pieces, ``_store_pieces``)."""
     if not is32(m):
         return _run_terms(xs, os, m, invT, mode)
     tot, r = _store_pieces(xs, os, m, invT, mode)
@@ -124,7 +124,7 @@ def _softmax_block_store(xr, orow, T, invT, m):
         # than _SUB: the pieces of _store_sum (see blocks._SUB).
         if n > _SUB and is32(m):
             if invT == ld(1.0, invT):
-                s = _store_sum(xr, orow, m, m, 2)
+                s = _store_sum(xr, orow, m, m, 1)
             else:
                 s = _store_sum(xr, orow, m, invT, 0)
         elif invT == ld(1.0, invT):
