@@ -71,10 +71,9 @@ def _col_state(x, mask, b, has_mask, has_b, p, q0, q1, j0, j1, invT, m, r, w0, s
     plain = not has_mask and not has_b
     fuse = plain and (is32(invT) or not split)  # the sums below without ties (w0)
     # weighted / masked path: float64 sums and ties (unmasked: bs64 holds the fused
-    # tiles' sums, tr)
+    # tiles' sums)
     bs64 = np.zeros(nq)
     bc64 = np.zeros(0 if plain else nq)
-    tr = bs64
     m[:] = ninf
     r[:] = 0.0
     w0[:] = 0.0
@@ -83,9 +82,9 @@ def _col_state(x, mask, b, has_mask, has_b, p, q0, q1, j0, j1, invT, m, r, w0, s
     # refused (colsweeps.fused_tile), two sub-passes per tile of JB rows
     for f0 in range(j0, j1, JBF):
         f1 = min(f0 + JBF, j1)
-        if fuse and _all_finite(m) and fused_tile(x, p, q0, q1, f0, f1, invT, m, bm, bs, tr):
+        if fuse and _all_finite(m) and fused_tile(x, p, q0, q1, f0, f1, invT, m, bm, bs, bs64):
             for q in range(nq):
-                r[q] += tr[q]
+                r[q] += bs64[q]
             _rescale(bm, m, r, w0, inv64)
             continue
         scr = (bm, bs, bc, bs64, bc64)
@@ -193,14 +192,11 @@ def _col_write(x, mask, out, has_mask, p, q0, q1, j0, j1, T, invT, log, m, r, w0
                 hits[j - j0, k] = hit
         k += 1
     # an unmasked output larger than the last-level cache, rows of at least NT_ROW
-    # bytes: streamed eight rows at a time (cols8.py), the rest one row at a time
-    big = out.nbytes >= NT_MIN_BYTES and same_dtype(out, invT) and nq * out.itemsize >= NT_ROW
+    # bytes: streamed eight rows at a time (colsweeps.py), the rest one row at a time
+    big = out.nbytes >= NT_MIN_BYTES and nq * out.itemsize >= NT_ROW
+    big = big and not has_mask and same_dtype(out, invT)
     sb = np.empty((8 if big else 0, nq), dtype=out.dtype)
-    jr = (
-        stream_rows8(x, out, p, q0, q1, j0, j1, mm, invT, c, log, sb)
-        if big and not has_mask
-        else j0
-    )
+    jr = stream_rows8(x, out, p, q0, q1, j0, j1, mm, invT, c, log, sb) if big else j0
     _write_rows(x, mask, out, has_mask, p, q0, q1, jr, j1, mm, invT, c, log)
     k = 0
     for q in range(nq if nspecial else 0):
