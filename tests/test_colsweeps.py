@@ -112,7 +112,7 @@ def test_streamed_write_pass(op):
     """An output larger than the last-level cache (``NT_MIN_BYTES``) takes streaming
     stores eight rows at a time; a row count that leaves a remainder, a NaN column and
     a +inf column after the stream; and in place."""
-    Q = 1100  # rows of 4400 bytes: at least NT_ROW
+    Q = 4100  # rows of 16400 bytes: at least NT_ROW
     n = NT_MIN_BYTES // (4 * Q) + 11
     assert n % 8 and Q * 4 >= colsweeps.NT_ROW
     x = (RNG.standard_normal((n, Q)) * 4).astype(np.float32)
