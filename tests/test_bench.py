@@ -256,3 +256,37 @@ def test_each_timed_call_follows_an_untimed_read_of_the_input(monkeypatch):
     calls = [i for i, v in enumerate(log) if v in ("softmaxkit", "scipy")]
     # the last 8 calls (4 rounds of 2) are the timed ones: each right after a read
     assert all(log[i - 1] == "read" for i in calls[-8:]), log
+
+
+def test_stream_case_leaves_no_temporary_files(monkeypatch, tmp_path):
+    """The online family's stream case writes its .npy files on first use into a
+    temporary directory and removes it after the case: when it ran, when it was
+    filtered out (``--op``), and when it was interrupted mid-case."""
+    import tempfile
+
+    from softmaxkit.bench import online as _bench_online
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    leftovers = lambda: sorted(p.name for p in tmp_path.iterdir())  # noqa: E731
+
+    # built but never run (what `softmaxkit bench --op softmax` does): nothing written
+    case = _bench_online._stream_case(4, 1000)
+    assert leftovers() == []
+
+    results = bench.run_cases([case], repeats=1, budget_s=0.0, memory=False)
+    assert results[0]["failed"] == {}
+    assert results[0]["impls"]["softmaxkit stream"]["max_error"] < 1e-6
+    assert leftovers() == []
+
+    case = _bench_online._stream_case(4, 1000)
+    stream = case.impls["softmaxkit stream"]
+
+    def interrupted():
+        stream()  # the input file exists now
+        assert len(leftovers()) == 1
+        raise KeyboardInterrupt
+
+    case.impls["softmaxkit stream"] = interrupted
+    with pytest.raises(KeyboardInterrupt):
+        bench.run_cases([case], repeats=1, budget_s=0.0, memory=False)
+    assert leftovers() == []

@@ -241,99 +241,106 @@ def _run_cases(
     for k, case in enumerate(cases):
         if progress:
             progress(f"[{k + 1}/{len(cases)}] {case.family} {case.op} {case.label}")
-        impls = dict(case.impls)
-        get_input = case.extra.get("input")
-        if get_input is not None and case.nbytes:
-            impls.update(_floor_impls(get_input()))
-        errors: dict[str, float | None] = {}
-        first: dict[str, float] = {}
-        failed: dict[str, str] = {}
-        for name, f in list(impls.items()):
-            try:
-                t0 = time.perf_counter()
-                res = f()
-                first[name] = time.perf_counter() - t0
-            except Exception as exc:  # a peer that cannot do this case
-                failed[name] = f"{type(exc).__name__}: {exc}"[:120]
-                del impls[name]
-                continue
-            if case.check is not None and not name.startswith("floor"):
-                try:
-                    errors[name] = float(case.check(res))
-                except Exception:  # a result of another type (torch tensor)
-                    try:
-                        errors[name] = float(case.check(np.asarray(res)))
-                    except Exception:
-                        errors[name] = None
-            del res
-        peaks: dict[str, int | None] = {}
-        if memory:
-            for name, f in impls.items():
-                if name.startswith("floor") or name.startswith("torch"):
-                    peaks[name] = None
-                    continue
-                peaks[name] = _peak_bytes(f)
-        # second warm-up, then interleaved rounds
-        for f in impls.values():
-            f()
-        per_round = sum(first.values())
-        n = int(max(3, min(repeats, budget_s / max(per_round, 1e-9))))
-        times: dict[str, list[float]] = {name: [] for name in impls}
-        names = _timing_order(list(impls))
-        # an untimed read of the input before each timed call: every call starts with
-        # as much of the input in cache as fits, whatever the call before it evicted
-        # (SciPy's temporaries pushed an 8 MB input out of L3, so the call after
-        # SciPy's paid for memory that the others read from cache)
-        settle = impls.get("floor read")
-        for r in range(n):
-            order = names[r % len(names) :] + names[: r % len(names)]
-            for name in order:
-                f = impls[name]
-                if settle is not None:
-                    settle()
-                t0 = time.perf_counter()
-                f()
-                times[name].append(time.perf_counter() - t0)
-        med = {name: statistics.median(v) for name, v in times.items()}
-        base = med.get(case.baseline)
-        # the floor: the faster of the plain-store and the streaming-store copy
-        floors = [med[k] for k in ("floor", "floor nt") if k in med]
-        # a case that moves several input-sized arrays (forward + backward) scales the
-        # copy: ``extra["floor_copies"]`` copies of the input, 1 by default
-        floor = min(floors) * float(case.extra.get("floor_copies", 1)) if floors else None
-        row: dict[str, Any] = {
-            "family": case.family,
-            "op": case.op,
-            "label": case.label,
-            "baseline": case.baseline,
-            "repeats": n,
-            "nbytes": case.nbytes,
-            "floor_s": floor,
-            "impls": {},
-            "failed": failed,
-            "extra": {
-                k: v for k, v in case.extra.items() if isinstance(v, (int, float, str, dict))
-            },
-        }
-        base_out = med.get(case.baseline + " out=")
-        for name, t in med.items():
-            # out= peers are compared with our out= call, plain peers with our plain call
-            b = base_out if (name.endswith(" out=") and base_out) else base
-            row["impls"][name] = {
-                "median_s": t,
-                "vs_baseline": (t / b) if b else None,
-                "floor_fraction": (floor / t) if floor else None,
-                "max_error": errors.get(name),
-                "peak_extra_bytes": peaks.get(name),
-            }
-        results.append(row)
-        release = case.extra.get("release")
-        impls.clear()
-        if release is not None:
-            release()
+        try:
+            results.append(_run_case(case, repeats, budget_s, memory))
+        finally:
+            # the case's own clean-up (its lazily built inputs, temporary files, a
+            # Dask cluster), also when it failed or was interrupted (Ctrl-C, SIGTERM)
+            release = case.extra.get("release")
+            if release is not None:
+                release()
         if not case.nbytes or case.nbytes >= _COLLECT_BYTES:
             gc.collect()  # the case's arrays held in cycles go before the next case
     return results
+
+
+def _run_case(case: Case, repeats: int, budget_s: float, memory: bool) -> dict[str, Any]:
+    """Time one case (see the module docstring); the result row."""
+    impls = dict(case.impls)
+    get_input = case.extra.get("input")
+    if get_input is not None and case.nbytes:
+        impls.update(_floor_impls(get_input()))
+    errors: dict[str, float | None] = {}
+    first: dict[str, float] = {}
+    failed: dict[str, str] = {}
+    for name, f in list(impls.items()):
+        try:
+            t0 = time.perf_counter()
+            res = f()
+            first[name] = time.perf_counter() - t0
+        except Exception as exc:  # a peer that cannot do this case
+            failed[name] = f"{type(exc).__name__}: {exc}"[:120]
+            del impls[name]
+            continue
+        if case.check is not None and not name.startswith("floor"):
+            try:
+                errors[name] = float(case.check(res))
+            except Exception:  # a result of another type (torch tensor)
+                try:
+                    errors[name] = float(case.check(np.asarray(res)))
+                except Exception:
+                    errors[name] = None
+        del res
+    peaks: dict[str, int | None] = {}
+    if memory:
+        for name, f in impls.items():
+            if name.startswith("floor") or name.startswith("torch"):
+                peaks[name] = None
+                continue
+            peaks[name] = _peak_bytes(f)
+    # second warm-up, then interleaved rounds
+    for f in impls.values():
+        f()
+    per_round = sum(first.values())
+    n = int(max(3, min(repeats, budget_s / max(per_round, 1e-9))))
+    times: dict[str, list[float]] = {name: [] for name in impls}
+    names = _timing_order(list(impls))
+    # an untimed read of the input before each timed call: every call starts with
+    # as much of the input in cache as fits, whatever the call before it evicted
+    # (SciPy's temporaries pushed an 8 MB input out of L3, so the call after
+    # SciPy's paid for memory that the others read from cache)
+    settle = impls.get("floor read")
+    for r in range(n):
+        order = names[r % len(names) :] + names[: r % len(names)]
+        for name in order:
+            f = impls[name]
+            if settle is not None:
+                settle()
+            t0 = time.perf_counter()
+            f()
+            times[name].append(time.perf_counter() - t0)
+    med = {name: statistics.median(v) for name, v in times.items()}
+    base = med.get(case.baseline)
+    # the floor: the faster of the plain-store and the streaming-store copy
+    floors = [med[k] for k in ("floor", "floor nt") if k in med]
+    # a case that moves several input-sized arrays (forward + backward) scales the
+    # copy: ``extra["floor_copies"]`` copies of the input, 1 by default
+    floor = min(floors) * float(case.extra.get("floor_copies", 1)) if floors else None
+    row: dict[str, Any] = {
+        "family": case.family,
+        "op": case.op,
+        "label": case.label,
+        "baseline": case.baseline,
+        "repeats": n,
+        "nbytes": case.nbytes,
+        "floor_s": floor,
+        "impls": {},
+        "failed": failed,
+        "extra": {k: v for k, v in case.extra.items() if isinstance(v, (int, float, str, dict))},
+    }
+    base_out = med.get(case.baseline + " out=")
+    for name, t in med.items():
+        # out= peers are compared with our out= call, plain peers with our plain call
+        b = base_out if (name.endswith(" out=") and base_out) else base
+        row["impls"][name] = {
+            "median_s": t,
+            "vs_baseline": (t / b) if b else None,
+            "floor_fraction": (floor / t) if floor else None,
+            "max_error": errors.get(name),
+            "peak_extra_bytes": peaks.get(name),
+        }
+    impls.clear()
+    return row
 
 
 # cases moving at least this many bytes end with a full garbage collection (0.2-0.3 s

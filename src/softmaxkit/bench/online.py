@@ -8,6 +8,7 @@ is not installed.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 
 import numpy as np
@@ -59,36 +60,68 @@ def _topk_case(rows: int, n: int, k: int) -> Case:
     )
 
 
+class _StreamFiles:
+    """The stream case's input ``x.npy`` and output ``p.npy``, in a temporary directory
+    made on first use (so that building the case, e.g. for a run that ``--op``
+    filters it out of, writes nothing) and removed by :meth:`release`, which the
+    runner calls after the case, also when the case fails or is interrupted."""
+
+    def __init__(self, rows: int, n: int) -> None:
+        self.shape = (rows, n)
+        self.tmp: str | None = None
+        self.x: np.ndarray | None = None
+
+    def paths(self) -> tuple[str, str]:
+        if self.tmp is None:
+            x = np.random.default_rng(1).standard_normal(self.shape, dtype=np.float32)
+            self.tmp = tempfile.mkdtemp(prefix="softmaxkit-bench-")
+            self.x = x
+            np.save(os.path.join(self.tmp, "x.npy"), x)
+        return os.path.join(self.tmp, "x.npy"), os.path.join(self.tmp, "p.npy")
+
+    def input(self) -> np.ndarray:
+        self.paths()
+        assert self.x is not None
+        return self.x
+
+    def release(self) -> None:
+        tmp, self.tmp, self.x = self.tmp, None, None
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 def _stream_case(rows: int, n: int) -> Case:
     from ..online import stream_softmax
     from ..softmax import softmax
 
-    tmp = tempfile.mkdtemp(prefix="softmaxkit-bench-")
-    src = os.path.join(tmp, "x.npy")
-    dst = os.path.join(tmp, "p.npy")
-    x = np.random.default_rng(1).standard_normal((rows, n), dtype=np.float32)
-    np.save(src, x)
+    files = _StreamFiles(rows, n)
+
+    def stream():
+        src, dst = files.paths()
+        return stream_softmax(src, dst, memory="64M")
 
     def dense_load_save():
+        src, dst = files.paths()
         np.save(dst, softmax(np.load(src)))
         return dst
 
     def check(path) -> float:
-        want = softmax(x.astype(np.float64))
+        want = softmax(files.input().astype(np.float64))
         return float(np.max(np.abs(np.load(path) - want) / want))
 
+    nbytes = rows * n * 4
     return Case(
         family="online",
         op="stream_softmax",
         label=f"[{rows}, {n}] float32 .npy, memory=64M",
         impls={
-            "softmaxkit stream": lambda: stream_softmax(src, dst, memory="64M"),
+            "softmaxkit stream": stream,
             "numpy load+softmax+save": dense_load_save,
         },
         baseline="numpy load+softmax+save",
         check=check,
-        nbytes=2 * x.nbytes,
-        extra={"file_bytes": x.nbytes, "tmpdir": tmp},
+        nbytes=2 * nbytes,
+        extra={"file_bytes": nbytes, "release": files.release},
     )
 
 
