@@ -9,6 +9,9 @@ Set ``HYPOTHESIS_PROFILE=thorough`` for a longer run.
 from __future__ import annotations
 
 import os
+import re
+import shutil
+import tempfile
 import zlib
 
 import numpy as np
@@ -46,6 +49,18 @@ def _module_rng_per_test(request):
     yield
 
 
+# Temporary files.  The run (its xdist workers, and the subprocesses they start: the
+# CLI, the background compiler, Dask's workers) gets a temporary directory of its own
+# (TMPDIR), and fails if a temporary of ours is left in it at the end: a test,
+# doctest, command or bench case that leaves one behind (the bench's stream-case files
+# once filled a disk; a doctest left a directory per run).  "Ours": the names Python's
+# tempfile gives by default (tmp...), softmaxkit's own, and array files.  Other
+# libraries' caches (torchinductor_root, dask-scratch-space, pytest's basetemp) and
+# whatever the machine's own tooling writes there are not judged.
+_TMP_OURS = re.compile(r"^tmp|softmaxkit|\.np[yz]$")
+_TMP_KEY = pytest.StashKey[str]()
+
+
 def pytest_configure(config):
     # hypothesis's failure report imports something that imports mypy_extensions, whose
     # DeprecationWarning (with filterwarnings = error) turned every failing hypothesis
@@ -53,6 +68,26 @@ def pytest_configure(config):
     config.addinivalue_line(
         "filterwarnings", "ignore:mypy_extensions.TypedDict is deprecated:DeprecationWarning"
     )
+    if hasattr(config, "workerinput"):  # an xdist worker: the controller made it
+        return
+    d = tempfile.mkdtemp(prefix="skt")  # short: AF_UNIX socket paths below it
+    os.environ["TMPDIR"] = d
+    tempfile.tempdir = d
+    config.stash[_TMP_KEY] = d
+
+
+def pytest_sessionfinish(session, exitstatus):
+    d = session.config.stash.get(_TMP_KEY, None)
+    if d is None:
+        return
+    left = sorted(n for n in os.listdir(d) if _TMP_OURS.search(n))
+    shutil.rmtree(d, ignore_errors=True)
+    if left:
+        rep = session.config.pluginmanager.get_plugin("terminalreporter")
+        if rep is not None:
+            rep.ensure_newline()
+            rep.write_line(f"FAILED: temporary files left behind by the run: {left}", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(params=OPS)

@@ -202,10 +202,10 @@ def stream_softmax(
     >>> import numpy as np, tempfile, os
     >>> from softmaxkit import stream_softmax, softmax
     >>> x = np.random.default_rng(0).normal(size=(3, 1000))
-    >>> d = tempfile.mkdtemp()
-    >>> np.save(os.path.join(d, "x.npy"), x)
-    >>> out = stream_softmax(os.path.join(d, "x.npy"), os.path.join(d, "p.npy"), memory="16K")
-    >>> bool(np.allclose(np.load(out), softmax(x), rtol=1e-12, atol=0))
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     np.save(os.path.join(d, "x.npy"), x)
+    ...     out = stream_softmax(os.path.join(d, "x.npy"), os.path.join(d, "p.npy"), memory="16K")
+    ...     bool(np.allclose(np.load(out), softmax(x), rtol=1e-12, atol=0))
     True
     """
     from .drivers import stream as _stream
