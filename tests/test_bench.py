@@ -104,6 +104,8 @@ def test_other_families_table_and_json():
         extra={"peak_extra_MiB": {"softmaxkit": 1.5, "peer": 3.0}},
     )
     results = bench.run_cases([case], repeats=3, budget_s=0.01, memory=False)
+    for v in results[0]["impls"].values():  # the spread of the rounds, in the JSON
+        assert v["min_s"] <= v["q1_s"] <= v["median_s"] <= v["q3_s"]
     text = bench.format_table(results)
     assert "x softmaxkit" in text and "peak_extra_MiB 3.0" in text
     md = bench.format_markdown(results)

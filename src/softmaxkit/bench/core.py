@@ -18,10 +18,11 @@ Every family module named in ``_BENCH_FAMILIES`` contributes ``cases(quick)`` (s
    ``_buffers``) and one read of the input ("floor read").  That read also runs,
    untimed, before every timed call, so that each call starts with the input as warm
    as the caches allow, whatever the call before it evicted;
-3. reports medians, each peer's time as a multiple of softmaxkit's, every
-   implementation's floor fraction (floor time / its time) and, for the dense
-   ops, "reach x": the best multiple any implementation could show against the
-   nearer of PyTorch's plain call and SciPy (their time / the case's bound).
+3. reports medians (and, in the JSON, each implementation's minimum and quartiles),
+   each peer's time as a multiple of softmaxkit's, every implementation's floor
+   fraction (floor time / its time) and, for the dense ops, "reach x": the best
+   multiple any implementation could show against the nearer of PyTorch's plain
+   call and SciPy (their time / the case's bound).
 
 The tables, JSON and plot are written by :mod:`softmaxkit.bench.report` (its names
 are re-exported here).  Nothing is written unless an output path is given.
@@ -332,8 +333,15 @@ def _run_case(case: Case, repeats: int, budget_s: float, memory: bool) -> dict[s
     for name, t in med.items():
         # out= peers are compared with our out= call, plain peers with our plain call
         b = base_out if (name.endswith(" out=") and base_out) else base
+        ts = sorted(times[name])
         row["impls"][name] = {
             "median_s": t,
+            # the spread: a call whose rounds are bimodal (another library's threads
+            # still spinning on one of the cores) shows a first quartile far below
+            # its median
+            "min_s": ts[0],
+            "q1_s": ts[len(ts) // 4],
+            "q3_s": ts[(3 * len(ts)) // 4],
             "vs_baseline": (t / b) if b else None,
             "floor_fraction": (floor / t) if floor else None,
             "max_error": errors.get(name),
