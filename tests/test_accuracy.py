@@ -119,6 +119,32 @@ def test_float64_vs_mpmath(name, impl):
     assert max(errs) <= BOUND, dict(zip(("softmax", "log_softmax", "logsumexp"), errs, strict=True))
 
 
+@pytest.mark.parametrize("impl", ["fast", "reference"])
+@pytest.mark.parametrize("T", [0.05, 3.7])
+def test_float64_softmax_with_a_temperature_vs_mpmath(T, impl):
+    # With a temperature, d = (v - m) / T rounds more than once, so p = e^d / S carries
+    # up to about 1.5 |d| eps relative: 1e-13 where |d| <= 300, (1.5 |d| + 4) eps
+    # below (docs/dense.md, "Accuracy").  Rows with d down to -700 and a max that is
+    # not 0 (so that v - m rounds).
+    import softmaxkit
+
+    rng = np.random.default_rng(17)
+    x = np.concatenate([[0.0], -rng.uniform(0, 700 * T, 599)]) + 1.37
+    p = (softmaxkit if impl == "fast" else reference).softmax(x, temperature=T)
+    eps = np.finfo(np.float64).eps
+    with mpmath.workdps(60):
+        m = mpmath.mpf(float(x.max()))
+        d = [(mpmath.mpf(float(v)) - m) / mpmath.mpf(T) for v in x]
+        S = mpmath.fsum(mpmath.exp(di) for di in d)
+        want = [mpmath.exp(di) / S for di in d]
+        err = [float(abs(mpmath.mpf(float(g)) - w) / w) for g, w in zip(p, want, strict=True)]
+    err = np.array(err)
+    dd = np.abs(np.array([float(di) for di in d]))
+    assert dd.max() > 650  # the rows reach the smallest normal probabilities
+    assert np.all(err[dd <= 300] <= BOUND)
+    assert np.all(err <= np.maximum(BOUND, (1.5 * dd + 4) * eps))
+
+
 def test_float64_batch_vs_mpmath():
     # the same rows through the batched (2-D, axis=0 on an F array) path
     names = [n for n in ROWS if ROWS[n].size == 17]
