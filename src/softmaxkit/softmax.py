@@ -249,7 +249,9 @@ def softmax(
     such as ``(0, 2)`` of a C array) plus one output-sized buffer; integer and bool
     input: one float64 copy; an ``out`` laid out differently from ``x``, or float16
     output computed in float64: one output-sized buffer; a ``where`` whose strides
-    do not follow ``x``'s layout: one bool copy (broadcast masks are read in place).
+    do not follow ``x``'s layout, or that is constant along the innermost axis in
+    memory (broadcast along it): one bool copy (other broadcast masks are read in
+    place).
     A new output of 4 MiB or more is placed at a 2 MiB (huge page) boundary of a
     buffer 2 MiB larger, whose unused part is address space only (never written).
     Such buffers are reused once the caller releases the array: up to 1 GiB of

@@ -45,7 +45,7 @@ from .exp import FASTMATH, is32
 from .nt import NT_MIN_BYTES
 from .rows.blocks import EMPTY, FINITE, NAN, ld, same_dtype, st
 from .rows.pieces import _classify, _log_sum, _winf_ovf
-from .view import readonly
+from .view import any_layout, mslice, readonly, unit_last
 
 QB = 4096  # columns per task: 16 KiB of float32 per row slice.  Measured on [8192, 4096]
 # float32 axis=0 (softmax / log_softmax / logsumexp, ms): QB 256 x JB 32: 66 / 64 / 23;
@@ -107,7 +107,7 @@ def _col_tiles(x, mask, b, has_mask, has_b, p, q0, q1, j0, j1, invT, m, r, w0, s
             if plain:
                 _cmax_plain(x[p, j, q0:q1], bm, ninf)
             else:
-                mr = mask[p, j, q0:q1] if has_mask else mask[0, 0, :nq]
+                mr = mslice(mask, p, j, q0, q1) if has_mask else mslice(mask, 0, 0, 0, nq)
                 br = b[p, j, q0:q1] if has_b else b[0, 0, :nq]
                 _cmax(x[p, j, q0:q1], mr, br, has_mask, has_b, bm, ninf)
         _rescale(bm, m, r, w0, inv64)
@@ -138,7 +138,7 @@ def _col_tiles(x, mask, b, has_mask, has_b, p, q0, q1, j0, j1, invT, m, r, w0, s
             bs64[:] = 0.0
             bc64[:] = 0.0
             for j in range(t0, t1):
-                mr = mask[p, j, q0:q1] if has_mask else mask[0, 0, :nq]
+                mr = mslice(mask, p, j, q0, q1) if has_mask else mslice(mask, 0, 0, 0, nq)
                 br = b[p, j, q0:q1] if has_b else b[0, 0, :nq]
                 _csum(x[p, j, q0:q1], mr, br, has_mask, has_b, m, invT, bs64, bc64)
             for q in range(nq):
@@ -150,7 +150,9 @@ def _col_tiles(x, mask, b, has_mask, has_b, p, q0, q1, j0, j1, invT, m, r, w0, s
 def _write_rows(x, mask, out, has_mask, p, q0, q1, j0, j1, mm, invT, c, log):
     for j in range(j0, j1):
         if has_mask:
-            _cwrite_m(x[p, j, q0:q1], mask[p, j, q0:q1], out[p, j, q0:q1], mm, invT, c, log)
+            _cwrite_m(
+                x[p, j, q0:q1], mslice(mask, p, j, q0, q1), out[p, j, q0:q1], mm, invT, c, log
+            )
         else:
             _cwrite(x[p, j, q0:q1], out[p, j, q0:q1], mm, invT, c, log)
 
@@ -345,15 +347,15 @@ def logsumexp_finish_range(x, mask, b, has_mask, has_b, T, invT, njc, M, Rr, W, 
                     sign[p, q] = 1.0 if winf > 0 else -1.0
 
 
-def _dummy3(dtype):
-    # read-only, non-contiguous: the same Numba type as a broadcast mask
-    return np.lib.stride_tricks.as_strided(
-        np.ones(QB + 1, dtype), (1, 1, QB), (0, 0, 1 if dtype == np.bool_ else 8), writeable=False
-    )
-
-
-_DUMMY_MASK = _dummy3(np.bool_)
-_DUMMY_B = _dummy3(np.float64)
+# Placeholders for "no mask" / "no weights", read-only.  The mask one is strided (stride
+# 0), the Numba type every mask has when it reaches a kernel (view.any_layout); the
+# weights keep their layout (rows/entry.py).
+_DUMMY_MASK = np.lib.stride_tricks.as_strided(
+    np.ones(QB, np.bool_), (2, 1, QB), (0, 0, 1), writeable=False
+)
+_DUMMY_B = np.lib.stride_tricks.as_strided(
+    np.ones(QB, np.float64), (1, 1, QB), (0, 0, 8), writeable=False
+)
 
 
 def _split(P, n, Q, nt):
@@ -380,34 +382,18 @@ def softmax_cols3d(x, mask, out, T, invT, log):
         # whole column in the write pass (rows.softmax_rows2d): columns stay whole
         njc, jcs = 1, n
     has_mask = mask is not None
-    mask = _DUMMY_MASK if mask is None else readonly(mask)
+    mask = _DUMMY_MASK if mask is None else readonly(unit_last(mask))
     T = np.float64(T)
     ntask = P * nqb * njc
     if njc == 1:
         M = np.empty((1, 1, 1))
-        run(softmax_range, ntask, nt, x, mask, out, has_mask, T, invT, log, nqb, 1, n, M, M, M, 0)
+        args = (x, mask, out, has_mask, T, invT, log, nqb, 1, n, M, M, M, 0)
+        run(any_layout(softmax_range, args, (1,)), ntask, nt, *args)
         return
     M, Rr, W = (np.empty((P, njc, Q)) for _ in range(3))
     for phase in (1, 2):
-        run(
-            softmax_range,
-            ntask,
-            nt,
-            x,
-            mask,
-            out,
-            has_mask,
-            T,
-            invT,
-            log,
-            nqb,
-            njc,
-            jcs,
-            M,
-            Rr,
-            W,
-            phase,
-        )
+        args = (x, mask, out, has_mask, T, invT, log, nqb, njc, jcs, M, Rr, W, phase)
+        run(any_layout(softmax_range, args, (1,)), ntask, nt, *args)
 
 
 def logsumexp_cols3d(x, mask, b, T, invT, lse, sign):
@@ -419,42 +405,11 @@ def logsumexp_cols3d(x, mask, b, T, invT, lse, sign):
     nt = threads_for(x.size, invT.itemsize)
     nqb, njc, jcs = _split(P, n, Q, nt)
     has_mask, has_b = mask is not None, b is not None
-    mask = _DUMMY_MASK if mask is None else readonly(mask)
+    mask = _DUMMY_MASK if mask is None else readonly(unit_last(mask))
     b = _DUMMY_B if b is None else readonly(b)
     T = np.float64(T)
     M, Rr, W = (np.empty((P, njc, Q)) for _ in range(3))
-    run(
-        logsumexp_range,
-        P * nqb * njc,
-        nt,
-        x,
-        mask,
-        b,
-        has_mask,
-        has_b,
-        invT,
-        nqb,
-        njc,
-        jcs,
-        M,
-        Rr,
-        W,
-    )
-    run(
-        logsumexp_finish_range,
-        P,
-        nt if P > 1 else 1,
-        x,
-        mask,
-        b,
-        has_mask,
-        has_b,
-        T,
-        invT,
-        njc,
-        M,
-        Rr,
-        W,
-        lse,
-        sign,
-    )
+    args = (x, mask, b, has_mask, has_b, invT, nqb, njc, jcs, M, Rr, W)
+    run(any_layout(logsumexp_range, args, (1,)), P * nqb * njc, nt, *args)
+    args = (x, mask, b, has_mask, has_b, T, invT, njc, M, Rr, W, lse, sign)
+    run(any_layout(logsumexp_finish_range, args, (1,)), P, nt if P > 1 else 1, *args)

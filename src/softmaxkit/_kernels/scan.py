@@ -52,7 +52,7 @@ from .scan_block32 import (
     _exp_terms,
     _log_out,
 )
-from .view import row
+from .view import mrow, row
 
 __all__ = ["block_states", "scan_rows", "scan_vjp_rows"]
 
@@ -212,7 +212,7 @@ def _scan4(x2, m2, use_mask, out2, i0, reverse, cm, cs, B):
                 for k in range(L):
                     xbr[k] = xr[c0 + k]
             if use_mask:
-                mr = row(m2, i0 + r)
+                mr = mrow(m2, i0 + r)
                 for k in range(L):
                     j = n - 1 - c0 - k if reverse else c0 + k
                     if not mr[j]:
@@ -277,7 +277,7 @@ def scan_rows(x2, m2, use_mask, out2, reverse, nblk, cm, cs, t0, t1):
         i = t // nblk
         k = t % nblk
         xr = row(x2, i)
-        mr = row(m2, i)
+        mr = mrow(m2, i)
         orow = row(out2, i)
         q0 = n * k // nblk
         q1 = n * (k + 1) // nblk
@@ -296,7 +296,7 @@ def block_states(x2, m2, use_mask, reverse, nblk, bm, bs, t0, t1):
         i = t // nblk
         k = t % nblk
         xr = row(x2, i)
-        mr = row(m2, i)
+        mr = mrow(m2, i)
         q0 = n * k // nblk
         q1 = n * (k + 1) // nblk
         if is32(bufs[7][0]):

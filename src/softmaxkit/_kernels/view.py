@@ -18,12 +18,19 @@ seen through a plain assignment: give each view its own statement.  With
 ``yr, orow = row(y, i), row(out, i)`` (a tuple unpacked) Numba 0.68 lost it again and
 dropped ``orow[:] = 0.0`` in a ``prange`` body (found in ``softmax_vjp_rows``; guarded
 by tests/test_grad.py::test_vjp_long_rows_with_special_entries).
+
+Masks reach the kernels in one Numba type whatever their layout (``any_layout``,
+``unit_last``): a strided (``'A'``) array whose last axis has unit stride, read through
+``mrow`` / ``mslice`` as contiguous 1-D views, so the mask loops vectorise as they did
+for a C-contiguous mask.
 """
 
 from __future__ import annotations
 
 import numpy as np
+from numba import typeof as numba_typeof
 from numba import types
+from numba._dispatcher import compute_fingerprint as _fingerprint
 from numba.core import cgutils, ir_utils
 from numba.extending import intrinsic
 
@@ -44,6 +51,48 @@ def readonly(a: np.ndarray) -> np.ndarray:
     v = a.view()
     v.flags.writeable = False
     return v
+
+
+def _contiguous(a) -> bool:
+    f = a.flags
+    return f.c_contiguous or f.f_contiguous
+
+
+_ENTRIES: dict = {}  # (kernel, positions, ranged, fingerprints) -> compiled entry point
+
+
+def any_layout(kernel, args: tuple, positions: tuple[int, ...], ranged: bool = True):
+    """``kernel``, or its compiled entry point for ``args`` with the arrays at
+    ``positions`` typed as strided arrays of any layout (Numba's ``'A'``).
+
+    Numba compiles a kernel once per argument type, and a C-contiguous, an
+    F-contiguous and a strided (broadcast) array are three types.  A mask or weights
+    array comes in all three (a full mask, a transposed one, a row mask broadcast over
+    the rows), and every kernel that takes one was compiled up to three times with
+    otherwise equal arguments: 290 of the 813 s a cold test run spent compiling.  The
+    kernels index these arrays through their strides anyway (a broadcast array has
+    stride 0), so the entry points pass them as ``'A'``: the placeholder used when
+    there is no mask is itself strided (``_DUMMY_MASK``), and a contiguous array goes
+    through here: ``kernel.compile`` for the signature with those positions typed
+    ``'A'`` (loaded from the cache, compiled once, or handed to the background compile
+    like any first call) and that signature's entry point, which accepts the
+    contiguous array as it is.  ``ranged``: the call appends two ``int64`` bounds
+    (``_parallel.run``).  The entry point is looked up by Numba's C type fingerprints
+    of the arguments (about 1 us for ten of them).
+    """
+    if not any(_contiguous(args[i]) for i in positions):
+        return kernel  # already strided: Numba's own dispatch finds the same variant
+    key = (kernel, positions, ranged, tuple(map(_fingerprint, args)))
+    entry = _ENTRIES.get(key)
+    if entry is None:
+        tys = [numba_typeof(a) for a in args]
+        for i in positions:
+            tys[i] = tys[i].copy(layout="A")
+        if ranged:
+            tys += [types.int64, types.int64]
+        entry = kernel.compile(tuple(tys))
+        _ENTRIES[key] = entry
+    return entry
 
 
 @intrinsic
@@ -76,8 +125,81 @@ def row(typingctx, a, i):
     return rty(a, i), codegen
 
 
+@intrinsic
+def mrow(typingctx, a, i):
+    """Row ``i`` of the 2-D array ``a`` as a contiguous 1-D view, whatever ``a``'s
+    layout: the caller guarantees a unit stride along the last axis (the masks the
+    entry points hand over, ``unit_last``), the row stride may be anything (0 for a
+    row mask broadcast over the rows).  Not bounds-checked."""
+    if not (isinstance(a, types.Array) and a.ndim == 2 and isinstance(i, types.Integer)):
+        return None
+    rty = types.Array(a.dtype, 1, "C", readonly=not a.mutable, aligned=a.aligned)
+
+    def codegen(context, builder, sig, args):
+        arr = context.make_array(sig.args[0])(context, builder, args[0])
+        idx = context.cast(builder, args[1], sig.args[1], types.intp)
+        off = builder.mul(idx, builder.extract_value(arr.strides, 0))
+        return _unit_view(context, builder, rty, arr, off, builder.extract_value(arr.shape, 1))
+
+    return rty(a, i), codegen
+
+
+@intrinsic
+def mslice(typingctx, a, p, j, q0, q1):
+    """``a[p, j, q0:q1]`` of the 3-D array ``a`` as a contiguous 1-D view, whatever
+    ``a``'s layout (a unit stride along the last axis guaranteed by the caller, as for
+    ``mrow``).  ``0 <= q0 <= q1 <= a.shape[2]``, not checked."""
+    ints = (p, j, q0, q1)
+    if not (isinstance(a, types.Array) and a.ndim == 3):
+        return None
+    if not all(isinstance(t, types.Integer) for t in ints):
+        return None
+    rty = types.Array(a.dtype, 1, "C", readonly=not a.mutable, aligned=a.aligned)
+
+    def codegen(context, builder, sig, args):
+        arr = context.make_array(sig.args[0])(context, builder, args[0])
+        ip, ij, i0, i1 = (
+            context.cast(builder, v, t, types.intp)
+            for v, t in zip(args[1:], sig.args[1:], strict=True)
+        )
+        off = builder.add(
+            builder.mul(ip, builder.extract_value(arr.strides, 0)),
+            builder.mul(ij, builder.extract_value(arr.strides, 1)),
+        )
+        off = builder.add(off, builder.mul(i0, arr.itemsize))
+        return _unit_view(context, builder, rty, arr, off, builder.sub(i1, i0))
+
+    return rty(a, p, j, q0, q1), codegen
+
+
+def _unit_view(context, builder, rty, arr, off, length):
+    base = builder.bitcast(arr.data, cgutils.voidptr_t)
+    data = builder.bitcast(builder.gep(base, [off]), arr.data.type)
+    view = context.make_array(rty)(context, builder)
+    context.populate_array(
+        view,
+        data=data,
+        shape=cgutils.pack_array(builder, [length]),
+        strides=cgutils.pack_array(builder, [arr.itemsize]),
+        itemsize=arr.itemsize,
+        meminfo=None,
+    )
+    return view._getvalue()
+
+
+def unit_last(a: np.ndarray) -> np.ndarray:
+    """``a``, or a C-contiguous copy when its last axis is longer than 1 and not of
+    unit stride (the condition of ``mrow`` / ``mslice``): a transposed mask, or one
+    broadcast along the reduced axis.  For bool masks the copy is 1 byte per value."""
+    if a.ndim and a.shape[-1] > 1 and a.strides[-1] != a.itemsize:
+        return np.ascontiguousarray(a)
+    return a
+
+
 def _row_alias(lhs, args, alias_map, arg_aliases):
     ir_utils._add_alias(lhs, args[0].name, alias_map, arg_aliases)
 
 
 ir_utils.alias_func_extensions[("row", __name__)] = _row_alias
+ir_utils.alias_func_extensions[("mrow", __name__)] = _row_alias
+ir_utils.alias_func_extensions[("mslice", __name__)] = _row_alias

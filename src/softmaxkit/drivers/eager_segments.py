@@ -398,6 +398,9 @@ def _carries(bm: np.ndarray, bs: np.ndarray, m: np.ndarray, s: np.ndarray):
     return cm, cs
 
 
+_NO_MASK = np.lib.stride_tricks.as_strided(np.ones(1, bool), (2, 1), (0, 1), writeable=False)
+
+
 def scan(
     x2: np.ndarray,
     m2: np.ndarray | None,
@@ -414,13 +417,17 @@ def scan(
     into blocks of at least ``min_block`` values when there are few of them.
     """
     from .._kernels._parallel import run, threads_for
+    from .._kernels.view import any_layout, readonly, unit_last
 
     k = _kc()
     R, n = x2.shape
     if R == 0 or n == 0:
         return
     use_mask = m2 is not None
-    mrows = m2 if m2 is not None else np.broadcast_to(np.ones((1, 1), bool), (R, 1))
+    # the mask reaches the kernels as a strided read-only array with a unit last
+    # stride, whatever its layout, and "no mask" as one of the same type: one compiled
+    # variant (_kernels/view.py::any_layout)
+    mrows = readonly(unit_last(m2)) if m2 is not None else _NO_MASK
     nt = threads_for(x2.size, x2.itemsize)
     nblk = 1
     if nt > 1 and R < 2 * nt:
@@ -434,12 +441,14 @@ def scan(
     if nblk > 1:
         bm = np.empty((R, nblk))
         bs = np.empty((R, nblk))
-        run(k.block_states, R * nblk, nt, x2, mrows, use_mask, reverse, nblk, bm, bs)
+        args = (x2, mrows, use_mask, reverse, nblk, bm, bs)
+        run(any_layout(k.block_states, args, (1,)), R * nblk, nt, *args)
         cm, cs = _carries(bm, bs, m0, s0)
     else:
         cm = m0.reshape(R, 1).copy()
         cs = s0.reshape(R, 1).copy()
-    run(k.scan_rows, R * nblk, nt, x2, mrows, use_mask, res2, reverse, nblk, cm, cs)
+    args = (x2, mrows, use_mask, res2, reverse, nblk, cm, cs)
+    run(any_layout(k.scan_rows, args, (1,)), R * nblk, nt, *args)
 
 
 def scan_last(a: np.ndarray, reverse: bool, out_dtype, carry=None) -> np.ndarray:

@@ -12,7 +12,7 @@ import numpy as np
 from ..._core.validate import normal_inverse
 from .. import _parallel
 from ..nt import NT_MIN_BYTES
-from ..view import readonly
+from ..view import any_layout, readonly, unit_last
 from .blocks import _BLOCK
 from .ranges import (
     chunk_lse_finish,
@@ -39,13 +39,20 @@ CHUNK_MIN = 1 << 15  # shortest chunk worth a task of its own
 STORE = True
 
 
-def _dummy2(dtype):
-    # read-only and non-contiguous, so it has the same Numba type as a broadcast mask
-    return np.lib.stride_tricks.as_strided(np.ones(2, dtype), (1, 1), (0, 2), writeable=False)
+# Placeholders for "no mask" / "no weights", read-only.  The mask one is strided
+# (stride 0 over a length of 2: a shape of ones counts as contiguous), the Numba type
+# every mask has when it reaches a kernel (view.any_layout): a call without a mask, with
+# a broadcast mask and with a full one run the same compiled kernel.  Weights keep
+# their layout: strided float64 weights kept the weighted loops scalar (logsumexp of
+# [65536, 128] float32 with full weights, one thread, 13.7 -> 52.9 ms).
+_DUMMY_MASK = np.lib.stride_tricks.as_strided(np.ones(2, np.bool_), (2, 2), (0, 1), writeable=False)
+_DUMMY_B = np.ones((1, 1)).view()
+_DUMMY_B.flags.writeable = False
 
 
-_DUMMY_MASK = _dummy2(np.bool_)
-_DUMMY_B = _dummy2(np.float64)
+def _run(kernel, ntask, nt, *args):
+    # the mask (position 1 of every masked row kernel) as a strided array
+    _parallel.run(any_layout(kernel, args, (1,)), ntask, nt, *args)
 
 
 def n_chunks(R: int, n: int, nt: int) -> int:
@@ -73,7 +80,7 @@ def softmax_rows2d(x, mask, out, T, invT, log):
     run, threads_for = _parallel.run, _parallel.threads_for
     x = readonly(x)  # one compiled variant (view.readonly)
     has_mask = mask is not None
-    mask = _DUMMY_MASK if mask is None else readonly(mask)
+    mask = _DUMMY_MASK if mask is None else readonly(unit_last(mask))
     R, n = x.shape
     T = np.float64(T)
     nt = threads_for(x.size, invT.itemsize)
@@ -111,9 +118,9 @@ def softmax_rows2d(x, mask, out, T, invT, log):
     if nch == 1:
         if log:
             args = (x, mask, out, has_mask, T, invT, stream, not inplace)
-            run(log_softmax_range, R, nt, *args)
+            _run(log_softmax_range, R, nt, *args)
         else:
-            run(softmax_range, R, nt, x, mask, out, has_mask, T, invT, stream)
+            _run(softmax_range, R, nt, x, mask, out, has_mask, T, invT, stream)
         return
     cs, nch = _chunking(n, nch)
     M, Rr, W = np.empty(R * nch), np.empty(R * nch), np.empty(R * nch)
@@ -125,16 +132,12 @@ def softmax_rows2d(x, mask, out, T, invT, log):
         nts = 1 if x.size < (1 << 22) else nt
         run(chunk_scale_range, R * nch, nts, x, out, nch, cs, T, invT, M, Rr, W, MB)
         return
-    args = (x, mask, mask, has_mask, False, nch, cs, invT, M, Rr, W, log)
-    run(chunk_states_range, R * nch, nt, *args)
+    args = (x, mask, _DUMMY_B, has_mask, False, nch, cs, invT, M, Rr, W, log)
+    _run(chunk_states_range, R * nch, nt, *args)
     # log_softmax's write pass has no exp (~0.1 ns per value): one thread below 4M values
     nts = 1 if (log and x.size < (1 << 22)) else nt
-    run(
-        chunk_write_range,
-        R * nch,
-        nts,
-        *(x, mask, out, has_mask, nch, cs, T, invT, log, M, Rr, W, stream),
-    )
+    args = (x, mask, out, has_mask, nch, cs, T, invT, log, M, Rr, W, stream)
+    _run(chunk_write_range, R * nch, nts, *args)
 
 
 def logsumexp_rows2d(x, mask, b, T, invT, lse, sign):
@@ -147,7 +150,7 @@ def logsumexp_rows2d(x, mask, b, T, invT, lse, sign):
     x = readonly(x)  # one compiled variant (view.readonly)
     has_mask = mask is not None
     has_b = b is not None
-    mask = _DUMMY_MASK if mask is None else readonly(mask)
+    mask = _DUMMY_MASK if mask is None else readonly(unit_last(mask))
     b = _DUMMY_B if b is None else readonly(b)
     R, n = x.shape
     T = np.float64(T)
@@ -158,13 +161,14 @@ def logsumexp_rows2d(x, mask, b, T, invT, lse, sign):
         return
     nch = n_chunks(R, n, nt)
     if nch == 1:
-        run(logsumexp_range, R, nt, x, mask, b, has_mask, has_b, T, invT, lse, sign)
+        _run(logsumexp_range, R, nt, x, mask, b, has_mask, has_b, T, invT, lse, sign)
         return
     cs, nch = _chunking(n, nch)
     M, Rr, W = np.empty(R * nch), np.empty(R * nch), np.empty(R * nch)
     args = (x, mask, b, has_mask, has_b, nch, cs, invT, M, Rr, W, True)
-    run(chunk_states_range, R * nch, nt, *args)
-    chunk_lse_finish(x, mask, b, has_mask, has_b, nch, T, invT, M, Rr, W, lse, sign)
+    _run(chunk_states_range, R * nch, nt, *args)
+    args = (x, mask, b, has_mask, has_b, nch, T, invT, M, Rr, W, lse, sign)
+    any_layout(chunk_lse_finish, args, (1,), ranged=False)(*args)
 
 
 def state_rows(x, mask, b, T, has_mask, has_b, m_out, s_out):
@@ -175,7 +179,7 @@ def state_rows(x, mask, b, T, has_mask, has_b, m_out, s_out):
     weight of the +inf entries); NaN -> (NaN, NaN).  See ``softmaxkit._core.state``.
     Same pass as logsumexp (one read of ``x``); ``s = w0 + r``.
     """
-    run, threads_for = _parallel.run, _parallel.threads_for
+    threads_for = _parallel.threads_for
     x = np.asarray(x)
     if x.dtype == np.float16:
         x = x.view(np.uint16)
@@ -199,9 +203,9 @@ def state_rows(x, mask, b, T, has_mask, has_b, m_out, s_out):
         m_out[:] = -np.inf
         s_out[:] = 0.0
         return
-    mask = readonly(mask) if has_mask else _DUMMY_MASK
+    mask = readonly(unit_last(mask)) if has_mask else _DUMMY_MASK
     b = readonly(b) if has_b else _DUMMY_B
-    run(
+    _run(
         state_range,
         R,
         threads_for(x.size, invT.itemsize),

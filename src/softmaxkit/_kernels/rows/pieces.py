@@ -14,7 +14,7 @@ from numba import njit
 
 from ..exp import FASTMATH
 from ..nt import nt_copy
-from ..view import row
+from ..view import mrow, row
 from .blocks import (
     _BLOCK,
     EMPTY,
@@ -213,7 +213,7 @@ def _softmax_row(i, x, mask, out, has_mask, T, invT):
     """softmax of row i (two passes; log_softmax rows go through log_softmax_range)."""
     n = x.shape[1]
     xr = row(x, i)
-    mr = row(mask, i) if has_mask else row(mask, 0)
+    mr = mrow(mask, i) if has_mask else mrow(mask, 0)
     m, r, w0 = _chunk_state(xr, mr, mr, has_mask, False, 0, n, invT, False)
     _write_row(xr, mr, row(out, i), has_mask, 0, n, m, r, w0, T, invT, False)
 
@@ -228,7 +228,7 @@ def _task_span(t, nch, cs, n):
 @njit(fastmath=FASTMATH, cache=True)
 def _chunk_task(t, x, mask, b, has_mask, has_b, nch, cs, invT, M, Rr, W, split):
     i, lo, hi = _task_span(t, nch, cs, x.shape[1])
-    mr = row(mask, i) if has_mask else row(mask, 0)
+    mr = mrow(mask, i) if has_mask else mrow(mask, 0)
     br = row(b, i) if has_b else row(b, 0)
     m, r, w0 = _chunk_state(row(x, i), mr, br, has_mask, has_b, lo, hi, invT, split)
     M[t] = m
@@ -245,7 +245,7 @@ def _write_task(t, x, mask, out, has_mask, nch, cs, T, invT, log, M, Rr, W, nt, 
     if nt:
         _write_row_nt(row(x, i), row(out, i), lo, hi, ld(m, invT), r, w0, T, invT, log, sb)
     else:
-        mr = row(mask, i) if has_mask else row(mask, 0)
+        mr = mrow(mask, i) if has_mask else mrow(mask, 0)
         _write_row(row(x, i), mr, row(out, i), has_mask, lo, hi, ld(m, invT), r, w0, T, invT, log)
 
 
@@ -263,7 +263,7 @@ def _lse_finish(i, x, mask, b, has_mask, has_b, m, r, w0, T, lse, sign):
     elif code == POSINF:
         winf = w0
         if m != np.inf:
-            mr = row(mask, i) if has_mask else row(mask, 0)
+            mr = mrow(mask, i) if has_mask else mrow(mask, 0)
             br = row(b, i) if has_b else row(b, 0)
             winf = _winf_ovf(row(x, i), mr, br, has_mask, has_b, T)
         if winf != winf or winf == 0:  # +inf entries whose weights cancel: inf - inf
@@ -283,7 +283,7 @@ def _lse_finish(i, x, mask, b, has_mask, has_b, m, r, w0, T, lse, sign):
 
 @njit(fastmath=FASTMATH, cache=True)
 def _lse_row(i, x, mask, b, has_mask, has_b, T, invT, lse, sign):
-    mr = row(mask, i) if has_mask else row(mask, 0)
+    mr = mrow(mask, i) if has_mask else mrow(mask, 0)
     br = row(b, i) if has_b else row(b, 0)
     m, r, w0 = _chunk_state(row(x, i), mr, br, has_mask, has_b, 0, x.shape[1], invT, True)
     _lse_finish(i, x, mask, b, has_mask, has_b, m, r, w0, T, lse, sign)

@@ -11,7 +11,7 @@ from numba import njit
 
 from ..exp import FASTMATH, is32
 from ..logsum import log_sum_array
-from ..view import row
+from ..view import mrow, row
 from .blocks import (
     _BLOCK,
     _SUB,
@@ -145,7 +145,7 @@ def _group_states(x, mask, has_mask, g0, g1, invT, M, Rr, W, L, out, touch, mbs)
         log_sum_array(W, Rr, L[: g1 - g0])
         return
     for i in range(g0, g1):
-        mr = row(mask, i) if has_mask else row(mask, 0)
+        mr = mrow(mask, i) if has_mask else mrow(mask, 0)
         if touch:
             m, r, w0 = _state_store(row(x, i), row(out, i), 0, n, invT, mbs, True)
         else:
@@ -217,12 +217,14 @@ def log_softmax_range(x, mask, out, has_mask, T, invT, nt, touch_ok, t0, t1):
             k = i - g0
             code, _mT = _classify(M[k], Rr[k], W[k], T)
             if code != FINITE:
-                mr = row(mask, i) if has_mask else row(mask, 0)
+                mr = mrow(mask, i) if has_mask else mrow(mask, 0)
                 _write_row(
                     row(x, i), mr, row(out, i), has_mask, 0, n, M[k], Rr[k], W[k], T, invT, True
                 )
             elif has_mask:
-                _wsm_m(row(x, i), row(mask, i), row(out, i), 0, n, M[k], invT, ld(L[k], invT), True)
+                _wsm_m(
+                    row(x, i), mrow(mask, i), row(out, i), 0, n, M[k], invT, ld(L[k], invT), True
+                )
             elif nt:
                 _write_row_nt(row(x, i), row(out, i), 0, n, M[k], Rr[k], W[k], T, invT, True, sb)
             else:
@@ -356,7 +358,7 @@ def chunk_lse_finish(x, mask, b, has_mask, has_b, nch, T, invT, M, Rr, W, lse, s
 def state_range(x, mask, b, has_mask, has_b, T, invT, m_out, s_out, t0, t1):
     """(m, s) state rows t0:t1 in float64 (``softmaxkit._core.state`` conventions)."""
     for i in range(t0, t1):
-        mr = row(mask, i) if has_mask else row(mask, 0)
+        mr = mrow(mask, i) if has_mask else mrow(mask, 0)
         br = row(b, i) if has_b else row(b, 0)
         m, r, w0 = _chunk_state(row(x, i), mr, br, has_mask, has_b, 0, x.shape[1], invT, True)
         code, mT = _classify(m, r, w0, T)
