@@ -196,3 +196,45 @@ def test_every_mask_layout_runs_one_compiled_variant(monkeypatch, op, axis, dtyp
         if second.dtype == numba.types.boolean:
             assert second.layout == "A", kernel
     assert any(next(iter(s))[1].dtype == numba.types.boolean for s in seen.values())
+
+
+@pytest.mark.parametrize(
+    "name, call",
+    [
+        ("cross_entropy", lambda x, y, m: sk.cross_entropy(x, y, where=m, return_grad=True)),
+        (
+            "cross_entropy, probabilities",
+            lambda x, y, m: sk.cross_entropy(x, np.eye(x.shape[1])[y], where=m),
+        ),
+        ("per-token outputs", lambda x, y, m: sk.cross_entropy(x, y, where=m, return_entropy=True)),
+    ],
+)
+def test_loss_and_vocab_kernels_one_variant_per_mask_layout(monkeypatch, name, call):
+    """The cross-entropy and vocabulary kernels take the mask strided too
+    (``over_rows(strided=)``): no mask, a full one and one broadcast over the rows run
+    one compiled kernel; the losses match the reference for each."""
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((12, 30))
+    y = rng.integers(0, 30, 12)
+    full = rng.random(x.shape) < 0.8
+    full[np.arange(12), y] = True
+    row_mask = full.all(axis=0) | (np.arange(30) == 0)
+    row_mask[y] = True
+    masks = {"none": None, "full": full, "over rows": np.broadcast_to(row_mask, x.shape)}
+    seen: dict[str, set] = {}
+
+    def spy(kernel, ntask, nt, *args, **kw):
+        disp, sig = _compiled_signature(kernel, args)
+        seen.setdefault(disp.py_func.__name__, set()).add(sig)
+        return _RUN(kernel, ntask, nt, *args, **kw)
+
+    monkeypatch.setattr(_parallel, "run", spy)
+    for label, m in masks.items():
+        got = call(x, y, m)
+        got = got[0] if isinstance(got, tuple) else got
+        got = getattr(got, "loss", got)
+        want = sk.reference.cross_entropy(x, y, where=m)
+        np.testing.assert_allclose(got, want, rtol=1e-12, err_msg=label)
+    assert seen
+    for kernel, sigs in seen.items():
+        assert len(sigs) == 1, (kernel, [str(s) for s in sigs])

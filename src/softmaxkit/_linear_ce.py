@@ -243,6 +243,10 @@ def linear_cross_entropy(
     W2 = np.ascontiguousarray(W, dtype=compute)
     chunk_size, bvec = _ce.linear_options(strategy, chunk_size, bias, V, compute)
     mask2 = mask.reshape(-1, V) if mask is not None else None
+    if mask2 is not None:
+        from ._kernels.view import unit_last  # (imports Numba: not at module level)
+
+        mask2 = unit_last(mask2)  # the kernels read mask rows with a unit stride
     N = h2.shape[0]
     if chunk_size is None:
         chunk = max(128, _ce.CHUNK_BYTES // max(1, N * compute.itemsize))

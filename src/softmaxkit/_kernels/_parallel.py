@@ -206,9 +206,13 @@ def _run_omp(omp, work, nt: int, held: list) -> None:
         raise errors[0]
 
 
-def over_rows(cost: int = 1):
+def over_rows(cost: int = 1, strided: tuple[int, ...] = ()):
     """Decorate a serial range kernel ``kernel(x, *args, r0, r1)`` into
     ``f(x, *args)`` that runs it over the rows ``[0, x.shape[0])`` with :func:`run`.
+
+    ``strided``: positions (in ``(x, *args)``) of arrays that reach the kernel typed as
+    strided arrays whatever their layout (``view.any_layout``: one compiled variant
+    for a full and a broadcast mask).
 
     The thread count is :func:`threads_for` of ``cost * x.size`` values of
     ``x.itemsize`` bytes: ``cost`` is the kernel's work per value relative to a
@@ -222,7 +226,12 @@ def over_rows(cost: int = 1):
         def call(x, *args):
             R = x.shape[0]
             if R:
-                run(kernel, R, threads_for(cost * x.size, x.itemsize), x, *args)
+                k = kernel
+                if strided:
+                    from .view import any_layout
+
+                    k = any_layout(kernel, (x, *args), strided)
+                run(k, R, threads_for(cost * x.size, x.itemsize), x, *args)
 
         call.kernel = kernel
         return call

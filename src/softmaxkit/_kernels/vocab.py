@@ -2,7 +2,9 @@
 argmax, top-K, the cross-entropy, and the fused gradient of a weighted sum of them.
 
 Kernels see 2-D C-contiguous rows ``x[R, V]`` (vocabulary last); ``mask`` has the
-same shape or is a broadcast ``True`` with ``has_mask=False``.  No user-facing
+same shape and a unit last stride (read through ``view.mrow``), or is a broadcast
+``True`` with ``has_mask=False`` (never read); it reaches ``vocab_rows`` typed as a
+strided array whatever its layout (``over_rows(strided=)``).  No user-facing
 errors here (``softmaxkit._vocab`` validates).
 
 Per row ``i`` the transformed logits are ``v_j = c tanh(x_j / c) / T_i`` (softcap
@@ -30,6 +32,7 @@ from ._parallel import over_rows
 from .exp import FASTMATH, exp_
 from .topk import gt as topk_gt
 from .topk import insert as topk_insert
+from .view import mrow
 
 # never nnan / ninf: -inf and NaN are data here
 _FM = FASTMATH
@@ -126,6 +129,7 @@ def _fold_row(x, mask, has_mask, i, T, cap, k, bufv, bufi, vt, incl, want_sd):
     """One read of row i: returns (m, s, E, sd, cnt, ninf, nan, amax) and fills the
     top-k buffers ``bufv``/``bufi`` (sorted, keys ``v``; masked entries rank -inf)."""
     n = x.shape[1]
+    mr = mrow(mask, i)  # read only when has_mask (a mask with a unit last stride)
     m = -np.inf
     s = 0.0
     E = 0.0
@@ -160,7 +164,7 @@ def _fold_row(x, mask, has_mask, i, T, cap, k, bufv, bufi, vt, incl, want_sd):
                 tmax = -np.inf
         if not clean:
             for j in range(tn):
-                inc = (not has_mask) or mask[i, t0 + j]
+                inc = (not has_mask) or mr[t0 + j]
                 incl[j] = inc
                 if inc:
                     v = _tv(x[i, t0 + j], cap, T)
@@ -225,7 +229,7 @@ def _fold_row(x, mask, has_mask, i, T, cap, k, bufv, bufi, vt, incl, want_sd):
     return m, s, E, sd, cnt, ninf, nan, am
 
 
-@over_rows(cost=10)
+@over_rows(cost=10, strided=(1,))
 @njit(cache=True, nogil=True)
 def vocab_rows(
     x,
@@ -276,7 +280,7 @@ def vocab_rows(
         m, s, E, sd, cnt, ninf, nan, am = _fold_row(
             x, mask, has_mask, i, Ti, cap, k, bufv, bufi, vt, incl, want_sd
         )
-        t_in = (not has_mask) or mask[i, t]
+        t_in = (not has_mask) or mrow(mask, i)[t]
         x_t = x[i, t]  # read before an in-place gradient overwrites the row
         v_t = _tv(x_t, cap, Ti)
         amax[i] = am
@@ -356,8 +360,9 @@ def vocab_rows(
                 fix *= 1.0 - th * th
             grad[i, t] += fix / Ti
             continue
+        mr = mrow(mask, i)
         for j in range(n):
-            if has_mask and not mask[i, j]:
+            if has_mask and not mr[j]:
                 grad[i, j] = 0.0
                 continue
             xj = np.float64(x[i, j])

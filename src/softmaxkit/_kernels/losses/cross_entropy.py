@@ -13,7 +13,7 @@ from numba import njit
 
 from .._parallel import over_rows
 from ..exp import exp_, fmax
-from ..view import row
+from ..view import mrow, row
 from .common import _FM, LIM64, _inactive_row
 from .fast import _fast_ok, _max_min_sum_row, _scale_shift_row, _sum_exp, _sum_exp_inplace
 
@@ -26,12 +26,13 @@ from .fast import _fast_ok, _max_min_sum_row, _scale_shift_row, _sum_exp, _sum_e
 def _index_row_general(x, mask, has_mask, i, t, invT, eps, z, a, b, want_grad, grad):
     """Returns (ce, lse) of row i and writes its gradient (exact scalar code)."""
     n = x.shape[1]
+    mr = mrow(mask, i)  # read only when has_mask (a mask with a unit last stride)
     m = -np.inf
     nan = False
     ninf = 0  # number of included +inf entries
     cnt = 0
     for j in range(n):
-        if has_mask and not mask[i, j]:
+        if has_mask and not mr[j]:
             continue
         v = x[i, j] * invT
         cnt += 1
@@ -47,7 +48,7 @@ def _index_row_general(x, mask, has_mask, i, t, invT, eps, z, a, b, want_grad, g
                 grad[i, j] = np.nan
         return np.nan, np.nan
     vt = x[i, t] * invT
-    t_in = (not has_mask) or mask[i, t]
+    t_in = (not has_mask) or mr[t]
     if ninf > 0:
         # softmax is 1/k on the k +inf entries, 0 elsewhere; lse = +inf
         lk = math.log(ninf)
@@ -58,7 +59,7 @@ def _index_row_general(x, mask, has_mask, i, t, invT, eps, z, a, b, want_grad, g
             ce += np.inf if cnt > ninf else eps * lk
         if want_grad:
             for j in range(n):
-                inc = (not has_mask) or mask[i, j]
+                inc = (not has_mask) or mr[j]
                 if not inc:
                     grad[i, j] = 0.0
                     continue
@@ -71,7 +72,7 @@ def _index_row_general(x, mask, has_mask, i, t, invT, eps, z, a, b, want_grad, g
     sdm = 0.0  # mean of (v - m), as sum (v/2 - m/2) (2 / cnt): no overflow of a
     c2 = 2.0 / cnt  # partial sum where the mean itself is finite ([1e308, -1e308, 0])
     for j in range(n):
-        if has_mask and not mask[i, j]:
+        if has_mask and not mr[j]:
             continue
         v = x[i, j] * invT
         s += math.exp(v - m)
@@ -86,7 +87,7 @@ def _index_row_general(x, mask, has_mask, i, t, invT, eps, z, a, b, want_grad, g
     if want_grad:
         inv_s = 1.0 / s
         for j in range(n):
-            if has_mask and not mask[i, j]:
+            if has_mask and not mr[j]:
                 grad[i, j] = 0.0
                 continue
             p = math.exp(x[i, j] * invT - m) * inv_s
@@ -97,7 +98,7 @@ def _index_row_general(x, mask, has_mask, i, t, invT, eps, z, a, b, want_grad, g
 
 # no fastmath on this dispatcher: the exact row path (_index_row_general) must not be
 # reassociated ((v/2 - m/2) -> (v - m)/2 overflows; the fast helpers carry their own)
-@over_rows(cost=8)
+@over_rows(cost=8, strided=(2,))  # the mask: one compiled variant for every layout
 @njit(cache=True, nogil=True)
 def ce_index_rows(
     x,
@@ -235,7 +236,7 @@ def _prob_grad(xr, yr, cw, has_w, invT, m, c1, c0, inv_s, wq, ai, gz, gr):
             gr[j] = invT * (ai * (wq * p - (c1 * yr[j] + c0)) + gz * p)
 
 
-@over_rows(cost=8)
+@over_rows(cost=8, strided=(4,))
 @njit(cache=True, nogil=True)
 def ce_prob_rows(
     x, y, cw, has_w, mask, has_mask, invT, eps, z, a, b, active, want_grad, grad, ce, lse, r0, r1
@@ -273,12 +274,13 @@ def ce_prob_rows(
                     gz = b[i] * 2.0 * z * lrow
                     _prob_grad(xr, yr, cw, has_w, invT, m, c1, c0, 1.0 / s, wq, a[i], gz, gr)
                 continue
+        mr = mrow(mask, i)  # read only when has_mask (a mask with a unit last stride)
         m = -np.inf
         nan = False
         ninf = 0
         cnt = 0
         for j in range(n):
-            if has_mask and not mask[i, j]:
+            if has_mask and not mr[j]:
                 continue
             v = x[i, j] * invT
             cnt += 1
@@ -301,7 +303,7 @@ def ce_prob_rows(
         bad = False  # q > 0 on a class with p == 0 (masked, or -inf while finite max)
         for j in range(n):
             w = cw[j] if has_w else 1.0
-            inc = (not has_mask) or mask[i, j]
+            inc = (not has_mask) or mr[j]
             q = ((1.0 - eps) * y[i, j] + eps / cnt) if inc else (1.0 - eps) * y[i, j]
             if q == 0:
                 if inc and ninf == 0:
@@ -335,7 +337,7 @@ def ce_prob_rows(
         lse[i] = lrow
         if want_grad:
             for j in range(n):
-                inc = (not has_mask) or mask[i, j]
+                inc = (not has_mask) or mr[j]
                 if not inc:
                     grad[i, j] = 0.0
                     continue
