@@ -284,15 +284,17 @@ def client():
     distributed = pytest.importorskip("distributed")
     pytest.importorskip("psutil")
     with warnings.catch_warnings():
-        # With the dashboard off, the scheduler's small HTTP server (health routes,
-        # loopback) still tries port 8787 and warns when another cluster holds it.
+        # The scheduler's small HTTP server (health routes) listens on a port of its
+        # own choosing: with the dashboard "off" (None) it tried port 8787, and when
+        # the other xdist worker's cluster held it, distributed left the failed socket
+        # unclosed; its ResourceWarning surfaced in whichever test collected it.
         warnings.filterwarnings("ignore", message="Port 8787 is already in use")
         cluster = distributed.LocalCluster(
             n_workers=2,
             threads_per_worker=1,
             processes=True,
             host="127.0.0.1",
-            dashboard_address=None,
+            dashboard_address="127.0.0.1:0",
             memory_limit=MEMORY_LIMIT,
         )
     with cluster, distributed.Client(cluster, set_as_default=False) as c:

@@ -127,7 +127,7 @@ def test_cluster_results_equal_numpy():
             threads_per_worker=1,
             processes=True,
             host="127.0.0.1",
-            dashboard_address=None,
+            dashboard_address="127.0.0.1:0",
         )
     x, ids = _data(9)
     xd = da.from_array(x, chunks=(37, 2))

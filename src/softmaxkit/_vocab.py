@@ -367,13 +367,13 @@ def linear_cross_entropy(args: dict[str, Any]) -> Any:
     for r0, r1, zb, hb in logit_blocks(h2, W2, bvec, rows, buf):
         mb = mask2[r0:r1] if mask2 is not None else None
         mk = mb if mb is not None else all_true(zb.shape)
-        args = (
+        kargs = (
             readonly(zb), mk, mb is not None, readonly(o.T[r0:r1]), o.cap, tsafe[r0:r1],
             active[r0:r1], o.eps, o.k, st[r0:r1], amax[r0:r1], topv[r0:r1], topi[r0:r1], want_grad,
             b2z[r0:r1], ca[r0:r1], be[r0:r1], al[r0:r1], zb if want_grad else buf[:0].reshape(0, 0),
             want_grad,
         )  # fmt: skip
-        kern.vocab_rows(*args)
+        kern.vocab_rows(*kargs)
         if want_grad:
             matmul(zb, W2, out=d_h[r0:r1])
             for v0 in range(0, V, slab):  # d_W += G^T h, no [V, d] temporary

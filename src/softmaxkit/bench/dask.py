@@ -76,15 +76,16 @@ def _cluster(memory_limit: str):
     from distributed import Client, LocalCluster
 
     with warnings.catch_warnings():
-        # dashboard off, but the scheduler's HTTP server (loopback) still tries port
-        # 8787 and warns when another cluster holds it
+        # the scheduler's HTTP server on a port of its own choosing: with the dashboard
+        # "off" (None) it tried port 8787, and distributed left the socket of a failed
+        # bind unclosed when another cluster held it
         warnings.filterwarnings("ignore", message="Port 8787 is already in use")
         cluster = LocalCluster(
             n_workers=2,
             threads_per_worker=1,
             processes=True,
             host="127.0.0.1",
-            dashboard_address=None,
+            dashboard_address="127.0.0.1:0",
             memory_limit=memory_limit,
         )
     client = Client(cluster, set_as_default=False)

@@ -276,6 +276,77 @@ def softmax_store_range(x, out, T, invT, t0, t1):
         _scale(row(out, prev), 0, n, fprev)
 
 
+@njit(fastmath=FASTMATH, cache=True)
+def _where_row(xr, mr, xs, ninf):
+    """``xs = where(mr, xr, -inf)`` in the compute dtype (a vectorised select)."""
+    for j in range(xs.shape[0]):
+        xs[j] = ld(xr[j], ninf) if mr[j] else ninf
+
+
+@njit(**_KW)
+def where_range(x, mask, out, invT, t0, t1):
+    """``out = where(mask, x, -inf)`` over rows t0:t1, in the compute dtype."""
+    ninf = ld(-np.inf, invT)
+    for i in range(t0, t1):
+        _where_row(row(x, i), mrow(mask, i), row(out, i), ninf)
+
+
+@njit(**_KW)
+def softmax_masked_store_range(x, mask, out, T, invT, t0, t1):
+    """Rows t0:t1 (of at most ``_BLOCK`` values) of a masked softmax: each row is first
+    copied into an L1 scratch row with its masked entries set to ``-inf``
+    (``softmax(x, where=m) == softmax(where(m, x, -inf))`` entry for entry: masked
+    NaN and ``+inf`` are excluded either way, a fully masked row is all ``-inf``, which
+    gives zeros), then written by ``softmax_store_range``'s store-then-scale from the
+    scratch.  The masked two-pass path evaluated the mask in every pass and kept its
+    loops scalar: [65536, 128] float32, one thread, 14.9 ms against 3.5 unmasked.
+    Longer rows (up to ``L2_ROW`` values: the scratch row stays in L2) go through the
+    long-row store-then-scale (``_softmax_row_store``) from their scratch row."""
+    n = x.shape[1]
+    ninf = ld(-np.inf, invT)
+    one = ld(1.0, invT)
+    xa = np.empty(n, dtype=out.dtype)
+    if n > _BLOCK:
+        for i in range(t0, t1):
+            _where_row(row(x, i), mrow(mask, i), xa, ninf)
+            _softmax_row_store(xa, row(out, i), T, invT)
+        return
+    xb = np.empty(n, dtype=out.dtype)
+    m = ninf
+    if t1 > t0:
+        _where_row(row(x, t0), mrow(mask, t0), xa, ninf)
+        m = _bmax(xa, 0, n, ninf)
+    prev = -1  # the row whose scale by fprev is pending
+    fprev = one
+    for i in range(t0, t1):
+        even = (i - t0) % 2 == 0
+        cur = xa if even else xb
+        nxt = xb if even else xa
+        mn = ninf
+        if i + 1 < t1:
+            _where_row(row(x, i + 1), mrow(mask, i + 1), nxt, ninf)
+            mn = _bmax(nxt, 0, n, ninf)
+        mT = np.float64(m) / T
+        if mT > -np.inf and mT < np.inf:
+            if invT == one and n <= _SUB:
+                s = _run_terms(cur, row(out, i), m, m, 1)
+            elif invT == one:
+                s = _store_sum(cur, row(out, i), m, m, 1)
+            elif n <= _SUB:
+                s = _run_terms(cur, row(out, i), m, invT, 0)
+            else:
+                s = _store_sum(cur, row(out, i), m, invT, 0)
+            if prev >= 0:
+                _scale(row(out, prev), 0, n, fprev)
+            fprev = ld(1.0 / np.float64(s), invT)
+            prev = i
+        else:  # a special row (+inf, NaN, all masked): written whole from its state
+            _softmax_block_store(cur, row(out, i), T, invT, m)
+        m = mn
+    if prev >= 0:
+        _scale(row(out, prev), 0, n, fprev)
+
+
 @njit(**_KW)
 def logsumexp_range(x, mask, b, has_mask, has_b, T, invT, lse, sign, t0, t1):
     """Rows t0:t1 of logsumexp: one read of each row (groups of rows without ``b``)."""
