@@ -50,6 +50,7 @@ def _dense() -> list[tuple[str, str, Callable[[], object]]]:
             ("log_softmax axis=0", name, lambda x=x: sk.log_softmax(x, axis=0)),
             ("logsumexp axis=0", name, lambda x=x: sk.logsumexp(x, axis=0)),
             ("softmax where=", name, lambda x=x, m=mask: sk.softmax(x, where=m)),
+            ("log_softmax where=", name, lambda x=x, m=mask: sk.log_softmax(x, where=m)),
             ("logsumexp b=", name, lambda x=x: sk.logsumexp(x, axis=-1, b=np.abs(x))),
         ]
     return out
