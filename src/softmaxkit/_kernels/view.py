@@ -66,16 +66,17 @@ def any_layout(kernel, args: tuple, positions: tuple[int, ...], ranged: bool = T
     ``positions`` typed as strided arrays of any layout (Numba's ``'A'``).
 
     Numba compiles a kernel once per argument type, and a C-contiguous, an
-    F-contiguous and a strided (broadcast) array are three types.  A mask or weights
-    array comes in all three (a full mask, a transposed one, a row mask broadcast over
-    the rows), and every kernel that takes one was compiled up to three times with
-    otherwise equal arguments: 290 of the 813 s a cold test run spent compiling.  The
-    kernels index these arrays through their strides anyway (a broadcast array has
-    stride 0), so the entry points pass them as ``'A'``: the placeholder used when
-    there is no mask is itself strided (``_DUMMY_MASK``), and a contiguous array goes
-    through here: ``kernel.compile`` for the signature with those positions typed
-    ``'A'`` (loaded from the cache, compiled once, or handed to the background compile
-    like any first call) and that signature's entry point, which accepts the
+    F-contiguous and a strided (broadcast) array are three types.  A mask comes in all
+    three (a full mask, a transposed one, a row mask broadcast over the rows), and every
+    kernel that takes one was compiled up to three times with otherwise equal
+    arguments: 245 of the 813 s a cold test run spent compiling (weights keep their
+    layout: rows/entry.py).  So the entry points hand masks over as ``'A'`` arrays
+    with a unit last stride (``unit_last``; the kernels read their rows through
+    ``mrow`` / ``mslice``): the placeholder used when there is no mask is itself
+    strided (``_DUMMY_MASK``), and a contiguous mask goes through here:
+    ``kernel.compile`` for the signature with those positions typed ``'A'`` (loaded
+    from the cache, compiled once, or handed to the background compile like any first
+    call) and that signature's entry point, which accepts the
     contiguous array as it is.  ``ranged``: the call appends two ``int64`` bounds
     (``_parallel.run``).  The entry point is looked up by Numba's C type fingerprints
     of the arguments (about 1 us for ten of them).
@@ -106,21 +107,9 @@ def row(typingctx, a, i):
     def codegen(context, builder, sig, args):
         arr = context.make_array(sig.args[0])(context, builder, args[0])
         idx = context.cast(builder, args[1], sig.args[1], types.intp)
-        stride0 = builder.extract_value(arr.strides, 0)
-        stride1 = builder.extract_value(arr.strides, 1)
-        base = builder.bitcast(arr.data, cgutils.voidptr_t)
-        data = builder.gep(base, [builder.mul(idx, stride0)])
-        data = builder.bitcast(data, arr.data.type)
-        view = context.make_array(rty)(context, builder)
-        context.populate_array(
-            view,
-            data=data,
-            shape=cgutils.pack_array(builder, [builder.extract_value(arr.shape, 1)]),
-            strides=cgutils.pack_array(builder, [stride1]),
-            itemsize=arr.itemsize,
-            meminfo=None,
-        )
-        return view._getvalue()
+        off = builder.mul(idx, builder.extract_value(arr.strides, 0))
+        n = builder.extract_value(arr.shape, 1)
+        return _view(context, builder, rty, arr, off, n, builder.extract_value(arr.strides, 1))
 
     return rty(a, i), codegen
 
@@ -139,7 +128,8 @@ def mrow(typingctx, a, i):
         arr = context.make_array(sig.args[0])(context, builder, args[0])
         idx = context.cast(builder, args[1], sig.args[1], types.intp)
         off = builder.mul(idx, builder.extract_value(arr.strides, 0))
-        return _unit_view(context, builder, rty, arr, off, builder.extract_value(arr.shape, 1))
+        n = builder.extract_value(arr.shape, 1)
+        return _view(context, builder, rty, arr, off, n, arr.itemsize)
 
     return rty(a, i), codegen
 
@@ -167,12 +157,14 @@ def mslice(typingctx, a, p, j, q0, q1):
             builder.mul(ij, builder.extract_value(arr.strides, 1)),
         )
         off = builder.add(off, builder.mul(i0, arr.itemsize))
-        return _unit_view(context, builder, rty, arr, off, builder.sub(i1, i0))
+        return _view(context, builder, rty, arr, off, builder.sub(i1, i0), arr.itemsize)
 
     return rty(a, p, j, q0, q1), codegen
 
 
-def _unit_view(context, builder, rty, arr, off, length):
+def _view(context, builder, rty, arr, off, length, stride):
+    """The 1-D view ``rty`` of ``length`` values, ``stride`` bytes apart, starting
+    ``off`` bytes into ``arr``'s data, with no meminfo (see the module docstring)."""
     base = builder.bitcast(arr.data, cgutils.voidptr_t)
     data = builder.bitcast(builder.gep(base, [off]), arr.data.type)
     view = context.make_array(rty)(context, builder)
@@ -180,7 +172,7 @@ def _unit_view(context, builder, rty, arr, off, length):
         view,
         data=data,
         shape=cgutils.pack_array(builder, [length]),
-        strides=cgutils.pack_array(builder, [arr.itemsize]),
+        strides=cgutils.pack_array(builder, [stride]),
         itemsize=arr.itemsize,
         meminfo=None,
     )
