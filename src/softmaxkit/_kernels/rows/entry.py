@@ -2,7 +2,8 @@
 rows, store-then-scale, split rows, streaming stores) and the thread count, allocate
 the chunk states, and run the range kernels (``softmax_rows2d``,
 ``logsumexp_rows2d``, ``state_rows``).  Module flags the tests switch:
-``STORE`` (store-then-scale) and ``NT_MIN_BYTES`` (streaming stores).
+``STORE`` (store-then-scale), ``LOG_ROWS`` (float32 log_softmax rows one at a time) and
+``NT_MIN_BYTES`` (streaming stores).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from .ranges import (
     chunk_store_range,
     chunk_write_range,
     log_softmax_range,
+    log_softmax_rows_range,
     logsumexp_range,
     logsumexp_short_range,
     softmax_masked_store_range,
@@ -39,6 +41,17 @@ CHUNK_MIN = 1 << 15  # shortest chunk worth a task of its own
 # not in place): pass 2 rescales the stored exps instead of a second exp per value.
 # False only in tests, to reach the two-exp paths with plain arrays.
 STORE = True
+# log_softmax of rows of LOG_ROWS_N[itemsize] values (no mask, out in the compute
+# dtype) one row at a time (``log_softmax_rows_range``) instead of the short rows'
+# tiles (below 48 values) or the groups of 256 rows.  One thread, CPU time, minima of
+# 21, [2^23 / n, n], groups (or tiles) -> one row at a time: float32 n = 16 13.6 ->
+# 13.6 ms (stays tiles), 24 14.1 -> 10.2, 32 14.6 -> 8.1, 48 15.7 -> 6.4, 64 5.1 ->
+# 4.9, 128 3.97 -> 3.50, 192 3.56 -> 3.12, 256 3.24 -> 2.85, 320 3.25 -> 3.90, 512
+# 3.04 -> 3.64 (stay groups); float64 24 23.5 -> 23.6, 32 25.7 -> 18.9, 48 26.0 ->
+# 18.2, 64 13.9 -> 13.4, 128 12.6 -> 11.6, 256 12.4 -> 13.0 (stays groups).
+# False only in tests, to reach the groups with the same arrays.
+LOG_ROWS = True
+LOG_ROWS_N = {4: (SHORT_STORE, 256), 8: (32, 128)}
 
 
 # Placeholders for "no mask" / "no weights", read-only.  The mask one is strided
@@ -90,6 +103,15 @@ def softmax_rows2d(x, mask, out, T, invT, log):
     # (+inf) is rewritten from x afterwards; they are skipped, as is the "touch".
     inplace = np.may_share_memory(x, out)
     store = STORE and not log and not has_mask and out.dtype == invT.dtype and not inplace
+    if (
+        LOG_ROWS
+        and log
+        and not has_mask
+        and x.dtype == out.dtype == invT.dtype
+        and LOG_ROWS_N[invT.itemsize][0] <= n <= LOG_ROWS_N[invT.itemsize][1]
+    ):
+        run(log_softmax_rows_range, R, nt, x, out, T, invT)
+        return
     if n <= SHORT and not has_mask and not (store and n >= SHORT_STORE):
         rpt = tile_rows(n)
         run(softmax_short_range, -(-R // rpt), nt, x, out, T, invT, log, rpt)

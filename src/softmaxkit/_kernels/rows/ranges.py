@@ -6,6 +6,8 @@ threads.  softmax / log_softmax / logsumexp / the (m, s) state, whole rows or ch
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numba import njit
 
@@ -33,6 +35,7 @@ from .pieces import (
     _chunk_task,
     _classify,
     _finite_state,
+    _log_sum,
     _lse_finish,
     _lse_finish_group,
     _lse_row,
@@ -229,6 +232,51 @@ def log_softmax_range(x, mask, out, has_mask, T, invT, nt, touch_ok, t0, t1):
                 _write_row_nt(row(x, i), row(out, i), 0, n, M[k], Rr[k], W[k], T, invT, True, sb)
             else:
                 _wlsm(row(x, i), row(out, i), 0, n, M[k], invT, ld(L[k], invT))
+
+
+@njit(**_KW)
+def log_softmax_rows_range(x, out, T, invT, t0, t1):
+    """log_softmax of rows of one block (no mask; ``entry.LOG_ROWS_N``: 24-256 float32,
+    32-128 float64 values), one row at a time, as ``softmax_store_range``: the max of
+    row i + 1 before the sum of row i, and row i - 1 written after that sum, so that
+    its libm ``log S`` has the sum loop to finish in.  The rows stay in L1 between
+    their passes, where the groups of ``log_softmax_range`` re-read theirs from L2
+    (one thread, CPU time, float32 [65536, 128] 3.97 -> 3.50 ms; rows of 32 were
+    tiles: 14.6 -> 8.1).  float64 keeps the tie split (``log1p``) as the groups do;
+    float32 sums every term (``(S, 0)``).  In place is fine: row i - 1 is written
+    after rows i and i + 1 were read.
+    """
+    n = x.shape[1]
+    ninf = ld(-np.inf, invT)
+    one = ld(1.0, invT)
+    m = _bmax(row(x, t0), 0, n, ninf) if t1 > t0 else ninf
+    prev = -1  # the row whose write (x - m) / T - log S is pending
+    mprev = m
+    lprev = one
+    for i in range(t0, t1):
+        mn = _bmax(row(x, i + 1), 0, n, ninf) if i + 1 < t1 else ninf
+        mT = np.float64(m) / T
+        if mT > -np.inf and mT < np.inf:
+            # finite: S >= 1 (the max's own term) and no NaN (it would make m NaN)
+            if not is32(invT):  # float64: the tie split (log S = log1p(r) for one max)
+                bs, bc = _bsum(row(x, i), 0, n, m, invT, True)
+                lS = _log_sum(np.float64(bs), np.float64(bc))[0]
+            elif invT == one:
+                lS = math.log(np.float64(_sum_run(row(x, i), m, m, 1)))
+            else:
+                lS = math.log(np.float64(_sum_run(row(x, i), m, invT, 0)))
+            if prev >= 0:
+                _wlsm(row(x, prev), row(out, prev), 0, n, mprev, invT, lprev)
+            lprev = ld(lS, invT)
+            mprev = m
+            prev = i
+        else:  # a special row (max or max / T not finite): its state, then written
+            xr = row(x, i)
+            ms, r, w0 = _chunk_state(xr, xr, xr, False, False, 0, n, invT, True)
+            _write_row(xr, xr, row(out, i), False, 0, n, ms, r, w0, T, invT, True)
+        m = mn
+    if prev >= 0:
+        _wlsm(row(x, prev), row(out, prev), 0, n, mprev, invT, lprev)
 
 
 @njit(**_KW)
