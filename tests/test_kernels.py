@@ -148,14 +148,15 @@ def test_special_rows(n, dtype):
 
 @pytest.mark.parametrize(
     "dtype, n",
-    [(np.float32, n) for n in (23, 24, 40, 128, 256, 257)]
+    [(np.float32, n) for n in (23, 24, 40, 48, 49, 128, 256, 257)]
     + [(np.float64, n) for n in (31, 32, 100, 128, 129)],
 )
 def test_log_softmax_rows_one_at_a_time(monkeypatch, dtype, n):
     """log_softmax of rows of ``LOG_ROWS_N`` values runs one row at a time
     (``log_softmax_rows_range``, the write of row i - 1 after the sum of row i):
     special rows among finite ones, temperatures, in place, ``out=``; and the same
-    rows through the groups / tiles it replaced (``LOG_ROWS`` off)."""
+    rows through the groups / tiles it replaced (``LOG_ROWS`` off).  float32
+    logsumexp of rows of 24-48 takes the row kernel instead of the tiles."""
     lo, hi = rows.entry.LOG_ROWS_N[np.dtype(dtype).itemsize]
     used = []
 
@@ -179,6 +180,13 @@ def test_log_softmax_rows_one_at_a_time(monkeypatch, dtype, n):
                 y = x.copy()
                 sk.log_softmax(y, temperature=T, out=y)
                 _check(y, want, dtype, "log_softmax")
+                # float32 logsumexp of rows of 24-48: the row kernel, not the tiles
+                used.clear()
+                got = sk.logsumexp(x, axis=-1, temperature=T)
+                _check(got, ref.logsumexp(x, axis=-1, temperature=T), dtype, "logsumexp")
+                rows32 = flag and dtype == np.float32 and 24 <= n
+                tiles = n <= rows.tiles.SHORT and not rows32
+                assert ("logsumexp_short_range" in used) == tiles, used
 
 
 def test_special_rows_split_chunks():

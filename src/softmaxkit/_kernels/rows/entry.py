@@ -49,7 +49,8 @@ STORE = True
 # 4.9, 128 3.97 -> 3.50, 192 3.56 -> 3.12, 256 3.24 -> 2.85, 320 3.25 -> 3.90, 512
 # 3.04 -> 3.64 (stay groups); float64 24 23.5 -> 23.6, 32 25.7 -> 18.9, 48 26.0 ->
 # 18.2, 64 13.9 -> 13.4, 128 12.6 -> 11.6, 256 12.4 -> 13.0 (stays groups).
-# False only in tests, to reach the groups with the same arrays.
+# False only in tests, to reach the groups with the same arrays (and float32
+# logsumexp's tiles for rows of 24-48, ``logsumexp_rows2d``).
 LOG_ROWS = True
 LOG_ROWS_N = {4: (SHORT_STORE, 256), 8: (32, 128)}
 
@@ -200,7 +201,12 @@ def logsumexp_rows2d(x, mask, b, T, invT, lse, sign):
     R, n = x.shape
     T = np.float64(T)
     nt = threads_for(x.size, invT.itemsize)
-    if n <= SHORT and not has_mask and not has_b:
+    # float32 rows of SHORT_STORE..SHORT values: the row kernel beats the tiles (one
+    # thread, CPU time, minima of 21, [2^23 / n, n], tiles -> rows: n = 16 8.1 -> 8.3
+    # ms (stays tiles), 24 7.7 -> 6.4, 32 8.3 -> 5.3, 40 8.4 -> 4.7, 48 8.7 -> 4.4;
+    # float64 keeps the tiles: n = 32 18.7 -> 20.7, 48 18.1 -> 19.1)
+    rows32 = LOG_ROWS and x.dtype == invT.dtype == np.float32 and n >= SHORT_STORE
+    if n <= SHORT and not has_mask and not has_b and not rows32:
         rpt = tile_rows(n)
         run(logsumexp_short_range, -(-R // rpt), nt, x, T, invT, rpt, lse, sign)
         return
