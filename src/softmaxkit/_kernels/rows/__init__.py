@@ -39,7 +39,7 @@ sum) rule.  Accumulators: the block sum in the compute dtype (at most
 carried exactly as a float32 pair (``exp._expd32``; ``exp._expd32_unit`` when
 ``T = 1``).  Rows are taken a group at a time where a log per row is needed, so
 that ``log(w0 + r)`` is one vectorised loop (``logsum.log_sum_array``), except
-log_softmax rows of 24-256 values (float64 32-128), one row at a time
+log_softmax rows of 24-256 values (float64 32-2048), one row at a time
 (``ranges.log_softmax_rows_range``: the libm log of row i - 1 overlaps the sum of
 row i, and the rows stay in L1 between the passes).  Outputs of
 32 MiB and more are written with streaming stores (``nt.py``) in the write pass of

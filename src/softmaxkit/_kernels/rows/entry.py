@@ -43,16 +43,18 @@ CHUNK_MIN = 1 << 15  # shortest chunk worth a task of its own
 STORE = True
 # log_softmax of rows of LOG_ROWS_N[itemsize] values (no mask, out in the compute
 # dtype) one row at a time (``log_softmax_rows_range``) instead of the short rows'
-# tiles (below 48 values) or the groups of 256 rows.  One thread, CPU time, minima of
-# 21, [2^23 / n, n], groups (or tiles) -> one row at a time: float32 n = 16 13.6 ->
-# 13.6 ms (stays tiles), 24 14.1 -> 10.2, 32 14.6 -> 8.1, 48 15.7 -> 6.4, 64 5.1 ->
-# 4.9, 128 3.97 -> 3.50, 192 3.56 -> 3.12, 256 3.24 -> 2.85, 320 3.25 -> 3.90, 512
-# 3.04 -> 3.64 (stay groups); float64 24 23.5 -> 23.6, 32 25.7 -> 18.9, 48 26.0 ->
-# 18.2, 64 13.9 -> 13.4, 128 12.6 -> 11.6, 256 12.4 -> 13.0 (stays groups).
+# tiles (below 48 values) or the groups of 256 rows.  One thread, CPU time per value,
+# medians of 7 interleaved rounds of minima of 15, speed-up over groups (or tiles)
+# for 4 MB / 32 MB / 64 MB of input: float32 n = 24 0.99 / 1.37, 32 1.28 / 1.84 /
+# 1.51, 48 2.47 (32 MB), 64 0.94 / 1.07 / 1.03, 128 1.02 / 1.12 / 1.16, 256 1.13 /
+# 1.11 / 1.11, but 320 1.11 / 0.83 and 512 1.04 / 0.86 (those stay in groups; n = 16
+# stays in tiles); float64 n = 32 1.36 / 1.03 / 1.53, 64 0.94 / 0.96 / 1.14, 128
+# 1.00 / 0.95 / 1.17, 256 1.01 / 0.95 / 1.01, 512 1.05 / 1.09 / 1.07, 2048 1.01 /
+# 1.02 (n = 24 stays in tiles).
 # False only in tests, to reach the groups with the same arrays (and float32
 # logsumexp's tiles for rows of 24-48, ``logsumexp_rows2d``).
 LOG_ROWS = True
-LOG_ROWS_N = {4: (SHORT_STORE, 256), 8: (32, 128)}
+LOG_ROWS_N = {4: (SHORT_STORE, 256), 8: (32, _BLOCK)}
 
 
 # Placeholders for "no mask" / "no weights", read-only.  The mask one is strided
