@@ -189,6 +189,41 @@ def test_log_softmax_rows_one_at_a_time(monkeypatch, dtype, n):
                 assert ("logsumexp_short_range" in used) == tiles, used
 
 
+@pytest.mark.parametrize("n", [10, 128, 3000, 70_000])
+def test_masked_logsumexp_copy(monkeypatch, n):
+    """float32 logsumexp with a mask (no weights) folds the mask into a scratch copy of
+    each group of rows (``where(m, x, -inf)``) and runs the unmasked group code: masked
+    NaN / +inf excluded, fully masked rows -inf, unmasked specials kept, signs, every
+    mask layout; against the masked two-pass code (``MASK_COPY`` off) and the
+    reference.  Rows longer than ``L2_ROW`` keep the two-pass code."""
+    used = []
+    run_masked = rows.entry._run  # the runner of the kernels that take a mask
+
+    def spy(kernel, *args, **kw):
+        used.append(kernel.py_func.__name__)
+        return run_masked(kernel, *args, **kw)
+
+    monkeypatch.setattr(rows.entry, "_run", spy)
+    x = np.concatenate([_special_rows(n, np.float32), _x((30, n), np.float32)])
+    m = RNG.random(x.shape) < 0.7
+    m[0, n // 3] = False  # the NaN masked: a finite row
+    m[2, 1] = False  # the one +inf masked
+    m[9] = False  # a fully masked row
+    m[5, :] = True
+    masks = {"full": m, "rows": np.broadcast_to(m[10:11], x.shape), "F": np.asfortranarray(m)}
+    for name, mk in masks.items():
+        for T in (1.0, 0.37, 25.0):
+            want, ws = ref.logsumexp(x, axis=-1, where=mk, temperature=T, return_sign=True)
+            for flag in (True, False):
+                monkeypatch.setattr(rows.entry, "MASK_COPY", flag)
+                used.clear()
+                got, gs = sk.logsumexp(x, axis=-1, where=mk, temperature=T, return_sign=True)
+                _check(got, want, np.float32, "logsumexp")
+                np.testing.assert_array_equal(gs, ws)
+                copied = "logsumexp_masked_range" in used
+                assert copied == (flag and n <= rows.store.L2_ROW), (name, used)
+
+
 def test_special_rows_split_chunks():
     """A +inf / NaN / dominant value in a later chunk of a split row."""
     n = 1_100_000

@@ -440,7 +440,9 @@ def logsumexp(
     (NaN when the weights of the ``+inf`` entries cancel); a NaN row gives NaN.
 
     Peak extra memory: a few float64 values per output element (the per-row
-    ``(m, s)`` state and the sign) and nothing input-sized, except the copies
+    ``(m, s)`` state and the sign; with a float32 ``where`` mask, a scratch of at most
+    128 KiB per thread for the masked copy of a group of rows) and nothing
+    input-sized, except the copies
     described for :func:`softmax` when the layout needs one (``b`` is read in place
     when it is broadcast).
 

@@ -58,6 +58,8 @@ Modules (each imports only those above it):
 * ``store``: softmax by store-then-scale;
 * ``tiles``: short rows a transposed tile at a time;
 * ``ranges``: the ``nogil`` range kernels that ``_parallel.run`` splits over threads;
+* ``masked``: the masked range kernels that fold the mask into a copy of the rows
+  (``where(m, x, -inf)``) and run the unmasked code on it;
 * ``entry``: the Python entry points that pick a path (``softmax_rows2d``,
   ``logsumexp_rows2d``, ``state_rows``).
 """
