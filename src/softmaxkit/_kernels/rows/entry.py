@@ -2,8 +2,9 @@
 rows, store-then-scale, split rows, streaming stores) and the thread count, allocate
 the chunk states, and run the range kernels (``softmax_rows2d``,
 ``logsumexp_rows2d``, ``state_rows``).  Module flags the tests switch:
-``STORE`` (store-then-scale), ``LOG_ROWS`` (float32 log_softmax rows one at a time) and
-``NT_MIN_BYTES`` (streaming stores).
+``STORE`` (store-then-scale), ``LOG_ROWS`` (log_softmax rows one at a time, float32
+logsumexp rows of 24-48 by the row kernel), ``MASK_COPY`` (float32 masked logsumexp
+by a copy of the rows) and ``NT_MIN_BYTES`` (streaming stores).
 """
 
 from __future__ import annotations
