@@ -40,8 +40,8 @@ carried exactly as a float32 pair (``exp._expd32``; ``exp._expd32_unit`` when
 ``T = 1``).  Rows are taken a group at a time where a log per row is needed, so
 that ``log(w0 + r)`` is one vectorised loop (``logsum.log_sum_array``), except
 log_softmax rows of 24-256 values (float64 32-2048), one row at a time
-(``ranges.log_softmax_rows_range``: the libm log of row i - 1 overlaps the sum of
-row i, and the rows stay in L1 between the passes).  Outputs of
+(``ranges.log_softmax_rows_range``: the libm log of row i overlaps the max and the
+sum of the rows after it, and the rows stay in L1 between the passes).  Outputs of
 32 MiB and more are written with streaming stores (``nt.py``) in the write pass of
 unmasked rows longer than L2 that recomputes its values from ``x``: log_softmax, and
 softmax in place.  Kernels hand rows to their helpers as ``view.row(x, i)``, not
